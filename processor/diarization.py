@@ -1,0 +1,106 @@
+"""Diarization boundary: who spoke when inside one window.
+
+The engine only sees :class:`Diarizer`. :class:`SingleSpeakerDiarizer` is the
+``FLOWBOT_DIARIZATION=none`` choice; the pyannote engine (offline bundled
+weights or the published pipeline) implements the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerTurn:
+    """A stretch of one speaker, seconds relative to the window start."""
+
+    start: float
+    end: float
+    speaker: str
+
+
+@dataclass(frozen=True)
+class Diarization:
+    """Exclusive (non-overlapping) turns plus one embedding per window-local speaker.
+
+    Embeddings let the session registry map window labels to session labels;
+    a speaker whose embedding is missing or NaN is matched by nothing and
+    becomes a new session speaker only if it has enough speech.
+    """
+
+    turns: tuple[SpeakerTurn, ...]
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def speaker_at(self, t: float) -> str | None:
+        """Speaker active at time ``t`` (nearest turn if ``t`` falls in a gap)."""
+        best, best_dist = None, float("inf")
+        for turn in self.turns:
+            if turn.start <= t < turn.end:
+                return turn.speaker
+            dist = min(abs(t - turn.start), abs(t - turn.end))
+            if dist < best_dist:
+                best, best_dist = turn.speaker, dist
+        return best
+
+    def relabel(self, mapping: dict[str, str]) -> Diarization:
+        """The same turns with labels mapped (window-local -> session labels)."""
+        return Diarization(
+            tuple(SpeakerTurn(t.start, t.end, mapping.get(t.speaker, t.speaker)) for t in self.turns),
+            {mapping.get(k, k): v for k, v in self.embeddings.items()},
+        )
+
+
+class Diarizer(Protocol):
+    """Finds speaker turns in float32 16 kHz mono audio."""
+
+    def diarize(self, audio: np.ndarray) -> Diarization:
+        """Diarize one window."""
+
+
+class SpeakerMapper(Protocol):
+    """Keeps session speaker labels stable across windows (state survives restarts)."""
+
+    def assign(self, diarization: Diarization) -> dict[str, str]:
+        """Map window-local labels to session labels, updating the registry."""
+
+    def state(self) -> dict[str, object]:
+        """JSON-serialisable registry state, stored with each committed window."""
+
+
+class SingleSpeakerDiarizer:
+    """Everything is one speaker: the choice when diarization is switched off."""
+
+    label = "S1"
+
+    def diarize(self, audio: np.ndarray) -> Diarization:
+        """One turn over the whole window."""
+        return Diarization((SpeakerTurn(0.0, len(audio) / 16_000, self.label),))
+
+
+class IdentityMapper:
+    """Session labels = window labels (for the single-speaker diarizer)."""
+
+    def __init__(self, state: dict[str, object] | None = None) -> None:
+        self._state = dict(state or {})
+
+    def assign(self, diarization: Diarization) -> dict[str, str]:
+        """Keep labels as they are."""
+        return {t.speaker: t.speaker for t in diarization.turns}
+
+    def state(self) -> dict[str, object]:
+        """Nothing to remember."""
+        return self._state
+
+
+def turns_overlap_seconds(turns: Sequence[SpeakerTurn], start: float, end: float) -> dict[str, float]:
+    """Seconds each speaker talks within [start, end)."""
+    out: dict[str, float] = {}
+    for t in turns:
+        d = min(end, t.end) - max(start, t.start)
+        if d > 0:
+            out[t.speaker] = out.get(t.speaker, 0.0) + d
+    return out

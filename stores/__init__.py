@@ -1,0 +1,34 @@
+"""Transcript and session stores.
+
+Exports the protocols and records from :mod:`stores.base`
+(:class:`TranscriptStore`, :class:`SessionStore`, :class:`SessionProgress`,
+:class:`Session`, :class:`SessionState`, :class:`WindowChange`, errors) and the
+single-machine implementations :class:`SqliteTranscriptStore` and
+:class:`SqliteSessionStore`. The AWS-mode stores live in :mod:`stores.supabase`
+and :mod:`stores.dynamodb` and are imported only when configured.
+"""
+
+from stores.base import (
+    Session,
+    SessionNotFound,
+    SessionProgress,
+    SessionState,
+    SessionStore,
+    StateConflict,
+    TranscriptStore,
+    WindowChange,
+)
+from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore
+
+__all__ = [
+    "Session",
+    "SessionNotFound",
+    "SessionProgress",
+    "SessionState",
+    "SessionStore",
+    "SqliteSessionStore",
+    "SqliteTranscriptStore",
+    "StateConflict",
+    "TranscriptStore",
+    "WindowChange",
+]

@@ -1,0 +1,165 @@
+"""Store interfaces: where transcripts and session state live.
+
+Two implementations each: SQLite (single machine) and Supabase/DynamoDB (AWS).
+The processor, the control plane and the CLI only see these protocols.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from contracts.segments import TranscriptSegment, WindowRecord
+
+
+@dataclass(frozen=True)
+class SessionProgress:
+    """How far the processor has durably got with one session.
+
+    Written in the same transaction as a window's segments, so after a crash
+    the processor resumes exactly after the last committed window.
+    ``speaker_state`` is the session speaker registry (centroids), opaque here.
+    """
+
+    session_id: str
+    next_window_index: int = 0
+    committed_sample: int = 0
+    ended_sample: int | None = None
+    speaker_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stream_done(self) -> bool:
+        """True once the end-of-stream record was processed and all audio committed."""
+        return self.ended_sample is not None and self.committed_sample >= self.ended_sample
+
+
+@dataclass(frozen=True)
+class WindowChange:
+    """A window whose rows changed: the feed replaces the window's text wholesale."""
+
+    window_index: int
+    revision: int
+    is_final: bool
+    segments: tuple[TranscriptSegment, ...]
+
+
+class TranscriptStore(Protocol):
+    """Segments, windows, progress, speakers and notes of sessions."""
+
+    def commit_window(
+        self,
+        window: WindowRecord,
+        segments: Sequence[TranscriptSegment],
+        progress: SessionProgress,
+    ) -> None:
+        """Atomically replace the window's rows with ``segments`` and store ``progress``.
+
+        Idempotent: replaying the same window rewrites the same rows.
+        """
+
+    def put_interim(self, session_id: str, window_index: int, segments: Sequence[TranscriptSegment]) -> bool:
+        """Replace a still-open window's interim rows; False if the window is already final."""
+
+    def save_progress(self, progress: SessionProgress) -> None:
+        """Store progress without a window (e.g. end of stream on an empty buffer)."""
+
+    def load_progress(self, session_id: str) -> SessionProgress | None:
+        """Last committed progress of a session, or None if it never committed."""
+
+    def segments(self, session_id: str, *, include_interim: bool = False) -> list[TranscriptSegment]:
+        """A session's segments in time order."""
+
+    def windows(self, session_id: str) -> list[WindowRecord]:
+        """A session's committed (done or failed) windows in order."""
+
+    def changes_since(self, session_id: str, revision: int) -> list[WindowChange]:
+        """Windows changed after ``revision`` (for live feeds), oldest first."""
+
+    def speakers(self, session_id: str) -> dict[str, str]:
+        """Speaker label -> display name (the label itself when unnamed)."""
+
+    def rename_speaker(self, session_id: str, label: str, name: str) -> None:
+        """Give a session speaker a display name."""
+
+    def put_notes(self, session_id: str, notes: dict[str, Any]) -> None:
+        """Store the meeting notes of a session."""
+
+    def get_notes(self, session_id: str) -> dict[str, Any] | None:
+        """Stored notes, or None."""
+
+
+class SessionState(str, enum.Enum):
+    """Life cycle of a session (see control.sessions for allowed transitions)."""
+
+    STARTING = "starting"
+    LIVE = "live"
+    ENDING = "ending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Session:
+    """One meeting session as the control plane tracks it."""
+
+    session_id: str
+    meeting_id: str
+    user_id: str
+    topic: str
+    stream_key: str
+    state: SessionState = SessionState.STARTING
+    reason: str | None = None
+    rtmp_url: str | None = None
+    producer_ref: str | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+
+    def public_view(self) -> dict[str, Any]:
+        """What the API returns (the stream key only via start_session)."""
+        return {
+            "session_id": self.session_id,
+            "meeting_id": self.meeting_id,
+            "user_id": self.user_id,
+            "topic": self.topic,
+            "state": self.state.value,
+            "reason": self.reason,
+            "rtmp_url": self.rtmp_url,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "ended_at": self.ended_at,
+        }
+
+
+class StateConflict(RuntimeError):
+    """A conditional state transition lost: the session is not in an expected state."""
+
+
+class SessionNotFound(KeyError):
+    """No session with that id."""
+
+
+class SessionStore(Protocol):
+    """Session records with conditional transitions."""
+
+    def create(self, session: Session) -> None:
+        """Insert a new session; raises StateConflict if the id exists."""
+
+    def get(self, session_id: str) -> Session:
+        """The session, or raise :class:`SessionNotFound`."""
+
+    def transition(
+        self, session_id: str, expected: Sequence[SessionState], new: SessionState, **fields: Any
+    ) -> Session:
+        """Move to ``new`` only if the state is one of ``expected`` (atomic)."""
+
+    def find_by_stream_key(self, stream_key: str) -> Session | None:
+        """The session that owns a stream key."""
+
+    def list(self, states: Sequence[SessionState] | None = None) -> list[Session]:
+        """Sessions, optionally filtered by state."""

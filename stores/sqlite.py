@@ -1,0 +1,415 @@
+"""SQLite transcript and session stores for the single-machine mode."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from contracts.segments import TranscriptSegment, WindowRecord, Word
+from stores.base import (
+    Session,
+    SessionNotFound,
+    SessionProgress,
+    SessionState,
+    StateConflict,
+    WindowChange,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS segments (
+    session_id TEXT NOT NULL,
+    window_index INTEGER NOT NULL,
+    segment_index INTEGER NOT NULL,
+    start REAL NOT NULL,
+    "end" REAL NOT NULL,
+    speaker TEXT,
+    text TEXT NOT NULL,
+    words TEXT NOT NULL,
+    is_final INTEGER NOT NULL,
+    stable INTEGER NOT NULL,
+    avg_logprob REAL,
+    audio_uri TEXT,
+    PRIMARY KEY (session_id, window_index, segment_index)
+);
+CREATE TABLE IF NOT EXISTS windows (
+    session_id TEXT NOT NULL,
+    window_index INTEGER NOT NULL,
+    start_sample INTEGER NOT NULL,
+    end_sample INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    audio_uri TEXT,
+    revision INTEGER NOT NULL,
+    PRIMARY KEY (session_id, window_index)
+);
+CREATE INDEX IF NOT EXISTS windows_by_revision ON windows (session_id, revision);
+CREATE TABLE IF NOT EXISTS progress (
+    session_id TEXT PRIMARY KEY,
+    next_window_index INTEGER NOT NULL,
+    committed_sample INTEGER NOT NULL,
+    ended_sample INTEGER,
+    speaker_state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS speakers (
+    session_id TEXT NOT NULL,
+    label TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    PRIMARY KEY (session_id, label)
+);
+CREATE TABLE IF NOT EXISTS notes (
+    session_id TEXT PRIMARY KEY,
+    notes TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revisions (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    stream_key TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+
+# Window status while interim text is shown for it.
+OPEN = "open"
+
+
+class _Db:
+    """A per-thread SQLite connection in WAL mode."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self.conn().executescript(_SCHEMA)
+
+    def conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @staticmethod
+    def next_revision(conn: sqlite3.Connection) -> int:
+        cur = conn.execute("INSERT INTO revisions (at) VALUES (?)", (time.time(),))
+        return int(cur.lastrowid or 0)
+
+
+def _segment_row(s: TranscriptSegment) -> tuple[Any, ...]:
+    return (
+        s.session_id,
+        s.window_index,
+        s.segment_index,
+        s.start,
+        s.end,
+        s.speaker,
+        s.text,
+        json.dumps([w.to_dict() for w in s.words]),
+        int(s.is_final),
+        int(s.stable),
+        s.avg_logprob,
+        s.audio_uri,
+    )
+
+
+def _segment_from_row(row: sqlite3.Row | tuple[Any, ...]) -> TranscriptSegment:
+    (sid, win, idx, start, end, speaker, text, words, final, stable, lp, uri) = row
+    return TranscriptSegment(
+        session_id=sid,
+        window_index=win,
+        segment_index=idx,
+        start=start,
+        end=end,
+        text=text,
+        speaker=speaker,
+        words=tuple(Word.from_dict(w) for w in json.loads(words)),
+        is_final=bool(final),
+        stable=bool(stable),
+        avg_logprob=lp,
+        audio_uri=uri,
+    )
+
+
+_SEG_COLS = (
+    'session_id, window_index, segment_index, start, "end", speaker, text, words, '
+    "is_final, stable, avg_logprob, audio_uri"
+)
+
+
+class SqliteTranscriptStore:
+    """:class:`stores.base.TranscriptStore` on one SQLite file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._db = _Db(path)
+
+    def commit_window(
+        self,
+        window: WindowRecord,
+        segments: Sequence[TranscriptSegment],
+        progress: SessionProgress,
+    ) -> None:
+        """See :meth:`stores.base.TranscriptStore.commit_window`."""
+        with self._db.tx() as conn:
+            rev = self._db.next_revision(conn)
+            conn.execute(
+                "DELETE FROM segments WHERE session_id = ? AND window_index = ?",
+                (window.session_id, window.window_index),
+            )
+            conn.executemany(
+                f"INSERT INTO segments ({_SEG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [_segment_row(s) for s in segments],
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO windows VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    window.session_id,
+                    window.window_index,
+                    window.start_sample,
+                    window.end_sample,
+                    window.status,
+                    window.error,
+                    window.audio_uri,
+                    rev,
+                ),
+            )
+            self._save_progress(conn, progress)
+
+    def put_interim(
+        self, session_id: str, window_index: int, segments: Sequence[TranscriptSegment]
+    ) -> bool:
+        """See :meth:`stores.base.TranscriptStore.put_interim`."""
+        with self._db.tx() as conn:
+            row = conn.execute(
+                "SELECT status FROM windows WHERE session_id = ? AND window_index = ?",
+                (session_id, window_index),
+            ).fetchone()
+            if row and row[0] != OPEN:
+                return False
+            rev = self._db.next_revision(conn)
+            conn.execute(
+                "DELETE FROM segments WHERE session_id = ? AND window_index = ?",
+                (session_id, window_index),
+            )
+            conn.executemany(
+                f"INSERT INTO segments ({_SEG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [_segment_row(replace(s, is_final=False)) for s in segments],
+            )
+            start = int(segments[0].start * 16000) if segments else 0
+            end = int(segments[-1].end * 16000) if segments else 0
+            conn.execute(
+                "INSERT OR REPLACE INTO windows VALUES (?,?,?,?,?,?,?,?)",
+                (session_id, window_index, start, end, OPEN, None, None, rev),
+            )
+            return True
+
+    @staticmethod
+    def _save_progress(conn: sqlite3.Connection, p: SessionProgress) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO progress VALUES (?,?,?,?,?)",
+            (
+                p.session_id,
+                p.next_window_index,
+                p.committed_sample,
+                p.ended_sample,
+                json.dumps(p.speaker_state),
+            ),
+        )
+
+    def save_progress(self, progress: SessionProgress) -> None:
+        """See :meth:`stores.base.TranscriptStore.save_progress`."""
+        with self._db.tx() as conn:
+            self._save_progress(conn, progress)
+
+    def load_progress(self, session_id: str) -> SessionProgress | None:
+        """See :meth:`stores.base.TranscriptStore.load_progress`."""
+        row = self._db.conn().execute(
+            "SELECT next_window_index, committed_sample, ended_sample, speaker_state "
+            "FROM progress WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return SessionProgress(session_id, row[0], row[1], row[2], json.loads(row[3]))
+
+    def segments(
+        self, session_id: str, *, include_interim: bool = False
+    ) -> list[TranscriptSegment]:
+        """See :meth:`stores.base.TranscriptStore.segments`."""
+        sql = f"SELECT {_SEG_COLS} FROM segments WHERE session_id = ?"
+        if not include_interim:
+            sql += " AND is_final = 1"
+        sql += " ORDER BY window_index, segment_index"
+        return [_segment_from_row(r) for r in self._db.conn().execute(sql, (session_id,))]
+
+    def windows(self, session_id: str) -> list[WindowRecord]:
+        """See :meth:`stores.base.TranscriptStore.windows`."""
+        rows = self._db.conn().execute(
+            "SELECT session_id, window_index, start_sample, end_sample, status, error, audio_uri "
+            "FROM windows WHERE session_id = ? AND status != ? ORDER BY window_index",
+            (session_id, OPEN),
+        )
+        return [WindowRecord(*r) for r in rows]
+
+    def changes_since(self, session_id: str, revision: int) -> list[WindowChange]:
+        """See :meth:`stores.base.TranscriptStore.changes_since`."""
+        conn = self._db.conn()
+        # One read transaction so windows and their segments are consistent.
+        conn.execute("BEGIN")
+        try:
+            wins = conn.execute(
+                "SELECT window_index, revision, status FROM windows "
+                "WHERE session_id = ? AND revision > ? ORDER BY revision",
+                (session_id, revision),
+            ).fetchall()
+            out = []
+            for win, rev, status in wins:
+                rows = conn.execute(
+                    f"SELECT {_SEG_COLS} FROM segments WHERE session_id = ? AND window_index = ? "
+                    "ORDER BY segment_index",
+                    (session_id, win),
+                ).fetchall()
+                out.append(
+                    WindowChange(win, rev, status != OPEN, tuple(_segment_from_row(r) for r in rows))
+                )
+        finally:
+            conn.execute("COMMIT")
+        return out
+
+    def speakers(self, session_id: str) -> dict[str, str]:
+        """See :meth:`stores.base.TranscriptStore.speakers`."""
+        conn = self._db.conn()
+        labels = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT speaker FROM segments WHERE session_id = ? AND speaker IS NOT NULL",
+                (session_id,),
+            )
+        }
+        names = dict(
+            conn.execute(
+                "SELECT label, display_name FROM speakers WHERE session_id = ?", (session_id,)
+            ).fetchall()
+        )
+        return {label: names.get(label, label) for label in sorted(labels | set(names))}
+
+    def rename_speaker(self, session_id: str, label: str, name: str) -> None:
+        """See :meth:`stores.base.TranscriptStore.rename_speaker`."""
+        with self._db.tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO speakers VALUES (?,?,?)", (session_id, label, name)
+            )
+
+    def put_notes(self, session_id: str, notes: dict[str, Any]) -> None:
+        """See :meth:`stores.base.TranscriptStore.put_notes`."""
+        with self._db.tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO notes VALUES (?,?)", (session_id, json.dumps(notes))
+            )
+
+    def get_notes(self, session_id: str) -> dict[str, Any] | None:
+        """See :meth:`stores.base.TranscriptStore.get_notes`."""
+        row = self._db.conn().execute(
+            "SELECT notes FROM notes WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+
+class SqliteSessionStore:
+    """:class:`stores.base.SessionStore` on SQLite; transitions are compare-and-set."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._db = _Db(path)
+
+    @staticmethod
+    def _dump(s: Session) -> str:
+        data = {f.name: getattr(s, f.name) for f in fields(s)}
+        data["state"] = s.state.value
+        return json.dumps(data)
+
+    @staticmethod
+    def _load(data: str) -> Session:
+        raw = json.loads(data)
+        raw["state"] = SessionState(raw["state"])
+        return Session(**raw)
+
+    def create(self, session: Session) -> None:
+        """See :meth:`stores.base.SessionStore.create`."""
+        try:
+            with self._db.tx() as conn:
+                conn.execute(
+                    "INSERT INTO sessions VALUES (?,?,?,?)",
+                    (session.session_id, session.stream_key, session.state.value, self._dump(session)),
+                )
+        except sqlite3.IntegrityError:
+            raise StateConflict(f"session {session.session_id} already exists") from None
+
+    def get(self, session_id: str) -> Session:
+        """See :meth:`stores.base.SessionStore.get`."""
+        row = self._db.conn().execute(
+            "SELECT data FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            raise SessionNotFound(session_id)
+        return self._load(row[0])
+
+    def transition(
+        self,
+        session_id: str,
+        expected: Sequence[SessionState],
+        new: SessionState,
+        **changes: Any,
+    ) -> Session:
+        """See :meth:`stores.base.SessionStore.transition`."""
+        with self._db.tx() as conn:
+            row = conn.execute(
+                "SELECT data FROM sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                raise SessionNotFound(session_id)
+            current = self._load(row[0])
+            if current.state not in expected:
+                raise StateConflict(
+                    f"session {session_id} is {current.state.value}, expected "
+                    + " or ".join(s.value for s in expected)
+                )
+            updated = replace(current, state=new, updated_at=time.time(), **changes)
+            conn.execute(
+                "UPDATE sessions SET state = ?, data = ? WHERE session_id = ?",
+                (new.value, self._dump(updated), session_id),
+            )
+        return updated
+
+    def find_by_stream_key(self, stream_key: str) -> Session | None:
+        """See :meth:`stores.base.SessionStore.find_by_stream_key`."""
+        row = self._db.conn().execute(
+            "SELECT data FROM sessions WHERE stream_key = ?", (stream_key,)
+        ).fetchone()
+        return self._load(row[0]) if row else None
+
+    def list(self, states: Sequence[SessionState] | None = None) -> list[Session]:
+        """See :meth:`stores.base.SessionStore.list`."""
+        rows = self._db.conn().execute("SELECT data FROM sessions ORDER BY rowid").fetchall()
+        sessions = [self._load(r[0]) for r in rows]
+        if states is not None:
+            sessions = [s for s in sessions if s.state in states]
+        return sessions

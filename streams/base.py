@@ -1,0 +1,74 @@
+"""The stream boundary, shaped after Kinesis + KCL so both backends look alike.
+
+Writers put frame records with the session id as partition key. Readers are
+driven by a runner (the embedded poller, or the KCL MultiLangDaemon) that calls
+a :class:`RecordProcessor` through the KCL lifecycle and hands it a
+:class:`Checkpointer`. Sequence numbers are decimal strings that compare as
+integers, as on Kinesis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from contracts.frames import FrameRecord
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """One record as a consumer sees it."""
+
+    sequence_number: str
+    partition_key: str
+    data: bytes
+    arrival_time: float = 0.0
+    shard_id: str = "shard-0"
+
+    @property
+    def seq(self) -> int:
+        """Sequence number as an integer (Kinesis sequence numbers are decimal)."""
+        return int(self.sequence_number)
+
+
+class StreamUnavailable(RuntimeError):
+    """The stream could not take records within the producer's buffer limits."""
+
+
+class StreamWriter(Protocol):
+    """Puts frame records on the stream, in order per session."""
+
+    def put(self, records: Sequence[FrameRecord]) -> None:
+        """Durably append ``records``; raise :class:`StreamUnavailable` when giving up."""
+
+    def close(self) -> None:
+        """Flush and release resources."""
+
+
+class Checkpointer(Protocol):
+    """Records that everything up to and including a sequence number is done."""
+
+    def checkpoint(self, sequence_number: str) -> None:
+        """Checkpoint at ``sequence_number``."""
+
+
+class RecordProcessor(Protocol):
+    """The KCL v3 record-processor lifecycle, used by every runner."""
+
+    def initialize(self, shard_id: str, starting_sequence_number: str | None) -> None:
+        """A lease on ``shard_id`` was taken; records after the checkpoint follow."""
+
+    def process_records(
+        self, records: Sequence[StreamRecord], checkpointer: Checkpointer
+    ) -> None:
+        """Handle a batch of records in shard order."""
+
+    def lease_lost(self) -> None:
+        """Another worker owns the shard now: drop in-flight state, write nothing."""
+
+    def shard_ended(self, checkpointer: Checkpointer) -> None:
+        """The shard was split or merged and is fully read: finish and checkpoint its end."""
+
+    def shutdown_requested(self, checkpointer: Checkpointer) -> None:
+        """Graceful shutdown: checkpoint what is safely written."""

@@ -1,0 +1,266 @@
+"""A durable local stream in SQLite with Kinesis-like semantics.
+
+- Records are appended per shard with increasing sequence numbers; a session's
+  records go to one shard (md5 of the partition key, as Kinesis does).
+- Each consumer application keeps one checkpoint per shard. A restarted
+  consumer resumes after its checkpoint, so records past it are replayed: the
+  processor must be idempotent, exactly as under KCL.
+- Producer and consumer may be separate processes (WAL mode, busy timeout).
+- One consumer per application at a time holds the shard lease; a second one
+  waits until the first one's heartbeat is stale, as KCL's lease table works.
+
+When one machine is not enough, switch to Kinesis + KCL (``FLOWBOT_STREAM=kinesis``);
+this file is not meant to grow into a distributed log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from contracts.frames import FrameRecord
+from streams.base import Checkpointer, RecordProcessor, StreamRecord
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    shard_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    partition_key TEXT NOT NULL,
+    data BLOB NOT NULL,
+    arrival REAL NOT NULL,
+    PRIMARY KEY (shard_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    application TEXT NOT NULL,
+    shard_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (application, shard_id)
+);
+CREATE TABLE IF NOT EXISTS leases (
+    application TEXT NOT NULL,
+    shard_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    heartbeat REAL NOT NULL,
+    PRIMARY KEY (application, shard_id)
+);
+"""
+
+
+def shard_for(partition_key: str, shard_count: int) -> str:
+    """Shard id for a partition key (md5 hash, like Kinesis' hash-key ranges)."""
+    digest = int.from_bytes(hashlib.md5(partition_key.encode()).digest(), "big")
+    return f"shard-{digest * shard_count >> 128}"
+
+
+class EmbeddedStream:
+    """The single-machine stream; one SQLite file, safe across processes."""
+
+    def __init__(self, path: Path | str, shard_count: int = 1) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.shard_count = shard_count
+        self._local = threading.local()
+        with self._conn() as conn:
+            conn.executescript(_SCHEMA)
+
+    # -- connections ----------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @property
+    def shard_ids(self) -> list[str]:
+        """All shard ids of this stream."""
+        return [f"shard-{i}" for i in range(self.shard_count)]
+
+    # -- writing --------------------------------------------------------------
+    def put(self, records: Sequence[FrameRecord]) -> None:
+        """Append frame records atomically (the :class:`StreamWriter` protocol)."""
+        self.put_raw([(r.partition_key, r.encode()) for r in records])
+
+    def put_raw(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
+        """Append raw ``(partition_key, data)`` pairs; returns their sequence numbers."""
+        now = time.time()
+        conn = self._conn()
+        seqs: list[str] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for key, data in items:
+                shard = shard_for(key, self.shard_count)
+                row = conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM records WHERE shard_id = ?", (shard,)
+                ).fetchone()
+                seq = int(row[0]) + 1
+                conn.execute(
+                    "INSERT INTO records VALUES (?, ?, ?, ?, ?)", (shard, seq, key, data, now)
+                )
+                seqs.append(str(seq))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return seqs
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- reading --------------------------------------------------------------
+    def read(self, shard_id: str, after_seq: int, limit: int = 100) -> list[StreamRecord]:
+        """Records of ``shard_id`` with sequence number above ``after_seq``."""
+        rows = self._conn().execute(
+            "SELECT seq, partition_key, data, arrival FROM records "
+            "WHERE shard_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (shard_id, after_seq, limit),
+        ).fetchall()
+        return [StreamRecord(str(s), k, bytes(d), a, shard_id) for s, k, d, a in rows]
+
+    def latest_seq(self, shard_id: str) -> int:
+        """Highest sequence number written to a shard (0 if none)."""
+        row = self._conn().execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM records WHERE shard_id = ?", (shard_id,)
+        ).fetchone()
+        return int(row[0])
+
+    def get_checkpoint(self, application: str, shard_id: str) -> int:
+        """Last checkpointed sequence number (0 = from the start)."""
+        row = self._conn().execute(
+            "SELECT seq FROM checkpoints WHERE application = ? AND shard_id = ?",
+            (application, shard_id),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_checkpoint(self, application: str, shard_id: str, seq: int) -> None:
+        """Store a checkpoint; it never moves backwards."""
+        self._conn().execute(
+            "INSERT INTO checkpoints VALUES (?, ?, ?) ON CONFLICT (application, shard_id) "
+            "DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            (application, shard_id, seq),
+        )
+
+    # -- leases ---------------------------------------------------------------
+    def take_lease(self, application: str, shard_id: str, owner: str, stale_after: float) -> bool:
+        """Take or renew the shard lease; False while another owner's lease is fresh."""
+        now = time.time()
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT owner, heartbeat FROM leases WHERE application = ? AND shard_id = ?",
+                (application, shard_id),
+            ).fetchone()
+            if row and row[0] != owner and now - float(row[1]) < stale_after:
+                conn.execute("COMMIT")
+                return False
+            conn.execute(
+                "INSERT INTO leases VALUES (?, ?, ?, ?) ON CONFLICT (application, shard_id) "
+                "DO UPDATE SET owner = excluded.owner, heartbeat = excluded.heartbeat",
+                (application, shard_id, owner, now),
+            )
+            conn.execute("COMMIT")
+            return True
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def release_lease(self, application: str, shard_id: str, owner: str) -> None:
+        """Give up a lease we hold."""
+        self._conn().execute(
+            "DELETE FROM leases WHERE application = ? AND shard_id = ? AND owner = ?",
+            (application, shard_id, owner),
+        )
+
+
+class _EmbeddedCheckpointer(Checkpointer):
+    def __init__(self, stream: EmbeddedStream, application: str, shard_id: str) -> None:
+        self._stream, self._app, self._shard = stream, application, shard_id
+
+    def checkpoint(self, sequence_number: str) -> None:
+        self._stream.set_checkpoint(self._app, self._shard, int(sequence_number))
+
+
+class EmbeddedConsumer:
+    """Drives a :class:`RecordProcessor` over the embedded stream, like KCL's worker.
+
+    One processor instance per shard, fed in shard order after the stored
+    checkpoint. ``stop`` triggers ``shutdown_requested`` (graceful checkpoint).
+    """
+
+    def __init__(
+        self,
+        stream: EmbeddedStream,
+        application: str,
+        processor_factory: Callable[[], RecordProcessor],
+        *,
+        batch_size: int = 50,
+        idle_sleep: float = 0.05,
+        lease_stale_after: float = 10.0,
+    ) -> None:
+        self.stream = stream
+        self.application = application
+        self.processor_factory = processor_factory
+        self.batch_size = batch_size
+        self.idle_sleep = idle_sleep
+        self.lease_stale_after = lease_stale_after
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{id(self)}"
+        self.stop_event = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the consumer to shut down gracefully."""
+        self.stop_event.set()
+
+    def run(self) -> None:
+        """Consume every shard until :meth:`stop` is called."""
+        processors: dict[str, RecordProcessor] = {}
+        positions: dict[str, int] = {}
+        last_heartbeat = 0.0
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                if now - last_heartbeat > self.lease_stale_after / 3:
+                    last_heartbeat = now
+                    for shard in self.stream.shard_ids:
+                        held = self.stream.take_lease(
+                            self.application, shard, self.owner, self.lease_stale_after
+                        )
+                        if held and shard not in processors:
+                            start = self.stream.get_checkpoint(self.application, shard)
+                            proc = self.processor_factory()
+                            proc.initialize(shard, str(start) if start else None)
+                            processors[shard], positions[shard] = proc, start
+                            log.info("shard lease taken", extra={"shard": shard, "after_seq": start})
+                        elif not held and shard in processors:
+                            processors.pop(shard).lease_lost()
+                            positions.pop(shard)
+                            log.warning("shard lease lost", extra={"shard": shard})
+                busy = False
+                for shard, proc in processors.items():
+                    records = self.stream.read(shard, positions[shard], self.batch_size)
+                    if records:
+                        busy = True
+                        proc.process_records(
+                            records, _EmbeddedCheckpointer(self.stream, self.application, shard)
+                        )
+                        positions[shard] = records[-1].seq
+                if not busy:
+                    self.stop_event.wait(self.idle_sleep)
+        finally:
+            for shard, proc in processors.items():
+                proc.shutdown_requested(_EmbeddedCheckpointer(self.stream, self.application, shard))
+                self.stream.release_lease(self.application, shard, self.owner)
