@@ -49,8 +49,9 @@ class StreamWriter(Protocol):
 class Checkpointer(Protocol):
     """Records that everything up to and including a sequence number is done."""
 
-    def checkpoint(self, sequence_number: str) -> None:
-        """Checkpoint at ``sequence_number``."""
+    def checkpoint(self, sequence_number: str | None = None) -> None:
+        """Checkpoint at ``sequence_number``; None = all records delivered so far
+        (used at ``shard_ended``, where KCL requires the shard-end checkpoint)."""
 
 
 class RecordProcessor(Protocol):

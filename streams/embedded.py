@@ -191,7 +191,9 @@ class _EmbeddedCheckpointer(Checkpointer):
     def __init__(self, stream: EmbeddedStream, application: str, shard_id: str) -> None:
         self._stream, self._app, self._shard = stream, application, shard_id
 
-    def checkpoint(self, sequence_number: str) -> None:
+    def checkpoint(self, sequence_number: str | None = None) -> None:
+        if sequence_number is None:  # the embedded stream never ends a shard
+            return
         self._stream.set_checkpoint(self._app, self._shard, int(sequence_number))
 
 
