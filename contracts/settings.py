@@ -37,7 +37,9 @@ class Settings:
     stream: str = _opt("embedded", "Audio stream backend.", ("embedded", "kinesis"))
     store: str = _opt("sqlite", "Transcript store.", ("sqlite", "supabase"))
     session_store: str = _opt("sqlite", "Session state store.", ("sqlite", "dynamodb"))
-    archive: str = _opt("local", "Where processed window audio is archived.", ("local", "s3", "none"))
+    archive: str = _opt(
+        "local", "Where processed window audio is archived.", ("local", "s3", "none")
+    )
 
     # --- ASR ---------------------------------------------------------------
     asr_model: str = _opt(
@@ -57,9 +59,7 @@ class Settings:
 
     # --- windowing ---------------------------------------------------------
     window_seconds: float = _opt(30.0, "Longest window; cut at the last silence before it.")
-    window_min_seconds: float = _opt(
-        15.0, "Earliest point a window may be cut at a silence."
-    )
+    window_min_seconds: float = _opt(15.0, "Earliest point a window may be cut at a silence.")
     window_min_silence_ms: int = _opt(300, "Silence (VAD) long enough to cut at.")
 
     # --- diarization -------------------------------------------------------
@@ -89,9 +89,7 @@ class Settings:
     port: int = _opt(8080, "HTTP port of `flowbot serve` (API, pages, live feed).")
     rtmp_port: int = _opt(1935, "RTMP port of `flowbot serve`.")
     public_host: str = _opt("", "Host name put in rtmp_url; empty = the bind address.")
-    api_token: str = _opt(
-        "", "Bearer token for the local API; required when host is not loopback."
-    )
+    api_token: str = _opt("", "Bearer token for the local API; required when host is not loopback.")
     workflow_timeout_seconds: float = _opt(
         3600.0, "How long the end-of-session workflow waits for windows."
     )
@@ -116,7 +114,9 @@ class Settings:
     producer_subnets: str = _opt("", "Comma-separated public subnets for producer tasks.")
     producer_security_groups: str = _opt("", "Comma-separated security groups for producer tasks.")
     gpu_asg_name: str = _opt("", "Auto Scaling group of GPU workers to pre-warm.")
-    state_machine_arn: str = _opt("", "Step Functions state machine of the end-of-session workflow.")
+    state_machine_arn: str = _opt(
+        "", "Step Functions state machine of the end-of-session workflow."
+    )
 
     # --- Supabase ------------------------------------------------------------
     supabase_url: str = _opt("", "Supabase project URL.")
@@ -153,9 +153,11 @@ class Settings:
         for f in dataclasses.fields(Settings):
             default = f.default
             if isinstance(default, Path):
-                default = "~/" + str(default.relative_to(Path.home())) if default.is_relative_to(
-                    Path.home()
-                ) else str(default)
+                default = (
+                    "~/" + str(default.relative_to(Path.home()))
+                    if default.is_relative_to(Path.home())
+                    else str(default)
+                )
             doc = f.metadata["doc"]
             if f.metadata["choices"]:
                 doc += " One of: " + ", ".join(f.metadata["choices"]) + "."

@@ -1,0 +1,27 @@
+"""Control plane: the coordinator API, session life cycle and end-of-session workflow.
+
+Exports :class:`Coordinator` and :func:`lambda_handler` (:mod:`control.api`),
+:class:`ControlContext` and builders (:mod:`control.context`),
+:class:`WorkflowSteps` (:mod:`control.workflow`), :class:`OfflineNotesGenerator`
+(:mod:`control.notes`) and the launcher protocols (:mod:`control.launch`).
+"""
+
+from control.api import ApiResponse, Coordinator, lambda_handler
+from control.context import Caller, ControlContext, build_context, build_local_context
+from control.notes import MeetingNotes, NotesGenerator, OfflineNotesGenerator
+from control.workflow import LocalWorkflowStarter, WorkflowSteps
+
+__all__ = [
+    "ApiResponse",
+    "Caller",
+    "ControlContext",
+    "Coordinator",
+    "LocalWorkflowStarter",
+    "MeetingNotes",
+    "NotesGenerator",
+    "OfflineNotesGenerator",
+    "WorkflowSteps",
+    "build_context",
+    "build_local_context",
+    "lambda_handler",
+]

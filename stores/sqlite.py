@@ -242,11 +242,15 @@ class SqliteTranscriptStore:
 
     def load_progress(self, session_id: str) -> SessionProgress | None:
         """See :meth:`stores.base.TranscriptStore.load_progress`."""
-        row = self._db.conn().execute(
-            "SELECT next_window_index, committed_sample, ended_sample, speaker_state "
-            "FROM progress WHERE session_id = ?",
-            (session_id,),
-        ).fetchone()
+        row = (
+            self._db.conn()
+            .execute(
+                "SELECT next_window_index, committed_sample, ended_sample, speaker_state "
+                "FROM progress WHERE session_id = ?",
+                (session_id,),
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         return SessionProgress(session_id, row[0], row[1], row[2], json.loads(row[3]))
@@ -289,7 +293,9 @@ class SqliteTranscriptStore:
                     (session_id, win),
                 ).fetchall()
                 out.append(
-                    WindowChange(win, rev, status != OPEN, tuple(_segment_from_row(r) for r in rows))
+                    WindowChange(
+                        win, rev, status != OPEN, tuple(_segment_from_row(r) for r in rows)
+                    )
                 )
         finally:
             conn.execute("COMMIT")
@@ -301,7 +307,8 @@ class SqliteTranscriptStore:
         labels = {
             r[0]
             for r in conn.execute(
-                "SELECT DISTINCT speaker FROM segments WHERE session_id = ? AND speaker IS NOT NULL",
+                "SELECT DISTINCT speaker FROM segments "
+                "WHERE session_id = ? AND speaker IS NOT NULL",
                 (session_id,),
             )
         }
@@ -328,9 +335,11 @@ class SqliteTranscriptStore:
 
     def get_notes(self, session_id: str) -> dict[str, Any] | None:
         """See :meth:`stores.base.TranscriptStore.get_notes`."""
-        row = self._db.conn().execute(
-            "SELECT notes FROM notes WHERE session_id = ?", (session_id,)
-        ).fetchone()
+        row = (
+            self._db.conn()
+            .execute("SELECT notes FROM notes WHERE session_id = ?", (session_id,))
+            .fetchone()
+        )
         return json.loads(row[0]) if row else None
 
 
@@ -358,16 +367,23 @@ class SqliteSessionStore:
             with self._db.tx() as conn:
                 conn.execute(
                     "INSERT INTO sessions VALUES (?,?,?,?)",
-                    (session.session_id, session.stream_key, session.state.value, self._dump(session)),
+                    (
+                        session.session_id,
+                        session.stream_key,
+                        session.state.value,
+                        self._dump(session),
+                    ),
                 )
         except sqlite3.IntegrityError:
             raise StateConflict(f"session {session.session_id} already exists") from None
 
     def get(self, session_id: str) -> Session:
         """See :meth:`stores.base.SessionStore.get`."""
-        row = self._db.conn().execute(
-            "SELECT data FROM sessions WHERE session_id = ?", (session_id,)
-        ).fetchone()
+        row = (
+            self._db.conn()
+            .execute("SELECT data FROM sessions WHERE session_id = ?", (session_id,))
+            .fetchone()
+        )
         if row is None:
             raise SessionNotFound(session_id)
         return self._load(row[0])
@@ -401,9 +417,11 @@ class SqliteSessionStore:
 
     def find_by_stream_key(self, stream_key: str) -> Session | None:
         """See :meth:`stores.base.SessionStore.find_by_stream_key`."""
-        row = self._db.conn().execute(
-            "SELECT data FROM sessions WHERE stream_key = ?", (stream_key,)
-        ).fetchone()
+        row = (
+            self._db.conn()
+            .execute("SELECT data FROM sessions WHERE stream_key = ?", (stream_key,))
+            .fetchone()
+        )
         return self._load(row[0]) if row else None
 
     def list(self, states: Sequence[SessionState] | None = None) -> list[Session]:

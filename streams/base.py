@@ -60,9 +60,7 @@ class RecordProcessor(Protocol):
     def initialize(self, shard_id: str, starting_sequence_number: str | None) -> None:
         """A lease on ``shard_id`` was taken; records after the checkpoint follow."""
 
-    def process_records(
-        self, records: Sequence[StreamRecord], checkpointer: Checkpointer
-    ) -> None:
+    def process_records(self, records: Sequence[StreamRecord], checkpointer: Checkpointer) -> None:
         """Handle a batch of records in shard order."""
 
     def lease_lost(self) -> None:

@@ -124,26 +124,36 @@ class EmbeddedStream:
     # -- reading --------------------------------------------------------------
     def read(self, shard_id: str, after_seq: int, limit: int = 100) -> list[StreamRecord]:
         """Records of ``shard_id`` with sequence number above ``after_seq``."""
-        rows = self._conn().execute(
-            "SELECT seq, partition_key, data, arrival FROM records "
-            "WHERE shard_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (shard_id, after_seq, limit),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT seq, partition_key, data, arrival FROM records "
+                "WHERE shard_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (shard_id, after_seq, limit),
+            )
+            .fetchall()
+        )
         return [StreamRecord(str(s), k, bytes(d), a, shard_id) for s, k, d, a in rows]
 
     def latest_seq(self, shard_id: str) -> int:
         """Highest sequence number written to a shard (0 if none)."""
-        row = self._conn().execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM records WHERE shard_id = ?", (shard_id,)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT COALESCE(MAX(seq), 0) FROM records WHERE shard_id = ?", (shard_id,))
+            .fetchone()
+        )
         return int(row[0])
 
     def get_checkpoint(self, application: str, shard_id: str) -> int:
         """Last checkpointed sequence number (0 = from the start)."""
-        row = self._conn().execute(
-            "SELECT seq FROM checkpoints WHERE application = ? AND shard_id = ?",
-            (application, shard_id),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT seq FROM checkpoints WHERE application = ? AND shard_id = ?",
+                (application, shard_id),
+            )
+            .fetchone()
+        )
         return int(row[0]) if row else 0
 
     def set_checkpoint(self, application: str, shard_id: str, seq: int) -> None:
@@ -246,7 +256,9 @@ class EmbeddedConsumer:
                             proc = self.processor_factory()
                             proc.initialize(shard, str(start) if start else None)
                             processors[shard], positions[shard] = proc, start
-                            log.info("shard lease taken", extra={"shard": shard, "after_seq": start})
+                            log.info(
+                                "shard lease taken", extra={"shard": shard, "after_seq": start}
+                            )
                         elif not held and shard in processors:
                             processors.pop(shard).lease_lost()
                             positions.pop(shard)

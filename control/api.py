@@ -1,0 +1,313 @@
+"""The coordinator API: one handler for the Lambda function URL and the local server.
+
+``POST`` a JSON body with an ``action``:
+
+- ``start_session`` {meeting_id, user_id, topic} -> session id, rtmp_url, stream_key
+- ``get_session`` {session_id} -> state, progress, speakers, notes
+- ``end_session`` {session_id} -> state ``processing``; the workflow starts
+- ``rename_speaker`` {session_id, speaker, name}
+
+Errors are JSON ``{"error": {"code", "message"}}`` with a 4xx status that says
+what is wrong; nothing already accepted is touched by a rejected request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import math
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from control.context import Caller, ControlContext
+from control.launch import LaunchError
+from stores.base import Session, SessionNotFound, SessionState, StateConflict
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+_ACTIVE = (SessionState.STARTING, SessionState.LIVE)
+
+
+class ApiError(Exception):
+    """An error with an HTTP status and a stable code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    """Status and JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+    def json(self) -> str:
+        """The body serialised."""
+        return json.dumps(self.body)
+
+
+def _str_field(
+    body: Mapping[str, Any], name: str, *, required: bool = True, max_len: int = 256
+) -> str:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise ApiError(400, "missing_field", f"'{name}' is required")
+        return ""
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(400, "invalid_field", f"'{name}' must be a non-empty string")
+    if len(value) > max_len:
+        raise ApiError(400, "invalid_field", f"'{name}' is longer than {max_len} characters")
+    return value.strip()
+
+
+class Coordinator:
+    """Actions over a :class:`ControlContext`."""
+
+    def __init__(self, ctx: ControlContext) -> None:
+        self.ctx = ctx
+        self.actions: dict[str, Callable[[Mapping[str, Any], Caller], dict[str, Any]]] = {
+            "start_session": self.start_session,
+            "get_session": self.get_session,
+            "end_session": self.end_session,
+            "rename_speaker": self.rename_speaker,
+        }
+
+    # -- entry points -------------------------------------------------------------
+    def handle(self, method: str, headers: Mapping[str, str], raw_body: bytes) -> ApiResponse:
+        """Handle one HTTP request (already routed to the API path)."""
+        try:
+            if method.upper() != "POST":
+                raise ApiError(405, "method_not_allowed", "use POST with a JSON body")
+            caller = self._authenticate({k.lower(): v for k, v in headers.items()})
+            body = self._parse(raw_body)
+            action = body.get("action")
+            if not isinstance(action, str) or action not in self.actions:
+                raise ApiError(
+                    400,
+                    "unknown_action",
+                    f"'action' must be one of {', '.join(sorted(self.actions))}; got {action!r}",
+                )
+            return ApiResponse(200, self.actions[action](body, caller))
+        except ApiError as exc:
+            log.info(
+                "api request rejected",
+                extra={"status": exc.status, "code": exc.code, "reason": exc.message},
+            )
+            return ApiResponse(exc.status, {"error": {"code": exc.code, "message": exc.message}})
+        except Exception:
+            log.exception("api request failed")
+            return ApiResponse(
+                500, {"error": {"code": "internal", "message": "internal error; see logs"}}
+            )
+
+    def _authenticate(self, headers: Mapping[str, str]) -> Caller:
+        ctx = self.ctx
+        if ctx.authenticate is not None:
+            try:
+                return ctx.authenticate(headers)
+            except PermissionError as exc:
+                raise ApiError(401, "unauthorized", str(exc) or "invalid credentials") from None
+            except Exception as exc:  # auth libraries raise their own types
+                if type(exc).__name__.endswith(("AuthError", "AuthenticationError")):
+                    raise ApiError(401, "unauthorized", str(exc)) from None
+                raise
+        token = ctx.settings.api_token
+        if token:
+            given = headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                raise ApiError(401, "unauthorized", "missing or wrong bearer token")
+        return Caller(user_id=None, role="local")
+
+    @staticmethod
+    def _parse(raw: bytes) -> dict[str, Any]:
+        if len(raw) > MAX_BODY_BYTES:
+            raise ApiError(413, "body_too_large", f"body over {MAX_BODY_BYTES} bytes")
+        if not raw.strip():
+            raise ApiError(400, "empty_body", "expected a JSON object with an 'action'")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_body", "body must be a JSON object")
+        return body
+
+    def _session_for(self, body: Mapping[str, Any], caller: Caller) -> Session:
+        session_id = _str_field(body, "session_id", max_len=128)
+        try:
+            session = self.ctx.sessions.get(session_id)
+        except SessionNotFound:
+            raise ApiError(404, "unknown_session", f"no session {session_id!r}") from None
+        if (
+            caller.user_id is not None
+            and caller.role != "service_role"
+            and session.user_id != caller.user_id
+        ):
+            # Same answer as an unknown id: don't reveal other users' sessions.
+            raise ApiError(404, "unknown_session", f"no session {session_id!r}")
+        return session
+
+    # -- actions --------------------------------------------------------------------
+    def start_session(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """Create a session and get ingest ready; returns where to publish."""
+        meeting_id = _str_field(body, "meeting_id", max_len=128)
+        user_id = _str_field(body, "user_id", required=caller.user_id is None, max_len=128)
+        topic = _str_field(body, "topic", required=False, max_len=500)
+        if caller.user_id is not None and caller.role != "service_role":
+            if user_id and user_id != caller.user_id:
+                raise ApiError(403, "forbidden", "user_id does not match the caller")
+            user_id = caller.user_id
+            if self.ctx.owns_meeting is not None and not self.ctx.owns_meeting(
+                caller.user_id, meeting_id
+            ):
+                raise ApiError(403, "forbidden", "the caller does not own this meeting")
+        session = Session(
+            session_id=str(uuid.uuid4()),
+            meeting_id=meeting_id,
+            user_id=user_id,
+            topic=topic,
+            stream_key=secrets.token_urlsafe(24),
+        )
+        self.ctx.sessions.create(session)
+        try:
+            launched = self.ctx.launcher.launch(session)
+        except LaunchError as exc:
+            self.ctx.sessions.transition(
+                session.session_id,
+                [SessionState.STARTING],
+                SessionState.FAILED,
+                reason=f"producer launch failed: {exc}",
+            )
+            raise ApiError(503, "launch_failed", f"could not start ingest: {exc}") from None
+        session = self.ctx.sessions.transition(
+            session.session_id,
+            [SessionState.STARTING, SessionState.LIVE],
+            SessionState.STARTING,
+            rtmp_url=launched.rtmp_url,
+            producer_ref=launched.producer_ref,
+        )
+        try:
+            self.ctx.prewarmer.prewarm()
+        except Exception:  # pre-warming is an optimisation; never fail a start for it
+            log.exception("gpu pre-warm failed", extra={"session": session.session_id})
+        log.info("session started", extra={"session": session.session_id, "meeting": meeting_id})
+        server = launched.rtmp_url.rpartition("/")[0]
+        return {
+            **session.public_view(),
+            "stream_key": session.stream_key,
+            "rtmp_server": server,
+            "page_url": self.ctx.page_url(session.session_id) if self.ctx.page_url else None,
+        }
+
+    def get_session(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """State, progress, speakers and (once written) notes."""
+        session = self._session_for(body, caller)
+        progress = self.ctx.transcripts.load_progress(session.session_id)
+        windows = self.ctx.transcripts.windows(session.session_id)
+        failed = [w for w in windows if w.status == "failed"]
+        expected = None
+        if progress and progress.ended_sample is not None:
+            expected = max(
+                len(windows),
+                math.ceil(progress.ended_sample / 16000 / self.ctx.settings.window_seconds),
+            )
+        return {
+            **session.public_view(),
+            "progress": {
+                "windows_done": len(windows) - len(failed),
+                "windows_failed": len(failed),
+                "windows_expected": expected,
+                "failures": [
+                    {
+                        "window_index": w.window_index,
+                        "start": w.start,
+                        "end": w.end,
+                        "error": w.error,
+                    }
+                    for w in failed
+                ],
+                "processed_seconds": round(
+                    (progress.committed_sample if progress else 0) / 16000, 2
+                ),
+                "stream_ended": bool(progress and progress.ended_sample is not None),
+            },
+            "speakers": self.ctx.transcripts.speakers(session.session_id),
+            "notes": self.ctx.transcripts.get_notes(session.session_id),
+        }
+
+    def end_session(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """Stop ingest (end-of-stream record first), then start the workflow."""
+        session = self._session_for(body, caller)
+        try:
+            session = self.ctx.sessions.transition(
+                session.session_id, _ACTIVE, SessionState.ENDING, ended_at=time.time()
+            )
+        except StateConflict as exc:
+            raise ApiError(409, "invalid_state", str(exc)) from None
+        self.ctx.launcher.stop(session)
+        session = self.ctx.sessions.transition(
+            session.session_id, [SessionState.ENDING], SessionState.PROCESSING
+        )
+        execution = self.ctx.workflow.start(session.session_id)
+        log.info("session ending", extra={"session": session.session_id, "workflow": execution})
+        return {**session.public_view(), "workflow": execution}
+
+    def rename_speaker(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """Name a session speaker ("S2" -> "Dana")."""
+        session = self._session_for(body, caller)
+        label = _str_field(body, "speaker", max_len=32)
+        name = _str_field(body, "name", max_len=100)
+        known = self.ctx.transcripts.speakers(session.session_id)
+        if label not in known:
+            raise ApiError(
+                404,
+                "unknown_speaker",
+                f"session has no speaker {label!r}; known: {', '.join(known) or 'none yet'}",
+            )
+        self.ctx.transcripts.rename_speaker(session.session_id, label, name)
+        return {
+            "session_id": session.session_id,
+            "speakers": self.ctx.transcripts.speakers(session.session_id),
+        }
+
+
+def lambda_response(resp: ApiResponse) -> dict[str, Any]:
+    """Function-URL response shape."""
+    return {
+        "statusCode": resp.status,
+        "headers": {"content-type": "application/json"},
+        "body": resp.json(),
+    }
+
+
+def handle_lambda_event(coordinator: Coordinator, event: Mapping[str, Any]) -> dict[str, Any]:
+    """Translate a Lambda function-URL event (payload v2) into :meth:`Coordinator.handle`."""
+    http = (event.get("requestContext") or {}).get("http") or {}
+    method = str(http.get("method", "POST"))
+    body = event.get("body") or ""
+    raw = base64.b64decode(body) if event.get("isBase64Encoded") else str(body).encode()
+    return lambda_response(coordinator.handle(method, event.get("headers") or {}, raw))
+
+
+_coordinator: Coordinator | None = None
+
+
+def lambda_handler(event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
+    """AWS Lambda entry point: context built once per container from ``FLOWBOT_*`` settings."""
+    global _coordinator
+    if _coordinator is None:
+        from contracts.settings import Settings
+        from control.context import build_context
+
+        _coordinator = Coordinator(build_context(Settings.from_env()))
+    return handle_lambda_event(_coordinator, event)

@@ -1,0 +1,84 @@
+"""What the coordinator works with, wired for the single machine or for AWS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from contracts.settings import Settings
+from control.launch import GpuPrewarmer, NoPrewarm, ProducerLauncher, WorkflowStarter
+from control.workflow import LocalWorkflowStarter, WorkflowSteps, default_steps
+from stores.base import SessionStore, TranscriptStore
+from stores.factory import session_store, transcript_store
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling the API: a Supabase user, the service role, or the local operator."""
+
+    user_id: str | None
+    role: str
+
+
+@dataclass
+class ControlContext:
+    """Stores, launcher, pre-warmer, workflow and auth used by the coordinator."""
+
+    settings: Settings
+    sessions: SessionStore
+    transcripts: TranscriptStore
+    launcher: ProducerLauncher
+    workflow: WorkflowStarter
+    steps: WorkflowSteps
+    prewarmer: GpuPrewarmer = NoPrewarm()
+    authenticate: Callable[[Mapping[str, str]], Caller] | None = None
+    owns_meeting: Callable[[str, str], bool] | None = None
+    page_url: Callable[[str], str] | None = None
+
+
+def build_local_context(settings: Settings, launcher: ProducerLauncher) -> ControlContext:
+    """Single machine: SQLite stores, in-process ingest, workflow in a thread."""
+    sessions = session_store(settings)
+    transcripts = transcript_store(settings)
+    steps = default_steps(sessions, transcripts)
+    scheme_host = f"http://{settings.public_host or settings.host}:{settings.port}"
+    return ControlContext(
+        settings=settings,
+        sessions=sessions,
+        transcripts=transcripts,
+        launcher=launcher,
+        workflow=LocalWorkflowStarter(steps, settings.workflow_timeout_seconds),
+        steps=steps,
+        page_url=lambda sid: f"{scheme_host}/sessions/{sid}",
+    )
+
+
+def build_context(settings: Settings) -> ControlContext:
+    """AWS: DynamoDB sessions, Supabase transcripts, ECS producers, Step Functions workflow."""
+    import boto3
+
+    from control.aws_launcher import AsgPrewarmer, EcsProducerLauncher
+    from control.sfn import StepFunctionsStarter
+
+    sessions = session_store(settings)
+    transcripts = transcript_store(settings)
+    steps = default_steps(sessions, transcripts)
+    authenticate = None
+    owns_meeting = None
+    if settings.supabase_jwt_secret:
+        from control import auth
+
+        authenticate = lambda headers: auth.authenticate(headers, settings)  # noqa: E731
+        owns_meeting = getattr(auth, "owns_meeting_factory", lambda s: None)(settings)
+    session = boto3.session.Session(region_name=settings.aws_region)
+    return ControlContext(
+        settings=settings,
+        sessions=sessions,
+        transcripts=transcripts,
+        launcher=EcsProducerLauncher(settings, session.client("ecs"), session.client("ec2")),
+        workflow=StepFunctionsStarter(settings, session.client("stepfunctions")),
+        steps=steps,
+        prewarmer=AsgPrewarmer(settings, session.client("autoscaling")),
+        authenticate=authenticate,
+        owns_meeting=owns_meeting,
+    )

@@ -1,0 +1,171 @@
+"""End-of-session workflow: wait for every window, write notes, mark the session done.
+
+The three steps are plain methods so that Step Functions (through
+``control.lambda_handlers``) and the local runner execute the same code; only
+the waiting loop differs (a Wait state there, a thread here).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from control.notes import NotesGenerator, OfflineNotesGenerator
+from stores.base import SessionState, SessionStore, StateConflict, TranscriptStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkflowSteps:
+    """The workflow's steps over the stores."""
+
+    sessions: SessionStore
+    transcripts: TranscriptStore
+    notes: NotesGenerator
+
+    def check_windows(self, session_id: str) -> dict[str, Any]:
+        """Has the processor committed every window up to the end-of-stream record?"""
+        progress = self.transcripts.load_progress(session_id)
+        windows = self.transcripts.windows(session_id)
+        failed = [
+            {"window_index": w.window_index, "start": w.start, "end": w.end, "error": w.error}
+            for w in windows
+            if w.status == "failed"
+        ]
+        return {
+            "session_id": session_id,
+            "done": bool(progress and progress.stream_done),
+            "ended": bool(progress and progress.ended_sample is not None),
+            "windows_done": sum(1 for w in windows if w.status == "done"),
+            "windows_failed": len(failed),
+            "failed": failed,
+            "processed_seconds": round((progress.committed_sample if progress else 0) / 16000, 2),
+        }
+
+    def generate_notes(self, session_id: str) -> dict[str, Any]:
+        """Notes from whatever transcript exists (also after partial failure)."""
+        segments = self.transcripts.segments(session_id)
+        notes = self.notes.generate(segments, self.transcripts.speakers(session_id)).to_dict()
+        self.transcripts.put_notes(session_id, notes)
+        log.info(
+            "notes written",
+            extra={
+                "session": session_id,
+                "segments": len(segments),
+                "action_items": len(notes["action_items"]),
+            },
+        )
+        return {
+            "session_id": session_id,
+            "action_items": len(notes["action_items"]),
+            "decisions": len(notes["decisions"]),
+        }
+
+    def finalize(self, session_id: str, timed_out: bool = False) -> dict[str, Any]:
+        """Completed when every window is done; partial (with the reason) otherwise."""
+        status = self.check_windows(session_id)
+        reasons = []
+        if timed_out or not status["done"]:
+            reasons.append(
+                f"timed out waiting for audio: processed {status['processed_seconds']} s"
+            )
+        if status["windows_failed"]:
+            spans = ", ".join(
+                f"{f['start']:.0f}-{f['end']:.0f}s ({f['error']})" for f in status["failed"][:5]
+            )
+            reasons.append(f"{status['windows_failed']} window(s) failed: {spans}")
+        if not reasons:
+            state, reason = SessionState.COMPLETED, None
+        elif status["windows_done"] == 0 and not self.transcripts.segments(session_id):
+            state, reason = SessionState.FAILED, "; ".join(reasons)
+        else:
+            state, reason = SessionState.PARTIAL, "; ".join(reasons)
+        try:
+            self.sessions.transition(
+                session_id,
+                [SessionState.PROCESSING, SessionState.ENDING],
+                state,
+                reason=reason,
+            )
+        except StateConflict:
+            current = self.sessions.get(session_id)
+            log.warning(
+                "session already finalized",
+                extra={"session": session_id, "state": current.state.value},
+            )
+            return {
+                "session_id": session_id,
+                "state": current.state.value,
+                "reason": current.reason,
+            }
+        log.info(
+            "session finalized",
+            extra={"session": session_id, "state": state.value, "reason": reason},
+        )
+        return {"session_id": session_id, "state": state.value, "reason": reason}
+
+    def run(
+        self, session_id: str, timeout: float, poll: float = 0.5, max_poll: float = 10.0
+    ) -> dict[str, Any]:
+        """The whole workflow in this process: poll with backoff, bounded by ``timeout``."""
+        deadline = time.monotonic() + timeout
+        delay = poll
+        while True:
+            status = self.check_windows(session_id)
+            if status["done"]:
+                timed_out = False
+                break
+            if time.monotonic() >= deadline:
+                timed_out = True
+                break
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(max_poll, delay * 1.5)
+        self.generate_notes(session_id)
+        return self.finalize(session_id, timed_out=timed_out)
+
+
+def default_steps(sessions: SessionStore, transcripts: TranscriptStore) -> WorkflowSteps:
+    """Steps with the offline notes generator."""
+    return WorkflowSteps(sessions, transcripts, OfflineNotesGenerator())
+
+
+class LocalWorkflowStarter:
+    """Runs the workflow in a background thread (single-machine mode)."""
+
+    def __init__(self, steps: WorkflowSteps, timeout: float) -> None:
+        self.steps = steps
+        self.timeout = timeout
+        self.threads: dict[str, threading.Thread] = {}
+
+    def start(self, session_id: str) -> str:
+        """Start the workflow for a session; returns the thread name."""
+
+        def target() -> None:
+            try:
+                self.steps.run(session_id, self.timeout)
+            except Exception:
+                log.exception("workflow crashed", extra={"session": session_id})
+                try:
+                    self.steps.sessions.transition(
+                        session_id,
+                        [SessionState.PROCESSING, SessionState.ENDING],
+                        SessionState.FAILED,
+                        reason="workflow crashed; see logs",
+                    )
+                except Exception:
+                    log.exception("could not mark session failed", extra={"session": session_id})
+
+        thread = threading.Thread(target=target, name=f"workflow-{session_id}", daemon=True)
+        self.threads[session_id] = thread
+        thread.start()
+        return thread.name
+
+    def join(self, session_id: str, timeout: float | None = None) -> None:
+        """Wait for a session's workflow (tests, CLI)."""
+        thread = self.threads.get(session_id)
+        if thread is not None:
+            thread.join(timeout)

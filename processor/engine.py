@@ -1,0 +1,389 @@
+"""The record processor: frame records in, committed transcript windows out.
+
+One :class:`ShardProcessor` per stream shard, driven through the KCL lifecycle
+by the embedded consumer or the KCL MultiLangDaemon. A shard carries many
+sessions interleaved; each session has its own window buffer.
+
+Safety rules (why they hold is noted where they are enforced):
+
+- A window's segments, its archive pointer and the session's progress are
+  committed in one store transaction, *then* the checkpoint may move.
+- The checkpoint never passes the first record of any session's unfinished
+  window, so a crash replays every record whose audio is not yet committed.
+- On replay, audio before a session's committed sample is skipped, so no
+  window is transcribed twice into different rows, and windows are cut at the
+  same places (the cut depends only on the audio after the committed sample).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+from contracts.frames import SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecord
+from contracts.segments import TranscriptSegment, WindowRecord, Word
+from processor.asr import AsrSegment
+from processor.attribution import attribute
+from processor.diarization import Diarization, Diarizer, SpeakerMapper
+from processor.windowing import WindowPolicy, choose_cut, has_speech, to_float
+from stores.archive import WindowArchive
+from stores.base import SessionProgress, TranscriptStore
+from streams.base import Checkpointer, StreamRecord
+
+log = logging.getLogger(__name__)
+
+
+class Transcriber(Protocol):
+    """What the engine needs from ASR."""
+
+    def transcribe(
+        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
+    ) -> list[AsrSegment]:
+        """Transcribe float32 16 kHz audio; times relative to it."""
+
+
+class InterimSink(Protocol):
+    """Receives snapshots of open windows for interim captions (may drop them)."""
+
+    def offer(self, session_id: str, window_index: int, start_sample: int, pcm: np.ndarray) -> None:
+        """A newer snapshot of the open window; must not block."""
+
+    def window_closed(self, session_id: str, window_index: int) -> None:
+        """The window was committed as final; stop interim work on it."""
+
+
+@dataclass
+class EngineParts:
+    """Everything a shard processor needs; built once per process."""
+
+    transcriber: Transcriber
+    diarizer: Diarizer
+    mapper_factory: Callable[[dict[str, object]], SpeakerMapper]
+    store: TranscriptStore
+    archive: WindowArchive
+    policy: WindowPolicy = field(default_factory=WindowPolicy)
+    interim: InterimSink | None = None
+    #: Samples of silence inserted for a timeline gap at most; a longer gap
+    #: closes the window instead (nothing to transcribe in it anyway).
+    max_gap_samples: int = 10 * SAMPLE_RATE
+
+
+def transcribe_window(
+    parts: EngineParts,
+    mapper: SpeakerMapper,
+    session_id: str,
+    window_index: int,
+    start_sample: int,
+    pcm: np.ndarray,
+    audio_uri: str | None,
+) -> list[TranscriptSegment]:
+    """ASR + diarization of one window -> session-timeline segments."""
+    audio = to_float(pcm)
+    if not has_speech(audio, parts.policy.min_silence_ms):
+        return []
+    asr = parts.transcriber.transcribe(audio)
+    if not asr:
+        return []
+    diarization = parts.diarizer.diarize(audio)
+    mapping = mapper.assign(diarization)
+    labelled = attribute(asr, diarization.relabel(mapping))
+    offset = start_sample / SAMPLE_RATE
+    return [
+        TranscriptSegment(
+            session_id=session_id,
+            window_index=window_index,
+            segment_index=i,
+            start=round(offset + seg.start, 3),
+            end=round(offset + seg.end, 3),
+            text=seg.text,
+            speaker=seg.speaker,
+            words=tuple(
+                Word(
+                    round(offset + w.start, 3),
+                    round(offset + w.end, 3),
+                    w.text,
+                    round(w.probability, 4),
+                    w.speaker,
+                )
+                for w in seg.words
+            ),
+            is_final=True,
+            stable=True,
+            avg_logprob=round(seg.avg_logprob, 4),
+            audio_uri=audio_uri,
+        )
+        for i, seg in enumerate(labelled)
+    ]
+
+
+class _Session:
+    """One session's open window on this shard."""
+
+    def __init__(self, progress: SessionProgress, mapper: SpeakerMapper) -> None:
+        self.progress = progress
+        self.mapper = mapper
+        self.chunks: list[np.ndarray] = []
+        self.buffered = 0
+        self.start_sample = progress.committed_sample
+        # (stream sequence number, end sample) of records with audio in the buffer.
+        self.sources: list[tuple[int, int]] = []
+
+    @property
+    def session_id(self) -> str:
+        return self.progress.session_id
+
+    @property
+    def expected_sample(self) -> int:
+        return self.start_sample + self.buffered
+
+    @property
+    def pending_seq(self) -> int | None:
+        """First stream record whose audio is not yet committed."""
+        return self.sources[0][0] if self.buffered and self.sources else None
+
+    def append(self, seq: int, pcm: np.ndarray) -> None:
+        self.chunks.append(pcm)
+        self.buffered += pcm.size
+        self.sources.append((seq, self.expected_sample))
+
+    def pcm(self) -> np.ndarray:
+        if len(self.chunks) > 1:
+            self.chunks = [np.concatenate(self.chunks)]
+        return self.chunks[0] if self.chunks else np.zeros(0, np.int16)
+
+    def drop(self, samples: int) -> None:
+        data = self.pcm()[samples:]
+        self.chunks = [data] if data.size else []
+        self.buffered = data.size
+        self.start_sample += samples
+        while self.sources and self.sources[0][1] <= self.start_sample:
+            self.sources.pop(0)
+
+
+class ShardProcessor:
+    """:class:`streams.base.RecordProcessor` for one shard."""
+
+    def __init__(self, parts: EngineParts) -> None:
+        self.parts = parts
+        self.shard_id = ""
+        self.sessions: dict[str, _Session] = {}
+        self._seen: list[int] = []
+        self._last_checkpoint = 0
+        self.counters: Counter[str] = Counter()
+
+    # -- KCL lifecycle ----------------------------------------------------------
+    def initialize(self, shard_id: str, starting_sequence_number: str | None) -> None:
+        """Start on a shard; state is rebuilt lazily from the store per session."""
+        self.shard_id = shard_id
+        self._last_checkpoint = (
+            int(starting_sequence_number)
+            if starting_sequence_number and starting_sequence_number.isdigit()
+            else 0
+        )
+        log.info(
+            "shard processor started", extra={"shard": shard_id, "from": starting_sequence_number}
+        )
+
+    def process_records(self, records: Sequence[StreamRecord], checkpointer: Checkpointer) -> None:
+        """Feed records; commit windows as they fill; checkpoint what is safe."""
+        for rec in records:
+            self._seen.append(rec.seq)
+            try:
+                frame = FrameRecord.decode(rec.data)
+                if frame.partition_key != rec.partition_key:
+                    raise MalformedRecord(
+                        f"session {frame.session_id!r} under partition key {rec.partition_key!r}"
+                    )
+            except MalformedRecord as exc:
+                self.counters["malformed_records"] += 1
+                log.warning(
+                    "malformed record skipped",
+                    extra={
+                        "shard": self.shard_id,
+                        "seq": rec.sequence_number,
+                        "error": str(exc),
+                        "malformed_total": self.counters["malformed_records"],
+                    },
+                )
+                continue
+            self._on_frame(rec.seq, frame)
+        self._checkpoint(checkpointer)
+
+    def lease_lost(self) -> None:
+        """Another worker has the shard: forget everything, write nothing."""
+        log.warning(
+            "lease lost; dropping in-flight windows",
+            extra={"shard": self.shard_id, "sessions": len(self.sessions)},
+        )
+        self.sessions.clear()
+        self._seen.clear()
+
+    def shard_ended(self, checkpointer: Checkpointer) -> None:
+        """Resharding: commit every open window now; the child shard resumes from progress."""
+        for sess in list(self.sessions.values()):
+            if sess.buffered:
+                self._commit(sess, sess.buffered, final=False)
+        checkpointer.checkpoint(None)
+        log.info("shard ended and checkpointed", extra={"shard": self.shard_id})
+
+    def shutdown_requested(self, checkpointer: Checkpointer) -> None:
+        """Graceful shutdown: checkpoint what is committed; open windows replay later."""
+        self._checkpoint(checkpointer)
+        log.info(
+            "shutdown checkpoint taken",
+            extra={"shard": self.shard_id, "seq": self._last_checkpoint},
+        )
+
+    # -- internals ----------------------------------------------------------------
+    def _session(self, session_id: str) -> _Session:
+        sess = self.sessions.get(session_id)
+        if sess is None:
+            progress = self.parts.store.load_progress(session_id) or SessionProgress(session_id)
+            sess = _Session(progress, self.parts.mapper_factory(dict(progress.speaker_state)))
+            self.sessions[session_id] = sess
+            if progress.committed_sample:
+                log.info(
+                    "session resumed from store",
+                    extra={
+                        "session": session_id,
+                        "window": progress.next_window_index,
+                        "sample": progress.committed_sample,
+                    },
+                )
+        return sess
+
+    def _on_frame(self, seq: int, frame: FrameRecord) -> None:
+        sess = self._session(frame.session_id)
+        if sess.progress.stream_done:
+            self.counters["records_after_end"] += 1
+            return
+        if frame.kind == FrameKind.END:
+            self._end(sess, frame.sample_offset)
+            return
+        pcm = np.frombuffer(frame.payload, dtype="<i2").astype(np.int16)
+        expected = sess.expected_sample
+        if frame.end_offset <= expected:
+            self.counters["replayed_records"] += 1  # already committed or buffered
+            return
+        if frame.sample_offset < expected:
+            pcm = pcm[expected - frame.sample_offset :]
+        elif frame.sample_offset > expected:
+            gap = frame.sample_offset - expected
+            log.warning(
+                "gap in session timeline",
+                extra={"session": sess.session_id, "gap_s": round(gap / SAMPLE_RATE, 3)},
+            )
+            if gap > self.parts.max_gap_samples:
+                if sess.buffered:
+                    self._commit(sess, sess.buffered, final=False)
+                sess.start_sample = frame.sample_offset
+            else:
+                sess.append(seq, np.zeros(gap, np.int16))
+        sess.append(seq, pcm)
+        while sess.buffered >= self.parts.policy.max_samples:
+            audio = to_float(sess.pcm()[: self.parts.policy.max_samples])
+            cut = choose_cut(audio, self.parts.policy)
+            self.counters[f"cut_{cut.reason}"] += 1
+            self._commit(sess, cut.at, final=False)
+        if self.parts.interim is not None and sess.buffered:
+            self.parts.interim.offer(
+                sess.session_id, sess.progress.next_window_index, sess.start_sample, sess.pcm()
+            )
+
+    def _end(self, sess: _Session, total_samples: int) -> None:
+        if sess.expected_sample < total_samples and sess.buffered:
+            # Frames lost upstream before the end: keep the timeline honest.
+            sess.append(self._seen[-1], np.zeros(total_samples - sess.expected_sample, np.int16))
+        sess.progress = replace(sess.progress, ended_sample=max(total_samples, sess.start_sample))
+        if sess.buffered:
+            self._commit(sess, sess.buffered, final=True)
+        else:
+            sess.progress = replace(
+                sess.progress,
+                committed_sample=max(
+                    sess.progress.committed_sample, sess.progress.ended_sample or 0
+                ),
+            )
+            self.parts.store.save_progress(sess.progress)
+        log.info(
+            "session stream done",
+            extra={
+                "session": sess.session_id,
+                "windows": sess.progress.next_window_index,
+                "seconds": round(total_samples / SAMPLE_RATE, 2),
+            },
+        )
+        self.sessions.pop(sess.session_id, None)
+
+    def _commit(self, sess: _Session, samples: int, *, final: bool) -> None:
+        pcm = sess.pcm()[:samples]
+        index = sess.progress.next_window_index
+        start = sess.start_sample
+        t0 = time.monotonic()
+        uri = self.parts.archive.put(sess.session_id, index, pcm) or None
+        status, error = "done", None
+        try:
+            segments = transcribe_window(
+                self.parts, sess.mapper, sess.session_id, index, start, pcm, uri
+            )
+        except (
+            Exception
+        ) as exc:  # a window that cannot be transcribed is reported, not retried forever
+            log.exception("window failed", extra={"session": sess.session_id, "window": index})
+            status, error, segments = "failed", f"{type(exc).__name__}: {exc}", []
+            self.counters["failed_windows"] += 1
+        progress = replace(
+            sess.progress,
+            next_window_index=index + 1,
+            committed_sample=start + samples,
+            speaker_state=dict(sess.mapper.state()),
+        )
+        window = WindowRecord(sess.session_id, index, start, start + samples, status, error, uri)
+        # Store errors propagate: the checkpoint stays behind and the window replays.
+        self.parts.store.commit_window(window, segments, progress)
+        sess.progress = progress
+        sess.drop(samples)
+        if self.parts.interim is not None:
+            self.parts.interim.window_closed(sess.session_id, index)
+        self.counters["windows"] += 1
+        log.info(
+            "window committed",
+            extra={
+                "session": sess.session_id,
+                "window": index,
+                "start_s": round(start / SAMPLE_RATE, 2),
+                "seconds": round(samples / SAMPLE_RATE, 2),
+                "segments": len(segments),
+                "status": status,
+                "took_s": round(time.monotonic() - t0, 2),
+                "final": final,
+            },
+        )
+
+    def _checkpoint(self, checkpointer: Checkpointer) -> None:
+        if not self._seen:
+            return
+        pending = [s.pending_seq for s in self.sessions.values() if s.pending_seq is not None]
+        if pending:
+            i = bisect.bisect_left(self._seen, min(pending))
+            if i == 0:
+                return
+            safe = self._seen[i - 1]
+        else:
+            safe = self._seen[-1]
+        if safe > self._last_checkpoint:
+            checkpointer.checkpoint(str(safe))
+            self._last_checkpoint = safe
+            del self._seen[: bisect.bisect_right(self._seen, safe)]
+
+
+def empty_diarization() -> Diarization:
+    """No speakers (used by interim passes that only need the registry)."""
+    return Diarization(())
