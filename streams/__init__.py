@@ -6,7 +6,13 @@ and the embedded SQLite stream :class:`EmbeddedStream` (:mod:`streams.embedded`)
 The Kinesis writer lives in :mod:`streams.kinesis`.
 """
 
-from streams.base import Checkpointer, RecordProcessor, StreamRecord, StreamUnavailable, StreamWriter
+from streams.base import (
+    Checkpointer,
+    RecordProcessor,
+    StreamRecord,
+    StreamUnavailable,
+    StreamWriter,
+)
 from streams.embedded import EmbeddedStream
 
 __all__ = [
