@@ -23,7 +23,8 @@ SPEECH = (
 
 def require(binary: str) -> str:
     """Path of ``binary``; a missing tool fails loudly in CI and skips elsewhere."""
-    path = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None)
+    # nginx lives in /usr/sbin, which is not on every user's PATH.
+    path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
     if path is None:
         message = f"{binary} is not installed (scripts/setup.d/10-ingest.sh installs it)"
         if os.environ.get("CI"):

@@ -123,7 +123,8 @@ def test_two_sessions_on_one_port_and_duplicate_publisher_refused(
     def run(name: str, key: str) -> None:
         results[name] = publish(_url(ingest, key), speech_wav, realtime=True)
 
-    threads = [threading.Thread(target=run, args=(n, k)) for n, k in (("a", "key-a"), ("b", "key-b"))]
+    pairs = (("a", "key-a"), ("b", "key-b"))
+    threads = [threading.Thread(target=run, args=pair) for pair in pairs]
     for t in threads:
         t.start()
     wait_for(lambda: ingest.stats("a").connected and ingest.stats("b").connected, what="both live")
