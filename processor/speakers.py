@@ -1,0 +1,218 @@
+"""Session speaker registry: window-local diarization labels -> stable session labels.
+
+Every ~30 s window is diarized on its own, so its labels (``SPEAKER_00`` ...)
+mean nothing across windows. The registry keeps one centroid embedding per
+session speaker (``S1``, ``S2`` ...) and maps each window speaker to the
+nearest centroid under a cosine-distance threshold, or to a new speaker. The
+centroids keep moving as the meeting goes on (speech-weighted mean, with the
+weight capped so a voice that drifts is followed), so S1 at minute 1 is S1 at
+minute 40.
+
+The state is plain JSON (:meth:`SessionSpeakerRegistry.state`); the engine
+stores it with each committed window (``SessionProgress.speaker_state``) and
+rebuilds the registry from it after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from contracts.settings import Settings
+from processor.diarization import Diarization, IdentityMapper, SpeakerMapper, turns_overlap_seconds
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+class SpeakerStateError(ValueError):
+    """A stored registry state cannot be read back (wrong version or shape)."""
+
+
+@dataclass
+class _Speaker:
+    label: str
+    centroid: np.ndarray | None  # unit-norm, or None for a speaker never embedded
+    seconds: float
+
+
+def _unit(vec: Any) -> np.ndarray | None:
+    """Unit-norm float64 copy, or None for missing, NaN/inf or all-zero embeddings."""
+    if vec is None:
+        return None
+    arr = np.asarray(vec, dtype=np.float64).reshape(-1)
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        return None
+    norm = float(np.linalg.norm(arr))
+    if norm < 1e-8:
+        return None
+    return arr / norm
+
+
+class SessionSpeakerRegistry:
+    """:class:`processor.diarization.SpeakerMapper` keyed on embedding centroids.
+
+    ``threshold``: cosine distance under which a window speaker is an existing
+    session speaker. ``min_new_speaker_seconds``: a window speaker that matches
+    nobody becomes a new session speaker only with at least this much speech;
+    shorter ones join the closest session speaker (or, without an embedding,
+    the window's main speaker) instead of inventing a speaker from a cough.
+    ``max_weight_seconds`` caps how much past speech outweighs a new window.
+    """
+
+    def __init__(
+        self,
+        state: dict[str, Any] | None = None,
+        threshold: float = 0.5,
+        *,
+        min_new_speaker_seconds: float = 1.0,
+        max_weight_seconds: float = 120.0,
+        session: str | None = None,
+    ) -> None:
+        if not 0.0 < threshold <= 2.0:
+            raise ValueError(f"threshold must be a cosine distance in (0, 2], got {threshold}")
+        self.threshold = threshold
+        self.min_new_speaker_seconds = min_new_speaker_seconds
+        self.max_weight_seconds = max_weight_seconds
+        self.session = session
+        self._speakers: dict[str, _Speaker] = {}
+        self._next = 1
+        if state:
+            self._load(state)
+
+    # --- state -------------------------------------------------------------
+    def _load(self, state: dict[str, Any]) -> None:
+        version = state.get("version")
+        if version != STATE_VERSION:
+            raise SpeakerStateError(f"unsupported speaker state version {version!r}")
+        try:
+            for item in state["speakers"]:
+                centroid = _unit(item["centroid"]) if item.get("centroid") is not None else None
+                self._speakers[str(item["label"])] = _Speaker(
+                    str(item["label"]), centroid, float(item["seconds"])
+                )
+            self._next = int(state["next"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpeakerStateError(f"malformed speaker state: {exc}") from exc
+
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable registry state (lists of floats, no numpy types)."""
+        return {
+            "version": STATE_VERSION,
+            "next": self._next,
+            "speakers": [
+                {
+                    "label": s.label,
+                    "centroid": None
+                    if s.centroid is None
+                    else [round(float(x), 6) for x in s.centroid],
+                    "seconds": round(s.seconds, 3),
+                }
+                for s in self._speakers.values()
+            ],
+        }
+
+    @property
+    def labels(self) -> list[str]:
+        """Session labels in order of first appearance."""
+        return list(self._speakers)
+
+    # --- mapping -----------------------------------------------------------
+    def _new(self, centroid: np.ndarray | None, seconds: float) -> str:
+        label = f"S{self._next}"
+        self._next += 1
+        self._speakers[label] = _Speaker(label, centroid, seconds)
+        return label
+
+    def _update(self, label: str, emb: np.ndarray | None, seconds: float) -> None:
+        spk = self._speakers[label]
+        if emb is not None:
+            if spk.centroid is None:
+                spk.centroid = emb
+            else:
+                w = min(spk.seconds, self.max_weight_seconds)
+                merged = spk.centroid * w + emb * max(seconds, 1e-3)
+                spk.centroid = _unit(merged) if _unit(merged) is not None else spk.centroid
+        spk.seconds += seconds
+
+    def assign(self, diarization: Diarization) -> dict[str, str]:
+        """Map window-local labels to session labels and update the centroids."""
+        from scipy.optimize import linear_sum_assignment
+
+        local = sorted({t.speaker for t in diarization.turns} | set(diarization.embeddings))
+        if not local:
+            return {}
+        end = max((t.end for t in diarization.turns), default=0.0)
+        seconds = turns_overlap_seconds(diarization.turns, 0.0, end)
+        embs = {lab: _unit(diarization.embeddings.get(lab)) for lab in local}
+        valid = [lab for lab in local if embs[lab] is not None]
+        known = [s for s in self._speakers.values() if s.centroid is not None]
+
+        mapping: dict[str, str] = {}
+        nearest: dict[str, tuple[float, str]] = {}
+        if valid and known:
+            emb_m = np.stack([embs[lab] for lab in valid])  # type: ignore[misc]
+            cen_m = np.stack([s.centroid for s in known])  # type: ignore[misc]
+            dist = 1.0 - emb_m @ cen_m.T
+            # One session speaker per window speaker: the window's own clustering
+            # already decided these voices differ.
+            rows, cols = linear_sum_assignment(dist)
+            for r, c in zip(rows, cols, strict=True):
+                if dist[r, c] < self.threshold:
+                    mapping[valid[r]] = known[c].label
+            for r, lab in enumerate(valid):
+                c = int(np.argmin(dist[r]))
+                nearest[lab] = (float(dist[r, c]), known[c].label)
+        # Matched and founding embeddings move centroids; leftovers never do.
+        teaches = set(mapping)
+
+        # Longest speakers first, so a short leftover can join an established one.
+        for lab in sorted(local, key=lambda x: (-seconds.get(x, 0.0), x)):
+            if lab in mapping:
+                continue
+            secs = seconds.get(lab, 0.0)
+            if secs >= self.min_new_speaker_seconds or not self._speakers:
+                mapping[lab] = self._new(None, 0.0)
+                teaches.add(lab)
+            elif lab in nearest:
+                mapping[lab] = nearest[lab][1]
+            else:
+                mapped = [m for m in mapping if m != lab]
+                main = max(mapped, key=lambda m: seconds.get(m, 0.0)) if mapped else None
+                mapping[lab] = mapping[main] if main else self._new(None, 0.0)
+
+        for lab in local:
+            self._update(mapping[lab], embs[lab] if lab in teaches else None, seconds.get(lab, 0.0))
+
+        log.debug(
+            "window speakers mapped",
+            extra={
+                "session": self.session,
+                "mapping": mapping,
+                "distances": {k: round(v[0], 3) for k, v in nearest.items()},
+            },
+        )
+        return mapping
+
+
+def build_mapper(settings: Settings, state: dict[str, Any] | None) -> SpeakerMapper:
+    """Registry for the configured diarization, rebuilt from ``state`` (may be empty)."""
+    if settings.diarization == "none":
+        return IdentityMapper(state)
+    if state and "version" not in state:
+        # A session started with diarization off and resumed with it on.
+        state = None
+    return SessionSpeakerRegistry(state, settings.speaker_match_threshold)
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine distance of two embeddings (NaN when either is unusable)."""
+    ua, ub = _unit(a), _unit(b)
+    if ua is None or ub is None:
+        return math.nan
+    return float(1.0 - ua @ ub)
