@@ -1,0 +1,96 @@
+"""File ingest (as-fast-as-possible and real-time paced) and the embedded launcher."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from contracts.frames import SAMPLE_RATE, FrameKind
+from producer.decode import DecodeError, read_pcm
+from producer.file_ingest import ingest_file
+from producer.launch import EmbeddedLauncher
+from producer.rtmp import RtmpIngest
+from stores.base import Session
+from streams.embedded import EmbeddedStream
+
+from .conftest import all_records, frames_of, publish, wait_for, wav_seconds
+
+
+def test_file_ingest_writes_every_sample_then_ends(
+    stream: EmbeddedStream, speech_wav: Path
+) -> None:
+    progress: list[int] = []
+    total = ingest_file(speech_wav, stream, "f1", on_progress=progress.append)
+    reference = read_pcm(str(speech_wav))
+    assert total == reference.size
+    frames = frames_of(stream, "f1")
+    assert frames[-1].kind == FrameKind.END and frames[-1].sample_offset == total
+    audio = b"".join(f.payload for f in frames[:-1])
+    assert audio == reference.astype("<i2").tobytes()
+    assert progress[-1] == total and progress == sorted(progress)
+
+
+def test_realtime_ingest_is_paced_at_wall_clock(stream: EmbeddedStream, tmp_path: Path) -> None:
+    import subprocess
+
+    from .conftest import require
+
+    clip = tmp_path / "tone.wav"
+    subprocess.run(
+        [require("ffmpeg"), "-loglevel", "error", "-f", "lavfi", "-i",
+         "sine=frequency=440:duration=2", "-ar", "16000", str(clip)],
+        check=True,
+    )
+    seen: list[tuple[float, int]] = []
+    started = time.monotonic()
+    total = ingest_file(
+        clip, stream, "rt", realtime=True,
+        on_progress=lambda n: seen.append((time.monotonic() - started, n)),
+    )
+    elapsed = time.monotonic() - started
+    assert total == 2 * SAMPLE_RATE
+    assert 1.8 < elapsed < 3.0
+    # Never ahead of the clock: sample n is released no earlier than n / rate seconds.
+    assert all(t >= n / SAMPLE_RATE - 0.05 for t, n in seen)
+
+
+def test_unreadable_file_is_refused_and_writes_nothing(
+    stream: EmbeddedStream, tmp_path: Path
+) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not audio at all\n" * 50)
+    with pytest.raises(DecodeError):
+        ingest_file(junk, stream, "bad")
+    with pytest.raises(DecodeError):
+        ingest_file(tmp_path / "missing.wav", stream, "bad")
+    assert all_records(stream) == 0
+
+
+def test_file_ingest_rejects_bad_session_id(stream: EmbeddedStream, speech_wav: Path) -> None:
+    with pytest.raises(ValueError):
+        ingest_file(speech_wav, stream, "../etc")
+    assert all_records(stream) == 0
+
+
+@pytest.mark.slow
+def test_embedded_launcher_registers_and_ends(
+    ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path
+) -> None:
+    launcher = EmbeddedLauncher(ingest, "meet.example.org")
+    session = Session("m1", "meeting", "user", "topic", stream_key="k-123")
+    result = launcher.launch(session)
+    assert result.rtmp_url == f"rtmp://meet.example.org:{ingest.port}/live/k-123"
+    res = publish(f"rtmp://127.0.0.1:{ingest.port}/live/k-123", speech_wav, realtime=False)
+    assert res.returncode == 0, res.stderr.decode()
+    wait_for(lambda: not ingest.stats("m1").connected, what="publisher to finish")
+    launcher.stop(session)
+    frames = frames_of(stream, "m1")
+    assert frames[-1].kind == FrameKind.END
+    assert abs(frames[-1].sample_offset / SAMPLE_RATE - wav_seconds(speech_wav)) < 0.2
+    # The key is revoked: publishing again is refused and adds nothing.
+    before = all_records(stream)
+    again = publish(f"rtmp://127.0.0.1:{ingest.port}/live/k-123", speech_wav, realtime=False)
+    assert again.returncode != 0
+    assert all_records(stream) == before
