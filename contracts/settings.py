@@ -104,6 +104,9 @@ class Settings:
     kcl_application_name: str = _opt(
         "flowbot-processor", "KCL application name (also its DynamoDB lease table)."
     )
+    kcl_max_leases_per_worker: int = _opt(
+        0, "Most shards one KCL worker processes (its GPU's capacity); 0 = no cap."
+    )
     sessions_table: str = _opt("flowbot-sessions", "DynamoDB table of session state.")
     archive_bucket: str = _opt("", "S3 bucket for window audio (archive=s3).")
     producer_buffer_seconds: float = _opt(
