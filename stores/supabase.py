@@ -185,6 +185,12 @@ class _Rest:
         return cls(message, status=status, code=code or None)
 
 
+def _url_and_key(url: str | Settings, service_key: str | None) -> tuple[str, str]:
+    if isinstance(url, Settings):
+        return url.supabase_url, url.supabase_service_key
+    return url, service_key or ""
+
+
 def _data(builder: Any) -> Any:
     """Execute a postgrest-py request; its ``data`` is plain JSON (typed loosely here)."""
     return builder.execute().data
@@ -229,19 +235,20 @@ class SupabaseTranscriptStore:
 
     def __init__(
         self,
-        url: str,
-        service_key: str,
+        url: str | Settings,
+        service_key: str | None = None,
         *,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
     ) -> None:
-        self._rest = _Rest(url, service_key, retry or RetryPolicy(), timeout)
+        """Build from ``settings``, or from ``url`` and ``service_key``."""
+        self._rest = _Rest(*_url_and_key(url, service_key), retry or RetryPolicy(), timeout)
         self._db = self._rest.client
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SupabaseTranscriptStore:
         """Build from ``FLOWBOT_SUPABASE_URL`` and ``FLOWBOT_SUPABASE_SERVICE_KEY``."""
-        return cls(settings.supabase_url, settings.supabase_service_key)
+        return cls(settings)
 
     # --- writes --------------------------------------------------------------
 
@@ -453,16 +460,26 @@ class SupabaseMeetingStatus:
     """
 
     def __init__(
-        self, url: str, service_key: str, *, retry: RetryPolicy | None = None,
-        timeout: float = 30.0,
+        self, url: str | Settings, service_key: str | None = None, *,
+        retry: RetryPolicy | None = None, timeout: float = 30.0,
     ) -> None:
-        self._rest = _Rest(url, service_key, retry or RetryPolicy(), timeout)
+        """``SupabaseMeetingStatus(settings)`` or ``SupabaseMeetingStatus(url, service_key)``."""
+        self._rest = _Rest(*_url_and_key(url, service_key), retry or RetryPolicy(), timeout)
         self._db = self._rest.client
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SupabaseMeetingStatus:
         """Build from ``FLOWBOT_SUPABASE_URL`` and ``FLOWBOT_SUPABASE_SERVICE_KEY``."""
-        return cls(settings.supabase_url, settings.supabase_service_key)
+        return cls(settings)
+
+    def owner_of(self, meeting_id: str) -> str | None:
+        """The owner's user id of a meeting, or None if there is no such meeting."""
+        rows = self._rest.call(
+            "owner_of",
+            lambda: _data(self._db.table("meetings").select("owner_id").eq("id", meeting_id)),
+            meeting=meeting_id,
+        )
+        return str(rows[0]["owner_id"]) if rows else None
 
     def register_session(self, session: Session) -> None:
         """Create the meeting (owned by ``session.user_id``, a Supabase user id) and the session."""

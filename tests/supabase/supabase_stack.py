@@ -81,7 +81,7 @@ def free_port() -> int:
 
 
 def make_jwt(role: str, sub: str | None = None, *, secret: str = JWT_SECRET,
-             expires_in: float = 3600, aud: str | None = "authenticated",
+             expires_in: float = 3600, aud: str | list[str] | None = "authenticated",
              **claims: object) -> str:
     """A Supabase-style HS256 access token."""
     now = int(time.time())
@@ -161,7 +161,7 @@ class PostgresCluster:
         args = [find_pg_bin("psql"), self.dsn, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
         prelude = ""
         if claims is not None:
-            prelude += f"SELECT set_config('request.jwt.claims', '{claims}', false);\n"
+            prelude += f"SET request.jwt.claims TO '{claims}';\n"
         if role is not None:
             prelude += f"SET ROLE {role};\n"
         text = prelude + (file.read_text() if file is not None else (sql or ""))
@@ -265,7 +265,10 @@ class Gateway:
     before_forward: RequestHook | None = None
     #: Called with (method, path) after the request was forwarded, before the reply.
     after_forward: RequestHook | None = None
-    requests: list[tuple[str, str, int]] = field(default_factory=list)
+    #: (method, path) of every request, recorded as it arrives.
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    #: (method, path, status) once handled; 200 = forwarded, whatever PostgREST said.
+    outcomes: list[tuple[str, str, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -303,6 +306,7 @@ class Gateway:
                     target = "/" + target
                 break
         status = 0
+        self.requests.append((method, target))
         try:
             if upstream is None:
                 status = 404
@@ -341,7 +345,7 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     up_writer.close()
         finally:
-            self.requests.append((method, target, status))
+            self.outcomes.append((method, target, status))
             with contextlib.suppress(Exception):
                 writer.close()
 

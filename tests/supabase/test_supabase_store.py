@@ -248,7 +248,7 @@ def test_postgrest_killed_before_commit_reaches_it(
     segs = [seg(sid, 0, i, f"t{i}") for i in range(5)]
     store.commit_window(window(sid, 0), segs, progress(sid, 0))
     assert killed
-    statuses = [st for m, p, st in stack.gateway.requests if p.startswith("/rpc/flowbot_commit")]
+    statuses = [st for m, p, st in stack.gateway.outcomes if p.startswith("/rpc/flowbot_commit")]
     assert 502 in statuses  # it really was refused at least once, then retried
     assert store.segments(sid) == segs
     assert store.windows(sid) == [window(sid, 0)]
