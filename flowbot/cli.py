@@ -1,0 +1,292 @@
+"""The ``flowbot`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from contracts.logs import configure_logging
+from contracts.settings import Settings, SettingsError
+from flowbot.formats import FORMATS, render
+
+log = logging.getLogger("flowbot")
+
+
+class _Progress:
+    """A progress bar on stderr (a line per 10 % when stderr is not a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.last_decile = -1
+        self.t0 = time.monotonic()
+
+    def __call__(self, done: float, total: float | None) -> None:
+        if not self.enabled:
+            return
+        if total is None:
+            msg = f"decoding... {done:7.1f} s transcribed"
+            frac = 0.0
+        else:
+            frac = min(1.0, done / total) if total else 1.0
+            bar = "#" * int(frac * 30)
+            msg = f"[{bar:<30}] {done:7.1f}/{total:.1f} s  {time.monotonic() - self.t0:5.1f} s elapsed"
+        if self.tty:
+            sys.stderr.write("\r" + msg)
+            sys.stderr.flush()
+        elif int(frac * 10) > self.last_decile and total is not None:
+            self.last_decile = int(frac * 10)
+            sys.stderr.write(msg + "\n")
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
+def _write(text: str, out: str | None) -> None:
+    if out and out != "-":
+        Path(out).write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("data_dir", "asr_model", "diarization", "host", "port", "rtmp_port"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = Path(value) if name == "data_dir" else value
+    return Settings.from_env(**overrides)
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    """flowbot transcribe FILE"""
+    from flowbot.pipeline import transcribe_file
+
+    if not Path(args.file).exists():
+        log.error("no such file", extra={"file": args.file})
+        return 2
+    settings = _settings(args)
+    tmp = None
+    if args.data_dir is None:
+        # A one-off run keeps nothing unless asked to (--data-dir).
+        tmp = tempfile.TemporaryDirectory(prefix="flowbot-")
+        settings = settings.replace(data_dir=Path(tmp.name))
+    progress = _Progress(not args.quiet)
+    try:
+        result = transcribe_file(args.file, settings, on_progress=progress)
+    finally:
+        progress.close()
+    extra = {
+        "state": result.state,
+        "reason": result.reason,
+        "audio_seconds": round(result.audio_seconds, 3),
+        "wall_seconds": round(result.wall_seconds, 3),
+    }
+    _write(
+        render(
+            args.format, result.session_id, result.segments, result.speakers, result.notes, extra
+        ),
+        args.output,
+    )
+    if args.format == "text" and result.notes and not args.output:
+        from control.notes import notes_from_dict
+
+        sys.stdout.write("\n" + notes_from_dict(result.notes).to_markdown())
+    log.info(
+        "transcribed",
+        extra={
+            "session": result.session_id,
+            **extra,
+            "rtf": round(result.wall_seconds / max(result.audio_seconds, 1e-9), 3),
+        },
+    )
+    if tmp is not None:
+        tmp.cleanup()
+    return 0 if result.state == "completed" else 1
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """flowbot ingest FILE --session ID"""
+    from contracts.frames import validate_session_id
+    from producer.file_ingest import ingest_file
+    from streams.factory import stream_writer
+
+    settings = _settings(args)
+    validate_session_id(args.session)
+    writer = stream_writer(settings)
+    try:
+        samples = ingest_file(args.file, writer, args.session, realtime=args.realtime)
+    finally:
+        writer.close()
+    log.info("file ingested", extra={"session": args.session, "seconds": round(samples / 16000, 2)})
+    return 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    """flowbot process [--source embedded|kinesis]"""
+    settings = _settings(args)
+    source = args.source or settings.stream
+    if source == "kinesis":
+        from processor.kcl_app import run_daemon
+
+        return int(run_daemon(settings))
+    from flowbot.pipeline import EmbeddedProcessor
+
+    proc = EmbeddedProcessor(settings).start()
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("processor running", extra={"stream": str(proc.stream.path)})
+    while not stop["now"] and proc.thread.is_alive():
+        time.sleep(0.2)
+    proc.stop()
+    proc.check()
+    return 0
+
+
+def cmd_transcript(args: argparse.Namespace) -> int:
+    """flowbot transcript SESSION"""
+    from stores.factory import transcript_store
+
+    store = transcript_store(_settings(args))
+    segments = store.segments(args.session, include_interim=args.interim)
+    if not segments and store.load_progress(args.session) is None:
+        log.error("unknown session or nothing transcribed yet", extra={"session": args.session})
+        return 2
+    _write(
+        render(
+            args.format,
+            args.session,
+            segments,
+            store.speakers(args.session),
+            store.get_notes(args.session),
+        ),
+        args.output,
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """flowbot serve"""
+    from flowbot.serve import serve
+
+    return serve(_settings(args))
+
+
+def cmd_follow(args: argparse.Namespace) -> int:
+    """flowbot follow SESSION"""
+    settings = _settings(args)
+    if settings.store == "supabase" and not args.url:
+        import asyncio
+
+        from flowbot.follow import follow_supabase
+
+        asyncio.run(follow_supabase(settings, args.session, sys.stdout))
+        return 0
+    from flowbot.follow import follow_local
+
+    url = args.url or f"http://{settings.host}:{settings.port}"
+    follow_local(url, args.session, sys.stdout)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """flowbot config [--markdown]"""
+    rows = Settings.describe()
+    if args.markdown:
+        print("| Variable | Default | Meaning |\n|---|---|---|")
+        for var, default, doc in rows:
+            print(f"| `{var}` | `{default}` | {doc} |")
+    else:
+        current = Settings.from_env()
+        for var, _default, doc in rows:
+            value = getattr(current, var.removeprefix("FLOWBOT_").lower())
+            if "key" in var.lower() or "token" in var.lower() or "secret" in var.lower():
+                value = "***" if value else ""
+            print(f"{var}={value}    # {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(prog="flowbot", description="Live meeting transcription pipeline")
+    p.add_argument("--data-dir", help="override FLOWBOT_DATA_DIR")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("transcribe", help="transcribe a file through the whole pipeline")
+    t.add_argument("file")
+    t.add_argument("--format", choices=FORMATS, default="text")
+    t.add_argument("-o", "--output", help="write here instead of stdout")
+    t.add_argument("--model", dest="asr_model", help="override FLOWBOT_ASR_MODEL")
+    t.add_argument("--diarization", choices=("offline", "pyannote", "none"))
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_transcribe)
+
+    i = sub.add_parser("ingest", help="push a file into the configured stream as a live session")
+    i.add_argument("file")
+    i.add_argument("--session", required=True)
+    i.add_argument("--realtime", action="store_true", help="pace at 1x, like a live meeting")
+    i.set_defaults(func=cmd_ingest)
+
+    pr = sub.add_parser("process", help="run the processor against the configured stream")
+    pr.add_argument("--source", choices=("embedded", "kinesis"))
+    pr.add_argument("--diarization", choices=("offline", "pyannote", "none"))
+    pr.set_defaults(func=cmd_process)
+
+    tr = sub.add_parser("transcript", help="print a session's transcript from the store")
+    tr.add_argument("session")
+    tr.add_argument("--format", choices=FORMATS, default="text")
+    tr.add_argument("--interim", action="store_true", help="include interim (not yet final) text")
+    tr.add_argument("-o", "--output")
+    tr.set_defaults(func=cmd_transcript)
+
+    s = sub.add_parser("serve", help="the embedded live service (API, RTMP, processor, pages)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--rtmp-port", dest="rtmp_port", type=int)
+    s.add_argument("--diarization", choices=("offline", "pyannote", "none"))
+    s.set_defaults(func=cmd_serve)
+
+    f = sub.add_parser("follow", help="print a session's transcript live as it is written")
+    f.add_argument("session")
+    f.add_argument("--url", help="local server base URL (default from settings)")
+    f.set_defaults(func=cmd_follow)
+
+    c = sub.add_parser("config", help="show settings and their FLOWBOT_* variables")
+    c.add_argument("--markdown", action="store_true")
+    c.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``flowbot`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        base = Settings.from_env()
+    except SettingsError as exc:
+        sys.stderr.write(f"flowbot: configuration error: {exc}\n")
+        return 2
+    configure_logging("DEBUG" if args.verbose else base.log_level, base.log_format)
+    try:
+        return int(args.func(args))
+    except (SettingsError, ValueError, FileNotFoundError) as exc:
+        log.error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Transcript output formats: text, json, srt, vtt, rttm."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from contracts.segments import TranscriptSegment
+
+FORMATS = ("text", "json", "srt", "vtt", "rttm")
+
+
+def _ts(seconds: float, sep: str) -> str:
+    ms = int(round(seconds * 1000))
+    h, rem = divmod(ms, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _name(seg: TranscriptSegment, speakers: Mapping[str, str]) -> str:
+    label = seg.speaker or "S1"
+    return speakers.get(label, label)
+
+
+def render(
+    fmt: str,
+    session_id: str,
+    segments: Sequence[TranscriptSegment],
+    speakers: Mapping[str, str],
+    notes: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Render a transcript; speaker labels are shown with their display names."""
+    if fmt == "json":
+        data: dict[str, Any] = {
+            "session_id": session_id,
+            "segments": [{**s.to_dict(), "speaker_name": _name(s, speakers)} for s in segments],
+            "speakers": dict(speakers),
+            "notes": notes,
+        }
+        if extra:
+            data.update(extra)
+        return json.dumps(data, indent=2) + "\n"
+    if fmt == "text":
+        lines = [f"[{_ts(s.start, '.')[:-4]}] {_name(s, speakers)}: {s.text}" for s in segments]
+        return "\n".join(lines) + ("\n" if lines else "")
+    if fmt in ("srt", "vtt"):
+        out = ["WEBVTT", ""] if fmt == "vtt" else []
+        sep = "." if fmt == "vtt" else ","
+        for i, s in enumerate(segments, 1):
+            if fmt == "srt":
+                out.append(str(i))
+            out.append(f"{_ts(s.start, sep)} --> {_ts(s.end, sep)}")
+            out.append(
+                f"<v {_name(s, speakers)}>{s.text}"
+                if fmt == "vtt"
+                else f"{_name(s, speakers)}: {s.text}"
+            )
+            out.append("")
+        return "\n".join(out)
+    if fmt == "rttm":
+        from processor.rttm import segments_to_rttm
+
+        return segments_to_rttm(session_id, segments)
+    raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")

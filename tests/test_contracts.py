@@ -1,0 +1,121 @@
+"""The wire contracts: golden examples, versioning and malformed input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contracts.frames import (
+    MAX_RECORD_BYTES,
+    FrameKind,
+    FrameRecord,
+    MalformedRecord,
+    end_of_stream,
+    validate_session_id,
+)
+from contracts.segments import TranscriptSegment
+from contracts.settings import Settings, SettingsError
+
+GOLDEN = Path(__file__).resolve().parents[1] / "contracts" / "golden"
+
+
+def _tone() -> bytes:
+    return (np.sin(np.arange(160) * 2 * np.pi * 440 / 16000) * 8000).astype("<i2").tobytes()
+
+
+def test_audio_frame_matches_golden_bytes() -> None:
+    rec = FrameRecord("meeting-42", 7, 112000, FrameKind.AUDIO, _tone())
+    golden = (GOLDEN / "frame_v1_audio.bin").read_bytes()
+    assert rec.encode() == golden
+    back = FrameRecord.decode(golden)
+    assert back == rec
+    assert back.num_samples == 160 and back.end_offset == 112160
+    assert back.partition_key == "meeting-42"
+
+
+def test_end_frame_matches_golden_bytes() -> None:
+    golden = (GOLDEN / "frame_v1_end.bin").read_bytes()
+    assert end_of_stream("meeting-42", 8, 112160).encode() == golden
+    rec = FrameRecord.decode(golden)
+    assert rec.kind is FrameKind.END and rec.sample_offset == 112160 and rec.payload == b""
+
+
+@pytest.mark.parametrize("name", ["segment_v1_final.json", "segment_v1_interim.json"])
+def test_segment_golden_round_trip(name: str) -> None:
+    data = json.loads((GOLDEN / name).read_text())
+    seg = TranscriptSegment.from_dict(data)
+    assert seg.to_dict() == data
+    assert seg.key == (data["session_id"], data["window_index"], data["segment_index"])
+
+
+def test_segment_rejects_unknown_version() -> None:
+    data = json.loads((GOLDEN / "segment_v1_final.json").read_text())
+    data["version"] = 2
+    with pytest.raises(ValueError, match="version 2"):
+        TranscriptSegment.from_dict(data)
+
+
+def test_one_second_record_fits_kinesis() -> None:
+    rec = FrameRecord("s" * 128, 1, 0, payload=b"\0\0" * 16000)
+    assert len(rec.encode()) < 33_000 < MAX_RECORD_BYTES < 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "too short"),
+        (b"XXXX" + bytes(30), "bad magic"),
+        (b"FBFR\x02" + bytes(29), "version 2"),
+        (b"FBFR\x01\x09" + bytes(28), "unknown record kind"),
+        (FrameRecord("abc", 0, 0, payload=b"\0\0").encode()[:-1], "whole 16-bit"),
+        (FrameRecord("abc", 0, 0).encode()[:-2], "truncated session id"),
+    ],
+)
+def test_malformed_records_raise_clear_errors(data: bytes, message: str) -> None:
+    with pytest.raises(MalformedRecord, match=message):
+        FrameRecord.decode(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
+    try:
+        FrameRecord.decode(data)
+    except MalformedRecord:
+        pass
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "../x", "x" * 129, "-start", "sp ace"])
+def test_session_ids_are_safe_for_keys_and_paths(bad: str) -> None:
+    with pytest.raises(ValueError):
+        validate_session_id(bad)
+
+
+def test_settings_read_typed_env() -> None:
+    s = Settings.from_env(
+        {"FLOWBOT_WINDOW_SECONDS": "20", "FLOWBOT_STREAM": "kinesis", "FLOWBOT_PORT": "9000"}
+    )
+    assert s.window_seconds == 20.0 and s.stream == "kinesis" and s.port == 9000
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FLOWBOT_PORT": "eighty"}, "not a valid int"),
+        ({"FLOWBOT_STREAM": "kafka"}, "expected one of"),
+    ],
+)
+def test_settings_reject_bad_values(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_every_setting_is_documented() -> None:
+    rows = Settings.describe()
+    assert all(var.startswith("FLOWBOT_") and doc for var, _, doc in rows)
+    assert len({var for var, _, _ in rows}) == len(rows)

@@ -1,0 +1,92 @@
+"""The embedded SQLite stream: ordering, checkpoints, leases, separate processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from contracts.frames import FrameRecord
+from streams.base import Checkpointer, StreamRecord
+from streams.embedded import EmbeddedConsumer, EmbeddedStream, shard_for
+
+
+def _frames(session: str, n: int) -> list[FrameRecord]:
+    return [FrameRecord(session, i, i * 10, payload=b"\1\0" * 10) for i in range(n)]
+
+
+def test_records_keep_order_and_sessions_map_to_stable_shards(tmp_path: Path) -> None:
+    stream = EmbeddedStream(tmp_path / "s.db", shard_count=4)
+    for s in ("a", "b", "c"):
+        stream.put(_frames(s, 5))
+    seen: dict[str, list[int]] = {}
+    for shard in stream.shard_ids:
+        for rec in stream.read(shard, 0, 1000):
+            assert rec.shard_id == shard_for(rec.partition_key, 4)
+            seen.setdefault(rec.partition_key, []).append(FrameRecord.decode(rec.data).seq)
+    assert seen == {s: [0, 1, 2, 3, 4] for s in ("a", "b", "c")}
+
+
+def test_checkpoint_never_moves_backwards(tmp_path: Path) -> None:
+    stream = EmbeddedStream(tmp_path / "s.db")
+    stream.set_checkpoint("app", "shard-0", 10)
+    stream.set_checkpoint("app", "shard-0", 4)
+    assert stream.get_checkpoint("app", "shard-0") == 10
+    assert stream.get_checkpoint("other", "shard-0") == 0
+
+
+def test_second_consumer_waits_for_a_fresh_lease(tmp_path: Path) -> None:
+    stream = EmbeddedStream(tmp_path / "s.db")
+    assert stream.take_lease("app", "shard-0", "one", stale_after=60)
+    assert not stream.take_lease("app", "shard-0", "two", stale_after=60)
+    assert stream.take_lease("app", "shard-0", "two", stale_after=0)  # stale: taken over
+    stream.release_lease("app", "shard-0", "two")
+    assert stream.take_lease("app", "shard-0", "one", stale_after=60)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.records: list[StreamRecord] = []
+        self.events: list[str] = []
+
+    def initialize(self, shard_id: str, starting_sequence_number: str | None) -> None:
+        self.events.append(f"init {shard_id} {starting_sequence_number}")
+
+    def process_records(self, records: object, checkpointer: Checkpointer) -> None:
+        self.records.extend(records)  # type: ignore[arg-type]
+        checkpointer.checkpoint(self.records[-1].sequence_number)
+        if len(self.records) >= 6:
+            consumer.stop()
+
+    def lease_lost(self) -> None:
+        self.events.append("lease_lost")
+
+    def shard_ended(self, checkpointer: Checkpointer) -> None:
+        self.events.append("shard_ended")
+
+    def shutdown_requested(self, checkpointer: Checkpointer) -> None:
+        self.events.append("shutdown_requested")
+
+
+def test_consumer_resumes_after_checkpoint_and_a_writer_process(tmp_path: Path) -> None:
+    global consumer
+    path = tmp_path / "s.db"
+    stream = EmbeddedStream(path)
+    stream.put(_frames("a", 3))
+    # A separate producer process writes to the same file.
+    code = (
+        "from streams.embedded import EmbeddedStream; from contracts.frames import FrameRecord;"
+        f"EmbeddedStream({str(path)!r}).put([FrameRecord('a', i, i, payload=b'') for i in range(3, 6)])"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    rec = _Recorder()
+    consumer = EmbeddedConsumer(stream, "app", lambda: rec, idle_sleep=0.01)
+    consumer.run()
+    assert [FrameRecord.decode(r.data).seq for r in rec.records] == [0, 1, 2, 3, 4, 5]
+    assert rec.events[0] == "init shard-0 None" and rec.events[-1] == "shutdown_requested"
+    stream.put(_frames("b", 6))
+    rec2 = _Recorder()
+    consumer = EmbeddedConsumer(stream, "app", lambda: rec2, idle_sleep=0.01)
+    consumer.run()
+    assert rec2.events[0] == "init shard-0 6"
+    assert {r.partition_key for r in rec2.records} == {"b"}

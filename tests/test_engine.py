@@ -1,0 +1,196 @@
+"""The processor engine with the real bundled Whisper model: windows, joins, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contracts.frames import FrameRecord
+from flowbot.wer import wer
+from processor.diarization import IdentityMapper, SingleSpeakerDiarizer
+from processor.engine import EngineParts, ShardProcessor
+from processor.windowing import WindowPolicy, choose_cut, to_float
+from producer.decode import read_pcm
+from producer.framer import SessionFramer
+from stores.archive import LocalArchive
+from stores.sqlite import SqliteTranscriptStore
+from streams.embedded import EmbeddedStream
+from tests.speech import MEETING, Turn
+
+
+class ListCheckpointer:
+    """Records checkpoints, as KCL's checkpointer would store them."""
+
+    def __init__(self) -> None:
+        self.values: list[int] = []
+
+    def checkpoint(self, sequence_number: str | None = None) -> None:
+        if sequence_number is not None:
+            self.values.append(int(sequence_number))
+
+
+def _parts(tmp: Path, transcriber: object, policy: WindowPolicy) -> EngineParts:
+    return EngineParts(
+        transcriber=transcriber,  # type: ignore[arg-type]
+        diarizer=SingleSpeakerDiarizer(),
+        mapper_factory=lambda state: IdentityMapper(state),
+        store=SqliteTranscriptStore(tmp / "t.db"),
+        archive=LocalArchive(tmp / "archive"),
+        policy=policy,
+    )
+
+
+def _text(store: SqliteTranscriptStore, session: str) -> str:
+    return " ".join(s.text for s in store.segments(session))
+
+
+def test_cut_lands_in_a_pause(meeting: tuple[Path, list[Turn]]) -> None:
+    path, turns = meeting
+    audio = to_float(read_pcm(str(path)))
+    policy = WindowPolicy(max_seconds=30, min_seconds=15)
+    cut = choose_cut(audio, policy)
+    assert cut.reason == "silence"
+    t = cut.at / 16000
+    assert 15 <= t <= 30
+    assert not any(turn.start + 0.05 < t < turn.end - 0.05 for turn in turns), (
+        f"cut at {t:.2f}s is inside speech"
+    )
+
+
+@pytest.mark.slow
+def test_windowed_wer_within_one_point_of_whole_file(
+    tmp_path: Path, long_meeting: tuple[Path, list[Turn]], transcriber: object
+) -> None:
+    path, turns = long_meeting
+    reference = " ".join(t.text for t in turns)
+    pcm = read_pcm(str(path))
+    whole = " ".join(s.text for s in transcriber.transcribe(to_float(pcm)))  # type: ignore[attr-defined]
+
+    stream = EmbeddedStream(tmp_path / "s.db")
+    framer = SessionFramer(stream, "long")
+    framer.push(pcm)
+    framer.end()
+    parts = _parts(tmp_path, transcriber, WindowPolicy(30, 15))
+    proc = ShardProcessor(parts)
+    proc.initialize("shard-0", None)
+    proc.process_records(stream.read("shard-0", 0, 10_000), ListCheckpointer())
+    windowed = _text(parts.store, "long")  # type: ignore[arg-type]
+
+    w_whole, w_windowed = wer(reference, whole), wer(reference, windowed)
+    windows = parts.store.windows("long")
+    assert len(windows) >= 10, "a 5-minute meeting must span many 30 s windows"
+    assert all(w.end_sample - w.start_sample <= 30 * 16000 for w in windows)
+    assert proc.counters["cut_forced"] == 0
+    print(f"WER whole-file {w_whole:.3%}, windowed {w_windowed:.3%}, windows {len(windows)}")
+    assert w_windowed <= w_whole + 0.01
+
+
+def _interleave(
+    stream: EmbeddedStream, sessions: dict[str, np.ndarray], garbage_every: int = 0
+) -> None:
+    framers = {s: SessionFramer(stream, s) for s in sessions}
+    offsets = dict.fromkeys(sessions, 0)
+    n = 0
+    while any(offsets[s] < len(a) for s, a in sessions.items()):
+        for s, audio in sessions.items():
+            if offsets[s] < len(audio):
+                framers[s].push(audio[offsets[s] : offsets[s] + 16000])
+                offsets[s] += 16000
+                n += 1
+                if garbage_every and n % garbage_every == 0:
+                    stream.put_raw([(s, b"not a frame record")])
+    for f in framers.values():
+        f.end()
+
+
+def test_interleaved_sessions_checkpoint_never_passes_an_open_window(
+    tmp_path: Path, meeting: tuple[Path, list[Turn]], speech_dir: Path, transcriber: object
+) -> None:
+    pcm = read_pcm(str(meeting[0]))
+    sessions = {"alpha": pcm[: 40 * 16000], "beta": pcm[30 * 16000 : 75 * 16000]}
+    stream = EmbeddedStream(tmp_path / "s.db")
+    _interleave(stream, sessions, garbage_every=17)
+    policy = WindowPolicy(max_seconds=12, min_seconds=6)
+    parts = _parts(tmp_path, transcriber, policy)
+    proc = ShardProcessor(parts)
+    proc.initialize("shard-0", None)
+    ckpt = ListCheckpointer()
+    records = stream.read("shard-0", 0, 100_000)
+    store: SqliteTranscriptStore = parts.store  # type: ignore[assignment]
+    for i in range(0, len(records), 5):
+        batch = records[i : i + 5]
+        proc.process_records(batch, ckpt)
+        if ckpt.values:
+            c = ckpt.values[-1]
+            # Every audio record at or before the checkpoint is committed to the store.
+            for rec in records:
+                if rec.seq > c:
+                    break
+                try:
+                    frame = FrameRecord.decode(rec.data)
+                except ValueError:
+                    continue
+                progress = store.load_progress(frame.session_id)
+                assert progress is not None and progress.committed_sample >= frame.end_offset, (
+                    f"checkpoint {c} passed uncommitted record {rec.seq} of {frame.session_id}"
+                )
+    assert (
+        proc.counters["malformed_records"]
+        == len(records) - sum(1 for r in records if r.data.startswith(b"FBFR"))
+        > 0
+    )
+    assert ckpt.values[-1] == records[-1].seq
+    for name in sessions:
+        progress = store.load_progress(name)
+        assert progress is not None and progress.stream_done
+    # Each session's transcript is the same as processing it alone.
+    for name, audio in sessions.items():
+        alone = EmbeddedStream(tmp_path / f"{name}.db")
+        f = SessionFramer(alone, name)
+        f.push(audio)
+        f.end()
+        solo_parts = _parts(tmp_path / name, transcriber, policy)
+        solo = ShardProcessor(solo_parts)
+        solo.initialize("shard-0", None)
+        solo.process_records(alone.read("shard-0", 0, 100_000), ListCheckpointer())
+        assert [s.text for s in store.segments(name)] == [
+            s.text for s in solo_parts.store.segments(name)
+        ]
+    assert wer(" ".join(t for _, t in MEETING[:9]), _text(store, "alpha")) < 0.35
+    assert "speaker renaming" in _text(store, "beta").lower()
+
+
+def test_replay_after_a_lost_lease_rewrites_identical_rows(
+    tmp_path: Path, meeting: tuple[Path, list[Turn]], transcriber: object
+) -> None:
+    pcm = read_pcm(str(meeting[0]))[: 30 * 16000]
+    stream = EmbeddedStream(tmp_path / "s.db")
+    f = SessionFramer(stream, "replay")
+    f.push(pcm)
+    f.end()
+    records = stream.read("shard-0", 0, 1000)
+    parts = _parts(tmp_path, transcriber, WindowPolicy(10, 5))
+    first = ShardProcessor(parts)
+    first.initialize("shard-0", None)
+    ckpt = ListCheckpointer()
+    first.process_records(records[:17], ckpt)
+    committed = parts.store.segments("replay")
+    assert committed, "some windows must be committed after 17 s"
+    first.lease_lost()
+    # A new worker starts after the last checkpoint, as KCL would.
+    second = ShardProcessor(parts)
+    start = ckpt.values[-1] if ckpt.values else 0
+    second.initialize("shard-0", str(start))
+    second.process_records([r for r in records if r.seq > start], ListCheckpointer())
+    again = parts.store.segments("replay")
+    assert again[: len(committed)] == committed
+    keys = [s.key for s in again]
+    assert len(keys) == len(set(keys))
+    reference = ShardProcessor(_parts(tmp_path / "ref", transcriber, WindowPolicy(10, 5)))
+    reference.initialize("shard-0", None)
+    reference.process_records(records, ListCheckpointer())
+    assert [(s.window_index, s.text) for s in again] == [
+        (s.window_index, s.text) for s in reference.parts.store.segments("replay")
+    ]
