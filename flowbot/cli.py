@@ -14,6 +14,7 @@ from typing import Any
 from contracts.logs import configure_logging
 from contracts.settings import Settings, SettingsError
 from flowbot.formats import FORMATS, render
+from producer.decode import DecodeError
 
 log = logging.getLogger("flowbot")
 
@@ -90,9 +91,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         "wall_seconds": round(result.wall_seconds, 3),
     }
     _write(
-        render(
-            args.format, result.session_id, result.segments, result.speakers, result.notes, extra
-        ),
+        render(args.format, result.session_id, result.segments, result.speakers, result.notes, extra),
         args.output,
     )
     if args.format == "text" and result.notes and not args.output:
@@ -281,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("DEBUG" if args.verbose else base.log_level, base.log_format)
     try:
         return int(args.func(args))
-    except (SettingsError, ValueError, FileNotFoundError) as exc:
+    except (SettingsError, ValueError, FileNotFoundError, DecodeError) as exc:
         log.error(str(exc))
         return 2
     except KeyboardInterrupt:
