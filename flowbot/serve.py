@@ -60,9 +60,7 @@ class LiveFeed:
         self.session_id = session_id
         self.poll = poll
 
-    def events(
-        self, since: int = 0, stop: threading.Event | None = None, max_seconds: float | None = None
-    ):  # type: ignore[no-untyped-def]
+    def events(self, since: int = 0, stop: threading.Event | None = None, max_seconds: float | None = None):  # type: ignore[no-untyped-def]
         """Yield SSE byte chunks until the session reaches a terminal state."""
         revision = since
         last_state = None
@@ -184,9 +182,7 @@ def make_handler(
             elif parts[2] == "transcript":
                 fmt = query.get("format", ["json"])[0]
                 if fmt not in FORMATS:
-                    self._error(
-                        400, "invalid_format", f"format must be one of {', '.join(FORMATS)}"
-                    )
+                    self._error(400, "invalid_format", f"format must be one of {', '.join(FORMATS)}")
                     return
                 body = render(
                     fmt,
@@ -235,9 +231,7 @@ class LiveService:
 
         self.settings = settings
         self.processor = EmbeddedProcessor(settings)
-        self.ingest = RtmpIngest(
-            settings.host, settings.rtmp_port, self.processor.stream, on_live=self._on_live
-        )
+        self.ingest = RtmpIngest(settings.host, settings.rtmp_port, self.processor.stream, on_live=self._on_live)
         public = settings.public_host or settings.host
         self.ctx = build_local_context(settings, EmbeddedLauncher(self.ingest, public))
         self.coordinator = Coordinator(self.ctx)
@@ -246,9 +240,7 @@ class LiveService:
             (settings.host, settings.port), make_handler(self.ctx, self.coordinator, self.routes)
         )
         self.httpd.daemon_threads = True
-        self._http_thread = threading.Thread(
-            target=self.httpd.serve_forever, name="http", daemon=True
-        )
+        self._http_thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
 
     def _on_live(self, session_id: str) -> None:
         try:
@@ -268,6 +260,12 @@ class LiveService:
         self.processor.start()
         self.ingest.start()
         self._http_thread.start()
+        base = (
+            self.url
+            if not self.settings.public_host
+            else f"http://{self.settings.public_host}:{self.httpd.server_address[1]}"
+        )
+        self.ctx.page_url = lambda sid: f"{base}/sessions/{sid}"
         log.info("flowbot serving", extra={"http": self.url, "rtmp_port": self.ingest.port})
         return self
 
