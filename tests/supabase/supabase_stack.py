@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pwd
 import shutil
@@ -416,8 +417,10 @@ class Gateway:
             await asyncio.gather(*tasks, return_exceptions=True)
 
         if self._thread.is_alive():
-            with contextlib.suppress(Exception):
+            try:
                 asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
+            except Exception:
+                logging.getLogger("flowbot.tests.gateway").warning("gateway shutdown", exc_info=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
 
