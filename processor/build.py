@@ -11,6 +11,7 @@ from contracts.settings import Settings
 from processor.asr import AsrOptions, WhisperTranscriber
 from processor.diarization import Diarizer, IdentityMapper, SingleSpeakerDiarizer, SpeakerMapper
 from processor.engine import EngineParts, ShardProcessor
+from processor.interim import build_interim
 from processor.windowing import WindowPolicy
 from stores.factory import transcript_store, window_archive
 
@@ -81,15 +82,20 @@ def mapper_factory(settings: Settings):
 def build_engine_parts(settings: Settings) -> EngineParts:
     """Everything the engine needs, from settings."""
     quiet_threads(settings)
+    store = transcript_store(settings)
+    transcriber, diarizer, interim = build_interim(
+        settings, build_transcriber(settings), build_diarizer(settings), store
+    )
     return EngineParts(
-        transcriber=build_transcriber(settings),
-        diarizer=build_diarizer(settings),
+        transcriber=transcriber,
+        diarizer=diarizer,
         mapper_factory=mapper_factory(settings),
-        store=transcript_store(settings),
+        store=store,
         archive=window_archive(settings),
         policy=WindowPolicy(
             settings.window_seconds, settings.window_min_seconds, settings.window_min_silence_ms
         ),
+        interim=interim,
     )
 
 

@@ -1,0 +1,210 @@
+"""One batched model call for many sessions' windows (the GPU path).
+
+On a GPU, one Whisper call per session per tick leaves the device mostly idle:
+the encoder runs on a 30 s mel whether the batch holds one clip or sixteen.
+:class:`BatchingTranscriber` collects concurrent ``transcribe`` requests (final
+passes from the engine threads, interim snapshots from the interim worker),
+groups those with the same decoding options (beam size, prompt), concatenates
+their speech clips and runs faster-whisper's ``BatchedInferencePipeline`` once
+with ``clip_timestamps`` marking each clip, then maps the segments back to the
+request (and time) they came from.
+
+Each request's audio is first cut into speech clips of at most 30 s with the
+Silero VAD shipped in faster-whisper (the sequential path skips silence the
+same way), so a request with no speech costs no model time at all.
+
+It works on CPU too (that is how the tests exercise it), but it is only wired
+in for ``device == "cuda"``: on two CPU cores batching buys nothing and the
+interim worker's priority rules matter more.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from contracts.frames import SAMPLE_RATE
+from contracts.segments import Word
+from processor.asr import AsrSegment
+
+log = logging.getLogger(__name__)
+
+#: Whisper's input length; a clip never exceeds it.
+CLIP_SECONDS = 30.0
+
+
+@dataclass
+class _Request:
+    audio: np.ndarray
+    beam_size: int
+    prompt: str | None
+    future: Future[list[AsrSegment]] = field(default_factory=Future)
+
+
+@dataclass(frozen=True)
+class _Clip:
+    request: int  # index into the group
+    start: int  # sample in the concatenated audio
+    end: int
+    offset: int  # sample in the request's own audio where the clip starts
+
+
+def speech_clips(audio: np.ndarray, max_seconds: float = CLIP_SECONDS) -> list[tuple[int, int]]:
+    """(start, end) sample spans covering the speech in ``audio``, each at most ``max_seconds``."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    if audio.size == 0:
+        return []
+    opts = VadOptions(min_silence_duration_ms=500, speech_pad_ms=200, max_speech_duration_s=max_seconds)
+    spans = [(int(c["start"]), int(c["end"])) for c in get_speech_timestamps(audio, opts)]
+    limit = int(max_seconds * SAMPLE_RATE)
+    clips: list[tuple[int, int]] = []
+    for start, end in spans:
+        if clips and end - clips[-1][0] <= limit:
+            clips[-1] = (clips[-1][0], end)  # the pause in between rides along, as in one window
+        else:
+            clips.append((start, min(end, start + limit)))
+    return clips
+
+
+class BatchingTranscriber:
+    """Thread-safe ``transcribe``/``transcribe_batch`` served by batched model calls.
+
+    ``inner`` is a :class:`processor.asr.WhisperTranscriber` (its model, options
+    and hallucination filter are reused). ``max_batch`` clips go into one call;
+    a request waits at most ``linger`` seconds for company.
+    """
+
+    def __init__(self, inner: Any, *, max_batch: int = 16, linger: float = 0.01) -> None:
+        from faster_whisper import BatchedInferencePipeline
+
+        self.inner = inner
+        self.device = getattr(inner, "device", "cpu")
+        self.options = inner.options
+        self.max_batch = max_batch
+        self.linger = linger
+        self.pipeline = BatchedInferencePipeline(inner.model)
+        self._cond = threading.Condition()
+        self._queue: list[_Request] = []
+        self._stopping = False
+        self.calls = 0
+        self.clips = 0
+        self._thread = threading.Thread(target=self._run, name="asr-batcher", daemon=True)
+        self._thread.start()
+
+    def transcribe(
+        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
+    ) -> list[AsrSegment]:
+        """Same contract as :meth:`processor.asr.WhisperTranscriber.transcribe`."""
+        return self.transcribe_batch([audio], beam_size=beam_size, initial_prompt=initial_prompt)[0]
+
+    def transcribe_batch(
+        self,
+        audios: Sequence[np.ndarray],
+        *,
+        beam_size: int | None = None,
+        initial_prompt: str | None = None,
+    ) -> list[list[AsrSegment]]:
+        """Several float32 16 kHz audios; one result per audio, times relative to it."""
+        beam = beam_size or self.options.beam_size
+        reqs = [_Request(np.asarray(a, dtype=np.float32), beam, initial_prompt) for a in audios]
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("batching transcriber stopped")
+            self._queue.extend(reqs)
+            self._cond.notify()
+        return [r.future.result() for r in reqs]
+
+    def stop(self) -> None:
+        """Stop the batcher thread after the call in progress."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+
+    # -- batcher -----------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if self._stopping and not self._queue:
+                    return
+            time.sleep(self.linger)  # let concurrent callers join this call
+            with self._cond:
+                first = self._queue[0]
+                key = (first.beam_size, first.prompt)
+                group = [r for r in self._queue if (r.beam_size, r.prompt) == key][: self.max_batch]
+                for r in group:
+                    self._queue.remove(r)
+            try:
+                results = self._call(group)
+            except Exception as exc:
+                log.exception("batched asr call failed", extra={"requests": len(group)})
+                for r in group:
+                    r.future.set_exception(exc)
+                continue
+            for r, res in zip(group, results, strict=True):
+                r.future.set_result(res)
+
+    def _call(self, group: list[_Request]) -> list[list[AsrSegment]]:
+        clips: list[_Clip] = []
+        pieces: list[np.ndarray] = []
+        pos = 0
+        for i, req in enumerate(group):
+            for start, end in speech_clips(req.audio):
+                pieces.append(req.audio[start:end])
+                clips.append(_Clip(i, pos, pos + end - start, start))
+                pos += end - start
+        out: list[list[AsrSegment]] = [[] for _ in group]
+        if not clips:
+            return out
+        opts = self.options
+        segments, _info = self.pipeline.transcribe(
+            np.concatenate(pieces),
+            language=opts.language,
+            beam_size=group[0].beam_size,
+            word_timestamps=True,
+            clip_timestamps=[{"start": c.start / SAMPLE_RATE, "end": c.end / SAMPLE_RATE} for c in clips],
+            batch_size=len(clips),
+            no_speech_threshold=opts.no_speech_threshold,
+            log_prob_threshold=opts.logprob_threshold,
+            compression_ratio_threshold=opts.compression_ratio_threshold,
+            initial_prompt=group[0].prompt,
+        )
+        starts = [c.start / SAMPLE_RATE for c in clips]
+        self.calls += 1
+        self.clips += len(clips)
+        for seg in segments:
+            k = max(0, bisect.bisect_right(starts, float(seg.start) + 1e-6) - 1)
+            clip = clips[k]
+            shift = (clip.offset - clip.start) / SAMPLE_RATE
+            converted = self.inner._convert(seg)
+            if converted is None:
+                continue
+            moved = AsrSegment(
+                start=max(0.0, converted.start + shift),
+                end=max(0.0, converted.end + shift),
+                text=converted.text,
+                words=tuple(
+                    Word(max(0.0, w.start + shift), max(0.0, w.end + shift), w.text, w.probability)
+                    for w in converted.words
+                ),
+                avg_logprob=converted.avg_logprob,
+                no_speech_prob=converted.no_speech_prob,
+                compression_ratio=converted.compression_ratio,
+            )
+            if not self.inner._hallucinated(moved):
+                out[clip.request].append(moved)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

@@ -1,0 +1,563 @@
+"""Interim captions: re-transcribe each open window every few seconds, cheaply,
+without ever holding up final text.
+
+The engine (:mod:`processor.engine`) offers a snapshot of a session's open
+window after every record and says when the window closed. This module turns
+those snapshots into interim rows (``is_final=False``) through
+``store.put_interim``; the final rows of the window replace them in place
+(same window, same segment keys) when the engine commits it.
+
+Rules, and where they are enforced:
+
+- **Drop, don't queue.** Each session has one slot holding only its latest
+  snapshot; ``offer`` replaces an unprocessed snapshot (counted ``superseded``)
+  and never blocks. The worker thread runs at most one pass per session per
+  ``interval`` seconds, oldest-served session first.
+- **Finals first.** The engine's transcriber and diarizer are wrapped in a
+  :class:`FinalGate`; while a final pass runs (or waits for the model), a due
+  interim pass is skipped (counted ``skipped_for_final``), not postponed. A
+  duty cap (``max_duty``) also keeps interim passes to a fraction of the
+  worker's wall time when they get slow (the worker is behind: snapshots that
+  pile up are superseded, i.e. dropped).
+- **Never over a final.** A pass whose window closed meanwhile is discarded
+  (``stale``); if the close races the write, ``put_interim`` returns False
+  (``rejected_final``) because the store refuses interim rows for a final
+  window.
+- **No word twice.** Only the open window's audio is transcribed, and the open
+  window starts exactly where the last committed window ended, so interim text
+  of window N never repeats final text of window N-1.
+
+Stability (LocalAgreement-2): a pass's words are compared with the previous
+pass of the same window; the longest common word prefix (case and punctuation
+ignored) is *stable*. Each ASR segment is split at that point into a stable
+segment (``stable=True``) and an unstable tail (``stable=False``), so viewers
+can render the part that stopped changing differently. Stable interim text is
+a strong hint, not a promise: only final text is guaranteed.
+
+Speakers on interim text are best effort: the speaker of the session's last
+final segment (read from the store once per closed window). Finals carry the
+real diarization.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from contracts.frames import SAMPLE_RATE
+from contracts.segments import TranscriptSegment, Word
+from processor.asr import AsrSegment, words_text
+from processor.diarization import Diarization, Diarizer
+from processor.windowing import to_float
+from stores.base import TranscriptStore
+
+log = logging.getLogger(__name__)
+
+
+class InterimTranscriber(Protocol):
+    """The part of the ASR interface interim passes use."""
+
+    def transcribe(
+        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
+    ) -> list[AsrSegment]:
+        """Transcribe float32 16 kHz audio; times relative to it."""
+
+
+class BatchTranscriber(Protocol):
+    """A transcriber that takes several audios in one model call (the GPU path)."""
+
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], *, beam_size: int | None = None
+    ) -> list[list[AsrSegment]]:
+        """One result list per audio, in order."""
+
+
+# --------------------------------------------------------------------------- gate
+
+
+class FinalGate:
+    """Counts final passes running or waiting for the model, so interim work can yield."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+
+    @contextmanager
+    def final(self) -> Iterator[None]:
+        """Mark a final pass (ASR or diarization) for the duration of the block."""
+        with self._lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    @property
+    def busy(self) -> bool:
+        """True while any final pass runs or waits."""
+        return self._active > 0
+
+
+class GatedTranscriber:
+    """The engine's transcriber, marking each call as final work on a gate."""
+
+    def __init__(self, inner: InterimTranscriber, gate: FinalGate) -> None:
+        self.inner = inner
+        self.gate = gate
+
+    def transcribe(
+        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
+    ) -> list[AsrSegment]:
+        """Delegate under the gate (the gate is entered before waiting for the model)."""
+        with self.gate.final():
+            return self.inner.transcribe(audio, beam_size=beam_size, initial_prompt=initial_prompt)
+
+    def __getattr__(self, name: str) -> Any:
+        # model_name, device, options ... of the wrapped transcriber stay visible.
+        return getattr(self.inner, name)
+
+
+class GatedDiarizer:
+    """The engine's diarizer, marking each call as final work on a gate."""
+
+    def __init__(self, inner: Diarizer, gate: FinalGate) -> None:
+        self.inner = inner
+        self.gate = gate
+
+    def diarize(self, audio: np.ndarray) -> Diarization:
+        """Delegate under the gate."""
+        with self.gate.final():
+            return self.inner.diarize(audio)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+# ------------------------------------------------------------------ stability
+
+
+_PUNCT = re.compile(r"[^\w']+")
+
+
+def normalize_word(text: str) -> str:
+    """Word identity for agreement: lower case, punctuation and spaces dropped."""
+    return _PUNCT.sub("", text.lower())
+
+
+def agreed_prefix(previous: Sequence[str], current: Sequence[str]) -> int:
+    """LocalAgreement-2: length of the longest common prefix of two passes' words."""
+    n = 0
+    for a, b in zip(previous, current, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def interim_segments(
+    session_id: str,
+    window_index: int,
+    start_sample: int,
+    asr: Sequence[AsrSegment],
+    stable_words: int,
+    speaker: str | None,
+) -> list[TranscriptSegment]:
+    """Session-timeline interim segments; each ASR segment split at the stable prefix.
+
+    The first ``stable_words`` words of the pass (counted across segments) are
+    stable. A segment without word timings is kept whole and unstable.
+    """
+    offset = start_sample / SAMPLE_RATE
+    out: list[TranscriptSegment] = []
+    seen = 0
+
+    def emit(words: Sequence[Word], text: str, start: float, end: float, stable: bool, lp: float) -> None:
+        out.append(
+            TranscriptSegment(
+                session_id=session_id,
+                window_index=window_index,
+                segment_index=len(out),
+                start=round(offset + start, 3),
+                end=round(offset + end, 3),
+                text=text,
+                speaker=speaker,
+                words=tuple(
+                    Word(round(offset + w.start, 3), round(offset + w.end, 3), w.text,
+                         round(w.probability, 4), speaker)
+                    for w in words
+                ),
+                is_final=False,
+                stable=stable,
+                avg_logprob=round(lp, 4),
+            )
+        )
+
+    for seg in asr:
+        if not seg.words:
+            emit((), seg.text, seg.start, seg.end, False, seg.avg_logprob)
+            continue
+        cut = max(0, min(len(seg.words), stable_words - seen))
+        seen += len(seg.words)
+        head, tail = seg.words[:cut], seg.words[cut:]
+        if head:
+            emit(head, words_text(head), head[0].start, head[-1].end, True, seg.avg_logprob)
+        if tail:
+            emit(tail, words_text(tail), tail[0].start, tail[-1].end, False, seg.avg_logprob)
+    return out
+
+
+# ---------------------------------------------------------------------- worker
+
+
+@dataclass
+class InterimCounters:
+    """Per-session counters (``InterimWorker.stats``)."""
+
+    offered: int = 0
+    passes: int = 0
+    written: int = 0
+    unchanged: int = 0
+    superseded: int = 0
+    skipped_for_final: int = 0
+    stale: int = 0
+    rejected_final: int = 0
+    errors: int = 0
+    audio_seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+
+@dataclass
+class _Snapshot:
+    window_index: int
+    start_sample: int
+    pcm: np.ndarray
+    offered_at: float
+
+
+@dataclass
+class _Slot:
+    session_id: str
+    pending: _Snapshot | None = None
+    running: bool = False
+    last_pass_at: float = float("-inf")
+    closed_through: int = -1
+    window_index: int = -1
+    passed_samples: int = 0
+    prev_words: list[str] = field(default_factory=list)
+    last_written: tuple[tuple[str, bool, str | None], ...] | None = None
+    speaker: str | None = None
+    speaker_stale: bool = True
+    counters: InterimCounters = field(default_factory=InterimCounters)
+
+
+@dataclass
+class _Job:
+    slot: _Slot
+    snap: _Snapshot
+
+
+class InterimWorker:
+    """:class:`processor.engine.InterimSink` that runs interim passes in its own thread.
+
+    ``interval``: seconds between passes of one session. ``beam_size``: 1 (greedy)
+    for the cheap pass. ``gate``: finals in progress make due passes skip
+    (``yield_to_finals``; off on the batched GPU path, where interim snapshots
+    ride in the same model call as finals). ``max_duty``: the share of wall
+    time passes may take; after a pass of *d* seconds the worker rests
+    ``d * (1 / max_duty - 1)`` seconds. ``min_new_seconds``: a window is not
+    re-run unless it grew by at least this much since its last pass.
+    """
+
+    def __init__(
+        self,
+        transcriber: InterimTranscriber,
+        store: TranscriptStore,
+        *,
+        interval: float = 2.0,
+        beam_size: int = 1,
+        gate: FinalGate | None = None,
+        yield_to_finals: bool = True,
+        max_duty: float = 0.5,
+        min_new_seconds: float = 0.5,
+        batch_size: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interim interval must be > 0 seconds (0 means: do not build a worker)")
+        if not 0 < max_duty <= 1:
+            raise ValueError("max_duty must be in (0, 1]")
+        self.transcriber = transcriber
+        self.store = store
+        self.interval = interval
+        self.beam_size = beam_size
+        self.gate = gate or FinalGate()
+        self.yield_to_finals = yield_to_finals
+        self.max_duty = max_duty
+        self.min_new_samples = int(min_new_seconds * SAMPLE_RATE)
+        self.batch_size = max(1, batch_size)
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._slots: dict[str, _Slot] = {}
+        self._rest_until = float("-inf")
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- InterimSink --------------------------------------------------------------
+    def offer(self, session_id: str, window_index: int, start_sample: int, pcm: np.ndarray) -> None:
+        """Keep only this newest snapshot of the session's open window (never blocks on a pass).
+
+        The engine never modifies a buffer it handed out (it concatenates into
+        new arrays), so the snapshot is kept without a copy.
+        """
+        with self._cond:
+            slot = self._slots.get(session_id)
+            if slot is None:
+                slot = self._slots[session_id] = _Slot(session_id)
+            if window_index <= slot.closed_through:
+                return  # a replayed record of a window already final
+            slot.counters.offered += 1
+            if slot.pending is not None:
+                slot.counters.superseded += 1
+            slot.pending = _Snapshot(window_index, start_sample, pcm, self.clock())
+            if self._thread is None and not self._stopping:
+                self._start_locked()
+            self._cond.notify()
+
+    def window_closed(self, session_id: str, window_index: int) -> None:
+        """Forget the closed window's pending snapshot and agreement state."""
+        with self._cond:
+            slot = self._slots.get(session_id)
+            if slot is None:
+                slot = self._slots[session_id] = _Slot(session_id)
+            slot.closed_through = max(slot.closed_through, window_index)
+            if slot.pending is not None and slot.pending.window_index <= window_index:
+                slot.pending = None
+                slot.counters.stale += 1
+            slot.prev_words = []
+            slot.last_written = None
+            slot.passed_samples = 0
+            slot.speaker_stale = True
+            # The next window's first pass may run as soon as it has audio.
+            slot.last_pass_at = float("-inf")
+            counters = asdict(slot.counters)
+        log.info("interim window closed", extra={"session": session_id, "window": window_index, **counters})
+
+    # -- lifecycle & stats ----------------------------------------------------------
+    def start(self) -> InterimWorker:
+        """Start the worker thread (``offer`` also starts it on first use)."""
+        with self._cond:
+            if self._thread is None:
+                self._stopping = False
+                self._start_locked()
+        return self
+
+    def _start_locked(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="interim", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the pass in progress (pending snapshots are dropped)."""
+        with self._cond:
+            self._stopping = True
+            thread, self._thread = self._thread, None
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def stats(self, session_id: str | None = None) -> dict[str, Any]:
+        """Counters of one session, or ``{session_id: counters}`` of all.
+
+        ``passes`` ran; ``superseded`` snapshots were replaced before a pass took
+        them (dropped); ``skipped_for_final`` due passes gave way to a final;
+        ``stale`` snapshots/passes belonged to a window that closed first;
+        ``rejected_final`` writes were refused by the store (window already final).
+        """
+        with self._cond:
+            if session_id is not None:
+                slot = self._slots.get(session_id)
+                return asdict(slot.counters) if slot else asdict(InterimCounters())
+            return {sid: asdict(s.counters) for sid, s in self._slots.items()}
+
+    # -- worker -----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                jobs: list[_Job] = []
+                while not jobs:
+                    if self._stopping:
+                        return
+                    jobs, wait = self._pick(self.clock())
+                    if not jobs:
+                        self._cond.wait(timeout=wait)
+            try:
+                self._run_passes(jobs)
+            finally:
+                with self._cond:
+                    for job in jobs:
+                        job.slot.running = False
+
+    def _pick(self, now: float) -> tuple[list[_Job], float]:
+        """Due snapshots to run now (oldest-served first), or how long to wait."""
+        if now < self._rest_until:
+            return [], self._rest_until - now
+        due: list[_Slot] = []
+        wait = 1.0
+        for slot in self._slots.values():
+            if slot.pending is None or slot.running:
+                continue
+            at = slot.last_pass_at + self.interval
+            if at <= now:
+                due.append(slot)
+            else:
+                wait = min(wait, at - now)
+        if not due:
+            return [], wait
+        if self.yield_to_finals and self.gate.busy:
+            for slot in due:
+                slot.pending = None
+                slot.counters.skipped_for_final += 1
+                slot.last_pass_at = now
+            return [], min(wait, self.interval)
+        due.sort(key=lambda s: s.last_pass_at)
+        jobs = []
+        for slot in due:
+            snap = slot.pending
+            assert snap is not None
+            slot.pending = None
+            if snap.window_index == slot.window_index and snap.pcm.size - slot.passed_samples < self.min_new_samples:
+                continue  # nothing new worth a pass; the next offer brings more audio
+            slot.running = True
+            slot.last_pass_at = now
+            jobs.append(_Job(slot, snap))
+            if len(jobs) >= self.batch_size:
+                break
+        return jobs, min(wait, self.interval)
+
+    def _run_passes(self, jobs: list[_Job]) -> None:
+        audios = [to_float(j.snap.pcm) for j in jobs]
+        t0 = self.clock()
+        try:
+            if len(jobs) > 1 and hasattr(self.transcriber, "transcribe_batch"):
+                results = self.transcriber.transcribe_batch(audios, beam_size=self.beam_size)
+            else:
+                results = [self.transcriber.transcribe(a, beam_size=self.beam_size) for a in audios]
+        except Exception:
+            log.exception("interim pass failed", extra={"session": jobs[0].slot.session_id})
+            with self._cond:
+                for j in jobs:
+                    j.slot.counters.errors += 1
+            return
+        took = self.clock() - t0
+        with self._cond:
+            self._rest_until = self.clock() + took * (1.0 / self.max_duty - 1.0)
+        for job, asr in zip(jobs, results, strict=True):
+            self._publish(job, asr, took / len(jobs))
+
+    def _publish(self, job: _Job, asr: list[AsrSegment], took: float) -> None:
+        slot, snap = job.slot, job.snap
+        sid = slot.session_id
+        with self._cond:
+            c = slot.counters
+            c.passes += 1
+            c.audio_seconds += snap.pcm.size / SAMPLE_RATE
+            c.compute_seconds += took
+            if snap.window_index <= slot.closed_through:
+                c.stale += 1
+                return
+            if snap.window_index != slot.window_index:
+                slot.window_index = snap.window_index
+                slot.prev_words = []
+                slot.last_written = None
+            words = [normalize_word(w.text) for s in asr for w in s.words]
+            stable = agreed_prefix(slot.prev_words, words)
+            slot.prev_words = words
+            slot.passed_samples = snap.pcm.size
+            need_speaker = slot.speaker_stale
+        speaker = self._last_speaker(slot) if need_speaker else slot.speaker
+        segments = interim_segments(sid, snap.window_index, snap.start_sample, asr, stable, speaker)
+        shape = tuple((s.text, s.stable, s.speaker) for s in segments)
+        with self._cond:
+            if shape == slot.last_written or (not segments and slot.last_written is None):
+                c.unchanged += 1
+                return
+        try:
+            accepted = self.store.put_interim(sid, snap.window_index, segments)
+        except Exception:
+            log.exception("interim write failed", extra={"session": sid, "window": snap.window_index})
+            with self._cond:
+                c.errors += 1
+            return
+        with self._cond:
+            if accepted:
+                c.written += 1
+                if slot.window_index == snap.window_index:
+                    slot.last_written = shape
+            else:
+                c.rejected_final += 1
+        log.debug(
+            "interim pass",
+            extra={
+                "session": sid,
+                "window": snap.window_index,
+                "audio_s": round(snap.pcm.size / SAMPLE_RATE, 2),
+                "took_s": round(took, 3),
+                "words": sum(len(s.words) for s in segments),
+                "stable_words": stable,
+                "accepted": accepted,
+            },
+        )
+
+    def _last_speaker(self, slot: _Slot) -> str | None:
+        """Speaker of the session's last final segment (best effort, once per window)."""
+        try:
+            finals = self.store.segments(slot.session_id)
+        except Exception:
+            log.warning("last speaker lookup failed", extra={"session": slot.session_id}, exc_info=True)
+            return slot.speaker
+        speaker = next((s.speaker for s in reversed(finals) if s.speaker), None)
+        with self._cond:
+            slot.speaker = speaker
+            slot.speaker_stale = False
+        return speaker
+
+
+# ---------------------------------------------------------------------- wiring
+
+
+def build_interim(
+    settings: Any,
+    transcriber: Any,
+    diarizer: Diarizer,
+    store: TranscriptStore,
+) -> tuple[Any, Diarizer, InterimWorker | None]:
+    """Wrap the engine's models and build the interim worker for ``settings``.
+
+    Returns ``(engine_transcriber, engine_diarizer, worker)``; the worker is None
+    when ``interim_seconds`` is 0. On CUDA both the engine and the worker go
+    through one :class:`processor.batched_asr.BatchingTranscriber`, so final and
+    interim passes of all sessions share batched model calls; on CPU finals
+    take priority and interim passes yield to them.
+    """
+    if settings.interim_seconds <= 0:
+        return transcriber, diarizer, None
+    gate = FinalGate()
+    if getattr(transcriber, "device", "cpu") == "cuda":
+        from processor.batched_asr import BatchingTranscriber
+
+        batched = BatchingTranscriber(transcriber)
+        worker = InterimWorker(
+            batched, store, interval=settings.interim_seconds, gate=gate,
+            yield_to_finals=False, max_duty=1.0, batch_size=batched.max_batch,
+        )
+        return GatedTranscriber(batched, gate), GatedDiarizer(diarizer, gate), worker
+    worker = InterimWorker(transcriber, store, interval=settings.interim_seconds, gate=gate)
+    return GatedTranscriber(transcriber, gate), GatedDiarizer(diarizer, gate), worker

@@ -1,0 +1,166 @@
+"""The interim worker's rules: agreement, replace-in-place, never over a final, drop-not-queue."""
+
+from __future__ import annotations
+
+import time
+
+from contracts.segments import TranscriptSegment, WindowRecord
+from processor.interim import FinalGate, GatedTranscriber, InterimWorker, agreed_prefix, interim_segments
+from stores.base import SessionProgress
+from stores.sqlite import SqliteTranscriptStore
+from tests.live.conftest import ScriptedTranscriber, asr_words, pcm, wait_until
+
+
+def idle(worker: InterimWorker, sid: str, passes: int) -> None:
+    wait_until(lambda: worker.stats(sid)["passes"] >= passes)
+    time.sleep(0.05)  # let the write after the pass land
+
+
+def test_agreed_prefix_is_local_agreement_2() -> None:
+    assert agreed_prefix([], ["a", "b"]) == 0
+    assert agreed_prefix(["the", "build", "is"], ["the", "build", "was", "stable"]) == 2
+    assert agreed_prefix(["a", "b"], ["a", "b", "c"]) == 2
+
+
+def test_segments_split_at_the_stable_prefix_on_the_session_timeline() -> None:
+    asr = [asr_words("the build is stable", 0.0), asr_words("and all tests passed", 2.0)]
+    segs = interim_segments("s", 3, 16000 * 90, asr, 6, "S2")
+    assert [(s.text, s.stable) for s in segs] == [
+        ("the build is stable", True),
+        ("and all", True),
+        ("tests passed", False),
+    ]
+    assert [s.segment_index for s in segs] == [0, 1, 2]
+    assert all(not s.is_final and s.window_index == 3 and s.speaker == "S2" for s in segs)
+    assert segs[0].start == 90.0 and segs[2].words[0].start == 90.0 + 2.0 + 2 * 0.3
+
+
+def test_stability_grows_as_passes_agree(store: SqliteTranscriptStore) -> None:
+    fake = ScriptedTranscriber(
+        [
+            [asr_words("the bill is")],
+            [asr_words("the build is stable and")],
+            [asr_words("the build is stable and all tests passed")],
+        ]
+    )
+    worker = InterimWorker(fake, store, interval=0.01, max_duty=1.0, min_new_seconds=0.1)
+    seen = []
+    for i, secs in enumerate((1.0, 2.0, 3.0)):
+        worker.offer("s", 0, 0, pcm(secs))
+        idle(worker, "s", i + 1)
+        rows = store.segments("s", include_interim=True)
+        seen.append([(r.text, r.stable) for r in rows])
+    assert seen[0] == [("the bill is", False)]  # first pass: nothing to agree with
+    assert seen[1] == [("the", True), ("build is stable and", False)]
+    assert seen[2] == [("the build is stable and", True), ("all tests passed", False)]
+    assert all(c[1] == 1 for c in fake.calls), "interim passes decode greedily (beam 1)"
+    worker.stop()
+
+
+def test_final_replaces_interim_in_place_and_late_pass_never_overwrites(store: SqliteTranscriptStore) -> None:
+    fake = ScriptedTranscriber([[asr_words("hello wor")]])
+    worker = InterimWorker(fake, store, interval=0.01, max_duty=1.0)
+    worker.offer("s", 0, 0, pcm(2))
+    idle(worker, "s", 1)
+    change = store.changes_since("s", 0)[-1]
+    assert not change.is_final and [s.text for s in change.segments] == ["hello wor"]
+    # A pass starts on window 0 and is held while the engine commits the final.
+    fake.passes = [[asr_words("hello wrong late text")]]
+    fake.hold.clear()
+    fake.entered.clear()
+    worker.offer("s", 0, 0, pcm(4))
+    assert fake.entered.wait(5)
+    final = TranscriptSegment("s", 0, 0, 0.0, 1.0, "hello world", "S1")
+    store.commit_window(WindowRecord("s", 0, 0, 64000), [final], SessionProgress("s", 1, 64000))
+    worker.window_closed("s", 0)
+    fake.hold.set()
+    wait_until(lambda: worker.stats("s")["stale"] >= 1)
+    assert [(s.text, s.is_final) for s in store.segments("s", include_interim=True)] == [("hello world", True)]
+    # Even without the close notice (a race), the store refuses interim rows of a final window.
+    racing = InterimWorker(ScriptedTranscriber([[asr_words("late")]]), store, interval=0.01, max_duty=1.0)
+    racing.offer("s", 0, 0, pcm(2))
+    wait_until(lambda: racing.stats("s")["rejected_final"] == 1)
+    assert [s.text for s in store.segments("s", include_interim=True)] == ["hello world"]
+    changes = store.changes_since("s", 0)
+    assert [c.is_final for c in changes] == [True]
+    worker.stop()
+    racing.stop()
+
+
+def test_offer_never_blocks_and_drops_instead_of_queueing(store: SqliteTranscriptStore) -> None:
+    fake = ScriptedTranscriber([[asr_words("one two")]])
+    fake.hold.clear()
+    worker = InterimWorker(fake, store, interval=0.01, max_duty=1.0, min_new_seconds=0.0)
+    worker.offer("s", 0, 0, pcm(1))
+    assert fake.entered.wait(5)  # the worker is now stuck in a slow pass
+    slowest = 0.0
+    for i in range(50):
+        t0 = time.perf_counter()
+        worker.offer("s", 0, 0, pcm(1 + i * 0.1))
+        slowest = max(slowest, time.perf_counter() - t0)
+    assert slowest < 0.05, "offer must not wait for a pass"
+    fake.hold.set()
+    wait_until(lambda: worker.stats("s")["passes"] == 2)
+    time.sleep(0.2)
+    stats = worker.stats("s")
+    # 51 offers, 2 passes: the first, then only the newest snapshot; 49 were dropped.
+    assert stats["offered"] == 51 and stats["passes"] == 2 and stats["superseded"] == 49
+    assert fake.calls[-1][0] == pcm(1 + 49 * 0.1).size, "the pass after the slow one took the newest snapshot"
+    worker.stop()
+
+
+def test_interim_passes_skip_while_a_final_runs(store: SqliteTranscriptStore) -> None:
+    fake = ScriptedTranscriber([[asr_words("final text")]])
+    gate = FinalGate()
+    engine_asr = GatedTranscriber(fake, gate)
+    worker = InterimWorker(fake, store, interval=0.05, gate=gate, max_duty=1.0, min_new_seconds=0.0)
+    fake.hold.clear()
+    import threading
+
+    final = threading.Thread(target=engine_asr.transcribe, args=(pcm(1).astype("float32"),))
+    final.start()
+    assert fake.entered.wait(5) and gate.busy
+    for i in range(10):
+        worker.offer("s", 0, 0, pcm(1 + i))
+        time.sleep(0.06)
+    stats = worker.stats("s")
+    assert stats["passes"] == 0 and stats["skipped_for_final"] >= 3, stats
+    assert len(fake.calls) == 1, "no interim pass may run while the final does"
+    fake.hold.set()
+    final.join(5)
+    worker.offer("s", 0, 0, pcm(12))
+    wait_until(lambda: worker.stats("s")["passes"] == 1)
+    worker.stop()
+
+
+def test_two_sessions_share_the_worker_fairly(store: SqliteTranscriptStore) -> None:
+    fake = ScriptedTranscriber([[asr_words("a b c")]])
+    worker = InterimWorker(fake, store, interval=0.05, max_duty=1.0, min_new_seconds=0.0)
+    deadline = time.monotonic() + 1.0
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        worker.offer("a", 0, 0, pcm(1 + n * 0.01))
+        worker.offer("b", 0, 0, pcm(1 + n * 0.01))
+        time.sleep(0.01)
+    time.sleep(0.1)
+    a, b = worker.stats("a")["passes"], worker.stats("b")["passes"]
+    assert a >= 5 and b >= 5 and abs(a - b) <= 2, (a, b)
+    assert {"a", "b"} <= set(worker.stats())
+    worker.stop()
+
+
+def test_speaker_of_interim_text_is_the_last_final_speaker(store: SqliteTranscriptStore) -> None:
+    store.commit_window(
+        WindowRecord("s", 0, 0, 16000),
+        [TranscriptSegment("s", 0, 0, 0.0, 0.5, "hi", "S1"), TranscriptSegment("s", 0, 1, 0.5, 1.0, "yo", "S2")],
+        SessionProgress("s", 1, 16000),
+    )
+    worker = InterimWorker(ScriptedTranscriber([[asr_words("more words")]]), store, interval=0.01, max_duty=1.0)
+    worker.window_closed("s", 0)
+    worker.offer("s", 1, 16000, pcm(2))
+    wait_until(lambda: worker.stats("s")["written"] == 1)
+    interim = [s for s in store.segments("s", include_interim=True) if not s.is_final]
+    assert interim and {s.speaker for s in interim} == {"S2"}
+    assert interim[0].start >= 1.0, "interim text of window 1 lies after window 0"
+    worker.stop()
