@@ -179,6 +179,8 @@ class Coordinator:
             stream_key=secrets.token_urlsafe(24),
         )
         self.ctx.sessions.create(session)
+        if self.ctx.on_session_created is not None:
+            self.ctx.on_session_created(session)
         try:
             launched = self.ctx.launcher.launch(session)
         except LaunchError as exc:

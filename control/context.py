@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from contracts.settings import Settings
 from control.launch import GpuPrewarmer, NoPrewarm, ProducerLauncher, WorkflowStarter
 from control.workflow import LocalWorkflowStarter, WorkflowSteps, default_steps
-from stores.base import SessionStore, TranscriptStore
+from stores.base import Session, SessionStore, TranscriptStore
 from stores.factory import session_store, transcript_store
 
 
@@ -34,6 +34,8 @@ class ControlContext:
     authenticate: Callable[[Mapping[str, str]], Caller] | None = None
     owns_meeting: Callable[[str, str], bool] | None = None
     page_url: Callable[[str], str] | None = None
+    #: Called right after a session is created (Supabase needs the session row first).
+    on_session_created: Callable[[Session], None] | None = None
 
 
 def build_local_context(settings: Settings, launcher: ProducerLauncher) -> ControlContext:
@@ -63,6 +65,15 @@ def build_context(settings: Settings) -> ControlContext:
     sessions = session_store(settings)
     transcripts = transcript_store(settings)
     steps = default_steps(sessions, transcripts)
+    on_created = None
+    if settings.store == "supabase":
+        from stores.supabase import SupabaseMeetingStatus
+
+        meetings = SupabaseMeetingStatus.from_settings(settings)
+        on_created = meetings.register_session
+        steps.on_finalized = lambda s, state, notes, reason: meetings.update(
+            s.meeting_id, state, notes, session_id=s.session_id, reason=reason
+        )
     authenticate = None
     owns_meeting = None
     if settings.supabase_jwt_secret:
@@ -81,4 +92,5 @@ def build_context(settings: Settings) -> ControlContext:
         prewarmer=AsgPrewarmer(settings, session.client("autoscaling")),
         authenticate=authenticate,
         owns_meeting=owns_meeting,
+        on_session_created=on_created,
     )

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from control.notes import NotesGenerator, OfflineNotesGenerator
-from stores.base import SessionState, SessionStore, StateConflict, TranscriptStore
+from stores.base import Session, SessionState, SessionStore, StateConflict, TranscriptStore
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,9 @@ class WorkflowSteps:
     sessions: SessionStore
     transcripts: TranscriptStore
     notes: NotesGenerator
+    #: Where the final meeting status goes besides the session store (Supabase's
+    #: "Update Meeting Status"): called with (session, state, notes, reason).
+    on_finalized: Callable[[Session, str, dict[str, Any] | None, str | None], None] | None = None
 
     def check_windows(self, session_id: str) -> dict[str, Any]:
         """Has the processor committed every window up to the end-of-stream record?"""
@@ -85,7 +89,7 @@ class WorkflowSteps:
         else:
             state, reason = SessionState.PARTIAL, "; ".join(reasons)
         try:
-            self.sessions.transition(
+            session = self.sessions.transition(
                 session_id,
                 [SessionState.PROCESSING, SessionState.ENDING],
                 state,
@@ -102,6 +106,8 @@ class WorkflowSteps:
                 "state": current.state.value,
                 "reason": current.reason,
             }
+        if self.on_finalized is not None:
+            self.on_finalized(session, state.value, self.transcripts.get_notes(session_id), reason)
         log.info(
             "session finalized",
             extra={"session": session_id, "state": state.value, "reason": reason},

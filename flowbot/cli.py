@@ -193,11 +193,15 @@ def cmd_follow(args: argparse.Namespace) -> int:
 
         asyncio.run(follow_supabase(settings, args.session, sys.stdout))
         return 0
-    from flowbot.follow import follow_local
+    from flowbot.follow import FollowError, follow_local
 
     url = args.url or f"http://{settings.host}:{settings.port}"
-    follow_local(url, args.session, sys.stdout)
-    return 0
+    try:
+        state = follow_local(url, args.session, sys.stdout, token=settings.api_token or None)
+    except FollowError as exc:
+        log.error(str(exc), extra={"session": args.session})
+        return 2
+    return 0 if state in ("completed", "partial") else 1
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -60,7 +61,9 @@ class LiveFeed:
         self.session_id = session_id
         self.poll = poll
 
-    def events(self, since: int = 0, stop: threading.Event | None = None, max_seconds: float | None = None):  # type: ignore[no-untyped-def]
+    def events(
+        self, since: int = 0, stop: threading.Event | None = None, max_seconds: float | None = None
+    ) -> Iterator[bytes]:
         """Yield SSE byte chunks until the session reaches a terminal state."""
         revision = since
         last_state = None
@@ -106,7 +109,12 @@ def make_handler(
     token = ctx.settings.api_token
     page = resources.files("flowbot").joinpath("static/session.html").read_text()
     index = resources.files("flowbot").joinpath("static/index.html").read_text()
-    routes = extra_routes or {}
+    routes = extra_routes if extra_routes is not None else {}
+    static = {
+        f.name: f.read_bytes()
+        for f in resources.files("flowbot").joinpath("static").iterdir()
+        if f.name.endswith(".js")
+    }
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -152,12 +160,24 @@ def make_handler(
                 return
             self._error(404, "not_found", f"no route for POST {url.path}")
 
+        def do_DELETE(self) -> None:
+            # WHIP: DELETE /sessions/<id>/whip/<resource> ends a browser publish.
+            parts = [p for p in urlparse(self.path).path.split("/") if p]
+            if len(parts) == 4 and parts[0] == "sessions" and parts[2] in routes:
+                routes[parts[2]](self, parts[1])
+                return
+            self._error(404, "not_found", f"no route for DELETE {self.path}")
+
         def do_GET(self) -> None:
             url = urlparse(self.path)
             query = parse_qs(url.query)
             parts = [p for p in url.path.split("/") if p]
             if url.path == "/healthz":
                 self._send(200, b'{"ok": true}')
+                return
+            if len(parts) == 2 and parts[0] == "static" and parts[1] in static:
+                # Page scripts hold no data: served without the API token.
+                self._send(200, static[parts[1]], "text/javascript; charset=utf-8")
                 return
             if not self._authorized(query):
                 self._error(401, "unauthorized", "missing or wrong bearer token")
@@ -236,6 +256,10 @@ class LiveService:
         self.ctx = build_local_context(settings, EmbeddedLauncher(self.ingest, public))
         self.coordinator = Coordinator(self.ctx)
         self.routes: dict[str, Any] = {}
+        from producer.whip import WhipIngest
+
+        self.whip = WhipIngest(self.ingest, settings.host)
+        self.routes["whip"] = self.whip.handle
         self.httpd = ThreadingHTTPServer(
             (settings.host, settings.port), make_handler(self.ctx, self.coordinator, self.routes)
         )
@@ -253,12 +277,13 @@ class LiveService:
     def url(self) -> str:
         """Base URL of the HTTP server."""
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> LiveService:
         """Start processor, ingest and HTTP server."""
         self.processor.start()
         self.ingest.start()
+        self.whip.start()
         self._http_thread.start()
         base = (
             self.url
@@ -272,6 +297,7 @@ class LiveService:
     def stop(self) -> None:
         """Stop accepting, then stop the processor gracefully (checkpoint)."""
         self.httpd.shutdown()
+        self.whip.stop()
         self.ingest.stop()
         self.processor.stop()
 

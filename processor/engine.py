@@ -34,7 +34,7 @@ from processor.attribution import attribute
 from processor.diarization import Diarization, Diarizer, SpeakerMapper
 from processor.windowing import WindowPolicy, choose_cut, has_speech, to_float
 from stores.archive import WindowArchive
-from stores.base import SessionProgress, TranscriptStore
+from stores.base import PermanentStoreError, SessionProgress, TranscriptStore
 from streams.base import Checkpointer, StreamRecord
 
 log = logging.getLogger(__name__)
@@ -346,8 +346,17 @@ class ShardProcessor:
             speaker_state=dict(sess.mapper.state()),
         )
         window = WindowRecord(sess.session_id, index, start, start + samples, status, error, uri)
-        # Store errors propagate: the checkpoint stays behind and the window replays.
-        self.parts.store.commit_window(window, segments, progress)
+        # Transient store errors propagate: the checkpoint stays behind and the window replays.
+        try:
+            self.parts.store.commit_window(window, segments, progress)
+        except PermanentStoreError as exc:
+            # The rows were refused for good: record the window as failed (reported by the
+            # workflow) rather than replaying it forever. If even that is refused, raise.
+            log.error("store refused window", extra={"session": sess.session_id, "window": index, "error": str(exc)})
+            self.counters["failed_windows"] += 1
+            window = WindowRecord(sess.session_id, index, start, start + samples, "failed", f"store: {exc}", uri)
+            self.parts.store.commit_window(window, [], progress)
+            status = "failed"
         sess.progress = progress
         sess.drop(samples)
         if self.parts.interim is not None:

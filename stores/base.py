@@ -140,6 +140,14 @@ class Session:
         }
 
 
+class PermanentStoreError(RuntimeError):
+    """The store refused a write for good (bad data, unknown session): retrying cannot help.
+
+    The engine records the window as failed instead of replaying it forever.
+    Transient failures raise anything else, and the window replays.
+    """
+
+
 class StateConflict(RuntimeError):
     """A conditional state transition lost: the session is not in an expected state."""
 

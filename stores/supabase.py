@@ -40,6 +40,7 @@ from postgrest import APIError
 
 from contracts.segments import TranscriptSegment, WindowRecord
 from contracts.settings import Settings
+from stores.base import PermanentStoreError as BasePermanentStoreError
 from stores.base import Session, SessionProgress, WindowChange
 from supabase import Client, ClientOptions, create_client
 
@@ -71,7 +72,7 @@ class SupabaseStoreError(RuntimeError):
         self.code = code
 
 
-class PermanentStoreError(SupabaseStoreError):
+class PermanentStoreError(SupabaseStoreError, BasePermanentStoreError):
     """Supabase refused the request (4xx); retrying the same request cannot help."""
 
 

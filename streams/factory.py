@@ -17,5 +17,5 @@ def stream_writer(settings: Settings) -> StreamWriter:
     if settings.stream == "kinesis":
         from streams.kinesis import KinesisWriter
 
-        return KinesisWriter.from_settings(settings)  # type: ignore[attr-defined,no-any-return]
+        return KinesisWriter.from_settings(settings)
     return embedded_stream(settings)
