@@ -17,5 +17,5 @@ def stream_writer(settings: Settings) -> StreamWriter:
     if settings.stream == "kinesis":
         from streams.kinesis import KinesisWriter
 
-        return KinesisWriter.from_settings(settings)
+        return KinesisWriter(settings)
     return embedded_stream(settings)
