@@ -1,0 +1,138 @@
+"""The per-session producer task (AWS mode: one ECS task per meeting).
+
+It serves RTMP ingest for exactly one session, writes frame records to the
+configured stream (Kinesis in AWS) and, on SIGTERM (ECS StopTask), stops
+taking audio, flushes, writes the end-of-stream record and exits.
+
+With nginx (the default, as in the container image) nginx-rtmp owns the public
+port and checks each publish against the session store through
+:mod:`producer.nginx_auth`; an accepted stream is pushed over loopback to an
+:class:`RtmpIngest`, which checks the key again and decodes the audio in this
+process. ``use_nginx=False`` serves the public port with RtmpIngest directly.
+
+Run as ``python -m producer.service`` with ``PRODUCER_SESSION_ID`` and
+``PRODUCER_STREAM_KEY`` in the environment (or ``--session-id``/``--stream-key``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from contracts.logs import configure_logging
+from contracts.settings import Settings
+from producer.nginx import NginxFront
+from producer.nginx_auth import NginxAuthServer
+from producer.rtmp import RtmpIngest
+from stores.base import SessionState, SessionStore, StateConflict
+from streams.base import StreamWriter
+
+log = logging.getLogger(__name__)
+
+
+def run_producer_task(
+    settings: Settings,
+    session_id: str,
+    stream_key: str,
+    *,
+    writer: StreamWriter | None = None,
+    sessions: SessionStore | None = None,
+    use_nginx: bool = True,
+    stop: threading.Event | None = None,
+) -> int:
+    """Serve one session's ingest until SIGTERM (or ``stop``); returns samples written.
+
+    ``writer``/``sessions`` default to the ones ``settings`` configure.
+    """
+    if writer is None:
+        from streams.factory import stream_writer
+
+        writer = stream_writer(settings)
+    if sessions is None:
+        from stores.factory import session_store
+
+        sessions = session_store(settings)
+    stop = stop or threading.Event()
+    _stop_on_signals(stop)
+
+    def mark_live(sid: str) -> None:
+        with contextlib.suppress(StateConflict):
+            sessions.transition(sid, [SessionState.STARTING], SessionState.LIVE)
+
+    if use_nginx:
+        ingest = RtmpIngest("127.0.0.1", 0, writer, on_live=mark_live)
+    else:
+        ingest = RtmpIngest(settings.host, settings.rtmp_port, writer, on_live=mark_live)
+    ingest.start()
+    ingest.register(session_id, stream_key)
+    auth: NginxAuthServer | None = None
+    front: NginxFront | None = None
+    work = tempfile.TemporaryDirectory(prefix="flowbot-nginx-")
+    try:
+        if use_nginx:
+            auth = NginxAuthServer(sessions, session_id=session_id)
+            auth.start()
+            front = NginxFront(
+                rtmp_listen=f"{settings.host}:{settings.rtmp_port}",
+                auth_port=auth.port,
+                ingest_port=ingest.port,
+                work_dir=Path(work.name),
+            )
+            front.start()
+        log.info(
+            "producer ready",
+            extra={"session": session_id, "rtmp_port": settings.rtmp_port, "nginx": use_nginx},
+        )
+        stop.wait()
+        log.info("producer stopping", extra={"session": session_id})
+    finally:
+        if front is not None:
+            front.stop()
+        # Let audio already pushed over loopback drain into the stream before ending it.
+        deadline = time.monotonic() + 5.0
+        while ingest.stats(session_id).connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ingest.end(session_id)
+        ingest.stop()
+        if auth is not None:
+            auth.stop()
+        writer.close()
+        work.cleanup()
+    samples = ingest.stats(session_id).samples
+    log.info("producer done", extra={"session": session_id, "samples": samples})
+    return samples
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m producer.service``: the container's entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--session-id", default=os.environ.get("PRODUCER_SESSION_ID", ""))
+    parser.add_argument("--stream-key", default=os.environ.get("PRODUCER_STREAM_KEY", ""))
+    parser.add_argument("--no-nginx", action="store_true", help="serve RTMP without nginx")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    if not args.session_id or not args.stream_key:
+        parser.error("a session id and a stream key are required (PRODUCER_SESSION_ID, "
+                     "PRODUCER_STREAM_KEY)")
+    run_producer_task(settings, args.session_id, args.stream_key, use_nginx=not args.no_nginx)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
