@@ -1,0 +1,444 @@
+"""Browser ingest over WHIP (WebRTC-HTTP Ingestion Protocol, RFC 9725) with aiortc.
+
+``POST /sessions/<id>/whip`` with ``Content-Type: application/sdp`` and
+``Authorization: Bearer <stream key>`` carries the browser's SDP offer; the
+answer comes back ``201 Created`` with ``application/sdp`` and a ``Location``
+for the WHIP resource; ``DELETE`` on that location ends the publish. Candidates
+are not trickled: the browser waits for ICE gathering before it POSTs, and
+aiortc gathers before it answers, so one round trip sets up the call.
+
+The received Opus track (aiortc hands out s16 stereo 48 kHz frames of 20 ms)
+is resampled to 16 kHz mono s16 with ``av.AudioResampler`` and pushed into the
+*same* per-session :class:`producer.rtmp.IngestTarget` the RTMP front uses, so
+the stream key check, "one live publisher per session", first-audio
+notification, ending the session and timeline continuation on reconnect
+(sample offsets and sequence numbers carry on) are shared, not duplicated.
+``DELETE`` ends the publish, not the session: like an RTMP disconnect, the
+session stays live and a new publish continues its timeline.
+
+ICE addresses: aioice gathers host candidates on every interface address
+except loopback, and binds a UDP socket on each. ``flowbot serve`` binds its
+listeners to ``FLOWBOT_HOST`` only (127.0.0.1 by default), so the WHIP media
+sockets must too: :func:`pin_ice_host_addresses` replaces aioice's
+``get_host_addresses`` with a wrapper that returns the configured address for
+connections gathered on this ingest's event-loop thread (and aioice's own
+answer everywhere else). aioice has no option for this; the function is the
+one it calls for host candidates, so the patch is one line of behaviour.
+When pinned to loopback, remote candidates that cannot be reached from it
+(other interfaces, and mDNS ``.local`` names, which would make aioice open a
+wildcard multicast socket to resolve them) are dropped from the offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hmac
+import ipaddress
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Any, cast
+
+import numpy as np
+
+from contracts.frames import validate_session_id
+from producer.rtmp import APP, IngestTarget, RtmpIngest, _Revoked, key_fingerprint
+
+log = logging.getLogger(__name__)
+
+MAX_OFFER_BYTES = 64 * 1024
+_WILDCARDS = {"", "0.0.0.0", "::"}
+
+
+class WhipError(Exception):
+    """An HTTP error answer: status, code and a message for the client."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+# ----------------------------------------------------------------- ICE addresses
+
+_pinned = threading.local()
+_patch_lock = threading.Lock()
+
+
+def pin_ice_host_addresses() -> None:
+    """Route aioice's host-address lookup through :data:`_pinned` (idempotent)."""
+    import aioice.ice
+
+    with _patch_lock:
+        original = aioice.ice.get_host_addresses
+        if getattr(original, "_flowbot_pinned", False):
+            return
+
+        def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+            pinned: list[str] | None = getattr(_pinned, "addresses", None)
+            if pinned is None:
+                return cast(list[str], original(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
+            return [a for a in pinned if (use_ipv6 if ":" in a else use_ipv4)]
+
+        host_addresses._flowbot_pinned = True  # type: ignore[attr-defined]
+        aioice.ice.get_host_addresses = host_addresses
+
+
+def ice_addresses_for(host: str) -> list[str] | None:
+    """ICE host addresses for a bind address: that address, or None (all) for a wildcard."""
+    if host in _WILDCARDS:
+        return None
+    if host == "localhost":
+        return ["127.0.0.1"]
+    return [host]
+
+
+_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ ", re.IGNORECASE)
+
+
+def keep_reachable_candidates(sdp: str, loopback_only: bool) -> str:
+    """Drop remote candidates a loopback-pinned agent cannot use (see module doc)."""
+    if not loopback_only:
+        return sdp
+    lines = []
+    for line in sdp.splitlines():
+        m = _CANDIDATE.match(line)
+        if m:
+            try:
+                if not ipaddress.ip_address(m.group(1)).is_loopback:
+                    continue
+            except ValueError:
+                continue  # an mDNS name
+        lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
+
+# ------------------------------------------------------------------- connections
+
+
+@dataclass
+class _WhipConnection:
+    """One WHIP publish; quacks like the RTMP front's connection for IngestTarget bookkeeping."""
+
+    ingest: WhipIngest
+    session_id: str
+    key: str
+    peer: str
+    resource: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    client_eof: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    pc: Any = None
+    target: IngestTarget | None = None
+    task: asyncio.Task[None] | None = None
+    samples: int = 0
+    _closing: bool = False
+
+    def close(self) -> None:
+        """Hang up (from any thread); the audio received so far is flushed to the stream."""
+        loop = self.ingest.loop
+        if loop is None or loop.is_closed():
+            self.done.set()
+            return
+        if threading.current_thread() is self.ingest.thread:
+            loop.create_task(self._shutdown())
+        else:
+            loop.call_soon_threadsafe(lambda: loop.create_task(self._shutdown()))
+
+    def join(self, timeout: float) -> None:
+        """Wait until the connection has released its session."""
+        self.done.wait(timeout)
+
+    async def _shutdown(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        if self.pc is not None:
+            await self.pc.close()
+        self.ingest._finish(self)
+
+
+class WhipIngest:
+    """The WHIP endpoint of ``flowbot serve``; feeds sessions through an :class:`RtmpIngest`."""
+
+    def __init__(
+        self,
+        rtmp: RtmpIngest,
+        host: str,
+        *,
+        connect_timeout: float = 15.0,
+        read_timeout: float | None = None,
+    ) -> None:
+        self.rtmp = rtmp
+        self.ice_addresses = ice_addresses_for(host)
+        self.loopback_only = bool(self.ice_addresses) and all(
+            ipaddress.ip_address(a).is_loopback for a in self.ice_addresses or ()
+        )
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout or rtmp.read_timeout
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.unavailable: str | None = None
+        self._conns: dict[str, _WhipConnection] = {}
+        self._lock = threading.Lock()
+        # Stream writes (SQLite, Kinesis) must not stall the event loop; one thread keeps order.
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="whip-push")
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> WhipIngest:
+        """Start the event loop thread (WHIP answers 501 if aiortc is not installed)."""
+        try:
+            import aiortc  # noqa: F401
+        except ImportError:
+            self.unavailable = "WHIP needs aiortc: pip install 'flow-ai-bot[live]'"
+            log.warning("whip ingest unavailable", extra={"why": self.unavailable})
+            return self
+        pin_ice_host_addresses()
+        ready = threading.Event()
+
+        def run() -> None:
+            _pinned.addresses = self.ice_addresses
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            ready.set()
+            self.loop.run_forever()
+            self.loop.close()
+
+        self.thread = threading.Thread(target=run, name="whip", daemon=True)
+        self.thread.start()
+        ready.wait(5)
+        log.info("whip ingest ready", extra={"ice_addresses": self.ice_addresses or "all"})
+        return self
+
+    def stop(self) -> None:
+        """Hang up every publisher (audio so far is flushed) and stop the loop."""
+        with self._lock:
+            conns = list(self._conns.values())
+        for conn in conns:
+            conn.close()
+        for conn in conns:
+            conn.join(10)
+        if self.loop is not None and self.thread is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+        self._writer.shutdown(wait=True)
+
+    def connections(self) -> int:
+        """Publishes in progress."""
+        with self._lock:
+            return len(self._conns)
+
+    # -- HTTP -------------------------------------------------------------------------
+    def handle(self, req: BaseHTTPRequestHandler, session_id: str) -> None:
+        """``LiveService.routes["whip"]``: POST offers, DELETE resources."""
+        try:
+            if self.unavailable or self.loop is None:
+                raise WhipError(501, "whip_unavailable", self.unavailable or "WHIP ingest not started")
+            validate_session_id(session_id)
+            if req.command == "POST":
+                self._post(req, session_id)
+            elif req.command == "DELETE":
+                self._delete(req, session_id)
+            else:
+                raise WhipError(405, "method_not_allowed", f"{req.command} is not supported on a WHIP resource")
+        except ValueError as exc:
+            _answer(req, 404, b"", extra={}, error=("unknown_session", str(exc)))
+        except WhipError as exc:
+            _answer(req, exc.status, b"", extra={}, error=(exc.code, exc.message))
+
+    def _post(self, req: BaseHTTPRequestHandler, session_id: str) -> None:
+        ctype = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
+        length = int(req.headers.get("content-length") or 0)
+        body = req.rfile.read(min(length, MAX_OFFER_BYTES + 1)) if length else b""
+        if ctype != "application/sdp":
+            raise WhipError(415, "unsupported_media_type", "a WHIP offer is application/sdp")
+        if length > MAX_OFFER_BYTES:
+            raise WhipError(413, "offer_too_large", f"SDP offers are limited to {MAX_OFFER_BYTES} bytes")
+        key = _bearer(req)
+        try:
+            offer = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise WhipError(400, "bad_offer", "the SDP offer is not UTF-8") from None
+        if not offer.startswith("v=0") or "\nm=audio " not in offer.replace("\r\n", "\n"):
+            raise WhipError(400, "bad_offer", "the SDP offer has no audio media section")
+        peer = f"{req.client_address[0]}:{req.client_address[1]}"
+        conn = _WhipConnection(self, session_id, key, peer)
+        # The key check, "one publisher at a time" and the reconnect drain wait are the RTMP front's.
+        target = self.rtmp.authorize(APP, key, cast(Any, conn))
+        if target is None:
+            raise WhipError(403, "forbidden", "stream key refused (unknown, ended, or a publisher is live)")
+        if target.session_id != session_id:
+            self.rtmp._release(target, cast(Any, conn))
+            log.warning(
+                "whip key of another session", extra={"session": session_id, "key": key_fingerprint(key)}
+            )
+            raise WhipError(403, "forbidden", "stream key refused for this session")
+        conn.target = target
+        assert self.loop is not None
+        fut = asyncio.run_coroutine_threadsafe(self._answer_offer(conn, offer), self.loop)
+        try:
+            answer = fut.result(timeout=self.connect_timeout)
+        except Exception as exc:
+            conn.close()
+            conn.join(5)
+            if isinstance(exc, WhipError):
+                raise
+            log.warning("whip offer failed", extra={"session": session_id, "error": repr(exc)})
+            raise WhipError(400, "bad_offer", f"could not answer the offer: {exc}") from exc
+        with self._lock:
+            self._conns[conn.resource] = conn
+        location = f"/sessions/{session_id}/whip/{conn.resource}"
+        log.info("whip publish accepted", extra={"session": session_id, "peer": peer, "resource": conn.resource})
+        _answer(req, 201, answer.encode(), extra={"location": location, "content-type": "application/sdp"})
+
+    def _delete(self, req: BaseHTTPRequestHandler, session_id: str) -> None:
+        parts = [p for p in req.path.split("?")[0].split("/") if p]
+        resource = parts[3] if len(parts) == 4 else ""
+        key = _bearer(req)
+        with self._lock:
+            conn = self._conns.get(resource)
+        if conn is None or conn.session_id != session_id:
+            raise WhipError(404, "not_found", "no such WHIP resource")
+        if not hmac.compare_digest(conn.key.encode(), key.encode()):
+            raise WhipError(403, "forbidden", "stream key does not match this resource")
+        conn.client_eof.set()
+        conn.close()
+        conn.join(10)
+        _answer(req, 200, b"", extra={})
+
+    # -- media --------------------------------------------------------------------------
+    async def _answer_offer(self, conn: _WhipConnection, offer: str) -> str:
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+        # No STUN/TURN: the default configuration points at a public STUN server.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        conn.pc = pc
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "audio" and conn.task is None:
+                conn.task = asyncio.ensure_future(self._consume(conn, track))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.debug("whip connection state", extra={"session": conn.session_id, "state": pc.connectionState})
+            if pc.connectionState in ("failed", "closed"):
+                await conn._shutdown()
+
+        sdp = keep_reachable_candidates(offer, self.loopback_only)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as exc:
+            raise WhipError(400, "bad_offer", f"the SDP offer was not accepted: {exc}") from exc
+        for t in pc.getTransceivers():
+            if t.kind == "audio":
+                t.direction = "recvonly"
+        await pc.setLocalDescription(await pc.createAnswer())
+        return cast(str, pc.localDescription.sdp)
+
+    async def _consume(self, conn: _WhipConnection, track: Any) -> None:
+        import av
+        from aiortc.mediastreams import MediaStreamError
+
+        assert conn.target is not None
+        loop = asyncio.get_running_loop()
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        started = time.monotonic()
+        frames = 0
+        try:
+            while True:
+                try:
+                    timeout = self.connect_timeout if frames == 0 else self.read_timeout
+                    frame = await asyncio.wait_for(track.recv(), timeout)
+                except MediaStreamError:
+                    break
+                except TimeoutError:
+                    log.warning("whip publisher stalled", extra={"session": conn.session_id, "peer": conn.peer})
+                    break
+                frames += 1
+                for out in resampler.resample(frame):
+                    await self._push(loop, conn, out)
+            for out in resampler.resample(None):
+                await self._push(loop, conn, out)
+        except _Revoked:
+            pass  # the session ended or another publisher took over
+        except Exception:
+            log.exception("whip media failed", extra={"session": conn.session_id})
+        finally:
+            log.info(
+                "whip media ended",
+                extra={
+                    "session": conn.session_id,
+                    "frames": frames,
+                    "seconds": round(conn.samples / 16000, 2),
+                    "took_s": round(time.monotonic() - started, 2),
+                },
+            )
+            conn.task = None
+            await conn._shutdown()
+
+    async def _push(self, loop: asyncio.AbstractEventLoop, conn: _WhipConnection, frame: Any) -> None:
+        pcm = np.asarray(frame.to_ndarray(), dtype=np.int16).reshape(-1)
+        if not pcm.size:
+            return
+        assert conn.target is not None
+        await loop.run_in_executor(self._writer, self.rtmp._push, conn.target, cast(Any, conn), pcm)
+        conn.samples += pcm.size
+
+    def _finish(self, conn: _WhipConnection) -> None:
+        with self._lock:
+            self._conns.pop(conn.resource, None)
+        if conn.target is not None and not conn.done.is_set():
+            # Flush happens on the writer thread so it cannot overtake queued pushes.
+            self._writer.submit(self._release, conn).add_done_callback(lambda _f: conn.done.set())
+        else:
+            conn.done.set()
+
+    def _release(self, conn: _WhipConnection) -> None:
+        assert conn.target is not None
+        self.rtmp._release(conn.target, cast(Any, conn))
+        log.info("whip publisher gone", extra={"session": conn.session_id, "samples": conn.samples})
+
+
+def _bearer(req: BaseHTTPRequestHandler) -> str:
+    auth = req.headers.get("authorization") or ""
+    if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+        raise WhipError(401, "unauthorized", "Authorization: Bearer <stream key> is required")
+    return auth[7:].strip()
+
+
+def _answer(
+    req: BaseHTTPRequestHandler,
+    status: int,
+    body: bytes,
+    *,
+    extra: dict[str, str],
+    error: tuple[str, str] | None = None,
+) -> None:
+    import json
+
+    if error is not None:
+        body = json.dumps({"error": {"code": error[0], "message": error[1]}}).encode()
+        extra = {"content-type": "application/json"}
+    req.send_response(status)
+    for k, v in extra.items():
+        req.send_header(k, v)
+    req.send_header("content-length", str(len(body)))
+    req.send_header("cache-control", "no-store")
+    req.end_headers()
+    req.wfile.write(body)
+
+
+#: Called by ``LiveService`` for ``/sessions/<id>/whip``.
+RouteHandler = Callable[[BaseHTTPRequestHandler, str], None]
