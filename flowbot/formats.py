@@ -44,7 +44,15 @@ def render(
             data.update(extra)
         return json.dumps(data, indent=2) + "\n"
     if fmt == "text":
-        lines = [f"[{_ts(s.start, '.')[:-4]}] {_name(s, speakers)}: {s.text}" for s in segments]
+        # One line per speaker turn: Whisper's segment breaks inside a turn are not news.
+        lines: list[str] = []
+        prev: TranscriptSegment | None = None
+        for s in segments:
+            if prev is not None and _name(prev, speakers) == _name(s, speakers) and s.start - prev.end < 1.5:
+                lines[-1] += " " + s.text
+            else:
+                lines.append(f"[{_ts(s.start, '.')[:-4]}] {_name(s, speakers)}: {s.text}")
+            prev = s
         return "\n".join(lines) + ("\n" if lines else "")
     if fmt in ("srt", "vtt"):
         out = ["WEBVTT", ""] if fmt == "vtt" else []
