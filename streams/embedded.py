@@ -100,13 +100,9 @@ class EmbeddedStream:
         try:
             for key, data in items:
                 shard = shard_for(key, self.shard_count)
-                row = conn.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM records WHERE shard_id = ?", (shard,)
-                ).fetchone()
+                row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records WHERE shard_id = ?", (shard,)).fetchone()
                 seq = int(row[0]) + 1
-                conn.execute(
-                    "INSERT INTO records VALUES (?, ?, ?, ?, ?)", (shard, seq, key, data, now)
-                )
+                conn.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?)", (shard, seq, key, data, now))
                 seqs.append(str(seq))
             conn.execute("COMMIT")
         except BaseException:
@@ -138,11 +134,14 @@ class EmbeddedStream:
     def latest_seq(self, shard_id: str) -> int:
         """Highest sequence number written to a shard (0 if none)."""
         row = (
-            self._conn()
-            .execute("SELECT COALESCE(MAX(seq), 0) FROM records WHERE shard_id = ?", (shard_id,))
-            .fetchone()
+            self._conn().execute("SELECT COALESCE(MAX(seq), 0) FROM records WHERE shard_id = ?", (shard_id,)).fetchone()
         )
         return int(row[0])
+
+    def trim(self, retention_seconds: float) -> int:
+        """Delete records older than the retention period, as Kinesis does; returns how many."""
+        cur = self._conn().execute("DELETE FROM records WHERE arrival < ?", (time.time() - retention_seconds,))
+        return cur.rowcount
 
     def get_checkpoint(self, application: str, shard_id: str) -> int:
         """Last checkpointed sequence number (0 = from the start)."""
@@ -223,6 +222,7 @@ class EmbeddedConsumer:
         batch_size: int = 50,
         idle_sleep: float = 0.05,
         lease_stale_after: float = 10.0,
+        retention_seconds: float = 24 * 3600.0,
     ) -> None:
         self.stream = stream
         self.application = application
@@ -230,6 +230,7 @@ class EmbeddedConsumer:
         self.batch_size = batch_size
         self.idle_sleep = idle_sleep
         self.lease_stale_after = lease_stale_after
+        self.retention_seconds = retention_seconds
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{id(self)}"
         self.stop_event = threading.Event()
 
@@ -247,18 +248,15 @@ class EmbeddedConsumer:
                 now = time.monotonic()
                 if now - last_heartbeat > self.lease_stale_after / 3:
                     last_heartbeat = now
+                    self.stream.trim(self.retention_seconds)
                     for shard in self.stream.shard_ids:
-                        held = self.stream.take_lease(
-                            self.application, shard, self.owner, self.lease_stale_after
-                        )
+                        held = self.stream.take_lease(self.application, shard, self.owner, self.lease_stale_after)
                         if held and shard not in processors:
                             start = self.stream.get_checkpoint(self.application, shard)
                             proc = self.processor_factory()
                             proc.initialize(shard, str(start) if start else None)
                             processors[shard], positions[shard] = proc, start
-                            log.info(
-                                "shard lease taken", extra={"shard": shard, "after_seq": start}
-                            )
+                            log.info("shard lease taken", extra={"shard": shard, "after_seq": start})
                         elif not held and shard in processors:
                             processors.pop(shard).lease_lost()
                             positions.pop(shard)
@@ -268,9 +266,7 @@ class EmbeddedConsumer:
                     records = self.stream.read(shard, positions[shard], self.batch_size)
                     if records:
                         busy = True
-                        proc.process_records(
-                            records, _EmbeddedCheckpointer(self.stream, self.application, shard)
-                        )
+                        proc.process_records(records, _EmbeddedCheckpointer(self.stream, self.application, shard))
                         positions[shard] = records[-1].seq
                 if not busy:
                     self.stop_event.wait(self.idle_sleep)

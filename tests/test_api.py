@@ -147,3 +147,22 @@ def test_lambda_function_url_event_shape(api: Coordinator) -> None:
     }
     resp = handle_lambda_event(api, event)
     assert resp["statusCode"] == 404 and json.loads(resp["body"])["error"]["code"] == "unknown_session"
+
+
+def test_workflow_times_out_into_partial_with_the_reason(settings: Settings, tmp_path: Path) -> None:
+    from control.workflow import default_steps
+
+    ctx = build_local_context(
+        settings, EmbeddedLauncher(RtmpIngest("127.0.0.1", 0, EmbeddedStream(tmp_path / "x.db")), "h")
+    )
+    api = Coordinator(ctx)
+    sid = start(api)["session_id"]
+    ctx.transcripts.commit_window(
+        WindowRecord(sid, 0, 0, 16000),
+        [TranscriptSegment(sid, 0, 0, 0, 1, "Hello.", "S1")],
+        SessionProgress(sid, 1, 16000),
+    )
+    ctx.sessions.transition(sid, [ctx.sessions.get(sid).state], ctx.sessions.get(sid).state.__class__("processing"))
+    result = default_steps(ctx.sessions, ctx.transcripts).run(sid, timeout=0.5, poll=0.1)
+    assert result["state"] == "partial" and "timed out waiting for audio: processed 1.0 s" in result["reason"]
+    assert ctx.transcripts.get_notes(sid) is not None  # notes from what exists

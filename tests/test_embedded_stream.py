@@ -90,3 +90,11 @@ def test_consumer_resumes_after_checkpoint_and_a_writer_process(tmp_path: Path) 
     consumer.run()
     assert rec2.events[0] == "init shard-0 6"
     assert {r.partition_key for r in rec2.records} == {"b"}
+
+
+def test_records_past_retention_are_trimmed(tmp_path: Path) -> None:
+    stream = EmbeddedStream(tmp_path / "s.db")
+    stream.put(_frames("a", 3))
+    assert stream.trim(retention_seconds=3600) == 0
+    assert stream.trim(retention_seconds=-1) == 3
+    assert stream.read("shard-0", 0) == []

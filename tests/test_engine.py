@@ -54,9 +54,7 @@ def test_cut_lands_in_a_pause(meeting: tuple[Path, list[Turn]]) -> None:
     assert cut.reason == "silence"
     t = cut.at / 16000
     assert 15 <= t <= 30
-    assert not any(turn.start + 0.05 < t < turn.end - 0.05 for turn in turns), (
-        f"cut at {t:.2f}s is inside speech"
-    )
+    assert not any(turn.start + 0.05 < t < turn.end - 0.05 for turn in turns), f"cut at {t:.2f}s is inside speech"
 
 
 @pytest.mark.slow
@@ -87,9 +85,7 @@ def test_windowed_wer_within_one_point_of_whole_file(
     assert w_windowed <= w_whole + 0.01
 
 
-def _interleave(
-    stream: EmbeddedStream, sessions: dict[str, np.ndarray], garbage_every: int = 0
-) -> None:
+def _interleave(stream: EmbeddedStream, sessions: dict[str, np.ndarray], garbage_every: int = 0) -> None:
     framers = {s: SessionFramer(stream, s) for s in sessions}
     offsets = dict.fromkeys(sessions, 0)
     n = 0
@@ -137,9 +133,7 @@ def test_interleaved_sessions_checkpoint_never_passes_an_open_window(
                     f"checkpoint {c} passed uncommitted record {rec.seq} of {frame.session_id}"
                 )
     assert (
-        proc.counters["malformed_records"]
-        == len(records) - sum(1 for r in records if r.data.startswith(b"FBFR"))
-        > 0
+        proc.counters["malformed_records"] == len(records) - sum(1 for r in records if r.data.startswith(b"FBFR")) > 0
     )
     assert ckpt.values[-1] == records[-1].seq
     for name in sessions:
@@ -155,9 +149,7 @@ def test_interleaved_sessions_checkpoint_never_passes_an_open_window(
         solo = ShardProcessor(solo_parts)
         solo.initialize("shard-0", None)
         solo.process_records(alone.read("shard-0", 0, 100_000), ListCheckpointer())
-        assert [s.text for s in store.segments(name)] == [
-            s.text for s in solo_parts.store.segments(name)
-        ]
+        assert [s.text for s in store.segments(name)] == [s.text for s in solo_parts.store.segments(name)]
     assert wer(" ".join(t for _, t in MEETING[:9]), _text(store, "alpha")) < 0.35
     assert "speaker renaming" in _text(store, "beta").lower()
 
@@ -194,3 +186,14 @@ def test_replay_after_a_lost_lease_rewrites_identical_rows(
     assert [(s.window_index, s.text) for s in again] == [
         (s.window_index, s.text) for s in reference.parts.store.segments("replay")
     ]
+
+
+def test_silence_and_noise_produce_no_text(tmp_path: Path, transcriber: object) -> None:
+    """Whisper invents words over silence ("Thank you."); nothing may reach the store."""
+    from processor.engine import transcribe_window
+
+    rng = np.random.default_rng(1)
+    parts = _parts(tmp_path, transcriber, WindowPolicy(30, 15))
+    for audio in (np.zeros(20 * 16000, np.int16), (rng.normal(0, 60, 20 * 16000)).astype(np.int16)):
+        segs = transcribe_window(parts, IdentityMapper(), "quiet", 0, 0, audio, None)
+        assert segs == []
