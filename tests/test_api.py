@@ -14,7 +14,7 @@ from control.api import Coordinator, handle_lambda_event
 from control.context import build_local_context
 from producer.launch import EmbeddedLauncher
 from producer.rtmp import RtmpIngest
-from stores.base import SessionProgress
+from stores.base import SessionProgress, SessionState
 from streams.embedded import EmbeddedStream
 
 
@@ -162,7 +162,7 @@ def test_workflow_times_out_into_partial_with_the_reason(settings: Settings, tmp
         [TranscriptSegment(sid, 0, 0, 0, 1, "Hello.", "S1")],
         SessionProgress(sid, 1, 16000),
     )
-    ctx.sessions.transition(sid, [ctx.sessions.get(sid).state], ctx.sessions.get(sid).state.__class__("processing"))
+    ctx.sessions.transition(sid, [SessionState.STARTING], SessionState.PROCESSING)
     result = default_steps(ctx.sessions, ctx.transcripts).run(sid, timeout=0.5, poll=0.1)
     assert result["state"] == "partial" and "timed out waiting for audio: processed 1.0 s" in result["reason"]
     assert ctx.transcripts.get_notes(sid) is not None  # notes from what exists
