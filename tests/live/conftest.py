@@ -68,3 +68,72 @@ def pcm(seconds: float) -> np.ndarray:
     """Non-silent int16 audio of the given length (content irrelevant for scripted passes)."""
     rng = np.random.default_rng(1)
     return (rng.standard_normal(int(seconds * 16000)) * 3000).astype(np.int16)
+
+
+# ------------------------------------------------------------------ live service
+
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import threading as _threading  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+from contracts.settings import Settings  # noqa: E402
+
+
+def require(exe: str) -> str:
+    """Path of a required program; fail loudly (CI must not skip) when it is missing."""
+    path = shutil.which(exe)
+    if path is None:
+        raise RuntimeError(f"{exe} is not installed; run scripts/setup (scripts/setup.d/60-live.sh)")
+    return path
+
+
+def start_session(base: str) -> dict[str, Any]:
+    """start_session through the coordinator API of a LiveService."""
+    body = json.dumps({"action": "start_session", "meeting_id": "m", "user_id": "u", "topic": "t"}).encode()
+    req = urllib.request.Request(f"{base}/api", body, {"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return dict(json.loads(resp.read()))
+
+
+class FeedReader(_threading.Thread):
+    """Reads a session's SSE feed, remembering when each event arrived."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.events: list[tuple[float, str, dict[str, Any]]] = []
+
+    def run(self) -> None:
+        with urllib.request.urlopen(self.url, timeout=600) as resp:
+            event = None
+            for raw in resp:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event:
+                    self.events.append((time.monotonic(), event, json.loads(line[6:])))
+
+    def windows(self) -> list[dict[str, Any]]:
+        """The ``window`` events so far."""
+        return [d for _, ev, d in list(self.events) if ev == "window"]
+
+
+@pytest.fixture
+def live_service(tmp_path: Path) -> Iterator[Any]:
+    """flowbot serve in-process: interim every second, 10 s windows, one speaker."""
+    from flowbot.serve import LiveService
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    settings = Settings.from_env(
+        {}, data_dir=tmp_path / "data", diarization="none", port=0, rtmp_port=0,
+        window_seconds=10.0, window_min_seconds=5.0, interim_seconds=1.0,
+    )
+    svc = LiveService(settings).start()
+    try:
+        yield svc
+    finally:
+        svc.stop()

@@ -11,7 +11,9 @@ from typing import Any
 from producer.whip import _pinned, pin_ice_host_addresses
 
 
-def http(method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """One request; (status, lower-cased headers, body), HTTP errors included."""
     req = urllib.request.Request(url, body or None, headers or {}, method=method)
     try:
@@ -46,7 +48,8 @@ async def publish_file(base: str, session_id: str, key: str, wav: Path, seconds:
     await asyncio.sleep(seconds)
     out["state"] = pc.connectionState
     location = resp_headers["location"]
-    out["delete"] = (await loop.run_in_executor(None, http, "DELETE", base + location, b"", {"authorization": f"Bearer {key}"}))[0]
+    auth = {"authorization": f"Bearer {key}"}
+    out["delete"] = (await loop.run_in_executor(None, http, "DELETE", base + location, b"", auth))[0]
     await pc.close()
     if player.audio is not None:
         player.audio.stop()
