@@ -261,6 +261,8 @@ _LOGBACK = """<configuration>
     <target>System.err</target>
     <encoder><pattern>%d{HH:mm:ss.SSS} %-5level kcl %logger{0}: %msg%n</pattern></encoder>
   </appender>
+  <!-- The daemon echoes each child stderr line itself; this logger would repeat it as ERROR. -->
+  <logger name="software.amazon.kinesis.multilang.DrainChildSTDERRTask" level="OFF"/>
   <root level="{level}"><appender-ref ref="STDERR"/></root>
 </configuration>
 """
@@ -324,7 +326,10 @@ def run_daemon(
     # Own process group: a terminal's Ctrl-C reaches only us; we decide what java gets.
     proc = subprocess.Popen(cmd, env=child_env, cwd=folder, start_new_session=True)
 
+    forwarded: list[int] = []
+
     def forward(signum: int, _frame: FrameType | None) -> None:
+        forwarded.append(signum)
         log.info("forwarding signal to KCL daemon",
                  extra={"signal": signal.Signals(signum).name, "pid": proc.pid})
         if proc.poll() is None:
@@ -342,7 +347,11 @@ def run_daemon(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    log.info("KCL daemon exited", extra={"code": code})
+    if forwarded and code in (128 + signal.SIGTERM, -signal.SIGTERM):
+        # The JVM reports a SIGTERM-initiated shutdown as 143 even when KCL's
+        # graceful shutdown completed; that is the clean stop we asked for.
+        code = 0
+    log.info("KCL daemon exited", extra={"code": code, "signalled": bool(forwarded)})
     return code
 
 
