@@ -373,6 +373,17 @@ class InterimWorker:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until no snapshot is pending or in a pass (replays, tests, benchmarks)."""
+        deadline = self.clock() + timeout
+        with self._cond:
+            while any(s.pending is not None or s.running for s in self._slots.values()):
+                left = deadline - self.clock()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
     def stats(self, session_id: str | None = None) -> dict[str, Any]:
         """Counters of one session, or ``{session_id: counters}`` of all.
 
@@ -404,6 +415,7 @@ class InterimWorker:
                 with self._cond:
                     for job in jobs:
                         job.slot.running = False
+                    self._cond.notify_all()
 
     def _pick(self, now: float) -> tuple[list[_Job], float]:
         """Due snapshots to run now (oldest-served first), or how long to wait."""
