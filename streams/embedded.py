@@ -143,6 +143,20 @@ class EmbeddedStream:
         cur = self._conn().execute("DELETE FROM records WHERE arrival < ?", (time.time() - retention_seconds,))
         return cur.rowcount
 
+    def last_record(self, partition_key: str) -> StreamRecord | None:
+        """The newest record under a partition key (to continue a session's timeline)."""
+        shard = shard_for(partition_key, self.shard_count)
+        row = (
+            self._conn()
+            .execute(
+                "SELECT seq, data, arrival FROM records WHERE shard_id = ? AND partition_key = ? "
+                "ORDER BY seq DESC LIMIT 1",
+                (shard, partition_key),
+            )
+            .fetchone()
+        )
+        return StreamRecord(str(row[0]), partition_key, bytes(row[1]), row[2], shard) if row else None
+
     def get_checkpoint(self, application: str, shard_id: str) -> int:
         """Last checkpointed sequence number (0 = from the start)."""
         row = (

@@ -133,3 +133,29 @@ def test_unknown_pages_and_sessions(service: LiveService) -> None:
         assert err.value.code == code
     with urllib.request.urlopen(service.url + "/healthz", timeout=10) as resp:
         assert json.loads(resp.read()) == {"ok": True}
+
+
+def test_restart_keeps_open_sessions_and_their_timeline(tmp_path: Path, meeting: tuple[Path, list[Turn]]) -> None:
+    settings = Settings.from_env({}, data_dir=tmp_path / "data", diarization="none", port=0, rtmp_port=0)
+    first = LiveService(settings).start()
+    try:
+        status, started = post(first.url, {"action": "start_session", "meeting_id": "m", "user_id": "u"})
+        assert status == 200
+        assert publish(meeting[0], started["rtmp_url"], 3).wait(timeout=60) == 0
+        time.sleep(0.5)
+    finally:
+        first.stop()
+    second = LiveService(settings).start()
+    try:
+        url = started["rtmp_url"].replace(f":{first.ingest.port}/", f":{second.ingest.port}/")
+        assert publish(meeting[0], url, 2).wait(timeout=60) == 0
+        time.sleep(0.5)
+        from contracts.frames import FrameRecord
+
+        frames = [FrameRecord.decode(r.data) for r in second.processor.stream.read("shard-0", 0, 10_000)]
+        offsets = [(f.seq, f.sample_offset, f.end_offset) for f in frames]
+        assert [s for s, _, _ in offsets] == list(range(len(offsets)))
+        assert all(a[2] == b[1] for a, b in zip(offsets, offsets[1:], strict=False))
+        assert offsets[-1][2] / 16000 == pytest.approx(5.0, abs=0.3)
+    finally:
+        second.stop()
