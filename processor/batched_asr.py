@@ -184,7 +184,9 @@ class BatchingTranscriber:
         self.calls += 1
         self.clips += len(clips)
         for seg in segments:
-            k = max(0, bisect.bisect_right(starts, float(seg.start) + 1e-6) - 1)
+            # Whisper's times are quantised to 20 ms, so a segment may start a hair before its
+            # clip: attribute it by its middle, which always lies inside the clip.
+            k = max(0, bisect.bisect_right(starts, (float(seg.start) + float(seg.end)) / 2) - 1)
             clip = clips[k]
             shift = (clip.offset - clip.start) / SAMPLE_RATE
             converted = self.inner._convert(seg)

@@ -571,5 +571,8 @@ def build_interim(
             yield_to_finals=False, max_duty=1.0, batch_size=batched.max_batch,
         )
         return GatedTranscriber(batched, gate), GatedDiarizer(diarizer, gate), worker
-    worker = InterimWorker(transcriber, store, interval=settings.interim_seconds, gate=gate)
+    # Finals already pre-empt interim passes through the gate; the duty cap only keeps a
+    # slow model from hogging both cores between finals (measured: a pass costs ~1-1.5 s
+    # with tiny.en on 2 busy cores, whatever the window length, since Whisper encodes 30 s).
+    worker = InterimWorker(transcriber, store, interval=settings.interim_seconds, gate=gate, max_duty=0.75)
     return GatedTranscriber(transcriber, gate), GatedDiarizer(diarizer, gate), worker
