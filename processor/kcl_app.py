@@ -11,7 +11,7 @@ Two halves:
   lease. It speaks the multilang protocol on stdin/stdout (so nothing else may
   write to fd 1: it is re-pointed at stderr) and drives the same
   :class:`streams.base.RecordProcessor` as the single-machine mode, built by
-  ``processor.engine.build_shard_processor(settings)`` unless
+  ``processor.build.build_shard_processor(settings)`` unless
   ``FLOWBOT_KCL_PROCESSOR=module:callable`` names another factory.
 
 A processor exception is never swallowed (kclpy's default would report the
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 #: Environment variable naming the processor factory for the child (``module:callable``).
 FACTORY_ENV = "FLOWBOT_KCL_PROCESSOR"
-DEFAULT_FACTORY = "processor.engine:build_shard_processor"
+DEFAULT_FACTORY = "processor.build:build_shard_processor"
 MAIN_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
 
 #: KCL checkpoint errors worth another try after a pause (kclpy's documented semantics).
