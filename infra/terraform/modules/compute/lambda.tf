@@ -10,6 +10,17 @@ locals {
   }
 }
 
+# The bundle is over Lambda's 50 MB direct-upload limit, so it goes through the
+# archive bucket (prefix deploy/, expired by the bucket's lifecycle rule).
+resource "aws_s3_object" "lambda_zip" {
+  bucket      = var.data.archive_bucket
+  key         = "deploy/lambda-${filesha256(var.lambda_zip_path)}.zip"
+  source      = var.lambda_zip_path
+  source_hash = filemd5(var.lambda_zip_path)
+  kms_key_id  = var.data.kms_key_arn
+  tags        = var.tags
+}
+
 resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_117:The functions reach only AWS APIs and Supabase over TLS; nothing they call lives in the VPC, so VPC attachment would only add NAT cost and cold-start ENIs.
   #checkov:skip=CKV_AWS_116:Invoked synchronously only (function URL, Step Functions); failures go back to the caller, which retries; a DLQ applies to asynchronous invocations.
@@ -20,7 +31,8 @@ resource "aws_lambda_function" "this" {
   runtime       = "python3.11"
   architectures = ["arm64"]
   handler       = "control.lambda_handlers.${each.value.handler}"
-  filename      = var.lambda_zip_path
+  s3_bucket     = aws_s3_object.lambda_zip.bucket
+  s3_key        = aws_s3_object.lambda_zip.key
   # filebase64sha256 makes a new zip a new deployment.
   source_code_hash = filebase64sha256(var.lambda_zip_path)
   timeout          = each.value.timeout

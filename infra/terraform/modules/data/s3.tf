@@ -58,6 +58,21 @@ resource "aws_s3_bucket_lifecycle_configuration" "archive" {
   }
 
   rule {
+    id     = "expire-deploy-bundles"
+    status = "Enabled"
+    filter {
+      prefix = "deploy/"
+    }
+    # Lambda copies the code at deploy time; the bundle is only needed that long.
+    expiration {
+      days = 30
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+  }
+
+  rule {
     id     = "abort-incomplete-uploads"
     status = "Enabled"
     filter {}
