@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Protocol
-
-import av
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from contracts.frames import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def window_key(session_id: str, window_index: int) -> str:
@@ -20,6 +20,10 @@ def window_key(session_id: str, window_index: int) -> str:
 
 def encode_flac(pcm: np.ndarray) -> bytes:
     """int16 mono 16 kHz PCM -> FLAC bytes (lossless, about half the size)."""
+    # Imported here so the coordinator Lambda bundle (which never encodes audio) stays small.
+    import av
+    import numpy as np
+
     buf = io.BytesIO()
     with av.open(buf, "w", format="flac") as out:
         stream = out.add_stream("flac", rate=SAMPLE_RATE, layout="mono")
@@ -36,6 +40,9 @@ def encode_flac(pcm: np.ndarray) -> bytes:
 
 def decode_flac(data: bytes) -> np.ndarray:
     """Inverse of :func:`encode_flac`."""
+    import av
+    import numpy as np
+
     with av.open(io.BytesIO(data), "r") as inp:
         chunks = [f.to_ndarray().reshape(-1) for f in inp.decode(audio=0)]
     return np.concatenate(chunks).astype(np.int16) if chunks else np.zeros(0, np.int16)
