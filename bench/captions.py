@@ -1,0 +1,241 @@
+"""Live caption latency and the cost of interim passes, interim on vs off, in one run.
+
+Every run goes through ``flowbot serve``'s :class:`flowbot.serve.LiveService`:
+a session is started through the coordinator API, a generated meeting (flite
+voices, tests/speech.py) is replayed at 1x wall clock into the service's
+embedded stream (``flowbot ingest --realtime``'s code path), and the session's
+SSE feed is read as a viewer would.
+
+* **Caption latency**: for every word of the final transcript, the time from
+  the word's end in the audio (replay start + word end) to the first feed event
+  showing that word (same text, end within 1 s), interim or final. p50/p95 for
+  interim on vs finals only.
+* **Cost**: process CPU seconds per audio minute with interim on vs off.
+* **Capacity**: N concurrent sessions replayed together; a level "holds" when
+  every session's last final arrives within 15 s of its audio ending and, with
+  interim on, caption p95 stays <= 5 s.
+* **Final WER**: against the script, interim on vs off (same file, same model).
+
+    .venv/bin/python bench/captions.py [--seconds 100] [--interval 2] [--levels 1,2,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from contracts.settings import Settings  # noqa: E402
+from flowbot.serve import LiveService  # noqa: E402
+from flowbot.wer import normalize, wer  # noqa: E402
+from producer.decode import read_pcm  # noqa: E402
+from producer.file_ingest import ingest_file  # noqa: E402
+from tests.speech import meeting_wav, write_wav  # noqa: E402
+
+log = logging.getLogger("bench.captions")
+
+
+class Feed(threading.Thread):
+    """SSE reader keeping (arrival time, event data) of window events."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.windows: list[tuple[float, dict[str, Any]]] = []
+
+    def run(self) -> None:
+        try:
+            with urllib.request.urlopen(self.url, timeout=900) as resp:
+                event = None
+                for raw in resp:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: ") and event == "window":
+                        self.windows.append((time.monotonic(), json.loads(line[6:])))
+        except OSError:
+            pass  # the service stopped
+
+
+@dataclass
+class SessionRun:
+    session_id: str
+    feed: Feed
+    t0: float = 0.0
+    audio_end: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    final_lag: float = float("inf")
+    text: str = ""
+
+
+def start_session(base: str) -> str:
+    body = json.dumps({"action": "start_session", "meeting_id": "bench", "user_id": "u", "topic": "t"}).encode()
+    req = urllib.request.Request(f"{base}/api", body, {"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return str(json.loads(resp.read())["session_id"])
+
+
+def first_seen(run: SessionRun, finals: list[Any]) -> None:
+    """Per final word: when it (same text, end within 1 s) first appeared in the feed."""
+    seen: dict[str, list[tuple[float, float]]] = {}
+    for at, data in run.feed.windows:
+        for seg in data["segments"]:
+            for w in seg["words"]:
+                for token in normalize(w["text"]):
+                    seen.setdefault(token, []).append((float(w["end"]), at))
+    for seg in finals:
+        for w in seg.words:
+            tokens = normalize(w.text)
+            if not tokens:
+                continue
+            times = [at for end, at in seen.get(tokens[0], []) if abs(end - w.end) <= 1.0]
+            if times:
+                run.latencies.append(min(times) - (run.t0 + w.end))
+
+
+def replay(
+    wav: Path, n_sessions: int, interval: float, data_dir: Path
+) -> tuple[list[SessionRun], float, dict[str, Any]]:
+    """Replay ``wav`` into ``n_sessions`` live sessions at once; returns runs and CPU seconds."""
+    settings = Settings.from_env(
+        {}, data_dir=data_dir, diarization="none", port=0, rtmp_port=0, interim_seconds=interval
+    )
+    svc = LiveService(settings).start()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        runs = []
+        for _ in range(n_sessions):
+            sid = start_session(svc.url)
+            feed = Feed(f"{svc.url}/sessions/{sid}/events")
+            feed.start()
+            runs.append(SessionRun(sid, feed))
+        time.sleep(0.5)
+
+        def push(run: SessionRun) -> None:
+            run.t0 = time.monotonic()
+            ingest_file(str(wav), svc.processor.stream, run.session_id, realtime=True)
+            run.audio_end = time.monotonic()
+
+        threads = [threading.Thread(target=push, args=(r,)) for r in runs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        deadline = time.monotonic() + 300
+        store = svc.ctx.transcripts
+        while time.monotonic() < deadline:
+            progress = [store.load_progress(r.session_id) for r in runs]
+            if all(p is not None and p.stream_done for p in progress):
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)  # the feed polls every 0.2 s
+        for run in runs:
+            finals = store.segments(run.session_id)
+            run.text = " ".join(s.text for s in finals)
+            final_times = [at for at, d in run.feed.windows if d["is_final"]]
+            run.final_lag = (max(final_times) - run.audio_end) if final_times else float("inf")
+            first_seen(run, finals)
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+        interim = svc.processor.parts.interim
+        stats = interim.stats() if interim is not None and hasattr(interim, "stats") else {}
+        return runs, cpu, stats
+    finally:
+        svc.stop()
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=100.0, help="meeting length for the latency runs")
+    ap.add_argument("--interval", type=float, default=2.0, help="FLOWBOT_INTERIM_SECONDS when on")
+    ap.add_argument("--levels", default="1,2,4", help="concurrent sessions to try for capacity")
+    ap.add_argument("--capacity-seconds", type=float, default=45.0, help="audio per session in capacity runs")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    with TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        wav_full, turns = meeting_wav(tmp / "speech", repeat=1)
+        pcm = read_pcm(str(wav_full))
+        wav = write_wav(tmp / "latency.wav", pcm[: int(args.seconds * 16000)])
+        cap_wav = write_wav(tmp / "capacity.wav", pcm[: int(args.capacity_seconds * 16000)])
+        reference = " ".join(t.text for t in turns if t.end <= args.seconds)
+        audio_min = min(args.seconds, pcm.size / 16000) / 60
+
+        results: dict[str, Any] = {}
+        for mode, interval in (("interim", args.interval), ("finals-only", 0.0)):
+            runs, cpu, stats = replay(wav, 1, interval, tmp / f"lat-{mode}")
+            r = runs[0]
+            results[mode] = {
+                "p50": statistics.median(r.latencies) if r.latencies else float("nan"),
+                "p95": pct(r.latencies, 0.95),
+                "words": len(r.latencies),
+                "cpu_per_audio_min": cpu / audio_min,
+                "wer": wer(reference, r.text),
+                "final_lag": r.final_lag,
+                "stats": stats.get(r.session_id, {}),
+            }
+        on, off = results["interim"], results["finals-only"]
+        print(f"audio {args.seconds:.0f} s, tiny.en int8, 2 CPU threads, interim every {args.interval:g} s")
+        print("caption latency (word end -> first shown in the live feed):")
+        for mode in ("interim", "finals-only"):
+            m = results[mode]
+            print(f"  {mode:12s} p50 {m['p50']:6.2f} s  p95 {m['p95']:6.2f} s  ({m['words']} words)")
+        print(f"  ratio finals-only/interim: p50 {off['p50'] / on['p50']:.1f}x  p95 {off['p95'] / on['p95']:.1f}x")
+        print("compute (process CPU seconds per audio minute):")
+        print(f"  interim {on['cpu_per_audio_min']:.1f}  finals-only {off['cpu_per_audio_min']:.1f}  "
+              f"ratio {on['cpu_per_audio_min'] / off['cpu_per_audio_min']:.2f}x")
+        s = on["stats"]
+        if s:
+            print(f"  interim passes {s['passes']} (model {s['compute_seconds']:.1f} s, "
+                  f"{s['compute_seconds'] / audio_min:.1f} s per audio minute), written {s['written']}, "
+                  f"superseded {s['superseded']}, skipped for final {s['skipped_for_final']}, "
+                  f"stale {s['stale']}, rejected by final {s['rejected_final']}")
+        print(f"final WER: interim {on['wer']:.3f}  finals-only {off['wer']:.3f}")
+
+        levels = [int(x) for x in args.levels.split(",") if x]
+        print(f"capacity ({args.capacity_seconds:.0f} s of audio per session, sessions replayed together):")
+        held: dict[str, int] = {}
+        for mode, interval in (("interim", args.interval), ("finals-only", 0.0)):
+            held[mode] = 0
+            for n in levels:
+                runs, cpu, _ = replay(cap_wav, n, interval, tmp / f"cap-{mode}-{n}")
+                lags = [r.final_lag for r in runs]
+                p95s = [pct(r.latencies, 0.95) for r in runs]
+                ok = max(lags) <= 15.0 and (interval == 0 or max(p95s) <= 5.0)
+                print(f"  {mode:12s} {n:2d} sessions: worst final lag {max(lags):6.1f} s, "
+                      f"worst caption p95 {max(p95s):6.2f} s, cpu {cpu / (n * args.capacity_seconds / 60):.1f} "
+                      f"s/audio-min -> {'holds' if ok else 'does not hold'}")
+                if ok:
+                    held[mode] = n
+                else:
+                    break
+        print(f"  sessions held: interim {held['interim']}, finals-only {held['finals-only']} "
+              f"(levels tried: {args.levels})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
