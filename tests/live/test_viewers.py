@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from typing import Any
 
 from contracts.segments import TranscriptSegment, WindowRecord, Word
@@ -27,7 +26,9 @@ def test_feed_and_follow_show_interim_then_replace_it_in_place(live_service: Any
     result: list[str | None] = []
     follower = threading.Thread(target=lambda: result.append(follow_local(live_service.url, sid, out)))
     follower.start()
-    time.sleep(0.5)
+    # Both viewers are connected once they got the session's state (the feed sends it first);
+    # a viewer that connects later sees only each window's latest state, by design.
+    wait_until(lambda: any(ev == "state" for _, ev, _d in list(feed.events)) and "starting" in out.getvalue(), 30)
     assert store.put_interim(sid, 0, [seg(sid, 0, "hello wor", False)])
     wait_until(lambda: len(feed.windows()) == 1)
     assert store.put_interim(sid, 0, [seg(sid, 0, "hello world and", False)])
