@@ -245,6 +245,7 @@ class Coordinator:
             },
             "speakers": self.ctx.transcripts.speakers(session.session_id),
             "notes": self.ctx.transcripts.get_notes(session.session_id),
+            "interim": self.ctx.interim_stats(session.session_id) if self.ctx.interim_stats else None,
         }
 
     def end_session(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 from dataclasses import dataclass
 
 from contracts.settings import Settings
@@ -36,6 +37,8 @@ class ControlContext:
     page_url: Callable[[str], str] | None = None
     #: Called right after a session is created (Supabase needs the session row first).
     on_session_created: Callable[[Session], None] | None = None
+    #: Per-session interim-caption counters (passes run, dropped), where captions run here.
+    interim_stats: Callable[[str], dict[str, Any]] | None = None
 
 
 def build_local_context(settings: Settings, launcher: ProducerLauncher) -> ControlContext:

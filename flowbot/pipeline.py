@@ -87,6 +87,8 @@ class EmbeddedProcessor:
         """Graceful stop (checkpoint) and join."""
         self.consumer.stop()
         self.thread.join(timeout=60)
+        if self.parts.interim is not None:
+            self.parts.interim.stop()
 
     def counters(self) -> dict[str, int]:
         """Sum of the shard processors' counters."""
@@ -120,7 +122,8 @@ def transcribe_file(
             state=SessionState.LIVE,
         )
     )
-    processor = EmbeddedProcessor(settings, parts).start()
+    # A file has no live viewers: interim captions would only cost time.
+    processor = EmbeddedProcessor(settings.replace(interim_seconds=0.0), parts).start()
     total: list[float | None] = [None]
     try:
         samples = ingest_file(str(path), processor.stream, session_id)

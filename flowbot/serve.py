@@ -254,6 +254,8 @@ class LiveService:
         self.ingest = RtmpIngest(settings.host, settings.rtmp_port, self.processor.stream, on_live=self._on_live)
         public = settings.public_host or settings.host
         self.ctx = build_local_context(settings, EmbeddedLauncher(self.ingest, public))
+        if self.processor.parts.interim is not None:
+            self.ctx.interim_stats = self.processor.parts.interim.stats
         self.coordinator = Coordinator(self.ctx)
         self.routes: dict[str, Any] = {}
         from producer.whip import WhipIngest

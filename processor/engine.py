@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -57,6 +57,12 @@ class InterimSink(Protocol):
 
     def window_closed(self, session_id: str, window_index: int) -> None:
         """The window was committed as final; stop interim work on it."""
+
+    def stats(self, session_id: str | None = None) -> dict[str, Any]:
+        """Counters (passes run, dropped, skipped) for one session or all."""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the worker."""
 
 
 @dataclass
