@@ -77,8 +77,9 @@ def main() -> None:
     best_a, best_b = min(a), min(b)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"audio: {seconds:.1f} s, model {args.model}, {os.cpu_count()} cores, runs {args.repeat}")
-    print(f"flowbot transcribe: best {best_a:.2f} s  (all {', '.join(f'{x:.2f}' for x in a)})  RTF {best_a / seconds:.3f}")
-    print(f"bare faster-whisper: best {best_b:.2f} s  (all {', '.join(f'{x:.2f}' for x in b)})  RTF {best_b / seconds:.3f}")
+    for name, runs in (("flowbot transcribe", a), ("bare faster-whisper", b)):
+        every = ", ".join(f"{x:.2f}" for x in runs)
+        print(f"{name}: best {min(runs):.2f} s  (all {every})  RTF {min(runs) / seconds:.3f}")
     print(f"overhead ratio flowbot/bare: {best_a / best_b:.3f}  (target <= 1.15)")
     print(f"peak RSS of this process: {peak:.0f} MiB")
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from contracts.settings import Settings
 from control.launch import GpuPrewarmer, NoPrewarm, ProducerLauncher, WorkflowStarter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -84,10 +85,8 @@ def test_malformed_records_raise_clear_errors(data: bytes, message: str) -> None
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
-    try:
+    with contextlib.suppress(MalformedRecord):
         FrameRecord.decode(data)
-    except MalformedRecord:
-        pass
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "../x", "x" * 129, "-start", "sp ace"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -155,7 +156,7 @@ def test_restart_keeps_open_sessions_and_their_timeline(tmp_path: Path, meeting:
         frames = [FrameRecord.decode(r.data) for r in second.processor.stream.read("shard-0", 0, 10_000)]
         offsets = [(f.seq, f.sample_offset, f.end_offset) for f in frames]
         assert [s for s, _, _ in offsets] == list(range(len(offsets)))
-        assert all(a[2] == b[1] for a, b in zip(offsets, offsets[1:], strict=False))
+        assert all(a[2] == b[1] for a, b in itertools.pairwise(offsets))
         assert offsets[-1][2] / 16000 == pytest.approx(5.0, abs=0.3)
     finally:
         second.stop()
