@@ -45,9 +45,12 @@ def test_second_consumer_waits_for_a_fresh_lease(tmp_path: Path) -> None:
 
 
 class _Recorder:
+    """Records what the consumer delivers; stops it after six records."""
+
     def __init__(self) -> None:
         self.records: list[StreamRecord] = []
         self.events: list[str] = []
+        self.consumer: EmbeddedConsumer | None = None
 
     def initialize(self, shard_id: str, starting_sequence_number: str | None) -> None:
         self.events.append(f"init {shard_id} {starting_sequence_number}")
@@ -55,8 +58,8 @@ class _Recorder:
     def process_records(self, records: object, checkpointer: Checkpointer) -> None:
         self.records.extend(records)  # type: ignore[arg-type]
         checkpointer.checkpoint(self.records[-1].sequence_number)
-        if len(self.records) >= 6:
-            consumer.stop()
+        if len(self.records) >= 6 and self.consumer is not None:
+            self.consumer.stop()
 
     def lease_lost(self) -> None:
         self.events.append("lease_lost")
@@ -69,7 +72,6 @@ class _Recorder:
 
 
 def test_consumer_resumes_after_checkpoint_and_a_writer_process(tmp_path: Path) -> None:
-    global consumer
     path = tmp_path / "s.db"
     stream = EmbeddedStream(path)
     stream.put(_frames("a", 3))
@@ -80,14 +82,14 @@ def test_consumer_resumes_after_checkpoint_and_a_writer_process(tmp_path: Path) 
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
     rec = _Recorder()
-    consumer = EmbeddedConsumer(stream, "app", lambda: rec, idle_sleep=0.01)
-    consumer.run()
+    rec.consumer = EmbeddedConsumer(stream, "app", lambda: rec, idle_sleep=0.01)
+    rec.consumer.run()
     assert [FrameRecord.decode(r.data).seq for r in rec.records] == [0, 1, 2, 3, 4, 5]
     assert rec.events[0] == "init shard-0 None" and rec.events[-1] == "shutdown_requested"
     stream.put(_frames("b", 6))
     rec2 = _Recorder()
-    consumer = EmbeddedConsumer(stream, "app", lambda: rec2, idle_sleep=0.01)
-    consumer.run()
+    rec2.consumer = EmbeddedConsumer(stream, "app", lambda: rec2, idle_sleep=0.01)
+    rec2.consumer.run()
     assert rec2.events[0] == "init shard-0 6"
     assert {r.partition_key for r in rec2.records} == {"b"}
 
