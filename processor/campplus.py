@@ -16,6 +16,7 @@ the result.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,8 @@ class CamPlusPlusEmbedding(Model):
     """
 
     FRAME_SHIFT_MS = 10.0
+    #: Every network call sees this many frames (10 s, one segmentation chunk).
+    FIXED_FRAMES = 1000
 
     def __init__(
         self,
@@ -230,6 +233,7 @@ class CamPlusPlusEmbedding(Model):
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         model.campplus.load_state_dict(state, strict=True)
         model.eval()
+        model.warm_up()
         return model
 
     @property
@@ -266,5 +270,25 @@ class CamPlusPlusEmbedding(Model):
             if feats.shape[0] < self.min_frames:
                 continue
             feats = feats - feats.mean(dim=0, keepdim=True)
-            out[b] = self.campplus(feats[None])[0]
+            out[b] = self.campplus(self._tile(feats)[None])[0]
         return out
+
+    def _tile(self, feats: torch.Tensor) -> torch.Tensor:
+        """Repeat the frames cyclically up to a multiple of ``FIXED_FRAMES``.
+
+        oneDNN (torch's CPU convolution backend) builds new kernels for every
+        input length it has not seen, which made variable-length calls ~20x
+        slower than fixed-length ones on 2 cores (bench/diarization.py). Cycling
+        the speaker's own frames keeps the statistics the network pools (mean,
+        std, segment context) while every call has the same shape.
+        """
+        n = feats.shape[0]
+        target = self.FIXED_FRAMES * max(1, math.ceil(n / self.FIXED_FRAMES))
+        if n == target:
+            return feats
+        return feats[torch.arange(target, device=feats.device) % n]
+
+    def warm_up(self) -> None:
+        """Build the CPU kernels for the fixed input shape once, at load time."""
+        with torch.inference_mode():
+            self.campplus(torch.zeros(1, self.FIXED_FRAMES, 80))

@@ -17,13 +17,21 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from contracts.settings import Settings
-from processor.diarization import Diarization, IdentityMapper, SpeakerMapper, turns_overlap_seconds
+from processor.diarization import (
+    Diarization,
+    Diarizer,
+    IdentityMapper,
+    SpeakerMapper,
+    SpeakerTurn,
+    turns_overlap_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -216,3 +224,28 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     if ua is None or ub is None:
         return math.nan
     return float(1.0 - ua @ ub)
+
+
+def diarize_in_windows(
+    diarizer: Diarizer,
+    mapper: SpeakerMapper,
+    audio: np.ndarray,
+    bounds: Sequence[tuple[int, int]],
+    sample_rate: int = 16_000,
+) -> list[SpeakerTurn]:
+    """Diarize ``audio`` window by window and map labels to session speakers.
+
+    What the processor does per committed window, in one loop: turns come back
+    on the recording's timeline with session labels. Used by the file CLI,
+    the DER tests and ``bench/diarization.py``.
+    """
+    out: list[SpeakerTurn] = []
+    for start, end in bounds:
+        window = diarizer.diarize(np.ascontiguousarray(audio[start:end], dtype=np.float32))
+        mapping = mapper.assign(window)
+        offset = start / sample_rate
+        out.extend(
+            SpeakerTurn(t.start + offset, t.end + offset, mapping.get(t.speaker, t.speaker))
+            for t in window.turns
+        )
+    return out
