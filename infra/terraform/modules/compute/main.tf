@@ -22,6 +22,8 @@ locals {
 
   producer_env = merge(local.common_env, {
     FLOWBOT_DATA_DIR = "/tmp/flowbot"
+    # nginx in the task listens on this address; Zoom reaches it through the task's public IP.
+    FLOWBOT_HOST = "0.0.0.0"
   })
 
   processor_env = merge(local.common_env, {
