@@ -76,7 +76,7 @@ class Settings:
     diarization_device: str = _opt("auto", "Device for diarization.", ("auto", "cpu", "cuda"))
     hf_token: str = _opt("", "Hugging Face token for the published pyannote pipeline.")
     speaker_match_threshold: float = _opt(
-        0.5, "Cosine distance under which a window speaker is an existing session speaker."
+        0.4, "Cosine distance under which a window speaker is an existing session speaker."
     )
 
     # --- live captions -----------------------------------------------------
