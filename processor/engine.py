@@ -345,6 +345,9 @@ class ShardProcessor:
             log.exception("window failed", extra={"session": sess.session_id, "window": index})
             status, error, segments = "failed", f"{type(exc).__name__}: {exc}", []
             self.counters["failed_windows"] += 1
+            # The registry may have half-learned from this window: start again from what
+            # was committed, so a replay assigns the same labels.
+            sess.mapper = self.parts.mapper_factory(dict(sess.progress.speaker_state))
         progress = replace(
             sess.progress,
             next_window_index=index + 1,

@@ -257,6 +257,7 @@ class EmbeddedConsumer:
         processors: dict[str, RecordProcessor] = {}
         positions: dict[str, int] = {}
         last_heartbeat = 0.0
+        failures = 0
         try:
             while not self.stop_event.is_set():
                 now = time.monotonic()
@@ -276,12 +277,29 @@ class EmbeddedConsumer:
                             positions.pop(shard)
                             log.warning("shard lease lost", extra={"shard": shard})
                 busy = False
-                for shard, proc in processors.items():
+                for shard, proc in list(processors.items()):
                     records = self.stream.read(shard, positions[shard], self.batch_size)
-                    if records:
-                        busy = True
+                    if not records:
+                        continue
+                    busy = True
+                    try:
                         proc.process_records(records, _EmbeddedCheckpointer(self.stream, self.application, shard))
                         positions[shard] = records[-1].seq
+                        failures = 0
+                    except Exception:
+                        # As when a KCL worker dies: drop in-memory state and replay from
+                        # the checkpoint with a fresh processor, after a growing pause.
+                        failures += 1
+                        log.exception(
+                            "record processor failed; replaying from checkpoint",
+                            extra={"shard": shard, "failures": failures},
+                        )
+                        proc.lease_lost()
+                        start = self.stream.get_checkpoint(self.application, shard)
+                        fresh = self.processor_factory()
+                        fresh.initialize(shard, str(start) if start else None)
+                        processors[shard], positions[shard] = fresh, start
+                        self.stop_event.wait(min(30.0, 0.5 * 2**failures))
                 if not busy:
                     self.stop_event.wait(self.idle_sleep)
         finally:

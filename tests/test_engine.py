@@ -197,3 +197,53 @@ def test_silence_and_noise_produce_no_text(tmp_path: Path, transcriber: object) 
     for audio in (np.zeros(20 * 16000, np.int16), (rng.normal(0, 60, 20 * 16000)).astype(np.int16)):
         segs = transcribe_window(parts, IdentityMapper(), "quiet", 0, 0, audio, None)
         assert segs == []
+
+
+class FlakyStore(SqliteTranscriptStore):
+    """A real SQLite store whose second window commit fails once, like a dropped connection."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.calls = 0
+
+    def commit_window(self, window, segments, progress):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == 2:
+            raise OSError("connection reset while committing")
+        super().commit_window(window, segments, progress)
+
+
+def test_embedded_consumer_recovers_from_a_transient_store_failure(
+    tmp_path: Path, meeting: tuple[Path, list[Turn]], transcriber: object
+) -> None:
+    import threading
+
+    from streams.embedded import EmbeddedConsumer
+
+    pcm = read_pcm(str(meeting[0]))[: 25 * 16000]
+    stream = EmbeddedStream(tmp_path / "s.db")
+    f = SessionFramer(stream, "flaky")
+    f.push(pcm)
+    f.end()
+    policy = WindowPolicy(10, 5)
+    parts = _parts(tmp_path, transcriber, policy)
+    parts.store = FlakyStore(tmp_path / "flaky.db")
+    consumer = EmbeddedConsumer(stream, "app", lambda: ShardProcessor(parts), idle_sleep=0.01)
+    thread = threading.Thread(target=consumer.run)
+    thread.start()
+    try:
+        for _ in range(600):
+            p = parts.store.load_progress("flaky")
+            if p and p.stream_done:
+                break
+            threading.Event().wait(0.1)
+    finally:
+        consumer.stop()
+        thread.join(timeout=60)
+    assert parts.store.calls > 2  # it failed once and went on
+    reference = ShardProcessor(_parts(tmp_path / "ref", transcriber, policy))
+    reference.initialize("shard-0", None)
+    reference.process_records(stream.read("shard-0", 0, 1000), ListCheckpointer())
+    strip = lambda segs: [(s.window_index, s.segment_index, s.text) for s in segs]  # noqa: E731
+    assert strip(parts.store.segments("flaky")) == strip(reference.parts.store.segments("flaky"))
+    assert all(w.status == "done" for w in parts.store.windows("flaky"))
