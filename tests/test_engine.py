@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from contracts.frames import FrameRecord
+from contracts.segments import TranscriptSegment, WindowRecord
 from flowbot.wer import wer
 from processor.diarization import IdentityMapper, SingleSpeakerDiarizer
 from processor.engine import EngineParts, ShardProcessor
@@ -15,6 +17,7 @@ from processor.windowing import WindowPolicy, choose_cut, to_float
 from producer.decode import read_pcm
 from producer.framer import SessionFramer
 from stores.archive import LocalArchive
+from stores.base import SessionProgress
 from stores.sqlite import SqliteTranscriptStore
 from streams.embedded import EmbeddedStream
 from tests.speech import MEETING, Turn
@@ -206,7 +209,9 @@ class FlakyStore(SqliteTranscriptStore):
         super().__init__(path)
         self.calls = 0
 
-    def commit_window(self, window, segments, progress):  # type: ignore[no-untyped-def]
+    def commit_window(
+        self, window: WindowRecord, segments: Sequence[TranscriptSegment], progress: SessionProgress
+    ) -> None:
         self.calls += 1
         if self.calls == 2:
             raise OSError("connection reset while committing")
