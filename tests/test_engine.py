@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -252,3 +253,36 @@ def test_embedded_consumer_recovers_from_a_transient_store_failure(
     strip = lambda segs: [(s.window_index, s.segment_index, s.text) for s in segs]  # noqa: E731
     assert strip(parts.store.segments("flaky")) == strip(reference.parts.store.segments("flaky"))
     assert all(w.status == "done" for w in parts.store.windows("flaky"))
+
+
+def test_resharding_parent_then_child_loses_nothing(
+    tmp_path: Path, meeting: tuple[Path, list[Turn]], transcriber: object
+) -> None:
+    """A split: the parent shard ends mid-window, its child shard carries on (as KCL orders them)."""
+    pcm = read_pcm(str(meeting[0]))[: 30 * 16000]
+    stream = EmbeddedStream(tmp_path / "s.db")
+    f = SessionFramer(stream, "split")
+    f.push(pcm)
+    f.end()
+    records = stream.read("shard-0", 0, 1000)
+    policy = WindowPolicy(10, 5)
+    parts = _parts(tmp_path, transcriber, policy)
+    parent = ShardProcessor(parts)
+    parent.initialize("shard-parent", None)
+    ckpt = ListCheckpointer()
+    parent.process_records(records[:13], ckpt)  # 13 s in: window 1 is open
+    assert parts.store.load_progress("split").committed_sample < 13 * 16000  # type: ignore[union-attr]
+    parent.shard_ended(ckpt)  # commits the open window, checkpoints SHARD_END
+    assert parts.store.load_progress("split").committed_sample == 13 * 16000  # type: ignore[union-attr]
+    child = ShardProcessor(parts)  # possibly another worker: state comes from the store only
+    child.initialize("shard-child", None)
+    child.process_records(records[13:], ListCheckpointer())
+    windows = parts.store.windows("split")
+    assert windows[0].start_sample == 0 and windows[-1].end_sample == len(pcm)
+    assert all(a.end_sample == b.start_sample for a, b in itertools.pairwise(windows))
+    got = " ".join(s.text for s in parts.store.segments("split"))
+    reference = ShardProcessor(_parts(tmp_path / "ref", transcriber, policy))
+    reference.initialize("shard-0", None)
+    reference.process_records(records, ListCheckpointer())
+    ref = " ".join(s.text for s in reference.parts.store.segments("split"))
+    assert wer(ref, got) < 0.1  # one extra cut (at the shard end), no lost span
