@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -347,6 +347,20 @@ class IngestStats:
     refused: int = 0
 
 
+class Publisher(Protocol):
+    """One live publisher connection (RTMP here, WHIP in producer.whip) as ingest sees it."""
+
+    peer: str
+    client_eof: threading.Event  # the client stopped sending; decoding may still drain
+    done: threading.Event  # everything it sent has been pushed or dropped
+
+    def close(self) -> None:
+        """Disconnect it."""
+
+    def join(self, timeout: float) -> None:
+        """Wait for it to finish."""
+
+
 @dataclass
 class IngestTarget:
     """Where an authorised publisher's audio goes: one session's framer, for its lifetime."""
@@ -355,7 +369,7 @@ class IngestTarget:
     stream_key: str
     framer: SessionFramer
     lock: threading.Lock = field(default_factory=threading.Lock)
-    live: _Connection | None = None
+    live: Publisher | None = None
     publishes: int = 0
     bytes: int = 0
     refused: int = 0
@@ -522,7 +536,7 @@ class RtmpIngest:
                 refused=target.refused,
             )
 
-    def authorize(self, app: str, key: str, conn: _Connection) -> IngestTarget | None:
+    def authorize(self, app: str, key: str, conn: Publisher) -> IngestTarget | None:
         """Claim the session of ``key`` for ``conn``; None (and a log line) if refused.
 
         A publisher that reconnects right after dropping may find its old
@@ -572,11 +586,12 @@ class RtmpIngest:
         return target
 
     # -- called from connection threads ----------------------------------------
-    def _push(self, target: IngestTarget, conn: _Connection, pcm: np.ndarray) -> None:
+    def push(self, target: IngestTarget, conn: Publisher, pcm: np.ndarray) -> None:
+        """Append a publisher's PCM to its session; raises :class:`PublishRevoked` if it lost the claim."""
         first = False
         with target.lock:
             if target.ended or target.live is not conn:
-                raise _Revoked()
+                raise PublishRevoked()
             target.framer.push(pcm)
             if not target.audio_seen and pcm.size:
                 target.audio_seen = first = True
@@ -588,7 +603,8 @@ class RtmpIngest:
                 except Exception:
                     log.exception("on_live callback failed", extra={"session": target.session_id})
 
-    def _release(self, target: IngestTarget, conn: _Connection) -> None:
+    def release(self, target: IngestTarget, conn: Publisher) -> None:
+        """The publisher is gone: flush what it sent and free the key for a reconnect."""
         with target.lock:
             if target.live is conn:
                 if not target.ended:
@@ -620,7 +636,7 @@ class RtmpIngest:
             conn.start()
 
 
-class _Revoked(Exception):
+class PublishRevoked(Exception):
     """The session ended or the connection lost its claim while decoding."""
 
 
@@ -820,8 +836,8 @@ class _Connection:
                     )
                     return
                 for pcm in pcm_chunks(container):
-                    ingest._push(target, self, pcm)
-        except _Revoked:
+                    ingest.push(target, self, pcm)
+        except PublishRevoked:
             pass
         except (OSError, av.error.FFmpegError, DecodeError) as exc:
             # Errno 5 is how libav reports the publisher closing the connection.
@@ -838,7 +854,7 @@ class _Connection:
 
     def _finish(self) -> None:
         if self.target is not None:
-            self.ingest._release(self.target, self)
+            self.ingest.release(self.target, self)
             self.done.set()
             s = self.ingest.stats(self.target.session_id)
             log.info(

@@ -49,7 +49,7 @@ from typing import Any, cast
 import numpy as np
 
 from contracts.frames import validate_session_id
-from producer.rtmp import APP, IngestTarget, RtmpIngest, _Revoked, key_fingerprint
+from producer.rtmp import APP, IngestTarget, PublishRevoked, RtmpIngest, key_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -275,11 +275,11 @@ class WhipIngest:
         peer = f"{req.client_address[0]}:{req.client_address[1]}"
         conn = _WhipConnection(self, session_id, key, peer)
         # The key check, "one publisher at a time" and the reconnect drain wait are the RTMP front's.
-        target = self.rtmp.authorize(APP, key, cast(Any, conn))
+        target = self.rtmp.authorize(APP, key, conn)
         if target is None:
             raise WhipError(403, "forbidden", "stream key refused (unknown, ended, or a publisher is live)")
         if target.session_id != session_id:
-            self.rtmp._release(target, cast(Any, conn))
+            self.rtmp.release(target, conn)
             log.warning(
                 "whip key of another session", extra={"session": session_id, "key": key_fingerprint(key)}
             )
@@ -371,7 +371,7 @@ class WhipIngest:
                     await self._push(loop, conn, out)
             for out in resampler.resample(None):
                 await self._push(loop, conn, out)
-        except _Revoked:
+        except PublishRevoked:
             pass  # the session ended or another publisher took over
         except Exception:
             log.exception("whip media failed", extra={"session": conn.session_id})
@@ -393,7 +393,7 @@ class WhipIngest:
         if not pcm.size:
             return
         assert conn.target is not None
-        await loop.run_in_executor(self._writer, self.rtmp._push, conn.target, cast(Any, conn), pcm)
+        await loop.run_in_executor(self._writer, self.rtmp.push, conn.target, conn, pcm)
         conn.samples += pcm.size
 
     def _finish(self, conn: _WhipConnection) -> None:
@@ -407,7 +407,7 @@ class WhipIngest:
 
     def _release(self, conn: _WhipConnection) -> None:
         assert conn.target is not None
-        self.rtmp._release(conn.target, cast(Any, conn))
+        self.rtmp.release(conn.target, conn)
         log.info("whip publisher gone", extra={"session": conn.session_id, "samples": conn.samples})
 
 
