@@ -81,57 +81,42 @@ resource "aws_appautoscaling_policy" "processor_to_zero" {
   }
 }
 
-resource "aws_cloudwatch_metric_alarm" "work_present" {
-  alarm_name          = "${var.name}-processor-work-present"
-  alarm_description   = "Audio arriving or waiting on the stream: set processor tasks to the needed count."
-  comparison_operator = "GreaterThanOrEqualToThreshold"
-  threshold           = 1
-  evaluation_periods  = 1
-  datapoints_to_alarm = 1
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = [aws_appautoscaling_policy.processor_set_workers.arn]
-
-  dynamic "metric_query" {
-    for_each = local.work_metrics
-    content {
-      id = metric_query.value.id
-      metric {
-        namespace   = "AWS/Kinesis"
-        metric_name = metric_query.value.metric
-        dimensions  = { StreamName = var.data.stream_name }
-        period      = 60
-        stat        = metric_query.value.stat
-      }
+# Two alarms over the same metric math: one sets the task count while there is work, the
+# other takes the processors to zero once nothing is live and the stream is drained.
+locals {
+  worker_alarms = {
+    work_present = {
+      name        = "${var.name}-processor-work-present"
+      description = "Audio arriving or waiting on the stream: set processor tasks to the needed count."
+      comparison  = "GreaterThanOrEqualToThreshold"
+      periods     = 1
+      # Missing data means no producer and no consumer: not work.
+      missing = "notBreaching"
+      action  = aws_appautoscaling_policy.processor_set_workers.arn
+    }
+    no_work = {
+      name        = "${var.name}-processor-idle"
+      description = "No live session and a drained stream for ${var.scale_in_idle_minutes} min: processors to zero."
+      comparison  = "LessThanThreshold"
+      periods     = var.scale_in_idle_minutes
+      # No data at all (no producer, no consumer) is the idle state itself.
+      missing = "breaching"
+      action  = aws_appautoscaling_policy.processor_to_zero.arn
     }
   }
-
-  metric_query {
-    id          = "need"
-    expression  = local.need_expression
-    label       = "Tasks for the live sessions and the backlog"
-    return_data = false
-  }
-
-  metric_query {
-    id          = "workers"
-    expression  = local.desired_expression
-    label       = "Processor tasks needed"
-    return_data = true
-  }
-
-  tags = var.tags
 }
 
-resource "aws_cloudwatch_metric_alarm" "no_work" {
-  alarm_name          = "${var.name}-processor-idle"
-  alarm_description   = "No live session and a drained stream for ${var.scale_in_idle_minutes} min: processors to zero."
-  comparison_operator = "LessThanThreshold"
+resource "aws_cloudwatch_metric_alarm" "workers" {
+  for_each = local.worker_alarms
+
+  alarm_name          = each.value.name
+  alarm_description   = each.value.description
+  comparison_operator = each.value.comparison
   threshold           = 1
-  evaluation_periods  = var.scale_in_idle_minutes
-  datapoints_to_alarm = var.scale_in_idle_minutes
-  # No data at all (no producer, no consumer) is the idle state itself.
-  treat_missing_data = "breaching"
-  alarm_actions      = [aws_appautoscaling_policy.processor_to_zero.arn]
+  evaluation_periods  = each.value.periods
+  datapoints_to_alarm = each.value.periods
+  treat_missing_data  = each.value.missing
+  alarm_actions       = [each.value.action]
 
   dynamic "metric_query" {
     for_each = local.work_metrics
