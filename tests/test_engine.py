@@ -20,6 +20,7 @@ from producer.framer import SessionFramer
 from stores.archive import LocalArchive
 from stores.base import SessionProgress
 from stores.sqlite import SqliteTranscriptStore
+from streams.base import StreamRecord
 from streams.embedded import EmbeddedStream
 from tests.speech import MEETING, Turn
 
@@ -50,6 +51,22 @@ def _text(store: SqliteTranscriptStore, session: str) -> str:
     return " ".join(s.text for s in store.segments(session))
 
 
+def _frames(stream: EmbeddedStream, session: str, pcm: np.ndarray) -> list[StreamRecord]:
+    """Put one session's audio and its end on the stream; return the records."""
+    framer = SessionFramer(stream, session)
+    framer.push(pcm)
+    framer.end()
+    return stream.read("shard-0", 0, 100_000)
+
+
+def _run(parts: EngineParts, records: Sequence[StreamRecord]) -> ShardProcessor:
+    """Process records from the start of a shard in one go (the uninterrupted reference)."""
+    proc = ShardProcessor(parts)
+    proc.initialize("shard-0", None)
+    proc.process_records(records, ListCheckpointer())
+    return proc
+
+
 def test_cut_lands_in_a_pause(meeting: tuple[Path, list[Turn]]) -> None:
     path, turns = meeting
     audio = to_float(read_pcm(str(path)))
@@ -70,14 +87,9 @@ def test_windowed_wer_within_one_point_of_whole_file(
     pcm = read_pcm(str(path))
     whole = " ".join(s.text for s in transcriber.transcribe(to_float(pcm)))  # type: ignore[attr-defined]
 
-    stream = EmbeddedStream(tmp_path / "s.db")
-    framer = SessionFramer(stream, "long")
-    framer.push(pcm)
-    framer.end()
+    records = _frames(EmbeddedStream(tmp_path / "s.db"), "long", pcm)
     parts = _parts(tmp_path, transcriber, WindowPolicy(30, 15))
-    proc = ShardProcessor(parts)
-    proc.initialize("shard-0", None)
-    proc.process_records(stream.read("shard-0", 0, 10_000), ListCheckpointer())
+    proc = _run(parts, records)
     windowed = _text(parts.store, "long")  # type: ignore[arg-type]
 
     w_whole, w_windowed = wer(reference, whole), wer(reference, windowed)
@@ -145,14 +157,8 @@ def test_interleaved_sessions_checkpoint_never_passes_an_open_window(
         assert progress is not None and progress.stream_done
     # Each session's transcript is the same as processing it alone.
     for name, audio in sessions.items():
-        alone = EmbeddedStream(tmp_path / f"{name}.db")
-        f = SessionFramer(alone, name)
-        f.push(audio)
-        f.end()
         solo_parts = _parts(tmp_path / name, transcriber, policy)
-        solo = ShardProcessor(solo_parts)
-        solo.initialize("shard-0", None)
-        solo.process_records(alone.read("shard-0", 0, 100_000), ListCheckpointer())
+        _run(solo_parts, _frames(EmbeddedStream(tmp_path / f"{name}.db"), name, audio))
         assert [s.text for s in store.segments(name)] == [s.text for s in solo_parts.store.segments(name)]
     assert wer(" ".join(t for _, t in MEETING[:9]), _text(store, "alpha")) < 0.35
     assert "speaker renaming" in _text(store, "beta").lower()
@@ -162,11 +168,7 @@ def test_replay_after_a_lost_lease_rewrites_identical_rows(
     tmp_path: Path, meeting: tuple[Path, list[Turn]], transcriber: object
 ) -> None:
     pcm = read_pcm(str(meeting[0]))[: 30 * 16000]
-    stream = EmbeddedStream(tmp_path / "s.db")
-    f = SessionFramer(stream, "replay")
-    f.push(pcm)
-    f.end()
-    records = stream.read("shard-0", 0, 1000)
+    records = _frames(EmbeddedStream(tmp_path / "s.db"), "replay", pcm)
     parts = _parts(tmp_path, transcriber, WindowPolicy(10, 5))
     first = ShardProcessor(parts)
     first.initialize("shard-0", None)
@@ -184,9 +186,7 @@ def test_replay_after_a_lost_lease_rewrites_identical_rows(
     assert again[: len(committed)] == committed
     keys = [s.key for s in again]
     assert len(keys) == len(set(keys))
-    reference = ShardProcessor(_parts(tmp_path / "ref", transcriber, WindowPolicy(10, 5)))
-    reference.initialize("shard-0", None)
-    reference.process_records(records, ListCheckpointer())
+    reference = _run(_parts(tmp_path / "ref", transcriber, WindowPolicy(10, 5)), records)
     assert [(s.window_index, s.text) for s in again] == [
         (s.window_index, s.text) for s in reference.parts.store.segments("replay")
     ]
@@ -228,9 +228,7 @@ def test_embedded_consumer_recovers_from_a_transient_store_failure(
 
     pcm = read_pcm(str(meeting[0]))[: 25 * 16000]
     stream = EmbeddedStream(tmp_path / "s.db")
-    f = SessionFramer(stream, "flaky")
-    f.push(pcm)
-    f.end()
+    records = _frames(stream, "flaky", pcm)
     policy = WindowPolicy(10, 5)
     parts = _parts(tmp_path, transcriber, policy)
     parts.store = FlakyStore(tmp_path / "flaky.db")
@@ -247,9 +245,7 @@ def test_embedded_consumer_recovers_from_a_transient_store_failure(
         consumer.stop()
         thread.join(timeout=60)
     assert parts.store.calls > 2  # it failed once and went on
-    reference = ShardProcessor(_parts(tmp_path / "ref", transcriber, policy))
-    reference.initialize("shard-0", None)
-    reference.process_records(stream.read("shard-0", 0, 1000), ListCheckpointer())
+    reference = _run(_parts(tmp_path / "ref", transcriber, policy), records)
     strip = lambda segs: [(s.window_index, s.segment_index, s.text) for s in segs]  # noqa: E731
     assert strip(parts.store.segments("flaky")) == strip(reference.parts.store.segments("flaky"))
     assert all(w.status == "done" for w in parts.store.windows("flaky"))
@@ -260,11 +256,7 @@ def test_resharding_parent_then_child_loses_nothing(
 ) -> None:
     """A split: the parent shard ends mid-window, its child shard carries on (as KCL orders them)."""
     pcm = read_pcm(str(meeting[0]))[: 30 * 16000]
-    stream = EmbeddedStream(tmp_path / "s.db")
-    f = SessionFramer(stream, "split")
-    f.push(pcm)
-    f.end()
-    records = stream.read("shard-0", 0, 1000)
+    records = _frames(EmbeddedStream(tmp_path / "s.db"), "split", pcm)
     policy = WindowPolicy(10, 5)
     parts = _parts(tmp_path, transcriber, policy)
     parent = ShardProcessor(parts)
@@ -281,8 +273,6 @@ def test_resharding_parent_then_child_loses_nothing(
     assert windows[0].start_sample == 0 and windows[-1].end_sample == len(pcm)
     assert all(a.end_sample == b.start_sample for a, b in itertools.pairwise(windows))
     got = " ".join(s.text for s in parts.store.segments("split"))
-    reference = ShardProcessor(_parts(tmp_path / "ref", transcriber, policy))
-    reference.initialize("shard-0", None)
-    reference.process_records(records, ListCheckpointer())
+    reference = _run(_parts(tmp_path / "ref", transcriber, policy), records)
     ref = " ".join(s.text for s in reference.parts.store.segments("split"))
     assert wer(ref, got) < 0.1  # one extra cut (at the shard end), no lost span
