@@ -8,17 +8,11 @@ TF_VERSION="${TF_VERSION:-1.11.4}"
 CHECKOV_VERSION="${CHECKOV_VERSION:-3.2.500}"
 CHECKOV_VENV="${CHECKOV_VENV:-$ROOT/.cache/checkov-venv}"
 
-# Terraform: HashiCorp's apt repository (a package registry), only when missing.
+# Terraform 1.11 comes with the machine image (its AWS provider lies in a filesystem mirror);
+# it is not in the package registries these machines reach.
 if ! command -v terraform >/dev/null 2>&1; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update
-  apt-get install -y gnupg curl lsb-release ca-certificates
-  install -d -m 0755 /usr/share/keyrings
-  curl -fsSL https://apt.releases.hashicorp.com/gpg | gpg --dearmor --yes -o /usr/share/keyrings/hashicorp.gpg
-  echo "deb [signed-by=/usr/share/keyrings/hashicorp.gpg] https://apt.releases.hashicorp.com $(lsb_release -cs) main" \
-    > /etc/apt/sources.list.d/hashicorp.list
-  apt-get update
-  apt-get install -y "terraform=${TF_VERSION}-*" || apt-get install -y terraform
+  echo "50-infra: terraform is not installed; the infra checks need Terraform >= 1.5" >&2
+  exit 1
 fi
 
 # checkov: its own virtual environment, because its pins clash with the project venv.
