@@ -36,7 +36,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -56,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 import boto3  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.emulators import start_emulators  # noqa: E402
 from contracts.frames import SAMPLE_RATE, FrameRecord, MalformedRecord  # noqa: E402
 from contracts.settings import Settings  # noqa: E402
 from processor.asr import AsrOptions, WhisperTranscriber  # noqa: E402
@@ -135,26 +135,6 @@ def arrivals(path: Path, session: str) -> list[tuple[int, float]]:
     with sqlite3.connect(path, timeout=30) as db:
         return [(int(e), float(a)) for e, a in db.execute(
             "SELECT end_sample, at FROM arrivals WHERE session = ?", (session,))]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_emulators(run: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """localstack/up on free loopback ports; returns (exports, env for localstack/down)."""
-    env = dict(os.environ, FLOWBOT_LOCALSTACK_RUN=str(run),
-               FLOWBOT_LOCALSTACK_PORT=str(_free_port()), FLOWBOT_MOTO_PORT=str(_free_port()))
-    out = subprocess.run([str(ROOT / "localstack" / "up")], env=env, capture_output=True,
-                         text=True, check=True, timeout=240).stdout
-    exports = {}
-    for line in out.splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export "):].partition("=")
-            exports[key] = value
-    return exports, env
 
 
 def commits(store_path: Path, session: str) -> dict[int, tuple[int, float]]:

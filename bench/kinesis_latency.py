@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.emulators import start_emulators  # noqa: E402
 from contracts.frames import FrameRecord  # noqa: E402
 from contracts.settings import Settings  # noqa: E402
 from processor.kcl_app import run_daemon  # noqa: E402
@@ -43,25 +43,6 @@ from streams.kinesis import (  # noqa: E402
     SHARD_RECORDS_PER_SECOND,
     KinesisWriter,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_emulators(run: Path) -> tuple[dict[str, str], dict[str, str]]:
-    env = dict(os.environ, FLOWBOT_LOCALSTACK_RUN=str(run),
-               FLOWBOT_LOCALSTACK_PORT=str(_free_port()), FLOWBOT_MOTO_PORT=str(_free_port()))
-    out = subprocess.run([str(ROOT / "localstack" / "up")], env=env, capture_output=True,
-                         text=True, check=True, timeout=240).stdout
-    exports = {}
-    for line in out.splitlines():
-        if line.startswith("export "):
-            key, _, value = line[7:].partition("=")
-            exports[key] = value
-    return exports, env
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -171,7 +152,7 @@ def main() -> None:
         if os.environ.get("FLOWBOT_KINESIS_ENDPOINT"):
             env = dict(os.environ)
         else:
-            exports, env = _start_emulators(Path(tmp) / "run")
+            exports, env = start_emulators(Path(tmp) / "run")
             started = env
         os.environ.update({k: v for k, v in exports.items() if k.startswith("AWS_")})
         env.update(exports)
