@@ -205,14 +205,18 @@ def main() -> int:
             print(f"  {mode:12s} p50 {m['p50']:6.2f} s  p95 {m['p95']:6.2f} s  ({m['words']} words)")
         print(f"  ratio finals-only/interim: p50 {off['p50'] / on['p50']:.1f}x  p95 {off['p95'] / on['p95']:.1f}x")
         print("compute (process CPU seconds per audio minute):")
-        print(f"  interim {on['cpu_per_audio_min']:.1f}  finals-only {off['cpu_per_audio_min']:.1f}  "
-              f"ratio {on['cpu_per_audio_min'] / off['cpu_per_audio_min']:.2f}x")
+        print(
+            f"  interim {on['cpu_per_audio_min']:.1f}  finals-only {off['cpu_per_audio_min']:.1f}  "
+            f"ratio {on['cpu_per_audio_min'] / off['cpu_per_audio_min']:.2f}x"
+        )
         s = on["stats"]
         if s:
-            print(f"  interim passes {s['passes']} (model {s['compute_seconds']:.1f} s, "
-                  f"{s['compute_seconds'] / audio_min:.1f} s per audio minute), written {s['written']}, "
-                  f"superseded {s['superseded']}, skipped for final {s['skipped_for_final']}, "
-                  f"stale {s['stale']}, rejected by final {s['rejected_final']}")
+            print(
+                f"  interim passes {s['passes']} (model {s['compute_seconds']:.1f} s, "
+                f"{s['compute_seconds'] / audio_min:.1f} s per audio minute), written {s['written']}, "
+                f"superseded {s['superseded']}, skipped for final {s['skipped_for_final']}, "
+                f"stale {s['stale']}, rejected by final {s['rejected_final']}"
+            )
         print(f"final WER: interim {on['wer']:.3f}  finals-only {off['wer']:.3f}")
 
         levels = [int(x) for x in args.levels.split(",") if x]
@@ -225,15 +229,19 @@ def main() -> int:
                 lags = [r.final_lag for r in runs]
                 p95s = [pct(r.latencies, 0.95) for r in runs]
                 ok = max(lags) <= 15.0 and (interval == 0 or max(p95s) <= 5.0)
-                print(f"  {mode:12s} {n:2d} sessions: worst final lag {max(lags):6.1f} s, "
-                      f"worst caption p95 {max(p95s):6.2f} s, cpu {cpu / (n * args.capacity_seconds / 60):.1f} "
-                      f"s/audio-min -> {'holds' if ok else 'does not hold'}")
+                print(
+                    f"  {mode:12s} {n:2d} sessions: worst final lag {max(lags):6.1f} s, "
+                    f"worst caption p95 {max(p95s):6.2f} s, cpu {cpu / (n * args.capacity_seconds / 60):.1f} "
+                    f"s/audio-min -> {'holds' if ok else 'does not hold'}"
+                )
                 if ok:
                     held[mode] = n
                 else:
                     break
-        print(f"  sessions held: interim {held['interim']}, finals-only {held['finals-only']} "
-              f"(levels tried: {args.levels})")
+        print(
+            f"  sessions held: interim {held['interim']}, finals-only {held['finals-only']} "
+            f"(levels tried: {args.levels})"
+        )
     return 0
 
 

@@ -105,7 +105,10 @@ def worker_asr(audio_path: Path, threads: int) -> dict[str, float]:
 def _run_worker(args: list[str]) -> dict[str, float]:
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", *args],
-        capture_output=True, text=True, check=False, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-3000:]}")
@@ -140,9 +143,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "audio.npy"
         np.save(path, rec.audio)
-        path.with_suffix(".json").write_text(
-            json.dumps({"bounds": bounds, "turns": list(rec.turns)})
-        )
+        path.with_suffix(".json").write_text(json.dumps({"bounds": bounds, "turns": list(rec.turns)}))
         minutes = rec.duration / 60
         print(
             f"audio: {rec.duration:.0f} s, {args.speakers} flite voices, {len(bounds)} windows "
@@ -150,25 +151,29 @@ def main() -> int:
             f"load average before: {os.getloadavg()[0]:.1f}"
         )
         asr = _run_worker(["asr", str(path), "--threads", str(args.threads)])
-        rows: list[tuple[str, dict[str, float], float | None]] = [
-            ("ASR tiny.en (int8)", asr, None)
-        ]
+        rows: list[tuple[str, dict[str, float], float | None]] = [("ASR tiny.en (int8)", asr, None)]
         for value in [float(s) for s in args.steps.split(",")]:
             res = _run_worker(["diar", str(path), str(value), "--threads", str(args.threads)])
             rows.append((f"diarization offline step={value:g}", res, value))
-    print(f"{'component':<34} {'s/audio-min':>11} {'RTF':>6} {'x ASR':>6} {'load s':>7} "
-          f"{'peak MiB':>9} {'DER':>7} {'spk':>4}")
+    print(
+        f"{'component':<34} {'s/audio-min':>11} {'RTF':>6} {'x ASR':>6} {'load s':>7} "
+        f"{'peak MiB':>9} {'DER':>7} {'spk':>4}"
+    )
     for name, res, step in rows:
         per_min = res["compute_s"] / minutes
         der = f"{res['der']:.2%}" if step is not None else "-"
         spk = str(res["speakers"]) if step is not None else "-"
-        print(f"{name:<34} {per_min:>11.2f} {per_min / 60:>6.3f} "
-              f"{res['compute_s'] / asr['compute_s']:>6.2f} {res['load_s']:>7.1f} "
-              f"{res['peak_rss_mib']:>9.0f} {der:>7} {spk:>4}")
+        print(
+            f"{name:<34} {per_min:>11.2f} {per_min / 60:>6.3f} "
+            f"{res['compute_s'] / asr['compute_s']:>6.2f} {res['load_s']:>7.1f} "
+            f"{res['peak_rss_mib']:>9.0f} {der:>7} {spk:>4}"
+        )
     default = next((r for n, r, s in rows if s == 0.2), rows[-1][1])
     combined = (default["compute_s"] + asr["compute_s"]) / rec.duration
-    print(f"combined real-time factor of the offline default (step 0.2 diarization + tiny.en ASR): "
-          f"{combined:.3f} ({'faster' if combined < 1 else 'SLOWER'} than real time)")
+    print(
+        f"combined real-time factor of the offline default (step 0.2 diarization + tiny.en ASR): "
+        f"{combined:.3f} ({'faster' if combined < 1 else 'SLOWER'} than real time)"
+    )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -35,13 +35,33 @@ KEEPS_UP_LAG_S = 2.0
 def _source(folder: Path, seconds: float) -> Path:
     """Speech-like audio (flite) looped to ``seconds``, pre-encoded as AAC in FLV."""
     wav = folder / "speech.wav"
-    subprocess.run(["flite", "-voice", "slt", "-t",
-                    "This is a benchmark of live meeting ingest over RTMP. " * 3,
-                    "-o", str(wav)], check=True)
+    subprocess.run(
+        ["flite", "-voice", "slt", "-t", "This is a benchmark of live meeting ingest over RTMP. " * 3, "-o", str(wav)],
+        check=True,
+    )
     flv = folder / "speech.flv"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-stream_loop", "-1", "-i", str(wav),
-                    "-t", str(seconds), "-c:a", "aac", "-ar", "44100", "-f", "flv", str(flv)],
-                   check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-stream_loop",
+            "-1",
+            "-i",
+            str(wav),
+            "-t",
+            str(seconds),
+            "-c:a",
+            "aac",
+            "-ar",
+            "44100",
+            "-f",
+            "flv",
+            str(flv),
+        ],
+        check=True,
+    )
     return flv
 
 
@@ -56,9 +76,22 @@ def run_step(n: int, flv: Path, seconds: float, folder: Path) -> dict[str, float
     first_audio: dict[str, float] = {}
     cpu0, wall0 = time.process_time(), time.monotonic()
     procs = [
-        subprocess.Popen(["ffmpeg", "-loglevel", "error", "-nostdin", "-re", "-i", str(flv),
-                          "-c", "copy", "-f", "flv",
-                          f"rtmp://127.0.0.1:{ingest.port}/live/key-{sid}"])
+        subprocess.Popen(
+            [
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-re",
+                "-i",
+                str(flv),
+                "-c",
+                "copy",
+                "-f",
+                "flv",
+                f"rtmp://127.0.0.1:{ingest.port}/live/key-{sid}",
+            ]
+        )
         for sid in sids
     ]
     worst_lag = 0.0
@@ -102,23 +135,28 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         flv = _source(folder, args.seconds)
-        print(f"{'streams':>7} {'cpu total':>10} {'cpu/stream':>10} {'worst lag':>10} "
-              f"{'last lag':>9} {'min audio':>10}")
+        print(
+            f"{'streams':>7} {'cpu total':>10} {'cpu/stream':>10} {'worst lag':>10} {'last lag':>9} {'min audio':>10}"
+        )
         best = 0
         n = 1
         while n <= args.max_streams:
             r = run_step(n, flv, args.seconds, folder)
             ok = r["worst_lag_s"] < KEEPS_UP_LAG_S and r["min_audio_s"] > args.seconds - 1.0
-            print(f"{n:>7} {r['cpu_total']:>9.1%} {r['cpu_per_stream']:>9.2%} "
-                  f"{r['worst_lag_s']:>9.2f}s {r['last_lag_s']:>8.2f}s "
-                  f"{r['min_audio_s']:>9.2f}s {'keeps up' if ok else 'FALLS BEHIND'}",
-                  flush=True)
+            print(
+                f"{n:>7} {r['cpu_total']:>9.1%} {r['cpu_per_stream']:>9.2%} "
+                f"{r['worst_lag_s']:>9.2f}s {r['last_lag_s']:>8.2f}s "
+                f"{r['min_audio_s']:>9.2f}s {'keeps up' if ok else 'FALLS BEHIND'}",
+                flush=True,
+            )
             if not ok:
                 break
             best = n
             n *= 2
-        print(f"streams one RtmpIngest kept up with on this machine: {best} "
-              f"(lag < {KEEPS_UP_LAG_S} s, all audio delivered)")
+        print(
+            f"streams one RtmpIngest kept up with on this machine: {best} "
+            f"(lag < {KEEPS_UP_LAG_S} s, all audio delivered)"
+        )
     return 0
 
 

@@ -74,8 +74,7 @@ from tests.speech import meeting_wav, write_wav  # noqa: E402
 log = logging.getLogger("bench.kinesis_e2e")
 FACTORY = "bench.kinesis_e2e:build_timed_engine"
 ARRIVALS_ENV = "FLOWBOT_BENCH_ARRIVALS"
-KCL_PROPS = {"failoverTimeMillis": 5000, "leaseAssignmentIntervalMillis": 1000,
-             "shardSyncIntervalMillis": 5000}
+KCL_PROPS = {"failoverTimeMillis": 5000, "leaseAssignmentIntervalMillis": 1000, "shardSyncIntervalMillis": 5000}
 
 
 class ArrivalRecorder:
@@ -87,11 +86,9 @@ class ArrivalRecorder:
 
     def __init__(self, delegate: RecordProcessor, path: Path | str) -> None:
         self.delegate = delegate
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None,
-                                  check_same_thread=False)
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS arrivals "
-                        "(session TEXT, end_sample INTEGER, at REAL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS arrivals (session TEXT, end_sample INTEGER, at REAL)")
 
     def initialize(self, shard_id: str, starting_sequence_number: str | None) -> None:
         """See :class:`streams.base.RecordProcessor`."""
@@ -133,8 +130,10 @@ def build_timed_engine(settings: Settings) -> ArrivalRecorder:
 def arrivals(path: Path, session: str) -> list[tuple[int, float]]:
     """(frame end sample, wall time it reached the processor) of a session's frames."""
     with sqlite3.connect(path, timeout=30) as db:
-        return [(int(e), float(a)) for e, a in db.execute(
-            "SELECT end_sample, at FROM arrivals WHERE session = ?", (session,))]
+        return [
+            (int(e), float(a))
+            for e, a in db.execute("SELECT end_sample, at FROM arrivals WHERE session = ?", (session,))
+        ]
 
 
 def commits(store_path: Path, session: str) -> dict[int, tuple[int, float]]:
@@ -145,7 +144,8 @@ def commits(store_path: Path, session: str) -> dict[int, tuple[int, float]]:
         try:
             rows = db.execute(
                 "SELECT w.window_index, w.end_sample, r.at FROM windows w "
-                "JOIN revisions r ON r.id = w.revision WHERE w.session_id = ?", (session,)
+                "JOIN revisions r ON r.id = w.revision WHERE w.session_id = ?",
+                (session,),
             ).fetchall()
         except sqlite3.OperationalError:  # the child has not created the schema yet
             return {}
@@ -158,8 +158,9 @@ def stream_done(store_path: Path, session: str) -> bool:
         return False
     with sqlite3.connect(store_path, timeout=30) as db:
         try:
-            row = db.execute("SELECT ended_sample, committed_sample FROM progress "
-                             "WHERE session_id = ?", (session,)).fetchone()
+            row = db.execute(
+                "SELECT ended_sample, committed_sample FROM progress WHERE session_id = ?", (session,)
+            ).fetchone()
         except sqlite3.OperationalError:
             return False
     return bool(row and row[0] is not None and row[1] >= row[0])
@@ -177,8 +178,7 @@ def wait(what: str, cond: Callable[[], bool], timeout: float, daemon: subprocess
     raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def replay(path: Path, writer: StreamWriter, session: str, starts: dict[str, float],
-           delay: float = 0.0) -> None:
+def replay(path: Path, writer: StreamWriter, session: str, starts: dict[str, float], delay: float = 0.0) -> None:
     """Real-time replay after ``delay`` seconds; records the wall time it started."""
     time.sleep(delay)
     starts[session] = time.time()
@@ -193,15 +193,17 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     """Run both paths on the same file and print the latency figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=0.0,
-                        help="replay only the first SECONDS of the meeting (0 = all, ~100 s)")
+    parser.add_argument(
+        "--seconds", type=float, default=0.0, help="replay only the first SECONDS of the meeting (0 = all, ~100 s)"
+    )
     parser.add_argument("--window", type=float, default=15.0, help="FLOWBOT_WINDOW_SECONDS")
-    parser.add_argument("--min-window", type=float, default=8.0,
-                        help="FLOWBOT_WINDOW_MIN_SECONDS")
-    parser.add_argument("--stagger", type=float, default=7.5,
-                        help="start the embedded replay this many seconds after the Kinesis one")
-    parser.add_argument("--sequential", action="store_true",
-                        help="replay the paths one after the other instead of together")
+    parser.add_argument("--min-window", type=float, default=8.0, help="FLOWBOT_WINDOW_MIN_SECONDS")
+    parser.add_argument(
+        "--stagger", type=float, default=7.5, help="start the embedded replay this many seconds after the Kinesis one"
+    )
+    parser.add_argument(
+        "--sequential", action="store_true", help="replay the paths one after the other instead of together"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -219,8 +221,7 @@ def main() -> None:
             result = run(tmp, env, args)
         finally:
             if started_env is not None:
-                subprocess.run([str(ROOT / "localstack" / "down")], env=started_env,
-                               check=False, capture_output=True)
+                subprocess.run([str(ROOT / "localstack" / "down")], env=started_env, check=False, capture_output=True)
     report(result, args)
 
 
@@ -232,13 +233,12 @@ def run(tmp: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, o
         kinesis_stream_name=stream_name,
         kcl_application_name=f"bench-e2e-{uuid.uuid4().hex[:8]}",
         archive_bucket=base.archive_bucket or "flowbot-archive",
-        window_seconds=args.window, window_min_seconds=args.min_window,
+        window_seconds=args.window,
+        window_min_seconds=args.min_window,
     )
-    kinesis = boto3.client("kinesis", endpoint_url=settings.kinesis_endpoint,
-                           region_name=settings.aws_region)
+    kinesis = boto3.client("kinesis", endpoint_url=settings.kinesis_endpoint, region_name=settings.aws_region)
     kinesis.create_stream(StreamName=stream_name, ShardCount=1)
-    kinesis.get_waiter("stream_exists").wait(StreamName=stream_name,
-                                             WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream_name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
 
     # The test recording, made on the spot with flite (never stored in git).
     full, _turns = meeting_wav(tmp / "speech")
@@ -251,17 +251,23 @@ def run(tmp: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, o
     # (b) KCL daemon in its own process (as deployed), the engine in its child.
     kcl_store = tmp / "kcl-store.db"
     child_env = dict(env)
-    child_env.update({f"FLOWBOT_{k.upper()}": str(v) for k, v in {
-        "kinesis_stream_name": stream_name,
-        "kcl_application_name": settings.kcl_application_name,
-        "archive_bucket": settings.archive_bucket,
-        "window_seconds": settings.window_seconds,
-        "window_min_seconds": settings.window_min_seconds,
-        "log_level": "WARNING",
-    }.items()})
+    child_env.update(
+        {
+            f"FLOWBOT_{k.upper()}": str(v)
+            for k, v in {
+                "kinesis_stream_name": stream_name,
+                "kcl_application_name": settings.kcl_application_name,
+                "archive_bucket": settings.archive_bucket,
+                "window_seconds": settings.window_seconds,
+                "window_min_seconds": settings.window_min_seconds,
+                "log_level": "WARNING",
+            }.items()
+        }
+    )
     kcl_arrivals = tmp / "kcl-arrivals.db"
-    child_env.update({"FLOWBOT_TEST_STORE": str(kcl_store), ARRIVALS_ENV: str(kcl_arrivals),
-                      "OMP_WAIT_POLICY": "PASSIVE"})
+    child_env.update(
+        {"FLOWBOT_TEST_STORE": str(kcl_store), ARRIVALS_ENV: str(kcl_arrivals), "OMP_WAIT_POLICY": "PASSIVE"}
+    )
     child_env.setdefault("AWS_ACCESS_KEY_ID", "test")
     child_env.setdefault("AWS_SECRET_ACCESS_KEY", "test")
     script = (
@@ -274,27 +280,26 @@ def run(tmp: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, o
     )
     daemon_log = tmp / "daemon.log"
     with daemon_log.open("wb") as out:
-        daemon = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=child_env,
-                                  stdout=out, stderr=subprocess.STDOUT)
+        daemon = subprocess.Popen(
+            [sys.executable, "-c", script], cwd=ROOT, env=child_env, stdout=out, stderr=subprocess.STDOUT
+        )
     t_daemon = time.monotonic()
 
     # (a) embedded stream + in-process consumer, same engine parts as the KCL child.
     local_store = tmp / "local-store.db"
     local_stream = EmbeddedStream(tmp / "stream.db")
     parts = EngineParts(
-        transcriber=WhisperTranscriber("bundled:tiny.en", device="cpu",
-                                       cpu_threads=settings.cpu_threads,
-                                       options=AsrOptions(beam_size=5)),
+        transcriber=WhisperTranscriber(
+            "bundled:tiny.en", device="cpu", cpu_threads=settings.cpu_threads, options=AsrOptions(beam_size=5)
+        ),
         diarizer=SingleSpeakerDiarizer(),
         mapper_factory=lambda state: IdentityMapper(state),
         store=SqliteTranscriptStore(local_store),
         archive=S3Archive(settings),
-        policy=WindowPolicy(settings.window_seconds, settings.window_min_seconds,
-                            settings.window_min_silence_ms),
+        policy=WindowPolicy(settings.window_seconds, settings.window_min_seconds, settings.window_min_silence_ms),
     )
     local_arrivals = tmp / "local-arrivals.db"
-    consumer = EmbeddedConsumer(local_stream, "bench", lambda: ArrivalRecorder(
-        ShardProcessor(parts), local_arrivals))
+    consumer = EmbeddedConsumer(local_stream, "bench", lambda: ArrivalRecorder(ShardProcessor(parts), local_arrivals))
     consumer_thread = threading.Thread(target=consumer.run, name="embedded", daemon=True)
     consumer_thread.start()
     writer = KinesisWriter(settings)
@@ -308,28 +313,26 @@ def run(tmp: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, o
         for name, (w, _store) in paths.items():
             ingest_file(warm, w, f"warm-{name}")
         for name, (_w, store) in paths.items():
-            wait(f"warm-up of the {name} path", partial(stream_done, store, f"warm-{name}"),
-                 300, daemon)
+            wait(f"warm-up of the {name} path", partial(stream_done, store, f"warm-{name}"), 300, daemon)
         kcl_ready_s = time.monotonic() - t_daemon
 
         starts: dict[str, float] = {}
         # Staggered by half a window, the two engines' ASR bursts mostly do not overlap.
         stagger = 0.0 if args.sequential else args.stagger
-        threads = [threading.Thread(target=replay, args=(audio, w, f"run-{name}", starts, i * stagger),
-                                    name=f"replay-{name}")
-                   for i, (name, (w, _s)) in enumerate(paths.items())]
+        threads = [
+            threading.Thread(target=replay, args=(audio, w, f"run-{name}", starts, i * stagger), name=f"replay-{name}")
+            for i, (name, (w, _s)) in enumerate(paths.items())
+        ]
         for t in threads:
             t.start()
             if args.sequential:
                 t.join()
                 name = t.name.removeprefix("replay-")
-                wait(f"{name} path to finish",
-                     partial(stream_done, paths[name][1], f"run-{name}"), 300, daemon)
+                wait(f"{name} path to finish", partial(stream_done, paths[name][1], f"run-{name}"), 300, daemon)
         for t in threads:
             t.join()
         for name, (_w, store) in paths.items():
-            wait(f"{name} path to finish", partial(stream_done, store, f"run-{name}"),
-                 300, daemon)
+            wait(f"{name} path to finish", partial(stream_done, store, f"run-{name}"), 300, daemon)
         writer.close()
     finally:
         consumer.stop()
@@ -354,46 +357,54 @@ def run(tmp: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, o
         t0 = starts[session]
         latencies[name] = {i: at - (t0 + end / SAMPLE_RATE) for i, (end, at) in rows.items()}
         ends[name] = [end for _i, (end, _at) in sorted(rows.items())]
-        delivery[name] = [at - (t0 + end / SAMPLE_RATE)
-                          for end, at in arrivals(arrival_dbs[name], session)]
+        delivery[name] = [at - (t0 + end / SAMPLE_RATE) for end, at in arrivals(arrival_dbs[name], session)]
     if ends["embedded"] != ends["kinesis"]:
         raise SystemExit(f"the paths cut different windows: {ends}")
-    return {"latencies": latencies, "delivery": delivery, "seconds": pcm.size / SAMPLE_RATE,
-            "kcl_ready_s": kcl_ready_s, "windows": len(ends["kinesis"])}
+    return {
+        "latencies": latencies,
+        "delivery": delivery,
+        "seconds": pcm.size / SAMPLE_RATE,
+        "kcl_ready_s": kcl_ready_s,
+        "windows": len(ends["kinesis"]),
+    }
 
 
 def report(result: dict[str, object], args: argparse.Namespace) -> None:
     """Print the figures."""
     lat: dict[str, dict[int, float]] = result["latencies"]  # type: ignore[assignment]
     dlv: dict[str, list[float]] = result["delivery"]  # type: ignore[assignment]
-    mode = ("one after the other" if args.sequential
-            else f"at the same time (embedded {args.stagger:g} s behind)")
-    print(f"{result['seconds']:.1f} s meeting replayed at 1x on both paths {mode}; "
-          f"windows {args.window:g} s (cut >= {args.min_window:g} s): "
-          f"{result['windows']} windows per path; "
-          f"KCL daemon start to warm-up done: {result['kcl_ready_s']:.0f} s (not in the figures)")
+    mode = "one after the other" if args.sequential else f"at the same time (embedded {args.stagger:g} s behind)"
+    print(
+        f"{result['seconds']:.1f} s meeting replayed at 1x on both paths {mode}; "
+        f"windows {args.window:g} s (cut >= {args.min_window:g} s): "
+        f"{result['windows']} windows per path; "
+        f"KCL daemon start to warm-up done: {result['kcl_ready_s']:.0f} s (not in the figures)"
+    )
     print("latency = window commit time - wall time its last sample was heard:")
     for name in ("embedded", "kinesis"):
         ms = [v * 1000 for v in lat[name].values()]
-        print(f"  {name:<9} n={len(ms):2d} p50={pct(ms, 50):6.0f} ms  p95={pct(ms, 95):6.0f} ms  "
-              f"max={max(ms):6.0f} ms")
+        print(f"  {name:<9} n={len(ms):2d} p50={pct(ms, 50):6.0f} ms  p95={pct(ms, 95):6.0f} ms  max={max(ms):6.0f} ms")
     diffs = [(lat["kinesis"][i] - lat["embedded"][i]) * 1000 for i in lat["kinesis"]]
     p50_add = pct([v * 1000 for v in lat["kinesis"].values()], 50) - pct(
-        [v * 1000 for v in lat["embedded"].values()], 50)
+        [v * 1000 for v in lat["embedded"].values()], 50
+    )
     p95_add = pct([v * 1000 for v in lat["kinesis"].values()], 95) - pct(
-        [v * 1000 for v in lat["embedded"].values()], 95)
-    print(f"added by Kinesis + KCL: p50 {p50_add:+.0f} ms, p95 {p95_add:+.0f} ms; "
-          f"per window (paired) median {pct(diffs, 50):+.0f} ms, "
-          f"min {min(diffs):+.0f} ms, max {max(diffs):+.0f} ms")
-    print("frame delivery = record reaches process_records - wall time its last sample was heard"
-          " (no ASR in it):")
+        [v * 1000 for v in lat["embedded"].values()], 95
+    )
+    print(
+        f"added by Kinesis + KCL: p50 {p50_add:+.0f} ms, p95 {p95_add:+.0f} ms; "
+        f"per window (paired) median {pct(diffs, 50):+.0f} ms, "
+        f"min {min(diffs):+.0f} ms, max {max(diffs):+.0f} ms"
+    )
+    print("frame delivery = record reaches process_records - wall time its last sample was heard (no ASR in it):")
     for name in ("embedded", "kinesis"):
         ms = [v * 1000 for v in dlv[name]]
-        print(f"  {name:<9} n={len(ms):3d} p50={pct(ms, 50):6.0f} ms  p95={pct(ms, 95):6.0f} ms  "
-              f"max={max(ms):6.0f} ms")
-    print(f"added by Kinesis + KCL: p50 "
-          f"{pct([v * 1000 for v in dlv['kinesis']], 50) - pct([v * 1000 for v in dlv['embedded']], 50):+.0f} ms, "
-          f"p95 {pct([v * 1000 for v in dlv['kinesis']], 95) - pct([v * 1000 for v in dlv['embedded']], 95):+.0f} ms")
+        print(f"  {name:<9} n={len(ms):3d} p50={pct(ms, 50):6.0f} ms  p95={pct(ms, 95):6.0f} ms  max={max(ms):6.0f} ms")
+    print(
+        f"added by Kinesis + KCL: p50 "
+        f"{pct([v * 1000 for v in dlv['kinesis']], 50) - pct([v * 1000 for v in dlv['embedded']], 50):+.0f} ms, "
+        f"p95 {pct([v * 1000 for v in dlv['kinesis']], 95) - pct([v * 1000 for v in dlv['embedded']], 95):+.0f} ms"
+    )
 
 
 if __name__ == "__main__":

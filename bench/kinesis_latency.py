@@ -51,12 +51,10 @@ def _percentile(values: list[float], q: float) -> float:
 
 def throughput(settings: Settings, sessions: int, frame_s: float, seconds: float) -> dict[str, float]:
     """Push frames of ``sessions`` sessions into a fresh 1-shard stream as fast as accepted."""
-    client = boto3.client("kinesis", endpoint_url=settings.kinesis_endpoint,
-                          region_name=settings.aws_region)
+    client = boto3.client("kinesis", endpoint_url=settings.kinesis_endpoint, region_name=settings.aws_region)
     stream = f"bench-{uuid.uuid4().hex[:8]}"
     client.create_stream(StreamName=stream, ShardCount=1)
-    client.get_waiter("stream_exists").wait(StreamName=stream,
-                                            WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+    client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
     samples = int(16_000 * frame_s)
     payload = np.zeros(samples, np.int16).tobytes()
     writer = KinesisWriter(settings, stream, buffer_seconds=1e6)
@@ -65,8 +63,7 @@ def throughput(settings: Settings, sessions: int, frame_s: float, seconds: float
     while time.perf_counter() - t0 < seconds:
         # Keep a bounded backlog so the sender always has a full batch ready.
         if writer.pending() < 4 * sessions:
-            writer.put([FrameRecord(f"s{i}", seq, seq * samples, payload=payload)
-                        for i in range(sessions)])
+            writer.put([FrameRecord(f"s{i}", seq, seq * samples, payload=payload) for i in range(sessions)])
             seq += 1
         else:
             time.sleep(0.001)
@@ -83,25 +80,33 @@ def throughput(settings: Settings, sessions: int, frame_s: float, seconds: float
 
 def latency(settings: Settings, env: dict[str, str], seconds: float, workdir: Path) -> list[float]:
     """put() -> process_records latencies (ms) under the KCL daemon with a recording processor."""
-    client = boto3.client("kinesis", endpoint_url=settings.kinesis_endpoint,
-                          region_name=settings.aws_region)
+    client = boto3.client("kinesis", endpoint_url=settings.kinesis_endpoint, region_name=settings.aws_region)
     stream = f"bench-lat-{uuid.uuid4().hex[:8]}"
     client.create_stream(StreamName=stream, ShardCount=1)
-    client.get_waiter("stream_exists").wait(StreamName=stream,
-                                            WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
-    settings = settings.replace(kinesis_stream_name=stream,
-                                kcl_application_name=f"bench-{uuid.uuid4().hex[:8]}")
+    client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+    settings = settings.replace(kinesis_stream_name=stream, kcl_application_name=f"bench-{uuid.uuid4().hex[:8]}")
     sink = workdir / "sink.db"
-    child_env = dict(env, FLOWBOT_TEST_SINK=str(sink), **{
-        "FLOWBOT_KINESIS_STREAM_NAME": stream,
-        "FLOWBOT_KCL_APPLICATION_NAME": settings.kcl_application_name,
-    })
+    child_env = dict(
+        env,
+        FLOWBOT_TEST_SINK=str(sink),
+        **{
+            "FLOWBOT_KINESIS_STREAM_NAME": stream,
+            "FLOWBOT_KCL_APPLICATION_NAME": settings.kcl_application_name,
+        },
+    )
     procs: list[subprocess.Popen[bytes]] = []
-    daemon = threading.Thread(target=run_daemon, args=(settings,), kwargs={
-        "factory": "tests.aws.kcl_factories:build_recorder", "env": child_env,
-        "workdir": workdir / "kcl", "on_start": procs.append,
-        "extra_properties": {"failoverTimeMillis": 5000, "leaseAssignmentIntervalMillis": 1000},
-    }, daemon=True)
+    daemon = threading.Thread(
+        target=run_daemon,
+        args=(settings,),
+        kwargs={
+            "factory": "tests.aws.kcl_factories:build_recorder",
+            "env": child_env,
+            "workdir": workdir / "kcl",
+            "on_start": procs.append,
+            "extra_properties": {"failoverTimeMillis": 5000, "leaseAssignmentIntervalMillis": 1000},
+        },
+        daemon=True,
+    )
     daemon.start()
     writer = KinesisWriter(settings, stream)
     payload = np.zeros(16_000, np.int16).tobytes()
@@ -111,8 +116,7 @@ def latency(settings: Settings, env: dict[str, str], seconds: float, workdir: Pa
             return {}
         with sqlite3.connect(sink, timeout=30) as db:
             try:
-                rows = db.execute("SELECT frame_seq, received FROM records WHERE session = ?",
-                                  (session,)).fetchall()
+                rows = db.execute("SELECT frame_seq, received FROM records WHERE session = ?", (session,)).fetchall()
             except sqlite3.OperationalError:
                 return {}
         return {int(s): float(r) for s, r in rows}
@@ -166,16 +170,22 @@ def main() -> None:
                 subprocess.run([str(ROOT / "localstack" / "down")], env=started, check=False)
     print(f"one producer -> one shard, {args.sessions} sessions, LocalStack kinesis-mock:")
     for name, r in (("1 s frames (32 KB)", big), ("0.1 s frames (3.2 KB)", small)):
-        print(f"  {name:<22} {r['records_per_s']:8.0f} records/s = "
-              f"{r['records_per_s'] / SHARD_RECORDS_PER_SECOND:5.2f}x shard record limit; "
-              f"{r['bytes_per_s'] / 1e6:6.2f} MB/s = "
-              f"{r['bytes_per_s'] / SHARD_BYTES_PER_SECOND:5.2f}x shard byte limit; "
-              f"{r['calls_per_s']:5.0f} PutRecords/s")
-    print(f"  live audio needs 1 record/s and 32,000 B/s per session: one shard carries "
-          f"{SHARD_BYTES_PER_SECOND // 32_100} sessions by bytes")
-    print(f"put -> process_records under KCL (POLLING, idle 250 ms): n={len(lat)} "
-          f"p50={_percentile(lat, 50):.0f} ms p95={_percentile(lat, 95):.0f} ms "
-          f"max={max(lat) if lat else float('nan'):.0f} ms")
+        print(
+            f"  {name:<22} {r['records_per_s']:8.0f} records/s = "
+            f"{r['records_per_s'] / SHARD_RECORDS_PER_SECOND:5.2f}x shard record limit; "
+            f"{r['bytes_per_s'] / 1e6:6.2f} MB/s = "
+            f"{r['bytes_per_s'] / SHARD_BYTES_PER_SECOND:5.2f}x shard byte limit; "
+            f"{r['calls_per_s']:5.0f} PutRecords/s"
+        )
+    print(
+        f"  live audio needs 1 record/s and 32,000 B/s per session: one shard carries "
+        f"{SHARD_BYTES_PER_SECOND // 32_100} sessions by bytes"
+    )
+    print(
+        f"put -> process_records under KCL (POLLING, idle 250 ms): n={len(lat)} "
+        f"p50={_percentile(lat, 50):.0f} ms p95={_percentile(lat, 95):.0f} ms "
+        f"max={max(lat) if lat else float('nan'):.0f} ms"
+    )
 
 
 if __name__ == "__main__":

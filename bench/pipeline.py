@@ -47,7 +47,11 @@ def run_bare(path: Path, model: str) -> float:
     opts = AsrOptions()
     whisper = WhisperModel(resolve_model(model), device="cpu", compute_type="int8", cpu_threads=2)
     segments, _ = whisper.transcribe(
-        audio, language="en", beam_size=opts.beam_size, word_timestamps=True, vad_filter=True,
+        audio,
+        language="en",
+        beam_size=opts.beam_size,
+        word_timestamps=True,
+        vad_filter=True,
         vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
         condition_on_previous_text=opts.condition_on_previous_text,
     )

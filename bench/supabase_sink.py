@@ -41,18 +41,27 @@ def make_segments(sid: str, win: int, n: int) -> list[TranscriptSegment]:
     out = []
     for i in range(n):
         start = win * 30.0 + i * (30.0 / n)
-        words = tuple(Word(start + 0.1 * k, start + 0.1 * k + 0.08, f"word{k}", 0.93, "S1")
-                      for k in range(12))
-        out.append(TranscriptSegment(sid, win, i, start, start + 1.2,
-                                     " ".join(w.text for w in words), speaker="S1", words=words,
-                                     avg_logprob=-0.21, audio_uri=f"s3://b/{sid}/{win}.flac"))
+        words = tuple(Word(start + 0.1 * k, start + 0.1 * k + 0.08, f"word{k}", 0.93, "S1") for k in range(12))
+        out.append(
+            TranscriptSegment(
+                sid,
+                win,
+                i,
+                start,
+                start + 1.2,
+                " ".join(w.text for w in words),
+                speaker="S1",
+                words=words,
+                avg_logprob=-0.21,
+                audio_uri=f"s3://b/{sid}/{win}.flac",
+            )
+        )
     return out
 
 
 def register(meetings: SupabaseMeetingStatus) -> str:
     sid = "bench-" + uuid.uuid4().hex[:10]
-    meetings.register_session(Session(sid, "m-" + sid, str(uuid.uuid4()), "bench", "k-" + sid,
-                                      SessionState.LIVE))
+    meetings.register_session(Session(sid, "m-" + sid, str(uuid.uuid4()), "bench", "k-" + sid, SessionState.LIVE))
     return sid
 
 
@@ -76,26 +85,30 @@ def main() -> None:
             windows = [make_segments(sid, w, args.segments) for w in range(args.windows)]
             t0 = time.perf_counter()
             for w, segs in enumerate(windows):
-                store.commit_window(WindowRecord(sid, w, w * 480_000, (w + 1) * 480_000), segs,
-                                    SessionProgress(sid, w + 1, (w + 1) * 480_000))
+                store.commit_window(
+                    WindowRecord(sid, w, w * 480_000, (w + 1) * 480_000),
+                    segs,
+                    SessionProgress(sid, w + 1, (w + 1) * 480_000),
+                )
             batched.append(args.windows * args.segments / (time.perf_counter() - t0))
 
             sid = register(meetings)
             # A third of the rows is enough for a rate; it is the slow path.
-            rows = [s for w in range(max(1, args.windows // 3))
-                    for s in make_segments(sid, w, args.segments)]
+            rows = [s for w in range(max(1, args.windows // 3)) for s in make_segments(sid, w, args.segments)]
             t0 = time.perf_counter()
             for s in rows:
                 data = s.to_dict()
                 data.pop("version")
                 client.table("transcript_segments").upsert(
-                    data, on_conflict="session_id,window_index,segment_index",
+                    data,
+                    on_conflict="session_id,window_index,segment_index",
                     returning="minimal",  # type: ignore[arg-type]
                 ).execute()
             per_row.append(len(rows) / (time.perf_counter() - t0))
         b, p = statistics.median(batched), statistics.median(per_row)
-        print(f"segments per window: {args.segments}, windows per round: {args.windows}, "
-              f"rounds: {args.rounds} (median)")
+        print(
+            f"segments per window: {args.segments}, windows per round: {args.windows}, rounds: {args.rounds} (median)"
+        )
         print(f"{'path':<34}{'segments/s':>12}")
         print(f"{'batched (1 RPC per window)':<34}{b:>12.0f}")
         print(f"{'per-row upsert (1 request/segment)':<34}{p:>12.0f}")

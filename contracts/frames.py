@@ -101,9 +101,7 @@ class FrameRecord:
         if len(self.payload) % BYTES_PER_SAMPLE:
             raise ValueError("payload must hold whole 16-bit samples")
         sid = self.session_id.encode()
-        header = _HEADER.pack(
-            MAGIC, VERSION, int(self.kind), self.sample_rate, self.seq, self.sample_offset, len(sid)
-        )
+        header = _HEADER.pack(MAGIC, VERSION, int(self.kind), self.sample_rate, self.seq, self.sample_offset, len(sid))
         data = header + sid + self.payload
         if len(data) > MAX_RECORD_BYTES:
             raise ValueError(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")

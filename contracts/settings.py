@@ -37,9 +37,7 @@ class Settings:
     stream: str = _opt("embedded", "Audio stream backend.", ("embedded", "kinesis"))
     store: str = _opt("sqlite", "Transcript store.", ("sqlite", "supabase"))
     session_store: str = _opt("sqlite", "Session state store.", ("sqlite", "dynamodb"))
-    archive: str = _opt(
-        "local", "Where processed window audio is archived.", ("local", "s3", "none")
-    )
+    archive: str = _opt("local", "Where processed window audio is archived.", ("local", "s3", "none"))
 
     # --- ASR ---------------------------------------------------------------
     asr_model: str = _opt(
@@ -50,9 +48,7 @@ class Settings:
         "downloaded at run time.",
     )
     asr_device: str = _opt("auto", "Device for ASR.", ("auto", "cpu", "cuda"))
-    asr_compute_type: str = _opt(
-        "default", "CTranslate2 compute type; 'default' = int8 on CPU, float16 on CUDA."
-    )
+    asr_compute_type: str = _opt("default", "CTranslate2 compute type; 'default' = int8 on CPU, float16 on CUDA.")
     asr_language: str = _opt("", "Language code; empty = the model's own (English for *.en).")
     asr_beam_size: int = _opt(5, "Beam size for final passes.")
     cpu_threads: int = _opt(2, "CPU threads for CTranslate2 and torch.")
@@ -80,9 +76,7 @@ class Settings:
     )
 
     # --- live captions -----------------------------------------------------
-    interim_seconds: float = _opt(
-        2.0, "Re-transcribe the open window this often for interim captions; 0 = off."
-    )
+    interim_seconds: float = _opt(2.0, "Re-transcribe the open window this often for interim captions; 0 = off.")
 
     # --- local service ------------------------------------------------------
     host: str = _opt("127.0.0.1", "Address `flowbot serve` binds.")
@@ -90,9 +84,7 @@ class Settings:
     rtmp_port: int = _opt(1935, "RTMP port of `flowbot serve`.")
     public_host: str = _opt("", "Host name put in rtmp_url; empty = the bind address.")
     api_token: str = _opt("", "Bearer token for the local API; required when host is not loopback.")
-    workflow_timeout_seconds: float = _opt(
-        3600.0, "How long the end-of-session workflow waits for windows."
-    )
+    workflow_timeout_seconds: float = _opt(3600.0, "How long the end-of-session workflow waits for windows.")
 
     # --- AWS -----------------------------------------------------------------
     aws_region: str = _opt("us-east-1", "AWS region.")
@@ -101,12 +93,8 @@ class Settings:
     dynamodb_endpoint: str = _opt("", "DynamoDB endpoint override (moto in tests).")
     s3_endpoint: str = _opt("", "S3 endpoint override (LocalStack).")
     cloudwatch_endpoint: str = _opt("", "CloudWatch endpoint override (LocalStack).")
-    kcl_application_name: str = _opt(
-        "flowbot-processor", "KCL application name (also its DynamoDB lease table)."
-    )
-    kcl_max_leases_per_worker: int = _opt(
-        0, "Most shards one KCL worker processes (its GPU's capacity); 0 = no cap."
-    )
+    kcl_application_name: str = _opt("flowbot-processor", "KCL application name (also its DynamoDB lease table).")
+    kcl_max_leases_per_worker: int = _opt(0, "Most shards one KCL worker processes (its GPU's capacity); 0 = no cap.")
     sessions_table: str = _opt("flowbot-sessions", "DynamoDB table of session state.")
     archive_bucket: str = _opt("", "S3 bucket for window audio (archive=s3).")
     producer_buffer_seconds: float = _opt(
@@ -117,9 +105,7 @@ class Settings:
     producer_subnets: str = _opt("", "Comma-separated public subnets for producer tasks.")
     producer_security_groups: str = _opt("", "Comma-separated security groups for producer tasks.")
     gpu_asg_name: str = _opt("", "Auto Scaling group of GPU workers to pre-warm.")
-    state_machine_arn: str = _opt(
-        "", "Step Functions state machine of the end-of-session workflow."
-    )
+    state_machine_arn: str = _opt("", "Step Functions state machine of the end-of-session workflow.")
 
     # --- Supabase ------------------------------------------------------------
     supabase_url: str = _opt("", "Supabase project URL.")

@@ -55,9 +55,7 @@ class ApiResponse:
         return json.dumps(self.body)
 
 
-def _str_field(
-    body: Mapping[str, Any], name: str, *, required: bool = True, max_len: int = 256
-) -> str:
+def _str_field(body: Mapping[str, Any], name: str, *, required: bool = True, max_len: int = 256) -> str:
     value = body.get(name)
     if value is None:
         if required:
@@ -106,9 +104,7 @@ class Coordinator:
             return ApiResponse(exc.status, {"error": {"code": exc.code, "message": exc.message}})
         except Exception:
             log.exception("api request failed")
-            return ApiResponse(
-                500, {"error": {"code": "internal", "message": "internal error; see logs"}}
-            )
+            return ApiResponse(500, {"error": {"code": "internal", "message": "internal error; see logs"}})
 
     def _authenticate(self, headers: Mapping[str, str]) -> Caller:
         ctx = self.ctx
@@ -148,11 +144,7 @@ class Coordinator:
             session = self.ctx.sessions.get(session_id)
         except SessionNotFound:
             raise ApiError(404, "unknown_session", f"no session {session_id!r}") from None
-        if (
-            caller.user_id is not None
-            and caller.role != "service_role"
-            and session.user_id != caller.user_id
-        ):
+        if caller.user_id is not None and caller.role != "service_role" and session.user_id != caller.user_id:
             # Same answer as an unknown id: don't reveal other users' sessions.
             raise ApiError(404, "unknown_session", f"no session {session_id!r}")
         return session
@@ -167,9 +159,7 @@ class Coordinator:
             if user_id and user_id != caller.user_id:
                 raise ApiError(403, "forbidden", "user_id does not match the caller")
             user_id = caller.user_id
-            if self.ctx.owns_meeting is not None and not self.ctx.owns_meeting(
-                caller.user_id, meeting_id
-            ):
+            if self.ctx.owns_meeting is not None and not self.ctx.owns_meeting(caller.user_id, meeting_id):
                 raise ApiError(403, "forbidden", "the caller does not own this meeting")
         session = Session(
             session_id=str(uuid.uuid4()),
@@ -238,9 +228,7 @@ class Coordinator:
                     }
                     for w in failed
                 ],
-                "processed_seconds": round(
-                    (progress.committed_sample if progress else 0) / 16000, 2
-                ),
+                "processed_seconds": round((progress.committed_sample if progress else 0) / 16000, 2),
                 "stream_ended": bool(progress and progress.ended_sample is not None),
             },
             "speakers": self.ctx.transcripts.speakers(session.session_id),
@@ -258,9 +246,7 @@ class Coordinator:
         except StateConflict as exc:
             raise ApiError(409, "invalid_state", str(exc)) from None
         self.ctx.launcher.stop(session)
-        session = self.ctx.sessions.transition(
-            session.session_id, [SessionState.ENDING], SessionState.PROCESSING
-        )
+        session = self.ctx.sessions.transition(session.session_id, [SessionState.ENDING], SessionState.PROCESSING)
         execution = self.ctx.workflow.start(session.session_id)
         log.info("session ending", extra={"session": session.session_id, "workflow": execution})
         return {**session.public_view(), "workflow": execution}

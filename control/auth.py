@@ -135,8 +135,7 @@ def owns_meeting_factory(settings: Settings) -> Callable[[str, str], bool] | Non
         owner = meetings.owner_of(meeting_id)
         allowed = owner is None or owner == user_id
         if not allowed:
-            log.warning("meeting owned by another user",
-                        extra={"meeting": meeting_id, "user": user_id})
+            log.warning("meeting owned by another user", extra={"meeting": meeting_id, "user": user_id})
         return allowed
 
     return owns

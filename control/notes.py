@@ -61,9 +61,7 @@ class MeetingNotes:
 class NotesGenerator(Protocol):
     """Turns a transcript into notes."""
 
-    def generate(
-        self, segments: Sequence[TranscriptSegment], speakers: Mapping[str, str]
-    ) -> MeetingNotes:
+    def generate(self, segments: Sequence[TranscriptSegment], speakers: Mapping[str, str]) -> MeetingNotes:
         """Notes for the segments; ``speakers`` maps labels to display names."""
 
 
@@ -72,12 +70,8 @@ _DECISION = re.compile(
     r"we'?re going (?:to go )?with|agreed to|it'?s decided|final answer)\b",
     re.I,
 )
-_FIRST_PERSON_TASK = re.compile(
-    r"\b(i'?ll|i will|i am going to|i'm going to|i can take|i'll take|let me)\b", re.I
-)
-_ASSIGNED_TASK = re.compile(
-    r"\b([A-Z][a-z]+) (?:will|is going to|should|needs to|has to)\b(?! be\b)"
-)
+_FIRST_PERSON_TASK = re.compile(r"\b(i'?ll|i will|i am going to|i'm going to|i can take|i'll take|let me)\b", re.I)
+_ASSIGNED_TASK = re.compile(r"\b([A-Z][a-z]+) (?:will|is going to|should|needs to|has to)\b(?! be\b)")
 _GENERIC_TASK = re.compile(
     r"\b(action item|to ?do|follow up|we need to|someone needs to|by (?:monday|tuesday|"
     r"wednesday|thursday|friday|tomorrow|next week|end of (?:day|week)))\b",
@@ -113,9 +107,7 @@ class OfflineNotesGenerator:
     def __init__(self, summary_sentences: int = 5) -> None:
         self.summary_sentences = summary_sentences
 
-    def generate(
-        self, segments: Sequence[TranscriptSegment], speakers: Mapping[str, str]
-    ) -> MeetingNotes:
+    def generate(self, segments: Sequence[TranscriptSegment], speakers: Mapping[str, str]) -> MeetingNotes:
         """See :class:`NotesGenerator`."""
         name = lambda label: speakers.get(label, label)  # noqa: E731
         talk: defaultdict[str, float] = defaultdict(float)

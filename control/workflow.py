@@ -74,13 +74,9 @@ class WorkflowSteps:
         status = self.check_windows(session_id)
         reasons = []
         if timed_out or not status["done"]:
-            reasons.append(
-                f"timed out waiting for audio: processed {status['processed_seconds']} s"
-            )
+            reasons.append(f"timed out waiting for audio: processed {status['processed_seconds']} s")
         if status["windows_failed"]:
-            spans = ", ".join(
-                f"{f['start']:.0f}-{f['end']:.0f}s ({f['error']})" for f in status["failed"][:5]
-            )
+            spans = ", ".join(f"{f['start']:.0f}-{f['end']:.0f}s ({f['error']})" for f in status["failed"][:5])
             reasons.append(f"{status['windows_failed']} window(s) failed: {spans}")
         if not reasons:
             state, reason = SessionState.COMPLETED, None
@@ -114,9 +110,7 @@ class WorkflowSteps:
         )
         return {"session_id": session_id, "state": state.value, "reason": reason}
 
-    def run(
-        self, session_id: str, timeout: float, poll: float = 0.5, max_poll: float = 10.0
-    ) -> dict[str, Any]:
+    def run(self, session_id: str, timeout: float, poll: float = 0.5, max_poll: float = 10.0) -> dict[str, Any]:
         """The whole workflow in this process: poll with backoff, bounded by ``timeout``."""
         deadline = time.monotonic() + timeout
         delay = poll

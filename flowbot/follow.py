@@ -298,8 +298,9 @@ def follow_local(
         if failures > reconnects:
             raise FollowError(f"live feed of {session_id} unavailable: {reason}")
         delay = min(5.0, 0.25 * 2 ** (failures - 1))
-        log.warning("live feed dropped, reconnecting",
-                    extra={"session": session_id, "reason": reason, "delay_s": delay})
+        log.warning(
+            "live feed dropped, reconnecting", extra={"session": session_id, "reason": reason, "delay_s": delay}
+        )
         time.sleep(delay)
 
 
@@ -370,8 +371,7 @@ async def follow_supabase(
         kind = data["type"]
         kind = str(getattr(kind, "value", kind))  # the client parses it into an enum
         record = data.get("record") or data.get("old_record") or {}
-        log.debug("realtime change",
-                  extra={"session": session_id, "table": data.get("table"), "type": kind})
+        log.debug("realtime change", extra={"session": session_id, "table": data.get("table"), "type": kind})
         queue.put_nowait(_Change(str(data["table"]), kind, dict(record)))
 
     statuses: list[str] = []
@@ -385,9 +385,7 @@ async def follow_supabase(
     channel.on_postgres_changes(Listen.All, on_change, table=SEGMENTS, schema="public", filter=flt)
     channel.on_postgres_changes(Listen.All, on_change, table=NOTES, schema="public", filter=flt)
     channel.on_postgres_changes(Listen.All, on_change, table=SPEAKERS, schema="public", filter=flt)
-    channel.on_postgres_changes(
-        Listen.Update, on_change, table=SESSIONS, schema="public", filter=f"id=eq.{session_id}"
-    )
+    channel.on_postgres_changes(Listen.Update, on_change, table=SESSIONS, schema="public", filter=f"id=eq.{session_id}")
     follower = _SupabaseFollower(client, session_id, view)
     try:
         await asyncio.wait_for(channel.subscribe(on_status), subscribe_timeout)
@@ -408,8 +406,7 @@ async def follow_supabase(
                 if item.startswith("SUBSCRIBED") and await follower.catch_up():
                     return view.state  # re-joined after a drop: read what we missed
                 if item.startswith(("CHANNEL_ERROR", "TIMED_OUT")):
-                    log.warning("realtime channel trouble",
-                                extra={"session": session_id, "status": item})
+                    log.warning("realtime channel trouble", extra={"session": session_id, "status": item})
                 continue
             if await follower.apply(item):
                 return view.state
@@ -442,15 +439,11 @@ class _SupabaseFollower:
 
     async def catch_up(self) -> bool:
         """Read state, speakers, changed windows and notes; True once the session ended."""
-        sessions = await self._rows(
-            self.client.table(SESSIONS).select("*").eq("id", self.session_id)
-        )
+        sessions = await self._rows(self.client.table(SESSIONS).select("*").eq("id", self.session_id))
         if not sessions:
             # RLS answers "not yours" exactly like "does not exist".
             raise FollowError(f"no session {self.session_id} visible to this user")
-        speakers = await self._rows(
-            self.client.rpc("flowbot_speakers", {"p_session_id": self.session_id})
-        )
+        speakers = await self._rows(self.client.rpc("flowbot_speakers", {"p_session_id": self.session_id}))
         self.view.set_speakers(speakers or {})
         await self._windows()
         self.view.show_state(sessions[0])
@@ -475,9 +468,7 @@ class _SupabaseFollower:
     async def _finish_if_ended(self, state: str) -> bool:
         if state not in TERMINAL_STATES:
             return False
-        notes = await self._rows(
-            self.client.table(NOTES).select("notes").eq("session_id", self.session_id)
-        )
+        notes = await self._rows(self.client.table(NOTES).select("notes").eq("session_id", self.session_id))
         if notes:
             self.view.show_notes(notes[0]["notes"])
         return True

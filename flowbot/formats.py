@@ -61,11 +61,7 @@ def render(
             if fmt == "srt":
                 out.append(str(i))
             out.append(f"{_ts(s.start, sep)} --> {_ts(s.end, sep)}")
-            out.append(
-                f"<v {_name(s, speakers)}>{s.text}"
-                if fmt == "vtt"
-                else f"{_name(s, speakers)}: {s.text}"
-            )
+            out.append(f"<v {_name(s, speakers)}>{s.text}" if fmt == "vtt" else f"{_name(s, speakers)}: {s.text}")
             out.append("")
         return "\n".join(out)
     if fmt == "rttm":

@@ -69,9 +69,7 @@ def bundled_model_dir(name: str) -> Path:
 
         folder = Settings.from_env().data_dir / "models" / "faster-whisper-base"
         if not (folder / "model.bin").exists():
-            raise ModelNotAvailable(
-                f"bundled:base is not assembled at {folder}; run scripts/fetch-models base"
-            )
+            raise ModelNotAvailable(f"bundled:base is not assembled at {folder}; run scripts/fetch-models base")
         return folder
     raise ModelNotAvailable(f"no bundled model named {name!r} (known: tiny.en, base)")
 

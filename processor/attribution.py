@@ -65,9 +65,7 @@ def _dominant(diarization: Diarization, start: float, end: float) -> str | None:
     return diarization.speaker_at((start + end) / 2)
 
 
-def _smooth_lone_words(
-    words: Sequence[Word], speakers: list[str | None], diarization: Diarization
-) -> list[str | None]:
+def _smooth_lone_words(words: Sequence[Word], speakers: list[str | None], diarization: Diarization) -> list[str | None]:
     """Give a lone word between two same-speaker words to that speaker if a boundary is near."""
     out = list(speakers)
     for i in range(1, len(words) - 1):
@@ -86,6 +84,4 @@ def _smooth_lone_words(
 
 
 def _close(words: list[Word], speaker: str | None, logprob: float) -> AttributedSegment:
-    return AttributedSegment(
-        words[0].start, words[-1].end, speaker, words_text(words), tuple(words), logprob
-    )
+    return AttributedSegment(words[0].start, words[-1].end, speaker, words_text(words), tuple(words), logprob)

@@ -32,9 +32,7 @@ def quiet_threads(settings: Settings) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _transcriber(
-    model: str, device: str, compute_type: str, threads: int, beam: int, lang: str
-) -> WhisperTranscriber:
+def _transcriber(model: str, device: str, compute_type: str, threads: int, beam: int, lang: str) -> WhisperTranscriber:
     return WhisperTranscriber(
         model,
         device=device,
@@ -92,9 +90,7 @@ def build_engine_parts(settings: Settings) -> EngineParts:
         mapper_factory=mapper_factory(settings),
         store=store,
         archive=window_archive(settings),
-        policy=WindowPolicy(
-            settings.window_seconds, settings.window_min_seconds, settings.window_min_silence_ms
-        ),
+        policy=WindowPolicy(settings.window_seconds, settings.window_min_seconds, settings.window_min_silence_ms),
         interim=interim,
     )
 

@@ -98,9 +98,7 @@ class _CAMLayer(nn.Module):
 
     def __init__(self, bn_ch: int, out_ch: int, kernel: int, padding: int, dilation: int) -> None:
         super().__init__()
-        self.linear_local = nn.Conv1d(
-            bn_ch, out_ch, kernel, padding=padding, dilation=dilation, bias=False
-        )
+        self.linear_local = nn.Conv1d(bn_ch, out_ch, kernel, padding=padding, dilation=dilation, bias=False)
         self.linear1 = nn.Conv1d(bn_ch, bn_ch // 2, 1)
         self.relu = nn.ReLU(inplace=True)
         self.linear2 = nn.Conv1d(bn_ch // 2, out_ch, 1)
@@ -128,9 +126,7 @@ class _CAMDenseTDNNLayer(nn.Module):
 
 
 class _CAMDenseTDNNBlock(nn.ModuleList):
-    def __init__(
-        self, num_layers: int, in_ch: int, out_ch: int, bn_ch: int, kernel: int, dilation: int
-    ) -> None:
+    def __init__(self, num_layers: int, in_ch: int, out_ch: int, bn_ch: int, kernel: int, dilation: int) -> None:
         super().__init__()
         for i in range(num_layers):
             layer = _CAMDenseTDNNLayer(in_ch + i * out_ch, out_ch, bn_ch, kernel, dilation)
@@ -178,14 +174,10 @@ class CAMPPlus(nn.Module):
         growth, bn_size, init_ch = 32, 4, 128
         self.head = _FCM(feat_dim=feat_dim)
         channels = self.head.out_channels
-        self.xvector = nn.Sequential(
-            OrderedDict([("tdnn", _TDNNLayer(channels, init_ch, 5, stride=2))])
-        )
+        self.xvector = nn.Sequential(OrderedDict([("tdnn", _TDNNLayer(channels, init_ch, 5, stride=2))]))
         channels = init_ch
         for i, (num_layers, kernel, dilation) in enumerate([(12, 3, 1), (24, 3, 2), (16, 3, 2)]):
-            block = _CAMDenseTDNNBlock(
-                num_layers, channels, growth, bn_size * growth, kernel, dilation
-            )
+            block = _CAMDenseTDNNBlock(num_layers, channels, growth, bn_size * growth, kernel, dilation)
             self.xvector.add_module(f"block{i + 1}", block)
             channels += num_layers * growth
             self.xvector.add_module(f"transit{i + 1}", _TransitLayer(channels, channels // 2))
@@ -251,13 +243,9 @@ class CamPlusPlusEmbedding(Model):
             dither=0.0,
         )
 
-    def forward(
-        self, waveforms: torch.Tensor, weights: torch.Tensor | None = None, **kwargs: Any
-    ) -> torch.Tensor:
+    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         """(batch, 1, samples) [+ (batch, frames) masks] -> (batch, dimension); NaN = no speech."""
-        out = torch.full(
-            (waveforms.shape[0], self.dimension), float("nan"), device=waveforms.device
-        )
+        out = torch.full((waveforms.shape[0], self.dimension), float("nan"), device=waveforms.device)
         for b in range(waveforms.shape[0]):
             feats = self._fbank(waveforms[b, :1].float())
             if weights is not None:

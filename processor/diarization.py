@@ -49,9 +49,7 @@ class Diarization:
     def relabel(self, mapping: dict[str, str]) -> Diarization:
         """The same turns with labels mapped (window-local -> session labels)."""
         return Diarization(
-            tuple(
-                SpeakerTurn(t.start, t.end, mapping.get(t.speaker, t.speaker)) for t in self.turns
-            ),
+            tuple(SpeakerTurn(t.start, t.end, mapping.get(t.speaker, t.speaker)) for t in self.turns),
             {mapping.get(k, k): v for k, v in self.embeddings.items()},
         )
 
@@ -98,9 +96,7 @@ class IdentityMapper:
         return self._state
 
 
-def turns_overlap_seconds(
-    turns: Sequence[SpeakerTurn], start: float, end: float
-) -> dict[str, float]:
+def turns_overlap_seconds(turns: Sequence[SpeakerTurn], start: float, end: float) -> dict[str, float]:
     """Seconds each speaker talks within [start, end)."""
     out: dict[str, float] = {}
     for t in turns:

@@ -189,13 +189,9 @@ class ShardProcessor:
         """Start on a shard; state is rebuilt lazily from the store per session."""
         self.shard_id = shard_id
         self._last_checkpoint = (
-            int(starting_sequence_number)
-            if starting_sequence_number and starting_sequence_number.isdigit()
-            else 0
+            int(starting_sequence_number) if starting_sequence_number and starting_sequence_number.isdigit() else 0
         )
-        log.info(
-            "shard processor started", extra={"shard": shard_id, "from": starting_sequence_number}
-        )
+        log.info("shard processor started", extra={"shard": shard_id, "from": starting_sequence_number})
 
     def process_records(self, records: Sequence[StreamRecord], checkpointer: Checkpointer) -> None:
         """Feed records; commit windows as they fill; checkpoint what is safe."""
@@ -204,9 +200,7 @@ class ShardProcessor:
             try:
                 frame = FrameRecord.decode(rec.data)
                 if frame.partition_key != rec.partition_key:
-                    raise MalformedRecord(
-                        f"session {frame.session_id!r} under partition key {rec.partition_key!r}"
-                    )
+                    raise MalformedRecord(f"session {frame.session_id!r} under partition key {rec.partition_key!r}")
             except MalformedRecord as exc:
                 self.counters["malformed_records"] += 1
                 log.warning(
@@ -299,9 +293,7 @@ class ShardProcessor:
             self.counters[f"cut_{cut.reason}"] += 1
             self._commit(sess, cut.at, final=False)
         if self.parts.interim is not None and sess.buffered:
-            self.parts.interim.offer(
-                sess.session_id, sess.progress.next_window_index, sess.start_sample, sess.pcm()
-            )
+            self.parts.interim.offer(sess.session_id, sess.progress.next_window_index, sess.start_sample, sess.pcm())
 
     def _end(self, sess: _Session, total_samples: int) -> None:
         if sess.expected_sample < total_samples and sess.buffered:
@@ -313,9 +305,7 @@ class ShardProcessor:
         else:
             sess.progress = replace(
                 sess.progress,
-                committed_sample=max(
-                    sess.progress.committed_sample, sess.progress.ended_sample or 0
-                ),
+                committed_sample=max(sess.progress.committed_sample, sess.progress.ended_sample or 0),
             )
             self.parts.store.save_progress(sess.progress)
         log.info(
@@ -336,12 +326,8 @@ class ShardProcessor:
         uri = self.parts.archive.put(sess.session_id, index, pcm) or None
         status, error = "done", None
         try:
-            segments = transcribe_window(
-                self.parts, sess.mapper, sess.session_id, index, start, pcm, uri
-            )
-        except (
-            Exception
-        ) as exc:  # a window that cannot be transcribed is reported, not retried forever
+            segments = transcribe_window(self.parts, sess.mapper, sess.session_id, index, start, pcm, uri)
+        except Exception as exc:  # a window that cannot be transcribed is reported, not retried forever
             log.exception("window failed", extra={"session": sess.session_id, "window": index})
             status, error, segments = "failed", f"{type(exc).__name__}: {exc}", []
             self.counters["failed_windows"] += 1

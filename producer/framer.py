@@ -75,9 +75,7 @@ class SessionFramer:
     def end(self) -> None:
         """Flush and write the end-of-stream record."""
         self.flush()
-        self._pending.append(
-            end_of_stream(self.session_id, self.position.next_seq, self.position.next_offset)
-        )
+        self._pending.append(end_of_stream(self.session_id, self.position.next_seq, self.position.next_offset))
         self.position.next_seq += 1
         self._put()
         self.ended = True

@@ -25,9 +25,7 @@ PUBLISHABLE = (SessionState.STARTING, SessionState.LIVE)
 class NginxAuthServer:
     """``on_publish`` / ``on_publish_done`` callbacks for nginx-rtmp, on 127.0.0.1."""
 
-    def __init__(
-        self, sessions: SessionStore, *, session_id: str | None = None, port: int = 0
-    ) -> None:
+    def __init__(self, sessions: SessionStore, *, session_id: str | None = None, port: int = 0) -> None:
         self.sessions = sessions
         self.session_id = session_id
         handler = _handler_for(self)
@@ -43,9 +41,7 @@ class NginxAuthServer:
 
     def start(self) -> None:
         """Serve in a background thread."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="nginx-auth", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="nginx-auth", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -92,8 +88,7 @@ def _handler_for(auth: NginxAuthServer) -> type[BaseHTTPRequestHandler]:
                 else:
                     log.warning(
                         "nginx publish refused",
-                        extra={"reason": detail, "app": app[:64], "key": key_fingerprint(key),
-                               "peer": addr},
+                        extra={"reason": detail, "app": app[:64], "key": key_fingerprint(key), "peer": addr},
                     )
                     self._reply(HTTPStatus.FORBIDDEN)
             elif url.path == "/on_publish_done":

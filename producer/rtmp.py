@@ -429,9 +429,7 @@ class RtmpIngest:
         self._sock = sock
         self._bound_port = int(sock.getsockname()[1])
         self._stopping.clear()
-        self._accept_thread = threading.Thread(
-            target=self._accept_loop, name=f"rtmp-accept-{self.port}", daemon=True
-        )
+        self._accept_thread = threading.Thread(target=self._accept_loop, name=f"rtmp-accept-{self.port}", daemon=True)
         self._accept_thread.start()
         log.info("rtmp ingest listening", extra={"host": self.host, "port": self.port})
 
@@ -461,9 +459,7 @@ class RtmpIngest:
         self.stop()
 
     # -- sessions ---------------------------------------------------------------
-    def register(
-        self, session_id: str, stream_key: str, position: TimelinePosition | None = None
-    ) -> None:
+    def register(self, session_id: str, stream_key: str, position: TimelinePosition | None = None) -> None:
         """Accept ``stream_key`` for ``session_id`` from now on.
 
         ``position`` continues a timeline written before (e.g. after a restart);
@@ -471,9 +467,7 @@ class RtmpIngest:
         """
         validate_session_id(session_id)
         if not stream_key or len(stream_key) > 256 or any(c in stream_key for c in "/?&# "):
-            raise ValueError(
-                "stream key must be 1-256 characters without '/', '?', '&', '#' or spaces"
-            )
+            raise ValueError("stream key must be 1-256 characters without '/', '?', '&', '#' or spaces")
         with self._lock:
             owner = self._by_key.get(stream_key)
             if owner is not None and owner.session_id != session_id:
@@ -487,9 +481,7 @@ class RtmpIngest:
                     existing.stream_key = stream_key
                 self._by_key[stream_key] = existing
                 return
-            target = IngestTarget(
-                session_id, stream_key, SessionFramer(self.writer, session_id, position)
-            )
+            target = IngestTarget(session_id, stream_key, SessionFramer(self.writer, session_id, position))
             self._sessions[session_id] = target
             self._by_key[stream_key] = target
         log.info(
@@ -712,9 +704,7 @@ class _Connection:
                 return
             upstream.settimeout(None)
             self.upstream = upstream
-            back = threading.Thread(
-                target=self._pump_back, name=f"rtmp-back-{self.peer}", daemon=True
-            )
+            back = threading.Thread(target=self._pump_back, name=f"rtmp-back-{self.peer}", daemon=True)
             self._threads.append(back)
             back.start()
             self.client.settimeout(0.5)
@@ -831,9 +821,7 @@ class _Connection:
             with container:
                 if target is None:
                     # Only reachable if the relay forwarded a publish it never authorised.
-                    log.error(
-                        "stream opened without an accepted publish", extra={"peer": self.peer}
-                    )
+                    log.error("stream opened without an accepted publish", extra={"peer": self.peer})
                     return
                 for pcm in pcm_chunks(container):
                     ingest.push(target, self, pcm)
@@ -846,8 +834,9 @@ class _Connection:
                 extra={"session": target.session_id if target else None, "detail": str(exc)},
             )
         except StreamUnavailable:
-            log.exception("stream unavailable; dropping publisher",
-                          extra={"session": target.session_id if target else None})
+            log.exception(
+                "stream unavailable; dropping publisher", extra={"session": target.session_id if target else None}
+            )
         finally:
             self.close()
             self._finish()

@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
     if not args.session_id or not args.stream_key:
-        parser.error("a session id and a stream key are required (PRODUCER_SESSION_ID, "
-                     "PRODUCER_STREAM_KEY)")
+        parser.error("a session id and a stream key are required (PRODUCER_SESSION_ID, PRODUCER_STREAM_KEY)")
     run_producer_task(settings, args.session_id, args.stream_key, use_nginx=not args.no_nginx)
     return 0
 

@@ -280,9 +280,7 @@ class WhipIngest:
             raise WhipError(403, "forbidden", "stream key refused (unknown, ended, or a publisher is live)")
         if target.session_id != session_id:
             self.rtmp.release(target, conn)
-            log.warning(
-                "whip key of another session", extra={"session": session_id, "key": key_fingerprint(key)}
-            )
+            log.warning("whip key of another session", extra={"session": session_id, "key": key_fingerprint(key)})
             raise WhipError(403, "forbidden", "stream key refused for this session")
         conn.target = target
         assert self.loop is not None

@@ -27,9 +27,7 @@ def encode_flac(pcm: np.ndarray) -> bytes:
     buf = io.BytesIO()
     with av.open(buf, "w", format="flac") as out:
         stream = out.add_stream("flac", rate=SAMPLE_RATE, layout="mono")
-        frame = av.AudioFrame.from_ndarray(
-            pcm.astype(np.int16).reshape(1, -1), format="s16", layout="mono"
-        )
+        frame = av.AudioFrame.from_ndarray(pcm.astype(np.int16).reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         for packet in stream.encode(frame):
             out.mux(packet)

@@ -60,9 +60,7 @@ class TranscriptStore(Protocol):
         Idempotent: replaying the same window rewrites the same rows.
         """
 
-    def put_interim(
-        self, session_id: str, window_index: int, segments: Sequence[TranscriptSegment]
-    ) -> bool:
+    def put_interim(self, session_id: str, window_index: int, segments: Sequence[TranscriptSegment]) -> bool:
         """Replace a still-open window's interim rows; False if the window is already final."""
 
     def save_progress(self, progress: SessionProgress) -> None:
@@ -71,9 +69,7 @@ class TranscriptStore(Protocol):
     def load_progress(self, session_id: str) -> SessionProgress | None:
         """Last committed progress of a session, or None if it never committed."""
 
-    def segments(
-        self, session_id: str, *, include_interim: bool = False
-    ) -> list[TranscriptSegment]:
+    def segments(self, session_id: str, *, include_interim: bool = False) -> list[TranscriptSegment]:
         """A session's segments in time order."""
 
     def windows(self, session_id: str) -> list[WindowRecord]:

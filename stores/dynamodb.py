@@ -149,13 +149,10 @@ class DynamoSessionStore:
             if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
                 raise StateConflict("stream key already belongs to another session") from None
             raise
-        log.info("session created", extra={"session": session.session_id,
-                                            "state": session.state.value})
+        log.info("session created", extra={"session": session.session_id, "state": session.state.value})
 
     def _get_item(self, session_id: str) -> dict[str, Any]:
-        resp = self.client.get_item(
-            TableName=self.table, Key={"pk": {"S": _SESSION + session_id}}, ConsistentRead=True
-        )
+        resp = self.client.get_item(TableName=self.table, Key={"pk": {"S": _SESSION + session_id}}, ConsistentRead=True)
         item = resp.get("Item")
         if item is None:
             raise SessionNotFound(session_id)
@@ -180,8 +177,7 @@ class DynamoSessionStore:
             current = _load(item)
             if current.state not in expected:
                 raise StateConflict(
-                    f"session {session_id} is {current.state.value}, expected "
-                    + " or ".join(s.value for s in expected)
+                    f"session {session_id} is {current.state.value}, expected " + " or ".join(s.value for s in expected)
                 )
             version = int(item["version"]["N"])
             updated = replace(current, state=new, updated_at=time.time(), **changes)
@@ -195,11 +191,9 @@ class DynamoSessionStore:
                 )
             except self.client.exceptions.ConditionalCheckFailedException:
                 # Someone else wrote in between: re-read and re-check the state.
-                log.info("session transition raced; re-checking",
-                         extra={"session": session_id, "to": new.value})
+                log.info("session transition raced; re-checking", extra={"session": session_id, "to": new.value})
                 continue
-            log.info("session transition", extra={"session": session_id,
-                     "from": current.state.value, "to": new.value})
+            log.info("session transition", extra={"session": session_id, "from": current.state.value, "to": new.value})
             return updated
 
     def find_by_stream_key(self, stream_key: str) -> Session | None:

@@ -50,8 +50,7 @@ class S3Archive:
         key = window_key(session_id, window_index)
         body = encode_flac(pcm)
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="audio/flac")
-        log.debug("window audio archived",
-                  extra={"session": session_id, "window": window_index, "bytes": len(body)})
+        log.debug("window audio archived", extra={"session": session_id, "window": window_index, "bytes": len(body)})
         return f"s3://{self.bucket}/{key}"
 
     def get(self, uri: str) -> np.ndarray:

@@ -194,9 +194,7 @@ class SqliteTranscriptStore:
             )
             self._save_progress(conn, progress)
 
-    def put_interim(
-        self, session_id: str, window_index: int, segments: Sequence[TranscriptSegment]
-    ) -> bool:
+    def put_interim(self, session_id: str, window_index: int, segments: Sequence[TranscriptSegment]) -> bool:
         """See :meth:`stores.base.TranscriptStore.put_interim`."""
         with self._db.tx() as conn:
             row = conn.execute(
@@ -255,9 +253,7 @@ class SqliteTranscriptStore:
             return None
         return SessionProgress(session_id, row[0], row[1], row[2], json.loads(row[3]))
 
-    def segments(
-        self, session_id: str, *, include_interim: bool = False
-    ) -> list[TranscriptSegment]:
+    def segments(self, session_id: str, *, include_interim: bool = False) -> list[TranscriptSegment]:
         """See :meth:`stores.base.TranscriptStore.segments`."""
         sql = f"SELECT {_SEG_COLS} FROM segments WHERE session_id = ?"
         if not include_interim:
@@ -292,11 +288,7 @@ class SqliteTranscriptStore:
                     "ORDER BY segment_index",
                     (session_id, win),
                 ).fetchall()
-                out.append(
-                    WindowChange(
-                        win, rev, status != OPEN, tuple(_segment_from_row(r) for r in rows)
-                    )
-                )
+                out.append(WindowChange(win, rev, status != OPEN, tuple(_segment_from_row(r) for r in rows)))
         finally:
             conn.execute("COMMIT")
         return out
@@ -307,39 +299,28 @@ class SqliteTranscriptStore:
         labels = {
             r[0]
             for r in conn.execute(
-                "SELECT DISTINCT speaker FROM segments "
-                "WHERE session_id = ? AND speaker IS NOT NULL",
+                "SELECT DISTINCT speaker FROM segments WHERE session_id = ? AND speaker IS NOT NULL",
                 (session_id,),
             )
         }
         names = dict(
-            conn.execute(
-                "SELECT label, display_name FROM speakers WHERE session_id = ?", (session_id,)
-            ).fetchall()
+            conn.execute("SELECT label, display_name FROM speakers WHERE session_id = ?", (session_id,)).fetchall()
         )
         return {label: names.get(label, label) for label in sorted(labels | set(names))}
 
     def rename_speaker(self, session_id: str, label: str, name: str) -> None:
         """See :meth:`stores.base.TranscriptStore.rename_speaker`."""
         with self._db.tx() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO speakers VALUES (?,?,?)", (session_id, label, name)
-            )
+            conn.execute("INSERT OR REPLACE INTO speakers VALUES (?,?,?)", (session_id, label, name))
 
     def put_notes(self, session_id: str, notes: dict[str, Any]) -> None:
         """See :meth:`stores.base.TranscriptStore.put_notes`."""
         with self._db.tx() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO notes VALUES (?,?)", (session_id, json.dumps(notes))
-            )
+            conn.execute("INSERT OR REPLACE INTO notes VALUES (?,?)", (session_id, json.dumps(notes)))
 
     def get_notes(self, session_id: str) -> dict[str, Any] | None:
         """See :meth:`stores.base.TranscriptStore.get_notes`."""
-        row = (
-            self._db.conn()
-            .execute("SELECT notes FROM notes WHERE session_id = ?", (session_id,))
-            .fetchone()
-        )
+        row = self._db.conn().execute("SELECT notes FROM notes WHERE session_id = ?", (session_id,)).fetchone()
         return json.loads(row[0]) if row else None
 
 
@@ -379,11 +360,7 @@ class SqliteSessionStore:
 
     def get(self, session_id: str) -> Session:
         """See :meth:`stores.base.SessionStore.get`."""
-        row = (
-            self._db.conn()
-            .execute("SELECT data FROM sessions WHERE session_id = ?", (session_id,))
-            .fetchone()
-        )
+        row = self._db.conn().execute("SELECT data FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
         if row is None:
             raise SessionNotFound(session_id)
         return self._load(row[0])
@@ -397,16 +374,13 @@ class SqliteSessionStore:
     ) -> Session:
         """See :meth:`stores.base.SessionStore.transition`."""
         with self._db.tx() as conn:
-            row = conn.execute(
-                "SELECT data FROM sessions WHERE session_id = ?", (session_id,)
-            ).fetchone()
+            row = conn.execute("SELECT data FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
             if row is None:
                 raise SessionNotFound(session_id)
             current = self._load(row[0])
             if current.state not in expected:
                 raise StateConflict(
-                    f"session {session_id} is {current.state.value}, expected "
-                    + " or ".join(s.value for s in expected)
+                    f"session {session_id} is {current.state.value}, expected " + " or ".join(s.value for s in expected)
                 )
             updated = replace(current, state=new, updated_at=time.time(), **changes)
             conn.execute(
@@ -417,11 +391,7 @@ class SqliteSessionStore:
 
     def find_by_stream_key(self, stream_key: str) -> Session | None:
         """See :meth:`stores.base.SessionStore.find_by_stream_key`."""
-        row = (
-            self._db.conn()
-            .execute("SELECT data FROM sessions WHERE stream_key = ?", (stream_key,))
-            .fetchone()
-        )
+        row = self._db.conn().execute("SELECT data FROM sessions WHERE stream_key = ?", (stream_key,)).fetchone()
         return self._load(row[0]) if row else None
 
     def list(self, states: Sequence[SessionState] | None = None) -> list[Session]:

@@ -97,21 +97,15 @@ class RetryPolicy:
 class _Rest:
     """A sync supabase-py client plus the retry/classification rules."""
 
-    def __init__(
-        self, url: str, service_key: str, retry: RetryPolicy, timeout: float
-    ) -> None:
+    def __init__(self, url: str, service_key: str, retry: RetryPolicy, timeout: float) -> None:
         if not url or not service_key:
-            raise ValueError(
-                "Supabase store needs FLOWBOT_SUPABASE_URL and FLOWBOT_SUPABASE_SERVICE_KEY"
-            )
+            raise ValueError("Supabase store needs FLOWBOT_SUPABASE_URL and FLOWBOT_SUPABASE_SERVICE_KEY")
         self.retry = retry
         self._status = threading.local()
         # We retry ourselves (writes too, which postgrest-py never retries), so
         # its GET-only retry is off; the hook records each reply's HTTP status,
         # which postgrest-py's APIError does not carry.
-        http = httpx.Client(
-            timeout=timeout, event_hooks={"response": [self._record_status]}
-        )
+        http = httpx.Client(timeout=timeout, event_hooks={"response": [self._record_status]})
         options = ClientOptions(
             postgrest_client_retry=False,
             httpx_client=http,
@@ -123,8 +117,7 @@ class _Rest:
     def _record_status(self, response: httpx.Response) -> None:
         self._status.value = response.status_code
 
-    def call(self, what: str, fn: Callable[[], T], *, session: str | None = None,
-             **log_fields: Any) -> T:
+    def call(self, what: str, fn: Callable[[], T], *, session: str | None = None, **log_fields: Any) -> T:
         """Run ``fn`` (one HTTP request), retrying transient failures."""
         started = time.monotonic()
         attempt = 0
@@ -134,16 +127,20 @@ class _Rest:
             try:
                 return fn()
             except httpx.TransportError as e:
-                error: SupabaseStoreError = StoreUnavailableError(
-                    f"{what}: {type(e).__name__}: {e}"
-                )
+                error: SupabaseStoreError = StoreUnavailableError(f"{what}: {type(e).__name__}: {e}")
             except APIError as e:
                 error = self._classify(what, e)
             if isinstance(error, PermanentStoreError):
                 log.error(
                     "supabase request refused",
-                    extra={"session": session, "op": what, "status": error.status,
-                           "code": error.code, "error": str(error), **log_fields},
+                    extra={
+                        "session": session,
+                        "op": what,
+                        "status": error.status,
+                        "code": error.code,
+                        "error": str(error),
+                        **log_fields,
+                    },
                 )
                 raise error
             elapsed = time.monotonic() - started
@@ -151,17 +148,23 @@ class _Rest:
             if attempt >= self.retry.attempts or elapsed + delay > self.retry.deadline_s:
                 log.error(
                     "supabase unavailable, giving up",
-                    extra={"session": session, "op": what, "attempts": attempt,
-                           "error": str(error), **log_fields},
+                    extra={"session": session, "op": what, "attempts": attempt, "error": str(error), **log_fields},
                 )
                 raise StoreUnavailableError(
                     f"{error} (gave up after {attempt} attempts in {elapsed:.1f}s)",
-                    status=error.status, code=error.code,
+                    status=error.status,
+                    code=error.code,
                 ) from error
             log.warning(
                 "supabase request failed, retrying",
-                extra={"session": session, "op": what, "attempt": attempt,
-                       "delay_s": round(delay, 3), "error": str(error), **log_fields},
+                extra={
+                    "session": session,
+                    "op": what,
+                    "attempt": attempt,
+                    "delay_s": round(delay, 3),
+                    "error": str(error),
+                    **log_fields,
+                },
             )
             time.sleep(delay)
 
@@ -178,9 +181,9 @@ class _Rest:
         if code in {"PGRST301", "PGRST302"} or status == 401:
             message += " (check FLOWBOT_SUPABASE_SERVICE_KEY)"
         transient = (
-            status is not None and (status >= 500 or status in (408, 429))
-        ) or code in _TRANSIENT_PGRST or (
-            len(code) == 5 and code.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+            (status is not None and (status >= 500 or status in (408, 429)))
+            or code in _TRANSIENT_PGRST
+            or (len(code) == 5 and code.startswith(_TRANSIENT_SQLSTATE_PREFIXES))
         )
         cls = StoreUnavailableError if transient else PermanentStoreError
         return cls(message, status=status, code=code or None)
@@ -205,9 +208,7 @@ def _check_finite(seg: TranscriptSegment) -> None:
     values += [(f"words[{i}].end", w.end) for i, w in enumerate(seg.words)]
     for name, value in values:
         if not math.isfinite(value):
-            raise PermanentStoreError(
-                f"segment {seg.key} has non-finite {name}={value}; JSON cannot carry it"
-            )
+            raise PermanentStoreError(f"segment {seg.key} has non-finite {name}={value}; JSON cannot carry it")
 
 
 def _segment_json(seg: TranscriptSegment) -> dict[str, Any]:
@@ -285,24 +286,26 @@ class SupabaseTranscriptStore:
         revision = self._rest.call(
             "commit_window",
             lambda: _data(self._db.rpc("flowbot_commit_window", params)),
-            session=sid, window=idx,
+            session=sid,
+            window=idx,
         )
         log.info(
             "window committed",
-            extra={"session": sid, "window": idx, "segments": len(segments),
-                   "status": window.status, "revision": revision,
-                   "ms": round((time.perf_counter() - started) * 1000, 1)},
+            extra={
+                "session": sid,
+                "window": idx,
+                "segments": len(segments),
+                "status": window.status,
+                "revision": revision,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            },
         )
 
-    def put_interim(
-        self, session_id: str, window_index: int, segments: Sequence[TranscriptSegment]
-    ) -> bool:
+    def put_interim(self, session_id: str, window_index: int, segments: Sequence[TranscriptSegment]) -> bool:
         """See :meth:`stores.base.TranscriptStore.put_interim`."""
         for s in segments:
             if (s.session_id, s.window_index) != (session_id, window_index):
-                raise PermanentStoreError(
-                    f"segment {s.key} is not in window ({session_id!r}, {window_index})"
-                )
+                raise PermanentStoreError(f"segment {s.key} is not in window ({session_id!r}, {window_index})")
         params = {
             "p_session_id": session_id,
             "p_window_index": window_index,
@@ -314,7 +317,8 @@ class SupabaseTranscriptStore:
             self._rest.call(
                 "put_interim",
                 lambda: _data(self._db.rpc("flowbot_put_interim", params)),
-                session=session_id, window=window_index,
+                session=session_id,
+                window=window_index,
             )
         )
 
@@ -332,9 +336,11 @@ class SupabaseTranscriptStore:
         row = {"session_id": session_id, "label": label, "display_name": name}
         self._rest.call(
             "rename_speaker",
-            lambda: self._db.table(SPEAKERS)
-            .upsert(row, on_conflict="session_id,label", returning="minimal")  # type: ignore[arg-type]
-            .execute(),
+            lambda: (
+                self._db.table(SPEAKERS)
+                .upsert(row, on_conflict="session_id,label", returning="minimal")  # type: ignore[arg-type]
+                .execute()
+            ),
             session=session_id,
         )
 
@@ -343,9 +349,11 @@ class SupabaseTranscriptStore:
         row = {"session_id": session_id, "notes": notes}
         self._rest.call(
             "put_notes",
-            lambda: self._db.table(NOTES)
-            .upsert(row, on_conflict="session_id", returning="minimal")  # type: ignore[arg-type]
-            .execute(),
+            lambda: (
+                self._db.table(NOTES)
+                .upsert(row, on_conflict="session_id", returning="minimal")  # type: ignore[arg-type]
+                .execute()
+            ),
             session=session_id,
         )
 
@@ -369,20 +377,17 @@ class SupabaseTranscriptStore:
             speaker_state=dict(r["speaker_state"] or {}),
         )
 
-    def _paged(self, what: str, session_id: str,
-               query: Callable[[int, int], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    def _paged(
+        self, what: str, session_id: str, query: Callable[[int, int], list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         while True:
-            page = self._rest.call(
-                what, functools.partial(query, len(out), len(out) + PAGE - 1), session=session_id
-            )
+            page = self._rest.call(what, functools.partial(query, len(out), len(out) + PAGE - 1), session=session_id)
             out.extend(page)
             if len(page) < PAGE:
                 return out
 
-    def segments(
-        self, session_id: str, *, include_interim: bool = False
-    ) -> list[TranscriptSegment]:
+    def segments(self, session_id: str, *, include_interim: bool = False) -> list[TranscriptSegment]:
         """See :meth:`stores.base.TranscriptStore.segments`."""
 
         def page(lo: int, hi: int) -> list[dict[str, Any]]:
@@ -461,8 +466,12 @@ class SupabaseMeetingStatus:
     """
 
     def __init__(
-        self, url: str | Settings, service_key: str | None = None, *,
-        retry: RetryPolicy | None = None, timeout: float = 30.0,
+        self,
+        url: str | Settings,
+        service_key: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
     ) -> None:
         """``SupabaseMeetingStatus(settings)`` or ``SupabaseMeetingStatus(url, service_key)``."""
         self._rest = _Rest(*_url_and_key(url, service_key), retry or RetryPolicy(), timeout)
@@ -517,5 +526,7 @@ class SupabaseMeetingStatus:
         self._rest.call(
             "update_meeting_status",
             lambda: self._db.rpc("flowbot_update_meeting_status", params).execute(),
-            session=session_id, meeting=meeting_id, status=status,
+            session=session_id,
+            meeting=meeting_id,
+            status=status,
         )

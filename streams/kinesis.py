@@ -177,11 +177,7 @@ class KinesisWriter:
                 self._raise_if_failed()
                 if self._closing:
                     raise StreamUnavailable("writer is closed")
-                full = [
-                    sid
-                    for sid, n in need.items()
-                    if n and self._buffered.get(sid, 0) + n > self.buffer_samples
-                ]
+                full = [sid for sid, n in need.items() if n and self._buffered.get(sid, 0) + n > self.buffer_samples]
                 if not full:
                     break
                 left = deadline - time.monotonic()
@@ -189,8 +185,12 @@ class KinesisWriter:
                     buffered = max(self._buffered.get(sid, 0) for sid in full) / SAMPLE_RATE
                     log.error(
                         "kinesis producer buffer full",
-                        extra={"session": full[0], "buffered_s": round(buffered, 1),
-                               "stream": self.stream_name, "last_error": self._last_error()},
+                        extra={
+                            "session": full[0],
+                            "buffered_s": round(buffered, 1),
+                            "stream": self.stream_name,
+                            "last_error": self._last_error(),
+                        },
                     )
                     raise StreamUnavailable(
                         f"Kinesis stream {self.stream_name!r} has not accepted audio of session "
@@ -308,17 +308,20 @@ class KinesisWriter:
             if code in RETRYABLE_CODES:
                 if code == "ProvisionedThroughputExceededException":
                     self.stats.throttled_entries += len(batch)
-                log.warning("PutRecords throttled or failed; retrying",
-                            extra={"stream": self.stream_name, "code": code, "records": len(batch)})
+                log.warning(
+                    "PutRecords throttled or failed; retrying",
+                    extra={"stream": self.stream_name, "code": code, "records": len(batch)},
+                )
                 return False
             self._fail(exc)
             return False
         except (BotoCoreError, OSError) as exc:  # connection refused/reset, timeouts
             self.stats.call_errors += 1
             self._count(type(exc).__name__)
-            log.warning("PutRecords call failed; retrying",
-                        extra={"stream": self.stream_name, "error": str(exc),
-                               "records": len(batch)})
+            log.warning(
+                "PutRecords call failed; retrying",
+                extra={"stream": self.stream_name, "error": str(exc), "records": len(batch)},
+            )
             return False
         except Exception as exc:  # a bug or a misconfigured client: retrying cannot help
             self._fail(exc)
@@ -352,17 +355,20 @@ class KinesisWriter:
                 sent.append((item, str(entry.get("SequenceNumber", ""))))
             self._cond.notify_all()
         if not all_ok:
-            log.warning("PutRecords partly failed; retrying failed entries in order",
-                        extra={"stream": self.stream_name, "failed": len(batch) - len(sent),
-                               "records": len(batch)})
+            log.warning(
+                "PutRecords partly failed; retrying failed entries in order",
+                extra={"stream": self.stream_name, "failed": len(batch) - len(sent), "records": len(batch)},
+            )
         if self.on_sent is not None:
             for item, seq in sent:
                 self.on_sent(item.record, seq)
         return all_ok
 
     def _fail(self, exc: BaseException) -> None:
-        log.error("kinesis writer failed; no retry can help",
-                  extra={"stream": self.stream_name, "error": f"{type(exc).__name__}: {exc}"})
+        log.error(
+            "kinesis writer failed; no retry can help",
+            extra={"stream": self.stream_name, "error": f"{type(exc).__name__}: {exc}"},
+        )
         with self._cond:
             self._failure = exc
             self._cond.notify_all()

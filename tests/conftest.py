@@ -44,6 +44,4 @@ def transcriber() -> Iterator[object]:
     """The bundled tiny.en model, loaded once."""
     from processor.asr import AsrOptions, WhisperTranscriber
 
-    yield WhisperTranscriber(
-        "bundled:tiny.en", device="cpu", cpu_threads=2, options=AsrOptions(beam_size=5)
-    )
+    yield WhisperTranscriber("bundled:tiny.en", device="cpu", cpu_threads=2, options=AsrOptions(beam_size=5))

@@ -96,9 +96,7 @@ def test_session_ids_are_safe_for_keys_and_paths(bad: str) -> None:
 
 
 def test_settings_read_typed_env() -> None:
-    s = Settings.from_env(
-        {"FLOWBOT_WINDOW_SECONDS": "20", "FLOWBOT_STREAM": "kinesis", "FLOWBOT_PORT": "9000"}
-    )
+    s = Settings.from_env({"FLOWBOT_WINDOW_SECONDS": "20", "FLOWBOT_STREAM": "kinesis", "FLOWBOT_PORT": "9000"})
     assert s.window_seconds == 20.0 and s.stream == "kinesis" and s.port == 9000
 
 

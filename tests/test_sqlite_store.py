@@ -12,9 +12,7 @@ from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore
 
 
 def _seg(win: int, idx: int, text: str, final: bool = True) -> TranscriptSegment:
-    return TranscriptSegment(
-        "s1", win, idx, win * 30 + idx, win * 30 + idx + 1, text, "S1", is_final=final
-    )
+    return TranscriptSegment("s1", win, idx, win * 30 + idx, win * 30 + idx + 1, text, "S1", is_final=final)
 
 
 def test_replaying_a_window_rewrites_the_same_rows(tmp_path: Path) -> None:
@@ -29,17 +27,11 @@ def test_replaying_a_window_rewrites_the_same_rows(tmp_path: Path) -> None:
 
 def test_final_replaces_interim_and_interim_never_overwrites_final(tmp_path: Path) -> None:
     store = SqliteTranscriptStore(tmp_path / "t.db")
-    assert store.put_interim(
-        "s1", 0, [_seg(0, 0, "hel", False), _seg(0, 1, "wor", False), _seg(0, 2, "x", False)]
-    )
+    assert store.put_interim("s1", 0, [_seg(0, 0, "hel", False), _seg(0, 1, "wor", False), _seg(0, 2, "x", False)])
     assert store.segments("s1") == []
     assert [s.text for s in store.segments("s1", include_interim=True)] == ["hel", "wor", "x"]
-    store.commit_window(
-        WindowRecord("s1", 0, 0, 16000), [_seg(0, 0, "hello")], SessionProgress("s1", 1, 16000)
-    )
-    assert [(s.text, s.is_final) for s in store.segments("s1", include_interim=True)] == [
-        ("hello", True)
-    ]
+    store.commit_window(WindowRecord("s1", 0, 0, 16000), [_seg(0, 0, "hello")], SessionProgress("s1", 1, 16000))
+    assert [(s.text, s.is_final) for s in store.segments("s1", include_interim=True)] == [("hello", True)]
     assert not store.put_interim("s1", 0, [_seg(0, 0, "late", False)])
     changes = store.changes_since("s1", 0)
     assert [c.is_final for c in changes] == [True]  # the window's latest state only
@@ -48,9 +40,7 @@ def test_final_replaces_interim_and_interim_never_overwrites_final(tmp_path: Pat
 
 def test_speaker_names(tmp_path: Path) -> None:
     store = SqliteTranscriptStore(tmp_path / "t.db")
-    store.commit_window(
-        WindowRecord("s1", 0, 0, 16000), [_seg(0, 0, "hi")], SessionProgress("s1", 1, 16000)
-    )
+    store.commit_window(WindowRecord("s1", 0, 0, 16000), [_seg(0, 0, "hi")], SessionProgress("s1", 1, 16000))
     assert store.speakers("s1") == {"S1": "S1"}
     store.rename_speaker("s1", "S1", "Dana")
     assert store.speakers("s1") == {"S1": "Dana"}

@@ -83,9 +83,7 @@ class NginxFront:
     def start(self, timeout: float = 10.0) -> None:
         """Start nginx and wait until its RTMP port accepts connections."""
         argv = [self.nginx, "-p", str(self.work_dir), "-c", str(self.config), "-e", "stderr"]
-        self.process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
-        )
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         host, _, port = self.rtmp_listen.rpartition(":")
         probe_host = "127.0.0.1" if host in ("", "0.0.0.0", "*") else host.strip("[]")
         deadline = time.monotonic() + timeout

@@ -42,7 +42,7 @@ def _parse_exports(text: str) -> dict[str, str]:
     env = {}
     for line in text.splitlines():
         if line.startswith("export ") and "=" in line:
-            key, _, value = line[len("export "):].partition("=")
+            key, _, value = line[len("export ") :].partition("=")
             env[key] = value
     return env
 
@@ -69,8 +69,12 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     )
     try:
         up = subprocess.run(
-            [str(ROOT / "localstack" / "up")], env=env, capture_output=True, text=True,
-            timeout=240, check=False,
+            [str(ROOT / "localstack" / "up")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
         )
         if up.returncode != 0:
             logs = "".join(p.read_text(errors="replace")[-3000:] for p in run.glob("*.log"))
@@ -97,17 +101,13 @@ def aws_settings(aws_env: dict[str, str]) -> Iterator[Settings]:
 @pytest.fixture
 def make_stream(aws_settings: Settings) -> Iterator[Callable[..., str]]:
     """Create a fresh Kinesis stream (unique name); deleted after the test."""
-    client = boto3.client(
-        "kinesis", endpoint_url=aws_settings.kinesis_endpoint, region_name=aws_settings.aws_region
-    )
+    client = boto3.client("kinesis", endpoint_url=aws_settings.kinesis_endpoint, region_name=aws_settings.aws_region)
     made: list[str] = []
 
     def make(shards: int = 1) -> str:
         name = f"t-{uuid.uuid4().hex[:10]}"
         client.create_stream(StreamName=name, ShardCount=shards)
-        client.get_waiter("stream_exists").wait(
-            StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300}
-        )
+        client.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
         made.append(name)
         return name
 
@@ -119,14 +119,12 @@ def make_stream(aws_settings: Settings) -> Iterator[Callable[..., str]]:
 
 def read_stream(settings: Settings, stream: str) -> list[dict]:
     """Every record of every shard, in shard order (GetRecords from TRIM_HORIZON)."""
-    client = boto3.client(
-        "kinesis", endpoint_url=settings.kinesis_endpoint, region_name=settings.aws_region
-    )
+    client = boto3.client("kinesis", endpoint_url=settings.kinesis_endpoint, region_name=settings.aws_region)
     out: list[dict] = []
     for shard in client.list_shards(StreamName=stream)["Shards"]:
-        it = client.get_shard_iterator(
-            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
+        it = client.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
         while it:
             resp = client.get_records(ShardIterator=it, Limit=10_000)
             out.extend(dict(r, ShardId=shard["ShardId"]) for r in resp["Records"])

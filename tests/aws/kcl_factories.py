@@ -48,11 +48,11 @@ class RecordingProcessor:
         for r in records:
             try:
                 frame = FrameRecord.decode(r.data)
-                rows.append((r.shard_id, r.sequence_number, r.partition_key, frame.session_id,
-                             frame.seq, r.arrival_time, now))
+                rows.append(
+                    (r.shard_id, r.sequence_number, r.partition_key, frame.session_id, frame.seq, r.arrival_time, now)
+                )
             except MalformedRecord:
-                rows.append((r.shard_id, r.sequence_number, r.partition_key, None, None,
-                             r.arrival_time, now))
+                rows.append((r.shard_id, r.sequence_number, r.partition_key, None, None, r.arrival_time, now))
         self.db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?)", rows)
         if records:
             checkpointer.checkpoint(records[-1].sequence_number)
@@ -80,7 +80,9 @@ def build_engine(settings: Settings) -> ShardProcessor:
     return ShardProcessor(
         EngineParts(
             transcriber=WhisperTranscriber(
-                "bundled:tiny.en", device="cpu", cpu_threads=settings.cpu_threads,
+                "bundled:tiny.en",
+                device="cpu",
+                cpu_threads=settings.cpu_threads,
                 options=AsrOptions(beam_size=5),
             ),
             diarizer=SingleSpeakerDiarizer(),
@@ -88,7 +90,8 @@ def build_engine(settings: Settings) -> ShardProcessor:
             store=SqliteTranscriptStore(os.environ["FLOWBOT_TEST_STORE"]),
             archive=S3Archive(settings),
             policy=WindowPolicy(
-                settings.window_seconds, settings.window_min_seconds,
+                settings.window_seconds,
+                settings.window_min_seconds,
                 settings.window_min_silence_ms,
             ),
         )

@@ -48,8 +48,7 @@ from tests.speech import Turn
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY = "tests.aws.kcl_factories:build_engine"
 #: Short lease timings so a killed worker's shard is taken over quickly.
-FAST = {"failoverTimeMillis": 5000, "leaseAssignmentIntervalMillis": 1000,
-        "shardSyncIntervalMillis": 5000}
+FAST = {"failoverTimeMillis": 5000, "leaseAssignmentIntervalMillis": 1000, "shardSyncIntervalMillis": 5000}
 
 
 def _wait(what: str, cond: Callable[[], bool], timeout: float) -> None:
@@ -68,12 +67,16 @@ def _reference(tmp: Path, pcm: np.ndarray, transcriber: object, policy: WindowPo
     framer.push(pcm)
     framer.end()
     store = SqliteTranscriptStore(tmp / "ref.db")
-    proc = ShardProcessor(EngineParts(
-        transcriber=transcriber,  # type: ignore[arg-type]
-        diarizer=SingleSpeakerDiarizer(),
-        mapper_factory=lambda state: IdentityMapper(state),
-        store=store, archive=NoArchive(), policy=policy,
-    ))
+    proc = ShardProcessor(
+        EngineParts(
+            transcriber=transcriber,  # type: ignore[arg-type]
+            diarizer=SingleSpeakerDiarizer(),
+            mapper_factory=lambda state: IdentityMapper(state),
+            store=store,
+            archive=NoArchive(),
+            policy=policy,
+        )
+    )
     proc.initialize("shard-0", None)
 
     class _Nothing:
@@ -102,27 +105,45 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
         archive_bucket=aws_settings.archive_bucket or "flowbot-archive",
         log_level="INFO",
     )
-    policy = WindowPolicy(settings.window_seconds, settings.window_min_seconds,
-                          settings.window_min_silence_ms)
+    policy = WindowPolicy(settings.window_seconds, settings.window_min_seconds, settings.window_min_silence_ms)
     env = dict(os.environ)
-    env.update({f"FLOWBOT_{k.upper()}": str(v) for k, v in {
-        "kinesis_stream_name": stream, "kcl_application_name": settings.kcl_application_name,
-        "kinesis_endpoint": settings.kinesis_endpoint, "dynamodb_endpoint": settings.dynamodb_endpoint,
-        "s3_endpoint": settings.s3_endpoint, "cloudwatch_endpoint": settings.cloudwatch_endpoint,
-        "archive_bucket": settings.archive_bucket, "aws_region": settings.aws_region,
-    }.items()})
-    env.update(FLOWBOT_TEST_STORE=str(store_path), OMP_WAIT_POLICY="PASSIVE",
-               AWS_ACCESS_KEY_ID=os.environ.get("AWS_ACCESS_KEY_ID", "test"),
-               AWS_SECRET_ACCESS_KEY=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"))
+    env.update(
+        {
+            f"FLOWBOT_{k.upper()}": str(v)
+            for k, v in {
+                "kinesis_stream_name": stream,
+                "kcl_application_name": settings.kcl_application_name,
+                "kinesis_endpoint": settings.kinesis_endpoint,
+                "dynamodb_endpoint": settings.dynamodb_endpoint,
+                "s3_endpoint": settings.s3_endpoint,
+                "cloudwatch_endpoint": settings.cloudwatch_endpoint,
+                "archive_bucket": settings.archive_bucket,
+                "aws_region": settings.aws_region,
+            }.items()
+        }
+    )
+    env.update(
+        FLOWBOT_TEST_STORE=str(store_path),
+        OMP_WAIT_POLICY="PASSIVE",
+        AWS_ACCESS_KEY_ID=os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+        AWS_SECRET_ACCESS_KEY=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+    )
     store = SqliteTranscriptStore(store_path)
 
     # -- daemon #1 --------------------------------------------------------------------
     procs: list[subprocess.Popen[bytes]] = []
     codes: list[int] = []
     first = threading.Thread(
-        target=lambda: codes.append(run_daemon(
-            settings, factory=FACTORY, extra_properties=FAST, workdir=tmp_path / "kcl1", env=env,
-            on_start=procs.append)),
+        target=lambda: codes.append(
+            run_daemon(
+                settings,
+                factory=FACTORY,
+                extra_properties=FAST,
+                workdir=tmp_path / "kcl1",
+                env=env,
+                on_start=procs.append,
+            )
+        ),
         daemon=True,
     )
     first.start()
@@ -144,8 +165,7 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
     assert windows_before_kill < 4, "the kill came too late to be mid-meeting"
 
     # -- the rest, a poison record, the end ---------------------------------------------
-    kinesis = boto3.client("kinesis", endpoint_url=settings.kinesis_endpoint,
-                           region_name=settings.aws_region)
+    kinesis = boto3.client("kinesis", endpoint_url=settings.kinesis_endpoint, region_name=settings.aws_region)
     kinesis.put_record(StreamName=stream, PartitionKey="meet-1", Data=b"\x00garbage, not a frame")
     framer.push(pcm[split:])
     framer.end()
@@ -161,11 +181,15 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
         f"extra_properties={FAST!r}, workdir=Path({str(tmp_path / 'kcl2')!r})))"
     )
     with log_path.open("wb") as log_file:
-        second = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env,
-                                  stdout=log_file, stderr=subprocess.STDOUT)
+        second = subprocess.Popen(
+            [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
         try:
-            _wait("session finished by daemon #2", lambda: bool(
-                (p := store.load_progress("meet-1")) and p.stream_done), 420)
+            _wait(
+                "session finished by daemon #2",
+                lambda: bool((p := store.load_progress("meet-1")) and p.stream_done),
+                420,
+            )
             second.send_signal(signal.SIGTERM)
             code = second.wait(timeout=60)
         finally:
@@ -178,8 +202,7 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
     assert "shutdown checkpoint taken" in log_text or "kcl shutdown requested" in log_text
 
     # -- same transcript as one machine, no gap, no duplicate ----------------------------------
-    got = [(s.window_index, s.segment_index, s.start, s.end, s.text)
-           for s in store.segments("meet-1")]
+    got = [(s.window_index, s.segment_index, s.start, s.end, s.text) for s in store.segments("meet-1")]
     assert got == _reference(tmp_path, pcm, transcriber, policy)
     windows = store.windows("meet-1")
     assert [w.window_index for w in windows] == list(range(len(windows)))
@@ -190,4 +213,4 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
     archive = S3Archive(settings)
     w1 = windows[1]
     assert w1.audio_uri and w1.audio_uri.startswith(f"s3://{settings.archive_bucket}/")
-    assert np.array_equal(archive.get(w1.audio_uri), pcm[w1.start_sample:w1.end_sample])
+    assert np.array_equal(archive.get(w1.audio_uri), pcm[w1.start_sample : w1.end_sample])

@@ -24,8 +24,7 @@ from tests.aws.conftest import _free_port, read_stream
 def _frames(session: str, count: int, samples: int = 16_000) -> list[FrameRecord]:
     rng = np.random.default_rng(abs(hash(session)) % 2**32)
     out = [
-        FrameRecord(session, i, i * samples,
-                    payload=rng.integers(-3000, 3000, samples, np.int16).tobytes())
+        FrameRecord(session, i, i * samples, payload=rng.integers(-3000, 3000, samples, np.int16).tobytes())
         for i in range(count)
     ]
     return [*out, end_of_stream(session, count, count * samples)]
@@ -88,8 +87,7 @@ class FlakyKinesis:
             call = self.calls
         if call % 4 == 0:
             raise ClientError(
-                {"Error": {"Code": "ProvisionedThroughputExceededException",
-                           "Message": "slow down"}},
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
                 "PutRecords",
             )
         fail = [self.rng.random() < 0.35 for _ in Records]
@@ -99,8 +97,9 @@ class FlakyKinesis:
         entries = []
         for f in fail:
             if f:
-                entries.append({"ErrorCode": "ProvisionedThroughputExceededException",
-                                "ErrorMessage": "Rate exceeded for shard"})
+                entries.append(
+                    {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard"}
+                )
             else:
                 entries.append(next(real))
         return {"FailedRecordCount": sum(fail), "Records": entries}
@@ -128,12 +127,14 @@ def test_throttled_calls_and_partial_failures_lose_nothing_and_keep_order(
 def test_full_buffer_raises_stream_unavailable_and_keeps_what_was_accepted() -> None:
     # Nothing listens on this port: every call fails with a connection error.
     client = boto3.client(
-        "kinesis", endpoint_url=f"http://127.0.0.1:{_free_port()}", region_name="us-east-1",
-        aws_access_key_id="x", aws_secret_access_key="x",
+        "kinesis",
+        endpoint_url=f"http://127.0.0.1:{_free_port()}",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
         config=Config(retries={"total_max_attempts": 1}, connect_timeout=0.2),
     )
-    writer = KinesisWriter(client, "down", buffer_seconds=3.0, put_timeout=0.3,
-                           base_backoff=0.01, max_backoff=0.05)
+    writer = KinesisWriter(client, "down", buffer_seconds=3.0, put_timeout=0.3, base_backoff=0.01, max_backoff=0.05)
     frames = _frames("s1", 5)
     writer.put(frames[:3])  # exactly 3 s of audio: fits
     with pytest.raises(StreamUnavailable, match=r"buffer limit 3\.0 s"):
@@ -147,9 +148,7 @@ def test_full_buffer_raises_stream_unavailable_and_keeps_what_was_accepted() -> 
     assert writer.stats.call_errors > 0
 
 
-def test_bad_record_rejects_the_whole_call(
-    aws_settings: Settings, make_stream: Callable[..., str]
-) -> None:
+def test_bad_record_rejects_the_whole_call(aws_settings: Settings, make_stream: Callable[..., str]) -> None:
     stream = make_stream()
     writer = KinesisWriter(aws_settings, stream)
     good = _frames("ok", 1)[0]

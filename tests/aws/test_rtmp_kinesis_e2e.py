@@ -43,8 +43,7 @@ from tests.speech import Turn
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY = "tests.aws.kcl_factories:build_engine"
-FAST = {"failoverTimeMillis": 5000, "leaseAssignmentIntervalMillis": 1000,
-        "shardSyncIntervalMillis": 5000}
+FAST = {"failoverTimeMillis": 5000, "leaseAssignmentIntervalMillis": 1000, "shardSyncIntervalMillis": 5000}
 PUBLISH_SECONDS = 40
 #: Short windows so 40 s of audio makes several (cut at a pause between 8 and 15 s).
 WINDOW = {"window_seconds": 15.0, "window_min_seconds": 8.0}
@@ -74,16 +73,32 @@ def _wait(what: str, cond: Callable[[], bool], timeout: float) -> None:
 def _publish(path: Path, url: str) -> subprocess.Popen[bytes]:
     """ffmpeg publishing the first PUBLISH_SECONDS of ``path`` in real time, AAC in FLV."""
     return subprocess.Popen(
-        [_require("ffmpeg"), "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
-         "-i", str(path), "-t", str(PUBLISH_SECONDS), "-c:a", "aac", "-ar", "44100",
-         "-f", "flv", url],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            _require("ffmpeg"),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-i",
+            str(path),
+            "-t",
+            str(PUBLISH_SECONDS),
+            "-c:a",
+            "aac",
+            "-ar",
+            "44100",
+            "-f",
+            "flv",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
 def _rows(store: SqliteTranscriptStore, session: str) -> list[Row]:
-    return [(s.window_index, s.segment_index, s.start, s.end, s.text)
-            for s in store.segments(session)]
+    return [(s.window_index, s.segment_index, s.start, s.end, s.text) for s in store.segments(session)]
 
 
 def _done(store: SqliteTranscriptStore, session: str) -> bool:
@@ -96,9 +111,7 @@ def _layout(frames: list[FrameRecord]) -> list[tuple[int, int, int, FrameKind]]:
 
 
 def _pcm(frames: list[FrameRecord]) -> np.ndarray:
-    return np.frombuffer(
-        b"".join(f.payload for f in frames if f.kind == FrameKind.AUDIO), dtype="<i2"
-    )
+    return np.frombuffer(b"".join(f.payload for f in frames if f.kind == FrameKind.AUDIO), dtype="<i2")
 
 
 def _embedded_frames(stream: EmbeddedStream, session: str) -> list[FrameRecord]:
@@ -114,24 +127,32 @@ def _embedded_frames(stream: EmbeddedStream, session: str) -> list[FrameRecord]:
 def _daemon_env(settings: Settings, store_path: Path) -> dict[str, str]:
     """Environment of the daemon process: the emulators, the stream, the test store."""
     env = dict(os.environ)
-    env.update({f"FLOWBOT_{k.upper()}": str(v) for k, v in {
-        "kinesis_stream_name": settings.kinesis_stream_name,
-        "kcl_application_name": settings.kcl_application_name,
-        "kinesis_endpoint": settings.kinesis_endpoint,
-        "dynamodb_endpoint": settings.dynamodb_endpoint,
-        "s3_endpoint": settings.s3_endpoint,
-        "cloudwatch_endpoint": settings.cloudwatch_endpoint,
-        "archive_bucket": settings.archive_bucket,
-        "aws_region": settings.aws_region,
-        "window_seconds": settings.window_seconds,
-        "window_min_seconds": settings.window_min_seconds,
-        "window_min_silence_ms": settings.window_min_silence_ms,
-        "cpu_threads": settings.cpu_threads,
-        "log_level": "INFO",
-    }.items()})
-    env.update(FLOWBOT_TEST_STORE=str(store_path), OMP_WAIT_POLICY="PASSIVE",
-               AWS_ACCESS_KEY_ID=os.environ.get("AWS_ACCESS_KEY_ID", "test"),
-               AWS_SECRET_ACCESS_KEY=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"))
+    env.update(
+        {
+            f"FLOWBOT_{k.upper()}": str(v)
+            for k, v in {
+                "kinesis_stream_name": settings.kinesis_stream_name,
+                "kcl_application_name": settings.kcl_application_name,
+                "kinesis_endpoint": settings.kinesis_endpoint,
+                "dynamodb_endpoint": settings.dynamodb_endpoint,
+                "s3_endpoint": settings.s3_endpoint,
+                "cloudwatch_endpoint": settings.cloudwatch_endpoint,
+                "archive_bucket": settings.archive_bucket,
+                "aws_region": settings.aws_region,
+                "window_seconds": settings.window_seconds,
+                "window_min_seconds": settings.window_min_seconds,
+                "window_min_silence_ms": settings.window_min_silence_ms,
+                "cpu_threads": settings.cpu_threads,
+                "log_level": "INFO",
+            }.items()
+        }
+    )
+    env.update(
+        FLOWBOT_TEST_STORE=str(store_path),
+        OMP_WAIT_POLICY="PASSIVE",
+        AWS_ACCESS_KEY_ID=os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+        AWS_SECRET_ACCESS_KEY=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+    )
     return env
 
 
@@ -144,8 +165,9 @@ def _start_daemon(env: dict[str, str], workdir: Path, log_path: Path) -> subproc
         f"extra_properties={FAST!r}, workdir=Path({str(workdir)!r})))"
     )
     with log_path.open("wb") as log_file:
-        return subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env,
-                                stdout=log_file, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
 
 
 @pytest.mark.slow
@@ -164,8 +186,7 @@ def test_rtmp_to_kinesis_kcl_equals_the_single_machine_path(
         archive_bucket=aws_settings.archive_bucket or "flowbot-archive",
         **WINDOW,
     )
-    policy = WindowPolicy(settings.window_seconds, settings.window_min_seconds,
-                          settings.window_min_silence_ms)
+    policy = WindowPolicy(settings.window_seconds, settings.window_min_seconds, settings.window_min_silence_ms)
     kcl_store_path = tmp_path / "kcl-store.db"
     kcl_store = SqliteTranscriptStore(kcl_store_path)
     log_path = tmp_path / "daemon.log"
@@ -186,8 +207,7 @@ def test_rtmp_to_kinesis_kcl_equals_the_single_machine_path(
         policy=policy,
     )
     consumer = EmbeddedConsumer(local_stream, "e2e", lambda: ShardProcessor(parts))
-    consumer_thread = threading.Thread(target=consumer.run, name="embedded-consumer",
-                                       daemon=True)
+    consumer_thread = threading.Thread(target=consumer.run, name="embedded-consumer", daemon=True)
     consumer_thread.start()
 
     writer = KinesisWriter(settings)
@@ -207,9 +227,11 @@ def test_rtmp_to_kinesis_kcl_equals_the_single_machine_path(
             _, err = pub.communicate(timeout=PUBLISH_SECONDS + 60)
             assert pub.returncode == 0, err.decode(errors="replace")
         # ffmpeg exits once its bytes are sent; the ingest decodes what is still in flight.
-        _wait("both publishers drained",
-              lambda: not via_kinesis.stats(kin_sid).connected
-              and not via_local.stats(loc_sid).connected, 30)
+        _wait(
+            "both publishers drained",
+            lambda: not via_kinesis.stats(kin_sid).connected and not via_local.stats(loc_sid).connected,
+            30,
+        )
         via_kinesis.end(kin_sid)
         via_local.end(loc_sid)
         writer.close()  # flush: every record, END included, is on Kinesis
@@ -230,8 +252,7 @@ def test_rtmp_to_kinesis_kcl_equals_the_single_machine_path(
             daemon.wait()
     log_text = log_path.read_text(errors="replace")
     assert code == 0, log_text[-4000:]
-    assert "kcl shutdown requested" in log_text or "shutdown checkpoint taken" in log_text, (
-        log_text[-4000:])
+    assert "kcl shutdown requested" in log_text or "shutdown checkpoint taken" in log_text, log_text[-4000:]
 
     # -- the same frames went down both paths ------------------------------------------
     kin_frames = [FrameRecord.decode(r["Data"]) for r in read_stream(settings, stream_name)]
@@ -253,7 +274,8 @@ def test_rtmp_to_kinesis_kcl_equals_the_single_machine_path(
     windows = kcl_store.windows(kin_sid)
     assert len(windows) >= 3, windows
     assert [(w.start_sample, w.end_sample) for w in windows] == [
-        (w.start_sample, w.end_sample) for w in local_store.windows(loc_sid)]
+        (w.start_sample, w.end_sample) for w in local_store.windows(loc_sid)
+    ]
     assert windows[-1].end_sample == kin_pcm.size
     assert all(w.status == "done" for w in windows)
     assert "weekly planning meeting" in " ".join(r[4] for r in got).lower()

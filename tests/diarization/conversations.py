@@ -78,9 +78,7 @@ class Recording:
         return turns_to_annotation(self.turns, uri=self.path.stem)
 
 
-def turns_to_annotation(
-    turns: Sequence[tuple[float, float, str]], uri: str = "rec"
-) -> Annotation:
+def turns_to_annotation(turns: Sequence[tuple[float, float, str]], uri: str = "rec") -> Annotation:
     """(start, end, speaker) triples -> Annotation."""
     ann = Annotation(uri=uri)
     for i, (start, end, spk) in enumerate(turns):
@@ -139,8 +137,7 @@ def make_conversation(
     prev = -1
     while t < minutes * 60:
         allowed = [
-            s for s in range(num_speakers)
-            if s != prev and not (late_joiner and s == num_speakers - 1 and t < 60)
+            s for s in range(num_speakers) if s != prev and not (late_joiner and s == num_speakers - 1 and t < 60)
         ]
         who = int(rng.choice(allowed))
         text = SENTENCES[int(rng.integers(len(SENTENCES)))]

@@ -47,9 +47,14 @@ def _whole_and_stitched(diarizer: Diarizer, rec: Recording) -> tuple[float, floa
     return _der(rec, whole.turns), _der(rec, stitched), speakers
 
 
-@pytest.mark.parametrize("fixture, speakers", [
-    ("two_speakers", 2), ("three_speakers", 3), ("four_speakers", 4),
-])
+@pytest.mark.parametrize(
+    "fixture, speakers",
+    [
+        ("two_speakers", 2),
+        ("three_speakers", 3),
+        ("four_speakers", 4),
+    ],
+)
 def test_stitched_windows_within_two_points_of_whole_file(
     request: pytest.FixtureRequest, offline_diarizer: Diarizer, fixture: str, speakers: int
 ) -> None:
@@ -57,8 +62,7 @@ def test_stitched_windows_within_two_points_of_whole_file(
     assert len({t[2] for t in rec.turns}) == speakers
     whole, stitched, found = _whole_and_stitched(offline_diarizer, rec)
     log.info("DER", extra={"recording": rec.path.stem, "whole": whole, "stitched": stitched})
-    print(f"\n{rec.path.stem}: whole DER {whole:.2%}, stitched DER {stitched:.2%}, "
-          f"{found} session speakers")
+    print(f"\n{rec.path.stem}: whole DER {whole:.2%}, stitched DER {stitched:.2%}, {found} session speakers")
     assert stitched <= whole + 0.02
     # segmentation-3.0 often keeps two synthetic male voices as one local speaker in
     # quick exchanges (docs/diarization.md), which bounds DER on these recordings.

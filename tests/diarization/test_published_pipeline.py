@@ -73,8 +73,9 @@ def published_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("published")
-    seg = PyanNet(lstm={"hidden_size": 16, "num_layers": 1, "bidirectional": True},
-                  linear={"hidden_size": 16, "num_layers": 1})
+    seg = PyanNet(
+        lstm={"hidden_size": 16, "num_layers": 1, "bidirectional": True}, linear={"hidden_size": 16, "num_layers": 1}
+    )
     seg.specifications = Specifications(
         problem=Problem.MONO_LABEL_CLASSIFICATION,
         resolution=Resolution.FRAME,
@@ -87,9 +88,7 @@ def published_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _save_checkpoint(seg, root / "segmentation" / "pytorch_model.bin")
 
     emb = WeSpeakerResNet34()
-    emb.specifications = Specifications(
-        problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=10.0
-    )
+    emb.specifications = Specifications(problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=10.0)
     _save_checkpoint(emb, root / "embedding" / "pytorch_model.bin")
 
     rng = np.random.default_rng(0)
@@ -97,13 +96,16 @@ def published_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "plda").mkdir()
     np.savez(
         root / "plda" / "xvec_transform.npz",
-        mean1=rng.normal(size=dim), mean2=rng.normal(size=lda),
+        mean1=rng.normal(size=dim),
+        mean2=rng.normal(size=lda),
         lda=rng.normal(size=(dim, lda)) / np.sqrt(dim),
     )
     q, _ = np.linalg.qr(rng.normal(size=(lda, lda)))
     np.savez(
         root / "plda" / "plda.npz",
-        mu=rng.normal(size=lda) * 0.1, tr=q, psi=rng.uniform(0.5, 2.0, size=lda),
+        mu=rng.normal(size=lda) * 0.1,
+        tr=q,
+        psi=rng.uniform(0.5, 2.0, size=lda),
     )
     (root / "config.yaml").write_text(textwrap.dedent(CONFIG))
     return root
@@ -121,16 +123,16 @@ def speechy_audio() -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_pyannote_branch_loads_local_published_folder(
-    published_folder: Path, speechy_audio: np.ndarray
-) -> None:
+def test_pyannote_branch_loads_local_published_folder(published_folder: Path, speechy_audio: np.ndarray) -> None:
     from pyannote.audio import Pipeline
     from pyannote.audio.models.embedding import WeSpeakerResNet34
     from pyannote.audio.models.segmentation import PyanNet
     from pyannote.audio.pipelines import SpeakerDiarization
 
     settings = Settings.from_env(
-        {}, diarization="pyannote", diarization_pipeline=str(published_folder),
+        {},
+        diarization="pyannote",
+        diarization_pipeline=str(published_folder),
         diarization_device="cpu",
     )
     diarizer = build_diarizer(settings)
@@ -168,9 +170,7 @@ def test_pyannote_branch_loads_local_published_folder(
     assert all(e.shape == (256,) for e in result.embeddings.values())
 
 
-def test_hub_name_never_downloads_at_run_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_hub_name_never_downloads_at_run_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     with pytest.raises(DiarizationUnavailable, match="never downloads at run time"):
@@ -178,9 +178,7 @@ def test_hub_name_never_downloads_at_run_time(
 
 
 def test_bad_audio_gets_a_clear_error(published_folder: Path) -> None:
-    settings = Settings.from_env(
-        {}, diarization="pyannote", diarization_pipeline=str(published_folder)
-    )
+    settings = Settings.from_env({}, diarization="pyannote", diarization_pipeline=str(published_folder))
     diarizer = build_diarizer(settings)
     with pytest.raises(ValueError, match="mono"):
         diarizer.diarize(np.zeros((2, 16000), dtype=np.float32))

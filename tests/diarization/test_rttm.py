@@ -13,8 +13,15 @@ from processor.rttm import RttmError, parse_rttm, read_rttm, segments_to_rttm
 def _seg(idx: int, words: list[tuple[float, float, str, str]], **kw: object) -> TranscriptSegment:
     ws = tuple(Word(s, e, t, 0.9, spk) for s, e, t, spk in words)
     return TranscriptSegment(
-        "sess", 0, idx, ws[0].start, ws[-1].end, "".join(w.text for w in ws).strip(),
-        speaker=ws[0].speaker, words=ws, **kw,  # type: ignore[arg-type]
+        "sess",
+        0,
+        idx,
+        ws[0].start,
+        ws[-1].end,
+        "".join(w.text for w in ws).strip(),
+        speaker=ws[0].speaker,
+        words=ws,
+        **kw,  # type: ignore[arg-type]
     )
 
 

@@ -40,10 +40,7 @@ def test_labels_stable_across_windows_whatever_local_labels_say() -> None:
     for w in range(40):  # 40 windows of 30 s = 20 minutes
         who = [(w + k) % 3 for k in range(2)]
         # pyannote numbers local speakers by order of appearance, so labels shuffle.
-        parts = [
-            (f"SPEAKER_{i:02d}", 15.0 * i, 15.0 * (i + 1), _noisy(voices[v], rng))
-            for i, v in enumerate(who)
-        ]
+        parts = [(f"SPEAKER_{i:02d}", 15.0 * i, 15.0 * (i + 1), _noisy(voices[v], rng)) for i, v in enumerate(who)]
         mapping = reg.assign(_window(parts))
         seen.append({f"v{v}": mapping[f"SPEAKER_{i:02d}"] for i, v in enumerate(who)})
     voice_to_label = {k: v for m in seen[:3] for k, v in m.items()}
@@ -59,9 +56,7 @@ def test_two_local_speakers_never_share_a_session_label() -> None:
     reg.assign(_window([("A", 0, 20, _noisy(voices[0], rng))]))
     # Both window speakers are closest to S1; the window said they differ.
     near_same = _noisy(voices[0], rng, scale=0.05)
-    mapping = reg.assign(
-        _window([("X", 0, 10, _noisy(voices[0], rng)), ("Y", 10, 20, near_same)])
-    )
+    mapping = reg.assign(_window([("X", 0, 10, _noisy(voices[0], rng)), ("Y", 10, 20, near_same)]))
     assert mapping["X"] != mapping["Y"]
 
 
@@ -116,8 +111,7 @@ def test_state_round_trips_through_json_and_keeps_mapping() -> None:
     reg = SessionSpeakerRegistry(threshold=0.5)
     for w in range(6):
         reg.assign(
-            _window([("L0", 0, 15, _noisy(voices[w % 3], rng)),
-                     ("L1", 15, 30, _noisy(voices[(w + 1) % 3], rng))])
+            _window([("L0", 0, 15, _noisy(voices[w % 3], rng)), ("L1", 15, 30, _noisy(voices[(w + 1) % 3], rng))])
         )
     state = reg.state()
     restored = SessionSpeakerRegistry(json.loads(json.dumps(state)), threshold=0.5)

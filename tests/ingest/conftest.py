@@ -86,9 +86,25 @@ def ffmpeg_publish_cmd(
         cmd += ["-re"]
     cmd += ["-i", str(wav)]
     if video:
-        cmd += ["-f", "lavfi", "-i", "color=c=blue:s=320x240:r=15", "-map", "0:a", "-map", "1:v",
-                "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
-                "-pix_fmt", "yuv420p", "-shortest"]
+        cmd += [
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=blue:s=320x240:r=15",
+            "-map",
+            "0:a",
+            "-map",
+            "1:v",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-pix_fmt",
+            "yuv420p",
+            "-shortest",
+        ]
     cmd += ["-c:a", "aac", "-f", "flv", url]
     return cmd
 

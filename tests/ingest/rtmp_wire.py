@@ -56,8 +56,12 @@ def chunk_message(
     ts_field = 0xFFFFFF if ext else timestamp
     ext_bytes = struct.pack(">I", timestamp) if ext else b""
     if first_fmt == 0:
-        header = (ts_field.to_bytes(3, "big") + len(payload).to_bytes(3, "big") + bytes([type_id])
-                  + struct.pack("<I", stream_id))
+        header = (
+            ts_field.to_bytes(3, "big")
+            + len(payload).to_bytes(3, "big")
+            + bytes([type_id])
+            + struct.pack("<I", stream_id)
+        )
     elif first_fmt == 1:
         header = ts_field.to_bytes(3, "big") + len(payload).to_bytes(3, "big") + bytes([type_id])
     elif first_fmt == 2:

@@ -18,9 +18,7 @@ from streams.embedded import EmbeddedStream
 from .conftest import all_records, frames_of, publish, wait_for, wav_seconds
 
 
-def test_file_ingest_writes_every_sample_then_ends(
-    stream: EmbeddedStream, speech_wav: Path
-) -> None:
+def test_file_ingest_writes_every_sample_then_ends(stream: EmbeddedStream, speech_wav: Path) -> None:
     progress: list[int] = []
     total = ingest_file(speech_wav, stream, "f1", on_progress=progress.append)
     reference = read_pcm(str(speech_wav))
@@ -39,14 +37,27 @@ def test_realtime_ingest_is_paced_at_wall_clock(stream: EmbeddedStream, tmp_path
 
     clip = tmp_path / "tone.wav"
     subprocess.run(
-        [require("ffmpeg"), "-loglevel", "error", "-f", "lavfi", "-i",
-         "sine=frequency=440:duration=2", "-ar", "16000", str(clip)],
+        [
+            require("ffmpeg"),
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=2",
+            "-ar",
+            "16000",
+            str(clip),
+        ],
         check=True,
     )
     seen: list[tuple[float, int]] = []
     started = time.monotonic()
     total = ingest_file(
-        clip, stream, "rt", realtime=True,
+        clip,
+        stream,
+        "rt",
+        realtime=True,
         on_progress=lambda n: seen.append((time.monotonic() - started, n)),
     )
     elapsed = time.monotonic() - started
@@ -56,9 +67,7 @@ def test_realtime_ingest_is_paced_at_wall_clock(stream: EmbeddedStream, tmp_path
     assert all(t >= n / SAMPLE_RATE - 0.05 for t, n in seen)
 
 
-def test_unreadable_file_is_refused_and_writes_nothing(
-    stream: EmbeddedStream, tmp_path: Path
-) -> None:
+def test_unreadable_file_is_refused_and_writes_nothing(stream: EmbeddedStream, tmp_path: Path) -> None:
     junk = tmp_path / "notes.txt"
     junk.write_text("not audio at all\n" * 50)
     with pytest.raises(DecodeError):
@@ -75,9 +84,7 @@ def test_file_ingest_rejects_bad_session_id(stream: EmbeddedStream, speech_wav: 
 
 
 @pytest.mark.slow
-def test_embedded_launcher_registers_and_ends(
-    ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path
-) -> None:
+def test_embedded_launcher_registers_and_ends(ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path) -> None:
     launcher = EmbeddedLauncher(ingest, "meet.example.org")
     session = Session("m1", "meeting", "user", "topic", stream_key="k-123")
     result = launcher.launch(session)

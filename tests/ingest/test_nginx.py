@@ -46,8 +46,7 @@ def _require_rtmp_module() -> None:
 def sessions(tmp_path: Path) -> SqliteSessionStore:
     store = SqliteSessionStore(tmp_path / "flowbot.db")
     store.create(Session("live-1", "m", "u", "t", stream_key="nginx-key"))
-    store.create(Session("done-1", "m", "u", "t", stream_key="done-key",
-                         state=SessionState.COMPLETED))
+    store.create(Session("done-1", "m", "u", "t", stream_key="done-key", state=SessionState.COMPLETED))
     return store
 
 
@@ -77,11 +76,11 @@ def test_auth_endpoint_answers_by_session_state(sessions: SqliteSessionStore) ->
 def test_rendered_config_is_valid_nginx(tmp_path: Path) -> None:
     _require_rtmp_module()
     conf = tmp_path / "nginx.conf"
-    conf.write_text(render_config(rtmp_listen="127.0.0.1:1935", auth_port=1, ingest_port=2,
-                                  run_dir=tmp_path))
+    conf.write_text(render_config(rtmp_listen="127.0.0.1:1935", auth_port=1, ingest_port=2, run_dir=tmp_path))
     assert "@@" not in conf.read_text()
-    res = subprocess.run([require("nginx"), "-t", "-p", str(tmp_path), "-c", str(conf),
-                          "-e", "stderr"], capture_output=True)
+    res = subprocess.run(
+        [require("nginx"), "-t", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"], capture_output=True
+    )
     assert res.returncode == 0, res.stderr.decode()
 
 
@@ -96,8 +95,9 @@ def nginx_stack(
     auth = NginxAuthServer(sessions, session_id="live-1")
     auth.start()
     port = _free_port()
-    front = NginxFront(rtmp_listen=f"127.0.0.1:{port}", auth_port=auth.port,
-                       ingest_port=ingest.port, work_dir=tmp_path / "nginx")
+    front = NginxFront(
+        rtmp_listen=f"127.0.0.1:{port}", auth_port=auth.port, ingest_port=ingest.port, work_dir=tmp_path / "nginx"
+    )
     front.start()
     yield port, ingest
     front.stop()
@@ -115,8 +115,9 @@ def test_nginx_refuses_wrong_key_and_delivers_right_one(
     assert all_records(stream) == 0
     right = publish(f"rtmp://127.0.0.1:{port}/live/nginx-key", speech_wav, realtime=True)
     assert right.returncode == 0, right.stderr.decode()
-    wait_for(lambda: ingest.stats("live-1").publishes == 1 and not ingest.stats("live-1").connected,
-             what="push to finish")
+    wait_for(
+        lambda: ingest.stats("live-1").publishes == 1 and not ingest.stats("live-1").connected, what="push to finish"
+    )
     ingest.end("live-1")
     frames = frames_of(stream, "live-1")
     assert frames[-1].kind == FrameKind.END
@@ -127,17 +128,20 @@ def test_nginx_refuses_wrong_key_and_delivers_right_one(
 
 
 @pytest.mark.slow
-def test_producer_task_ends_stream_on_sigterm(
-    tmp_path: Path, sessions: SqliteSessionStore, speech_wav: Path
-) -> None:
+def test_producer_task_ends_stream_on_sigterm(tmp_path: Path, sessions: SqliteSessionStore, speech_wav: Path) -> None:
     _require_rtmp_module()
     port = _free_port()
-    env = {**os.environ, "FLOWBOT_DATA_DIR": str(tmp_path), "FLOWBOT_HOST": "127.0.0.1",
-           "FLOWBOT_RTMP_PORT": str(port), "PRODUCER_SESSION_ID": "live-1",
-           "PRODUCER_STREAM_KEY": "nginx-key"}
-    proc = subprocess.Popen([sys.executable, "-m", "producer.service"], cwd=REPO, env=env,
-                            stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "FLOWBOT_DATA_DIR": str(tmp_path),
+        "FLOWBOT_HOST": "127.0.0.1",
+        "FLOWBOT_RTMP_PORT": str(port),
+        "PRODUCER_SESSION_ID": "live-1",
+        "PRODUCER_STREAM_KEY": "nginx-key",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "producer.service"], cwd=REPO, env=env, stderr=subprocess.PIPE)
     try:
+
         def listening() -> bool:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -166,9 +170,7 @@ def test_producer_task_ends_stream_on_sigterm(
 
 
 @pytest.mark.slow
-def test_producer_task_without_nginx(
-    tmp_path: Path, sessions: SqliteSessionStore, speech_wav: Path
-) -> None:
+def test_producer_task_without_nginx(tmp_path: Path, sessions: SqliteSessionStore, speech_wav: Path) -> None:
     import threading
 
     from contracts.settings import Settings
@@ -179,9 +181,13 @@ def test_producer_task_without_nginx(
     settings = Settings(data_dir=tmp_path, host="127.0.0.1", rtmp_port=port)
     stop = threading.Event()
     result: list[int] = []
-    task = threading.Thread(target=lambda: result.append(run_producer_task(
-        settings, "live-1", "nginx-key", writer=stream, sessions=sessions, use_nginx=False,
-        stop=stop)))
+    task = threading.Thread(
+        target=lambda: result.append(
+            run_producer_task(
+                settings, "live-1", "nginx-key", writer=stream, sessions=sessions, use_nginx=False, stop=stop
+            )
+        )
+    )
     task.start()
 
     def listening() -> bool:

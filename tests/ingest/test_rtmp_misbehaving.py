@@ -65,9 +65,7 @@ def test_publisher_that_never_publishes_is_dropped(strict_ingest: RtmpIngest) ->
     sock.close()
 
 
-def test_media_before_publish_is_refused(
-    strict_ingest: RtmpIngest, stream: EmbeddedStream
-) -> None:
+def test_media_before_publish_is_refused(strict_ingest: RtmpIngest, stream: EmbeddedStream) -> None:
     sock = _handshaken(strict_ingest.port)
     sock.sendall(chunk_message(command("connect", 1, {"app": "live"}), type_id=20))
     sock.sendall(chunk_message(b"\xaf\x01" + bytes(300), type_id=8, csid=4, stream_id=1))

@@ -35,9 +35,7 @@ def _assert_contiguous(frames: list, session_id: str) -> int:
     return offset
 
 
-def test_right_key_audio_reaches_stream(
-    ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path
-) -> None:
+def test_right_key_audio_reaches_stream(ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path) -> None:
     lived: list[str] = []
     ingest.on_live = lived.append
     ingest.register("s1", "key-one-secret")
@@ -55,9 +53,7 @@ def test_right_key_audio_reaches_stream(
     assert st.samples == total and st.publishes == 1 and st.reconnects == 0 and st.bytes > 0
 
 
-def test_h264_and_aac_like_zoom(
-    ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path
-) -> None:
+def test_h264_and_aac_like_zoom(ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path) -> None:
     ingest.register("zoom", "zk")
     res = publish(_url(ingest, "zk"), speech_wav, realtime=False, video=True)
     assert res.returncode == 0, res.stderr.decode()
@@ -81,9 +77,7 @@ def test_wrong_key_is_refused_and_writes_nothing(
     assert ingest.stats("s1").samples == 0
 
 
-def test_old_key_after_end_is_refused(
-    ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path
-) -> None:
+def test_old_key_after_end_is_refused(ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path) -> None:
     ingest.register("old", "old-key")
     ingest.end("old")
     res = publish(_url(ingest, "old-key"), speech_wav, realtime=False)
@@ -92,9 +86,7 @@ def test_old_key_after_end_is_refused(
     assert [(f.kind, f.sample_offset) for f in frames] == [(FrameKind.END, 0)]
 
 
-def test_reconnect_continues_the_timeline(
-    ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path
-) -> None:
+def test_reconnect_continues_the_timeline(ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path) -> None:
     ingest.register("rc", "rc-key")
     first = publish(_url(ingest, "rc-key"), speech_wav, realtime=False, duration=2.5)
     assert first.returncode == 0, first.stderr.decode()
@@ -132,8 +124,7 @@ def test_two_sessions_on_one_port_and_duplicate_publisher_refused(
     assert dup.returncode != 0  # refused while the first publisher is live
     for t in threads:
         t.join()
-    wait_for(lambda: not ingest.stats("a").connected and not ingest.stats("b").connected,
-             what="both finished")
+    wait_for(lambda: not ingest.stats("a").connected and not ingest.stats("b").connected, what="both finished")
     for sid in ("a", "b"):
         ingest.end(sid)
         total = _assert_contiguous(frames_of(stream, sid), sid)

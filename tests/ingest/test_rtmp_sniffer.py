@@ -16,28 +16,34 @@ def _session(publish_name: str = "secret-key?token=1", *, big_chunks: bool = Tru
     chunk = 4096 if big_chunks else 128
     out = handshake_c0c1() + C2
     out += chunk_message(
-        command("connect", 1, {"app": "live?x=1", "tcUrl": "rtmp://h/live", "type": "nonprivate",
-                               "flashVer": "FMLE/3.0", "swfUrl": "rtmp://h/live" + "x" * 300}),
+        command(
+            "connect",
+            1,
+            {
+                "app": "live?x=1",
+                "tcUrl": "rtmp://h/live",
+                "type": "nonprivate",
+                "flashVer": "FMLE/3.0",
+                "swfUrl": "rtmp://h/live" + "x" * 300,
+            },
+        ),
         type_id=20,
     )
     if big_chunks:
         out += set_chunk_size(4096)
-    out += chunk_message(command("releaseStream", 2, None, "secret-key"), type_id=20, csid=3,
-                         first_fmt=1, chunk_size=chunk)
-    out += chunk_message(command("FCPublish", 3, None, "secret-key"), type_id=20, csid=3,
-                         first_fmt=1, chunk_size=chunk)
-    out += chunk_message(command("createStream", 4, None), type_id=20, csid=3, first_fmt=1,
-                         chunk_size=chunk)
-    out += chunk_message(command("publish", 5, None, publish_name, "live"), type_id=20,
-                         csid=320, stream_id=1, chunk_size=chunk)
+    out += chunk_message(
+        command("releaseStream", 2, None, "secret-key"), type_id=20, csid=3, first_fmt=1, chunk_size=chunk
+    )
+    out += chunk_message(command("FCPublish", 3, None, "secret-key"), type_id=20, csid=3, first_fmt=1, chunk_size=chunk)
+    out += chunk_message(command("createStream", 4, None), type_id=20, csid=3, first_fmt=1, chunk_size=chunk)
+    out += chunk_message(
+        command("publish", 5, None, publish_name, "live"), type_id=20, csid=320, stream_id=1, chunk_size=chunk
+    )
     # Audio with extended timestamps, continuation chunks and fmt 2/3 headers.
     audio = bytes(range(256)) * 40
-    out += chunk_message(audio, type_id=8, csid=4, stream_id=1, timestamp=0x1000000,
-                         chunk_size=chunk)
-    out += chunk_message(audio, type_id=8, csid=4, timestamp=0x1000000, first_fmt=2,
-                         chunk_size=chunk)
-    out += chunk_message(audio, type_id=8, csid=4, timestamp=0x1000000, first_fmt=3,
-                         chunk_size=chunk)
+    out += chunk_message(audio, type_id=8, csid=4, stream_id=1, timestamp=0x1000000, chunk_size=chunk)
+    out += chunk_message(audio, type_id=8, csid=4, timestamp=0x1000000, first_fmt=2, chunk_size=chunk)
+    out += chunk_message(audio, type_id=8, csid=4, timestamp=0x1000000, first_fmt=3, chunk_size=chunk)
     return out
 
 

@@ -17,9 +17,7 @@ from stores.sqlite import SqliteTranscriptStore
 
 def asr_words(text: str, start: float = 0.0, step: float = 0.3) -> AsrSegment:
     """One ASR segment whose words are ``text`` split on spaces, ``step`` s apiece."""
-    words = tuple(
-        Word(start + i * step, start + (i + 1) * step, " " + w, 0.9) for i, w in enumerate(text.split())
-    )
+    words = tuple(Word(start + i * step, start + (i + 1) * step, " " + w, 0.9) for i, w in enumerate(text.split()))
     return AsrSegment(start, start + len(words) * step, text, words, -0.2, 0.01, 1.2)
 
 
@@ -129,8 +127,14 @@ def live_service(tmp_path: Path) -> Iterator[Any]:
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     settings = Settings.from_env(
-        {}, data_dir=tmp_path / "data", diarization="none", port=0, rtmp_port=0,
-        window_seconds=10.0, window_min_seconds=5.0, interim_seconds=1.0,
+        {},
+        data_dir=tmp_path / "data",
+        diarization="none",
+        port=0,
+        rtmp_port=0,
+        window_seconds=10.0,
+        window_min_seconds=5.0,
+        interim_seconds=1.0,
     )
     svc = LiveService(settings).start()
     try:

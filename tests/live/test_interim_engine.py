@@ -106,12 +106,14 @@ def test_interim_then_final_in_place_without_duplicates(
     everything = store.segments(SID, include_interim=True)
     assert everything and all(s.is_final for s in everything), "no interim row outlives its window"
     # Stable interim words mostly survive into the final text of their window.
-    final_words = {
-        w: " ".join(s.text for s in store.segments(SID) if s.window_index == w).lower() for w in finals
-    }
+    final_words = {w: " ".join(s.text for s in store.segments(SID) if s.window_index == w).lower() for w in finals}
     stable = [
         (c.window_index, word.text.strip(" .,?!").lower())
-        for c in log if not c.is_final for s in c.segments if s.stable for word in s.words
+        for c in log
+        if not c.is_final
+        for s in c.segments
+        if s.stable
+        for word in s.words
     ]
     kept = sum(1 for w, t in stable if t and t in final_words[w])
     assert stable and kept / len(stable) > 0.8, (kept, len(stable))

@@ -48,8 +48,12 @@ def test_whip_protocol_errors_are_clear(live_service: Any) -> None:
         assert status == code, (code, payload)
         assert b'"error"' in payload and h["content-type"] == "application/json"
     other = start_session(live_service.url)
-    status, _, _ = http("POST", f"{live_service.url}/sessions/{other['session_id']}/whip", audio_offer,
-                        {**sdp, "authorization": f"Bearer {key}"})
+    status, _, _ = http(
+        "POST",
+        f"{live_service.url}/sessions/{other['session_id']}/whip",
+        audio_offer,
+        {**sdp, "authorization": f"Bearer {key}"},
+    )
     assert status == 403, "a key opens only its own session"
     status, _, _ = http("DELETE", f"{url}/nope", b"", {"authorization": f"Bearer {key}"})
     assert status == 404

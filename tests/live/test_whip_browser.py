@@ -32,14 +32,23 @@ DOM = """JSON.stringify({
 
 def chromium_args(exe: str, wav: Path, profile: Path, url: str) -> list[str]:
     return [
-        exe, "--headless", "--no-sandbox", "--disable-gpu",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
         f"--user-data-dir={profile}",
         # WebRTC on loopback only: offer 127.0.0.1 candidates, plain addresses instead of mDNS names.
-        "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-        "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+        "--allow-loopback-in-peer-connection",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
+        "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=0",
         url,
     ]
 

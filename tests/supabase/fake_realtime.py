@@ -154,8 +154,9 @@ class FakeRealtime:
         finally:
             self.subs = [s for s in self.subs if s.ws is not ws]
 
-    async def _join(self, ws: ServerConnection, topic: str, ref: str | None,
-                    payload: dict[str, Any], apikey: str) -> None:
+    async def _join(
+        self, ws: ServerConnection, topic: str, ref: str | None, payload: dict[str, Any], apikey: str
+    ) -> None:
         self.joins.append(payload)
         token = payload.get("access_token") or apikey
         try:
@@ -167,27 +168,39 @@ class FakeRealtime:
         reply = []
         for b in payload.get("config", {}).get("postgres_changes") or []:
             self._next_id += 1
-            binding = Binding(self._next_id, b["event"], b.get("schema", "public"),
-                              b.get("table", "*"), b.get("filter"))
+            binding = Binding(
+                self._next_id, b["event"], b.get("schema", "public"), b.get("table", "*"), b.get("filter")
+            )
             sub.bindings.append(binding)
-            item = {"id": binding.id, "event": b["event"], "schema": binding.schema,
-                    "table": binding.table}
+            item = {"id": binding.id, "event": b["event"], "schema": binding.schema, "table": binding.table}
             if binding.filter:
                 item["filter"] = binding.filter
             reply.append(item)
         self.subs.append(sub)
         await self._reply(ws, topic, ref, "ok", {"postgres_changes": reply})
-        await ws.send(json.dumps({
-            "topic": topic, "event": "system", "ref": None,
-            "payload": {"channel": topic.removeprefix("realtime:"), "extension": "postgres_changes",
-                        "message": "Subscribed to PostgreSQL", "status": "ok"},
-        }))
+        await ws.send(
+            json.dumps(
+                {
+                    "topic": topic,
+                    "event": "system",
+                    "ref": None,
+                    "payload": {
+                        "channel": topic.removeprefix("realtime:"),
+                        "extension": "postgres_changes",
+                        "message": "Subscribed to PostgreSQL",
+                        "status": "ok",
+                    },
+                }
+            )
+        )
 
     @staticmethod
-    async def _reply(ws: ServerConnection, topic: str, ref: str | None, status: str,
-                     response: dict[str, Any]) -> None:
-        await ws.send(json.dumps({"topic": topic, "event": "phx_reply", "ref": ref,
-                                  "payload": {"status": status, "response": response}}))
+    async def _reply(ws: ServerConnection, topic: str, ref: str | None, status: str, response: dict[str, Any]) -> None:
+        await ws.send(
+            json.dumps(
+                {"topic": topic, "event": "phx_reply", "ref": ref, "payload": {"status": status, "response": response}}
+            )
+        )
 
     # --- changes -------------------------------------------------------------
 
@@ -209,7 +222,8 @@ class FakeRealtime:
         params = {k: f"eq.{row[k]}" for k in PRIMARY_KEYS[table]}
         async with httpx.AsyncClient(timeout=10) as http:
             r = await http.get(
-                f"{self.stack.url}/rest/v1/{table}", params=params,
+                f"{self.stack.url}/rest/v1/{table}",
+                params=params,
                 headers={"apikey": self.stack.anon_key, "Authorization": f"Bearer {token}"},
             )
         return r.status_code == 200 and bool(r.json())
@@ -223,7 +237,10 @@ class FakeRealtime:
             if op != "DELETE" and not await self._visible(sub.token, table, row):
                 continue  # RLS: this subscriber may not see the row
             data: dict[str, Any] = {
-                "schema": "public", "table": table, "commit_timestamp": at, "type": op,
+                "schema": "public",
+                "table": table,
+                "commit_timestamp": at,
+                "type": op,
                 "errors": None,
                 "columns": [{"name": k, "type": "unknown"} for k in row],
             }
@@ -232,8 +249,12 @@ class FakeRealtime:
             if op != "INSERT":
                 pk = PRIMARY_KEYS[table]
                 data["old_record"] = {k: old[k] for k in pk} if op == "DELETE" else old
-            message = {"topic": sub.topic, "event": "postgres_changes", "ref": None,
-                       "payload": {"data": data, "ids": ids}}
+            message = {
+                "topic": sub.topic,
+                "event": "postgres_changes",
+                "ref": None,
+                "payload": {"data": data, "ids": ids},
+            }
             self.sent.append(message)
             with contextlib.suppress(Exception):
                 await sub.ws.send(json.dumps(message))

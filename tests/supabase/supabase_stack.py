@@ -69,9 +69,7 @@ def find_postgrest() -> str:
     for c in candidates:
         if c and Path(c).is_file() and os.access(c, os.X_OK):
             return c
-    raise StackUnavailable(
-        "PostgREST not found: run scripts/setup.d/40-supabase.sh (or set FLOWBOT_POSTGREST_BIN)"
-    )
+    raise StackUnavailable("PostgREST not found: run scripts/setup.d/40-supabase.sh (or set FLOWBOT_POSTGREST_BIN)")
 
 
 def free_port() -> int:
@@ -81,9 +79,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_jwt(role: str, sub: str | None = None, *, secret: str = JWT_SECRET,
-             expires_in: float = 3600, aud: str | list[str] | None = "authenticated",
-             **claims: object) -> str:
+def make_jwt(
+    role: str,
+    sub: str | None = None,
+    *,
+    secret: str = JWT_SECRET,
+    expires_in: float = 3600,
+    aud: str | list[str] | None = "authenticated",
+    **claims: object,
+) -> str:
     """A Supabase-style HS256 access token."""
     now = int(time.time())
     payload: dict[str, object] = {"role": role, "iat": now, "exp": now + int(expires_in)}
@@ -130,17 +134,45 @@ class PostgresCluster:
             nobody = pwd.getpwnam("nobody")
             os.chown(self.root, nobody.pw_uid, nobody.pw_gid)
         subprocess.run(
-            [find_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres",
-             "--auth=trust", "--encoding=UTF8", "--no-sync"],
-            check=True, capture_output=True, cwd=self.root, **self._as(),  # type: ignore[call-overload]
+            [
+                find_pg_bin("initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=self.root,
+            **self._as(),  # type: ignore[call-overload]
         )
         self._proc = subprocess.Popen(  # type: ignore[call-overload]
-            [find_pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",
-             "-c", "wal_level=logical", "-c", "fsync=off", "-c", "max_connections=50",
-             "-c", "synchronous_commit=off"],
-            stdout=subprocess.DEVNULL, stderr=open(self.root / "postgres.log", "wb"),  # noqa: SIM115
-            cwd=self.root, **self._as(),
+            [
+                find_pg_bin("postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.root}",
+                "-c",
+                "wal_level=logical",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=50",
+                "-c",
+                "synchronous_commit=off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "postgres.log", "wb"),  # noqa: SIM115
+            cwd=self.root,
+            **self._as(),
         )
         _wait_port(self.port, 30, self._proc)
         deadline = time.monotonic() + 30
@@ -155,8 +187,13 @@ class PostgresCluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def psql(
-        self, sql: str | None = None, *, file: Path | None = None, check: bool = True,
-        role: str | None = None, claims: str | None = None,
+        self,
+        sql: str | None = None,
+        *,
+        file: Path | None = None,
+        check: bool = True,
+        role: str | None = None,
+        claims: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run SQL (or a file) with ON_ERROR_STOP; optionally as an API role with JWT claims."""
         args = [find_pg_bin("psql"), self.dsn, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
@@ -214,16 +251,15 @@ class PostgREST:
         """Start and wait until the schema cache is loaded (admin /ready)."""
         self._proc = subprocess.Popen(
             [find_postgrest(), str(self.config)],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            stdout=open(self.log, "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while True:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"postgrest exited: {self.log.read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.admin_port}/ready", timeout=1
-                ) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -302,7 +338,7 @@ class Gateway:
         for prefix, port in self.routes.items():
             if target.startswith(prefix):
                 upstream = port
-                target = target[len(prefix):] or "/"
+                target = target[len(prefix) :] or "/"
                 if not target.startswith("/"):
                     target = "/" + target
                 break
@@ -327,11 +363,7 @@ class Gateway:
                 status = 502
                 await self._reply(writer, 502, "upstream unavailable")
                 return
-            up_writer.write(
-                (f"{method} {target} {version}\r\n" + "\r\n".join(headers) + "\r\n\r\n").encode(
-                    "latin-1"
-                )
-            )
+            up_writer.write((f"{method} {target} {version}\r\n" + "\r\n".join(headers) + "\r\n\r\n").encode("latin-1"))
             await up_writer.drain()
             status = 200
             up = asyncio.create_task(self._pipe(reader, up_writer))
@@ -361,8 +393,9 @@ class Gateway:
         except (ConnectionError, OSError):
             pass
 
-    async def _pipe_back(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter,
-                         method: str, target: str, *, rewrite: bool) -> None:
+    async def _pipe_back(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, method: str, target: str, *, rewrite: bool
+    ) -> None:
         try:
             first = await src.read(65536)
             if self.after_forward is not None:
@@ -382,9 +415,7 @@ class Gateway:
                         break
                     first += more
                 head, sep, rest = first.partition(b"\r\n\r\n")
-                lines = [
-                    h for h in head.split(b"\r\n") if not h.lower().startswith(b"connection:")
-                ]
+                lines = [h for h in head.split(b"\r\n") if not h.lower().startswith(b"connection:")]
                 first = b"\r\n".join([*lines, b"Connection: close"]) + sep + rest
             dst.write(first)
             await dst.drain()
@@ -400,7 +431,8 @@ class Gateway:
         body = text.encode()
         writer.write(
             f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
         )
         with contextlib.suppress(ConnectionError):
             await writer.drain()

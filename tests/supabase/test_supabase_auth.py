@@ -72,8 +72,7 @@ def test_missing_and_malformed() -> None:
     assert reason_of({}) == "missing"
     assert reason_of({"Authorization": "Basic dXNlcjpwYXNz"}) == "malformed"
     assert reason_of(bearer("not.a.jwt")) == "malformed"
-    no_exp = jwt.encode({"role": "authenticated", "sub": USER, "aud": "authenticated"},
-                        JWT_SECRET, algorithm="HS256")
+    no_exp = jwt.encode({"role": "authenticated", "sub": USER, "aud": "authenticated"}, JWT_SECRET, algorithm="HS256")
     assert reason_of(bearer(no_exp)) == "malformed"
 
 
@@ -100,12 +99,10 @@ def test_may_access() -> None:
     assert not may_access(Caller(None, "authenticated"), USER)
 
 
-def test_owns_meeting_against_supabase(
-    stack: SupabaseStack, new_session: Callable[..., Session]
-) -> None:
-    settings = Settings.from_env({}, supabase_url=stack.url,
-                                 supabase_service_key=stack.service_key,
-                                 supabase_jwt_secret=JWT_SECRET)
+def test_owns_meeting_against_supabase(stack: SupabaseStack, new_session: Callable[..., Session]) -> None:
+    settings = Settings.from_env(
+        {}, supabase_url=stack.url, supabase_service_key=stack.service_key, supabase_jwt_secret=JWT_SECRET
+    )
     owns = owns_meeting_factory(settings)
     assert owns is not None
     session = new_session(owner=USER)

@@ -27,10 +27,20 @@ from stores.supabase import SupabaseMeetingStatus, SupabaseTranscriptStore
 NewSession = Callable[..., Session]
 
 
-def seg(win: int, idx: int, text: str, *, final: bool = True, speaker: str = "S1",
-        sid: str = "s1") -> TranscriptSegment:
-    return TranscriptSegment(sid, win, idx, win * 30.0 + idx * 3.0, win * 30.0 + idx * 3.0 + 2.5,
-                             text, speaker=speaker, is_final=final, stable=final)
+def seg(
+    win: int, idx: int, text: str, *, final: bool = True, speaker: str = "S1", sid: str = "s1"
+) -> TranscriptSegment:
+    return TranscriptSegment(
+        sid,
+        win,
+        idx,
+        win * 30.0 + idx * 3.0,
+        win * 30.0 + idx * 3.0 + 2.5,
+        text,
+        speaker=speaker,
+        is_final=final,
+        stable=final,
+    )
 
 
 def screen(raw: str) -> list[str]:
@@ -49,7 +59,7 @@ def screen(raw: str) -> list[str]:
             if token.endswith("F"):
                 row = max(0, row - n)
             elif token.endswith("J"):
-                del lines[row + 1:]
+                del lines[row + 1 :]
                 lines[row] = ""
         else:
             lines[row] += token
@@ -63,8 +73,7 @@ def test_plain_output_marks_interim_and_prints_finals_once() -> None:
     out = io.StringIO()
     r = TranscriptRenderer(out, tty=False)
     r.window(0, 1, False, [seg(0, 0, "hello wor", final=False)], {"S1": "Ann"})
-    r.window(0, 2, False, [seg(0, 0, "hello world", final=False),
-                           seg(0, 1, "and", final=False)])
+    r.window(0, 2, False, [seg(0, 0, "hello world", final=False), seg(0, 1, "and", final=False)])
     r.window(0, 2, False, [seg(0, 0, "replayed", final=False)])  # not newer: ignored
     r.window(0, 3, True, [seg(0, 0, "Hello world.")])
     r.window(0, 4, True, [seg(0, 0, "Hello world.")])  # replayed final: not printed again
@@ -90,8 +99,7 @@ def test_changed_final_is_marked_revised() -> None:
     r = TranscriptRenderer(out, tty=False)
     r.window(0, 1, True, [seg(0, 0, "first take")])
     r.window(0, 2, True, [seg(0, 0, "second take")])
-    assert out.getvalue().splitlines() == ["[00:00] S1: first take",
-                                           "[00:00] S1: second take (revised)"]
+    assert out.getvalue().splitlines() == ["[00:00] S1: first take", "[00:00] S1: second take (revised)"]
 
 
 def test_tty_rewrites_interim_in_place() -> None:
@@ -99,18 +107,19 @@ def test_tty_rewrites_interim_in_place() -> None:
     r = TranscriptRenderer(out, tty=True)
     r.window(0, 1, True, [seg(0, 0, "Done before.")])
     r.window(1, 2, False, [seg(1, 0, "typing", final=False), seg(1, 1, "more", final=False)])
-    assert screen(out.getvalue()) == ["[00:00] S1: Done before.", "[00:30] S1: typing",
-                                      "[00:33] S1: more"]
+    assert screen(out.getvalue()) == ["[00:00] S1: Done before.", "[00:30] S1: typing", "[00:33] S1: more"]
     assert "\x1b[2m[00:30] S1: typing" in out.getvalue()  # interim is drawn dimmed
     r.window(1, 3, False, [seg(1, 0, "typing this", final=False)])
     assert screen(out.getvalue()) == ["[00:00] S1: Done before.", "[00:30] S1: typing this"]
     r.window(2, 4, False, [seg(2, 0, "next window", final=False)])
     r.window(1, 5, True, [seg(1, 0, "Typing this.")])
-    assert screen(out.getvalue()) == ["[00:00] S1: Done before.", "[00:30] S1: Typing this.",
-                                      "[01:00] S1: next window"]
+    assert screen(out.getvalue()) == ["[00:00] S1: Done before.", "[00:30] S1: Typing this.", "[01:00] S1: next window"]
     r.window(2, 6, True, [seg(2, 0, "Next window.")])
-    assert screen(out.getvalue()) == ["[00:00] S1: Done before.", "[00:30] S1: Typing this.",
-                                      "[01:00] S1: Next window."]
+    assert screen(out.getvalue()) == [
+        "[00:00] S1: Done before.",
+        "[00:30] S1: Typing this.",
+        "[01:00] S1: Next window.",
+    ]
     assert out.getvalue().count("Typing this.") == 1  # final text written once
 
 
@@ -135,9 +144,13 @@ def sse(event: str, data: Any, event_id: int | None = None) -> bytes:
 
 
 def window_event(win: int, rev: int, final: bool, texts: list[str]) -> dict[str, Any]:
-    return {"window_index": win, "revision": rev, "is_final": final,
-            "segments": [seg(win, i, t, final=final).to_dict() for i, t in enumerate(texts)],
-            "speakers": {"S1": "Ann"}}
+    return {
+        "window_index": win,
+        "revision": rev,
+        "is_final": final,
+        "segments": [seg(win, i, t, final=final).to_dict() for i, t in enumerate(texts)],
+        "speakers": {"S1": "Ann"},
+    }
 
 
 class FeedServer:
@@ -241,13 +254,16 @@ def realtime(stack: SupabaseStack) -> Iterator[FakeRealtime]:
 
 
 def follower_settings(stack: SupabaseStack, token: str) -> Settings:
-    return Settings.from_env({}, store="supabase", supabase_url=stack.url,
-                             supabase_anon_key=stack.anon_key, supabase_access_token=token)
+    return Settings.from_env(
+        {}, store="supabase", supabase_url=stack.url, supabase_anon_key=stack.anon_key, supabase_access_token=token
+    )
 
 
 @pytest.mark.slow
 def test_follow_supabase_live(
-    stack: SupabaseStack, realtime: FakeRealtime, new_session: NewSession,
+    stack: SupabaseStack,
+    realtime: FakeRealtime,
+    new_session: NewSession,
     meetings: SupabaseMeetingStatus,
 ) -> None:
     owner = str(uuid.uuid4())
@@ -255,17 +271,23 @@ def test_follow_supabase_live(
     sid = session.session_id
     store = SupabaseTranscriptStore(stack.url, stack.service_key)
     # Already there before following: caught up on subscribe.
-    store.commit_window(WindowRecord(sid, 0, 0, 480_000), [seg(0, 0, "Earlier.", sid=sid)],
-                        SessionProgress(sid, 1, 480_000))
+    store.commit_window(
+        WindowRecord(sid, 0, 0, 480_000), [seg(0, 0, "Earlier.", sid=sid)], SessionProgress(sid, 1, 480_000)
+    )
     out = io.StringIO()
     result: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            result["state"] = asyncio.run(follow_supabase(
-                follower_settings(stack, stack.user_token(owner)), sid, out,
-                renderer=TranscriptRenderer(out, tty=False), catch_up_seconds=30,
-            ))
+            result["state"] = asyncio.run(
+                follow_supabase(
+                    follower_settings(stack, stack.user_token(owner)),
+                    sid,
+                    out,
+                    renderer=TranscriptRenderer(out, tty=False),
+                    catch_up_seconds=30,
+                )
+            )
         except BaseException as e:  # surfaced by the assertion below
             result["error"] = e
 
@@ -281,8 +303,9 @@ def test_follow_supabase_live(
     assert store.put_interim(sid, 1, [seg(1, 0, "live te", final=False, sid=sid)])
     realtime.wait_for(lambda rt: any("live te" in json.dumps(m) for m in rt.sent))
     store.rename_speaker(sid, "S1", "Ann")
-    store.commit_window(WindowRecord(sid, 1, 480_000, 960_000),
-                        [seg(1, 0, "Live text.", sid=sid)], SessionProgress(sid, 2, 960_000))
+    store.commit_window(
+        WindowRecord(sid, 1, 480_000, 960_000), [seg(1, 0, "Live text.", sid=sid)], SessionProgress(sid, 2, 960_000)
+    )
     meetings.update(session.meeting_id, "completed", {"summary": "It worked."}, session_id=sid)
     thread.join(30)
     assert not thread.is_alive(), out.getvalue()
@@ -305,12 +328,14 @@ def test_follow_supabase_other_user_sees_nothing(
     session = new_session()
     intruder = stack.user_token(str(uuid.uuid4()))
     with pytest.raises(FollowError, match=r"no session .* visible"):
-        asyncio.run(follow_supabase(follower_settings(stack, intruder), session.session_id,
-                                    io.StringIO()))
+        asyncio.run(follow_supabase(follower_settings(stack, intruder), session.session_id, io.StringIO()))
     assert realtime.joins  # it did subscribe; the catch-up read found nothing
 
 
 def test_follow_supabase_needs_credentials() -> None:
     with pytest.raises(FollowError, match="FLOWBOT_SUPABASE_ACCESS_TOKEN"):
-        asyncio.run(follow_supabase(Settings.from_env({}, supabase_url="http://127.0.0.1:1",
-                                                      supabase_anon_key="k"), "s", io.StringIO()))
+        asyncio.run(
+            follow_supabase(
+                Settings.from_env({}, supabase_url="http://127.0.0.1:1", supabase_anon_key="k"), "s", io.StringIO()
+            )
+        )

@@ -17,18 +17,29 @@ from stores.base import Session, SessionProgress
 from stores.supabase import SupabaseMeetingStatus, SupabaseTranscriptStore
 
 NewSession = Callable[..., Session]
-TABLES = ["meetings", "sessions", "transcript_segments", "transcript_windows",
-          "session_speakers", "meeting_notes", "session_progress"]
+TABLES = [
+    "meetings",
+    "sessions",
+    "transcript_segments",
+    "transcript_windows",
+    "session_speakers",
+    "meeting_notes",
+    "session_progress",
+]
 
 
-def rest(stack: SupabaseStack, method: str, path: str, token: str | None,
-         body: Any = None) -> httpx.Response:
+def rest(stack: SupabaseStack, method: str, path: str, token: str | None, body: Any = None) -> httpx.Response:
     """A raw PostgREST call as a client would make it (apikey = anon key, bearer = token)."""
     headers = {"apikey": stack.anon_key, "Content-Type": "application/json"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    return httpx.request(method, f"{stack.url}/rest/v1/{path}", headers=headers,
-                         content=None if body is None else json.dumps(body), timeout=10)
+    return httpx.request(
+        method,
+        f"{stack.url}/rest/v1/{path}",
+        headers=headers,
+        content=None if body is None else json.dumps(body),
+        timeout=10,
+    )
 
 
 def rows(resp: httpx.Response) -> list[dict[str, Any]]:
@@ -58,9 +69,7 @@ def owned(stack: SupabaseStack, new_session: NewSession) -> tuple[Session, str, 
     return session, stack.user_token(owner), stack.user_token(str(uuid.uuid4()))
 
 
-def test_owner_reads_own_meeting_only(
-    stack: SupabaseStack, owned: tuple[Session, str, str]
-) -> None:
+def test_owner_reads_own_meeting_only(stack: SupabaseStack, owned: tuple[Session, str, str]) -> None:
     session, mine, theirs = owned
     sid = session.session_id
     reads = {
@@ -78,8 +87,7 @@ def test_owner_reads_own_meeting_only(
         assert rows(rest(stack, "GET", path, stack.anon_key)) == [], table
     assert rows(rest(stack, "GET", reads["transcript_segments"], mine))[0]["text"] == "secret plans"
     # Unfiltered reads show another user nothing at all of it.
-    assert all(r["session_id"] != sid
-               for r in rows(rest(stack, "GET", "transcript_segments", theirs)))
+    assert all(r["session_id"] != sid for r in rows(rest(stack, "GET", "transcript_segments", theirs)))
     # Internal progress (speaker centroids) is not readable even by the owner.
     assert rows(rest(stack, "GET", f"session_progress?session_id=eq.{sid}", mine)) == []
 
@@ -100,8 +108,7 @@ def test_read_functions_apply_rls(stack: SupabaseStack, owned: tuple[Session, st
 def test_client_writes_refused(stack: SupabaseStack, owned: tuple[Session, str, str]) -> None:
     session, mine, _ = owned
     sid = session.session_id
-    seg = {"session_id": sid, "window_index": 9, "segment_index": 0, "start": 0, "end": 1,
-           "text": "forged"}
+    seg = {"session_id": sid, "window_index": 9, "segment_index": 0, "start": 0, "end": 1, "text": "forged"}
     for token in (mine, None):
         for method, path, body in [
             ("POST", "transcript_segments", seg),
@@ -110,22 +117,35 @@ def test_client_writes_refused(stack: SupabaseStack, owned: tuple[Session, str, 
             ("PATCH", f"meetings?id=eq.{session.meeting_id}", {"owner_id": str(uuid.uuid4())}),
             ("POST", "meetings", {"id": "m-forged", "owner_id": str(uuid.uuid4())}),
             ("POST", "meeting_notes", {"session_id": sid, "notes": {}}),
-            ("POST", "rpc/flowbot_commit_window",
-             {"p_window": {"session_id": sid, "window_index": 9, "start_sample": 0,
-                           "end_sample": 1}, "p_segments": [seg],
-              "p_progress": {"session_id": sid, "next_window_index": 10,
-                             "committed_sample": 1}}),
-            ("POST", "rpc/flowbot_register_session",
-             {"p_session_id": "x", "p_meeting_id": session.meeting_id,
-              "p_owner_id": str(uuid.uuid4()), "p_topic": "", "p_state": "live"}),
+            (
+                "POST",
+                "rpc/flowbot_commit_window",
+                {
+                    "p_window": {"session_id": sid, "window_index": 9, "start_sample": 0, "end_sample": 1},
+                    "p_segments": [seg],
+                    "p_progress": {"session_id": sid, "next_window_index": 10, "committed_sample": 1},
+                },
+            ),
+            (
+                "POST",
+                "rpc/flowbot_register_session",
+                {
+                    "p_session_id": "x",
+                    "p_meeting_id": session.meeting_id,
+                    "p_owner_id": str(uuid.uuid4()),
+                    "p_topic": "",
+                    "p_state": "live",
+                },
+            ),
         ]:
             r = rest(stack, method, path, token, body)
             assert r.status_code in (401, 403), (method, path, r.status_code, r.text)
             assert r.json()["code"] == "42501", r.text
     texts = stack.pg.query(f"SELECT text FROM transcript_segments WHERE session_id = '{sid}'")
     assert texts == [["secret plans"]]
-    assert stack.pg.query(f"SELECT count(*) FROM meetings WHERE id = '{session.meeting_id}' "
-                          f"AND owner_id = '{session.user_id}'") == [["1"]]
+    assert stack.pg.query(
+        f"SELECT count(*) FROM meetings WHERE id = '{session.meeting_id}' AND owner_id = '{session.user_id}'"
+    ) == [["1"]]
 
 
 def test_forged_token_rejected(stack: SupabaseStack, owned: tuple[Session, str, str]) -> None:
@@ -138,9 +158,7 @@ def test_forged_token_rejected(stack: SupabaseStack, owned: tuple[Session, str, 
     assert r.status_code == 401 and r.json()["code"] == "PGRST301"
 
 
-def test_realtime_sees_rows_through_subscriber_rls(
-    stack: SupabaseStack, owned: tuple[Session, str, str]
-) -> None:
+def test_realtime_sees_rows_through_subscriber_rls(stack: SupabaseStack, owned: tuple[Session, str, str]) -> None:
     """Realtime checks each change as the subscriber (role + request.jwt.claims); same here."""
     session, _, _ = owned
     sql = f"SELECT count(*) FROM transcript_segments WHERE session_id = '{session.session_id}'"
@@ -152,39 +170,48 @@ def test_realtime_sees_rows_through_subscriber_rls(
 
 
 def test_publication_membership(stack: SupabaseStack) -> None:
-    published = {r[0] for r in stack.pg.query(
-        "SELECT tablename FROM pg_publication_tables "
-        "WHERE pubname = 'supabase_realtime' AND schemaname = 'public'"
-    )}
-    assert published == {"meetings", "sessions", "transcript_segments", "transcript_windows",
-                         "session_speakers", "meeting_notes"}
+    published = {
+        r[0]
+        for r in stack.pg.query(
+            "SELECT tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime' AND schemaname = 'public'"
+        )
+    }
+    assert published == {
+        "meetings",
+        "sessions",
+        "transcript_segments",
+        "transcript_windows",
+        "session_speakers",
+        "meeting_notes",
+    }
     assert stack.pg.query(
-        "SELECT pubinsert, pubupdate, pubdelete FROM pg_publication "
-        "WHERE pubname = 'supabase_realtime'"
+        "SELECT pubinsert, pubupdate, pubdelete FROM pg_publication WHERE pubname = 'supabase_realtime'"
     ) == [["t", "t", "t"]]
 
 
 def test_rls_enabled_everywhere(stack: SupabaseStack) -> None:
-    got = dict(stack.pg.query(
-        "SELECT relname, relrowsecurity FROM pg_class WHERE relnamespace = 'public'::regnamespace "
-        f"AND relname IN ({', '.join(repr(t) for t in TABLES)})".replace('"', "'")
-    ))
+    got = dict(
+        stack.pg.query(
+            "SELECT relname, relrowsecurity FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+            f"AND relname IN ({', '.join(repr(t) for t in TABLES)})".replace('"', "'")
+        )
+    )
     assert got == dict.fromkeys(TABLES, "t")
 
 
 def _schema_dump(stack: SupabaseStack) -> str:
     out = subprocess.run(
         [find_pg_bin("pg_dump"), "--schema-only", "--no-owner", stack.pg.dsn],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     # pg_dump's \restrict lines carry a random key per run.
     skip = ("\\restrict", "\\unrestrict")
     return "\n".join(x for x in out.splitlines() if not x.startswith(skip))
 
 
-def test_migration_reapplies_without_change(
-    stack: SupabaseStack, owned: tuple[Session, str, str]
-) -> None:
+def test_migration_reapplies_without_change(stack: SupabaseStack, owned: tuple[Session, str, str]) -> None:
     before_schema = _schema_dump(stack)
     before_rows = stack.pg.query("SELECT count(*) FROM transcript_segments")
     stack.apply_migrations(bootstrap=True)
@@ -195,19 +222,18 @@ def test_migration_reapplies_without_change(
 def test_migration_applies_from_scratch_on_fresh_database(stack: SupabaseStack) -> None:
     db = "fresh_" + uuid.uuid4().hex[:8]
     stack.pg.psql(f"CREATE DATABASE {db}")
-    base = [find_pg_bin("psql"), stack.pg.dsn.rsplit("/", 1)[0] + "/" + db, "-X", "-q",
-            "-v", "ON_ERROR_STOP=1"]
+    base = [find_pg_bin("psql"), stack.pg.dsn.rsplit("/", 1)[0] + "/" + db, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
     try:
         # Without the Supabase roles the migration must stop, not half-apply.
-        bare = subprocess.run([*base, "-1", "-f", str(next(MIGRATIONS.glob("*.sql")))],
-                              capture_output=True, text=True)
+        bare = subprocess.run([*base, "-1", "-f", str(next(MIGRATIONS.glob("*.sql")))], capture_output=True, text=True)
         assert bare.returncode != 0 and "auth" in bare.stderr
         for path in [BOOTSTRAP, *sorted(MIGRATIONS.glob("*.sql"))]:
             subprocess.run([*base, "-1", "-f", str(path)], check=True, capture_output=True)
         tables = subprocess.run(
-            [*base, "-A", "-t", "-c",
-             "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"],
-            check=True, capture_output=True, text=True,
+            [*base, "-A", "-t", "-c", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         assert tables == str(len(TABLES))
     finally:
@@ -229,9 +255,7 @@ def test_meeting_status_at_end_of_workflow(
     assert rows(rest(stack, "GET", f"meetings?id=eq.{session.meeting_id}", theirs)) == []
 
 
-def test_register_refuses_other_owners_meeting(
-    meetings: SupabaseMeetingStatus, new_session: NewSession
-) -> None:
+def test_register_refuses_other_owners_meeting(meetings: SupabaseMeetingStatus, new_session: NewSession) -> None:
     from dataclasses import replace
 
     from stores.supabase import PermanentStoreError

@@ -25,28 +25,35 @@ from stores.supabase import (
 NewSession = Callable[..., Session]
 
 
-def seg(sid: str, win: int, idx: int, text: str, *, final: bool = True,
-        speaker: str | None = "SPEAKER_00") -> TranscriptSegment:
+def seg(
+    sid: str, win: int, idx: int, text: str, *, final: bool = True, speaker: str | None = "SPEAKER_00"
+) -> TranscriptSegment:
     start = win * 30.0 + idx * 2.0
-    words = tuple(
-        Word(start + 0.3 * i, start + 0.3 * i + 0.25, w, 0.9, speaker)
-        for i, w in enumerate(text.split())
-    )
+    words = tuple(Word(start + 0.3 * i, start + 0.3 * i + 0.25, w, 0.9, speaker) for i, w in enumerate(text.split()))
     return TranscriptSegment(
-        session_id=sid, window_index=win, segment_index=idx, start=start, end=start + 1.5,
-        text=text, speaker=speaker, words=words, is_final=final, stable=final,
-        avg_logprob=-0.25, audio_uri=f"file:///a/{sid}/{win}.flac",
+        session_id=sid,
+        window_index=win,
+        segment_index=idx,
+        start=start,
+        end=start + 1.5,
+        text=text,
+        speaker=speaker,
+        words=words,
+        is_final=final,
+        stable=final,
+        avg_logprob=-0.25,
+        audio_uri=f"file:///a/{sid}/{win}.flac",
     )
 
 
 def window(sid: str, win: int, *, status: str = "done", error: str | None = None) -> WindowRecord:
-    return WindowRecord(sid, win, win * 480_000, (win + 1) * 480_000, status, error,
-                        f"file:///a/{sid}/{win}.flac")
+    return WindowRecord(sid, win, win * 480_000, (win + 1) * 480_000, status, error, f"file:///a/{sid}/{win}.flac")
 
 
 def progress(sid: str, win: int, **kw: Any) -> SessionProgress:
-    return SessionProgress(sid, win + 1, (win + 1) * 480_000,
-                           speaker_state={"centroids": {"SPEAKER_00": [0.1, 0.2]}}, **kw)
+    return SessionProgress(
+        sid, win + 1, (win + 1) * 480_000, speaker_state={"centroids": {"SPEAKER_00": [0.1, 0.2]}}, **kw
+    )
 
 
 @pytest.fixture()
@@ -68,7 +75,7 @@ def hooks(stack: SupabaseStack) -> Iterator[SupabaseStack]:
 def segment_rows(stack: SupabaseStack, sid: str) -> list[list[str]]:
     """Every column but the timestamps, straight from Postgres."""
     return stack.pg.query(
-        "SELECT window_index, segment_index, start, \"end\", speaker, text, words::text, "
+        'SELECT window_index, segment_index, start, "end", speaker, text, words::text, '
         f"is_final, stable, avg_logprob, audio_uri FROM transcript_segments "
         f"WHERE session_id = '{sid}' ORDER BY window_index, segment_index"
     )
@@ -107,16 +114,12 @@ def test_replay_window_gives_same_rows(
     assert store.windows(sid) == [window(sid, 2)]
 
 
-def test_final_replaces_interim(
-    store: SupabaseTranscriptStore, stack: SupabaseStack, new_session: NewSession
-) -> None:
+def test_final_replaces_interim(store: SupabaseTranscriptStore, stack: SupabaseStack, new_session: NewSession) -> None:
     sid = new_session().session_id
     interim = [seg(sid, 0, i, f"maybe {i}", final=False) for i in range(3)]
     assert store.put_interim(sid, 0, interim) is True
     assert store.segments(sid) == []  # interim is never shown as final
-    assert [s.text for s in store.segments(sid, include_interim=True)] == [
-        "maybe 0", "maybe 1", "maybe 2"
-    ]
+    assert [s.text for s in store.segments(sid, include_interim=True)] == ["maybe 0", "maybe 1", "maybe 2"]
     assert store.windows(sid) == []  # an open window is not committed
     (change,) = store.changes_since(sid, 0)
     assert change.is_final is False and len(change.segments) == 3
@@ -144,11 +147,9 @@ def test_same_operations_same_results_as_sqlite(
     ops: list[Callable[[Any], object]] = [
         lambda st: st.put_interim(sid, 0, [seg(sid, 0, 0, "a b", final=False)]),
         lambda st: st.put_interim(sid, 0, [seg(sid, 0, i, "c", final=False) for i in range(2)]),
-        lambda st: st.commit_window(window(sid, 0), [seg(sid, 0, 0, "final zero")],
-                                    progress(sid, 0)),
+        lambda st: st.commit_window(window(sid, 0), [seg(sid, 0, 0, "final zero")], progress(sid, 0)),
         lambda st: st.put_interim(sid, 1, [seg(sid, 1, 0, "next", final=False)]),
-        lambda st: st.commit_window(window(sid, 1, status="failed", error="asr crashed"), [],
-                                    progress(sid, 1)),
+        lambda st: st.commit_window(window(sid, 1, status="failed", error="asr crashed"), [], progress(sid, 1)),
         lambda st: st.commit_window(window(sid, 2), w2, done2),
         lambda st: st.rename_speaker(sid, "C", "Carol"),
         lambda st: st.save_progress(replace(done2, speaker_state={"n": 3})),
@@ -173,23 +174,17 @@ def test_same_operations_same_results_as_sqlite(
     assert shape(store.changes_since(sid, 0)) == shape(ref.changes_since(sid, 0))
 
 
-def test_segments_page_past_postgrest_row_limit(
-    store: SupabaseTranscriptStore, new_session: NewSession
-) -> None:
+def test_segments_page_past_postgrest_row_limit(store: SupabaseTranscriptStore, new_session: NewSession) -> None:
     sid = new_session().session_id
     for w in range(3):
         segs = [seg(sid, w, i, f"w{w} s{i}") for i in range(450)]
         store.commit_window(window(sid, w), segs, progress(sid, w))
     got = store.segments(sid)
     assert len(got) == 1350
-    assert [(s.window_index, s.segment_index) for s in got] == sorted(
-        (w, i) for w in range(3) for i in range(450)
-    )
+    assert [(s.window_index, s.segment_index) for s in got] == sorted((w, i) for w in range(3) for i in range(450))
 
 
-def test_unregistered_session_is_permanent_error(
-    store: SupabaseTranscriptStore, stack: SupabaseStack
-) -> None:
+def test_unregistered_session_is_permanent_error(store: SupabaseTranscriptStore, stack: SupabaseStack) -> None:
     n = len(stack.gateway.requests)
     with pytest.raises(PermanentStoreError, match="not registered") as info:
         store.commit_window(window("ghost", 0), [seg("ghost", 0, 0, "boo")], progress("ghost", 0))
@@ -203,8 +198,7 @@ def test_bad_input_refused_before_sending(
     sid = new_session().session_id
     n = len(stack.gateway.requests)
     with pytest.raises(PermanentStoreError, match="non-finite start"):
-        store.commit_window(window(sid, 0), [replace(seg(sid, 0, 0, "x"), start=float("nan"))],
-                            progress(sid, 0))
+        store.commit_window(window(sid, 0), [replace(seg(sid, 0, 0, "x"), start=float("nan"))], progress(sid, 0))
     with pytest.raises(PermanentStoreError, match="not in window"):
         store.commit_window(window(sid, 0), [seg(sid, 1, 0, "x")], progress(sid, 0))
     assert len(stack.gateway.requests) == n
@@ -278,23 +272,19 @@ def test_postgrest_killed_after_commit_before_reply(
     store.commit_window(window(sid, 0), segs, progress(sid, 0))
     assert dropped
     rows = stack.pg.query(
-        f"SELECT count(*), count(*) FILTER (WHERE is_final) FROM transcript_segments "
-        f"WHERE session_id = '{sid}'"
+        f"SELECT count(*), count(*) FILTER (WHERE is_final) FROM transcript_segments WHERE session_id = '{sid}'"
     )
     assert rows == [["3", "3"]]
-    assert stack.pg.query(
-        f"SELECT count(*) FROM transcript_windows WHERE session_id = '{sid}'"
-    ) == [["1"]]
+    assert stack.pg.query(f"SELECT count(*) FROM transcript_windows WHERE session_id = '{sid}'") == [["1"]]
     assert store.segments(sid, include_interim=True) == segs
 
 
 @pytest.mark.slow
-def test_gives_up_with_unavailable_error(
-    stack: SupabaseStack, hooks: SupabaseStack, new_session: NewSession
-) -> None:
+def test_gives_up_with_unavailable_error(stack: SupabaseStack, hooks: SupabaseStack, new_session: NewSession) -> None:
     sid = new_session().session_id
     impatient = SupabaseTranscriptStore(
-        stack.url, stack.service_key,
+        stack.url,
+        stack.service_key,
         retry=RetryPolicy(attempts=50, base_delay=0.05, max_delay=0.2, deadline_s=1.0),
     )
     assert stack.rest is not None
