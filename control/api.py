@@ -14,7 +14,6 @@ what is wrong; nothing already accepted is touched by a rejected request.
 from __future__ import annotations
 
 import base64
-import hmac
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from control.bearer import BearerError, bearer_token, same_secret
 from control.context import Caller, ControlContext
 from control.launch import LaunchError
 from stores.base import Session, SessionNotFound, SessionState, StateConflict
@@ -119,9 +119,12 @@ class Coordinator:
                 raise
         token = ctx.settings.api_token
         if token:
-            given = headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                raise ApiError(401, "unauthorized", "missing or wrong bearer token")
+            try:
+                given = bearer_token(headers)
+            except BearerError as exc:
+                raise ApiError(401, "unauthorized", str(exc)) from None
+            if not same_secret(given, token):
+                raise ApiError(401, "unauthorized", "wrong bearer token")
         return Caller(user_id=None, role="local")
 
     @staticmethod

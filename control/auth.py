@@ -23,6 +23,7 @@ from typing import Any
 import jwt
 
 from contracts.settings import Settings
+from control import bearer
 from control.context import Caller
 
 log = logging.getLogger("flowbot.control.auth")
@@ -46,14 +47,11 @@ class AuthError(PermissionError):
 
 
 def bearer_token(headers: Mapping[str, str]) -> str:
-    """The token of an ``Authorization: Bearer`` header (any header-name case)."""
-    value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-    scheme, _, token = value.strip().partition(" ")
-    if not value:
-        raise AuthError("missing", "missing Authorization header")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("malformed", "Authorization must be 'Bearer <token>'")
-    return token.strip()
+    """The token of an ``Authorization: Bearer`` header (:func:`control.bearer.bearer_token`)."""
+    try:
+        return bearer.bearer_token(headers)
+    except bearer.BearerError as exc:
+        raise AuthError(exc.reason, str(exc)) from None
 
 
 def verify_token(token: str, secret: str, *, audience: str | None = AUDIENCE) -> dict[str, Any]:
