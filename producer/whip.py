@@ -3,7 +3,11 @@
 ``POST /sessions/<id>/whip`` with ``Content-Type: application/sdp`` and
 ``Authorization: Bearer <stream key>`` carries the browser's SDP offer; the
 answer comes back ``201 Created`` with ``application/sdp`` and a ``Location``
-for the WHIP resource; ``DELETE`` on that location ends the publish. Candidates
+for the WHIP resource; ``DELETE`` on that location ends the publish. The HTTP
+side lives in the web front (:mod:`flowbot.web.app`); this module answers
+offers (:meth:`WhipIngest.answer`) and hangs up (:meth:`WhipIngest.hang_up`)
+on the web server's own event loop, so aiortc and the HTTP server share one
+loop. Candidates
 are not trickled: the browser waits for ICE gathering before it POSTs, and
 aiortc gathers before it answers, so one round trip sets up the call.
 
@@ -41,14 +45,11 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 
 import numpy as np
 
-from contracts.frames import validate_session_id
 from producer.rtmp import APP, IngestTarget, PublishRevoked, RtmpIngest, key_fingerprint
 
 log = logging.getLogger(__name__)
@@ -196,8 +197,8 @@ class WhipIngest:
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="whip-push")
 
     # -- lifecycle ------------------------------------------------------------------
-    def start(self) -> WhipIngest:
-        """Start the event loop thread (WHIP answers 501 if aiortc is not installed)."""
+    async def attach(self) -> WhipIngest:
+        """Run on the calling event loop (the web server's); WHIP answers 501 without aiortc."""
         try:
             import aiortc  # noqa: F401
         except ImportError:
@@ -205,33 +206,21 @@ class WhipIngest:
             log.warning("whip ingest unavailable", extra={"why": self.unavailable})
             return self
         pin_ice_host_addresses()
-        ready = threading.Event()
-
-        def run() -> None:
-            _pinned.addresses = self.ice_addresses
-            self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.loop)
-            ready.set()
-            self.loop.run_forever()
-            self.loop.close()
-
-        self.thread = threading.Thread(target=run, name="whip", daemon=True)
-        self.thread.start()
-        ready.wait(5)
+        # aioice gathers on this thread: pin its host candidates to the bind address.
+        _pinned.addresses = self.ice_addresses
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.current_thread()
         log.info("whip ingest ready", extra={"ice_addresses": self.ice_addresses or "all"})
         return self
 
     def stop(self) -> None:
-        """Hang up every publisher (audio so far is flushed) and stop the loop."""
+        """Hang up every publisher (audio so far is flushed); call from outside the loop."""
         with self._lock:
             conns = list(self._conns.values())
         for conn in conns:
             conn.close()
         for conn in conns:
             conn.join(10)
-        if self.loop is not None and self.thread is not None:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
         self._writer.shutdown(wait=True)
 
     def connections(self) -> int:
@@ -239,43 +228,23 @@ class WhipIngest:
         with self._lock:
             return len(self._conns)
 
-    # -- HTTP -------------------------------------------------------------------------
-    def handle(self, req: BaseHTTPRequestHandler, session_id: str) -> None:
-        """``LiveService.routes["whip"]``: POST offers, DELETE resources."""
-        try:
-            if self.unavailable or self.loop is None:
-                raise WhipError(501, "whip_unavailable", self.unavailable or "WHIP ingest not started")
-            validate_session_id(session_id)
-            if req.command == "POST":
-                self._post(req, session_id)
-            elif req.command == "DELETE":
-                self._delete(req, session_id)
-            else:
-                raise WhipError(405, "method_not_allowed", f"{req.command} is not supported on a WHIP resource")
-        except ValueError as exc:
-            _answer(req, 404, b"", extra={}, error=("unknown_session", str(exc)))
-        except WhipError as exc:
-            _answer(req, exc.status, b"", extra={}, error=(exc.code, exc.message))
-
-    def _post(self, req: BaseHTTPRequestHandler, session_id: str) -> None:
-        ctype = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
-        length = int(req.headers.get("content-length") or 0)
-        body = req.rfile.read(min(length, MAX_OFFER_BYTES + 1)) if length else b""
-        if ctype != "application/sdp":
-            raise WhipError(415, "unsupported_media_type", "a WHIP offer is application/sdp")
-        if length > MAX_OFFER_BYTES:
+    # -- offers and hang-ups (called by the web front on this ingest's loop) --------------
+    async def answer(self, session_id: str, key: str, body: bytes, peer: str) -> tuple[str, str]:
+        """Answer one SDP offer: ``(location, answer SDP)``, or :class:`WhipError`."""
+        if self.unavailable or self.loop is None:
+            raise WhipError(501, "whip_unavailable", self.unavailable or "WHIP ingest not started")
+        if len(body) > MAX_OFFER_BYTES:
             raise WhipError(413, "offer_too_large", f"SDP offers are limited to {MAX_OFFER_BYTES} bytes")
-        key = _bearer(req)
         try:
             offer = body.decode("utf-8")
         except UnicodeDecodeError:
             raise WhipError(400, "bad_offer", "the SDP offer is not UTF-8") from None
         if not offer.startswith("v=0") or "\nm=audio " not in offer.replace("\r\n", "\n"):
             raise WhipError(400, "bad_offer", "the SDP offer has no audio media section")
-        peer = f"{req.client_address[0]}:{req.client_address[1]}"
         conn = _WhipConnection(self, session_id, key, peer)
-        # The key check, "one publisher at a time" and the reconnect drain wait are the RTMP front's.
-        target = self.rtmp.authorize(APP, key, conn)
+        # The key check, "one publisher at a time" and the reconnect drain wait are the RTMP
+        # front's; authorize may wait for a previous publisher's drain, so not on the loop.
+        target = await asyncio.get_running_loop().run_in_executor(None, self.rtmp.authorize, APP, key, conn)
         if target is None:
             raise WhipError(403, "forbidden", "stream key refused (unknown, ended, or a publisher is live)")
         if target.session_id != session_id:
@@ -283,27 +252,22 @@ class WhipIngest:
             log.warning("whip key of another session", extra={"session": session_id, "key": key_fingerprint(key)})
             raise WhipError(403, "forbidden", "stream key refused for this session")
         conn.target = target
-        assert self.loop is not None
-        fut = asyncio.run_coroutine_threadsafe(self._answer_offer(conn, offer), self.loop)
         try:
-            answer = fut.result(timeout=self.connect_timeout)
+            answer = await asyncio.wait_for(self._answer_offer(conn, offer), self.connect_timeout)
         except Exception as exc:
-            conn.close()
-            conn.join(5)
+            await conn._shutdown()
+            await asyncio.get_running_loop().run_in_executor(None, conn.join, 5.0)
             if isinstance(exc, WhipError):
                 raise
             log.warning("whip offer failed", extra={"session": session_id, "error": repr(exc)})
             raise WhipError(400, "bad_offer", f"could not answer the offer: {exc}") from exc
         with self._lock:
             self._conns[conn.resource] = conn
-        location = f"/sessions/{session_id}/whip/{conn.resource}"
         log.info("whip publish accepted", extra={"session": session_id, "peer": peer, "resource": conn.resource})
-        _answer(req, 201, answer.encode(), extra={"location": location, "content-type": "application/sdp"})
+        return f"/sessions/{session_id}/whip/{conn.resource}", answer
 
-    def _delete(self, req: BaseHTTPRequestHandler, session_id: str) -> None:
-        parts = [p for p in req.path.split("?")[0].split("/") if p]
-        resource = parts[3] if len(parts) == 4 else ""
-        key = _bearer(req)
+    async def hang_up(self, session_id: str, resource: str, key: str) -> None:
+        """End the publish at ``resource`` (its audio so far is flushed), or :class:`WhipError`."""
         with self._lock:
             conn = self._conns.get(resource)
         if conn is None or conn.session_id != session_id:
@@ -311,9 +275,8 @@ class WhipIngest:
         if not hmac.compare_digest(conn.key.encode(), key.encode()):
             raise WhipError(403, "forbidden", "stream key does not match this resource")
         conn.client_eof.set()
-        conn.close()
-        conn.join(10)
-        _answer(req, 200, b"", extra={})
+        await conn._shutdown()
+        await asyncio.get_running_loop().run_in_executor(None, conn.join, 10.0)
 
     # -- media --------------------------------------------------------------------------
     async def _answer_offer(self, conn: _WhipConnection, offer: str) -> str:
@@ -407,36 +370,3 @@ class WhipIngest:
         assert conn.target is not None
         self.rtmp.release(conn.target, conn)
         log.info("whip publisher gone", extra={"session": conn.session_id, "samples": conn.samples})
-
-
-def _bearer(req: BaseHTTPRequestHandler) -> str:
-    auth = req.headers.get("authorization") or ""
-    if not auth.lower().startswith("bearer ") or not auth[7:].strip():
-        raise WhipError(401, "unauthorized", "Authorization: Bearer <stream key> is required")
-    return auth[7:].strip()
-
-
-def _answer(
-    req: BaseHTTPRequestHandler,
-    status: int,
-    body: bytes,
-    *,
-    extra: dict[str, str],
-    error: tuple[str, str] | None = None,
-) -> None:
-    import json
-
-    if error is not None:
-        body = json.dumps({"error": {"code": error[0], "message": error[1]}}).encode()
-        extra = {"content-type": "application/json"}
-    req.send_response(status)
-    for k, v in extra.items():
-        req.send_header(k, v)
-    req.send_header("content-length", str(len(body)))
-    req.send_header("cache-control", "no-store")
-    req.end_headers()
-    req.wfile.write(body)
-
-
-#: Called by ``LiveService`` for ``/sessions/<id>/whip``.
-RouteHandler = Callable[[BaseHTTPRequestHandler, str], None]
