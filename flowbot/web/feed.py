@@ -29,7 +29,6 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,11 +40,15 @@ log = logging.getLogger(__name__)
 TERMINAL = frozenset({SessionState.COMPLETED, SessionState.PARTIAL, SessionState.FAILED})
 #: How often a watched session's store rows are read (commit-to-viewer latency is about half this
 #: plus the fan-out; bench/viewers.py measures it).
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.05
+#: Viewers woken per loop turn when a feed changes (other requests run between slices).
+WAKE_SLICE = 50
 #: An SSE comment this often keeps proxies from closing an idle stream.
 KEEPALIVE_SECONDS = 15.0
 #: Browsers reconnect this long after a dropped stream (SSE ``retry:``).
 RETRY_MS = 2000
+_RETRY = f"retry: {RETRY_MS}\n\n".encode()
+_KEEPALIVE = b": keep-alive\n\n"
 
 
 def sse_event(event: str, data: Any, event_id: int | None = None) -> bytes:
@@ -82,8 +85,11 @@ class SessionFeed:
         self.speakers_event = b""
         self.notes_event = b""
         self.done = False
+        self.ticks = 0  # keep-alive ticks so far
         self.ready = asyncio.Event()
-        self._changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._fanout: asyncio.Task[None] | None = None
+        self._again = False
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -100,12 +106,28 @@ class SessionFeed:
             self._task.cancel()
 
     def _signal(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        """Wake every waiting viewer, a slice at a time (see :meth:`_wake_all`)."""
+        self._again = True
+        if self._fanout is None or self._fanout.done():
+            self._fanout = asyncio.get_running_loop().create_task(self._wake_all())
+
+    async def _wake_all(self) -> None:
+        # Waking 1,000 viewers at once would queue 1,000 task steps ahead of everything
+        # else on the loop (an API call waited behind all of them: p95 318 ms in
+        # bench/viewers.py). Waking WAKE_SLICE at a time lets other work in between.
+        while self._again:
+            self._again = False
+            waiters, self._waiters = self._waiters, []
+            for i, fut in enumerate(waiters, 1):
+                if not fut.done():
+                    fut.set_result(None)
+                if i % WAKE_SLICE == 0:
+                    await asyncio.sleep(0)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         failures = 0
+        next_tick = loop.time() + KEEPALIVE_SECONDS
         while not self._closed and not self.done:
             try:
                 read = await loop.run_in_executor(None, self._read, self.revision, self.state)
@@ -116,7 +138,12 @@ class SessionFeed:
                 log.warning("live feed read failed", extra={"session": self.session_id}, exc_info=failures == 1)
             else:
                 failures = 0
-                if self._apply(read):
+                changed = self._apply(read)
+                if loop.time() >= next_tick:
+                    next_tick = loop.time() + KEEPALIVE_SECONDS
+                    self.ticks += 1
+                    changed = True
+                if changed:
                     self._signal()
                 self.ready.set()
             if self.viewers <= 0 and self.ready.is_set():
@@ -190,36 +217,50 @@ class SessionFeed:
         out.reverse()
         return out
 
-    async def stream(self, since: int) -> AsyncIterator[bytes]:
-        """One viewer's event stream, starting after revision ``since``."""
-        await self.ready.wait()
-        cursor = since
-        sent_state = sent_speakers = b""
-        yield f"retry: {RETRY_MS}\n\n".encode()
-        while True:
-            changed = self._changed
-            chunks = self.newer_than(cursor)
-            cursor = max(cursor, self.revision)
-            if self.speakers_event is not sent_speakers:
-                sent_speakers = self.speakers_event
-                # Window events carry the names too; a separate event only for renames.
-                if not chunks and self.speakers_event:
-                    chunks.append(self.speakers_event)
-            if self.state_event is not sent_state:
-                sent_state = self.state_event
-                chunks.append(self.state_event)
-            if self.done or self._closed:
-                if self.done and self.notes_event:
-                    chunks.append(self.notes_event)
-                if chunks:
-                    yield b"".join(chunks)
-                return
-            if chunks:
-                yield b"".join(chunks)
-            try:
-                await asyncio.wait_for(changed.wait(), KEEPALIVE_SECONDS)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
+    def waiter(self) -> asyncio.Future[None]:
+        """A future resolved at the next change; take it *before* :meth:`take` so none is missed."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        return fut
+
+    def take(self, cursor: Cursor) -> tuple[bytes, bool]:
+        """What one viewer has not been sent yet, and whether its stream is finished.
+
+        Synchronous and allocation-light: it runs once per viewer per change.
+        """
+        chunks = self.newer_than(cursor.revision)
+        cursor.revision = max(cursor.revision, self.revision)
+        if not cursor.started:
+            cursor.started = True
+            chunks.insert(0, _RETRY)
+        if self.speakers_event is not cursor.speakers:
+            cursor.speakers = self.speakers_event
+            # Window events carry the names too; a separate event only for renames.
+            if not chunks and self.speakers_event:
+                chunks.append(self.speakers_event)
+        if self.state_event is not cursor.state:
+            cursor.state = self.state_event
+            chunks.append(self.state_event)
+        finished = self.done or self._closed
+        if self.done and self.notes_event:
+            chunks.append(self.notes_event)
+        # No per-viewer timer: the poller's keep-alive tick wakes everyone (1,000 wait_for
+        # timers cost more than the fan-out itself).
+        if not chunks and cursor.tick != self.ticks and not finished:
+            chunks.append(_KEEPALIVE)
+        cursor.tick = self.ticks
+        return b"".join(chunks), finished
+
+
+@dataclass
+class Cursor:
+    """Where one viewer is: the last revision, state event and names it was sent."""
+
+    revision: int = 0
+    state: bytes = b""
+    speakers: bytes = b""
+    tick: int = 0
+    started: bool = False
 
 
 class FeedHub:
@@ -231,22 +272,22 @@ class FeedHub:
         self.feeds: dict[str, SessionFeed] = {}
         self._closed = False
 
-    async def watch(self, session_id: str, since: int) -> AsyncIterator[bytes]:
-        """A viewer's stream; shares (or starts) the session's feed."""
+    def join(self, session_id: str) -> SessionFeed:
+        """A new viewer of ``session_id``: shares (or starts) the session's feed."""
         feed = self.feeds.get(session_id)
         if feed is None:
             feed = self.feeds[session_id] = SessionFeed(self.ctx, session_id, self.poll)
             feed.start()
         feed.viewers += 1
-        try:
-            async for chunk in feed.stream(since):
-                yield chunk
-        finally:
-            feed.viewers -= 1
-            if feed.viewers == 0 and self.feeds.get(session_id) is feed:
-                del self.feeds[session_id]
-                if feed._task is not None:
-                    feed._task.cancel()
+        return feed
+
+    def leave(self, feed: SessionFeed) -> None:
+        """A viewer left; the feed stops with its last viewer."""
+        feed.viewers -= 1
+        if feed.viewers == 0 and self.feeds.get(feed.session_id) is feed:
+            del self.feeds[feed.session_id]
+            if feed._task is not None:
+                feed._task.cancel()
 
     def viewers(self) -> int:
         """Viewers connected right now, all sessions."""
