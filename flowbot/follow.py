@@ -283,6 +283,8 @@ def follow_local(
                         view.show_state(payload)
                     elif event == "notes":
                         view.show_notes(payload)
+                    elif event == "speakers":
+                        view.set_speakers(payload)
             if view.state in TERMINAL_STATES:
                 view.close()
                 return view.state
