@@ -99,7 +99,8 @@ class Guard:
         s = self.settings
         self.token = s.api_token
         self.any_host = s.host in _WILDCARDS and not s.public_host
-        self.hosts = set(_LOOPBACK_NAMES) if self._loopback_bind() else set()
+        # Loopback names whenever loopback reaches this server (a loopback or wildcard bind).
+        self.hosts = set(_LOOPBACK_NAMES) if self._loopback_bind() or s.host in _WILDCARDS else set()
         self.hosts |= {h.lower().strip("[]") for h in (s.host, s.public_host) if h and h not in _WILDCARDS}
 
     def _loopback_bind(self) -> bool:
