@@ -196,7 +196,7 @@ async function start() {
   es.addEventListener("state", ev => {
     const d = JSON.parse(ev.data);
     showSession(d);
-    if (["completed", "partial", "failed"].includes(d.state)) setTimeout(() => es.close(), 2000);
+    if (["completed", "partial", "failed"].includes(d.state)) setTimeout(() => es.close(), 1000);   // before the 2 s retry
   });
   es.addEventListener("notes", ev => drawNotes(JSON.parse(ev.data)));
 }
