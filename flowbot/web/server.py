@@ -110,6 +110,9 @@ class HttpServer:
             timeout_graceful_shutdown=self.limits.shutdown_seconds,
         )
         self.server = uvicorn.Server(config)
+        # uvicorn's start/stop lines carry terminal colour codes in an extra field; flowbot logs
+        # its own "flowbot serving" line, so only uvicorn's warnings and errors are kept.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
         self._error: BaseException | None = None
