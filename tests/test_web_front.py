@@ -452,3 +452,20 @@ def test_stop_ends_open_feeds(tmp_path: Path) -> None:
     t0 = time.monotonic()
     service.stop()
     assert done.wait(10) and time.monotonic() - t0 < 10
+
+
+def test_keep_alive_responses_are_not_held_by_nagle(svc: LiveService) -> None:
+    # The old server wrote headers and body separately without TCP_NODELAY: each keep-alive
+    # response waited for the client's delayed ACK (~44 ms). asyncio sets TCP_NODELAY only on
+    # sockets created with proto IPPROTO_TCP, so the accepted socket is checked, not assumed.
+    with socket.create_connection(("127.0.0.1", port_of(svc)), timeout=5) as sock:
+        for _ in range(3):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            got = b""
+            while not got.endswith(b'{"ok":true}'):
+                got += sock.recv(4096)
+        conns = list(svc.http.server.server_state.connections)
+        nodelay = [
+            c.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for c in conns
+        ]
+        assert nodelay and all(nodelay), nodelay
