@@ -46,8 +46,15 @@ from control.bearer import BearerError, bearer_token
 from control.context import ControlContext
 from flowbot.formats import FORMATS, render
 from flowbot.web.feed import Cursor, FeedHub
-from flowbot.web.guard import SECURITY_HEADERS, Access, Guard, HttpError, error_response, read_body
-from flowbot.web.guard import require_content_type as _require_type
+from flowbot.web.guard import (
+    SECURITY_HEADERS,
+    Access,
+    Guard,
+    HttpError,
+    error_response,
+    read_body,
+    require_content_type,
+)
 from producer.whip import MAX_OFFER_BYTES, WhipError, WhipIngest
 from stores.archive import window_key
 from stores.base import Session, SessionNotFound
@@ -108,15 +115,8 @@ class WebFront:
         request = Request(scope, receive)
         try:
             self.guard.check_host(request)
-            try:
-                sid = validate_session_id(raw_sid)
-            except ValueError:
-                raise HttpError(404, "unknown_session", "no such session") from None
-            self.guard.require(request, sid)
-            try:
-                await run_in_threadpool(self.ctx.sessions.get, sid)
-            except SessionNotFound:
-                raise HttpError(404, "unknown_session", "no such session") from None
+            session, _ = await session_access(self.guard, self.ctx, request, raw_sid)
+            sid = session.session_id
             raw = request.headers.get("last-event-id", "").strip()
             if raw and not (raw.isdigit() and len(raw) <= 18):
                 raise HttpError(400, "invalid_last_event_id", "Last-Event-ID must be a revision number")
@@ -172,6 +172,20 @@ class WebFront:
             listener.cancel()
 
 
+async def session_access(guard: Guard, ctx: ControlContext, request: Request, raw_sid: str) -> tuple[Session, Access]:
+    """The path's session (404 for a bad or unknown id) and the caller's rights over it (401)."""
+    try:
+        sid = validate_session_id(raw_sid)
+    except ValueError:
+        raise HttpError(404, "unknown_session", "no such session") from None
+    access = guard.require(request, sid)
+    try:
+        session = await run_in_threadpool(ctx.sessions.get, sid)
+    except SessionNotFound:
+        raise HttpError(404, "unknown_session", "no such session") from None
+    return session, access
+
+
 def _static_files() -> dict[str, tuple[bytes, str]]:
     root = resources.files("flowbot").joinpath("static")
     return {
@@ -187,7 +201,6 @@ def build_app(
     whip: WhipIngest | None = None,
     *,
     body_seconds: float = 10.0,
-    on_startup: Callable[[], Awaitable[None]] | None = None,
 ) -> WebFront:
     """The web front over one control context (stores, coordinator, WHIP ingest)."""
     guard = Guard(ctx.settings)
@@ -197,18 +210,7 @@ def build_app(
     archive_root = ctx.settings.data_dir / "archive" if ctx.settings.archive == "local" else None
 
     async def session_for(request: Request) -> tuple[Session, Access]:
-        """The path's session (404 for a bad or unknown id) and the caller's rights over it."""
-        raw = request.path_params["sid"]
-        try:
-            sid = validate_session_id(raw)
-        except ValueError:
-            raise HttpError(404, "unknown_session", "no such session") from None
-        access = guard.require(request, sid)
-        try:
-            session = await run_in_threadpool(ctx.sessions.get, sid)
-        except SessionNotFound:
-            raise HttpError(404, "unknown_session", "no such session") from None
-        return session, access
+        return await session_access(guard, ctx, request, request.path_params["sid"])
 
     # -- routes -------------------------------------------------------------------------
     async def healthz(request: Request) -> Response:
@@ -226,7 +228,7 @@ def build_app(
 
     async def api(request: Request) -> Response:
         guard.check_origin(request)
-        _require_type(request, "application/json")
+        require_content_type(request, "application/json")
         body = await read_body(request, MAX_BODY_BYTES, body_seconds)
         resp = await run_in_threadpool(coordinator.handle, "POST", dict(request.headers), body)
         return Response(resp.json(), resp.status, media_type="application/json", headers={"cache-control": "no-store"})
@@ -283,7 +285,7 @@ def build_app(
     async def whip_offer(request: Request) -> Response:
         sid = validate_whip(request)
         guard.check_origin(request)
-        _require_type(request, "application/sdp")
+        require_content_type(request, "application/sdp")
         body = await read_body(request, MAX_OFFER_BYTES, body_seconds)
         key = stream_key(request)
         peer = f"{request.client.host}:{request.client.port}" if request.client else "?"
@@ -346,8 +348,6 @@ def build_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if whip is not None:
             await whip.attach()
-        if on_startup is not None:
-            await on_startup()
         yield
         hub.close()
 

@@ -145,15 +145,6 @@ class HttpServer:
             raise RuntimeError(f"the web front did not start: {self._error!r}")
         return self
 
-    def call(self, fn: Any, timeout: float = 10.0) -> Any:
-        """Run ``fn()`` on the server's loop from another thread and return its result."""
-        assert self.loop is not None
-
-        async def run() -> Any:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
-
     def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (bounded), run the app's shutdown."""
         self.server.should_exit = True
