@@ -405,7 +405,9 @@ class ShardProcessor:
             else:
                 sess.append(seq, np.zeros(gap, np.int16))
         sess.append(seq, pcm)
-        while sess.buffered >= self.parts.policy.max_samples:
+        # Cut only once the buffer is *over* the limit: a stream that ends exactly at it
+        # (pyannote's sample is 30.000 s) is one full window, not a window and a fragment.
+        while sess.buffered > self.parts.policy.max_samples:
             audio = to_float(sess.pcm()[: self.parts.policy.max_samples])
             cut = choose_cut(audio, self.parts.policy)
             self.counters[f"cut_{cut.reason}"] += 1

@@ -199,8 +199,8 @@ def test_silence_and_noise_produce_no_text(tmp_path: Path, transcriber: object) 
     rng = np.random.default_rng(1)
     parts = _parts(tmp_path, transcriber, WindowPolicy(30, 15))
     for audio in (np.zeros(20 * 16000, np.int16), (rng.normal(0, 60, 20 * 16000)).astype(np.int16)):
-        segs = transcribe_window(parts, IdentityMapper(), "quiet", 0, 0, audio, None)
-        assert segs == []
+        result = transcribe_window(parts, IdentityMapper(), "quiet", 0, 0, audio)
+        assert result.segments == [] and result.samples == len(audio)
 
 
 class FlakyStore(SqliteTranscriptStore):
