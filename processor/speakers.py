@@ -72,7 +72,9 @@ class SessionSpeakerRegistry:
     or from the fragment of a turn that opens a window: the closest by voice
     that no other speaker of the window took (so a quick exchange keeps both
     speakers), or without a usable embedding the speaker of the neighbouring
-    turn (in the window, or the one heard last before it).
+    turn (in the window, or the one heard last before it). A speaker the first
+    window founded on a fragment (nobody else had spoken) is provisional: the
+    next unmatched voice with enough speech adopts its label.
     ``max_weight_seconds`` caps how much past speech outweighs a new window.
     """
 
@@ -163,6 +165,17 @@ class SessionSpeakerRegistry:
         free = [s for s in known if s.label not in taken] or known
         return min(free, key=lambda s: (float(1.0 - emb @ s.centroid), s.label)).label
 
+    def _provisional(self, emb: np.ndarray | None, taken: set[str]) -> str | None:
+        """A session speaker founded on a fragment (a window that held nothing longer),
+        for an unmatched voice with enough speech to adopt: its centroid was a guess."""
+        weak = [s for s in self._speakers.values() if s.seconds < self.min_new_speaker_seconds and s.label not in taken]
+        if not weak:
+            return None
+        if emb is not None and any(s.centroid is not None for s in weak):
+            weak = [s for s in weak if s.centroid is not None]
+            return min(weak, key=lambda s: (float(1.0 - emb @ s.centroid), s.label)).label
+        return weak[0].label
+
     def _join(self, lab: str, diarization: Diarization, mapping: dict[str, str], closest: str | None) -> str:
         """Session speaker for a window speaker too short to found one.
 
@@ -221,7 +234,8 @@ class SessionSpeakerRegistry:
             if lab in mapping:
                 continue
             if seconds.get(lab, 0.0) >= self.min_new_speaker_seconds or not self._speakers:
-                mapping[lab] = self._new(None, 0.0)
+                taken = set(mapping.values())
+                mapping[lab] = self._provisional(embs[lab], taken) or self._new(None, 0.0)
                 teaches.add(lab)
             else:
                 closest = self._closest(embs[lab], set(mapping.values()))
