@@ -106,7 +106,7 @@ def choose_cut(audio: np.ndarray, policy: WindowPolicy) -> Cut:
     """
     limit = min(len(audio), policy.max_samples)
     head = audio[:limit]
-    silent = _silence_test(head)
+    silent = quiet_test(head)
     for ms in policy.silence_thresholds_ms:
         spans = speech_spans(head, ms)
         if not spans:
@@ -131,7 +131,7 @@ def choose_cut(audio: np.ndarray, policy: WindowPolicy) -> Cut:
 PAUSE_DB_BELOW_SPEECH = 20.0
 
 
-def _silence_test(audio: np.ndarray) -> Callable[[int], bool]:
+def quiet_test(audio: np.ndarray) -> Callable[[int], bool]:
     """A predicate: is the audio within 60 ms of a sample index quiet enough to cut at?"""
     frame = SAMPLE_RATE // 50
     n = len(audio) // frame

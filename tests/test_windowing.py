@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from contracts.frames import SAMPLE_RATE
-from processor.windowing import PAUSE_DB_BELOW_SPEECH, WindowPolicy, _silence_test, commit_point
+from processor.windowing import PAUSE_DB_BELOW_SPEECH, WindowPolicy, commit_point, quiet_test
 
 SR = SAMPLE_RATE
 
@@ -49,7 +49,7 @@ def test_commit_point_without_words_or_room_commits_the_cut() -> None:
 def test_a_vad_pause_over_loud_audio_is_not_a_place_to_cut() -> None:
     """Silero misses quiet talkers; the cut also needs the audio itself to be quiet."""
     audio = np.concatenate([_tone(2.0), np.zeros(SR // 2, np.float32), _tone(2.0), _tone(0.5, 0.05), _tone(2.0)])
-    silent = _silence_test(audio)
+    silent = quiet_test(audio)
     assert silent(int(2.25 * SR))  # digital silence
     assert not silent(int(4.75 * SR))  # 16 dB under the speech: a soft voice, not a pause
     assert PAUSE_DB_BELOW_SPEECH > 16

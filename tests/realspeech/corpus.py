@@ -235,6 +235,20 @@ def sample_clip() -> Clip:
     )
 
 
+def sample_recording() -> Recording:
+    """pyannote's sample.wav as it ships, with its STM text and RTTM turns."""
+    folder = pyannote_sample_dir()
+    clip = sample_clip()
+    lead = (len(read_wav(folder / "sample.wav")) - len(clip.pcm)) / SR
+    return Recording(
+        "sample",
+        folder / "sample.wav",
+        tuple(Utterance(u.speaker, u.start + lead, u.end + lead, u.text) for u in clip.utterances),
+        tuple((s + lead, e + lead, k) for s, e, k in clip.turns),
+        {"source": "pyannote.audio sample.wav"},
+    )
+
+
 def trim(pcm: np.ndarray, level: float = 0.02) -> np.ndarray:
     """Drop leading/trailing 10 ms frames quieter than ``level`` x the peak."""
     frames = len(pcm) // 160
@@ -358,16 +372,8 @@ def build(cache: Path) -> dict[str, Recording]:
     clips["sample"] = sample_clip()
     out: dict[str, Recording] = {}
 
-    sample_dir = pyannote_sample_dir()
     sample = clips["sample"]
-    lead = (len(read_wav(sample_dir / "sample.wav")) - len(sample.pcm)) / SR
-    out["sample"] = Recording(
-        "sample",
-        sample_dir / "sample.wav",
-        tuple(Utterance(u.speaker, u.start + lead, u.end + lead, u.text) for u in sample.utterances),
-        tuple((s + lead, e + lead, k) for s, e, k in sample.turns),
-        {"source": "pyannote.audio sample.wav"},
-    )
+    out["sample"] = sample_recording()
 
     rng = np.random.default_rng(10)
     ordered = [clips[name] for name in ORDER]

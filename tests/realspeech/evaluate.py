@@ -168,27 +168,31 @@ class LostWord:
     join: float
 
 
-def words_lost_at_joins(reference: str, whole: Sequence[Word], windowed: Run, reach: float = 1.0) -> list[LostWord]:
-    """Reference words within ``reach`` seconds of a window join that whole-file ASR
-    recognised and the windowed pipeline did not.
+def missing_words(reference: str, whole: Sequence[Word], words: Sequence[Word]) -> list[tuple[str, float, float]]:
+    """Reference words whole-file ASR recognised that ``words`` lack: (word, start, end).
 
     The reference has no word times; each reference word takes the time of the
     whole-file word it aligns to, so only words whole-file ASR got right are
-    judged (a word the model cannot hear is not the join's fault).
+    judged (a word the model cannot hear is not the pipeline's fault).
     """
     ref = normalize(reference)
     whole_tokens = _tokens(whole)
     in_whole = _align(ref, [t for t, _, _ in whole_tokens])
-    in_windowed = _align(ref, [t for t, _, _ in _tokens(windowed.words)])
+    in_words = _align(ref, [t for t, _, _ in _tokens(words)])
+    return [
+        (ref[i], whole_tokens[j][1], whole_tokens[j][2])
+        for i, j in enumerate(in_whole)
+        if j is not None and in_words[i] is None
+    ]
+
+
+def words_lost_at_joins(reference: str, whole: Sequence[Word], windowed: Run, reach: float = 1.0) -> list[LostWord]:
+    """The :func:`missing_words` of a windowed run within ``reach`` seconds of a window join."""
     lost: list[LostWord] = []
-    for i, j in enumerate(in_whole):
-        if j is None or in_windowed[i] is not None:
-            continue
-        _, start, end = whole_tokens[j]
-        for join in windowed.joins:
-            if start - reach <= join <= end + reach:
-                lost.append(LostWord(ref[i], start, end, join))
-                break
+    for word, start, end in missing_words(reference, whole, windowed.words):
+        join = next((j for j in windowed.joins if start - reach <= j <= end + reach), None)
+        if join is not None:
+            lost.append(LostWord(word, start, end, join))
     return lost
 
 

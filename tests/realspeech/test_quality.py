@@ -15,16 +15,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from contracts.segments import Word
 from contracts.settings import Settings
 from flowbot.wer import wer
 from processor.engine import EngineParts
 from processor.rttm import parse_rttm
-from processor.windowing import WindowPolicy, speech_spans
+from processor.windowing import WindowPolicy, quiet_test, speech_spans
 from tests.realspeech.corpus import SQUEEZED_PAUSE_S, Recording
-from tests.realspeech.evaluate import Run, der, run_pipeline, words_lost_at_joins
+from tests.realspeech.evaluate import Run, der, missing_words, run_pipeline, words_lost_at_joins
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +59,13 @@ def test_squeezed_speech_offers_no_pause_to_cut_at(
     audio = rec.audio()
     utts = sorted(rec.utterances, key=lambda u: u.start)
     assert utts[-1].end - utts[0].start >= 60.0
-    # The processor's VAD, at the shortest pause the cutter tries, hears one stretch of speech.
-    assert len(speech_spans(audio, 150)) == 1
+    # At the shortest pause the cutter tries, the processor's VAD hears at most a pause or
+    # two, and those are quiet speech it misses (a soft "Oh, hello" on the telephone line),
+    # which the cutter's energy check refuses.
+    spans = speech_spans(audio, 150)
+    assert len(spans) <= 3
+    silent = quiet_test(audio)
+    assert not any(silent((a[1] + b[0]) // 2) for a, b in itertools.pairwise(spans))
     assert SQUEEZED_PAUSE_S < 0.15
     # So every cut was forced, and each forced window carried its tail over.
     cuts = len(run.windows) - 1
@@ -96,6 +101,8 @@ def test_flowbot_transcribe_sample_two_speakers_every_word_and_rttm_der(
     assert speakers == {"S1", "S2"}
     text = " ".join(s["text"] for s in result["segments"])
     assert "in new jersey now" in text.lower()
+    words = [Word.from_dict(w) for s in result["segments"] for w in s["words"]]
+    assert missing_words(rec.text, whole_file_runs["sample"].words, words) == []
 
     rttm = _flowbot("--data-dir", str(data), "transcript", result["session_id"], "--format", "rttm")
     assert rttm.returncode == 0, rttm.stderr[-3000:]
@@ -128,6 +135,5 @@ def test_sample_cut_mid_conversation_keeps_two_speakers_and_every_word(
     assert run.joins, "the windows must join inside the conversation"
     assert run.speakers == {"S1", "S2"}
     # Every word whole-file Whisper finds, wherever it is.
-    lost = words_lost_at_joins(rec.text, whole_file_runs["sample"].words, run, reach=float(np.inf))
-    assert lost == [], lost
+    assert missing_words(rec.text, whole_file_runs["sample"].words, run.words) == []
     assert wer(rec.text, run.text) <= wer(rec.text, whole_file_runs["sample"].text) + 0.005
