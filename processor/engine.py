@@ -122,7 +122,7 @@ def transcribe_window(
         return WindowResult([], len(pcm))
     if context is not None and context.size:
         lead = context.size / SAMPLE_RATE
-        asr = after(parts.transcriber.transcribe(np.concatenate([to_float(context), audio])), lead)
+        asr = words_after(parts.transcriber.transcribe(np.concatenate([to_float(context), audio])), lead)
     else:
         asr = parts.transcriber.transcribe(audio)
     samples = len(pcm)
@@ -172,7 +172,7 @@ def transcribe_window(
     return WindowResult(segments, samples, turns)
 
 
-def after(segments: Sequence[AsrSegment], seconds: float) -> list[AsrSegment]:
+def words_after(segments: Sequence[AsrSegment], seconds: float) -> list[AsrSegment]:
     """Words whose middle is at or after ``seconds``, with times moved back by it."""
     out: list[AsrSegment] = []
     for seg in segments:
