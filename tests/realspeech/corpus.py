@@ -366,7 +366,7 @@ def _save(
 
 
 def build(cache: Path) -> dict[str, Recording]:
-    """Build (or reuse) the three recordings in ``cache``; see the module docstring."""
+    """Build the three recordings into ``cache`` (the sdist is downloaded once); see the module docstring."""
     cache.mkdir(parents=True, exist_ok=True)
     clips = pocketsphinx_clips(pocketsphinx_data(cache / "sources"))
     clips["sample"] = sample_clip()
