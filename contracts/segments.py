@@ -98,12 +98,37 @@ class TranscriptSegment:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeakerTurn:
+    """A stretch of one speaker, in seconds.
+
+    Relative to the window start when a diarizer returns it; on the session
+    timeline (with session labels) when stored with a :class:`WindowRecord`.
+    """
+
+    start: float
+    end: float
+    speaker: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"start": self.start, "end": self.end, "speaker": self.speaker}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpeakerTurn:
+        """Inverse of :meth:`to_dict`."""
+        return cls(float(data["start"]), float(data["end"]), str(data["speaker"]))
+
+
+@dataclass(frozen=True, slots=True)
 class WindowRecord:
     """A processed window: its span on the session timeline and where its audio lives.
 
-    ``first_seq``/``last_seq`` are the per-session frame sequence numbers the
-    window was built from; ``status`` is ``"done"`` or ``"failed"`` (with
-    ``error``). A failed window is reported to the session, never hidden.
+    ``status`` is ``"done"`` or ``"failed"`` (with ``error``). A failed window
+    is reported to the session, never hidden. ``turns`` is who spoke when in
+    the window's span as the diarizer found it (session labels, session
+    timeline, overlapping speech kept): speaker turns for RTTM export, which
+    words alone describe badly (the pauses between words are speech too).
+    Empty when diarization is off or the window failed.
     """
 
     session_id: str
@@ -113,6 +138,7 @@ class WindowRecord:
     status: str = "done"
     error: str | None = None
     audio_uri: str | None = None
+    turns: tuple[SpeakerTurn, ...] = ()
 
     @property
     def start(self) -> float:

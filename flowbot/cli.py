@@ -14,6 +14,7 @@ from typing import Any
 from contracts.logs import configure_logging
 from contracts.settings import Settings, SettingsError
 from flowbot.formats import FORMATS, render
+from processor.rttm import window_turns
 from producer.decode import DecodeError
 
 log = logging.getLogger("flowbot")
@@ -91,7 +92,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         "wall_seconds": round(result.wall_seconds, 3),
     }
     _write(
-        render(args.format, result.session_id, result.segments, result.speakers, result.notes, extra),
+        render(
+            args.format,
+            result.session_id,
+            result.segments,
+            result.speakers,
+            result.notes,
+            extra,
+            turns=window_turns(result.windows),
+        ),
         args.output,
     )
     if args.format == "text" and result.notes and not args.output:
@@ -170,6 +179,7 @@ def cmd_transcript(args: argparse.Namespace) -> int:
             segments,
             store.speakers(args.session),
             store.get_notes(args.session),
+            turns=window_turns(store.windows(args.session)),
         ),
         args.output,
     )

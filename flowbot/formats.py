@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from contracts.segments import TranscriptSegment
+from contracts.segments import SpeakerTurn, TranscriptSegment
 
 FORMATS = ("text", "json", "srt", "vtt", "rttm")
 
@@ -31,8 +31,13 @@ def render(
     speakers: Mapping[str, str],
     notes: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    turns: Sequence[SpeakerTurn] = (),
 ) -> str:
-    """Render a transcript; speaker labels are shown with their display names."""
+    """Render a transcript; speaker labels are shown with their display names.
+
+    ``turns`` are the diarizer's speaker turns (see :func:`processor.rttm.window_turns`);
+    only ``rttm`` uses them, and falls back to word spans without them.
+    """
     if fmt == "json":
         data: dict[str, Any] = {
             "session_id": session_id,
@@ -67,5 +72,5 @@ def render(
     if fmt == "rttm":
         from processor.rttm import segments_to_rttm
 
-        return segments_to_rttm(session_id, segments)
+        return segments_to_rttm(session_id, segments, turns=turns)
     raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contracts.segments import TranscriptSegment
+from contracts.segments import TranscriptSegment, WindowRecord
 from contracts.settings import Settings
 from control.workflow import default_steps
 from processor.build import build_engine_parts
@@ -39,6 +39,7 @@ class TranscribeResult:
 
     session_id: str
     segments: list[TranscriptSegment]
+    windows: list[WindowRecord]
     speakers: dict[str, str]
     notes: dict[str, Any] | None
     state: str
@@ -146,6 +147,7 @@ def transcribe_file(
     return TranscribeResult(
         session_id=session_id,
         segments=transcripts.segments(session_id),
+        windows=transcripts.windows(session_id),
         speakers=transcripts.speakers(session_id),
         notes=transcripts.get_notes(session_id),
         state=final["state"],

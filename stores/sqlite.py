@@ -12,7 +12,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from contracts.segments import TranscriptSegment, WindowRecord, Word
+from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, Word
 from stores.base import (
     Session,
     SessionNotFound,
@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS windows (
     error TEXT,
     audio_uri TEXT,
     revision INTEGER NOT NULL,
+    turns TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (session_id, window_index)
 );
 CREATE INDEX IF NOT EXISTS windows_by_revision ON windows (session_id, revision);
@@ -87,7 +88,11 @@ class _Db:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self.conn().executescript(_SCHEMA)
+        conn = self.conn()
+        conn.executescript(_SCHEMA)
+        # Files written before windows kept their speaker turns gain the column (empty turns).
+        if "turns" not in {row[1] for row in conn.execute("PRAGMA table_info(windows)")}:
+            conn.execute("ALTER TABLE windows ADD COLUMN turns TEXT NOT NULL DEFAULT '[]'")
 
     def conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -156,6 +161,16 @@ _SEG_COLS = (
 )
 
 
+def _window_from_row(row: tuple[Any, ...]) -> WindowRecord:
+    sid, win, start, end, status, error, uri, turns = row
+    return WindowRecord(
+        sid, win, start, end, status, error, uri, tuple(SpeakerTurn.from_dict(t) for t in json.loads(turns))
+    )
+
+
+_WIN_COLS = "session_id, window_index, start_sample, end_sample, status, error, audio_uri, turns"
+
+
 class SqliteTranscriptStore:
     """:class:`stores.base.TranscriptStore` on one SQLite file."""
 
@@ -180,7 +195,7 @@ class SqliteTranscriptStore:
                 [_segment_row(s) for s in segments],
             )
             conn.execute(
-                "INSERT OR REPLACE INTO windows VALUES (?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     window.session_id,
                     window.window_index,
@@ -189,6 +204,7 @@ class SqliteTranscriptStore:
                     window.status,
                     window.error,
                     window.audio_uri,
+                    json.dumps([t.to_dict() for t in window.turns]),
                     rev,
                 ),
             )
@@ -215,8 +231,8 @@ class SqliteTranscriptStore:
             start = int(segments[0].start * 16000) if segments else 0
             end = int(segments[-1].end * 16000) if segments else 0
             conn.execute(
-                "INSERT OR REPLACE INTO windows VALUES (?,?,?,?,?,?,?,?)",
-                (session_id, window_index, start, end, OPEN, None, None, rev),
+                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?)",
+                (session_id, window_index, start, end, OPEN, None, None, "[]", rev),
             )
             return True
 
@@ -264,11 +280,10 @@ class SqliteTranscriptStore:
     def windows(self, session_id: str) -> list[WindowRecord]:
         """See :meth:`stores.base.TranscriptStore.windows`."""
         rows = self._db.conn().execute(
-            "SELECT session_id, window_index, start_sample, end_sample, status, error, audio_uri "
-            "FROM windows WHERE session_id = ? AND status != ? ORDER BY window_index",
+            f"SELECT {_WIN_COLS} FROM windows WHERE session_id = ? AND status != ? ORDER BY window_index",
             (session_id, OPEN),
         )
-        return [WindowRecord(*r) for r in rows]
+        return [_window_from_row(r) for r in rows]
 
     def changes_since(self, session_id: str, revision: int) -> list[WindowChange]:
         """See :meth:`stores.base.TranscriptStore.changes_since`."""

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import httpx
 from postgrest import APIError
 
-from contracts.segments import TranscriptSegment, WindowRecord
+from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord
 from contracts.settings import Settings
 from stores.base import PermanentStoreError as BasePermanentStoreError
 from stores.base import Session, SessionProgress, WindowChange
@@ -278,6 +278,7 @@ class SupabaseTranscriptStore:
                 "status": window.status,
                 "error": window.error,
                 "audio_uri": window.audio_uri,
+                "turns": [t.to_dict() for t in window.turns],
             },
             "p_segments": [_segment_json(s) for s in segments],
             "p_progress": _progress_json(progress),
@@ -405,7 +406,7 @@ class SupabaseTranscriptStore:
             return list(
                 _data(
                     self._db.table(WINDOWS)
-                    .select("session_id,window_index,start_sample,end_sample,status,error,audio_uri")
+                    .select("session_id,window_index,start_sample,end_sample,status,error,audio_uri,turns")
                     .eq("session_id", session_id)
                     .neq("status", "open")
                     .order("window_index")
@@ -413,7 +414,10 @@ class SupabaseTranscriptStore:
                 )
             )
 
-        return [WindowRecord(**r) for r in self._paged("windows", session_id, page)]
+        return [
+            WindowRecord(**{**r, "turns": tuple(SpeakerTurn.from_dict(t) for t in r.get("turns") or ())})
+            for r in self._paged("windows", session_id, page)
+        ]
 
     def changes_since(self, session_id: str, revision: int) -> list[WindowChange]:
         """See :meth:`stores.base.TranscriptStore.changes_since` (one consistent read)."""

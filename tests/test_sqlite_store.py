@@ -57,3 +57,26 @@ def test_session_transitions_are_compare_and_set(tmp_path: Path) -> None:
         store.transition("a", [SessionState.LIVE], SessionState.ENDING)
     assert store.find_by_stream_key("key-a").session_id == "a"  # type: ignore[union-attr]
     assert store.find_by_stream_key("nope") is None
+
+
+def test_windows_keep_their_speaker_turns_and_old_files_upgrade(tmp_path: Path) -> None:
+    import sqlite3
+
+    from contracts.segments import SpeakerTurn
+
+    path = tmp_path / "old.db"
+    # A file written before windows kept turns: the windows table has no such column.
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE windows (session_id TEXT NOT NULL, window_index INTEGER NOT NULL, "
+            "start_sample INTEGER NOT NULL, end_sample INTEGER NOT NULL, status TEXT NOT NULL, error TEXT, "
+            "audio_uri TEXT, revision INTEGER NOT NULL, PRIMARY KEY (session_id, window_index))"
+        )
+        conn.execute("INSERT INTO windows VALUES ('old', 0, 0, 16000, 'done', NULL, NULL, 1)")
+    store = SqliteTranscriptStore(path)
+    assert store.windows("old") == [WindowRecord("old", 0, 0, 16000)]
+    turns = (SpeakerTurn(0.5, 1.25, "S1"), SpeakerTurn(1.0, 2.0, "S2"))
+    store.commit_window(
+        WindowRecord("s1", 0, 0, 32000, turns=turns), [_seg(0, 0, "hi")], SessionProgress("s1", 1, 32000)
+    )
+    assert store.windows("s1") == [WindowRecord("s1", 0, 0, 32000, turns=turns)]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from supabase_stack import DropReply, SupabaseStack, make_jwt
 
-from contracts.segments import TranscriptSegment, WindowRecord, Word
+from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, Word
 from stores.base import Session, SessionProgress, WindowChange
 from stores.sqlite import SqliteTranscriptStore
 from stores.supabase import (
@@ -79,6 +79,19 @@ def segment_rows(stack: SupabaseStack, sid: str) -> list[list[str]]:
         f"is_final, stable, avg_logprob, audio_uri FROM transcript_segments "
         f"WHERE session_id = '{sid}' ORDER BY window_index, segment_index"
     )
+
+
+def test_window_speaker_turns_round_trip_like_sqlite(
+    store: SupabaseTranscriptStore, new_session: NewSession, tmp_path: Path
+) -> None:
+    sid = new_session().session_id
+    turns = (SpeakerTurn(6.73, 7.17, "S1"), SpeakerTurn(7.0, 9.92, "S2"))
+    win = replace(window(sid, 0), turns=turns)
+    store.commit_window(win, [seg(sid, 0, 0, "hello")], progress(sid, 0))
+    assert store.windows(sid) == [win]
+    ref = SqliteTranscriptStore(tmp_path / "ref.db")
+    ref.commit_window(win, [seg(sid, 0, 0, "hello")], progress(sid, 0))
+    assert ref.windows(sid) == store.windows(sid)
 
 
 def test_commit_round_trip(store: SupabaseTranscriptStore, new_session: NewSession) -> None:
