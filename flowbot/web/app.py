@@ -55,6 +55,7 @@ from flowbot.web.guard import (
     read_body,
     require_content_type,
 )
+from processor.rttm import window_turns
 from producer.whip import MAX_OFFER_BYTES, WhipError, WhipIngest
 from stores.archive import window_key
 from stores.base import Session, SessionNotFound
@@ -265,7 +266,8 @@ def build_app(
 
         def rendered() -> str:
             t = ctx.transcripts
-            return render(fmt, sid, t.segments(sid), t.speakers(sid), t.get_notes(sid))
+            turns = window_turns(t.windows(sid))
+            return render(fmt, sid, t.segments(sid), t.speakers(sid), t.get_notes(sid), turns=turns)
 
         headers = {"cache-control": "no-store"}
         if request.query_params.get("download") == "1":
