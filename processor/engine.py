@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from contracts.frames import SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecord
+from contracts.frames import MAX_RECORD_SAMPLES, SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecord
 from contracts.segments import TranscriptSegment, WindowRecord, Word
 from processor.asr import AsrSegment
 from processor.attribution import attribute
@@ -140,6 +140,13 @@ class _Session:
         self.start_sample = progress.committed_sample
         # (stream sequence number, end sample) of records with audio in the buffer.
         self.sources: list[tuple[int, int]] = []
+        # Frame sequence number of the newest record that brought new audio (None until
+        # one is seen in this process): a jump ahead must be backed by records missing
+        # in between, each carrying at most MAX_RECORD_SAMPLES.
+        self.last_frame_seq: int | None = None
+        # Timeline spans jumped over at gaps; a record that later turns up inside one
+        # contradicts the jump and is reported, not counted as a replay.
+        self.skipped: list[tuple[int, int]] = []
 
     @property
     def session_id(self) -> str:
@@ -201,7 +208,9 @@ class ShardProcessor:
                 frame = FrameRecord.decode(rec.data)
                 if frame.partition_key != rec.partition_key:
                     raise MalformedRecord(f"session {frame.session_id!r} under partition key {rec.partition_key!r}")
+                self._on_frame(rec.seq, frame)
             except MalformedRecord as exc:
+                # Skipped for good (the checkpoint passes it): replaying cannot make it valid.
                 self.counters["malformed_records"] += 1
                 log.warning(
                     "malformed record skipped",
@@ -212,8 +221,6 @@ class ShardProcessor:
                         "malformed_total": self.counters["malformed_records"],
                     },
                 )
-                continue
-            self._on_frame(rec.seq, frame)
         self._checkpoint(checkpointer)
 
     def lease_lost(self) -> None:
@@ -264,28 +271,25 @@ class ShardProcessor:
         if sess.progress.stream_done:
             self.counters["records_after_end"] += 1
             return
+        try:
+            self._check_timeline(sess, frame)
+        except MalformedRecord:
+            if not sess.buffered and sess.last_frame_seq is None:
+                self.sessions.pop(sess.session_id, None)  # a forged session id holds no memory
+            raise
         if frame.kind == FrameKind.END:
-            self._end(sess, frame.sample_offset)
+            self._end(sess, seq, frame)
             return
         pcm = np.frombuffer(frame.payload, dtype="<i2").astype(np.int16)
         expected = sess.expected_sample
         if frame.end_offset <= expected:
             self.counters["replayed_records"] += 1  # already committed or buffered
             return
+        sess.last_frame_seq = max(frame.seq, sess.last_frame_seq or 0)
         if frame.sample_offset < expected:
             pcm = pcm[expected - frame.sample_offset :]
-        elif frame.sample_offset > expected:
-            gap = frame.sample_offset - expected
-            log.warning(
-                "gap in session timeline",
-                extra={"session": sess.session_id, "gap_s": round(gap / SAMPLE_RATE, 3)},
-            )
-            if gap > self.parts.max_gap_samples:
-                if sess.buffered:
-                    self._commit(sess, sess.buffered, final=False)
-                sess.start_sample = frame.sample_offset
-            else:
-                sess.append(seq, np.zeros(gap, np.int16))
+        else:
+            self._advance(sess, seq, frame.sample_offset)
         sess.append(seq, pcm)
         while sess.buffered >= self.parts.policy.max_samples:
             audio = to_float(sess.pcm()[: self.parts.policy.max_samples])
@@ -295,10 +299,53 @@ class ShardProcessor:
         if self.parts.interim is not None and sess.buffered:
             self.parts.interim.offer(sess.session_id, sess.progress.next_window_index, sess.start_sample, sess.pcm())
 
-    def _end(self, sess: _Session, total_samples: int) -> None:
-        if sess.expected_sample < total_samples and sess.buffered:
+    def _check_timeline(self, sess: _Session, frame: FrameRecord) -> None:
+        """Raise :class:`MalformedRecord` if ``frame`` contradicts what this session already sent.
+
+        Decoding bounds each record on its own; here it is held against the session:
+        an end of stream never lies before audio already received, a jump ahead must
+        be covered by the records missing in between, and audio never arrives inside
+        a span the timeline already jumped over.
+        """
+        expected = sess.expected_sample
+        start = frame.sample_offset
+        if frame.kind == FrameKind.END and start < expected:
+            raise MalformedRecord(f"end of stream at sample {start}, before audio already received ({expected})")
+        if frame.kind == FrameKind.AUDIO and frame.end_offset <= expected:
+            if any(a < frame.end_offset and start < b for a, b in sess.skipped):
+                raise MalformedRecord(f"audio at samples {start}..{frame.end_offset} inside a span already skipped")
+            return  # a replay
+        if start > expected and sess.last_frame_seq is not None:
+            missing = frame.seq - sess.last_frame_seq - 1
+            if missing < 0 or start - expected > missing * MAX_RECORD_SAMPLES:
+                raise MalformedRecord(
+                    f"jump of {start - expected} samples at record {frame.seq}: "
+                    f"not covered by {max(missing, 0)} missing record(s) after record {sess.last_frame_seq}"
+                )
+
+    def _advance(self, sess: _Session, seq: int, offset: int) -> None:
+        """Bring the timeline to ``offset`` across a gap (frames lost upstream).
+
+        A short gap is filled with silence; a long one closes the open window and
+        jumps, so no gap ever costs more memory than ``max_gap_samples``.
+        """
+        gap = offset - sess.expected_sample
+        if gap <= 0:
+            return
+        log.warning("gap in session timeline", extra={"session": sess.session_id, "gap_s": round(gap / SAMPLE_RATE, 3)})
+        if gap > self.parts.max_gap_samples:
+            if sess.buffered:
+                self._commit(sess, sess.buffered, final=False)
+            sess.skipped.append((sess.start_sample, offset))
+            sess.start_sample = offset
+        else:
+            sess.append(seq, np.zeros(gap, np.int16))
+
+    def _end(self, sess: _Session, seq: int, frame: FrameRecord) -> None:
+        total_samples = frame.sample_offset
+        if sess.buffered:
             # Frames lost upstream before the end: keep the timeline honest.
-            sess.append(self._seen[-1], np.zeros(total_samples - sess.expected_sample, np.int16))
+            self._advance(sess, seq, total_samples)
         sess.progress = replace(sess.progress, ended_sample=max(total_samples, sess.start_sample))
         if sess.buffered:
             self._commit(sess, sess.buffered, final=True)
