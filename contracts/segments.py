@@ -101,9 +101,9 @@ class TranscriptSegment:
 class WindowRecord:
     """A processed window: its span on the session timeline and where its audio lives.
 
-    ``first_seq``/``last_seq`` are the per-session frame sequence numbers the
-    window was built from; ``status`` is ``"done"`` or ``"failed"`` (with
-    ``error``). A failed window is reported to the session, never hidden.
+    ``status`` is ``"done"`` or ``"failed"`` (with ``error``). A failed window
+    is reported to the session, never hidden; so are the ASR segments the
+    hallucination guard dropped from it (``dropped_segments``).
     """
 
     session_id: str
@@ -113,6 +113,7 @@ class WindowRecord:
     status: str = "done"
     error: str | None = None
     audio_uri: str | None = None
+    dropped_segments: int = 0
 
     @property
     def start(self) -> float:

@@ -230,6 +230,8 @@ class Coordinator:
                 ],
                 "processed_seconds": round((progress.committed_sample if progress else 0) / 16000, 2),
                 "stream_ended": bool(progress and progress.ended_sample is not None),
+                # ASR segments the hallucination guard dropped (never silently: see processor.asr.guard).
+                "segments_dropped": sum(w.dropped_segments for w in windows),
             },
             "speakers": self.ctx.transcripts.speakers(session.session_id),
             "notes": self.ctx.transcripts.get_notes(session.session_id),

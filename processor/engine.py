@@ -29,7 +29,7 @@ import numpy as np
 
 from contracts.frames import MAX_RECORD_SAMPLES, SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecord
 from contracts.segments import TranscriptSegment, WindowRecord, Word
-from processor.asr import AsrSegment
+from processor.asr import AsrResult, AsrSegment
 from processor.attribution import attribute
 from processor.diarization import Diarization, Diarizer, SpeakerMapper
 from processor.windowing import WindowPolicy, choose_cut, has_speech, to_float
@@ -89,12 +89,20 @@ def transcribe_window(
     start_sample: int,
     pcm: np.ndarray,
     audio_uri: str | None,
+    *,
+    dropped: Counter[str] | None = None,
 ) -> list[TranscriptSegment]:
-    """ASR + diarization of one window -> session-timeline segments."""
+    """ASR + diarization of one window -> session-timeline segments.
+
+    ``dropped`` (if given) is increased by the ASR segments the hallucination
+    guard dropped, by reason (:class:`processor.asr.AsrResult`).
+    """
     audio = to_float(pcm)
     if not has_speech(audio, parts.policy.min_silence_ms):
         return []
     asr = parts.transcriber.transcribe(audio)
+    if dropped is not None and isinstance(asr, AsrResult):
+        dropped.update(asr.dropped)
     if not asr:
         return []
     diarization = parts.diarizer.diarize(audio)
@@ -372,8 +380,11 @@ class ShardProcessor:
         t0 = time.monotonic()
         uri = self.parts.archive.put(sess.session_id, index, pcm) or None
         status, error = "done", None
+        dropped: Counter[str] = Counter()
         try:
-            segments = transcribe_window(self.parts, sess.mapper, sess.session_id, index, start, pcm, uri)
+            segments = transcribe_window(
+                self.parts, sess.mapper, sess.session_id, index, start, pcm, uri, dropped=dropped
+            )
         except Exception as exc:  # a window that cannot be transcribed is reported, not retried forever
             log.exception("window failed", extra={"session": sess.session_id, "window": index})
             status, error, segments = "failed", f"{type(exc).__name__}: {exc}", []
@@ -387,7 +398,10 @@ class ShardProcessor:
             committed_sample=start + samples,
             speaker_state=dict(sess.mapper.state()),
         )
-        window = WindowRecord(sess.session_id, index, start, start + samples, status, error, uri)
+        window = WindowRecord(
+            sess.session_id, index, start, start + samples, status, error, uri, dropped_segments=dropped.total()
+        )
+        self.counters["dropped_segments"] += dropped.total()
         # Transient store errors propagate: the checkpoint stays behind and the window replays.
         try:
             self.parts.store.commit_window(window, segments, progress)
@@ -396,7 +410,7 @@ class ShardProcessor:
             # workflow) rather than replaying it forever. If even that is refused, raise.
             log.error("store refused window", extra={"session": sess.session_id, "window": index, "error": str(exc)})
             self.counters["failed_windows"] += 1
-            window = WindowRecord(sess.session_id, index, start, start + samples, "failed", f"store: {exc}", uri)
+            window = replace(window, status="failed", error=f"store: {exc}")
             self.parts.store.commit_window(window, [], progress)
             status = "failed"
         sess.progress = progress

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS windows (
     error TEXT,
     audio_uri TEXT,
     revision INTEGER NOT NULL,
+    dropped_segments INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (session_id, window_index)
 );
 CREATE INDEX IF NOT EXISTS windows_by_revision ON windows (session_id, revision);
@@ -80,6 +81,13 @@ CREATE TABLE IF NOT EXISTS sessions (
 OPEN = "open"
 
 
+#: Columns added to ``windows`` after its first release: (name, declaration).
+_ADDED_COLUMNS = (("dropped_segments", "INTEGER NOT NULL DEFAULT 0"),)
+_WINDOW_COLS = (
+    "session_id, window_index, start_sample, end_sample, status, error, audio_uri, revision, dropped_segments"
+)
+
+
 class _Db:
     """A per-thread SQLite connection in WAL mode."""
 
@@ -87,7 +95,17 @@ class _Db:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self.conn().executescript(_SCHEMA)
+        conn = self.conn()
+        conn.executescript(_SCHEMA)
+        # Files from before a column was added get it (CREATE TABLE IF NOT EXISTS kept the old shape).
+        have = {row[1] for row in conn.execute("PRAGMA table_info(windows)")}
+        for column, decl in _ADDED_COLUMNS:
+            if column not in have:
+                try:
+                    conn.execute(f"ALTER TABLE windows ADD COLUMN {column} {decl}")
+                except sqlite3.OperationalError as exc:  # another process added it just now
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -180,7 +198,7 @@ class SqliteTranscriptStore:
                 [_segment_row(s) for s in segments],
             )
             conn.execute(
-                "INSERT OR REPLACE INTO windows VALUES (?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO windows ({_WINDOW_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     window.session_id,
                     window.window_index,
@@ -190,6 +208,7 @@ class SqliteTranscriptStore:
                     window.error,
                     window.audio_uri,
                     rev,
+                    window.dropped_segments,
                 ),
             )
             self._save_progress(conn, progress)
@@ -215,8 +234,8 @@ class SqliteTranscriptStore:
             start = int(segments[0].start * 16000) if segments else 0
             end = int(segments[-1].end * 16000) if segments else 0
             conn.execute(
-                "INSERT OR REPLACE INTO windows VALUES (?,?,?,?,?,?,?,?)",
-                (session_id, window_index, start, end, OPEN, None, None, rev),
+                f"INSERT OR REPLACE INTO windows ({_WINDOW_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                (session_id, window_index, start, end, OPEN, None, None, rev, 0),
             )
             return True
 
@@ -264,7 +283,7 @@ class SqliteTranscriptStore:
     def windows(self, session_id: str) -> list[WindowRecord]:
         """See :meth:`stores.base.TranscriptStore.windows`."""
         rows = self._db.conn().execute(
-            "SELECT session_id, window_index, start_sample, end_sample, status, error, audio_uri "
+            "SELECT session_id, window_index, start_sample, end_sample, status, error, audio_uri, dropped_segments "
             "FROM windows WHERE session_id = ? AND status != ? ORDER BY window_index",
             (session_id, OPEN),
         )

@@ -278,6 +278,7 @@ class SupabaseTranscriptStore:
                 "status": window.status,
                 "error": window.error,
                 "audio_uri": window.audio_uri,
+                "dropped_segments": window.dropped_segments,
             },
             "p_segments": [_segment_json(s) for s in segments],
             "p_progress": _progress_json(progress),
@@ -405,7 +406,7 @@ class SupabaseTranscriptStore:
             return list(
                 _data(
                     self._db.table(WINDOWS)
-                    .select("session_id,window_index,start_sample,end_sample,status,error,audio_uri")
+                    .select("session_id,window_index,start_sample,end_sample,status,error,audio_uri,dropped_segments")
                     .eq("session_id", session_id)
                     .neq("status", "open")
                     .order("window_index")
