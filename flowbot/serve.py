@@ -28,8 +28,9 @@ from contracts.frames import validate_session_id
 from contracts.settings import Settings
 from control.api import Coordinator
 from control.context import ControlContext, build_local_context
+from control.recovery import recover_sessions
 from flowbot.formats import FORMATS, render
-from stores.base import SessionNotFound, SessionState
+from stores.base import Session, SessionNotFound, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -281,29 +282,28 @@ class LiveService:
         host, port = self.httpd.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def _resume_live_sessions(self) -> None:
-        """After a restart, accept the keys of sessions still open, continuing their timelines."""
+    def _resume_ingest(self, session: Session) -> None:
+        """After a restart, accept the key of a session still open, continuing its timeline."""
         from contracts.frames import FrameKind, FrameRecord
         from producer.framer import TimelinePosition
 
-        for session in self.ctx.sessions.list([SessionState.STARTING, SessionState.LIVE]):
-            last = self.processor.stream.last_record(session.session_id)
-            position = None
-            if last is not None:
-                frame = FrameRecord.decode(last.data)
-                if frame.kind == FrameKind.END:
-                    continue
-                position = TimelinePosition(frame.seq + 1, frame.end_offset)
-            self.ingest.register(session.session_id, session.stream_key, position=position)
-            log.info(
-                "session ingest resumed",
-                extra={"session": session.session_id, "offset": position.next_offset if position else 0},
-            )
+        last = self.processor.stream.last_record(session.session_id)
+        position = None
+        if last is not None:
+            frame = FrameRecord.decode(last.data)
+            if frame.kind == FrameKind.END:
+                return
+            position = TimelinePosition(frame.seq + 1, frame.end_offset)
+        self.ingest.register(session.session_id, session.stream_key, position=position)
+        log.info(
+            "session ingest resumed",
+            extra={"session": session.session_id, "offset": position.next_offset if position else 0},
+        )
 
     def start(self) -> LiveService:
         """Start processor, ingest and HTTP server."""
         self.processor.start()
-        self._resume_live_sessions()
+        recover_sessions(self.ctx, self._resume_ingest)  # every non-terminal session carries on
         self.ingest.start()
         self.whip.start()
         self._http_thread.start()
