@@ -252,7 +252,13 @@ class LiveService:
 
         self.settings = settings
         self.processor = EmbeddedProcessor(settings)
-        self.ingest = RtmpIngest(settings.host, settings.rtmp_port, self.processor.stream, on_live=self._on_live)
+        self.ingest = RtmpIngest(
+            settings.host,
+            settings.rtmp_port,
+            self.processor.stream,
+            on_live=self._on_live,
+            max_connections=settings.rtmp_max_connections,
+        )
         public = settings.public_host or settings.host
         self.ctx = build_local_context(settings, EmbeddedLauncher(self.ingest, public))
         if self.processor.parts.interim is not None:
