@@ -595,7 +595,23 @@ class RtmpIngest:
             )
 
     def authorize(self, app: str, key: str, conn: Publisher) -> IngestTarget | None:
-        """Claim the session of ``key`` for ``conn``; None (and a log line) if refused.
+        """Claim the session of ``key`` for ``conn`` and count the publish; None if refused.
+
+        For a publisher that is accepted as soon as its key is (RTMP): :meth:`claim`
+        then :meth:`accepted`.
+        """
+        target = self.claim(app, key, conn)
+        if target is not None:
+            self.accepted(target, conn)
+        return target
+
+    def claim(self, app: str, key: str, conn: Publisher, *, session_id: str | None = None) -> IngestTarget | None:
+        """Hold the session of ``key`` for ``conn`` (one live publisher); None (and a log line) if refused.
+
+        ``session_id``: the session the publisher asked for; a key of another
+        session is refused. A claim is not a publish yet: :meth:`accepted` counts
+        and logs it once the publisher is set up (WHIP: its offer answered);
+        :meth:`release` gives an unaccepted claim back uncounted.
 
         A publisher that reconnects right after dropping may find its old
         connection still draining into the decoder; that one is waited for
@@ -613,6 +629,8 @@ class RtmpIngest:
                 reason = "unknown application"
             elif target is None:
                 reason = "unknown or ended stream key"
+            elif session_id is not None and target.session_id != session_id:
+                reason = "stream key of another session"
             else:
                 with target.lock:
                     if target.ended:
@@ -621,7 +639,6 @@ class RtmpIngest:
                         reason = "a publisher is already live for this key"
                     else:
                         target.live = conn
-                        target.publishes += 1
             if reason and target is not None:
                 target.refused += 1
         if reason:
@@ -636,12 +653,16 @@ class RtmpIngest:
                 },
             )
             return None
-        assert target is not None
-        log.info(
-            "publish accepted",
-            extra={"session": target.session_id, "peer": conn.peer, "publish": target.publishes},
-        )
         return target
+
+    def accepted(self, target: IngestTarget, conn: Publisher) -> None:
+        """The claiming publisher is set up: count the publish (reconnects are counted from these)."""
+        with target.lock:
+            if target.live is not conn:
+                raise PublishRevoked()
+            target.publishes += 1
+            publishes = target.publishes
+        log.info("publish accepted", extra={"session": target.session_id, "peer": conn.peer, "publish": publishes})
 
     # -- called from connection threads ----------------------------------------
     def push(self, target: IngestTarget, conn: Publisher, pcm: np.ndarray) -> None:

@@ -49,7 +49,7 @@ from typing import Any, cast
 import numpy as np
 
 from contracts.frames import validate_session_id
-from producer.rtmp import APP, IngestTarget, PublishRevoked, RtmpIngest, key_fingerprint
+from producer.rtmp import APP, IngestTarget, PublishRevoked, RtmpIngest
 
 log = logging.getLogger(__name__)
 
@@ -275,13 +275,10 @@ class WhipIngest:
         peer = f"{req.client_address[0]}:{req.client_address[1]}"
         conn = _WhipConnection(self, session_id, key, peer)
         # The key check, "one publisher at a time" and the reconnect drain wait are the RTMP front's.
-        target = self.rtmp.authorize(APP, key, conn)
+        # Claimed, not yet a publish: only an answered offer counts (and logs) as one.
+        target = self.rtmp.claim(APP, key, conn, session_id=session_id)
         if target is None:
-            raise WhipError(403, "forbidden", "stream key refused (unknown, ended, or a publisher is live)")
-        if target.session_id != session_id:
-            self.rtmp.release(target, conn)
-            log.warning("whip key of another session", extra={"session": session_id, "key": key_fingerprint(key)})
-            raise WhipError(403, "forbidden", "stream key refused for this session")
+            raise WhipError(403, "forbidden", "stream key refused (unknown, another session's, ended, or live)")
         conn.target = target
         assert self.loop is not None
         fut = asyncio.run_coroutine_threadsafe(self._answer_offer(conn, offer), self.loop)
@@ -294,6 +291,11 @@ class WhipIngest:
                 raise
             log.warning("whip offer failed", extra={"session": session_id, "error": repr(exc)})
             raise WhipError(400, "bad_offer", f"could not answer the offer: {exc}") from exc
+        try:
+            self.rtmp.accepted(target, conn)
+        except PublishRevoked:  # the session ended while the offer was answered
+            conn.close()
+            raise WhipError(409, "session_ended", "the session ended while the offer was answered") from None
         with self._lock:
             self._conns[conn.resource] = conn
         location = f"/sessions/{session_id}/whip/{conn.resource}"
