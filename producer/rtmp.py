@@ -237,6 +237,16 @@ class RtmpSniffer:
         self._chunk_left = 0
         self._events: list[RtmpCommand] = []
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Client bytes this parser holds now: a partial chunk header and partial commands."""
+        return len(self._buf) + sum(len(cs.payload or b"") for cs in self._streams.values())
+
+    @property
+    def chunk_streams(self) -> int:
+        """Chunk streams the client has opened."""
+        return len(self._streams)
+
     def feed(self, data: bytes) -> list[RtmpCommand]:
         """Parse more client bytes; returns the commands completed by them."""
         self.bytes_seen += len(data)
