@@ -57,3 +57,22 @@ def test_session_transitions_are_compare_and_set(tmp_path: Path) -> None:
         store.transition("a", [SessionState.LIVE], SessionState.ENDING)
     assert store.find_by_stream_key("key-a").session_id == "a"  # type: ignore[union-attr]
     assert store.find_by_stream_key("nope") is None
+
+
+def test_a_store_file_from_before_dropped_segments_gets_the_column(tmp_path: Path) -> None:
+    """Issue 11 added windows.dropped_segments; an existing file is migrated on open."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE windows (session_id TEXT NOT NULL, window_index INTEGER NOT NULL, "
+            "start_sample INTEGER NOT NULL, end_sample INTEGER NOT NULL, status TEXT NOT NULL, error TEXT, "
+            "audio_uri TEXT, revision INTEGER NOT NULL, PRIMARY KEY (session_id, window_index))"
+        )
+        conn.execute("INSERT INTO windows VALUES ('s1', 0, 0, 16000, 'done', NULL, NULL, 1)")
+    store = SqliteTranscriptStore(path)
+    assert [w.dropped_segments for w in store.windows("s1")] == [0]
+    store.commit_window(WindowRecord("s1", 1, 16000, 32000, dropped_segments=2), [], SessionProgress("s1", 2, 32000))
+    assert [w.dropped_segments for w in store.windows("s1")] == [0, 2]
+    SqliteTranscriptStore(path)  # opening again changes nothing
