@@ -82,8 +82,13 @@ def test_every_drop_is_counted_by_reason() -> None:
     assert result.dropped == Counter({"repetition_loop": 1, "no_speech": 1, "low_confidence": 1})
 
 
+_NUMBERS = "one two three four five six seven eight nine ten eleven twelve thirteen".split()
+
+
 def _items(text: str) -> set[int]:
-    return {int(n) for n in re.findall(r"item (\d+)", text.lower())}
+    """The item numbers a transcript names, as digits or words (a re-decode may spell them)."""
+    found = re.findall(r"item (\d+|[a-z]+)", text.lower())
+    return {int(n) if n.isdigit() else _NUMBERS.index(n) + 1 for n in found if n.isdigit() or n in _NUMBERS}
 
 
 @pytest.mark.slow
