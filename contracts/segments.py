@@ -124,11 +124,12 @@ class WindowRecord:
     """A processed window: its span on the session timeline and where its audio lives.
 
     ``status`` is ``"done"`` or ``"failed"`` (with ``error``). A failed window
-    is reported to the session, never hidden. ``turns`` is who spoke when in
-    the window's span as the diarizer found it (session labels, session
-    timeline, overlapping speech kept): speaker turns for RTTM export, which
-    words alone describe badly (the pauses between words are speech too).
-    Empty when diarization is off or the window failed.
+    is reported to the session, never hidden; so are the ASR segments the
+    hallucination guard dropped from it (``dropped_segments``). ``turns`` is
+    who spoke when in the window's span as the diarizer found it (session
+    labels, session timeline, overlapping speech kept): speaker turns for RTTM
+    export, which words alone describe badly (the pauses between words are
+    speech too). Empty when diarization is off or the window failed.
     """
 
     session_id: str
@@ -139,6 +140,7 @@ class WindowRecord:
     error: str | None = None
     audio_uri: str | None = None
     turns: tuple[SpeakerTurn, ...] = ()
+    dropped_segments: int = 0
 
     @property
     def start(self) -> float:

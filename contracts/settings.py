@@ -82,6 +82,9 @@ class Settings:
     host: str = _opt("127.0.0.1", "Address `flowbot serve` binds.")
     port: int = _opt(8080, "HTTP port of `flowbot serve` (API, pages, live feed).")
     rtmp_port: int = _opt(1935, "RTMP port of `flowbot serve`.")
+    rtmp_max_connections: int = _opt(
+        64, "RTMP connections at once; a quarter of them may be waiting to publish (the rest are refused)."
+    )
     public_host: str = _opt("", "Host name put in rtmp_url; empty = the bind address.")
     api_token: str = _opt("", "Bearer token for the local API; required when host is not loopback.")
     workflow_timeout_seconds: float = _opt(3600.0, "How long the end-of-session workflow waits for windows.")

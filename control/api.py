@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.frames import validate_session_id
 from control.bearer import BearerError, bearer_token, same_secret
 from control.context import Caller, ControlContext
 from control.launch import LaunchError
@@ -65,6 +66,10 @@ def _str_field(body: Mapping[str, Any], name: str, *, required: bool = True, max
         raise ApiError(400, "invalid_field", f"'{name}' must be a non-empty string")
     if len(value) > max_len:
         raise ApiError(400, "invalid_field", f"'{name}' is longer than {max_len} characters")
+    if not value.isprintable():
+        # Control characters and lone surrogates: no id, name or title needs them, and they
+        # break stores and log lines downstream.
+        raise ApiError(400, "invalid_field", f"'{name}' must be printable text (no control characters)")
     return value.strip()
 
 
@@ -135,8 +140,10 @@ class Coordinator:
             raise ApiError(400, "empty_body", "expected a JSON object with an 'action'")
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            # ValueError covers JSONDecodeError, UnicodeDecodeError and integers past Python's
+            # 4300-digit conversion limit; RecursionError, arrays nested thousands deep.
+            raise ApiError(400, "invalid_json", f"body is not valid JSON: {type(exc).__name__}: {exc}"[:300]) from None
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_body", "body must be a JSON object")
         return body
@@ -144,8 +151,8 @@ class Coordinator:
     def _session_for(self, body: Mapping[str, Any], caller: Caller) -> Session:
         session_id = _str_field(body, "session_id", max_len=128)
         try:
-            session = self.ctx.sessions.get(session_id)
-        except SessionNotFound:
+            session = self.ctx.sessions.get(validate_session_id(session_id))
+        except (ValueError, SessionNotFound):
             raise ApiError(404, "unknown_session", f"no session {session_id!r}") from None
         if caller.user_id is not None and caller.role != "service_role" and session.user_id != caller.user_id:
             # Same answer as an unknown id: don't reveal other users' sessions.
@@ -233,6 +240,8 @@ class Coordinator:
                 ],
                 "processed_seconds": round((progress.committed_sample if progress else 0) / 16000, 2),
                 "stream_ended": bool(progress and progress.ended_sample is not None),
+                # ASR segments the hallucination guard dropped (never silently: see processor.asr.guard).
+                "segments_dropped": sum(w.dropped_segments for w in windows),
             },
             "speakers": self.ctx.transcripts.speakers(session.session_id),
             "notes": self.ctx.transcripts.get_notes(session.session_id),

@@ -47,6 +47,7 @@ class WorkflowSteps:
             "windows_done": sum(1 for w in windows if w.status == "done"),
             "windows_failed": len(failed),
             "failed": failed,
+            "segments_dropped": sum(w.dropped_segments for w in windows),
             "processed_seconds": round((progress.committed_sample if progress else 0) / 16000, 2),
         }
 

@@ -92,10 +92,10 @@ class EmbeddedProcessor:
             self.parts.interim.stop()
 
     def counters(self) -> dict[str, int]:
-        """Sum of the shard processors' counters."""
+        """Sum of the shard processors' counters (and their poison guards': quarantined records)."""
         total: dict[str, int] = {}
-        for proc in self.processors:
-            for k, v in proc.counters.items():
+        for counters in [*(p.counters for p in self.processors), *(g.counters for g in self.consumer.guards.values())]:
+            for k, v in counters.items():
                 total[k] = total.get(k, 0) + v
         return total
 

@@ -22,9 +22,10 @@ import threading
 from contracts.settings import Settings
 from control.api import Coordinator
 from control.context import build_local_context
+from control.recovery import recover_sessions
 from flowbot.web.app import build_app
 from flowbot.web.server import HttpLimits, HttpServer
-from stores.base import SessionState
+from stores.base import Session, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,13 @@ class LiveService:
 
         self.settings = settings
         self.processor = EmbeddedProcessor(settings)
-        self.ingest = RtmpIngest(settings.host, settings.rtmp_port, self.processor.stream, on_live=self._on_live)
+        self.ingest = RtmpIngest(
+            settings.host,
+            settings.rtmp_port,
+            self.processor.stream,
+            on_live=self._on_live,
+            max_connections=settings.rtmp_max_connections,
+        )
         public = settings.public_host or settings.host
         self.ctx = build_local_context(settings, EmbeddedLauncher(self.ingest, public))
         if self.processor.parts.interim is not None:
@@ -80,31 +87,30 @@ class LiveService:
         host, port = self.http.address
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
-    def _resume_live_sessions(self) -> None:
-        """After a restart, accept the keys of sessions still open, continuing their timelines."""
+    def _resume_ingest(self, session: Session) -> None:
+        """After a restart, accept the key of a session still open, continuing its timeline."""
         from contracts.frames import FrameKind, FrameRecord
         from producer.framer import TimelinePosition
 
-        for session in self.ctx.sessions.list([SessionState.STARTING, SessionState.LIVE]):
-            last = self.processor.stream.last_record(session.session_id)
-            position = None
-            if last is not None:
-                frame = FrameRecord.decode(last.data)
-                if frame.kind == FrameKind.END:
-                    continue
-                position = TimelinePosition(frame.seq + 1, frame.end_offset)
-            self.ingest.register(session.session_id, session.stream_key, position=position)
-            log.info(
-                "session ingest resumed",
-                extra={"session": session.session_id, "offset": position.next_offset if position else 0},
-            )
+        last = self.processor.stream.last_record(session.session_id)
+        position = None
+        if last is not None:
+            frame = FrameRecord.decode(last.data)
+            if frame.kind == FrameKind.END:
+                return
+            position = TimelinePosition(frame.seq + 1, frame.end_offset)
+        self.ingest.register(session.session_id, session.stream_key, position=position)
+        log.info(
+            "session ingest resumed",
+            extra={"session": session.session_id, "offset": position.next_offset if position else 0},
+        )
 
     def _on_startup(self) -> None:
         """Start-up hook: runs before ingest and the web front accept anything.
 
-        Recovery of what a previous run left open belongs here.
+        Every session a previous run left unfinished carries on (control.recovery).
         """
-        self._resume_live_sessions()
+        recover_sessions(self.ctx, self._resume_ingest)
 
     def start(self) -> LiveService:
         """Start processor, ingest and the web front (WHIP shares the web front's event loop)."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import threading
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +46,106 @@ class AsrOptions:
     #: probably not speech *and* decodes with low confidence is dropped.
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
-    #: Looping output ("thank you thank you ...") compresses very well.
-    compression_ratio_threshold: float = 2.4
+    #: A looping decode ("thank you thank you ...") is judged inside each segment:
+    #: an n-gram of up to ``loop_max_ngram`` words repeated back to back at least
+    #: ``loop_min_repeats`` times over at least ``loop_min_words`` words. A window
+    #: with a loop is decoded again at each of ``loop_temperatures`` in turn
+    #: (faster-whisper's temperature fallback, triggered by the loop); only a loop
+    #: that survives all of them is dropped (and counted).
+    #:
+    #: faster-whisper's own trigger, a compression ratio above 2.4, is switched
+    #: off: the ratio describes the whole decoded 30 s chunk, so a meeting that
+    #: repeats itself (agendas, read-out numbers) trips it, and when every
+    #: temperature trips it faster-whisper keeps the decode *under* the ratio with
+    #: the best log-probability, however bad. 13 flite sentences "Sentence number
+    #: N. The team reviewed item N today." decode at avg_logprob -0.15 (ratio 3.5)
+    #: and came back as a -1.5 guess with half the items in 2 of 6 runs.
+    loop_min_repeats: int = 4
+    loop_min_words: int = 8
+    loop_max_ngram: int = 8
+    loop_temperatures: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+    #: Every word below this probability: noise the model spelled out.
+    min_word_probability: float = 0.15
     #: Skip silent stretches inside a window before decoding (Silero VAD).
     vad_filter: bool = True
     #: Conditioning on previous text spreads a hallucination across a window.
     condition_on_previous_text: bool = False
+
+
+#: Why the hallucination guard drops a segment (the keys of :attr:`AsrResult.dropped`).
+DROP_REASONS = ("no_speech", "repetition_loop", "low_confidence")
+
+_WORD = re.compile(r"[\w']+")
+
+
+class AsrResult(list[AsrSegment]):
+    """The segments the hallucination guard kept; ``dropped`` counts the others by reason."""
+
+    def __init__(self, kept: Iterable[AsrSegment] = (), dropped: Counter[str] | None = None) -> None:
+        super().__init__(kept)
+        self.dropped: Counter[str] = dropped if dropped is not None else Counter()
+
+
+def repetition_loop(text: str, *, min_repeats: int, min_words: int, max_ngram: int) -> tuple[str, int] | None:
+    """The n-gram ``text`` loops on and how often, if it repeats back to back enough; else None.
+
+    Words are compared case- and punctuation-blind. Only back-to-back repeats
+    count: "item 1 ... item 2 ..." repeats words but does not loop.
+    """
+    words = [w.lower() for w in _WORD.findall(text)]
+    for n in range(1, max_ngram + 1):
+        for i in range(len(words) - n * min_repeats + 1):
+            gram = words[i : i + n]
+            copies = 1
+            while words[i + copies * n : i + (copies + 1) * n] == gram:
+                copies += 1
+            if copies >= min_repeats and copies * n >= min_words:
+                return " ".join(gram), copies
+    return None
+
+
+def loops(seg: AsrSegment, options: AsrOptions) -> bool:
+    """Does ``seg``'s text loop (see :class:`AsrOptions`)?"""
+    found = repetition_loop(
+        seg.text,
+        min_repeats=options.loop_min_repeats,
+        min_words=options.loop_min_words,
+        max_ngram=options.loop_max_ngram,
+    )
+    return found is not None
+
+
+def drop_reason(seg: AsrSegment, options: AsrOptions) -> str | None:
+    """Why the hallucination guard drops ``seg`` (one of :data:`DROP_REASONS`), or None to keep it."""
+    if seg.no_speech_prob > options.no_speech_threshold and seg.avg_logprob < options.logprob_threshold:
+        return "no_speech"
+    if loops(seg, options):
+        return "repetition_loop"
+    if seg.words and max(w.probability for w in seg.words) < options.min_word_probability:
+        return "low_confidence"
+    return None
+
+
+def guard(segments: Iterable[AsrSegment], options: AsrOptions) -> AsrResult:
+    """Apply the hallucination guard; every dropped segment is counted and logged."""
+    result = AsrResult()
+    for seg in segments:
+        reason = drop_reason(seg, options)
+        if reason is None:
+            result.append(seg)
+            continue
+        result.dropped[reason] += 1
+        log.info(
+            "asr segment dropped",
+            extra={
+                "reason": reason,
+                "start_s": round(seg.start, 2),
+                "end_s": round(seg.end, 2),
+                "words": len(seg.words),
+                "avg_logprob": round(seg.avg_logprob, 3),
+            },
+        )
+    return result
 
 
 def bundled_model_dir(name: str) -> Path:
@@ -151,25 +247,49 @@ class WhisperTranscriber:
         *,
         beam_size: int | None = None,
         initial_prompt: str | None = None,
-    ) -> list[AsrSegment]:
-        """Transcribe float32 16 kHz mono audio; times are relative to ``audio``."""
+    ) -> AsrResult:
+        """Transcribe float32 16 kHz mono audio; times are relative to ``audio``.
+
+        The result is a list of the segments kept; ``result.dropped`` counts the
+        ones the hallucination guard dropped, by reason.
+        """
         opts = self.options
+        beam = beam_size or opts.beam_size
         with self._lock:
-            segments, _info = self.model.transcribe(
-                audio,
-                language=opts.language,
-                beam_size=beam_size or opts.beam_size,
-                word_timestamps=True,
-                vad_filter=opts.vad_filter,
-                vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
-                condition_on_previous_text=opts.condition_on_previous_text,
-                no_speech_threshold=opts.no_speech_threshold,
-                log_prob_threshold=opts.logprob_threshold,
-                compression_ratio_threshold=opts.compression_ratio_threshold,
-                initial_prompt=initial_prompt,
-            )
-            out = [self._convert(s) for s in segments]
-        return [s for s in out if s is not None and not self._hallucinated(s)]
+            segments = self._decode(audio, beam, initial_prompt, None)
+            if any(loops(s, opts) for s in segments):
+                for temperature in opts.loop_temperatures:
+                    again = self._decode(audio, beam, initial_prompt, temperature)
+                    log.info(
+                        "asr loop: decoded again",
+                        extra={"temperature": temperature, "loops": sum(loops(s, opts) for s in again)},
+                    )
+                    if not any(loops(s, opts) for s in again):
+                        segments = again
+                        break
+        return guard(segments, opts)
+
+    def _decode(
+        self, audio: np.ndarray, beam_size: int, prompt: str | None, temperature: float | None
+    ) -> list[AsrSegment]:
+        """One faster-whisper pass (``temperature`` None: its default ladder, falling back on low confidence)."""
+        opts = self.options
+        extra = {} if temperature is None else {"temperature": temperature}
+        segments, _info = self.model.transcribe(
+            audio,
+            language=opts.language,
+            beam_size=beam_size,
+            word_timestamps=True,
+            vad_filter=opts.vad_filter,
+            vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
+            condition_on_previous_text=opts.condition_on_previous_text,
+            no_speech_threshold=opts.no_speech_threshold,
+            log_prob_threshold=opts.logprob_threshold,
+            compression_ratio_threshold=None,
+            initial_prompt=prompt,
+            **extra,
+        )
+        return [c for c in (self._convert(s) for s in segments) if c is not None]
 
     @staticmethod
     def _convert(seg: object) -> AsrSegment | None:
@@ -189,16 +309,6 @@ class WhisperTranscriber:
             no_speech_prob=float(getattr(seg, "no_speech_prob", 0.0)),
             compression_ratio=float(getattr(seg, "compression_ratio", 1.0)),
         )
-
-    def _hallucinated(self, seg: AsrSegment) -> bool:
-        """Whisper's own skip rule only applies per 30 s chunk; apply it per segment too."""
-        o = self.options
-        if seg.no_speech_prob > o.no_speech_threshold and seg.avg_logprob < o.logprob_threshold:
-            return True
-        if seg.compression_ratio > o.compression_ratio_threshold:
-            return True
-        # Words the model assigns almost no probability to, all of them: noise.
-        return bool(seg.words) and max(w.probability for w in seg.words) < 0.15
 
 
 def words_text(words: Sequence[Word]) -> str:

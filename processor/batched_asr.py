@@ -33,7 +33,7 @@ import numpy as np
 
 from contracts.frames import SAMPLE_RATE
 from contracts.segments import Word
-from processor.asr import AsrSegment
+from processor.asr import AsrResult, AsrSegment, guard, loops
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class _Request:
     audio: np.ndarray
     beam_size: int
     prompt: str | None
-    future: Future[list[AsrSegment]] = field(default_factory=Future)
+    future: Future[AsrResult] = field(default_factory=Future)
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class BatchingTranscriber:
     """Thread-safe ``transcribe``/``transcribe_batch`` served by batched model calls.
 
     ``inner`` is a :class:`processor.asr.WhisperTranscriber` (its model, options
-    and hallucination filter are reused). ``max_batch`` clips go into one call;
+    and hallucination guard are reused). ``max_batch`` clips go into one call;
     a request waits at most ``linger`` seconds for company.
     """
 
@@ -102,7 +102,7 @@ class BatchingTranscriber:
 
     def transcribe(
         self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
-    ) -> list[AsrSegment]:
+    ) -> AsrResult:
         """Same contract as :meth:`processor.asr.WhisperTranscriber.transcribe`."""
         return self.transcribe_batch([audio], beam_size=beam_size, initial_prompt=initial_prompt)[0]
 
@@ -112,7 +112,7 @@ class BatchingTranscriber:
         *,
         beam_size: int | None = None,
         initial_prompt: str | None = None,
-    ) -> list[list[AsrSegment]]:
+    ) -> list[AsrResult]:
         """Several float32 16 kHz audios; one result per audio, times relative to it."""
         beam = beam_size or self.options.beam_size
         reqs = [_Request(np.asarray(a, dtype=np.float32), beam, initial_prompt) for a in audios]
@@ -155,7 +155,7 @@ class BatchingTranscriber:
             for r, res in zip(group, results, strict=True):
                 r.future.set_result(res)
 
-    def _call(self, group: list[_Request]) -> list[list[AsrSegment]]:
+    def _call(self, group: list[_Request]) -> list[AsrResult]:
         clips: list[_Clip] = []
         pieces: list[np.ndarray] = []
         pos = 0
@@ -166,7 +166,7 @@ class BatchingTranscriber:
                 pos += end - start
         out: list[list[AsrSegment]] = [[] for _ in group]
         if not clips:
-            return out
+            return [AsrResult() for _ in group]
         opts = self.options
         segments, _info = self.pipeline.transcribe(
             np.concatenate(pieces),
@@ -177,7 +177,7 @@ class BatchingTranscriber:
             batch_size=len(clips),
             no_speech_threshold=opts.no_speech_threshold,
             log_prob_threshold=opts.logprob_threshold,
-            compression_ratio_threshold=opts.compression_ratio_threshold,
+            compression_ratio_threshold=None,  # loops are judged per segment (processor.asr.AsrOptions)
             initial_prompt=group[0].prompt,
         )
         starts = [c.start / SAMPLE_RATE for c in clips]
@@ -204,9 +204,15 @@ class BatchingTranscriber:
                 no_speech_prob=converted.no_speech_prob,
                 compression_ratio=converted.compression_ratio,
             )
-            if not self.inner._hallucinated(moved):
-                out[clip.request].append(moved)
-        return out
+            out[clip.request].append(moved)
+        results = []
+        for req, segs in zip(group, out, strict=True):
+            if any(loops(s, opts) for s in segs):
+                # The batched pipeline has no temperature fallback: the sequential path has.
+                results.append(self.inner.transcribe(req.audio, beam_size=req.beam_size, initial_prompt=req.prompt))
+            else:
+                results.append(guard(segs, opts))
+        return results
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -33,9 +33,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from contracts.frames import SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecord
+from contracts.frames import MAX_RECORD_SAMPLES, SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecord
 from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, Word
-from processor.asr import AsrSegment, words_text
+from processor.asr import AsrResult, AsrSegment, words_text
 from processor.attribution import attribute
 from processor.diarization import Diarization, Diarizer, SpeakerMapper
 from processor.windowing import WindowPolicy, choose_cut, commit_point, has_speech, to_float
@@ -96,6 +96,8 @@ class WindowResult:
     samples: int
     #: Session-labelled speaker turns on the session timeline (see WindowRecord.turns).
     turns: tuple[SpeakerTurn, ...] = ()
+    #: ASR segments the hallucination guard dropped, by reason (:class:`processor.asr.AsrResult`).
+    dropped: Counter[str] = field(default_factory=Counter)
 
 
 def transcribe_window(
@@ -115,23 +117,27 @@ def transcribe_window(
     hears it first and its words are dropped. With ``carry`` (the window was
     cut inside speech) only the words up to
     :func:`processor.windowing.commit_point` are kept; the result says how
-    many samples that is, and the rest belongs to the next window.
+    many samples that is, and the rest belongs to the next window. The result
+    also counts the ASR segments the hallucination guard dropped.
     """
     audio = to_float(pcm)
     if not has_speech(audio, parts.policy.min_silence_ms):
         return WindowResult([], len(pcm))
+    lead = 0.0
     if context is not None and context.size:
         lead = context.size / SAMPLE_RATE
-        asr = words_after(parts.transcriber.transcribe(np.concatenate([to_float(context), audio])), lead)
+        raw = parts.transcriber.transcribe(np.concatenate([to_float(context), audio]))
     else:
-        asr = parts.transcriber.transcribe(audio)
+        raw = parts.transcriber.transcribe(audio)
+    dropped = raw.dropped if isinstance(raw, AsrResult) else Counter[str]()
+    asr = words_after(raw, lead) if lead else list(raw)
     samples = len(pcm)
     if carry:
         words = [(w.start, w.end) for seg in asr for w in seg.words]
         samples, kept = commit_point(audio, words, len(pcm), parts.policy)
         asr = keep_words(asr, kept) if samples < len(pcm) else asr
     if not asr:
-        return WindowResult([], samples)
+        return WindowResult([], samples, dropped=dropped)
     diarization = parts.diarizer.diarize(audio)
     if samples < len(pcm):
         diarization = diarization.until(samples / SAMPLE_RATE)
@@ -169,7 +175,7 @@ def transcribe_window(
         for t in session_diarization.speech_turns
         if t.end > t.start
     )
-    return WindowResult(segments, samples, turns)
+    return WindowResult(segments, samples, turns, dropped)
 
 
 def words_after(segments: Sequence[AsrSegment], seconds: float) -> list[AsrSegment]:
@@ -229,6 +235,13 @@ class _Session:
         self.context = np.zeros(min(context_samples, self.start_sample), np.int16)
         # (stream sequence number, end sample) of records with audio in the buffer or the context.
         self.sources: list[tuple[int, int]] = []
+        # Frame sequence number of the newest record that brought new audio (None until
+        # one is seen in this process): a jump ahead must be backed by records missing
+        # in between, each carrying at most MAX_RECORD_SAMPLES.
+        self.last_frame_seq: int | None = None
+        # Timeline spans jumped over at gaps; a record that later turns up inside one
+        # contradicts the jump and is reported, not counted as a replay.
+        self.skipped: list[tuple[int, int]] = []
 
     @property
     def session_id(self) -> str:
@@ -313,7 +326,9 @@ class ShardProcessor:
                 frame = FrameRecord.decode(rec.data)
                 if frame.partition_key != rec.partition_key:
                     raise MalformedRecord(f"session {frame.session_id!r} under partition key {rec.partition_key!r}")
+                self._on_frame(rec.seq, frame)
             except MalformedRecord as exc:
+                # Skipped for good (the checkpoint passes it): replaying cannot make it valid.
                 self.counters["malformed_records"] += 1
                 log.warning(
                     "malformed record skipped",
@@ -324,8 +339,6 @@ class ShardProcessor:
                         "malformed_total": self.counters["malformed_records"],
                     },
                 )
-                continue
-            self._on_frame(rec.seq, frame)
         self._checkpoint(checkpointer)
 
     def lease_lost(self) -> None:
@@ -380,8 +393,14 @@ class ShardProcessor:
         if sess.progress.stream_done:
             self.counters["records_after_end"] += 1
             return
+        try:
+            self._check_timeline(sess, frame)
+        except MalformedRecord:
+            if not sess.buffered and sess.last_frame_seq is None:
+                self.sessions.pop(sess.session_id, None)  # a forged session id holds no memory
+            raise
         if frame.kind == FrameKind.END:
-            self._end(sess, frame.sample_offset)
+            self._end(sess, seq, frame)
             return
         pcm = np.frombuffer(frame.payload, dtype="<i2").astype(np.int16)
         expected = sess.expected_sample
@@ -390,20 +409,11 @@ class ShardProcessor:
         if frame.end_offset <= expected:
             self.counters["replayed_records"] += 1  # already committed or buffered
             return
+        sess.last_frame_seq = max(frame.seq, sess.last_frame_seq or 0)
         if frame.sample_offset < expected:
             pcm = pcm[expected - frame.sample_offset :]
-        elif frame.sample_offset > expected:
-            gap = frame.sample_offset - expected
-            log.warning(
-                "gap in session timeline",
-                extra={"session": sess.session_id, "gap_s": round(gap / SAMPLE_RATE, 3)},
-            )
-            if gap > self.parts.max_gap_samples:
-                if sess.buffered:
-                    self._commit(sess, sess.buffered, final=False)
-                sess.jump(frame.sample_offset)
-            else:
-                sess.append(seq, np.zeros(gap, np.int16))
+        else:
+            self._advance(sess, seq, frame.sample_offset)
         sess.append(seq, pcm)
         # Cut only once the buffer is *over* the limit: a stream that ends exactly at it
         # (pyannote's sample is 30.000 s) is one full window, not a window and a fragment.
@@ -415,10 +425,53 @@ class ShardProcessor:
         if self.parts.interim is not None and sess.buffered:
             self.parts.interim.offer(sess.session_id, sess.progress.next_window_index, sess.start_sample, sess.pcm())
 
-    def _end(self, sess: _Session, total_samples: int) -> None:
-        if sess.expected_sample < total_samples and sess.buffered:
+    def _check_timeline(self, sess: _Session, frame: FrameRecord) -> None:
+        """Raise :class:`MalformedRecord` if ``frame`` contradicts what this session already sent.
+
+        Decoding bounds each record on its own; here it is held against the session:
+        an end of stream never lies before audio already received, a jump ahead must
+        be covered by the records missing in between, and audio never arrives inside
+        a span the timeline already jumped over.
+        """
+        expected = sess.expected_sample
+        start = frame.sample_offset
+        if frame.kind == FrameKind.END and start < expected:
+            raise MalformedRecord(f"end of stream at sample {start}, before audio already received ({expected})")
+        if frame.kind == FrameKind.AUDIO and frame.end_offset <= expected:
+            if any(a < frame.end_offset and start < b for a, b in sess.skipped):
+                raise MalformedRecord(f"audio at samples {start}..{frame.end_offset} inside a span already skipped")
+            return  # a replay
+        if start > expected and sess.last_frame_seq is not None:
+            missing = frame.seq - sess.last_frame_seq - 1
+            if missing < 0 or start - expected > missing * MAX_RECORD_SAMPLES:
+                raise MalformedRecord(
+                    f"jump of {start - expected} samples at record {frame.seq}: "
+                    f"not covered by {max(missing, 0)} missing record(s) after record {sess.last_frame_seq}"
+                )
+
+    def _advance(self, sess: _Session, seq: int, offset: int) -> None:
+        """Bring the timeline to ``offset`` across a gap (frames lost upstream).
+
+        A short gap is filled with silence; a long one closes the open window and
+        jumps, so no gap ever costs more memory than ``max_gap_samples``.
+        """
+        gap = offset - sess.expected_sample
+        if gap <= 0:
+            return
+        log.warning("gap in session timeline", extra={"session": sess.session_id, "gap_s": round(gap / SAMPLE_RATE, 3)})
+        if gap > self.parts.max_gap_samples:
+            if sess.buffered:
+                self._commit(sess, sess.buffered, final=False)
+            sess.skipped.append((sess.start_sample, offset))
+            sess.jump(offset)
+        else:
+            sess.append(seq, np.zeros(gap, np.int16))
+
+    def _end(self, sess: _Session, seq: int, frame: FrameRecord) -> None:
+        total_samples = frame.sample_offset
+        if sess.buffered:
             # Frames lost upstream before the end: keep the timeline honest.
-            sess.append(self._seen[-1], np.zeros(total_samples - sess.expected_sample, np.int16))
+            self._advance(sess, seq, total_samples)
         sess.progress = replace(sess.progress, ended_sample=max(total_samples, sess.start_sample))
         if sess.buffered:
             self._commit(sess, sess.buffered, final=True)
@@ -468,7 +521,18 @@ class ShardProcessor:
             committed_sample=start + samples,
             speaker_state=dict(sess.mapper.state()),
         )
-        window = WindowRecord(sess.session_id, index, start, start + samples, status, error, uri, result.turns)
+        window = WindowRecord(
+            sess.session_id,
+            index,
+            start,
+            start + samples,
+            status,
+            error,
+            uri,
+            result.turns,
+            dropped_segments=result.dropped.total(),
+        )
+        self.counters["dropped_segments"] += result.dropped.total()
         # Transient store errors propagate: the checkpoint stays behind and the window replays.
         try:
             self.parts.store.commit_window(window, segments, progress)
@@ -477,7 +541,7 @@ class ShardProcessor:
             # workflow) rather than replaying it forever. If even that is refused, raise.
             log.error("store refused window", extra={"session": sess.session_id, "window": index, "error": str(exc)})
             self.counters["failed_windows"] += 1
-            window = WindowRecord(sess.session_id, index, start, start + samples, "failed", f"store: {exc}", uri)
+            window = replace(window, status="failed", error=f"store: {exc}", turns=())
             self.parts.store.commit_window(window, [], progress)
             status = "failed"
         sess.progress = progress

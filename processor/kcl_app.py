@@ -14,13 +14,23 @@ Two halves:
   ``processor.build.build_shard_processor(settings)`` unless
   ``FLOWBOT_KCL_PROCESSOR=module:callable`` names another factory.
 
-A processor exception is never swallowed (kclpy's default would report the
-batch as done and move on, losing it): the child exits non-zero, the daemon
-stops, and a restarted daemon replays from the last checkpoint.
+The delegate runs behind a :class:`streams.poison.PoisonGuard`: a failing
+record is replayed in place with growing pauses and quarantined after a
+bounded number of attempts, so the other sessions of the shard move on. An
+exception the guard cannot handle in place is never swallowed (kclpy's default
+would report the batch as done and move on, losing it): the child exits
+non-zero, the daemon stops, and a restarted daemon replays from the last
+checkpoint.
+
+The java daemon dies with the Python process that launched it: it gets
+SIGTERM from the kernel when its parent dies (``PR_SET_PDEATHSIG``), so a
+SIGKILLed ``flowbot process`` leaves no orphan polling Kinesis.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib
 import logging
 import os
@@ -42,6 +52,7 @@ from amazon_kclpy.v3 import processor as kcl_v3
 from contracts.logs import configure_logging
 from contracts.settings import Settings
 from streams.base import RecordProcessor, StreamRecord
+from streams.poison import PoisonGuard
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +213,7 @@ def main() -> None:
     delegate = load_factory(spec)(settings)
     log.info("kcl child ready", extra={"factory": spec, "pid": os.getpid()})
     KCLProcess(
-        KclRecordProcessor(delegate),
+        KclRecordProcessor(PoisonGuard(delegate)),
         input_file=sys.stdin,
         output_file=protocol_out,
         error_file=sys.stderr,
@@ -298,6 +309,31 @@ def daemon_command(properties_file: Path, *, java: str = "java", log_level: str 
     return [*cmd, "-cp", classpath, MAIN_CLASS, "--properties-file", str(properties_file)]
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive ``signum`` when ``parent_pid`` dies (Linux).
+
+    The kernel sends it when the thread that forked the child exits, so the
+    launcher must wait for the child in that same thread (``run_daemon`` does).
+    If the parent is already gone by the time the child runs this, the child
+    signals itself. None where there is no ``prctl`` (not Linux).
+    """
+    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if libc_name is None:
+        return None
+    # Resolved before the fork: the child only makes the call (no imports, no loading).
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signum)
+
+    return preexec
+
+
 def run_daemon(
     settings: Settings,
     *,
@@ -310,8 +346,9 @@ def run_daemon(
     """Run the KCL MultiLangDaemon for ``settings`` until it exits; return its exit code.
 
     SIGTERM and SIGINT received by this process are forwarded to the java
-    process only; KCL then asks every record processor to checkpoint
-    (``shutdown_requested``) within ``shutdownGraceMillis`` before exiting.
+    process only (and java gets SIGTERM from the kernel if this process dies);
+    KCL then asks every record processor to checkpoint (``shutdown_requested``)
+    within ``shutdownGraceMillis`` before exiting.
     ``on_start`` receives the java process (tests use it to kill it hard).
     """
     if not settings.kinesis_stream_name:
@@ -335,7 +372,10 @@ def run_daemon(
         },
     )
     # Own process group: a terminal's Ctrl-C reaches only us; we decide what java gets.
-    proc = subprocess.Popen(cmd, env=child_env, cwd=folder, start_new_session=True)
+    # SIGTERM when we die (even by SIGKILL): KCL shuts down gracefully instead of polling on.
+    proc = subprocess.Popen(
+        cmd, env=child_env, cwd=folder, start_new_session=True, preexec_fn=die_with_parent(os.getpid())
+    )
 
     forwarded: list[int] = []
 

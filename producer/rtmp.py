@@ -43,13 +43,43 @@ RTMP_VERSION = 3
 DEFAULT_CHUNK_SIZE = 128
 #: Commands are small; a larger "command" is an attack or garbage.
 MAX_COMMAND_BYTES = 64 * 1024
+#: AMF0 objects nest this deep at most (OBS and FFmpeg send 2); deeper is an attack.
+MAX_AMF_DEPTH = 16
+#: Client bytes forwarded before a publish is accepted: the handshake and a few
+#: commands (OBS sends about 1 KB). Anything beyond is refused, so an unauthenticated
+#: client cannot make the private listener buffer its data.
+MAX_UNAUTHENTICATED_BYTES = HANDSHAKE_BYTES + 4 * MAX_COMMAND_BYTES
+#: Chunk streams one connection may use (clients use a handful: 2-8).
+MAX_CHUNK_STREAMS = 64
+#: Declared sizes of the messages in flight on all chunk streams together: what the
+#: private listener (or this parser, for commands) may have to buffer per connection.
+#: A 1080p keyframe is well under 1 MiB.
+MAX_MESSAGE_BYTES_IN_FLIGHT = 8 * 1024 * 1024
 
 MSG_SET_CHUNK_SIZE = 1
 MSG_ABORT = 2
+MSG_ACK = 3
+MSG_USER_CONTROL = 4
+MSG_WINDOW_ACK_SIZE = 5
+MSG_SET_PEER_BANDWIDTH = 6
 MSG_AUDIO = 8
 MSG_VIDEO = 9
 MSG_AMF3_COMMAND = 17
 MSG_AMF0_COMMAND = 20
+#: What a client may send before its publish is accepted: protocol control and
+#: commands. Anything else (audio, video, data, aggregates, unknown types) is media.
+CONTROL_TYPES = frozenset(
+    {
+        MSG_SET_CHUNK_SIZE,
+        MSG_ABORT,
+        MSG_ACK,
+        MSG_USER_CONTROL,
+        MSG_WINDOW_ACK_SIZE,
+        MSG_SET_PEER_BANDWIDTH,
+        MSG_AMF3_COMMAND,
+        MSG_AMF0_COMMAND,
+    }
+)
 
 APP = "live"
 
@@ -88,16 +118,18 @@ class _Amf0Reader:
         (n,) = struct.unpack(">I" if wide else ">H", self._take(4 if wide else 2))
         return self._take(n).decode("utf-8", "replace")
 
-    def _pairs(self) -> dict[str, Any]:
+    def _pairs(self, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         while True:
             name = self._key()
             if not name and self.data[self.pos : self.pos + 1] == b"\x09":
                 self.pos += 1
                 return out
-            out[name] = self.value()
+            out[name] = self.value(depth + 1)
 
-    def value(self) -> Any:
+    def value(self, depth: int = 0) -> Any:
+        if depth > MAX_AMF_DEPTH:
+            raise RtmpProtocolError(f"AMF0 values nested deeper than {MAX_AMF_DEPTH}")
         marker = self._take(1)[0]
         if marker == 0x00:
             return struct.unpack(">d", self._take(8))[0]
@@ -106,15 +138,15 @@ class _Amf0Reader:
         if marker == 0x02:
             return self._key()
         if marker == 0x03:
-            return self._pairs()
+            return self._pairs(depth)
         if marker in (0x05, 0x06):
             return None
         if marker == 0x08:
             self._take(4)  # ECMA array count is advisory; the end marker ends it
-            return self._pairs()
+            return self._pairs(depth)
         if marker == 0x0A:
             (n,) = struct.unpack(">I", self._take(4))
-            return [self.value() for _ in range(n)]
+            return [self.value(depth + 1) for _ in range(n)]
         if marker == 0x0B:
             return struct.unpack(">d", self._take(8))[0]  # date; time zone follows
         if marker == 0x0C:
@@ -150,7 +182,10 @@ def decode_amf0_command(payload: bytes) -> tuple[str, list[Any]]:
 
 @dataclass(frozen=True)
 class RtmpCommand:
-    """A command the client sent, reduced to what ingest acts on."""
+    """A command the client sent, reduced to what ingest acts on.
+
+    ``name`` ``"media"`` is not a command: it marks where the first media message began.
+    """
 
     name: str
     app: str = ""
@@ -177,17 +212,40 @@ class RtmpSniffer:
     1-3 byte chunk stream ids, message headers of 11/7/3/0 bytes, extended
     timestamps, Set Chunk Size and Abort from the client) and returns the
     commands it sees. Media payloads are counted and skipped, not kept.
+
+    The first message that is not protocol control or a command is reported
+    as a ``media`` pseudo-command, in order with the commands, as soon as its
+    header arrives (not when it completes), so the caller can refuse media
+    before an accepted publish before any of it is forwarded.
+
+    Memory is bounded whatever the client sends: at most
+    :data:`MAX_CHUNK_STREAMS` chunk streams, and the declared sizes of the
+    messages in flight at most :data:`MAX_MESSAGE_BYTES_IN_FLIGHT`; anything
+    outside raises :class:`RtmpProtocolError` (the only exception it raises).
     """
 
     def __init__(self) -> None:
         self.handshake_left = HANDSHAKE_BYTES
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.media_messages = 0
+        self.media_started = False
+        self.in_flight = 0
         self.bytes_seen = 0
         self._buf = bytearray()
         self._streams: dict[int, _ChunkStream] = {}
         self._current: _ChunkStream | None = None
         self._chunk_left = 0
+        self._events: list[RtmpCommand] = []
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Client bytes this parser holds now: a partial chunk header and partial commands."""
+        return len(self._buf) + sum(len(cs.payload or b"") for cs in self._streams.values())
+
+    @property
+    def chunk_streams(self) -> int:
+        """Chunk streams the client has opened."""
+        return len(self._streams)
 
     def feed(self, data: bytes) -> list[RtmpCommand]:
         """Parse more client bytes; returns the commands completed by them."""
@@ -199,7 +257,7 @@ class RtmpSniffer:
             self.handshake_left -= take
             data = data[take:]
         self._buf += data
-        commands: list[RtmpCommand] = []
+        commands = self._events = []
         buf = self._buf
         pos = 0
         while pos < len(buf):
@@ -251,6 +309,8 @@ class RtmpSniffer:
         if cs is None:
             if fmt != 0:
                 raise RtmpProtocolError(f"chunk stream {csid} starts without a full header")
+            if len(self._streams) >= MAX_CHUNK_STREAMS:
+                raise RtmpProtocolError(f"more than {MAX_CHUNK_STREAMS} chunk streams")
             cs = _ChunkStream()
         ts_field = int.from_bytes(buf[pos : pos + 3], "big") if fmt < 3 else 0
         extended = ts_field == 0xFFFFFF if fmt < 3 else cs.extended
@@ -280,7 +340,13 @@ class RtmpSniffer:
             keep = cs.type_id in (MSG_SET_CHUNK_SIZE, MSG_ABORT, MSG_AMF0_COMMAND, MSG_AMF3_COMMAND)
             if keep and cs.length > MAX_COMMAND_BYTES:
                 raise RtmpProtocolError(f"command message of {cs.length} bytes")
+            if self.in_flight + cs.length > MAX_MESSAGE_BYTES_IN_FLIGHT:
+                raise RtmpProtocolError(f"more than {MAX_MESSAGE_BYTES_IN_FLIGHT} bytes of messages in flight")
+            self.in_flight += cs.length
             cs.payload = bytearray() if keep else None
+            if cs.type_id not in CONTROL_TYPES and not self.media_started:
+                self.media_started = True
+                self._events.append(RtmpCommand("media"))
         self._streams[csid] = cs
         self._current = cs
         self._chunk_left = min(self.chunk_size, cs.length - cs.received)
@@ -288,6 +354,7 @@ class RtmpSniffer:
 
     def _complete(self, cs: _ChunkStream, commands: list[RtmpCommand]) -> None:
         payload = bytes(cs.payload or b"")
+        self.in_flight -= cs.length
         cs.received = 0
         cs.payload = None
         self._chunk_left = 0
@@ -302,7 +369,8 @@ class RtmpSniffer:
             self.chunk_size = size
         elif cs.type_id == MSG_ABORT and len(payload) >= 4:
             aborted = self._streams.get(int.from_bytes(payload[:4], "big"))
-            if aborted is not None:
+            if aborted is not None and aborted.received:
+                self.in_flight -= aborted.length
                 aborted.received, aborted.payload = 0, None
         elif cs.type_id in (MSG_AMF0_COMMAND, MSG_AMF3_COMMAND):
             if cs.type_id == MSG_AMF3_COMMAND:
@@ -395,6 +463,8 @@ class RtmpIngest:
         on_live: Callable[[str], None] | None = None,
         publish_timeout: float = 10.0,
         read_timeout: float = 10.0,
+        max_connections: int = 64,
+        max_unpublished: int | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -402,6 +472,12 @@ class RtmpIngest:
         self.on_live = on_live
         self.publish_timeout = publish_timeout
         self.read_timeout = read_timeout
+        #: Connections at once (each costs three threads and a private listener) ...
+        self.max_connections = max_connections
+        #: ... of which this many may not have published yet, so clients that never
+        #: publish cannot crowd out publishers.
+        self.max_unpublished = max_unpublished if max_unpublished is not None else max(1, max_connections // 4)
+        self.refused_connections = 0
         #: How long a reconnect waits for the previous connection's decoder to drain.
         self.drain_wait = 3.0
         self._lock = threading.Lock()
@@ -529,7 +605,23 @@ class RtmpIngest:
             )
 
     def authorize(self, app: str, key: str, conn: Publisher) -> IngestTarget | None:
-        """Claim the session of ``key`` for ``conn``; None (and a log line) if refused.
+        """Claim the session of ``key`` for ``conn`` and count the publish; None if refused.
+
+        For a publisher that is accepted as soon as its key is (RTMP): :meth:`claim`
+        then :meth:`accepted`.
+        """
+        target = self.claim(app, key, conn)
+        if target is not None:
+            self.accepted(target, conn)
+        return target
+
+    def claim(self, app: str, key: str, conn: Publisher, *, session_id: str | None = None) -> IngestTarget | None:
+        """Hold the session of ``key`` for ``conn`` (one live publisher); None (and a log line) if refused.
+
+        ``session_id``: the session the publisher asked for; a key of another
+        session is refused. A claim is not a publish yet: :meth:`accepted` counts
+        and logs it once the publisher is set up (WHIP: its offer answered);
+        :meth:`release` gives an unaccepted claim back uncounted.
 
         A publisher that reconnects right after dropping may find its old
         connection still draining into the decoder; that one is waited for
@@ -547,6 +639,8 @@ class RtmpIngest:
                 reason = "unknown application"
             elif target is None:
                 reason = "unknown or ended stream key"
+            elif session_id is not None and target.session_id != session_id:
+                reason = "stream key of another session"
             else:
                 with target.lock:
                     if target.ended:
@@ -555,7 +649,6 @@ class RtmpIngest:
                         reason = "a publisher is already live for this key"
                     else:
                         target.live = conn
-                        target.publishes += 1
             if reason and target is not None:
                 target.refused += 1
         if reason:
@@ -570,12 +663,16 @@ class RtmpIngest:
                 },
             )
             return None
-        assert target is not None
-        log.info(
-            "publish accepted",
-            extra={"session": target.session_id, "peer": conn.peer, "publish": target.publishes},
-        )
         return target
+
+    def accepted(self, target: IngestTarget, conn: Publisher) -> None:
+        """The claiming publisher is set up: count the publish (reconnects are counted from these)."""
+        with target.lock:
+            if target.live is not conn:
+                raise PublishRevoked()
+            target.publishes += 1
+            publishes = target.publishes
+        log.info("publish accepted", extra={"session": target.session_id, "peer": conn.peer, "publish": publishes})
 
     # -- called from connection threads ----------------------------------------
     def push(self, target: IngestTarget, conn: Publisher, pcm: np.ndarray) -> None:
@@ -622,9 +719,24 @@ class RtmpIngest:
                 if self._stopping.is_set():
                     return
                 raise
-            conn = _Connection(self, client, f"{addr[0]}:{addr[1]}")
+            peer = f"{addr[0]}:{addr[1]}"
             with self._lock:
-                self._connections.add(conn)
+                total = len(self._connections)
+                unpublished = sum(1 for c in self._connections if c.target is None)
+                full = total >= self.max_connections or unpublished >= self.max_unpublished
+                if full:
+                    self.refused_connections += 1
+                else:
+                    conn = _Connection(self, client, peer)
+                    self._connections.add(conn)
+            if full:
+                log.warning(
+                    "rtmp connection refused: too many connections",
+                    extra={"peer": peer, "connections": total, "unpublished": unpublished},
+                )
+                with contextlib.suppress(OSError):
+                    client.close()
+                continue
             conn.start()
 
 
@@ -754,8 +866,15 @@ class _Connection:
         except RtmpProtocolError as exc:
             self._refuse(f"protocol error: {exc}")
             return False
+        if self.target is None and self.sniffer.bytes_seen > MAX_UNAUTHENTICATED_BYTES:
+            self._refuse(f"over {MAX_UNAUTHENTICATED_BYTES} bytes without an accepted publish")
+            return False
         for cmd in commands:
-            if cmd.name == "connect":
+            if cmd.name == "media":
+                if self.target is None:
+                    self._refuse("media before an accepted publish")
+                    return False
+            elif cmd.name == "connect":
                 self.app = cmd.app
                 log.debug("rtmp connect", extra={"peer": self.peer, "app": cmd.app[:64]})
             elif cmd.name == "play":
@@ -773,9 +892,6 @@ class _Connection:
                     self.close()
                     return False
                 self.target = target
-        if self.sniffer.media_messages and self.target is None:
-            self._refuse("media before an accepted publish")
-            return False
         return True
 
     def _refuse(self, reason: str) -> None:

@@ -70,7 +70,9 @@ def run_producer_task(
     if use_nginx:
         ingest = RtmpIngest("127.0.0.1", 0, writer, on_live=mark_live)
     else:
-        ingest = RtmpIngest(settings.host, settings.rtmp_port, writer, on_live=mark_live)
+        ingest = RtmpIngest(
+            settings.host, settings.rtmp_port, writer, on_live=mark_live, max_connections=settings.rtmp_max_connections
+        )
     ingest.start()
     ingest.register(session_id, stream_key)
     auth: NginxAuthServer | None = None

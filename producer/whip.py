@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import hmac
 import ipaddress
 import logging
@@ -50,7 +51,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from producer.rtmp import APP, IngestTarget, PublishRevoked, RtmpIngest, key_fingerprint
+from producer.rtmp import APP, IngestTarget, PublishRevoked, RtmpIngest
 
 log = logging.getLogger(__name__)
 
@@ -243,14 +244,12 @@ class WhipIngest:
             raise WhipError(400, "bad_offer", "the SDP offer has no audio media section")
         conn = _WhipConnection(self, session_id, key, peer)
         # The key check, "one publisher at a time" and the reconnect drain wait are the RTMP
-        # front's; authorize may wait for a previous publisher's drain, so not on the loop.
-        target = await asyncio.get_running_loop().run_in_executor(None, self.rtmp.authorize, APP, key, conn)
+        # front's; a claim may wait for a previous publisher's drain, so not on the loop.
+        # Claimed, not yet a publish: only an answered offer counts (and logs) as one.
+        claim = functools.partial(self.rtmp.claim, APP, key, conn, session_id=session_id)
+        target = await asyncio.get_running_loop().run_in_executor(None, claim)
         if target is None:
-            raise WhipError(403, "forbidden", "stream key refused (unknown, ended, or a publisher is live)")
-        if target.session_id != session_id:
-            self.rtmp.release(target, conn)
-            log.warning("whip key of another session", extra={"session": session_id, "key": key_fingerprint(key)})
-            raise WhipError(403, "forbidden", "stream key refused for this session")
+            raise WhipError(403, "forbidden", "stream key refused (unknown, another session's, ended, or live)")
         conn.target = target
         try:
             answer = await asyncio.wait_for(self._answer_offer(conn, offer), self.connect_timeout)
@@ -261,6 +260,12 @@ class WhipIngest:
                 raise
             log.warning("whip offer failed", extra={"session": session_id, "error": repr(exc)})
             raise WhipError(400, "bad_offer", f"could not answer the offer: {exc}") from exc
+        try:
+            self.rtmp.accepted(target, conn)
+        except PublishRevoked:  # the session ended while the offer was answered
+            await conn._shutdown()
+            await asyncio.get_running_loop().run_in_executor(None, conn.join, 5.0)
+            raise WhipError(409, "session_ended", "the session ended while the offer was answered") from None
         with self._lock:
             self._conns[conn.resource] = conn
         log.info("whip publish accepted", extra={"session": session_id, "peer": peer, "resource": conn.resource})

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS windows (
     audio_uri TEXT,
     revision INTEGER NOT NULL,
     turns TEXT NOT NULL DEFAULT '[]',
+    dropped_segments INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (session_id, window_index)
 );
 CREATE INDEX IF NOT EXISTS windows_by_revision ON windows (session_id, revision);
@@ -81,6 +82,10 @@ CREATE TABLE IF NOT EXISTS sessions (
 OPEN = "open"
 
 
+#: Columns added to ``windows`` after its first release: (name, declaration).
+_ADDED_COLUMNS = (("turns", "TEXT NOT NULL DEFAULT '[]'"), ("dropped_segments", "INTEGER NOT NULL DEFAULT 0"))
+
+
 class _Db:
     """A per-thread SQLite connection in WAL mode."""
 
@@ -90,9 +95,15 @@ class _Db:
         self._local = threading.local()
         conn = self.conn()
         conn.executescript(_SCHEMA)
-        # Files written before windows kept their speaker turns gain the column (empty turns).
-        if "turns" not in {row[1] for row in conn.execute("PRAGMA table_info(windows)")}:
-            conn.execute("ALTER TABLE windows ADD COLUMN turns TEXT NOT NULL DEFAULT '[]'")
+        # Files from before a column was added get it (CREATE TABLE IF NOT EXISTS kept the old shape).
+        have = {row[1] for row in conn.execute("PRAGMA table_info(windows)")}
+        for column, decl in _ADDED_COLUMNS:
+            if column not in have:
+                try:
+                    conn.execute(f"ALTER TABLE windows ADD COLUMN {column} {decl}")
+                except sqlite3.OperationalError as exc:  # another process added it just now
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -162,13 +173,21 @@ _SEG_COLS = (
 
 
 def _window_from_row(row: tuple[Any, ...]) -> WindowRecord:
-    sid, win, start, end, status, error, uri, turns = row
+    sid, win, start, end, status, error, uri, turns, dropped = row
     return WindowRecord(
-        sid, win, start, end, status, error, uri, tuple(SpeakerTurn.from_dict(t) for t in json.loads(turns))
+        sid,
+        win,
+        start,
+        end,
+        status,
+        error,
+        uri,
+        tuple(SpeakerTurn.from_dict(t) for t in json.loads(turns)),
+        dropped,
     )
 
 
-_WIN_COLS = "session_id, window_index, start_sample, end_sample, status, error, audio_uri, turns"
+_WIN_COLS = "session_id, window_index, start_sample, end_sample, status, error, audio_uri, turns, dropped_segments"
 
 
 class SqliteTranscriptStore:
@@ -195,7 +214,7 @@ class SqliteTranscriptStore:
                 [_segment_row(s) for s in segments],
             )
             conn.execute(
-                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     window.session_id,
                     window.window_index,
@@ -205,6 +224,7 @@ class SqliteTranscriptStore:
                     window.error,
                     window.audio_uri,
                     json.dumps([t.to_dict() for t in window.turns]),
+                    window.dropped_segments,
                     rev,
                 ),
             )
@@ -231,8 +251,8 @@ class SqliteTranscriptStore:
             start = int(segments[0].start * 16000) if segments else 0
             end = int(segments[-1].end * 16000) if segments else 0
             conn.execute(
-                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?)",
-                (session_id, window_index, start, end, OPEN, None, None, "[]", rev),
+                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (session_id, window_index, start, end, OPEN, None, None, "[]", 0, rev),
             )
             return True
 

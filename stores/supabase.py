@@ -279,6 +279,7 @@ class SupabaseTranscriptStore:
                 "error": window.error,
                 "audio_uri": window.audio_uri,
                 "turns": [t.to_dict() for t in window.turns],
+                "dropped_segments": window.dropped_segments,
             },
             "p_segments": [_segment_json(s) for s in segments],
             "p_progress": _progress_json(progress),
@@ -406,7 +407,9 @@ class SupabaseTranscriptStore:
             return list(
                 _data(
                     self._db.table(WINDOWS)
-                    .select("session_id,window_index,start_sample,end_sample,status,error,audio_uri,turns")
+                    .select(
+                        "session_id,window_index,start_sample,end_sample,status,error,audio_uri,turns,dropped_segments"
+                    )
                     .eq("session_id", session_id)
                     .neq("status", "open")
                     .order("window_index")

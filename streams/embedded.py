@@ -26,6 +26,7 @@ from pathlib import Path
 
 from contracts.frames import FrameRecord
 from streams.base import Checkpointer, RecordProcessor, StreamRecord
+from streams.poison import PoisonGuard, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,9 @@ class EmbeddedConsumer:
     """Drives a :class:`RecordProcessor` over the embedded stream, like KCL's worker.
 
     One processor instance per shard, fed in shard order after the stored
-    checkpoint. ``stop`` triggers ``shutdown_requested`` (graceful checkpoint).
+    checkpoint, behind a :class:`streams.poison.PoisonGuard` (a record that keeps
+    failing is quarantined after ``retry`` allows, so the shard's other sessions
+    move on). ``stop`` triggers ``shutdown_requested`` (graceful checkpoint).
     """
 
     def __init__(
@@ -237,6 +240,7 @@ class EmbeddedConsumer:
         idle_sleep: float = 0.05,
         lease_stale_after: float = 10.0,
         retention_seconds: float = 24 * 3600.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.stream = stream
         self.application = application
@@ -245,8 +249,17 @@ class EmbeddedConsumer:
         self.idle_sleep = idle_sleep
         self.lease_stale_after = lease_stale_after
         self.retention_seconds = retention_seconds
+        self.retry = retry or RetryPolicy()
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{id(self)}"
         self.stop_event = threading.Event()
+        #: The guard of each shard this consumer holds (its counters, its quarantine).
+        self.guards: dict[str, PoisonGuard] = {}
+
+    def _processor(self, shard: str, start: int) -> PoisonGuard:
+        guard = PoisonGuard(self.processor_factory(), policy=self.retry, wait=self.stop_event.wait)
+        guard.initialize(shard, str(start) if start else None)
+        self.guards[shard] = guard
+        return guard
 
     def stop(self) -> None:
         """Ask the consumer to shut down gracefully."""
@@ -257,7 +270,9 @@ class EmbeddedConsumer:
         processors: dict[str, RecordProcessor] = {}
         positions: dict[str, int] = {}
         last_heartbeat = 0.0
-        failures = 0
+        # Per shard: consecutive failures, and the last record of the batch that failed. The
+        # count is reset only once the shard got past that record, not by good replayed batches.
+        failures: dict[str, tuple[int, int]] = {}
         try:
             while not self.stop_event.is_set():
                 now = time.monotonic()
@@ -268,9 +283,7 @@ class EmbeddedConsumer:
                         held = self.stream.take_lease(self.application, shard, self.owner, self.lease_stale_after)
                         if held and shard not in processors:
                             start = self.stream.get_checkpoint(self.application, shard)
-                            proc = self.processor_factory()
-                            proc.initialize(shard, str(start) if start else None)
-                            processors[shard], positions[shard] = proc, start
+                            processors[shard], positions[shard] = self._processor(shard, start), start
                             log.info("shard lease taken", extra={"shard": shard, "after_seq": start})
                         elif not held and shard in processors:
                             processors.pop(shard).lease_lost()
@@ -285,21 +298,23 @@ class EmbeddedConsumer:
                     try:
                         proc.process_records(records, _EmbeddedCheckpointer(self.stream, self.application, shard))
                         positions[shard] = records[-1].seq
-                        failures = 0
+                        if positions[shard] >= failures.get(shard, (0, 0))[1]:
+                            failures.pop(shard, None)
                     except Exception:
-                        # As when a KCL worker dies: drop in-memory state and replay from
-                        # the checkpoint with a fresh processor, after a growing pause.
-                        failures += 1
+                        # The guard could not replay in place (too much kept): as when a KCL
+                        # worker dies, drop in-memory state and replay from the checkpoint with
+                        # a fresh processor, after a pause that grows until the shard gets past
+                        # the batch that failed.
+                        count = failures.get(shard, (0, 0))[0] + 1
+                        failures[shard] = (count, max(records[-1].seq, failures.get(shard, (0, 0))[1]))
                         log.exception(
                             "record processor failed; replaying from checkpoint",
-                            extra={"shard": shard, "failures": failures},
+                            extra={"shard": shard, "failures": count},
                         )
                         proc.lease_lost()
                         start = self.stream.get_checkpoint(self.application, shard)
-                        fresh = self.processor_factory()
-                        fresh.initialize(shard, str(start) if start else None)
-                        processors[shard], positions[shard] = fresh, start
-                        self.stop_event.wait(min(30.0, 0.5 * 2**failures))
+                        processors[shard], positions[shard] = self._processor(shard, start), start
+                        self.stop_event.wait(self.retry.delay(count))
                 if not busy:
                     self.stop_event.wait(self.idle_sleep)
         finally:

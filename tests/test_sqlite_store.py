@@ -60,12 +60,13 @@ def test_session_transitions_are_compare_and_set(tmp_path: Path) -> None:
 
 
 def test_windows_keep_their_speaker_turns_and_old_files_upgrade(tmp_path: Path) -> None:
+    """Windows gained turns (issue 10) and dropped_segments (issue 11); an old file is migrated on open."""
     import sqlite3
 
     from contracts.segments import SpeakerTurn
 
     path = tmp_path / "old.db"
-    # A file written before windows kept turns: the windows table has no such column.
+    # A file written before both columns: the windows table has neither.
     with sqlite3.connect(path) as conn:
         conn.execute(
             "CREATE TABLE windows (session_id TEXT NOT NULL, window_index INTEGER NOT NULL, "
@@ -77,6 +78,9 @@ def test_windows_keep_their_speaker_turns_and_old_files_upgrade(tmp_path: Path) 
     assert store.windows("old") == [WindowRecord("old", 0, 0, 16000)]
     turns = (SpeakerTurn(0.5, 1.25, "S1"), SpeakerTurn(1.0, 2.0, "S2"))
     store.commit_window(
-        WindowRecord("s1", 0, 0, 32000, turns=turns), [_seg(0, 0, "hi")], SessionProgress("s1", 1, 32000)
+        WindowRecord("s1", 0, 0, 32000, turns=turns, dropped_segments=2),
+        [_seg(0, 0, "hi")],
+        SessionProgress("s1", 1, 32000),
     )
-    assert store.windows("s1") == [WindowRecord("s1", 0, 0, 32000, turns=turns)]
+    assert store.windows("s1") == [WindowRecord("s1", 0, 0, 32000, turns=turns, dropped_segments=2)]
+    SqliteTranscriptStore(path)  # opening again changes nothing

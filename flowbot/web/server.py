@@ -50,7 +50,7 @@ class _HeaderDeadline(HttpToolsProtocol):
     header_seconds = 10.0
     _deadline: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn declares it
         super().connection_made(transport)
         self._arm()
 

@@ -225,7 +225,7 @@ def test_migration_applies_from_scratch_on_fresh_database(stack: SupabaseStack) 
     base = [find_pg_bin("psql"), stack.pg.dsn.rsplit("/", 1)[0] + "/" + db, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
     try:
         # Without the Supabase roles the migration must stop, not half-apply.
-        bare = subprocess.run([*base, "-1", "-f", str(next(MIGRATIONS.glob("*.sql")))], capture_output=True, text=True)
+        bare = subprocess.run([*base, "-1", "-f", str(min(MIGRATIONS.glob("*.sql")))], capture_output=True, text=True)
         assert bare.returncode != 0 and "auth" in bare.stderr
         for path in [BOOTSTRAP, *sorted(MIGRATIONS.glob("*.sql"))]:
             subprocess.run([*base, "-1", "-f", str(path)], check=True, capture_output=True)

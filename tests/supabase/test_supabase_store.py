@@ -163,7 +163,7 @@ def test_same_operations_same_results_as_sqlite(
         lambda st: st.commit_window(window(sid, 0), [seg(sid, 0, 0, "final zero")], progress(sid, 0)),
         lambda st: st.put_interim(sid, 1, [seg(sid, 1, 0, "next", final=False)]),
         lambda st: st.commit_window(window(sid, 1, status="failed", error="asr crashed"), [], progress(sid, 1)),
-        lambda st: st.commit_window(window(sid, 2), w2, done2),
+        lambda st: st.commit_window(replace(window(sid, 2), dropped_segments=3), w2, done2),
         lambda st: st.rename_speaker(sid, "C", "Carol"),
         lambda st: st.save_progress(replace(done2, speaker_state={"n": 3})),
         lambda st: st.put_notes(sid, {"summary": "s", "n": [1, 2]}),
@@ -180,6 +180,7 @@ def test_same_operations_same_results_as_sqlite(
     assert store.segments(sid) == ref.segments(sid)
     assert store.segments(sid, include_interim=True) == ref.segments(sid, include_interim=True)
     assert store.windows(sid) == ref.windows(sid)
+    assert [w.dropped_segments for w in store.windows(sid)] == [0, 0, 3]  # the hallucination guard's count
     assert store.load_progress(sid) == ref.load_progress(sid)
     assert store.load_progress(sid).stream_done  # type: ignore[union-attr]
     assert store.speakers(sid) == ref.speakers(sid)
