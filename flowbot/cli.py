@@ -94,10 +94,6 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         render(args.format, result.session_id, result.segments, result.speakers, result.notes, extra),
         args.output,
     )
-    if args.format == "text" and result.notes and not args.output:
-        from control.notes import notes_from_dict
-
-        sys.stdout.write("\n" + notes_from_dict(result.notes).to_markdown())
     log.info(
         "transcribed",
         extra={
