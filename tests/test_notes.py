@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from contracts.notes import ActionItem, Decision, InvalidNotes, MeetingNotes
-from contracts.segments import TranscriptSegment, Word
+from contracts.segments import TranscriptSegment
 from control.llm.chat import ChatReply, ChatRequest, ProviderError
 from control.llm.generator import (
     NOTES_SCHEMA,
@@ -29,25 +29,10 @@ from control.llm.generator import (
     transcript_lines,
 )
 from control.notes import FallbackNotesGenerator, OfflineNotesGenerator, notes_from_dict
+from tests.notes.transcripts import NAMES, meeting_segments
 from tests.speech import MEETING
 
 GOLDEN = Path(__file__).resolve().parents[1] / "contracts" / "golden"
-NAMES = {"S1": "Ann", "S2": "Bob", "S3": "Cy"}
-
-
-def meeting_segments(repeat: int = 1) -> list[TranscriptSegment]:
-    """The planning meeting of tests.speech as transcript segments (0.4 s a word, 1 s pauses)."""
-    out, t, i = [], 0.0, 0
-    for _ in range(repeat):
-        for who, text in MEETING:
-            dur = len(text.split()) * 0.4
-            words = tuple(
-                Word(t + k * 0.4, t + k * 0.4 + 0.35, " " + w, 0.9, f"S{who + 1}") for k, w in enumerate(text.split())
-            )
-            out.append(TranscriptSegment("s", i // 5, i % 5, t, t + dur, text, f"S{who + 1}", words))
-            t += dur + 1
-            i += 1
-    return out
 
 
 def start_of(segments: list[TranscriptSegment], phrase: str) -> float:

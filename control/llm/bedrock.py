@@ -50,7 +50,7 @@ class BedrockChat:
                 config=Config(
                     connect_timeout=10,
                     read_timeout=read_timeout,
-                    retries={"max_attempts": 3, "mode": "adaptive"},
+                    retries={"total_max_attempts": 3, "mode": "adaptive"},
                 ),
             )
         self.client = client
