@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,11 @@ def test_session_transitions_are_compare_and_set(tmp_path: Path) -> None:
         store.transition("a", [SessionState.LIVE], SessionState.ENDING)
     assert store.find_by_stream_key("key-a").session_id == "a"  # type: ignore[union-attr]
     assert store.find_by_stream_key("nope") is None
+
+
+def test_notes_are_stored_as_the_contract_writes_them(tmp_path: Path) -> None:
+    golden = json.loads((Path(__file__).resolve().parents[1] / "contracts" / "golden" / "notes_v2.json").read_text())
+    store = SqliteTranscriptStore(tmp_path / "t.db")
+    store.put_notes("s", golden)
+    assert SqliteTranscriptStore(tmp_path / "t.db").get_notes("s") == golden
+    assert store.get_notes("other") is None
