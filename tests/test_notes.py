@@ -29,6 +29,7 @@ from control.llm.generator import (
     transcript_lines,
 )
 from control.notes import FallbackNotesGenerator, OfflineNotesGenerator, notes_from_dict
+from flowbot.formats import render
 from tests.notes.transcripts import NAMES, meeting_segments
 from tests.speech import MEETING
 
@@ -307,3 +308,15 @@ def test_locate_line_and_owner_resolution() -> None:
 
 def test_invalid_reply_is_a_value_error() -> None:
     assert issubclass(InvalidReply, ValueError)
+
+
+def test_transcript_text_ends_with_the_notes_under_current_names() -> None:
+    segments = meeting_segments()
+    notes = OfflineNotesGenerator().generate(segments, NAMES).to_dict()
+    text = render("text", "s", segments, {**NAMES, "S3": "Cyrus"}, notes)
+    transcript, _, rendered = text.partition("\n## Summary\n")
+    assert transcript.startswith("[00:00:00] Ann: Good morning everyone.")
+    assert "- [00:30] [Cyrus] I will review the documentation by Thursday afternoon." in rendered
+    assert "Cyrus: 32 s" in rendered and "_Notes by offline-extractive-v1_" in rendered
+    broken = render("text", "s", segments, NAMES, {"version": 2, "summary": 7})
+    assert broken.endswith("(stored notes are unreadable: summary must be a list, got int)\n")
