@@ -4,7 +4,7 @@ Every provider that can run on this machine writes notes for the same
 transcripts, one after another in one process:
 
 - ``offline``: the extractive generator (no model), the default and the fallback;
-- ``llama-cpp``: the bundled SmolLM2-135M-Instruct (Q4_1) in this process;
+- ``llama-cpp``: the bundled Qwen2.5-Coder-0.5B-Instruct in this process;
 - ``openai``: the same GGUF behind llama-cpp-python's OpenAI-compatible server
   (what an Ollama / vLLM / llama.cpp endpoint adds: HTTP, the server's own loop);
 - ``bedrock-emulated``: boto3's Converse call against the tests' Converse
@@ -59,7 +59,7 @@ def llama_server(gguf: Path, context: int) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = ["--model", str(gguf), "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port)]
+    args = ["--model", str(gguf), "--model_alias", "qwen", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--n_ctx", str(context), "--n_threads", "2", "--logits_all", "false", "--verbose", "false"]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", *args], stdout=log, stderr=log)
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
             t0 = time.monotonic()
             with llama_server(gguf, args.context) as url:
-                openai = OpenAICompatibleChat(url, "smollm2", context_tokens=args.context)
+                openai = OpenAICompatibleChat(url, "qwen", context_tokens=args.context)
                 setup.append(f"openai: server start + first call {time.monotonic() - t0 + warm(openai):.2f} s")
                 rows += run("openai", llm(openai), repeats)
 

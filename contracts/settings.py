@@ -98,7 +98,7 @@ class Settings:
     notes_model: str = _opt(
         "",
         "Notes model: a Bedrock model id (default anthropic.claude-3-haiku-20240307-v1:0), the model name "
-        "the OpenAI-compatible endpoint serves, or for llama-cpp a GGUF file or 'bundled:smollm2-135m' "
+        "the OpenAI-compatible endpoint serves, or for llama-cpp a GGUF file or 'bundled:qwen2.5-coder-0.5b' "
         "(the default; installed by scripts/setup.d/70-notes.sh, never downloaded at run time).",
     )
     notes_url: str = _opt("", "Base URL of the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")

@@ -12,6 +12,7 @@ The model file is a path, or ``bundled:NAME`` installed at setup time
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,16 @@ from control.llm.chat import ChatReply, ChatRequest, ProviderError
 
 _cache: dict[tuple[str, int, int], Any] = {}
 _cache_lock = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    # Free the models before the interpreter tears down llama_cpp's module globals
+    # (Llama.__del__ at exit otherwise prints a TypeError traceback).
+    with _cache_lock:
+        for llm in _cache.values():
+            llm.close()
+        _cache.clear()
 
 
 def load_llama(path: Path, context_tokens: int, threads: int) -> Any:
@@ -79,6 +90,8 @@ class LlamaCppChat:
                 ],
                 response_format={"type": "json_object", "schema": dict(request.schema)},
                 temperature=0.0,
+                # Greedy decoding of a small model loops ("x, x, x, ..."); a mild penalty breaks it.
+                repeat_penalty=1.1,
                 max_tokens=request.max_tokens,
                 seed=0,
                 stream=True,

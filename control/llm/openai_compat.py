@@ -4,8 +4,9 @@
 schema as ``response_format``. Servers differ in how they take a schema:
 OpenAI, vLLM and Ollama take ``{"type": "json_schema", "json_schema": {...}}``;
 llama-cpp-python's server takes ``{"type": "json_object", "schema": {...}}``
-and answers 422 to the other form. The first form is tried; a 400/422 that
-names ``response_format`` switches this client to the second for good.
+and refuses the other form (HTTP 500 naming ``response_format``). The first
+form is tried; a refusal that names ``response_format`` switches this client
+to the second for good.
 
 Plain ``urllib``: one JSON POST needs no HTTP library in the Lambda bundle.
 """
@@ -89,7 +90,8 @@ class OpenAICompatibleChat:
                 payload = resp.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:500].decode(errors="replace")
-            if exc.code in (400, 422) and "response_format" in detail and self.schema_style == "json_schema":
+            # 400/422 from most servers; llama-cpp-python's answers its validation error with 500.
+            if exc.code in (400, 422, 500) and "response_format" in detail and self.schema_style == "json_schema":
                 raise _FormatRejected(detail) from None
             raise ProviderError(f"HTTP {exc.code} from {self.base_url}: {detail}") from None
         except TimeoutError:

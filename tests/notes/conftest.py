@@ -32,7 +32,7 @@ def _missing(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def gguf() -> Path:
-    """The bundled SmolLM2-135M-Instruct GGUF (installed at setup time)."""
+    """The bundled Qwen2.5-Coder-0.5B-Instruct GGUF (installed at setup time)."""
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
@@ -63,7 +63,7 @@ def llama_server(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     key = "test-key-" + os.urandom(4).hex()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with log.open("wb") as out:
-        args = ["--model", str(gguf), "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port)]
+        args = ["--model", str(gguf), "--model_alias", "qwen", "--host", "127.0.0.1", "--port", str(port)]
         args += ["--n_ctx", str(CONTEXT), "--n_threads", "2", "--api_key", key, "--logits_all", "false"]
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", *args, "--verbose", "false"],
