@@ -89,6 +89,36 @@ class Settings:
     api_token: str = _opt("", "Bearer token for the local API; required when host is not loopback.")
     workflow_timeout_seconds: float = _opt(3600.0, "How long the end-of-session workflow waits for windows.")
 
+    # --- meeting notes -------------------------------------------------------
+    notes_provider: str = _opt(
+        "offline",
+        "Who writes the meeting notes: 'offline' (extractive, no model), 'bedrock' (Amazon Bedrock "
+        "Converse), 'openai' (an OpenAI-compatible chat endpoint: vLLM, Ollama, llama.cpp server, "
+        "gateways) or 'llama-cpp' (a local GGUF model in-process). A model that fails, times out or "
+        "answers out of shape falls back to the offline notes, and the notes say so.",
+        ("offline", "bedrock", "openai", "llama-cpp"),
+    )
+    notes_model: str = _opt(
+        "",
+        "Notes model: a Bedrock model id (default anthropic.claude-3-haiku-20240307-v1:0), the model name "
+        "the OpenAI-compatible endpoint serves, or for llama-cpp a GGUF file or 'bundled:qwen2.5-coder-0.5b' "
+        "(the default; installed by scripts/setup.d/70-notes.sh, never downloaded at run time).",
+    )
+    notes_url: str = _opt("", "Base URL of the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
+    notes_api_key: str = _opt("", "Bearer key for the OpenAI-compatible endpoint (empty = none).")
+    notes_region: str = _opt("", "Bedrock region; empty = aws_region.")
+    notes_timeout_seconds: float = _opt(
+        240.0,
+        "Longest a model may take for one meeting's notes before the offline notes are written "
+        "(the AWS notes step allows 300 s in all).",
+    )
+    notes_context_tokens: int = _opt(
+        8192,
+        "Tokens per model call (instructions + transcript + answer); longer meetings are split into "
+        "chunks of this size and merged (map-reduce). Also llama-cpp's context size.",
+    )
+    notes_max_output_tokens: int = _opt(1024, "Most tokens a model may write per call.")
+
     # --- AWS -----------------------------------------------------------------
     aws_region: str = _opt("us-east-1", "AWS region.")
     kinesis_stream_name: str = _opt("flowbot-audio", "Kinesis Data Stream of audio frames.")
@@ -96,6 +126,7 @@ class Settings:
     dynamodb_endpoint: str = _opt("", "DynamoDB endpoint override (moto in tests).")
     s3_endpoint: str = _opt("", "S3 endpoint override (LocalStack).")
     cloudwatch_endpoint: str = _opt("", "CloudWatch endpoint override (LocalStack).")
+    bedrock_endpoint: str = _opt("", "Bedrock runtime endpoint override (tests).")
     kcl_application_name: str = _opt("flowbot-processor", "KCL application name (also its DynamoDB lease table).")
     kcl_max_leases_per_worker: int = _opt(0, "Most shards one KCL worker processes (its GPU's capacity); 0 = no cap.")
     sessions_table: str = _opt("flowbot-sessions", "DynamoDB table of session state.")

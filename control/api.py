@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.frames import validate_session_id
+from contracts.notes import InvalidNotes, MeetingNotes
 from control.bearer import BearerError, bearer_token, same_secret
 from control.context import Caller, ControlContext
 from control.launch import LaunchError
@@ -276,10 +277,23 @@ class Coordinator:
                 f"session has no speaker {label!r}; known: {', '.join(known) or 'none yet'}",
             )
         self.ctx.transcripts.rename_speaker(session.session_id, label, name)
-        return {
-            "session_id": session.session_id,
-            "speakers": self.ctx.transcripts.speakers(session.session_id),
-        }
+        speakers = self.ctx.transcripts.speakers(session.session_id)
+        self._rename_in_notes(session.session_id, speakers)
+        return {"session_id": session.session_id, "speakers": speakers}
+
+    def _rename_in_notes(self, session_id: str, speakers: Mapping[str, str]) -> None:
+        """Notes already written name people as they were called then: apply the rename to them too."""
+        stored = self.ctx.transcripts.get_notes(session_id)
+        if not stored:
+            return
+        try:
+            notes = MeetingNotes.from_dict(stored)
+        except InvalidNotes:
+            log.warning("stored notes unreadable; rename not applied to them", extra={"session": session_id})
+            return
+        renamed = notes.renamed(speakers)
+        if renamed != notes:
+            self.ctx.transcripts.put_notes(session_id, renamed.to_dict())
 
 
 def lambda_response(resp: ApiResponse) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def build_local_context(settings: Settings, launcher: ProducerLauncher) -> Contr
     """Single machine: SQLite stores, in-process ingest, workflow in a thread."""
     sessions = session_store(settings)
     transcripts = transcript_store(settings)
-    steps = default_steps(sessions, transcripts)
+    steps = default_steps(sessions, transcripts, settings)
     scheme_host = f"http://{settings.public_host or settings.host}:{settings.port}"
     return ControlContext(
         settings=settings,
@@ -67,7 +67,7 @@ def build_context(settings: Settings) -> ControlContext:
 
     sessions = session_store(settings)
     transcripts = transcript_store(settings)
-    steps = default_steps(sessions, transcripts)
+    steps = default_steps(sessions, transcripts, settings)
     on_created = None
     if settings.store == "supabase":
         from stores.supabase import SupabaseMeetingStatus

@@ -116,7 +116,7 @@ def _workflow_steps() -> WorkflowSteps:
         if _steps is None:
             settings = Settings.from_env()
             configure_logging(settings.log_level, settings.log_format)
-            _steps = default_steps(session_store(settings), transcript_store(settings))
+            _steps = default_steps(session_store(settings), transcript_store(settings), settings)
         return _steps
 
 

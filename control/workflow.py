@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.settings import Settings
 from control.notes import NotesGenerator, OfflineNotesGenerator
 from stores.base import Session, SessionState, SessionStore, StateConflict, TranscriptStore
 
@@ -52,7 +53,12 @@ class WorkflowSteps:
         }
 
     def generate_notes(self, session_id: str) -> dict[str, Any]:
-        """Notes from whatever transcript exists (also after partial failure)."""
+        """Notes from whatever transcript exists (also after partial failure).
+
+        A language-model generator is wrapped in the offline fallback
+        (:func:`control.llm.notes_generator`), so this step writes notes even
+        when the model fails; the notes name the generator that wrote them.
+        """
         segments = self.transcripts.segments(session_id)
         notes = self.notes.generate(segments, self.transcripts.speakers(session_id)).to_dict()
         self.transcripts.put_notes(session_id, notes)
@@ -62,12 +68,16 @@ class WorkflowSteps:
                 "session": session_id,
                 "segments": len(segments),
                 "action_items": len(notes["action_items"]),
+                "generator": notes["generator"],
+                "fallback_reason": notes["fallback_reason"],
             },
         )
         return {
             "session_id": session_id,
             "action_items": len(notes["action_items"]),
             "decisions": len(notes["decisions"]),
+            "generator": notes["generator"],
+            "fallback_reason": notes["fallback_reason"],
         }
 
     def finalize(self, session_id: str, timed_out: bool = False) -> dict[str, Any]:
@@ -129,9 +139,15 @@ class WorkflowSteps:
         return self.finalize(session_id, timed_out=timed_out)
 
 
-def default_steps(sessions: SessionStore, transcripts: TranscriptStore) -> WorkflowSteps:
-    """Steps with the offline notes generator."""
-    return WorkflowSteps(sessions, transcripts, OfflineNotesGenerator())
+def default_steps(
+    sessions: SessionStore, transcripts: TranscriptStore, settings: Settings | None = None
+) -> WorkflowSteps:
+    """Steps with the notes generator ``settings`` configure (offline notes without settings)."""
+    if settings is None:
+        return WorkflowSteps(sessions, transcripts, OfflineNotesGenerator())
+    from control.llm import notes_generator
+
+    return WorkflowSteps(sessions, transcripts, notes_generator(settings))
 
 
 class LocalWorkflowStarter:

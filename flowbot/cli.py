@@ -103,10 +103,6 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         ),
         args.output,
     )
-    if args.format == "text" and result.notes and not args.output:
-        from control.notes import notes_from_dict
-
-        sys.stdout.write("\n" + notes_from_dict(result.notes).to_markdown())
     log.info(
         "transcribed",
         extra={

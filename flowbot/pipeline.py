@@ -139,7 +139,7 @@ def transcribe_file(
             if progress and progress.stream_done:
                 break
             time.sleep(0.1)
-        steps = default_steps(sessions, transcripts)
+        steps = default_steps(sessions, transcripts, settings)
         steps.generate_notes(session_id)
         final = steps.finalize(session_id)
     finally:

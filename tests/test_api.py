@@ -56,7 +56,26 @@ def test_start_get_end_and_workflow_completion(api: Coordinator) -> None:
     status, got = call(api, {"action": "get_session", "session_id": sid})
     assert got["state"] == "completed", got
     assert got["progress"]["windows_done"] == 1 and got["progress"]["stream_ended"]
-    assert got["notes"]["decisions"] == ["We decided to ship on Friday. (S1)"]
+    assert got["notes"]["decisions"] == [{"text": "We decided to ship on Friday.", "start": 0.5, "speaker": "S1"}]
+    assert got["notes"]["generator"] == "offline-extractive-v1" and got["notes"]["version"] == 2
+
+
+def test_renaming_a_speaker_after_the_notes_renames_them_in_the_notes(api: Coordinator) -> None:
+    sid = start(api)["session_id"]
+    segs = [
+        TranscriptSegment(sid, 0, 0, 0.5, 2.0, "We decided to ship on Friday.", "S1"),
+        TranscriptSegment(sid, 0, 1, 2.5, 4.0, "I will update the deployment scripts.", "S2"),
+    ]
+    api.ctx.transcripts.commit_window(WindowRecord(sid, 0, 0, 64000), segs, SessionProgress(sid, 1, 64000, 64000))
+    call(api, {"action": "end_session", "session_id": sid})
+    api.ctx.workflow.join(sid, timeout=30)  # type: ignore[attr-defined]
+    status, _ = call(api, {"action": "rename_speaker", "session_id": sid, "speaker": "S2", "name": "Dana"})
+    assert status == 200
+    _, got = call(api, {"action": "get_session", "session_id": sid})
+    notes = got["notes"]
+    assert notes["action_items"][0]["owner"] == "Dana" and notes["speakers"]["S2"] == "Dana"
+    assert set(notes["talk_time"]) == {"S1", "Dana"}
+    assert notes["decisions"][0]["speaker"] == "S1"
 
 
 def test_failed_windows_make_a_partial_session_with_the_reason(api: Coordinator) -> None:

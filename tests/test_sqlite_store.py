@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,11 @@ def test_windows_keep_their_speaker_turns_and_old_files_upgrade(tmp_path: Path) 
     )
     assert store.windows("s1") == [WindowRecord("s1", 0, 0, 32000, turns=turns, dropped_segments=2)]
     SqliteTranscriptStore(path)  # opening again changes nothing
+
+
+def test_notes_are_stored_as_the_contract_writes_them(tmp_path: Path) -> None:
+    golden = json.loads((Path(__file__).resolve().parents[1] / "contracts" / "golden" / "notes_v2.json").read_text())
+    store = SqliteTranscriptStore(tmp_path / "t.db")
+    store.put_notes("s", golden)
+    assert SqliteTranscriptStore(tmp_path / "t.db").get_notes("s") == golden
+    assert store.get_notes("other") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from supabase_stack import DropReply, SupabaseStack, make_jwt
 
+from contracts.notes import MeetingNotes
 from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, Word
 from stores.base import Session, SessionProgress, WindowChange
 from stores.sqlite import SqliteTranscriptStore
@@ -106,8 +108,10 @@ def test_commit_round_trip(store: SupabaseTranscriptStore, new_session: NewSessi
     assert store.speakers(sid) == {"SPEAKER_00": "SPEAKER_00", "SPEAKER_01": "SPEAKER_01"}
     store.rename_speaker(sid, "SPEAKER_01", "Obi-Wan")
     assert store.speakers(sid)["SPEAKER_01"] == "Obi-Wan"
-    store.put_notes(sid, {"summary": "greetings", "actions": ["fight"]})
-    assert store.get_notes(sid) == {"summary": "greetings", "actions": ["fight"]}
+    notes = json.loads((Path(__file__).resolve().parents[2] / "contracts" / "golden" / "notes_v2.json").read_text())
+    store.put_notes(sid, notes)  # the notes contract v2, as the workflow writes it
+    assert store.get_notes(sid) == notes
+    assert MeetingNotes.from_dict(store.get_notes(sid) or {}).to_dict() == notes
     assert store.get_notes("nope") is None
 
 
