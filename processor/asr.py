@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import importlib.util
 import logging
 import os
@@ -9,12 +10,16 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from contracts.segments import Word
+
+if TYPE_CHECKING:
+    from faster_whisper.transcribe import Segment as WhisperSegment
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +76,27 @@ class AsrOptions:
     #: Conditioning on previous text spreads a hallucination across a window.
     condition_on_previous_text: bool = False
 
+    def decode_kwargs(self, beam_size: int, initial_prompt: str | None) -> dict[str, object]:
+        """The faster-whisper arguments the sequential and the batched path share."""
+        return {
+            "language": self.language,
+            "beam_size": beam_size,
+            "word_timestamps": True,
+            "no_speech_threshold": self.no_speech_threshold,
+            "log_prob_threshold": self.logprob_threshold,
+            # Off: loops are judged per segment (the loop_* options above).
+            "compression_ratio_threshold": None,
+            "initial_prompt": initial_prompt,
+        }
 
-#: Why the hallucination guard drops a segment (the keys of :attr:`AsrResult.dropped`).
-DROP_REASONS = ("no_speech", "repetition_loop", "low_confidence")
+
+class DropReason(enum.StrEnum):
+    """Why the hallucination guard drops a segment (the keys of :attr:`AsrResult.dropped`)."""
+
+    NO_SPEECH = "no_speech"
+    REPETITION_LOOP = "repetition_loop"
+    LOW_CONFIDENCE = "low_confidence"
+
 
 _WORD = re.compile(r"[\w']+")
 
@@ -84,6 +107,28 @@ class AsrResult(list[AsrSegment]):
     def __init__(self, kept: Iterable[AsrSegment] = (), dropped: Counter[str] | None = None) -> None:
         super().__init__(kept)
         self.dropped: Counter[str] = dropped if dropped is not None else Counter()
+
+
+class Transcriber(Protocol):
+    """The ASR boundary: float32 16 kHz mono audio in, guarded segments out, times relative to it.
+
+    The engine's final passes and the interim worker both use it. A class that
+    subclasses it explicitly inherits a :meth:`transcribe_batch` that calls
+    :meth:`transcribe` once per audio; the batched GPU path overrides it with one
+    model call.
+    """
+
+    def transcribe(
+        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
+    ) -> AsrResult:
+        """Transcribe ``audio``; ``result.dropped`` counts what the hallucination guard dropped."""
+        ...
+
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], *, beam_size: int | None = None, initial_prompt: str | None = None
+    ) -> list[AsrResult]:
+        """One result per audio, in order (times relative to each audio)."""
+        return [self.transcribe(a, beam_size=beam_size, initial_prompt=initial_prompt) for a in audios]
 
 
 def repetition_loop(text: str, *, min_repeats: int, min_words: int, max_ngram: int) -> tuple[str, int] | None:
@@ -115,19 +160,22 @@ def loops(seg: AsrSegment, options: AsrOptions) -> bool:
     return found is not None
 
 
-def drop_reason(seg: AsrSegment, options: AsrOptions) -> str | None:
-    """Why the hallucination guard drops ``seg`` (one of :data:`DROP_REASONS`), or None to keep it."""
+def drop_reason(seg: AsrSegment, options: AsrOptions) -> DropReason | None:
+    """Why the hallucination guard drops ``seg``, or None to keep it."""
     if seg.no_speech_prob > options.no_speech_threshold and seg.avg_logprob < options.logprob_threshold:
-        return "no_speech"
+        return DropReason.NO_SPEECH
     if loops(seg, options):
-        return "repetition_loop"
+        return DropReason.REPETITION_LOOP
     if seg.words and max(w.probability for w in seg.words) < options.min_word_probability:
-        return "low_confidence"
+        return DropReason.LOW_CONFIDENCE
     return None
 
 
 def guard(segments: Iterable[AsrSegment], options: AsrOptions) -> AsrResult:
-    """Apply the hallucination guard; every dropped segment is counted and logged."""
+    """The hallucination guard, the segment filter every decode goes through.
+
+    Keeps what :func:`drop_reason` keeps; every dropped segment is counted and logged.
+    """
     result = AsrResult()
     for seg in segments:
         reason = drop_reason(seg, options)
@@ -146,6 +194,32 @@ def guard(segments: Iterable[AsrSegment], options: AsrOptions) -> AsrResult:
             },
         )
     return result
+
+
+def whisper_segment(seg: WhisperSegment) -> AsrSegment | None:
+    """One faster-whisper segment as an :class:`AsrSegment` (None when it has no text)."""
+    text = seg.text.strip()
+    if not text:
+        return None
+    return AsrSegment(
+        start=float(seg.start),
+        end=float(seg.end),
+        text=text,
+        words=tuple(Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in seg.words or ()),
+        avg_logprob=float(seg.avg_logprob),
+        no_speech_prob=float(seg.no_speech_prob),
+        compression_ratio=float(seg.compression_ratio),
+    )
+
+
+def shifted(seg: AsrSegment, seconds: float) -> AsrSegment:
+    """``seg`` with its times and its words' times moved by ``seconds`` (never below 0)."""
+    return replace(
+        seg,
+        start=max(0.0, seg.start + seconds),
+        end=max(0.0, seg.end + seconds),
+        words=tuple(replace(w, start=max(0.0, w.start + seconds), end=max(0.0, w.end + seconds)) for w in seg.words),
+    )
 
 
 def bundled_model_dir(name: str) -> Path:
@@ -202,7 +276,7 @@ def pick_device(setting: str) -> str:
         return "cpu"
 
 
-class WhisperTranscriber:
+class WhisperTranscriber(Transcriber):
     """faster-whisper behind a small, thread-safe ``transcribe`` call."""
 
     def __init__(
@@ -232,7 +306,7 @@ class WhisperTranscriber:
         )
         self.options = options or AsrOptions()
         if self.options.language is None and not self.model.model.is_multilingual:
-            self.options = AsrOptions(**{**self.options.__dict__, "language": "en"})
+            self.options = replace(self.options, language="en")
         # CTranslate2 models are safe to call from several threads only up to
         # num_workers at once; beyond that calls queue inside CTranslate2.
         self._lock = threading.Semaphore(max(1, num_workers))
@@ -277,38 +351,13 @@ class WhisperTranscriber:
         extra = {} if temperature is None else {"temperature": temperature}
         segments, _info = self.model.transcribe(
             audio,
-            language=opts.language,
-            beam_size=beam_size,
-            word_timestamps=True,
             vad_filter=opts.vad_filter,
             vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
             condition_on_previous_text=opts.condition_on_previous_text,
-            no_speech_threshold=opts.no_speech_threshold,
-            log_prob_threshold=opts.logprob_threshold,
-            compression_ratio_threshold=None,
-            initial_prompt=prompt,
+            **opts.decode_kwargs(beam_size, prompt),
             **extra,
         )
-        return [c for c in (self._convert(s) for s in segments) if c is not None]
-
-    @staticmethod
-    def _convert(seg: object) -> AsrSegment | None:
-        words = tuple(
-            Word(float(w.start), float(w.end), w.word, float(w.probability))
-            for w in (getattr(seg, "words", None) or ())
-        )
-        text = str(getattr(seg, "text", "")).strip()
-        if not text:
-            return None
-        return AsrSegment(
-            start=float(getattr(seg, "start", 0.0)),
-            end=float(getattr(seg, "end", 0.0)),
-            text=text,
-            words=words,
-            avg_logprob=float(getattr(seg, "avg_logprob", 0.0)),
-            no_speech_prob=float(getattr(seg, "no_speech_prob", 0.0)),
-            compression_ratio=float(getattr(seg, "compression_ratio", 1.0)),
-        )
+        return [c for c in map(whisper_segment, segments) if c is not None]
 
 
 def words_text(words: Sequence[Word]) -> str:

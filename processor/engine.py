@@ -34,25 +34,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from contracts.frames import MAX_RECORD_SAMPLES, SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecord
-from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, Word
-from processor.asr import AsrResult, AsrSegment, words_text
-from processor.attribution import attribute
-from processor.diarization import Diarization, Diarizer, SpeakerMapper
+from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord
+from processor.asr import AsrSegment, Transcriber, shifted, words_text
+from processor.attribution import attribute, transcript_segments
+from processor.diarization import Diarizer, SpeakerMapper
 from processor.windowing import WindowPolicy, choose_cut, commit_point, has_speech, to_float
 from stores.archive import WindowArchive
 from stores.base import PermanentStoreError, SessionProgress, TranscriptStore
 from streams.base import Checkpointer, StreamRecord
 
 log = logging.getLogger(__name__)
-
-
-class Transcriber(Protocol):
-    """What the engine needs from ASR."""
-
-    def transcribe(
-        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
-    ) -> list[AsrSegment]:
-        """Transcribe float32 16 kHz audio; times relative to it."""
 
 
 class InterimSink(Protocol):
@@ -129,7 +120,7 @@ def transcribe_window(
         raw = parts.transcriber.transcribe(np.concatenate([to_float(context), audio]))
     else:
         raw = parts.transcriber.transcribe(audio)
-    dropped = raw.dropped if isinstance(raw, AsrResult) else Counter[str]()
+    dropped = raw.dropped
     asr = words_after(raw, lead) if lead else list(raw)
     samples = len(pcm)
     if carry:
@@ -144,32 +135,10 @@ def transcribe_window(
     mapping = mapper.assign(diarization)
     session_diarization = diarization.relabel(mapping)
     labelled = attribute(asr, session_diarization)
+    segments = transcript_segments(
+        labelled, session_id=session_id, window_index=window_index, start_sample=start_sample
+    )
     offset = start_sample / SAMPLE_RATE
-    segments = [
-        TranscriptSegment(
-            session_id=session_id,
-            window_index=window_index,
-            segment_index=i,
-            start=round(offset + seg.start, 3),
-            end=round(offset + seg.end, 3),
-            text=seg.text,
-            speaker=seg.speaker,
-            words=tuple(
-                Word(
-                    round(offset + w.start, 3),
-                    round(offset + w.end, 3),
-                    w.text,
-                    round(w.probability, 4),
-                    w.speaker,
-                )
-                for w in seg.words
-            ),
-            is_final=True,
-            stable=True,
-            avg_logprob=round(seg.avg_logprob, 4),
-        )
-        for i, seg in enumerate(labelled)
-    ]
     turns = tuple(
         SpeakerTurn(round(offset + t.start, 3), round(offset + t.end, 3), t.speaker)
         for t in session_diarization.speech_turns
@@ -184,16 +153,12 @@ def words_after(segments: Sequence[AsrSegment], seconds: float) -> list[AsrSegme
     for seg in segments:
         if not seg.words:
             if (seg.start + seg.end) / 2 >= seconds:
-                out.append(replace(seg, start=seg.start - seconds, end=seg.end - seconds))
+                out.append(shifted(seg, -seconds))
             continue
-        words = [
-            replace(w, start=max(0.0, w.start - seconds), end=w.end - seconds)
-            for w in seg.words
-            if (w.start + w.end) / 2 >= seconds
-        ]
+        words = tuple(w for w in seg.words if (w.start + w.end) / 2 >= seconds)
         if words:
             text = seg.text if len(words) == len(seg.words) else words_text(words)
-            out.append(replace(seg, start=words[0].start, end=words[-1].end, text=text, words=tuple(words)))
+            out.append(shifted(replace(seg, start=words[0].start, end=words[-1].end, text=text, words=words), -seconds))
     return out
 
 
@@ -579,8 +544,3 @@ class ShardProcessor:
             checkpointer.checkpoint(str(safe))
             self._last_checkpoint = safe
             del self._seen[: bisect.bisect_right(self._seen, safe)]
-
-
-def empty_diarization() -> Diarization:
-    """No speakers (used by interim passes that only need the registry)."""
-    return Diarization(())

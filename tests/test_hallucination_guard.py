@@ -19,7 +19,7 @@ from contracts.segments import Word
 from contracts.settings import Settings
 from control.api import Coordinator
 from control.context import build_local_context
-from processor.asr import AsrOptions, AsrResult, AsrSegment, drop_reason, guard, repetition_loop
+from processor.asr import AsrOptions, AsrResult, AsrSegment, Transcriber, drop_reason, guard, repetition_loop
 from processor.diarization import IdentityMapper, SingleSpeakerDiarizer
 from processor.engine import EngineParts, ShardProcessor
 from processor.windowing import WindowPolicy
@@ -121,7 +121,7 @@ class _NoCheckpoint:
         pass
 
 
-class _Dropping:
+class _Dropping(Transcriber):
     """A transcriber whose guard dropped two segments of every window with speech."""
 
     def transcribe(self, audio: np.ndarray, **kw: object) -> AsrResult:

@@ -18,6 +18,7 @@ import pytest
 
 from contracts.frames import MAX_RECORD_SAMPLES, FrameKind
 from contracts.segments import TranscriptSegment, WindowRecord
+from processor.asr import AsrResult
 from processor.diarization import IdentityMapper, SingleSpeakerDiarizer
 from processor.engine import EngineParts, ShardProcessor
 from processor.windowing import WindowPolicy
@@ -148,8 +149,8 @@ def test_end_far_beyond_the_audio_costs_no_memory(tmp_path: Path) -> None:
     stream.put_raw([("p", raw_record("p", total // MAX_RECORD_SAMPLES + 2, total, FrameKind.END))])
 
     class Silent:
-        def transcribe(self, audio: np.ndarray, **kw: object) -> list[object]:
-            return []
+        def transcribe(self, audio: np.ndarray, **kw: object) -> AsrResult:
+            return AsrResult()
 
     parts = parts_for(tmp_path, Silent())
     proc = ShardProcessor(parts)
@@ -203,8 +204,8 @@ def test_records_inside_a_skipped_span_are_reported(tmp_path: Path) -> None:
     )
 
     class Silent:
-        def transcribe(self, audio: np.ndarray, **kw: object) -> list[object]:
-            return []
+        def transcribe(self, audio: np.ndarray, **kw: object) -> AsrResult:
+            return AsrResult()
 
     proc = ShardProcessor(parts_for(tmp_path, Silent()))
     proc.initialize("shard-0", None)

@@ -21,10 +21,10 @@ os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
 from contracts.segments import TranscriptSegment, WindowRecord, Word
 from contracts.settings import Settings
 from flowbot.wer import normalize
-from processor.asr import AsrSegment
+from processor.asr import AsrSegment, Transcriber
 from processor.attribution import attribute
 from processor.diarization import Diarization, Diarizer
-from processor.engine import EngineParts, Transcriber
+from processor.engine import EngineParts
 from processor.rttm import window_turns
 from tests.realspeech.corpus import Recording
 
