@@ -15,7 +15,7 @@ from contracts.frames import (
     end_of_stream,
     validate_session_id,
 )
-from contracts.segments import TranscriptSegment, WindowRecord, Word
+from contracts.segments import TranscriptSegment, WindowRecord, WindowStatus, Word
 from contracts.settings import Settings, SettingsError
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "SettingsError",
     "TranscriptSegment",
     "WindowRecord",
+    "WindowStatus",
     "Word",
     "end_of_stream",
     "validate_session_id",

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from contracts.frames import SAMPLE_RATE
 from contracts.segments import SpeakerTurn
 
 __all__ = [
@@ -102,7 +103,7 @@ class SingleSpeakerDiarizer:
 
     def diarize(self, audio: np.ndarray) -> Diarization:
         """One turn over the whole window."""
-        return Diarization((SpeakerTurn(0.0, len(audio) / 16_000, self.label),))
+        return Diarization((SpeakerTurn(0.0, len(audio) / SAMPLE_RATE, self.label),))
 
 
 class IdentityMapper:

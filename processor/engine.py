@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from contracts.frames import MAX_RECORD_SAMPLES, SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecord
-from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord
+from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus
 from processor.asr import AsrSegment, Transcriber, shifted, words_text
 from processor.attribution import attribute, transcript_segments
 from processor.diarization import Diarizer, SpeakerMapper
@@ -463,14 +463,14 @@ class ShardProcessor:
         index = sess.progress.next_window_index
         start = sess.start_sample
         t0 = time.monotonic()
-        status, error = "done", None
+        status, error = WindowStatus.DONE, None
         try:
             result = transcribe_window(
                 self.parts, sess.mapper, sess.session_id, index, start, pcm, carry=carry, context=sess.context
             )
         except Exception as exc:  # a window that cannot be transcribed is reported, not retried forever
             log.exception("window failed", extra={"session": sess.session_id, "window": index})
-            status, error, result = "failed", f"{type(exc).__name__}: {exc}", WindowResult([], samples)
+            status, error, result = WindowStatus.FAILED, f"{type(exc).__name__}: {exc}", WindowResult([], samples)
             self.counters["failed_windows"] += 1
             # The registry may have half-learned from this window: start again from what
             # was committed, so a replay assigns the same labels.
@@ -506,9 +506,9 @@ class ShardProcessor:
             # workflow) rather than replaying it forever. If even that is refused, raise.
             log.error("store refused window", extra={"session": sess.session_id, "window": index, "error": str(exc)})
             self.counters["failed_windows"] += 1
-            window = replace(window, status="failed", error=f"store: {exc}", turns=())
+            window = replace(window, status=WindowStatus.FAILED, error=f"store: {exc}", turns=())
             self.parts.store.commit_window(window, [], progress)
-            status = "failed"
+            status = WindowStatus.FAILED
         sess.progress = progress
         sess.drop(samples)
         if self.parts.interim is not None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from contracts.frames import SAMPLE_RATE
 from contracts.settings import Settings
 from processor.diarization import (
     Diarization,
@@ -281,7 +282,7 @@ def diarize_in_windows(
     mapper: SpeakerMapper,
     audio: np.ndarray,
     bounds: Sequence[tuple[int, int]],
-    sample_rate: int = 16_000,
+    sample_rate: int = SAMPLE_RATE,
 ) -> list[SpeakerTurn]:
     """Diarize ``audio`` window by window and map labels to session speakers.
 

@@ -22,10 +22,10 @@ starts abruptly.
 
 from __future__ import annotations
 
+import enum
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
@@ -73,6 +73,19 @@ class WindowPolicy:
         return int(self.min_seconds * SAMPLE_RATE)
 
 
+class CutReason(enum.StrEnum):
+    """How a cut was found (the engine counts each as ``cut_<value>``)."""
+
+    #: A pause of ``min_silence_ms``.
+    SILENCE = "silence"
+    #: A shorter fallback pause.
+    PAUSE = "pause"
+    #: Nothing to transcribe before the limit.
+    NO_SPEECH = "no-speech"
+    #: No pause at all: cut inside speech, the tail is carried over.
+    FORCED = "forced"
+
+
 @dataclass(frozen=True)
 class Cut:
     """A chosen cut: sample index into the buffer, and how it was found."""
@@ -83,12 +96,7 @@ class Cut:
     @property
     def carries(self) -> bool:
         """True when the cut is inside speech, so its tail must be carried over."""
-        return self.reason == "forced"
-
-
-#: "silence": a pause of ``min_silence_ms``; "pause": a shorter fallback pause;
-#: "no-speech": nothing to transcribe; "forced": no pause at all.
-CutReason = Literal["silence", "pause", "no-speech", "forced"]
+        return self.reason == CutReason.FORCED
 
 
 def speech_spans(audio: np.ndarray, min_silence_ms: int = 300) -> list[tuple[int, int]]:
@@ -110,7 +118,7 @@ def choose_cut(audio: np.ndarray, policy: WindowPolicy) -> Cut:
     for ms in policy.silence_thresholds_ms:
         spans = speech_spans(head, ms)
         if not spans:
-            return Cut(limit, "no-speech")
+            return Cut(limit, CutReason.NO_SPEECH)
         # Silent tail after the last speech: cut in it (keeps the next window's start clean).
         candidates: list[int] = []
         for (_, end_a), (start_b, _) in itertools.pairwise(spans):
@@ -120,8 +128,8 @@ def choose_cut(audio: np.ndarray, policy: WindowPolicy) -> Cut:
             candidates.append((last_end + limit) // 2)
         good = [c for c in candidates if policy.min_samples <= c <= limit and silent(c)]
         if good:
-            return Cut(max(good), "silence" if ms == policy.min_silence_ms else "pause")
-    return Cut(_quietest(head, max(0, limit - 2 * SAMPLE_RATE), limit), "forced")
+            return Cut(max(good), CutReason.SILENCE if ms == policy.min_silence_ms else CutReason.PAUSE)
+    return Cut(_quietest(head, max(0, limit - 2 * SAMPLE_RATE), limit), CutReason.FORCED)
 
 
 #: A pause the VAD reports is only cut in if the audio there is this far (dB) under

@@ -12,7 +12,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, Word
+from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus, Word
 from stores.base import (
     Session,
     SessionNotFound,
@@ -179,7 +179,7 @@ def _window_from_row(row: tuple[Any, ...]) -> WindowRecord:
         win,
         start,
         end,
-        status,
+        WindowStatus(status),
         error,
         uri,
         tuple(SpeakerTurn.from_dict(t) for t in json.loads(turns)),

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import httpx
 from postgrest import APIError
 
-from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord
+from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus
 from contracts.settings import Settings
 from stores.base import PermanentStoreError as BasePermanentStoreError
 from stores.base import Session, SessionProgress, WindowChange
@@ -267,8 +267,8 @@ class SupabaseTranscriptStore:
                 raise PermanentStoreError(f"segment {s.key} is not in window ({sid!r}, {idx})")
         if progress.session_id != sid:
             raise PermanentStoreError(f"progress of {progress.session_id!r} given for {sid!r}")
-        if window.status not in ("done", "failed"):
-            raise PermanentStoreError(f"window status {window.status!r} is not done/failed")
+        if window.status not in tuple(WindowStatus):
+            raise PermanentStoreError(f"window status {window.status!r} is not one of {', '.join(WindowStatus)}")
         params = {
             "p_window": {
                 "session_id": sid,
@@ -418,7 +418,13 @@ class SupabaseTranscriptStore:
             )
 
         return [
-            WindowRecord(**{**r, "turns": tuple(SpeakerTurn.from_dict(t) for t in r.get("turns") or ())})
+            WindowRecord(
+                **{
+                    **r,
+                    "status": WindowStatus(r["status"]),
+                    "turns": tuple(SpeakerTurn.from_dict(t) for t in r.get("turns") or ()),
+                }
+            )
             for r in self._paged("windows", session_id, page)
         ]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.segments import TranscriptSegment, WindowRecord
+from contracts.segments import TranscriptSegment, WindowRecord, WindowStatus
 from contracts.settings import Settings
 from control.api import Coordinator, handle_lambda_event
 from control.context import build_local_context
@@ -87,7 +87,7 @@ def test_failed_windows_make_a_partial_session_with_the_reason(api: Coordinator)
         SessionProgress(sid, 1, 480000),
     )
     store.commit_window(
-        WindowRecord(sid, 1, 480000, 960000, "failed", "RuntimeError: CUDA out of memory"),
+        WindowRecord(sid, 1, 480000, 960000, WindowStatus.FAILED, "RuntimeError: CUDA out of memory"),
         [],
         SessionProgress(sid, 2, 960000, 960000),
     )

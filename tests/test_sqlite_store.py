@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from contracts.segments import TranscriptSegment, WindowRecord
+from contracts.segments import TranscriptSegment, WindowRecord, WindowStatus
 from stores.base import Session, SessionProgress, SessionState, StateConflict
 from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore
 
@@ -93,3 +94,17 @@ def test_notes_are_stored_as_the_contract_writes_them(tmp_path: Path) -> None:
     store.put_notes("s", golden)
     assert SqliteTranscriptStore(tmp_path / "t.db").get_notes("s") == golden
     assert store.get_notes("other") is None
+
+
+def test_window_status_is_stored_as_the_same_strings(tmp_path: Path) -> None:
+    """WindowStatus is a StrEnum over the strings stores held before: rows written either way match."""
+    path = tmp_path / "t.db"
+    store = SqliteTranscriptStore(path)
+    store.commit_window(
+        WindowRecord("s1", 0, 0, 16000, WindowStatus.FAILED, "boom"), [], SessionProgress("s1", 1, 16000)
+    )
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT status, typeof(status) FROM windows").fetchall() == [("failed", "text")]
+    (window,) = store.windows("s1")
+    assert window.status is WindowStatus.FAILED
+    assert [s.value for s in WindowStatus] == ["done", "failed"]

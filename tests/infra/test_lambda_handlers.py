@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from contracts.segments import TranscriptSegment, WindowRecord
+from contracts.segments import TranscriptSegment, WindowRecord, WindowStatus
 from control import lambda_handlers
 from stores.base import Session, SessionProgress, SessionState
 from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore
@@ -64,7 +64,7 @@ def _commit(db: Path, sid: str, index: int, status: str, ended: bool) -> None:
             TranscriptSegment(sid, index, 0, index * 30.0, index * 30.0 + 5, "we decided to ship on friday", "S1")
         ]
     store.commit_window(
-        WindowRecord(sid, index, start, end, status=status, error=None if status == "done" else "cuda oom"),
+        WindowRecord(sid, index, start, end, WindowStatus(status), error=None if status == "done" else "cuda oom"),
         segments,
         SessionProgress(sid, next_window_index=index + 1, committed_sample=end, ended_sample=end if ended else None),
     )

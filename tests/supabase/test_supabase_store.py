@@ -14,7 +14,7 @@ import pytest
 from supabase_stack import DropReply, SupabaseStack, make_jwt
 
 from contracts.notes import MeetingNotes
-from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, Word
+from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus, Word
 from stores.base import Session, SessionProgress, WindowChange
 from stores.sqlite import SqliteTranscriptStore
 from stores.supabase import (
@@ -48,7 +48,7 @@ def seg(
     )
 
 
-def window(sid: str, win: int, *, status: str = "done", error: str | None = None) -> WindowRecord:
+def window(sid: str, win: int, *, status: WindowStatus = WindowStatus.DONE, error: str | None = None) -> WindowRecord:
     return WindowRecord(sid, win, win * 480_000, (win + 1) * 480_000, status, error, f"file:///a/{sid}/{win}.flac")
 
 
@@ -166,7 +166,9 @@ def test_same_operations_same_results_as_sqlite(
         lambda st: st.put_interim(sid, 0, [seg(sid, 0, i, "c", final=False) for i in range(2)]),
         lambda st: st.commit_window(window(sid, 0), [seg(sid, 0, 0, "final zero")], progress(sid, 0)),
         lambda st: st.put_interim(sid, 1, [seg(sid, 1, 0, "next", final=False)]),
-        lambda st: st.commit_window(window(sid, 1, status="failed", error="asr crashed"), [], progress(sid, 1)),
+        lambda st: st.commit_window(
+            window(sid, 1, status=WindowStatus.FAILED, error="asr crashed"), [], progress(sid, 1)
+        ),
         lambda st: st.commit_window(replace(window(sid, 2), dropped_segments=3), w2, done2),
         lambda st: st.rename_speaker(sid, "C", "Carol"),
         lambda st: st.save_progress(replace(done2, speaker_state={"n": 3})),
