@@ -10,6 +10,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from contracts.frames import SAMPLE_RATE
 from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, Word
 from localdb import SqliteFile
 from stores.base import (
@@ -224,8 +225,8 @@ class SqliteTranscriptStore:
                 f"INSERT INTO segments ({_SEG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [_segment_row(replace(s, is_final=False)) for s in segments],
             )
-            start = int(segments[0].start * 16000) if segments else 0
-            end = int(segments[-1].end * 16000) if segments else 0
+            start = int(segments[0].start * SAMPLE_RATE) if segments else 0
+            end = int(segments[-1].end * SAMPLE_RATE) if segments else 0
             conn.execute(
                 f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (session_id, window_index, start, end, OPEN, None, None, "[]", 0, rev),
