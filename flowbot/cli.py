@@ -138,9 +138,10 @@ def cmd_process(args: argparse.Namespace) -> int:
     settings = _settings(args)
     source = args.source or settings.stream
     if source == "kinesis":
-        from processor.kcl_app import run_daemon
+        from streams.kinesis.daemon import KclDaemon
+        from streams.thread import run_until_signalled
 
-        return int(run_daemon(settings))
+        return run_until_signalled(KclDaemon(settings, "processor.build:build_shard_processor"))
     from flowbot.pipeline import EmbeddedProcessor
 
     proc = EmbeddedProcessor(settings).start()

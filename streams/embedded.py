@@ -195,7 +195,7 @@ class _EmbeddedCheckpointer(Checkpointer):
 
 
 class EmbeddedConsumer:
-    """Drives a :class:`RecordProcessor` over the embedded stream, like KCL's worker.
+    """:class:`streams.base.StreamConsumer` of the embedded stream, like KCL's worker.
 
     One processor instance per shard, fed in shard order after the stored
     checkpoint, behind a :class:`streams.poison.PoisonGuard` (a record that keeps
@@ -238,8 +238,8 @@ class EmbeddedConsumer:
         """Ask the consumer to shut down gracefully."""
         self.stop_event.set()
 
-    def run(self) -> None:
-        """Consume every shard until :meth:`stop` is called."""
+    def run(self) -> int:
+        """Consume every shard until :meth:`stop` is called; returns 0."""
         processors: dict[str, RecordProcessor] = {}
         positions: dict[str, int] = {}
         last_heartbeat = 0.0
@@ -294,3 +294,4 @@ class EmbeddedConsumer:
             for shard, proc in processors.items():
                 proc.shutdown_requested(_EmbeddedCheckpointer(self.stream, self.application, shard))
                 self.stream.release_lease(self.application, shard, self.owner)
+        return 0

@@ -15,7 +15,7 @@ def embedded_stream(settings: Settings) -> EmbeddedStream:
 def stream_writer(settings: Settings) -> StreamWriter:
     """Where producers put frames: the embedded stream or Kinesis."""
     if settings.stream == "kinesis":
-        from streams.kinesis import KinesisWriter
+        from streams.kinesis.writer import KinesisWriter
 
         return KinesisWriter(settings)
     return embedded_stream(settings)

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from processor.kcl_app import KclRecordProcessor
 from streams.base import Checkpointer, StreamRecord
+from streams.kinesis.child import KclRecordProcessor
 from streams.poison import PoisonGuard, RetryPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +43,9 @@ def test_java_gets_sigterm_when_its_launcher_is_sigkilled(tmp_path: Path) -> Non
     fake_java.chmod(0o755)
     script = (
         "from pathlib import Path; from contracts.settings import Settings; "
-        "from processor.kcl_app import run_daemon; "
-        f"run_daemon(Settings.from_env({{}}), workdir=Path({str(tmp_path / 'kcl')!r}))"
+        "from streams.kinesis.daemon import KclDaemon; "
+        f"KclDaemon(Settings.from_env({{}}), 'tests.aws.kcl_factories:build_recorder', "
+        f"workdir=Path({str(tmp_path / 'kcl')!r})).run()"
     )
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     launcher = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env)
