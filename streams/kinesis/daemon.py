@@ -206,6 +206,9 @@ class KclDaemon:
         within ``shutdownGraceMillis`` before exiting.
         """
         settings = self.settings
+        with self._lock:
+            if self._stopping:
+                return 0
         folder = self.workdir or Path(tempfile.mkdtemp(prefix="flowbot-kcl-"))
         props = kcl_properties(settings, self.factory, extra=self.extra_properties)
         path = write_properties(props, folder)
