@@ -41,14 +41,14 @@ def test_java_gets_sigterm_when_its_launcher_is_sigkilled(tmp_path: Path) -> Non
         f"#!/bin/sh\necho $$ > {pid_file}\ntrap 'echo term > {term_file}; exit 0' TERM\nwhile :; do sleep 0.1; done\n"
     )
     fake_java.chmod(0o755)
-    script = (
-        "from pathlib import Path; from contracts.settings import Settings; "
-        "from streams.kinesis.daemon import KclDaemon; "
-        f"KclDaemon(Settings.from_env({{}}), 'tests.aws.kcl_factories:build_recorder', "
-        f"workdir=Path({str(tmp_path / 'kcl')!r})).run()"
-    )
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    launcher = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env)
+    # The launcher as deployed: `flowbot process --source kinesis` (java forked by its consumer thread).
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "TMPDIR": str(tmp_path),  # where the daemon writes kcl.properties
+    }
+    argv = ["--data-dir", str(tmp_path / "data"), "process", "--source", "kinesis"]
+    launcher = subprocess.Popen([sys.executable, "-m", "flowbot.cli", *argv], cwd=ROOT, env=env)
     java_pid = 0
     try:
         deadline = time.monotonic() + 60
