@@ -26,6 +26,8 @@ from control.recovery import recover_sessions
 from flowbot.web.app import build_app
 from flowbot.web.server import HttpLimits, HttpServer
 from stores.base import Session, SessionState
+from streams.factory import embedded_consumer, embedded_stream
+from streams.thread import ConsumerThread
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +51,27 @@ class LiveService:
                 f"refusing to bind {settings.host} without FLOWBOT_API_TOKEN: anyone on the "
                 "network could start sessions and read transcripts"
             )
-        from flowbot.pipeline import EmbeddedProcessor
+        from flowbot.pipeline import LocalProcessors
         from producer.launch import EmbeddedLauncher
         from producer.rtmp import RtmpIngest
 
         self.settings = settings
-        self.processor = EmbeddedProcessor(settings)
+        #: Single machine: ingest writes to the embedded stream, which a processor thread consumes.
+        self.stream = embedded_stream(settings)
+        self.processors = LocalProcessors(settings)
+        parts = self.processors.parts()  # models load before anything is accepted
+        self.consumer = ConsumerThread(embedded_consumer(settings, self.processors, self.stream))
         self.ingest = RtmpIngest(
             settings.host,
             settings.rtmp_port,
-            self.processor.stream,
+            self.stream,
             on_live=self._on_live,
             max_connections=settings.rtmp_max_connections,
         )
         public = settings.public_host or settings.host
         self.ctx = build_local_context(settings, EmbeddedLauncher(self.ingest, public))
-        if self.processor.parts.interim is not None:
-            self.ctx.interim_stats = self.processor.parts.interim.stats
+        if parts.interim is not None:
+            self.ctx.interim_stats = parts.interim.stats
         self.coordinator = Coordinator(self.ctx)
         from producer.whip import WhipIngest
 
@@ -92,7 +98,7 @@ class LiveService:
         from contracts.frames import FrameKind, FrameRecord
         from producer.framer import TimelinePosition
 
-        last = self.processor.stream.last_record(session.session_id)
+        last = self.stream.last_record(session.session_id)
         position = None
         if last is not None:
             frame = FrameRecord.decode(last.data)
@@ -114,7 +120,7 @@ class LiveService:
 
     def start(self) -> LiveService:
         """Start processor, ingest and the web front (WHIP shares the web front's event loop)."""
-        self.processor.start()
+        self.consumer.start()
         self._on_startup()
         self.ingest.start()
         self.http.start()
@@ -129,7 +135,8 @@ class LiveService:
         self.whip.stop()
         self.http.stop()
         self.ingest.stop()
-        self.processor.stop()
+        self.consumer.stop()
+        self.processors.stop()
 
 
 def serve(settings: Settings) -> int:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from contracts.frames import SAMPLE_RATE
 from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus, Word
+from localdb import SqliteFile
 from stores.base import (
     Session,
     SessionNotFound,
@@ -86,49 +86,26 @@ OPEN = "open"
 _ADDED_COLUMNS = (("turns", "TEXT NOT NULL DEFAULT '[]'"), ("dropped_segments", "INTEGER NOT NULL DEFAULT 0"))
 
 
-class _Db:
-    """A per-thread SQLite connection in WAL mode."""
+def _open(path: Path | str) -> SqliteFile:
+    """The store file with its schema, upgraded in place from older releases."""
+    db = SqliteFile(path, _SCHEMA)
+    # Files from before a column was added get it (CREATE TABLE IF NOT EXISTS kept the old shape).
+    conn = db.conn()
+    have = {row[1] for row in conn.execute("PRAGMA table_info(windows)")}
+    for column, decl in _ADDED_COLUMNS:
+        if column not in have:
+            try:
+                conn.execute(f"ALTER TABLE windows ADD COLUMN {column} {decl}")
+            except sqlite3.OperationalError as exc:  # another process added it just now
+                if "duplicate column" not in str(exc):
+                    raise
+    return db
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        conn = self.conn()
-        conn.executescript(_SCHEMA)
-        # Files from before a column was added get it (CREATE TABLE IF NOT EXISTS kept the old shape).
-        have = {row[1] for row in conn.execute("PRAGMA table_info(windows)")}
-        for column, decl in _ADDED_COLUMNS:
-            if column not in have:
-                try:
-                    conn.execute(f"ALTER TABLE windows ADD COLUMN {column} {decl}")
-                except sqlite3.OperationalError as exc:  # another process added it just now
-                    if "duplicate column" not in str(exc):
-                        raise
 
-    def conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self.conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    @staticmethod
-    def next_revision(conn: sqlite3.Connection) -> int:
-        cur = conn.execute("INSERT INTO revisions (at) VALUES (?)", (time.time(),))
-        return int(cur.lastrowid or 0)
+def _next_revision(conn: sqlite3.Connection) -> int:
+    """A new store-wide revision number (live feeds ask for changes after one)."""
+    cur = conn.execute("INSERT INTO revisions (at) VALUES (?)", (time.time(),))
+    return int(cur.lastrowid or 0)
 
 
 def _segment_row(s: TranscriptSegment) -> tuple[Any, ...]:
@@ -194,7 +171,7 @@ class SqliteTranscriptStore:
     """:class:`stores.base.TranscriptStore` on one SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
-        self._db = _Db(path)
+        self._db = _open(path)
 
     def commit_window(
         self,
@@ -204,7 +181,7 @@ class SqliteTranscriptStore:
     ) -> None:
         """See :meth:`stores.base.TranscriptStore.commit_window`."""
         with self._db.tx() as conn:
-            rev = self._db.next_revision(conn)
+            rev = _next_revision(conn)
             conn.execute(
                 "DELETE FROM segments WHERE session_id = ? AND window_index = ?",
                 (window.session_id, window.window_index),
@@ -239,7 +216,7 @@ class SqliteTranscriptStore:
             ).fetchone()
             if row and row[0] != OPEN:
                 return False
-            rev = self._db.next_revision(conn)
+            rev = _next_revision(conn)
             conn.execute(
                 "DELETE FROM segments WHERE session_id = ? AND window_index = ?",
                 (session_id, window_index),
@@ -248,8 +225,8 @@ class SqliteTranscriptStore:
                 f"INSERT INTO segments ({_SEG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [_segment_row(replace(s, is_final=False)) for s in segments],
             )
-            start = int(segments[0].start * 16000) if segments else 0
-            end = int(segments[-1].end * 16000) if segments else 0
+            start = int(segments[0].start * SAMPLE_RATE) if segments else 0
+            end = int(segments[-1].end * SAMPLE_RATE) if segments else 0
             conn.execute(
                 f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (session_id, window_index, start, end, OPEN, None, None, "[]", 0, rev),
@@ -307,10 +284,8 @@ class SqliteTranscriptStore:
 
     def changes_since(self, session_id: str, revision: int) -> list[WindowChange]:
         """See :meth:`stores.base.TranscriptStore.changes_since`."""
-        conn = self._db.conn()
         # One read transaction so windows and their segments are consistent.
-        conn.execute("BEGIN")
-        try:
+        with self._db.tx(write=False) as conn:
             wins = conn.execute(
                 "SELECT window_index, revision, status FROM windows "
                 "WHERE session_id = ? AND revision > ? ORDER BY revision",
@@ -324,8 +299,6 @@ class SqliteTranscriptStore:
                     (session_id, win),
                 ).fetchall()
                 out.append(WindowChange(win, rev, status != OPEN, tuple(_segment_from_row(r) for r in rows)))
-        finally:
-            conn.execute("COMMIT")
         return out
 
     def speakers(self, session_id: str) -> dict[str, str]:
@@ -363,7 +336,7 @@ class SqliteSessionStore:
     """:class:`stores.base.SessionStore` on SQLite; transitions are compare-and-set."""
 
     def __init__(self, path: Path | str) -> None:
-        self._db = _Db(path)
+        self._db = _open(path)
 
     @staticmethod
     def _dump(s: Session) -> str:

@@ -95,6 +95,6 @@ def test_a_restart_finishes_sessions_a_crash_left_ending_or_processing(
     assert got["notes"] is not None
     assert "weekly planning meeting" in " ".join(s.text for s in second.ctx.transcripts.segments(sid)).lower()
     # Exactly one end-of-stream record, at the end of the audio.
-    frames = [FrameRecord.decode(r.data) for r in second.processor.stream.read("shard-0", 0, 10_000)]
+    frames = [FrameRecord.decode(r.data) for r in second.stream.read("shard-0", 0, 10_000)]
     ends = [f for f in frames if f.kind == FrameKind.END]
     assert [(e.seq, e.sample_offset) for e in ends] == [(len(frames) - 1, len(pcm))]

@@ -3,11 +3,11 @@
 One slow test carries the whole story, because every daemon start costs 20-80 s
 (KCL's random wait on an empty lease table, leader election):
 
-1. daemon #1 (in a thread, via ``run_daemon``) runs the real engine (bundled tiny.en);
+1. daemon #1 (in a thread, via ``KclDaemon.run``) runs the real engine (bundled tiny.en);
    the first 45 s of a meeting are put on Kinesis with ``KinesisWriter``;
 2. once window 0 is committed, java and its Python child are SIGKILLed mid-window 1;
 3. the rest of the meeting, a poison record and the end-of-stream record are put;
-4. daemon #2 (a separate ``python`` process calling ``run_daemon``) resumes from the
+4. daemon #2 (a separate ``python`` process running ``KclDaemon``) resumes from the
    checkpoint; the transcript must equal a single-machine run of the same audio:
    no duplicate, no gap, same windows, same text; window audio is on S3;
    pyannote's real two-speaker sample, put after the meeting, comes out with
@@ -36,7 +36,6 @@ import pytest
 
 from contracts.settings import Settings
 from processor.engine import EngineParts, ShardProcessor
-from processor.kcl_app import run_daemon
 from processor.rttm import parse_rttm, segments_to_rttm, window_turns
 from processor.windowing import WindowPolicy
 from producer.decode import read_pcm
@@ -45,7 +44,8 @@ from stores.archive import NoArchive
 from stores.s3_archive import S3Archive
 from stores.sqlite import SqliteTranscriptStore
 from streams.embedded import EmbeddedStream
-from streams.kinesis import KinesisWriter
+from streams.kinesis.daemon import KclDaemon
+from streams.kinesis.writer import KinesisWriter
 from tests.realspeech.corpus import sample_recording
 from tests.realspeech.evaluate import der, missing_words, segment_words, whole_file_asr, whole_file_run
 from tests.speech import Turn
@@ -144,14 +144,14 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
     codes: list[int] = []
     first = threading.Thread(
         target=lambda: codes.append(
-            run_daemon(
+            KclDaemon(
                 settings,
-                factory=FACTORY,
+                FACTORY,
                 extra_properties=FAST,
                 workdir=tmp_path / "kcl1",
                 env=env,
                 on_start=procs.append,
-            )
+            ).run()
         ),
         daemon=True,
     )
@@ -189,10 +189,10 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
     log_path = tmp_path / "daemon2.log"
     script = (
         "import sys; from pathlib import Path; from contracts.logs import configure_logging;"
-        "from contracts.settings import Settings; from processor.kcl_app import run_daemon;"
-        "configure_logging();"
-        f"sys.exit(run_daemon(Settings.from_env(), factory={FACTORY!r}, "
-        f"extra_properties={FAST!r}, workdir=Path({str(tmp_path / 'kcl2')!r})))"
+        "from contracts.settings import Settings; from streams.kinesis.daemon import KclDaemon;"
+        "from streams.thread import run_until_signalled; configure_logging();"
+        f"sys.exit(run_until_signalled(KclDaemon(Settings.from_env(), {FACTORY!r}, "
+        f"extra_properties={FAST!r}, workdir=Path({str(tmp_path / 'kcl2')!r}))))"
     )
     with log_path.open("wb") as log_file:
         second = subprocess.Popen(

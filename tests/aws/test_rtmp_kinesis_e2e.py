@@ -6,7 +6,7 @@ One slow test, one daemon start (KCL's startup alone costs 20-80 s here):
   :class:`RtmpIngest` writing to Kinesis, and to a second one writing to an
   :class:`EmbeddedStream` that an in-process :class:`EmbeddedConsumer` runs through a
   :class:`ShardProcessor` with the same engine parts and window policy;
-- the KCL daemon (a ``python`` process calling ``run_daemon``, so SIGTERM reaches it as
+- the KCL daemon (a ``python`` process running ``KclDaemon``, so SIGTERM reaches it as
   in production) runs the real engine from ``tests.aws.kcl_factories:build_engine``;
 - both paths must carry the same frames (same PCM, same framing) and produce the same
   transcript; the session ends with END on both, and SIGTERM stops KCL with exit code 0.
@@ -37,7 +37,7 @@ from producer.rtmp import RtmpIngest
 from stores.s3_archive import S3Archive
 from stores.sqlite import SqliteTranscriptStore
 from streams.embedded import EmbeddedConsumer, EmbeddedStream
-from streams.kinesis import KinesisWriter
+from streams.kinesis.writer import KinesisWriter
 from tests.aws.conftest import read_stream
 from tests.speech import Turn
 
@@ -159,10 +159,10 @@ def _daemon_env(settings: Settings, store_path: Path) -> dict[str, str]:
 def _start_daemon(env: dict[str, str], workdir: Path, log_path: Path) -> subprocess.Popen[bytes]:
     script = (
         "import sys; from pathlib import Path; from contracts.logs import configure_logging;"
-        "from contracts.settings import Settings; from processor.kcl_app import run_daemon;"
-        "configure_logging();"
-        f"sys.exit(run_daemon(Settings.from_env(), factory={FACTORY!r}, "
-        f"extra_properties={FAST!r}, workdir=Path({str(workdir)!r})))"
+        "from contracts.settings import Settings; from streams.kinesis.daemon import KclDaemon;"
+        "from streams.thread import run_until_signalled; configure_logging();"
+        f"sys.exit(run_until_signalled(KclDaemon(Settings.from_env(), {FACTORY!r}, "
+        f"extra_properties={FAST!r}, workdir=Path({str(workdir)!r}))))"
     )
     with log_path.open("wb") as log_file:
         return subprocess.Popen(

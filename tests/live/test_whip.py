@@ -59,7 +59,7 @@ def test_whip_protocol_errors_are_clear(live_service: Any) -> None:
     assert status == 404
     # The refused attempts left the session publishable and its stream untouched.
     assert live_service.ingest.stats(sid).connected is False
-    assert live_service.processor.stream.read("shard-0", 0, 1000) == []
+    assert live_service.stream.read("shard-0", 0, 1000) == []
 
 
 @pytest.mark.slow
@@ -87,7 +87,7 @@ def test_whip_publish_captions_and_reconnect_continues_the_timeline(
     wait_until(lambda: not live_service.ingest.stats(sid).connected, 10)
     stats = live_service.ingest.stats(sid)
     assert stats.publishes == 2 and stats.samples > after_first + 4 * 16000
-    records = live_service.processor.stream.read("shard-0", 0, 10_000)
+    records = live_service.stream.read("shard-0", 0, 10_000)
     from contracts.frames import FrameRecord
 
     frames = [FrameRecord.decode(r.data) for r in records]

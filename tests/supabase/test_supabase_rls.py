@@ -258,7 +258,7 @@ def test_meeting_status_at_end_of_workflow(
 def test_register_refuses_other_owners_meeting(meetings: SupabaseMeetingStatus, new_session: NewSession) -> None:
     from dataclasses import replace
 
-    from stores.supabase import PermanentStoreError
+    from stores.base import PermanentStoreError
 
     session = new_session()
     hijack = replace(session, session_id="s-" + uuid.uuid4().hex[:8], user_id=str(uuid.uuid4()))

@@ -15,14 +15,9 @@ from supabase_stack import DropReply, SupabaseStack, make_jwt
 
 from contracts.notes import MeetingNotes
 from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus, Word
-from stores.base import Session, SessionProgress, WindowChange
+from stores.base import PermanentStoreError, Session, SessionProgress, WindowChange
 from stores.sqlite import SqliteTranscriptStore
-from stores.supabase import (
-    PermanentStoreError,
-    RetryPolicy,
-    StoreUnavailableError,
-    SupabaseTranscriptStore,
-)
+from stores.supabase import RetryPolicy, StoreUnavailableError, SupabaseTranscriptStore
 
 NewSession = Callable[..., Session]
 
