@@ -17,13 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from producer.rtmp import (
-    MAX_CHUNK_STREAMS,
-    RtmpIngest,
-    RtmpProtocolError,
-    RtmpSniffer,
-    decode_amf0_command,
-)
+from producer.rtmp import RtmpIngest
+from producer.rtmp_wire import MAX_CHUNK_STREAMS, RtmpProtocolError, RtmpSniffer, decode_amf0_command
 from streams.embedded import EmbeddedStream
 
 from .conftest import all_records, wait_for
