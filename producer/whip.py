@@ -7,16 +7,15 @@ for the WHIP resource; ``DELETE`` on that location ends the publish. The HTTP
 side lives in the web front (:mod:`flowbot.web.app`); this module answers
 offers (:meth:`WhipIngest.answer`) and hangs up (:meth:`WhipIngest.hang_up`)
 on the web server's own event loop, so aiortc and the HTTP server share one
-loop. Candidates
-are not trickled: the browser waits for ICE gathering before it POSTs, and
+loop. Candidates are not trickled: the browser waits for ICE gathering before it POSTs, and
 aiortc gathers before it answers, so one round trip sets up the call.
 
 The received Opus track (aiortc hands out s16 stereo 48 kHz frames of 20 ms)
-is resampled to 16 kHz mono s16 with ``av.AudioResampler`` and pushed into the
-*same* per-session :class:`producer.rtmp.IngestTarget` the RTMP front uses, so
-the stream key check, "one live publisher per session", first-audio
-notification, ending the session and timeline continuation on reconnect
-(sample offsets and sequence numbers carry on) are shared, not duplicated.
+is resampled to 16 kHz mono s16 with ``av.AudioResampler`` and published
+through the :class:`producer.hub.IngestHub` the RTMP front uses too, so the
+stream key check, "one live publisher per session", first-audio notification,
+ending the session and timeline continuation on reconnect (sample offsets and
+sequence numbers carry on) are shared, not duplicated.
 ``DELETE`` ends the publish, not the session: like an RTMP disconnect, the
 session stays live and a new publish continues its timeline.
 
@@ -51,7 +50,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from producer.rtmp import APP, IngestTarget, PublishRevoked, RtmpIngest
+from producer.hub import IngestHub, IngestTarget, PublishRevoked
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ def keep_reachable_candidates(sdp: str, loopback_only: bool) -> str:
 
 @dataclass
 class _WhipConnection:
-    """One WHIP publish; quacks like the RTMP front's connection for IngestTarget bookkeeping."""
+    """One WHIP publish: a :class:`producer.hub.Publisher` of its session."""
 
     ingest: WhipIngest
     session_id: str
@@ -172,23 +171,24 @@ class _WhipConnection:
 
 
 class WhipIngest:
-    """The WHIP endpoint of ``flowbot serve``; feeds sessions through an :class:`RtmpIngest`."""
+    """The WHIP endpoint of ``flowbot serve``; publishes sessions' audio through an :class:`IngestHub`."""
 
     def __init__(
         self,
-        rtmp: RtmpIngest,
+        hub: IngestHub,
         host: str,
         *,
         connect_timeout: float = 15.0,
-        read_timeout: float | None = None,
+        read_timeout: float = 10.0,
     ) -> None:
-        self.rtmp = rtmp
+        self.hub = hub
         self.ice_addresses = ice_addresses_for(host)
         self.loopback_only = bool(self.ice_addresses) and all(
             ipaddress.ip_address(a).is_loopback for a in self.ice_addresses or ()
         )
         self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout or rtmp.read_timeout
+        #: A publisher silent this long is dropped (the RTMP front's default too).
+        self.read_timeout = read_timeout
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self.unavailable: str | None = None
@@ -243,10 +243,10 @@ class WhipIngest:
         if not offer.startswith("v=0") or "\nm=audio " not in offer.replace("\r\n", "\n"):
             raise WhipError(400, "bad_offer", "the SDP offer has no audio media section")
         conn = _WhipConnection(self, session_id, key, peer)
-        # The key check, "one publisher at a time" and the reconnect drain wait are the RTMP
-        # front's; a claim may wait for a previous publisher's drain, so not on the loop.
+        # The key check, "one publisher at a time" and the reconnect drain wait are the hub's;
+        # a claim may wait for a previous publisher's drain, so not on the loop.
         # Claimed, not yet a publish: only an answered offer counts (and logs) as one.
-        claim = functools.partial(self.rtmp.claim, APP, key, conn, session_id=session_id)
+        claim = functools.partial(self.hub.claim, key, conn, session_id=session_id)
         target = await asyncio.get_running_loop().run_in_executor(None, claim)
         if target is None:
             raise WhipError(403, "forbidden", "stream key refused (unknown, another session's, ended, or live)")
@@ -261,7 +261,7 @@ class WhipIngest:
             log.warning("whip offer failed", extra={"session": session_id, "error": repr(exc)})
             raise WhipError(400, "bad_offer", f"could not answer the offer: {exc}") from exc
         try:
-            self.rtmp.accepted(target, conn)
+            self.hub.accepted(target, conn)
         except PublishRevoked:  # the session ended while the offer was answered
             await conn._shutdown()
             await asyncio.get_running_loop().run_in_executor(None, conn.join, 5.0)
@@ -359,7 +359,7 @@ class WhipIngest:
         if not pcm.size:
             return
         assert conn.target is not None
-        await loop.run_in_executor(self._writer, self.rtmp.push, conn.target, conn, pcm)
+        await loop.run_in_executor(self._writer, self.hub.push, conn.target, conn, pcm)
         conn.samples += pcm.size
 
     def _finish(self, conn: _WhipConnection) -> None:
@@ -373,5 +373,5 @@ class WhipIngest:
 
     def _release(self, conn: _WhipConnection) -> None:
         assert conn.target is not None
-        self.rtmp.release(conn.target, conn)
+        self.hub.release(conn.target, conn)
         log.info("whip publisher gone", extra={"session": conn.session_id, "samples": conn.samples})

@@ -1,127 +1,68 @@
-"""RTMP ingest on one port for many sessions, with a real stream-key check.
+"""The RTMP front: one public port for many sessions, relayed to private PyAV listeners.
 
 PyAV/FFmpeg can listen for one RTMP publisher, but it accepts any app and any
 stream key (libav only logs "Unexpected stream"). So the public port is served
 here: every TCP connection is relayed byte for byte to a private, one-shot PyAV
 listener on an ephemeral loopback port, while the client->server bytes are
-parsed (:mod:`producer.rtmp_wire`) to find ``connect`` and
+parsed (:class:`producer.rtmp_wire.RtmpSniffer`) to find ``connect`` and
 ``publish``. The chunk holding ``publish`` is only forwarded after the key was
-checked, so a refused publisher never gets past ``createStream`` on the PyAV
-side, and its worker has no session to write to in any case.
+checked with the :class:`producer.hub.IngestHub`, so a refused publisher never
+gets past ``createStream`` on the PyAV side, and its decoder has no session to
+push to in any case.
 
-A session's :class:`SessionFramer` lives as long as the session, not the
-connection: a publisher that drops and comes back with the same key continues
-the same timeline (sample offsets and sequence numbers carry on).
+This module owns the sockets and threads: accepting connections within the
+connection caps, the relay and its pre-publish byte limit, the private
+listener hand-off and the decoder that pushes PCM into the hub.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import av
-import numpy as np
 
-from contracts.frames import validate_session_id
 from producer.decode import DecodeError, pcm_chunks
-from producer.framer import SessionFramer, TimelinePosition
+from producer.hub import IngestHub, IngestTarget, PublishRevoked
 from producer.rtmp_wire import HANDSHAKE_BYTES, MAX_COMMAND_BYTES, RtmpProtocolError, RtmpSniffer
-from streams.base import StreamUnavailable, StreamWriter
+from streams.base import StreamUnavailable
 
 log = logging.getLogger(__name__)
 
+#: The RTMP application publishers use: ``rtmp://HOST:PORT/live/STREAM_KEY``.
+APP = "live"
 #: Client bytes forwarded before a publish is accepted: the handshake and a few
 #: commands (OBS sends about 1 KB). Anything beyond is refused, so an unauthenticated
 #: client cannot make the private listener buffer its data.
 MAX_UNAUTHENTICATED_BYTES = HANDSHAKE_BYTES + 4 * MAX_COMMAND_BYTES
 
-APP = "live"
 
+class RtmpRelay:
+    """The RTMP port: publishers of every registered session connect here.
 
-def key_fingerprint(key: str) -> str:
-    """A short, non-reversible tag of a stream key for logs (never log the secret)."""
-    return hashlib.sha256(key.encode()).hexdigest()[:10]
-
-
-# --------------------------------------------------------------------------- ingest
-
-
-@dataclass
-class IngestStats:
-    """What a session's ingest has done so far."""
-
-    session_id: str
-    bytes: int = 0
-    frames: int = 0
-    samples: int = 0
-    connected: bool = False
-    publishes: int = 0
-    reconnects: int = 0
-    refused: int = 0
-
-
-class Publisher(Protocol):
-    """One live publisher connection (RTMP here, WHIP in producer.whip) as ingest sees it."""
-
-    peer: str
-    client_eof: threading.Event  # the client stopped sending; decoding may still drain
-    done: threading.Event  # everything it sent has been pushed or dropped
-
-    def close(self) -> None:
-        """Disconnect it."""
-
-    def join(self, timeout: float) -> None:
-        """Wait for it to finish."""
-
-
-@dataclass
-class IngestTarget:
-    """Where an authorised publisher's audio goes: one session's framer, for its lifetime."""
-
-    session_id: str
-    stream_key: str
-    framer: SessionFramer
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    live: Publisher | None = None
-    publishes: int = 0
-    bytes: int = 0
-    refused: int = 0
-    audio_seen: bool = False
-    ended: bool = False
-
-
-class RtmpIngest:
-    """An RTMP front on one port that feeds many sessions' stream records.
-
-    ``register(session_id, stream_key)`` makes a key valid; ``end(session_id)``
-    revokes it, disconnects a live publisher and writes the end-of-stream
-    record. Publishes with an unknown, revoked or already-live key are refused
-    before any of their audio is decoded.
+    Sessions and keys are the :class:`IngestHub`'s; this front checks a
+    ``publish`` with it before forwarding it, and pushes the decoded audio
+    into it. Publishes with an app other than :data:`APP` are refused here;
+    the hub refuses unknown, revoked or already-live keys.
     """
 
     def __init__(
         self,
+        hub: IngestHub,
         host: str,
         port: int,
-        writer: StreamWriter,
         *,
-        on_live: Callable[[str], None] | None = None,
         publish_timeout: float = 10.0,
         read_timeout: float = 10.0,
         max_connections: int = 64,
         max_unpublished: int | None = None,
     ) -> None:
+        self.hub = hub
         self.host = host
         self._requested_port = port
-        self.writer = writer
-        self.on_live = on_live
         self.publish_timeout = publish_timeout
         self.read_timeout = read_timeout
         #: Connections at once (each costs three threads and a private listener) ...
@@ -130,11 +71,7 @@ class RtmpIngest:
         #: publish cannot crowd out publishers.
         self.max_unpublished = max_unpublished if max_unpublished is not None else max(1, max_connections // 4)
         self.refused_connections = 0
-        #: How long a reconnect waits for the previous connection's decoder to drain.
-        self.drain_wait = 3.0
         self._lock = threading.Lock()
-        self._by_key: dict[str, IngestTarget] = {}
-        self._sessions: dict[str, IngestTarget] = {}
         self._connections: set[_Connection] = set()
         self._sock: socket.socket | None = None
         self._bound_port = 0
@@ -164,7 +101,7 @@ class RtmpIngest:
     def stop(self) -> None:
         """Stop accepting and disconnect every publisher (their audio so far is flushed).
 
-        Sessions stay open: ``end`` is what closes a session's stream.
+        Sessions stay open: the hub's ``end`` is what closes a session's stream.
         """
         self._stopping.set()
         if self._accept_thread is not None:
@@ -179,182 +116,12 @@ class RtmpIngest:
             conn.join(timeout=10)
         log.info("rtmp ingest stopped", extra={"port": self.port})
 
-    def __enter__(self) -> RtmpIngest:
+    def __enter__(self) -> RtmpRelay:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    # -- sessions ---------------------------------------------------------------
-    def register(self, session_id: str, stream_key: str, position: TimelinePosition | None = None) -> None:
-        """Accept ``stream_key`` for ``session_id`` from now on.
-
-        ``position`` continues a timeline written before (e.g. after a restart);
-        by default a new session starts at sequence 0, sample 0.
-        """
-        validate_session_id(session_id)
-        if not stream_key or len(stream_key) > 256 or any(c in stream_key for c in "/?&# "):
-            raise ValueError("stream key must be 1-256 characters without '/', '?', '&', '#' or spaces")
-        with self._lock:
-            owner = self._by_key.get(stream_key)
-            if owner is not None and owner.session_id != session_id:
-                raise ValueError("stream key already belongs to another session")
-            existing = self._sessions.get(session_id)
-            if existing is not None:
-                if existing.ended:
-                    raise ValueError(f"session {session_id} already ended")
-                if existing.stream_key != stream_key:
-                    self._by_key.pop(existing.stream_key, None)
-                    existing.stream_key = stream_key
-                self._by_key[stream_key] = existing
-                return
-            target = IngestTarget(session_id, stream_key, SessionFramer(self.writer, session_id, position))
-            self._sessions[session_id] = target
-            self._by_key[stream_key] = target
-        log.info(
-            "stream key registered",
-            extra={"session": session_id, "key": key_fingerprint(stream_key)},
-        )
-
-    def end(self, session_id: str) -> None:
-        """Revoke the key, disconnect a live publisher, flush and write end-of-stream."""
-        with self._lock:
-            target = self._sessions.get(session_id)
-            if target is None:
-                raise KeyError(f"unknown session {session_id}")
-            self._by_key.pop(target.stream_key, None)
-            with target.lock:
-                already = target.ended
-                target.ended = True
-                conn = target.live
-        if already:
-            return
-        if conn is not None:
-            conn.close()
-            conn.join(timeout=10)
-        with target.lock:
-            target.framer.end()
-        log.info("session ingest ended", extra={"session": session_id})
-
-    def stats(self, session_id: str) -> IngestStats:
-        """Bytes, frames and samples so far, whether a publisher is connected, reconnects."""
-        with self._lock:
-            target = self._sessions.get(session_id)
-        if target is None:
-            raise KeyError(f"unknown session {session_id}")
-        with target.lock:
-            pos = target.framer.position
-            return IngestStats(
-                session_id,
-                bytes=target.bytes,
-                frames=pos.next_seq,
-                samples=pos.next_offset,
-                connected=target.live is not None,
-                publishes=target.publishes,
-                reconnects=max(0, target.publishes - 1),
-                refused=target.refused,
-            )
-
-    def authorize(self, app: str, key: str, conn: Publisher) -> IngestTarget | None:
-        """Claim the session of ``key`` for ``conn`` and count the publish; None if refused.
-
-        For a publisher that is accepted as soon as its key is (RTMP): :meth:`claim`
-        then :meth:`accepted`.
-        """
-        target = self.claim(app, key, conn)
-        if target is not None:
-            self.accepted(target, conn)
-        return target
-
-    def claim(self, app: str, key: str, conn: Publisher, *, session_id: str | None = None) -> IngestTarget | None:
-        """Hold the session of ``key`` for ``conn`` (one live publisher); None (and a log line) if refused.
-
-        ``session_id``: the session the publisher asked for; a key of another
-        session is refused. A claim is not a publish yet: :meth:`accepted` counts
-        and logs it once the publisher is set up (WHIP: its offer answered);
-        :meth:`release` gives an unaccepted claim back uncounted.
-
-        A publisher that reconnects right after dropping may find its old
-        connection still draining into the decoder; that one is waited for
-        briefly instead of refusing the reconnect.
-        """
-        with self._lock:
-            target = self._by_key.get(key)
-            draining = target.live if target is not None else None
-        if draining is not None and draining.client_eof.is_set():
-            draining.done.wait(self.drain_wait)
-        reason = ""
-        with self._lock:
-            target = self._by_key.get(key)
-            if app != APP:
-                reason = "unknown application"
-            elif target is None:
-                reason = "unknown or ended stream key"
-            elif session_id is not None and target.session_id != session_id:
-                reason = "stream key of another session"
-            else:
-                with target.lock:
-                    if target.ended:
-                        reason = "session ended"
-                    elif target.live is not None:
-                        reason = "a publisher is already live for this key"
-                    else:
-                        target.live = conn
-            if reason and target is not None:
-                target.refused += 1
-        if reason:
-            log.warning(
-                "publish refused",
-                extra={
-                    "reason": reason,
-                    "app": app[:64],
-                    "key": key_fingerprint(key),
-                    "peer": conn.peer,
-                    **({"session": target.session_id} if target else {}),
-                },
-            )
-            return None
-        return target
-
-    def accepted(self, target: IngestTarget, conn: Publisher) -> None:
-        """The claiming publisher is set up: count the publish (reconnects are counted from these)."""
-        with target.lock:
-            if target.live is not conn:
-                raise PublishRevoked()
-            target.publishes += 1
-            publishes = target.publishes
-        log.info("publish accepted", extra={"session": target.session_id, "peer": conn.peer, "publish": publishes})
-
-    # -- called from connection threads ----------------------------------------
-    def push(self, target: IngestTarget, conn: Publisher, pcm: np.ndarray) -> None:
-        """Append a publisher's PCM to its session; raises :class:`PublishRevoked` if it lost the claim."""
-        first = False
-        with target.lock:
-            if target.ended or target.live is not conn:
-                raise PublishRevoked()
-            target.framer.push(pcm)
-            if not target.audio_seen and pcm.size:
-                target.audio_seen = first = True
-        if first:
-            log.info("first audio", extra={"session": target.session_id})
-            if self.on_live is not None:
-                try:
-                    self.on_live(target.session_id)
-                except Exception:
-                    log.exception("on_live callback failed", extra={"session": target.session_id})
-
-    def release(self, target: IngestTarget, conn: Publisher) -> None:
-        """The publisher is gone: flush what it sent and free the key for a reconnect."""
-        with target.lock:
-            if target.live is conn:
-                if not target.ended:
-                    target.framer.flush()
-                target.live = None
-
-    def _count_bytes(self, target: IngestTarget, n: int) -> None:
-        with target.lock:
-            target.bytes += n
 
     def _forget(self, conn: _Connection) -> None:
         with self._lock:
@@ -392,10 +159,6 @@ class RtmpIngest:
             conn.start()
 
 
-class PublishRevoked(Exception):
-    """The session ended or the connection lost its claim while decoding."""
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -405,8 +168,8 @@ def _free_port() -> int:
 class _Connection:
     """One publisher: client socket <-> relay <-> private PyAV listener + decoder."""
 
-    def __init__(self, ingest: RtmpIngest, client: socket.socket, peer: str) -> None:
-        self.ingest = ingest
+    def __init__(self, relay: RtmpRelay, client: socket.socket, peer: str) -> None:
+        self.relay = relay
         self.client = client
         self.peer = peer
         self.upstream: socket.socket | None = None
@@ -460,7 +223,7 @@ class _Connection:
         return None
 
     def _relay(self) -> None:
-        ingest = self.ingest
+        relay = self.relay
         try:
             upstream = self._connect_upstream()
             if upstream is None:
@@ -476,10 +239,10 @@ class _Connection:
             last_data = accepted_at
             while not self._closed.is_set():
                 now = time.monotonic()
-                if self.target is None and now - accepted_at > ingest.publish_timeout:
+                if self.target is None and now - accepted_at > relay.publish_timeout:
                     self._refuse("no publish within the timeout")
                     return
-                if self.target is not None and now - last_data > ingest.read_timeout:
+                if self.target is not None and now - last_data > relay.read_timeout:
                     log.warning(
                         "publisher stalled",
                         extra={"session": self.target.session_id, "peer": self.peer},
@@ -502,7 +265,7 @@ class _Connection:
                 if not self._inspect(data):
                     return
                 if self.target is not None:
-                    ingest._count_bytes(self.target, len(data))
+                    relay.hub.count_bytes(self.target, len(data))
                 upstream.sendall(data)
         except OSError as exc:
             if not self._closed.is_set():
@@ -539,12 +302,20 @@ class _Connection:
                 if not cmd.stream_name:
                     self._refuse("publish without a stream name")
                     return False
-                target = self.ingest.authorize(self.app, cmd.stream_name, self)
+                target = self._authorize(cmd.stream_name)
                 if target is None:
                     self.close()
                     return False
                 self.target = target
         return True
+
+    def _authorize(self, key: str) -> IngestTarget | None:
+        """The hub's verdict on a publish of ``key``, after this front's own check of the app."""
+        hub = self.relay.hub
+        if self.app != APP:
+            hub.refuse(key, self, "unknown application", app=self.app[:64])
+            return None
+        return hub.authorize(key, self)
 
     def _refuse(self, reason: str) -> None:
         log.warning("rtmp connection refused", extra={"peer": self.peer, "reason": reason})
@@ -566,13 +337,13 @@ class _Connection:
 
     # -- decode -----------------------------------------------------------------
     def _decode(self) -> None:
-        ingest = self.ingest
+        relay = self.relay
         url = f"rtmp://127.0.0.1:{self._local_port}/{APP}/x"
         try:
             container = av.open(
                 url,
                 options={"listen": "1", "analyzeduration": "0", "probesize": "32"},
-                timeout=(ingest.publish_timeout + 5.0, ingest.read_timeout),
+                timeout=(relay.publish_timeout + 5.0, relay.read_timeout),
             )
         except Exception as exc:
             self._listener_failed.set()
@@ -592,7 +363,7 @@ class _Connection:
                     log.error("stream opened without an accepted publish", extra={"peer": self.peer})
                     return
                 for pcm in pcm_chunks(container):
-                    ingest.push(target, self, pcm)
+                    relay.hub.push(target, self, pcm)
         except PublishRevoked:
             pass
         except (OSError, av.error.FFmpegError, DecodeError) as exc:
@@ -611,12 +382,12 @@ class _Connection:
 
     def _finish(self) -> None:
         if self.target is not None:
-            self.ingest.release(self.target, self)
+            self.relay.hub.release(self.target, self)
             self.done.set()
-            s = self.ingest.stats(self.target.session_id)
+            s = self.relay.hub.stats(self.target.session_id)
             log.info(
                 "publisher gone",
                 extra={"session": s.session_id, "samples": s.samples, "frames": s.frames},
             )
         self.done.set()
-        self.ingest._forget(self)
+        self.relay._forget(self)
