@@ -46,11 +46,17 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from contracts.frames import SAMPLE_RATE
 from producer.hub import IngestHub, IngestTarget, PublishRevoked
+
+if TYPE_CHECKING:  # aiortc is optional (the ``live`` extra); attach() reports it missing
+    import av
+    from aiortc import RTCPeerConnection
+    from aiortc.mediastreams import MediaStreamTrack
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +142,7 @@ class _WhipConnection:
     resource: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     client_eof: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
-    pc: Any = None
+    pc: RTCPeerConnection | None = None
     target: IngestTarget | None = None
     task: asyncio.Task[None] | None = None
     samples: int = 0
@@ -292,7 +298,7 @@ class WhipIngest:
         conn.pc = pc
 
         @pc.on("track")
-        def on_track(track: Any) -> None:
+        def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio" and conn.task is None:
                 conn.task = asyncio.ensure_future(self._consume(conn, track))
 
@@ -313,13 +319,13 @@ class WhipIngest:
         await pc.setLocalDescription(await pc.createAnswer())
         return cast(str, pc.localDescription.sdp)
 
-    async def _consume(self, conn: _WhipConnection, track: Any) -> None:
+    async def _consume(self, conn: _WhipConnection, track: MediaStreamTrack) -> None:
         import av
         from aiortc.mediastreams import MediaStreamError
 
         assert conn.target is not None
         loop = asyncio.get_running_loop()
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         started = time.monotonic()
         frames = 0
         try:
@@ -332,6 +338,8 @@ class WhipIngest:
                 except TimeoutError:
                     log.warning("whip publisher stalled", extra={"session": conn.session_id, "peer": conn.peer})
                     break
+                if not isinstance(frame, av.AudioFrame):
+                    continue  # an audio track yields audio frames only; this keeps the types honest
                 frames += 1
                 for out in resampler.resample(frame):
                     await self._push(loop, conn, out)
@@ -347,14 +355,14 @@ class WhipIngest:
                 extra={
                     "session": conn.session_id,
                     "frames": frames,
-                    "seconds": round(conn.samples / 16000, 2),
+                    "seconds": round(conn.samples / SAMPLE_RATE, 2),
                     "took_s": round(time.monotonic() - started, 2),
                 },
             )
             conn.task = None
             await conn._shutdown()
 
-    async def _push(self, loop: asyncio.AbstractEventLoop, conn: _WhipConnection, frame: Any) -> None:
+    async def _push(self, loop: asyncio.AbstractEventLoop, conn: _WhipConnection, frame: av.AudioFrame) -> None:
         pcm = np.asarray(frame.to_ndarray(), dtype=np.int16).reshape(-1)
         if not pcm.size:
             return
