@@ -49,9 +49,9 @@ class LiveService:
                 f"refusing to bind {settings.host} without FLOWBOT_API_TOKEN: anyone on the "
                 "network could start sessions and read transcripts"
             )
+        from flowbot.launch import EmbeddedLauncher
         from flowbot.pipeline import EmbeddedProcessor
         from producer.hub import IngestHub
-        from producer.launch import EmbeddedLauncher
         from producer.rtmp_relay import RtmpRelay
 
         self.settings = settings

@@ -12,8 +12,8 @@ from contracts.segments import TranscriptSegment, WindowRecord
 from contracts.settings import Settings
 from control.api import Coordinator, handle_lambda_event
 from control.context import build_local_context
+from flowbot.launch import EmbeddedLauncher
 from producer.hub import IngestHub
-from producer.launch import EmbeddedLauncher
 from producer.rtmp_relay import RtmpRelay
 from stores.base import SessionProgress, SessionState
 from streams.embedded import EmbeddedStream

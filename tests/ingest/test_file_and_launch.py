@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from contracts.frames import SAMPLE_RATE, FrameKind
+from flowbot.launch import EmbeddedLauncher
 from producer.decode import DecodeError, read_pcm
 from producer.file_ingest import ingest_file
 from producer.hub import IngestHub
-from producer.launch import EmbeddedLauncher
 from producer.rtmp_relay import RtmpRelay
 from stores.base import Session
 from streams.embedded import EmbeddedStream

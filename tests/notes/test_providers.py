@@ -35,8 +35,8 @@ from control.llm.generator import LlmNotesGenerator, transcript_lines
 from control.llm.local import LlamaCppChat
 from control.llm.openai_compat import OpenAICompatibleChat
 from control.notes import FallbackNotesGenerator, OfflineNotesGenerator
+from flowbot.launch import EmbeddedLauncher
 from producer.hub import IngestHub
-from producer.launch import EmbeddedLauncher
 from producer.rtmp_relay import RtmpRelay
 from stores.base import Session, SessionProgress, SessionState
 from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore

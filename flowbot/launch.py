@@ -1,4 +1,9 @@
-"""Embedded-mode producer launcher: the in-process ingest hub takes the session's key."""
+"""Embedded-mode producer launcher: the in-process ingest hub takes the session's key.
+
+It joins control's :class:`control.launch.ProducerLauncher` to the producer's
+RTMP front, so it lives here with the rest of ``flowbot serve``'s composition
+(producer and control do not import each other).
+"""
 
 from __future__ import annotations
 
