@@ -51,9 +51,10 @@ class LiveService:
                 f"refusing to bind {settings.host} without FLOWBOT_API_TOKEN: anyone on the "
                 "network could start sessions and read transcripts"
             )
+        from flowbot.launch import EmbeddedLauncher
         from flowbot.pipeline import LocalProcessors
-        from producer.launch import EmbeddedLauncher
-        from producer.rtmp import RtmpIngest
+        from producer.hub import IngestHub
+        from producer.rtmp_relay import RtmpRelay
 
         self.settings = settings
         #: Single machine: ingest writes to the embedded stream, which a processor thread consumes.
@@ -61,21 +62,18 @@ class LiveService:
         self.processors = LocalProcessors(settings)
         parts = self.processors.parts()  # models load before anything is accepted
         self.consumer = ConsumerThread(embedded_consumer(settings, self.processors, self.stream))
-        self.ingest = RtmpIngest(
-            settings.host,
-            settings.rtmp_port,
-            self.stream,
-            on_live=self._on_live,
-            max_connections=settings.rtmp_max_connections,
+        self.hub = IngestHub(self.stream, on_live=self._on_live)
+        self.rtmp = RtmpRelay(
+            self.hub, settings.host, settings.rtmp_port, max_connections=settings.rtmp_max_connections
         )
         public = settings.public_host or settings.host
-        self.ctx = build_local_context(settings, EmbeddedLauncher(self.ingest, public))
+        self.ctx = build_local_context(settings, EmbeddedLauncher(self.rtmp, public))
         if parts.interim is not None:
             self.ctx.interim_stats = parts.interim.stats
         self.coordinator = Coordinator(self.ctx)
         from producer.whip import WhipIngest
 
-        self.whip = WhipIngest(self.ingest, settings.host)
+        self.whip = WhipIngest(self.hub, settings.host)
         limits = http_limits or HttpLimits()
         self.web = build_app(self.ctx, self.coordinator, self.whip, body_seconds=limits.body_seconds)
         self.http = HttpServer(self.web, settings.host, settings.port, limits)
@@ -105,7 +103,7 @@ class LiveService:
             if frame.kind == FrameKind.END:
                 return
             position = TimelinePosition(frame.seq + 1, frame.end_offset)
-        self.ingest.register(session.session_id, session.stream_key, position=position)
+        self.hub.register(session.session_id, session.stream_key, position=position)
         log.info(
             "session ingest resumed",
             extra={"session": session.session_id, "offset": position.next_offset if position else 0},
@@ -122,19 +120,19 @@ class LiveService:
         """Start processor, ingest and the web front (WHIP shares the web front's event loop)."""
         self.consumer.start()
         self._on_startup()
-        self.ingest.start()
+        self.rtmp.start()
         self.http.start()
         port = self.http.address[1]
         base = self.url if not self.settings.public_host else f"http://{self.settings.public_host}:{port}"
         self.ctx.page_url = lambda sid: f"{base}/sessions/{sid}"
-        log.info("flowbot serving", extra={"http": self.url, "rtmp_port": self.ingest.port})
+        log.info("flowbot serving", extra={"http": self.url, "rtmp_port": self.rtmp.port})
         return self
 
     def stop(self) -> None:
-        """Hang up WHIP publishers, stop the web front, then ingest and the processor (checkpoint)."""
+        """Hang up WHIP publishers, stop the web front, then the RTMP front and the processor (checkpoint)."""
         self.whip.stop()
         self.http.stop()
-        self.ingest.stop()
+        self.rtmp.stop()
         self.consumer.stop()
         self.processors.stop()
 

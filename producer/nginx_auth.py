@@ -14,7 +14,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from producer.rtmp import APP, key_fingerprint
+from producer.hub import key_fingerprint
+from producer.rtmp_relay import APP
 from stores.base import SessionState, SessionStore
 
 log = logging.getLogger(__name__)

@@ -7,16 +7,15 @@ for the WHIP resource; ``DELETE`` on that location ends the publish. The HTTP
 side lives in the web front (:mod:`flowbot.web.app`); this module answers
 offers (:meth:`WhipIngest.answer`) and hangs up (:meth:`WhipIngest.hang_up`)
 on the web server's own event loop, so aiortc and the HTTP server share one
-loop. Candidates
-are not trickled: the browser waits for ICE gathering before it POSTs, and
+loop. Candidates are not trickled: the browser waits for ICE gathering before it POSTs, and
 aiortc gathers before it answers, so one round trip sets up the call.
 
 The received Opus track (aiortc hands out s16 stereo 48 kHz frames of 20 ms)
-is resampled to 16 kHz mono s16 with ``av.AudioResampler`` and pushed into the
-*same* per-session :class:`producer.rtmp.IngestTarget` the RTMP front uses, so
-the stream key check, "one live publisher per session", first-audio
-notification, ending the session and timeline continuation on reconnect
-(sample offsets and sequence numbers carry on) are shared, not duplicated.
+is resampled to 16 kHz mono s16 with ``av.AudioResampler`` and published
+through the :class:`producer.hub.IngestHub` the RTMP front uses too, so the
+stream key check, "one live publisher per session", first-audio notification,
+ending the session and timeline continuation on reconnect (sample offsets and
+sequence numbers carry on) are shared, not duplicated.
 ``DELETE`` ends the publish, not the session: like an RTMP disconnect, the
 session stays live and a new publish continues its timeline.
 
@@ -47,11 +46,17 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from producer.rtmp import APP, IngestTarget, PublishRevoked, RtmpIngest
+from contracts.frames import SAMPLE_RATE
+from producer.hub import IngestHub, IngestTarget, PublishRevoked
+
+if TYPE_CHECKING:  # aiortc is optional (the ``live`` extra); attach() reports it missing
+    import av
+    from aiortc import RTCPeerConnection
+    from aiortc.mediastreams import MediaStreamTrack
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +133,7 @@ def keep_reachable_candidates(sdp: str, loopback_only: bool) -> str:
 
 @dataclass
 class _WhipConnection:
-    """One WHIP publish; quacks like the RTMP front's connection for IngestTarget bookkeeping."""
+    """One WHIP publish: a :class:`producer.hub.Publisher` of its session."""
 
     ingest: WhipIngest
     session_id: str
@@ -137,7 +142,7 @@ class _WhipConnection:
     resource: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     client_eof: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
-    pc: Any = None
+    pc: RTCPeerConnection | None = None
     target: IngestTarget | None = None
     task: asyncio.Task[None] | None = None
     samples: int = 0
@@ -172,23 +177,24 @@ class _WhipConnection:
 
 
 class WhipIngest:
-    """The WHIP endpoint of ``flowbot serve``; feeds sessions through an :class:`RtmpIngest`."""
+    """The WHIP endpoint of ``flowbot serve``; publishes sessions' audio through an :class:`IngestHub`."""
 
     def __init__(
         self,
-        rtmp: RtmpIngest,
+        hub: IngestHub,
         host: str,
         *,
         connect_timeout: float = 15.0,
-        read_timeout: float | None = None,
+        read_timeout: float = 10.0,
     ) -> None:
-        self.rtmp = rtmp
+        self.hub = hub
         self.ice_addresses = ice_addresses_for(host)
         self.loopback_only = bool(self.ice_addresses) and all(
             ipaddress.ip_address(a).is_loopback for a in self.ice_addresses or ()
         )
         self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout or rtmp.read_timeout
+        #: A publisher silent this long is dropped (the RTMP front's default too).
+        self.read_timeout = read_timeout
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self.unavailable: str | None = None
@@ -243,10 +249,10 @@ class WhipIngest:
         if not offer.startswith("v=0") or "\nm=audio " not in offer.replace("\r\n", "\n"):
             raise WhipError(400, "bad_offer", "the SDP offer has no audio media section")
         conn = _WhipConnection(self, session_id, key, peer)
-        # The key check, "one publisher at a time" and the reconnect drain wait are the RTMP
-        # front's; a claim may wait for a previous publisher's drain, so not on the loop.
+        # The key check, "one publisher at a time" and the reconnect drain wait are the hub's;
+        # a claim may wait for a previous publisher's drain, so not on the loop.
         # Claimed, not yet a publish: only an answered offer counts (and logs) as one.
-        claim = functools.partial(self.rtmp.claim, APP, key, conn, session_id=session_id)
+        claim = functools.partial(self.hub.claim, key, conn, session_id=session_id)
         target = await asyncio.get_running_loop().run_in_executor(None, claim)
         if target is None:
             raise WhipError(403, "forbidden", "stream key refused (unknown, another session's, ended, or live)")
@@ -261,7 +267,7 @@ class WhipIngest:
             log.warning("whip offer failed", extra={"session": session_id, "error": repr(exc)})
             raise WhipError(400, "bad_offer", f"could not answer the offer: {exc}") from exc
         try:
-            self.rtmp.accepted(target, conn)
+            self.hub.accepted(target, conn)
         except PublishRevoked:  # the session ended while the offer was answered
             await conn._shutdown()
             await asyncio.get_running_loop().run_in_executor(None, conn.join, 5.0)
@@ -292,7 +298,7 @@ class WhipIngest:
         conn.pc = pc
 
         @pc.on("track")
-        def on_track(track: Any) -> None:
+        def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio" and conn.task is None:
                 conn.task = asyncio.ensure_future(self._consume(conn, track))
 
@@ -313,13 +319,13 @@ class WhipIngest:
         await pc.setLocalDescription(await pc.createAnswer())
         return cast(str, pc.localDescription.sdp)
 
-    async def _consume(self, conn: _WhipConnection, track: Any) -> None:
+    async def _consume(self, conn: _WhipConnection, track: MediaStreamTrack) -> None:
         import av
         from aiortc.mediastreams import MediaStreamError
 
         assert conn.target is not None
         loop = asyncio.get_running_loop()
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         started = time.monotonic()
         frames = 0
         try:
@@ -332,6 +338,8 @@ class WhipIngest:
                 except TimeoutError:
                     log.warning("whip publisher stalled", extra={"session": conn.session_id, "peer": conn.peer})
                     break
+                if not isinstance(frame, av.AudioFrame):
+                    continue  # an audio track yields audio frames only; this keeps the types honest
                 frames += 1
                 for out in resampler.resample(frame):
                     await self._push(loop, conn, out)
@@ -347,19 +355,19 @@ class WhipIngest:
                 extra={
                     "session": conn.session_id,
                     "frames": frames,
-                    "seconds": round(conn.samples / 16000, 2),
+                    "seconds": round(conn.samples / SAMPLE_RATE, 2),
                     "took_s": round(time.monotonic() - started, 2),
                 },
             )
             conn.task = None
             await conn._shutdown()
 
-    async def _push(self, loop: asyncio.AbstractEventLoop, conn: _WhipConnection, frame: Any) -> None:
+    async def _push(self, loop: asyncio.AbstractEventLoop, conn: _WhipConnection, frame: av.AudioFrame) -> None:
         pcm = np.asarray(frame.to_ndarray(), dtype=np.int16).reshape(-1)
         if not pcm.size:
             return
         assert conn.target is not None
-        await loop.run_in_executor(self._writer, self.rtmp.push, conn.target, conn, pcm)
+        await loop.run_in_executor(self._writer, self.hub.push, conn.target, conn, pcm)
         conn.samples += pcm.size
 
     def _finish(self, conn: _WhipConnection) -> None:
@@ -373,5 +381,5 @@ class WhipIngest:
 
     def _release(self, conn: _WhipConnection) -> None:
         assert conn.target is not None
-        self.rtmp.release(conn.target, conn)
+        self.hub.release(conn.target, conn)
         log.info("whip publisher gone", extra={"session": conn.session_id, "samples": conn.samples})

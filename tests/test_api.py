@@ -12,20 +12,21 @@ from contracts.segments import TranscriptSegment, WindowRecord, WindowStatus
 from contracts.settings import Settings
 from control.api import Coordinator, handle_lambda_event
 from control.context import build_local_context
-from producer.launch import EmbeddedLauncher
-from producer.rtmp import RtmpIngest
+from flowbot.launch import EmbeddedLauncher
+from producer.hub import IngestHub
+from producer.rtmp_relay import RtmpRelay
 from stores.base import SessionProgress, SessionState
 from streams.embedded import EmbeddedStream
 
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[Coordinator]:
-    ingest = RtmpIngest("127.0.0.1", 0, EmbeddedStream(settings.data_dir / "stream.db"))
-    ingest.start()
+    rtmp = RtmpRelay(IngestHub(EmbeddedStream(settings.data_dir / "stream.db")), "127.0.0.1", 0)
+    rtmp.start()
     try:
-        yield Coordinator(build_local_context(settings, EmbeddedLauncher(ingest, "127.0.0.1")))
+        yield Coordinator(build_local_context(settings, EmbeddedLauncher(rtmp, "127.0.0.1")))
     finally:
-        ingest.stop()
+        rtmp.stop()
 
 
 def call(api: Coordinator, body: object, headers: dict[str, str] | None = None) -> tuple[int, dict]:
@@ -146,8 +147,8 @@ def test_rename_speaker(api: Coordinator) -> None:
 
 def test_method_and_token(settings: Settings, tmp_path: Path) -> None:
     secured = settings.replace(api_token="s3cret")
-    ingest = RtmpIngest("127.0.0.1", 0, EmbeddedStream(tmp_path / "x.db"))
-    api = Coordinator(build_local_context(secured, EmbeddedLauncher(ingest, "127.0.0.1")))
+    rtmp = RtmpRelay(IngestHub(EmbeddedStream(tmp_path / "x.db")), "127.0.0.1", 0)
+    api = Coordinator(build_local_context(secured, EmbeddedLauncher(rtmp, "127.0.0.1")))
     body = {"action": "get_session", "session_id": "abc"}
     assert call(api, body)[0] == 401
     assert call(api, body, {"Authorization": "Bearer wrong"})[0] == 401
@@ -172,7 +173,7 @@ def test_workflow_times_out_into_partial_with_the_reason(settings: Settings, tmp
     from control.workflow import default_steps
 
     ctx = build_local_context(
-        settings, EmbeddedLauncher(RtmpIngest("127.0.0.1", 0, EmbeddedStream(tmp_path / "x.db")), "h")
+        settings, EmbeddedLauncher(RtmpRelay(IngestHub(EmbeddedStream(tmp_path / "x.db")), "127.0.0.1", 0), "h")
     )
     api = Coordinator(ctx)
     sid = start(api)["session_id"]

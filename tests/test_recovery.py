@@ -31,7 +31,7 @@ def _post(url: str, body: dict[str, object]) -> dict[str, object]:
 
 
 class _Publisher:
-    """Stands in for a connected RTMP/WHIP publisher (the ingest's Publisher protocol)."""
+    """Stands in for a connected RTMP/WHIP publisher (producer.hub.Publisher)."""
 
     peer = "test"
 
@@ -68,15 +68,15 @@ def test_a_restart_finishes_sessions_a_crash_left_ending_or_processing(
         started = _post(first.url, {"action": "start_session", "meeting_id": "m", "user_id": "u"})
         sid, key = str(started["session_id"]), str(started["stream_key"])
         conn = _Publisher()
-        target = first.ingest.authorize("live", key, conn)
+        target = first.hub.authorize(key, conn)
         assert target is not None
-        first.ingest.push(target, conn, pcm)
-        first.ingest.release(target, conn)
+        first.hub.push(target, conn, pcm)
+        first.hub.release(target, conn)
         # end_session's steps, cut off where the crash came.
         sessions = first.ctx.sessions
         sessions.transition(sid, [SessionState.STARTING, SessionState.LIVE], SessionState.ENDING)
         if crash != "ending, no end-of-stream yet":
-            first.ingest.end(sid)
+            first.hub.end(sid)
         if crash == "processing":
             sessions.transition(sid, [SessionState.ENDING], SessionState.PROCESSING)
     finally:

@@ -148,7 +148,7 @@ def test_restart_keeps_open_sessions_and_their_timeline(tmp_path: Path, meeting:
         first.stop()
     second = LiveService(settings).start()
     try:
-        url = started["rtmp_url"].replace(f":{first.ingest.port}/", f":{second.ingest.port}/")
+        url = started["rtmp_url"].replace(f":{first.rtmp.port}/", f":{second.rtmp.port}/")
         assert publish(meeting[0], url, 2).wait(timeout=60) == 0
         time.sleep(0.5)
         from contracts.frames import FrameRecord

@@ -11,7 +11,7 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producer.rtmp import (
+from producer.rtmp_wire import (
     MAX_CHUNK_STREAMS,
     MAX_COMMAND_BYTES,
     MAX_MESSAGE_BYTES_IN_FLIGHT,

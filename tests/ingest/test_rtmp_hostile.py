@@ -17,13 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from producer.rtmp import (
-    MAX_CHUNK_STREAMS,
-    RtmpIngest,
-    RtmpProtocolError,
-    RtmpSniffer,
-    decode_amf0_command,
-)
+from producer.hub import IngestHub
+from producer.rtmp_relay import RtmpRelay
+from producer.rtmp_wire import MAX_CHUNK_STREAMS, RtmpProtocolError, RtmpSniffer, decode_amf0_command
 from streams.embedded import EmbeddedStream
 
 from .conftest import all_records, wait_for
@@ -123,12 +119,12 @@ def _rss_mib() -> float:
 
 
 @pytest.fixture
-def hostile_ingest(stream: EmbeddedStream) -> Iterator[RtmpIngest]:
-    ing = RtmpIngest("127.0.0.1", 0, stream, publish_timeout=30.0, read_timeout=30.0)
-    ing.start()
-    ing.register("s1", "good-key")
-    yield ing
-    ing.stop()
+def hostile_rtmp(hub: IngestHub) -> Iterator[RtmpRelay]:
+    relay = RtmpRelay(hub, "127.0.0.1", 0, publish_timeout=30.0, read_timeout=30.0)
+    relay.start()
+    hub.register("s1", "good-key")
+    yield relay
+    relay.stop()
 
 
 def _interleaved_media(streams: int, chunk: int) -> Iterator[bytes]:
@@ -144,10 +140,10 @@ def _interleaved_media(streams: int, chunk: int) -> Iterator[bytes]:
 
 
 def test_media_without_a_publish_is_cut_off_before_it_is_buffered(
-    hostile_ingest: RtmpIngest, stream: EmbeddedStream
+    hostile_rtmp: RtmpRelay, stream: EmbeddedStream
 ) -> None:
     before = _rss_mib()
-    sock = _handshaken(hostile_ingest.port)
+    sock = _handshaken(hostile_rtmp.port)
     sock.sendall(CONNECT)
     sent, took = _send_until_refused(sock, _interleaved_media(16, 65536), limit=256 * 1024 * 1024, within=20)
     grew = _rss_mib() - before
@@ -157,8 +153,8 @@ def test_media_without_a_publish_is_cut_off_before_it_is_buffered(
     assert all_records(stream) == 0
 
 
-def test_commands_without_a_publish_are_capped(hostile_ingest: RtmpIngest) -> None:
-    sock = _handshaken(hostile_ingest.port)
+def test_commands_without_a_publish_are_capped(hostile_rtmp: RtmpRelay) -> None:
+    sock = _handshaken(hostile_rtmp.port)
     sock.sendall(CONNECT)
     chatter = chunk_message(command("releaseStream", 2, None, "x" * 3000), type_id=20, csid=5)
     sent, took = _send_until_refused(sock, iter([chatter] * 1000), limit=10**9, within=20)
@@ -166,8 +162,8 @@ def test_commands_without_a_publish_are_capped(hostile_ingest: RtmpIngest) -> No
     assert took < 10, f"not cut off ({sent} bytes sent in {took:.0f} s)"
 
 
-def test_connections_are_capped_and_idle_ones_cannot_crowd_out_publishers(stream: EmbeddedStream) -> None:
-    ing = RtmpIngest("127.0.0.1", 0, stream, publish_timeout=30.0, max_connections=4, max_unpublished=2)
+def test_connections_are_capped_and_idle_ones_cannot_crowd_out_publishers(hub: IngestHub) -> None:
+    ing = RtmpRelay(hub, "127.0.0.1", 0, publish_timeout=30.0, max_connections=4, max_unpublished=2)
     ing.start()
     socks: list[socket.socket] = []
     try:
@@ -187,12 +183,12 @@ def test_connections_are_capped_and_idle_ones_cannot_crowd_out_publishers(stream
         ing.stop()
 
 
-def test_amf_bomb_over_the_wire_raises_nothing_out_of_the_relay(hostile_ingest: RtmpIngest) -> None:
+def test_amf_bomb_over_the_wire_raises_nothing_out_of_the_relay(hostile_rtmp: RtmpRelay) -> None:
     escaped: list[threading.ExceptHookArgs] = []
     previous = threading.excepthook
     threading.excepthook = escaped.append
     try:
-        sock = _handshaken(hostile_ingest.port)
+        sock = _handshaken(hostile_rtmp.port)
         sock.sendall(chunk_message(_nested(20_000, closed=False), type_id=20))
         # The relay still follows the connection: the publish is judged (no app: refused).
         sock.sendall(chunk_message(command("publish", 5, None, "good-key", "live"), type_id=20, csid=8))
@@ -200,6 +196,6 @@ def test_amf_bomb_over_the_wire_raises_nothing_out_of_the_relay(hostile_ingest: 
         sock.close()
         assert took < 10
         assert not escaped, [a.exc_type for a in escaped]
-        assert hostile_ingest.stats("s1").refused == 1
+        assert hostile_rtmp.hub.stats("s1").refused == 1
     finally:
         threading.excepthook = previous

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producer.rtmp import HANDSHAKE_BYTES, RtmpProtocolError, RtmpSniffer
+from producer.rtmp_wire import HANDSHAKE_BYTES, RtmpProtocolError, RtmpSniffer
 
 from .rtmp_wire import chunk_message, command, handshake_c0c1, set_chunk_size
 

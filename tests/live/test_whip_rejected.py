@@ -34,7 +34,7 @@ def test_a_refused_offer_with_the_right_key_is_not_a_publish(
                 {"content-type": "application/sdp", "authorization": f"Bearer {key}"},
             )
             assert status == 400 and b"bad_offer" in payload
-    stats = live_service.ingest.stats(sid)
+    stats = live_service.hub.stats(sid)
     assert stats.publishes == 0 and stats.reconnects == 0 and not stats.connected
     accepted = [r for r in caplog.records if "publish accepted" in r.getMessage()]
     assert accepted == []

@@ -35,8 +35,9 @@ from control.llm.generator import LlmNotesGenerator, transcript_lines
 from control.llm.local import LlamaCppChat
 from control.llm.openai_compat import OpenAICompatibleChat
 from control.notes import FallbackNotesGenerator, OfflineNotesGenerator
-from producer.launch import EmbeddedLauncher
-from producer.rtmp import RtmpIngest
+from flowbot.launch import EmbeddedLauncher
+from producer.hub import IngestHub
+from producer.rtmp_relay import RtmpRelay
 from stores.base import Session, SessionProgress, SessionState
 from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore
 from streams.embedded import EmbeddedStream
@@ -229,10 +230,10 @@ def provider_settings(
 @pytest.mark.parametrize("provider_settings", ["llama-cpp", "openai", "bedrock", "truncated"], indirect=True)
 def test_a_session_finishes_with_each_provider(provider_settings: tuple[Settings, str]) -> None:
     settings, generator = provider_settings
-    ingest = RtmpIngest("127.0.0.1", 0, EmbeddedStream(settings.data_dir / "stream.db"))
-    ingest.start()
+    rtmp = RtmpRelay(IngestHub(EmbeddedStream(settings.data_dir / "stream.db")), "127.0.0.1", 0)
+    rtmp.start()
     try:
-        api = Coordinator(build_local_context(settings, EmbeddedLauncher(ingest, "127.0.0.1")))
+        api = Coordinator(build_local_context(settings, EmbeddedLauncher(rtmp, "127.0.0.1")))
         body = {"action": "start_session", "meeting_id": "m1", "user_id": "u1", "topic": "Planning"}
         sid = api.handle("POST", {}, json.dumps(body).encode()).body["session_id"]
         segments = [
@@ -247,7 +248,7 @@ def test_a_session_finishes_with_each_provider(provider_settings: tuple[Settings
         api.ctx.workflow.join(sid, timeout=600)  # type: ignore[attr-defined]
         got = api.handle("POST", {}, json.dumps({"action": "get_session", "session_id": sid}).encode()).body
     finally:
-        ingest.stop()
+        rtmp.stop()
     assert got["state"] == "completed", got
     notes = MeetingNotes.from_dict(got["notes"])
     assert notes.generator == generator, notes.fallback_reason
