@@ -7,8 +7,8 @@
 - ``end_session`` {session_id} -> state ``processing``; the workflow starts
 - ``rename_speaker`` {session_id, speaker, name}
 
-Errors are JSON ``{"error": {"code", "message"}}`` with a 4xx status that says
-what is wrong; nothing already accepted is touched by a rejected request.
+Errors are :class:`contracts.errors.HttpError` answers with a 4xx status that
+says what is wrong; nothing already accepted is touched by a rejected request.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.errors import HttpError
 from contracts.frames import validate_session_id
 from contracts.notes import InvalidNotes, MeetingNotes
 from control.bearer import BearerError, bearer_token, same_secret
@@ -35,14 +36,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 _ACTIVE = (SessionState.STARTING, SessionState.LIVE)
-
-
-class ApiError(Exception):
-    """An error with an HTTP status and a stable code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 @dataclass(frozen=True)
@@ -61,16 +54,16 @@ def _str_field(body: Mapping[str, Any], name: str, *, required: bool = True, max
     value = body.get(name)
     if value is None:
         if required:
-            raise ApiError(400, "missing_field", f"'{name}' is required")
+            raise HttpError(400, "missing_field", f"'{name}' is required")
         return ""
     if not isinstance(value, str) or not value.strip():
-        raise ApiError(400, "invalid_field", f"'{name}' must be a non-empty string")
+        raise HttpError(400, "invalid_field", f"'{name}' must be a non-empty string")
     if len(value) > max_len:
-        raise ApiError(400, "invalid_field", f"'{name}' is longer than {max_len} characters")
+        raise HttpError(400, "invalid_field", f"'{name}' is longer than {max_len} characters")
     if not value.isprintable():
         # Control characters and lone surrogates: no id, name or title needs them, and they
         # break stores and log lines downstream.
-        raise ApiError(400, "invalid_field", f"'{name}' must be printable text (no control characters)")
+        raise HttpError(400, "invalid_field", f"'{name}' must be printable text (no control characters)")
     return value.strip()
 
 
@@ -91,26 +84,26 @@ class Coordinator:
         """Handle one HTTP request (already routed to the API path)."""
         try:
             if method.upper() != "POST":
-                raise ApiError(405, "method_not_allowed", "use POST with a JSON body")
+                raise HttpError(405, "method_not_allowed", "use POST with a JSON body")
             caller = self._authenticate({k.lower(): v for k, v in headers.items()})
             body = self._parse(raw_body)
             action = body.get("action")
             if not isinstance(action, str) or action not in self.actions:
-                raise ApiError(
+                raise HttpError(
                     400,
                     "unknown_action",
                     f"'action' must be one of {', '.join(sorted(self.actions))}; got {action!r}",
                 )
             return ApiResponse(200, self.actions[action](body, caller))
-        except ApiError as exc:
+        except HttpError as exc:
             log.info(
                 "api request rejected",
                 extra={"status": exc.status, "code": exc.code, "reason": exc.message},
             )
-            return ApiResponse(exc.status, {"error": {"code": exc.code, "message": exc.message}})
+            return ApiResponse(exc.status, exc.body())
         except Exception:
             log.exception("api request failed")
-            return ApiResponse(500, {"error": {"code": "internal", "message": "internal error; see logs"}})
+            return ApiResponse(500, HttpError(500, "internal", "internal error; see logs").body())
 
     def _authenticate(self, headers: Mapping[str, str]) -> Caller:
         ctx = self.ctx
@@ -118,35 +111,35 @@ class Coordinator:
             try:
                 return ctx.authenticate(headers)
             except PermissionError as exc:
-                raise ApiError(401, "unauthorized", str(exc) or "invalid credentials") from None
+                raise HttpError(401, "unauthorized", str(exc) or "invalid credentials") from None
             except Exception as exc:  # auth libraries raise their own types
                 if type(exc).__name__.endswith(("AuthError", "AuthenticationError")):
-                    raise ApiError(401, "unauthorized", str(exc)) from None
+                    raise HttpError(401, "unauthorized", str(exc)) from None
                 raise
         token = ctx.settings.api_token
         if token:
             try:
                 given = bearer_token(headers)
             except BearerError as exc:
-                raise ApiError(401, "unauthorized", str(exc)) from None
+                raise HttpError(401, "unauthorized", str(exc)) from None
             if not same_secret(given, token):
-                raise ApiError(401, "unauthorized", "wrong bearer token")
+                raise HttpError(401, "unauthorized", "wrong bearer token")
         return Caller(user_id=None, role="local")
 
     @staticmethod
     def _parse(raw: bytes) -> dict[str, Any]:
         if len(raw) > MAX_BODY_BYTES:
-            raise ApiError(413, "body_too_large", f"body over {MAX_BODY_BYTES} bytes")
+            raise HttpError(413, "body_too_large", f"body over {MAX_BODY_BYTES} bytes")
         if not raw.strip():
-            raise ApiError(400, "empty_body", "expected a JSON object with an 'action'")
+            raise HttpError(400, "empty_body", "expected a JSON object with an 'action'")
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError) as exc:
             # ValueError covers JSONDecodeError, UnicodeDecodeError and integers past Python's
             # 4300-digit conversion limit; RecursionError, arrays nested thousands deep.
-            raise ApiError(400, "invalid_json", f"body is not valid JSON: {type(exc).__name__}: {exc}"[:300]) from None
+            raise HttpError(400, "invalid_json", f"body is not valid JSON: {type(exc).__name__}: {exc}"[:300]) from None
         if not isinstance(body, dict):
-            raise ApiError(400, "invalid_body", "body must be a JSON object")
+            raise HttpError(400, "invalid_body", "body must be a JSON object")
         return body
 
     def _session_for(self, body: Mapping[str, Any], caller: Caller) -> Session:
@@ -154,10 +147,10 @@ class Coordinator:
         try:
             session = self.ctx.sessions.get(validate_session_id(session_id))
         except (ValueError, SessionNotFound):
-            raise ApiError(404, "unknown_session", f"no session {session_id!r}") from None
+            raise HttpError(404, "unknown_session", f"no session {session_id!r}") from None
         if caller.user_id is not None and caller.role != "service_role" and session.user_id != caller.user_id:
             # Same answer as an unknown id: don't reveal other users' sessions.
-            raise ApiError(404, "unknown_session", f"no session {session_id!r}")
+            raise HttpError(404, "unknown_session", f"no session {session_id!r}")
         return session
 
     # -- actions --------------------------------------------------------------------
@@ -168,10 +161,10 @@ class Coordinator:
         topic = _str_field(body, "topic", required=False, max_len=500)
         if caller.user_id is not None and caller.role != "service_role":
             if user_id and user_id != caller.user_id:
-                raise ApiError(403, "forbidden", "user_id does not match the caller")
+                raise HttpError(403, "forbidden", "user_id does not match the caller")
             user_id = caller.user_id
             if self.ctx.owns_meeting is not None and not self.ctx.owns_meeting(caller.user_id, meeting_id):
-                raise ApiError(403, "forbidden", "the caller does not own this meeting")
+                raise HttpError(403, "forbidden", "the caller does not own this meeting")
         session = Session(
             session_id=str(uuid.uuid4()),
             meeting_id=meeting_id,
@@ -191,7 +184,7 @@ class Coordinator:
                 SessionState.FAILED,
                 reason=f"producer launch failed: {exc}",
             )
-            raise ApiError(503, "launch_failed", f"could not start ingest: {exc}") from None
+            raise HttpError(503, "launch_failed", f"could not start ingest: {exc}") from None
         session = self.ctx.sessions.transition(
             session.session_id,
             [SessionState.STARTING, SessionState.LIVE],
@@ -257,7 +250,7 @@ class Coordinator:
                 session.session_id, _ACTIVE, SessionState.ENDING, ended_at=time.time()
             )
         except StateConflict as exc:
-            raise ApiError(409, "invalid_state", str(exc)) from None
+            raise HttpError(409, "invalid_state", str(exc)) from None
         self.ctx.launcher.stop(session)
         session = self.ctx.sessions.transition(session.session_id, [SessionState.ENDING], SessionState.PROCESSING)
         execution = self.ctx.workflow.start(session.session_id)
@@ -271,7 +264,7 @@ class Coordinator:
         name = _str_field(body, "name", max_len=100)
         known = self.ctx.transcripts.speakers(session.session_id)
         if label not in known:
-            raise ApiError(
+            raise HttpError(
                 404,
                 "unknown_speaker",
                 f"session has no speaker {label!r}; known: {', '.join(known) or 'none yet'}",

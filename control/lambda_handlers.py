@@ -22,6 +22,7 @@ import threading
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from contracts.errors import error_body
 from contracts.logs import configure_logging
 from contracts.settings import Settings
 from control.workflow import WorkflowSteps, default_steps
@@ -100,9 +101,7 @@ def function_url_handler(event: Mapping[str, Any], context: object = None) -> di
         return {
             "statusCode": 503,
             "headers": {"content-type": "application/json"},
-            "body": json.dumps(
-                {"error": {"code": "auth_not_configured", "message": "authentication is not configured"}}
-            ),
+            "body": json.dumps(error_body("auth_not_configured", "authentication is not configured")),
         }
     from control.api import lambda_handler
 
