@@ -1,13 +1,15 @@
 """Control plane: the coordinator API, session life cycle and end-of-session workflow.
 
 Exports :class:`Coordinator` and :func:`lambda_handler` (:mod:`control.api`),
+:class:`Caller` and the ownership rule (:mod:`control.access`),
 :class:`ControlContext` and builders (:mod:`control.context`),
 :class:`WorkflowSteps` (:mod:`control.workflow`), :class:`OfflineNotesGenerator`
 (:mod:`control.notes`) and the launcher protocols (:mod:`control.launch`).
 """
 
+from control.access import Caller, may_access
 from control.api import ApiResponse, Coordinator, lambda_handler
-from control.context import Caller, ControlContext, build_context, build_local_context
+from control.context import ControlContext, build_context, build_local_context
 from control.notes import MeetingNotes, NotesGenerator, OfflineNotesGenerator
 from control.workflow import LocalWorkflowStarter, WorkflowSteps
 
@@ -24,4 +26,5 @@ __all__ = [
     "build_context",
     "build_local_context",
     "lambda_handler",
+    "may_access",
 ]

@@ -7,18 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.settings import Settings
+from control.access import Caller
 from control.launch import GpuPrewarmer, NoPrewarm, ProducerLauncher, WorkflowStarter
 from control.workflow import LocalWorkflowStarter, WorkflowSteps, default_steps
 from stores.base import Session, SessionStore, TranscriptStore
 from stores.factory import session_store, transcript_store
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling the API: a Supabase user, the service role, or the local operator."""
-
-    user_id: str | None
-    role: str
 
 
 @dataclass
@@ -83,7 +76,7 @@ def build_context(settings: Settings) -> ControlContext:
         from control import auth
 
         authenticate = lambda headers: auth.authenticate(headers, settings)  # noqa: E731
-        owns_meeting = getattr(auth, "owns_meeting_factory", lambda s: None)(settings)
+        owns_meeting = auth.owns_meeting_factory(settings)
     session = boto3.session.Session(region_name=settings.aws_region)
     return ControlContext(
         settings=settings,
