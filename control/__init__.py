@@ -1,6 +1,7 @@
 """Control plane: the coordinator API, session life cycle and end-of-session workflow.
 
 Exports :class:`Coordinator` and :func:`lambda_handler` (:mod:`control.api`),
+the session life cycle and report (:mod:`control.sessions`),
 :class:`Caller` and the ownership rule (:mod:`control.access`),
 :class:`ControlContext` and builders (:mod:`control.context`),
 :class:`WorkflowSteps` (:mod:`control.workflow`), :class:`OfflineNotesGenerator`
@@ -11,6 +12,7 @@ from control.access import Caller, may_access
 from control.api import ApiResponse, Coordinator, lambda_handler
 from control.context import ControlContext, build_context, build_local_context
 from control.notes import MeetingNotes, NotesGenerator, OfflineNotesGenerator
+from control.sessions import Progress, SessionReport
 from control.workflow import LocalWorkflowStarter, WorkflowSteps
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "MeetingNotes",
     "NotesGenerator",
     "OfflineNotesGenerator",
+    "Progress",
+    "SessionReport",
     "WorkflowSteps",
     "build_context",
     "build_local_context",

@@ -2,14 +2,16 @@
 
 ``POST`` a JSON body with an ``action``:
 
-- ``start_session`` {meeting_id, user_id, topic} -> session id, rtmp_url, stream_key
-- ``get_session`` {session_id} -> state, progress, speakers, notes
+- ``start_session`` {meeting_id, user_id, topic} -> session id, rtmp_url, rtmp_server, stream_key, page_url
+- ``get_session`` {session_id} -> the session report (:class:`control.sessions.SessionReport`):
+  state, progress, speakers, notes
 - ``end_session`` {session_id} -> state ``processing``; the workflow starts
 - ``rename_speaker`` {session_id, speaker, name}
 
-Who may act on which session is :func:`control.access.may_access`. Errors are
-:class:`contracts.errors.HttpError` answers with a 4xx status that
-says what is wrong; nothing already accepted is touched by a rejected request.
+Who may act on which session is :func:`control.access.may_access`; state
+changes are the verbs of :mod:`control.sessions`. Errors are
+:class:`contracts.errors.HttpError` answers with a 4xx status that says what is
+wrong; nothing already accepted is touched by a rejected request.
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import math
 import secrets
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,16 +28,16 @@ from typing import Any
 from contracts.errors import HttpError
 from contracts.frames import validate_session_id
 from contracts.notes import InvalidNotes, MeetingNotes
+from control import sessions
 from control.access import LOCAL, Caller, may_access
 from control.bearer import BearerError, bearer_token, same_secret
 from control.context import ControlContext
 from control.launch import LaunchError
-from stores.base import Session, SessionNotFound, SessionState, StateConflict
+from stores.base import Session, SessionNotFound, StateConflict
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-_ACTIVE = (SessionState.STARTING, SessionState.LIVE)
 
 
 @dataclass(frozen=True)
@@ -177,20 +177,9 @@ class Coordinator:
         try:
             launched = self.ctx.launcher.launch(session)
         except LaunchError as exc:
-            self.ctx.sessions.transition(
-                session.session_id,
-                [SessionState.STARTING],
-                SessionState.FAILED,
-                reason=f"producer launch failed: {exc}",
-            )
+            sessions.fail_launch(self.ctx.sessions, session.session_id, f"producer launch failed: {exc}")
             raise HttpError(503, "launch_failed", f"could not start ingest: {exc}") from None
-        session = self.ctx.sessions.transition(
-            session.session_id,
-            [SessionState.STARTING, SessionState.LIVE],
-            SessionState.STARTING,
-            rtmp_url=launched.rtmp_url,
-            producer_ref=launched.producer_ref,
-        )
+        session = sessions.record_launch(self.ctx.sessions, session.session_id, launched)
         try:
             self.ctx.prewarmer.prewarm()
         except Exception:  # pre-warming is an optimisation; never fail a start for it
@@ -205,53 +194,18 @@ class Coordinator:
         }
 
     def get_session(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
-        """State, progress, speakers and (once written) notes."""
-        session = self._session_for(body, caller)
-        progress = self.ctx.transcripts.load_progress(session.session_id)
-        windows = self.ctx.transcripts.windows(session.session_id)
-        failed = [w for w in windows if w.status == "failed"]
-        expected = None
-        if progress and progress.ended_sample is not None:
-            expected = max(
-                len(windows),
-                math.ceil(progress.ended_sample / 16000 / self.ctx.settings.window_seconds),
-            )
-        return {
-            **session.public_view(),
-            "progress": {
-                "windows_done": len(windows) - len(failed),
-                "windows_failed": len(failed),
-                "windows_expected": expected,
-                "failures": [
-                    {
-                        "window_index": w.window_index,
-                        "start": w.start,
-                        "end": w.end,
-                        "error": w.error,
-                    }
-                    for w in failed
-                ],
-                "processed_seconds": round((progress.committed_sample if progress else 0) / 16000, 2),
-                "stream_ended": bool(progress and progress.ended_sample is not None),
-                # ASR segments the hallucination guard dropped (never silently: see processor.asr.guard).
-                "segments_dropped": sum(w.dropped_segments for w in windows),
-            },
-            "speakers": self.ctx.transcripts.speakers(session.session_id),
-            "notes": self.ctx.transcripts.get_notes(session.session_id),
-            "interim": self.ctx.interim_stats(session.session_id) if self.ctx.interim_stats else None,
-        }
+        """The session report: state, progress, speakers and (once written) notes."""
+        return self.ctx.report(self._session_for(body, caller)).to_dict()
 
     def end_session(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
         """Stop ingest (end-of-stream record first), then start the workflow."""
         session = self._session_for(body, caller)
         try:
-            session = self.ctx.sessions.transition(
-                session.session_id, _ACTIVE, SessionState.ENDING, ended_at=time.time()
-            )
+            session = sessions.end(self.ctx.sessions, session.session_id)
         except StateConflict as exc:
             raise HttpError(409, "invalid_state", str(exc)) from None
         self.ctx.launcher.stop(session)
-        session = self.ctx.sessions.transition(session.session_id, [SessionState.ENDING], SessionState.PROCESSING)
+        session = sessions.start_processing(self.ctx.sessions, session.session_id)
         execution = self.ctx.workflow.start(session.session_id)
         log.info("session ending", extra={"session": session.session_id, "workflow": execution})
         return {**session.public_view(), "workflow": execution}

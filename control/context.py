@@ -9,6 +9,7 @@ from typing import Any
 from contracts.settings import Settings
 from control.access import Caller
 from control.launch import GpuPrewarmer, NoPrewarm, ProducerLauncher, WorkflowStarter
+from control.sessions import SessionReport
 from control.workflow import LocalWorkflowStarter, WorkflowSteps, default_steps
 from stores.base import Session, SessionStore, TranscriptStore
 from stores.factory import session_store, transcript_store
@@ -32,6 +33,15 @@ class ControlContext:
     on_session_created: Callable[[Session], None] | None = None
     #: Per-session interim-caption counters (passes run, dropped), where captions run here.
     interim_stats: Callable[[str], dict[str, Any]] | None = None
+
+    def report(self, session: Session) -> SessionReport:
+        """The full report of ``session`` (``get_session``'s answer)."""
+        return SessionReport.read(
+            session,
+            self.transcripts,
+            window_seconds=self.settings.window_seconds,
+            interim_stats=self.interim_stats,
+        )
 
 
 def build_local_context(settings: Settings, launcher: ProducerLauncher) -> ControlContext:

@@ -19,6 +19,7 @@ from typing import Any
 
 from contracts.segments import TranscriptSegment, WindowRecord
 from contracts.settings import Settings
+from control.sessions import end, start_processing
 from control.workflow import default_steps
 from processor.build import build_engine_parts
 from processor.engine import EngineParts, ShardProcessor
@@ -129,7 +130,9 @@ def transcribe_file(
     try:
         samples = ingest_file(str(path), processor.stream, session_id)
         total[0] = samples / 16000
-        sessions.transition(session_id, [SessionState.LIVE], SessionState.PROCESSING)
+        # The whole file is in the stream, its end-of-stream record last.
+        end(sessions, session_id)
+        start_processing(sessions, session_id)
         while True:
             processor.check()
             progress = transcripts.load_progress(session_id)

@@ -20,12 +20,13 @@ import signal
 import threading
 
 from contracts.settings import Settings
+from control import sessions
 from control.api import Coordinator
 from control.context import build_local_context
 from control.recovery import recover_sessions
 from flowbot.web.app import build_app
 from flowbot.web.server import HttpLimits, HttpServer
-from stores.base import Session, SessionState
+from stores.base import Session
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class LiveService:
 
     def _on_live(self, session_id: str) -> None:
         try:
-            self.ctx.sessions.transition(session_id, [SessionState.STARTING], SessionState.LIVE)
+            sessions.go_live(self.ctx.sessions, session_id)
             log.info("session live", extra={"session": session_id})
         except Exception as exc:  # already live after a reconnect, or ended meanwhile
             log.debug("live transition skipped", extra={"session": session_id, "why": str(exc)})

@@ -29,10 +29,11 @@ from pathlib import Path
 
 from contracts.logs import configure_logging
 from contracts.settings import Settings
+from control.sessions import go_live
 from producer.nginx import NginxFront
 from producer.nginx_auth import NginxAuthServer
 from producer.rtmp import RtmpIngest
-from stores.base import SessionState, SessionStore, StateConflict
+from stores.base import SessionStore, StateConflict
 from streams.base import StreamWriter
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def run_producer_task(
 
     def mark_live(sid: str) -> None:
         with contextlib.suppress(StateConflict):
-            sessions.transition(sid, [SessionState.STARTING], SessionState.LIVE)
+            go_live(sessions, sid)
 
     if use_nginx:
         ingest = RtmpIngest("127.0.0.1", 0, writer, on_live=mark_live)

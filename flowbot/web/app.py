@@ -241,8 +241,8 @@ def build_app(
 
     async def info(request: Request) -> Response:
         session, access = await session_for(request)
-        speakers = await run_in_threadpool(ctx.transcripts.speakers, session.session_id)
-        view = session.public_view()
+        report = await run_in_threadpool(ctx.report, session)
+        view = report.session.public_view()
         view.pop("user_id", None)
         share = None
         if access is Access.OWNER:
@@ -250,7 +250,7 @@ def build_app(
             share = f"/sessions/{session.session_id}" + (f"?view={token}" if token else "")
         body = {
             "session": view,
-            "speakers": speakers,
+            "speakers": report.speakers,
             "can_edit": access is Access.OWNER,
             "share_path": share,
             "formats": list(FORMATS),
