@@ -22,8 +22,11 @@ from stores.base import Session, SessionStore, StateConflict, TranscriptStore
 
 log = logging.getLogger(__name__)
 
+#: Called with (session, final state, notes, reason) once a session is finalized.
+OnFinalized = Callable[[Session, str, dict[str, Any] | None, str | None], None]
 
-@dataclass
+
+@dataclass(frozen=True)
 class WorkflowSteps:
     """The workflow's steps over the stores."""
 
@@ -32,7 +35,7 @@ class WorkflowSteps:
     notes: NotesGenerator
     #: Where the final meeting status goes besides the session store (Supabase's
     #: "Update Meeting Status"): called with (session, state, notes, reason).
-    on_finalized: Callable[[Session, str, dict[str, Any] | None, str | None], None] | None = None
+    on_finalized: OnFinalized | None = None
 
     def check_windows(self, session_id: str) -> dict[str, Any]:
         """Has the processor committed every window up to the end-of-stream record?
@@ -134,12 +137,28 @@ class WorkflowSteps:
 def default_steps(
     sessions: SessionStore, transcripts: TranscriptStore, settings: Settings | None = None
 ) -> WorkflowSteps:
-    """Steps with the notes generator ``settings`` configure (offline notes without settings)."""
+    """Steps with the notes generator ``settings`` configure (offline notes without settings).
+
+    With Supabase transcripts the final state and notes also go to the meeting's row
+    (:meth:`stores.supabase.SupabaseMeetingStatus.update`), wherever the steps run.
+    """
     if settings is None:
         return WorkflowSteps(sessions, transcripts, OfflineNotesGenerator())
     from control.llm import notes_generator
 
-    return WorkflowSteps(sessions, transcripts, notes_generator(settings))
+    on_finalized = _meeting_status_writer(settings) if settings.store == "supabase" else None
+    return WorkflowSteps(sessions, transcripts, notes_generator(settings), on_finalized)
+
+
+def _meeting_status_writer(settings: Settings) -> OnFinalized:
+    from stores.supabase import SupabaseMeetingStatus
+
+    meetings = SupabaseMeetingStatus.from_settings(settings)
+
+    def update(session: Session, state: str, notes: dict[str, Any] | None, reason: str | None) -> None:
+        meetings.update(session.meeting_id, state, notes, session_id=session.session_id, reason=reason)
+
+    return update
 
 
 class LocalWorkflowStarter:

@@ -64,9 +64,13 @@ class LiveService:
             max_connections=settings.rtmp_max_connections,
         )
         public = settings.public_host or settings.host
-        self.ctx = build_local_context(settings, EmbeddedLauncher(self.ingest, public))
-        if self.processor.parts.interim is not None:
-            self.ctx.interim_stats = self.processor.parts.interim.stats
+        interim = self.processor.parts.interim
+        self.ctx = build_local_context(
+            settings,
+            EmbeddedLauncher(self.ingest, public),
+            base_url=self.public_url,
+            interim_stats=interim.stats if interim is not None else None,
+        )
         self.coordinator = Coordinator(self.ctx)
         from producer.whip import WhipIngest
 
@@ -87,6 +91,12 @@ class LiveService:
         """Base URL of the HTTP server."""
         host, port = self.http.address
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def public_url(self) -> str:
+        """Base URL for links handed out (session pages): ``FLOWBOT_PUBLIC_HOST`` when set."""
+        if not self.settings.public_host:
+            return self.url
+        return f"http://{self.settings.public_host}:{self.http.address[1]}"
 
     def _resume_ingest(self, session: Session) -> None:
         """After a restart, accept the key of a session still open, continuing its timeline."""
@@ -119,9 +129,6 @@ class LiveService:
         self._on_startup()
         self.ingest.start()
         self.http.start()
-        port = self.http.address[1]
-        base = self.url if not self.settings.public_host else f"http://{self.settings.public_host}:{port}"
-        self.ctx.page_url = lambda sid: f"{base}/sessions/{sid}"
         log.info("flowbot serving", extra={"http": self.url, "rtmp_port": self.ingest.port})
         return self
 
