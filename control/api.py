@@ -16,7 +16,6 @@ wrong; nothing already accepted is touched by a rejected request.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import secrets
@@ -240,35 +239,3 @@ class Coordinator:
         renamed = notes.renamed(speakers)
         if renamed != notes:
             self.ctx.transcripts.put_notes(session_id, renamed.to_dict())
-
-
-def lambda_response(resp: ApiResponse) -> dict[str, Any]:
-    """Function-URL response shape."""
-    return {
-        "statusCode": resp.status,
-        "headers": {"content-type": "application/json"},
-        "body": resp.json(),
-    }
-
-
-def handle_lambda_event(coordinator: Coordinator, event: Mapping[str, Any]) -> dict[str, Any]:
-    """Translate a Lambda function-URL event (payload v2) into :meth:`Coordinator.handle`."""
-    http = (event.get("requestContext") or {}).get("http") or {}
-    method = str(http.get("method", "POST"))
-    body = event.get("body") or ""
-    raw = base64.b64decode(body) if event.get("isBase64Encoded") else str(body).encode()
-    return lambda_response(coordinator.handle(method, event.get("headers") or {}, raw))
-
-
-_coordinator: Coordinator | None = None
-
-
-def lambda_handler(event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
-    """AWS Lambda entry point: context built once per container from ``FLOWBOT_*`` settings."""
-    global _coordinator
-    if _coordinator is None:
-        from contracts.settings import Settings
-        from control.context import build_context
-
-        _coordinator = Coordinator(build_context(Settings.from_env()))
-    return handle_lambda_event(_coordinator, event)

@@ -12,8 +12,9 @@ import pytest
 from contracts.segments import TranscriptSegment, WindowRecord
 from contracts.settings import Settings
 from control.access import Caller
-from control.api import Coordinator, handle_lambda_event
+from control.api import Coordinator
 from control.context import build_local_context
+from control.lambda_handlers import url_event_response
 from producer.launch import EmbeddedLauncher
 from producer.rtmp import RtmpIngest
 from stores.base import SessionProgress, SessionState
@@ -198,7 +199,7 @@ def test_lambda_function_url_event_shape(api: Coordinator) -> None:
         "body": base64.b64encode(json.dumps({"action": "get_session", "session_id": "nope"}).encode()).decode(),
         "isBase64Encoded": True,
     }
-    resp = handle_lambda_event(api, event)
+    resp = url_event_response(api, event)
     assert resp["statusCode"] == 404 and json.loads(resp["body"])["error"]["code"] == "unknown_session"
 
 
