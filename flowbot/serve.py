@@ -14,7 +14,6 @@ it behind a TLS proxy. Binding beyond loopback requires ``FLOWBOT_API_TOKEN``.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 import threading
@@ -25,20 +24,11 @@ from control.api import Coordinator
 from control.context import build_local_context
 from control.recovery import recover_sessions
 from flowbot.web.app import build_app
+from flowbot.web.guard import is_loopback
 from flowbot.web.server import HttpLimits, HttpServer
 from stores.base import Session
 
 log = logging.getLogger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and 'localhost'."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class LiveService:

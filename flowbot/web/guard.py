@@ -68,6 +68,16 @@ def error_response(error: HttpError) -> JSONResponse:
     return JSONResponse(error.body(), error.status, headers=headers)
 
 
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost' (a server bound there needs no API token)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Access(StrEnum):
     """What a request may do with a session."""
 
@@ -94,17 +104,8 @@ class Guard:
         self.token = s.api_token
         self.any_host = s.host in _WILDCARDS and not s.public_host
         # Loopback names whenever loopback reaches this server (a loopback or wildcard bind).
-        self.hosts = set(_LOOPBACK_NAMES) if self._loopback_bind() or s.host in _WILDCARDS else set()
+        self.hosts = set(_LOOPBACK_NAMES) if is_loopback(s.host) or s.host in _WILDCARDS else set()
         self.hosts |= {h.lower().strip("[]") for h in (s.host, s.public_host) if h and h not in _WILDCARDS}
-
-    def _loopback_bind(self) -> bool:
-        host = self.settings.host
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
 
     # -- where from ----------------------------------------------------------------------
     def check_host(self, request: Request) -> None:
