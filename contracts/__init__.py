@@ -4,6 +4,7 @@ Exports:
 - :mod:`contracts.frames` - the versioned frame record (producer -> stream -> processor).
 - :mod:`contracts.segments` - the versioned transcript segment and window record.
 - :mod:`contracts.settings` - the typed ``FLOWBOT_*`` settings object.
+- :mod:`contracts.errors` - the one error answer of every HTTP endpoint.
 - :mod:`contracts.logs` - structured logging set-up.
 """
 

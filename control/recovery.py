@@ -23,12 +23,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from control import sessions
 from control.context import ControlContext
 from stores.base import Session, SessionState, StateConflict
 
 log = logging.getLogger(__name__)
 
-#: What a restart does for a session in each non-terminal state (see the module doc).
+#: What a restart does for a session in each non-terminal state (see the module doc);
+#: the terminal states are :data:`control.sessions.TERMINAL`.
 RECOVERY: dict[SessionState, str] = {
     SessionState.STARTING: "resume ingest",
     SessionState.LIVE: "resume ingest",
@@ -64,7 +66,7 @@ def _recover(ctx: ControlContext, session: Session, resume_ingest: Callable[[Ses
     if session.state == SessionState.ENDING:
         ctx.launcher.stop(session)
         try:
-            session = ctx.sessions.transition(session.session_id, [SessionState.ENDING], SessionState.PROCESSING)
+            session = sessions.start_processing(ctx.sessions, session.session_id)
         except StateConflict:
             return  # moved on meanwhile (another coordinator)
     if session.state == SessionState.PROCESSING:

@@ -25,6 +25,7 @@ from typing import Any
 from contracts.frames import SAMPLE_RATE
 from contracts.segments import TranscriptSegment, WindowRecord
 from contracts.settings import Settings
+from control.sessions import end, start_processing
 from control.workflow import default_steps
 from processor.build import build_engine_parts, build_shard_processor
 from processor.engine import EngineParts, ShardProcessor
@@ -143,7 +144,9 @@ def transcribe_file(
     try:
         samples = ingest_file(str(path), stream, session_id)
         total[0] = samples / SAMPLE_RATE
-        sessions.transition(session_id, [SessionState.LIVE], SessionState.PROCESSING)
+        # The whole file is in the stream, its end-of-stream record last.
+        end(sessions, session_id)
+        start_processing(sessions, session_id)
         while True:
             thread.check()
             progress = transcripts.load_progress(session_id)

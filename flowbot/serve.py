@@ -14,32 +14,23 @@ it behind a TLS proxy. Binding beyond loopback requires ``FLOWBOT_API_TOKEN``.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 import threading
 
 from contracts.settings import Settings
+from control import sessions
 from control.api import Coordinator
 from control.context import build_local_context
 from control.recovery import recover_sessions
 from flowbot.web.app import build_app
+from flowbot.web.guard import is_loopback
 from flowbot.web.server import HttpLimits, HttpServer
-from stores.base import Session, SessionState
+from stores.base import Session
 from streams.factory import embedded_consumer, embedded_stream
 from streams.thread import ConsumerThread
 
 log = logging.getLogger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and 'localhost'."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class LiveService:
@@ -67,9 +58,12 @@ class LiveService:
             self.hub, settings.host, settings.rtmp_port, max_connections=settings.rtmp_max_connections
         )
         public = settings.public_host or settings.host
-        self.ctx = build_local_context(settings, EmbeddedLauncher(self.rtmp, public))
-        if parts.interim is not None:
-            self.ctx.interim_stats = parts.interim.stats
+        self.ctx = build_local_context(
+            settings,
+            EmbeddedLauncher(self.rtmp, public),
+            base_url=self.public_url,
+            interim_stats=parts.interim.stats if parts.interim is not None else None,
+        )
         self.coordinator = Coordinator(self.ctx)
         from producer.whip import WhipIngest
 
@@ -80,7 +74,7 @@ class LiveService:
 
     def _on_live(self, session_id: str) -> None:
         try:
-            self.ctx.sessions.transition(session_id, [SessionState.STARTING], SessionState.LIVE)
+            sessions.go_live(self.ctx.sessions, session_id)
             log.info("session live", extra={"session": session_id})
         except Exception as exc:  # already live after a reconnect, or ended meanwhile
             log.debug("live transition skipped", extra={"session": session_id, "why": str(exc)})
@@ -90,6 +84,12 @@ class LiveService:
         """Base URL of the HTTP server."""
         host, port = self.http.address
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def public_url(self) -> str:
+        """Base URL for links handed out (session pages): ``FLOWBOT_PUBLIC_HOST`` when set."""
+        if not self.settings.public_host:
+            return self.url
+        return f"http://{self.settings.public_host}:{self.http.address[1]}"
 
     def _resume_ingest(self, session: Session) -> None:
         """After a restart, accept the key of a session still open, continuing its timeline."""
@@ -122,9 +122,6 @@ class LiveService:
         self._on_startup()
         self.rtmp.start()
         self.http.start()
-        port = self.http.address[1]
-        base = self.url if not self.settings.public_host else f"http://{self.settings.public_host}:{port}"
-        self.ctx.page_url = lambda sid: f"{base}/sessions/{sid}"
         log.info("flowbot serving", extra={"http": self.url, "rtmp_port": self.rtmp.port})
         return self
 

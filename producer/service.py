@@ -30,11 +30,12 @@ from pathlib import Path
 
 from contracts.logs import configure_logging
 from contracts.settings import Settings
+from control.sessions import go_live
 from producer.hub import IngestHub
 from producer.nginx import NginxFront
 from producer.nginx_auth import NginxAuthServer
 from producer.rtmp_relay import RtmpRelay
-from stores.base import SessionState, SessionStore, StateConflict
+from stores.base import SessionStore, StateConflict
 from streams.base import StreamWriter
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def run_producer_task(
 
     def mark_live(sid: str) -> None:
         with contextlib.suppress(StateConflict):
-            sessions.transition(sid, [SessionState.STARTING], SessionState.LIVE)
+            go_live(sessions, sid)
 
     hub = IngestHub(writer, on_live=mark_live)
     if use_nginx:

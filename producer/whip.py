@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from contracts.errors import HttpError
 from contracts.frames import SAMPLE_RATE
 from producer.hub import IngestHub, IngestTarget, PublishRevoked
 
@@ -64,14 +65,8 @@ MAX_OFFER_BYTES = 64 * 1024
 _WILDCARDS = {"", "0.0.0.0", "::"}
 
 
-class WhipError(Exception):
-    """An HTTP error answer: status, code and a message for the client."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+class WhipError(HttpError):
+    """A refused WHIP request (answered by the web front like any :class:`HttpError`)."""
 
 
 # ----------------------------------------------------------------- ICE addresses

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from contracts.segments import TranscriptSegment, WindowRecord, WindowStatus
 from contracts.settings import Settings
-from control.api import Coordinator, handle_lambda_event
+from control.access import Caller
+from control.api import Coordinator
 from control.context import build_local_context
+from control.lambda_handlers import url_event_response
 from flowbot.launch import EmbeddedLauncher
 from producer.hub import IngestHub
 from producer.rtmp_relay import RtmpRelay
@@ -156,6 +159,38 @@ def test_method_and_token(settings: Settings, tmp_path: Path) -> None:
     assert api.handle("GET", {}, b"").status == 405
 
 
+def test_users_act_only_on_their_own_sessions(settings: Settings, tmp_path: Path) -> None:
+    """The one ownership rule (control.access.may_access) behind every action."""
+    callers = {
+        "Bearer alice": Caller("alice", "authenticated"),
+        "Bearer bob": Caller("bob", "authenticated"),
+        "Bearer service": Caller(None, "service_role"),
+    }
+
+    def authenticate(headers: Mapping[str, str]) -> Caller:
+        try:
+            return callers[headers.get("authorization", "")]
+        except KeyError:
+            raise PermissionError("unknown token") from None
+
+    ingest = RtmpRelay(IngestHub(EmbeddedStream(tmp_path / "x.db")), "127.0.0.1", 0)
+    ctx = build_local_context(settings, EmbeddedLauncher(ingest, "127.0.0.1"))
+    api = Coordinator(dataclasses.replace(ctx, authenticate=authenticate))
+    alice, bob, service = ({"authorization": f"Bearer {n}"} for n in ("alice", "bob", "service"))
+    status, started = call(api, {"action": "start_session", "meeting_id": "m1"}, alice)
+    assert status == 200 and started["user_id"] == "alice"
+    status, body = call(api, {"action": "start_session", "meeting_id": "m2", "user_id": "bob"}, alice)
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    get = {"action": "get_session", "session_id": started["session_id"]}
+    assert call(api, get, alice)[0] == 200 and call(api, get, service)[0] == 200
+    status, body = call(api, get, bob)
+    assert status == 404 and body["error"]["code"] == "unknown_session"  # not even its existence
+    assert call(api, {"action": "end_session", "session_id": started["session_id"]}, bob)[0] == 404
+    status, body = call(api, {"action": "start_session", "meeting_id": "m3"}, service)
+    assert status == 400 and body["error"]["code"] == "missing_field"  # the service role names the user
+    assert call(api, get)[0] == 401
+
+
 def test_lambda_function_url_event_shape(api: Coordinator) -> None:
     import base64
 
@@ -165,7 +200,7 @@ def test_lambda_function_url_event_shape(api: Coordinator) -> None:
         "body": base64.b64encode(json.dumps({"action": "get_session", "session_id": "nope"}).encode()).decode(),
         "isBase64Encoded": True,
     }
-    resp = handle_lambda_event(api, event)
+    resp = url_event_response(api, event)
     assert resp["statusCode"] == 404 and json.loads(resp["body"])["error"]["code"] == "unknown_session"
 
 

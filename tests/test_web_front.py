@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import socket
 import threading
@@ -391,6 +392,15 @@ def test_view_token_reads_one_session_and_changes_nothing(token_svc: LiveService
     rename = json.dumps({"action": "rename_speaker", "session_id": sid, "speaker": "S1", "name": "x"}).encode()
     viewer = {"authorization": f"Bearer {view}", "content-type": "application/json"}
     assert_error(*request(port, "POST", "/api", rename, viewer), 401)
+
+
+def test_start_session_links_the_page_on_the_bound_port(svc: LiveService) -> None:
+    """The port is the OS's choice (port 0); the context is built once and stays as built."""
+    started = start(svc)
+    assert started["page_url"] == f"{svc.url}/sessions/{started['session_id']}"
+    assert port_of(svc) != 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        svc.ctx.page_url = None  # type: ignore[misc]
 
 
 def test_every_malformed_request_gets_a_structured_4xx(svc: LiveService) -> None:

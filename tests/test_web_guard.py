@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from starlette.requests import Request
 
+from contracts.errors import HttpError
 from contracts.settings import Settings
 from control.bearer import BearerError, bearer_token
-from flowbot.web.guard import Access, Guard, HttpError
+from flowbot.web.guard import Access, Guard
 
 
 def req(headers: dict[str, str], query: str = "") -> Request:

@@ -40,6 +40,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from contracts.errors import HttpError
 from contracts.frames import validate_session_id
 from control.api import MAX_BODY_BYTES, Coordinator
 from control.bearer import BearerError, bearer_token
@@ -50,13 +51,12 @@ from flowbot.web.guard import (
     SECURITY_HEADERS,
     Access,
     Guard,
-    HttpError,
     error_response,
     read_body,
     require_content_type,
 )
 from processor.rttm import window_turns
-from producer.whip import MAX_OFFER_BYTES, WhipError, WhipIngest
+from producer.whip import MAX_OFFER_BYTES, WhipIngest
 from stores.archive import window_key
 from stores.base import Session, SessionNotFound
 
@@ -122,7 +122,7 @@ class WebFront:
             if raw and not (raw.isdigit() and len(raw) <= 18):
                 raise HttpError(400, "invalid_last_event_id", "Last-Event-ID must be a revision number")
         except HttpError as exc:
-            await error_response(exc.status, exc.code, exc.message)(scope, receive, send_start)
+            await error_response(exc)(scope, receive, send_start)
             return
         await send_start(
             {
@@ -241,8 +241,8 @@ def build_app(
 
     async def info(request: Request) -> Response:
         session, access = await session_for(request)
-        speakers = await run_in_threadpool(ctx.transcripts.speakers, session.session_id)
-        view = session.public_view()
+        report = await run_in_threadpool(ctx.report, session)
+        view = report.session.public_view()
         view.pop("user_id", None)
         share = None
         if access is Access.OWNER:
@@ -250,7 +250,7 @@ def build_app(
             share = f"/sessions/{session.session_id}" + (f"?view={token}" if token else "")
         body = {
             "session": view,
-            "speakers": speakers,
+            "speakers": report.speakers,
             "can_edit": access is Access.OWNER,
             "share_path": share,
             "formats": list(FORMATS),
@@ -321,22 +321,18 @@ def build_app(
 
     # -- errors: every refusal is JSON ---------------------------------------------------------
     async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HttpError)
-        return error_response(exc.status, exc.code, exc.message, close=exc.close)
-
-    async def on_whip_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, WhipError)
-        return error_response(exc.status, exc.code, exc.message)
+        assert isinstance(exc, HttpError)  # WHIP's refusals too (producer.whip.WhipError)
+        return error_response(exc)
 
     async def on_starlette_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
         message = f"no route for {request.method} {request.url.path}" if exc.status_code in (404, 405) else exc.detail
-        return error_response(exc.status_code, code, message)
+        return error_response(HttpError(exc.status_code, code, message))
 
     async def on_crash(request: Request, exc: Exception) -> Response:
         log.error("web request failed", extra={"path": request.url.path, "error": repr(exc)}, exc_info=exc)
-        return error_response(500, "internal", "internal error; see logs")
+        return error_response(HttpError(500, "internal", "internal error; see logs"))
 
     # Host check on everything but health and page assets.
     def host_checked(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -370,7 +366,6 @@ def build_app(
         lifespan=lifespan,
         exception_handlers={
             HttpError: on_http_error,
-            WhipError: on_whip_error,
             HTTPException: on_starlette_error,
             Exception: on_crash,
         },

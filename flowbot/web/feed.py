@@ -32,12 +32,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.frames import SAMPLE_RATE
 from control.context import ControlContext
+from control.sessions import TERMINAL
 from stores.base import SessionState
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({SessionState.COMPLETED, SessionState.PARTIAL, SessionState.FAILED})
 #: How often a watched session's store rows are read (commit-to-viewer latency is about half this
 #: plus the fan-out; bench/viewers.py measures it).
 POLL_SECONDS = 0.05
@@ -161,7 +162,7 @@ class SessionFeed:
         starts: dict[int, float] = {}
         if any(c.is_final for c in changes):
             # Window start times let a page play a final segment from the window's archived audio.
-            starts = {w.window_index: w.start_sample / 16000 for w in transcripts.windows(sid)}
+            starts = {w.window_index: w.start_sample / SAMPLE_RATE for w in transcripts.windows(sid)}
         encoded = [
             (
                 c.window_index,

@@ -20,7 +20,8 @@
 - **Bodies** are read with a byte limit and a time limit; an over-limit body is
   refused with ``Connection: close`` so its rest is never parsed as a request.
 
-Every refusal is a JSON ``{"error": {"code", "message"}}`` with a 4xx status.
+Every refusal is a :class:`contracts.errors.HttpError`, answered with its JSON
+body (:func:`error_response`) and a 4xx status.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from contracts.errors import HttpError
 from contracts.settings import Settings
 from control.bearer import BearerError, bearer_token, same_secret
 
@@ -58,20 +60,22 @@ _WILDCARDS = {"", "0.0.0.0", "::"}
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 
-class HttpError(Exception):
-    """A refusal: status, stable code and a message for the client."""
-
-    def __init__(self, status: int, code: str, message: str, *, close: bool = False) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.close = status, code, message, close
-
-
-def error_response(status: int, code: str, message: str, *, close: bool = False) -> JSONResponse:
-    """The one shape of every error body."""
+def error_response(error: HttpError) -> JSONResponse:
+    """The answer to a refused request: its JSON body, never cached."""
     headers = {"cache-control": "no-store"}
-    if close:
+    if error.close:
         headers["connection"] = "close"
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+    return JSONResponse(error.body(), error.status, headers=headers)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost' (a server bound there needs no API token)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Access(StrEnum):
@@ -100,17 +104,8 @@ class Guard:
         self.token = s.api_token
         self.any_host = s.host in _WILDCARDS and not s.public_host
         # Loopback names whenever loopback reaches this server (a loopback or wildcard bind).
-        self.hosts = set(_LOOPBACK_NAMES) if self._loopback_bind() or s.host in _WILDCARDS else set()
+        self.hosts = set(_LOOPBACK_NAMES) if is_loopback(s.host) or s.host in _WILDCARDS else set()
         self.hosts |= {h.lower().strip("[]") for h in (s.host, s.public_host) if h and h not in _WILDCARDS}
-
-    def _loopback_bind(self) -> bool:
-        host = self.settings.host
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
 
     # -- where from ----------------------------------------------------------------------
     def check_host(self, request: Request) -> None:
