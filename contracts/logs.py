@@ -23,6 +23,8 @@ import sys
 import time
 from typing import Any
 
+from contracts.settings import LogFormat
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -88,10 +90,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.TEXT) -> None:
     """Send flowbot's logs to stderr in the chosen format (idempotent)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if fmt == LogFormat.JSON else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_flowbot", False):

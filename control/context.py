@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.settings import Settings
+from contracts.settings import Settings, TranscriptBackend
 from control.access import Caller
 from control.launch import GpuPrewarmer, NoPrewarm, ProducerLauncher, WorkflowStarter
 from control.sessions import SessionReport
@@ -87,7 +87,7 @@ def build_context(settings: Settings) -> ControlContext:
     from control.sfn import StepFunctionsStarter
 
     on_created = None
-    if settings.store == "supabase":
+    if settings.store == TranscriptBackend.SUPABASE:
         from stores.supabase import SupabaseMeetingStatus
 
         on_created = SupabaseMeetingStatus.from_settings(settings).register_session

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.settings import Settings
+from contracts.settings import Settings, TranscriptBackend
 from control import sessions
 from control.notes import NotesGenerator, OfflineNotesGenerator
 from control.sessions import Progress
@@ -146,7 +146,7 @@ def default_steps(
         return WorkflowSteps(sessions, transcripts, OfflineNotesGenerator())
     from control.llm import notes_generator
 
-    on_finalized = _meeting_status_writer(settings) if settings.store == "supabase" else None
+    on_finalized = _meeting_status_writer(settings) if settings.store == TranscriptBackend.SUPABASE else None
     return WorkflowSteps(sessions, transcripts, notes_generator(settings), on_finalized)
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from contracts.logs import configure_logging
-from contracts.settings import Settings, SettingsError
+from contracts.settings import DiarizationWeights, Settings, SettingsError, StreamBackend, TranscriptBackend
 from flowbot.formats import FORMATS, render
 from processor.rttm import window_turns
 from producer.decode import DecodeError
+from stores.base import SessionState
 
 log = logging.getLogger("flowbot")
 
@@ -181,7 +182,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_follow(args: argparse.Namespace) -> int:
     """flowbot follow SESSION"""
     settings = _settings(args)
-    if settings.store == "supabase" and not args.url:
+    if settings.store == TranscriptBackend.SUPABASE and not args.url:
         import asyncio
 
         from flowbot.follow import follow_supabase
@@ -196,7 +197,7 @@ def cmd_follow(args: argparse.Namespace) -> int:
     except FollowError as exc:
         log.error(str(exc), extra={"session": args.session})
         return 2
-    return 0 if state in ("completed", "partial") else 1
+    return 0 if state in (SessionState.COMPLETED, SessionState.PARTIAL) else 1
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -228,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--format", choices=FORMATS, default="text")
     t.add_argument("-o", "--output", help="write here instead of stdout")
     t.add_argument("--model", dest="asr_model", help="override FLOWBOT_ASR_MODEL")
-    t.add_argument("--diarization", choices=("offline", "pyannote", "none"))
+    t.add_argument("--diarization", choices=list(DiarizationWeights))
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_transcribe)
 
@@ -239,8 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_ingest)
 
     pr = sub.add_parser("process", help="run the processor against the configured stream")
-    pr.add_argument("--source", dest="stream", choices=("embedded", "kinesis"), help="override FLOWBOT_STREAM")
-    pr.add_argument("--diarization", choices=("offline", "pyannote", "none"))
+    pr.add_argument("--source", dest="stream", choices=list(StreamBackend), help="override FLOWBOT_STREAM")
+    pr.add_argument("--diarization", choices=list(DiarizationWeights))
     pr.set_defaults(func=cmd_process)
 
     tr = sub.add_parser("transcript", help="print a session's transcript from the store")
@@ -254,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--rtmp-port", dest="rtmp_port", type=int)
-    s.add_argument("--diarization", choices=("offline", "pyannote", "none"))
+    s.add_argument("--diarization", choices=list(DiarizationWeights))
     s.set_defaults(func=cmd_serve)
 
     f = sub.add_parser("follow", help="print a session's transcript live as it is written")

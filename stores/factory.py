@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.settings import Settings
+from contracts.settings import ArchiveBackend, SessionBackend, Settings, TranscriptBackend
 from stores.archive import LocalArchive, NoArchive, WindowArchive
 from stores.base import SessionStore, TranscriptStore
 from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore
@@ -10,7 +10,7 @@ from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore
 
 def transcript_store(settings: Settings) -> TranscriptStore:
     """The transcript store named by ``FLOWBOT_STORE``."""
-    if settings.store == "supabase":
+    if settings.store == TranscriptBackend.SUPABASE:
         from stores.supabase import SupabaseTranscriptStore
 
         return SupabaseTranscriptStore(settings)
@@ -19,7 +19,7 @@ def transcript_store(settings: Settings) -> TranscriptStore:
 
 def session_store(settings: Settings) -> SessionStore:
     """The session store named by ``FLOWBOT_SESSION_STORE``."""
-    if settings.session_store == "dynamodb":
+    if settings.session_store == SessionBackend.DYNAMODB:
         from stores.dynamodb import DynamoSessionStore
 
         return DynamoSessionStore(settings)
@@ -28,10 +28,10 @@ def session_store(settings: Settings) -> SessionStore:
 
 def window_archive(settings: Settings) -> WindowArchive:
     """The window-audio archive named by ``FLOWBOT_ARCHIVE``."""
-    if settings.archive == "s3":
+    if settings.archive == ArchiveBackend.S3:
         from stores.s3_archive import S3Archive
 
         return S3Archive(settings)
-    if settings.archive == "none":
+    if settings.archive == ArchiveBackend.NONE:
         return NoArchive()
     return LocalArchive(settings.data_dir / "archive")

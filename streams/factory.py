@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from contracts.settings import Settings
+from contracts.settings import Settings, StreamBackend
 from streams.base import ProcessorFactory, RecordProcessor, StreamConsumer, StreamWriter
 from streams.embedded import EmbeddedConsumer, EmbeddedStream
 
@@ -28,7 +28,7 @@ def embedded_consumer(
 
 def stream_writer(settings: Settings) -> StreamWriter:
     """Where producers put frames: the embedded stream or Kinesis."""
-    if settings.stream == "kinesis":
+    if settings.stream == StreamBackend.KINESIS:
         from streams.kinesis.writer import KinesisWriter
 
         return KinesisWriter(settings)
@@ -37,7 +37,7 @@ def stream_writer(settings: Settings) -> StreamWriter:
 
 def stream_consumer(settings: Settings, processors: ProcessorFactory) -> StreamConsumer:
     """What reads the stream and drives ``processors``: the embedded poller or the KCL daemon."""
-    if settings.stream == "kinesis":
+    if settings.stream == StreamBackend.KINESIS:
         from streams.kinesis.daemon import KclDaemon
 
         return KclDaemon(settings, processors.spec)

@@ -147,3 +147,19 @@ def test_every_setting_is_documented() -> None:
     rows = Settings.describe()
     assert all(var.startswith("FLOWBOT_") and doc for var, _, doc in rows)
     assert len({var for var, _, _ in rows}) == len(rows)
+
+
+def test_settings_choices_are_enum_members_from_env_overrides_and_the_cli() -> None:
+    from contracts.settings import DiarizationWeights, StreamBackend, TranscriptBackend
+    from flowbot.cli import build_parser
+
+    settings = Settings.from_env({"FLOWBOT_STREAM": "kinesis"}, store="supabase")
+    assert settings.stream is StreamBackend.KINESIS and settings.store is TranscriptBackend.SUPABASE
+    assert settings.replace(diarization="none").diarization is DiarizationWeights.NONE
+    with pytest.raises(SettingsError, match="expected one of"):
+        Settings(archive="tape")
+    # The CLI offers exactly the setting's choices (argparse matches the string values).
+    args = build_parser().parse_args(["process", "--source", "kinesis", "--diarization", "none"])
+    assert args.stream == StreamBackend.KINESIS and args.diarization == DiarizationWeights.NONE
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["process", "--source", "kafka"])

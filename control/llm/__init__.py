@@ -21,7 +21,7 @@ from pathlib import Path
 
 from contracts.notes import MeetingNotes
 from contracts.segments import TranscriptSegment
-from contracts.settings import Settings
+from contracts.settings import NotesProvider, Settings
 from control.llm.chat import ChatModel, ChatReply, ChatRequest, ProviderError
 from control.llm.generator import LlmNotesGenerator
 from control.notes import FallbackNotesGenerator, NotesGenerator, OfflineNotesGenerator
@@ -46,7 +46,7 @@ def chat_model(settings: Settings) -> ChatModel:
     """The chat model ``settings`` configure (ValueError/ProviderError when it cannot be set up)."""
     provider = settings.notes_provider
     context = settings.notes_context_tokens
-    if provider == "bedrock":
+    if provider == NotesProvider.BEDROCK:
         from control.llm.bedrock import BedrockChat
 
         return BedrockChat(
@@ -56,7 +56,7 @@ def chat_model(settings: Settings) -> ChatModel:
             context_tokens=context,
             read_timeout=settings.notes_timeout_seconds,
         )
-    if provider == "openai":
+    if provider == NotesProvider.OPENAI:
         from control.llm.openai_compat import OpenAICompatibleChat
 
         if not settings.notes_url:
@@ -64,7 +64,7 @@ def chat_model(settings: Settings) -> ChatModel:
         return OpenAICompatibleChat(
             settings.notes_url, settings.notes_model, api_key=settings.notes_api_key, context_tokens=context
         )
-    if provider == "llama-cpp":
+    if provider == NotesProvider.LLAMA_CPP:
         from control.llm import weights
         from control.llm.local import LlamaCppChat
 
@@ -90,7 +90,7 @@ class _Unavailable:
 def notes_generator(settings: Settings) -> NotesGenerator:
     """The notes generator ``settings`` configure, with the offline notes as its fallback."""
     offline = OfflineNotesGenerator()
-    if settings.notes_provider == "offline":
+    if settings.notes_provider == NotesProvider.OFFLINE:
         return offline
     primary: NotesGenerator
     try:

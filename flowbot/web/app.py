@@ -42,6 +42,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from contracts.errors import HttpError
 from contracts.frames import validate_session_id
+from contracts.settings import ArchiveBackend
 from control.api import MAX_BODY_BYTES, Coordinator
 from control.bearer import BearerError, bearer_token
 from control.context import ControlContext
@@ -208,7 +209,7 @@ def build_app(
     hub = FeedHub(ctx)
     static = _static_files()
     page = static["session.html"][0].decode()
-    archive_root = ctx.settings.data_dir / "archive" if ctx.settings.archive == "local" else None
+    archive_root = ctx.settings.data_dir / "archive" if ctx.settings.archive == ArchiveBackend.LOCAL else None
 
     async def session_for(request: Request) -> tuple[Session, Access]:
         return await session_access(guard, ctx, request, request.path_params["sid"])

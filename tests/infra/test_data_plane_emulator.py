@@ -113,7 +113,7 @@ def test_sessions_table_works_with_the_session_store(applied: Applied, monkeypat
     """The Terraform table is the one stores/dynamodb.py expects: a real create/transition/lookup."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    from contracts.settings import Settings
+    from contracts.settings import SessionBackend, Settings
     from stores.base import Session, SessionState, StateConflict
     from stores.dynamodb import DynamoSessionStore
 
@@ -127,7 +127,7 @@ def test_sessions_table_works_with_the_session_store(applied: Applied, monkeypat
     assert recovery["PointInTimeRecoveryStatus"] == "ENABLED"
 
     settings = Settings(
-        session_store="dynamodb",
+        session_store=SessionBackend.DYNAMODB,
         sessions_table=applied.outputs["sessions_table"],
         dynamodb_endpoint=applied.emulators.moto,
         aws_region="us-east-1",
