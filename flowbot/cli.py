@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("transcribe", help="transcribe a file through the whole pipeline")
     t.add_argument("file")
-    t.add_argument("--format", choices=FORMATS, default="text")
+    t.add_argument("--format", choices=list(FORMATS), default="text")
     t.add_argument("-o", "--output", help="write here instead of stdout")
     t.add_argument("--model", dest="asr_model", help="override FLOWBOT_ASR_MODEL")
     t.add_argument("--diarization", choices=list(DiarizationWeights))
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("transcript", help="print a session's transcript from the store")
     tr.add_argument("session")
-    tr.add_argument("--format", choices=FORMATS, default="text")
+    tr.add_argument("--format", choices=list(FORMATS), default="text")
     tr.add_argument("--interim", action="store_true", help="include interim (not yet final) text")
     tr.add_argument("-o", "--output")
     tr.set_defaults(func=cmd_transcript)

@@ -157,7 +157,7 @@ def test_settings_choices_are_enum_members_from_env_overrides_and_the_cli() -> N
     assert settings.stream is StreamBackend.KINESIS and settings.store is TranscriptBackend.SUPABASE
     assert settings.replace(diarization="none").diarization is DiarizationWeights.NONE
     with pytest.raises(SettingsError, match="expected one of"):
-        Settings(archive="tape")
+        Settings.from_env({}, archive="tape")
     # The CLI offers exactly the setting's choices (argparse matches the string values).
     args = build_parser().parse_args(["process", "--source", "kinesis", "--diarization", "none"])
     assert args.stream == StreamBackend.KINESIS and args.diarization == DiarizationWeights.NONE

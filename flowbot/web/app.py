@@ -70,14 +70,6 @@ _STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".html": "text/html; charset=utf-8",
 }
-_DOWNLOAD_TYPES = {
-    "json": "application/json",
-    "text": "text/plain; charset=utf-8",
-    "srt": "application/x-subrip; charset=utf-8",
-    "vtt": "text/vtt; charset=utf-8",
-    "rttm": "text/plain; charset=utf-8",
-}
-_EXTENSIONS = {"json": "json", "text": "txt", "srt": "srt", "vtt": "vtt", "rttm": "rttm"}
 
 
 class WebFront:
@@ -272,8 +264,8 @@ def build_app(
 
         headers = {"cache-control": "no-store"}
         if request.query_params.get("download") == "1":
-            headers["content-disposition"] = f'attachment; filename="{sid}.{_EXTENSIONS[fmt]}"'
-        return Response(await run_in_threadpool(rendered), media_type=_DOWNLOAD_TYPES[fmt], headers=headers)
+            headers["content-disposition"] = f'attachment; filename="{sid}.{FORMATS[fmt].extension}"'
+        return Response(await run_in_threadpool(rendered), media_type=FORMATS[fmt].media_type, headers=headers)
 
     async def audio(request: Request) -> Response:
         session, _ = await session_for(request)
