@@ -262,16 +262,22 @@ def batcher_of(svc: LiveService) -> Any:
 
 
 def session_result(run: SessionRun, windows: dict[int, float], finals: list[tuple[float, int]]) -> SessionResult:
-    """Figures of one session: ``windows`` = window index -> end (s), ``finals`` = (arrival, window index)."""
-    behind = [at - (run.t0 + windows[w]) for at, w in finals if w in windows]
+    """Figures of one session: ``windows`` = window index -> end (s), ``finals`` = (arrival, window index).
+
+    A window's final text may be sent again later (a new revision); it counts from its first arrival.
+    """
+    first: dict[int, float] = {}
+    for at, w in finals:
+        first[w] = min(at, first.get(w, at))
+    behind = [at - (run.t0 + windows[w]) for w, at in first.items() if w in windows]
     return SessionResult(
         run.session_id,
         len(run.latencies),
         statistics.median(run.latencies) if run.latencies else float("nan"),
         pct(run.latencies, 0.95),
-        len({w for _, w in finals}),
+        len(first),
         max(behind) if behind else float("inf"),
-        (max(at for at, _ in finals) - run.audio_end) if finals else float("inf"),
+        (max(first.values()) - run.audio_end) if first else float("inf"),
     )
 
 

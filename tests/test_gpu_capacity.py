@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu_capacity import GpuSampler, SessionResult, verdict, worst
+from bench.captions import Feed, SessionRun
+from bench.gpu_capacity import GpuSampler, SessionResult, session_result, verdict, worst
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,6 +41,17 @@ def test_verdict_holds_only_within_both_limits() -> None:
     assert verdict([session(p95=math.nan, words=0)], interim=True, **limits) == ["caption p95 inf s > 5 s"]
     assert verdict([], interim=True, **limits) != []
     assert worst([1.0, math.nan]) == math.inf and worst([1.0, 3.0]) == 3.0
+
+
+def test_finals_behind_counts_each_window_from_its_first_arrival() -> None:
+    run = SessionRun("s", Feed("http://127.0.0.1:9/unused"), t0=100.0, audio_end=150.0, latencies=[1.0, 2.0, 9.0])
+    windows = {0: 20.0, 1: 45.0}
+    # Window 0's final arrives 4 s after its audio, and again (a later revision) 60 s after: still 4 s behind.
+    got = session_result(run, windows, [(124.0, 0), (150.5, 1), (180.0, 0)])
+    assert got.final_windows == 2 and got.words == 3 and got.p50 == 2.0 and got.p95 == 9.0
+    assert got.finals_behind == 5.5 and got.last_final_after_end == 0.5
+    none = session_result(SessionRun("t", run.feed), windows, [])
+    assert none.final_windows == 0 and none.finals_behind == math.inf and math.isnan(none.p50)
 
 
 def test_gpu_sampler_reads_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
