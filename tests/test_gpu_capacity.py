@@ -79,7 +79,8 @@ def test_tiny_cpu_run_end_to_end(tmp_path: Path) -> None:
 
     The issue's limits (caption p95 <= 5 s, finals <= 15 s behind) are not what a
     shared 2-core box meets with diarization on (docs/gpu.md has the figures), so
-    the test holds the run to loose limits and checks that every figure is real.
+    the test holds the run to loose limits (120 s / 180 s; at load average 8-10 this
+    box measured 35 s / 33 s at about this scale) and checks that every figure is real.
     """
     out = tmp_path / "report.json"
     cmd = [
@@ -96,16 +97,16 @@ def test_tiny_cpu_run_end_to_end(tmp_path: Path) -> None:
         "--stagger",
         "3",
         "--p95-limit",
-        "60",
+        "120",
         "--lag-limit",
-        "90",
+        "180",
         "--json",
         str(out),
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert "sessions held (caption p95 <= 60 s, finals <= 90 s behind): 2" in proc.stdout, proc.stdout
+    assert "sessions held (caption p95 <= 120 s, finals <= 180 s behind): 2" in proc.stdout, proc.stdout
 
     assert report["device"] == "cpu" and report["model"] == "bundled:tiny.en" and report["compute_type"] == "int8"
     assert report["batched_asr"] is True, "the bench must exercise the batched (GPU) ASR path"
@@ -119,8 +120,8 @@ def test_tiny_cpu_run_end_to_end(tmp_path: Path) -> None:
         for s in level["per_session"]:
             assert s["final_windows"] >= 1, "finals arrive"
             assert s["words"] >= 20, "the sample's words were transcribed and seen in the feed"
-            assert 0 < s["p50"] <= s["p95"] < 60
-            assert 0 < s["finals_behind"] < 90 and s["last_final_after_end"] > 0
+            assert 0 < s["p50"] <= s["p95"] < 120
+            assert 0 < s["finals_behind"] < 180 and s["last_final_after_end"] > 0
         assert level["worst_p95"] == max(s["p95"] for s in level["per_session"])
         assert level["wall_seconds"] >= 20 + (n - 1) * 3
         # One process does the work of every session: some CPU per audio second, not absurdly much.
