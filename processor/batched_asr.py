@@ -13,9 +13,10 @@ Each request's audio is first cut into speech clips of at most 30 s with the
 Silero VAD shipped in faster-whisper (the sequential path skips silence the
 same way), so a request with no speech costs no model time at all.
 
-It works on CPU too (that is how the tests exercise it), but it is only wired
-in for ``device == "cuda"``: on two CPU cores batching buys nothing and the
-interim worker's priority rules matter more.
+It works on CPU too (that is how the tests exercise it), but by default it is
+only wired in for ``device == "cuda"`` (``FLOWBOT_ASR_BATCHING=on`` forces it):
+on two CPU cores batching buys nothing and the interim worker's priority rules
+matter more.
 """
 
 from __future__ import annotations

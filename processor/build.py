@@ -84,6 +84,13 @@ def mapper_factory(settings: Settings) -> Callable[[dict[str, object]], SpeakerM
     return make
 
 
+def use_batching(settings: Settings, device: str) -> bool:
+    """Does ``FLOWBOT_ASR_BATCHING`` put ASR passes through :class:`processor.batched_asr.BatchingTranscriber`?"""
+    if settings.asr_batching == "auto":
+        return device == "cuda"
+    return settings.asr_batching == "on"
+
+
 @dataclass(frozen=True)
 class InterimParts:
     """The engine's models as the engine should call them, and the interim worker (None when off)."""
@@ -98,15 +105,16 @@ def build_interim(
 ) -> InterimParts:
     """Wrap the engine's models and build the interim worker for ``settings``.
 
-    The worker is None when ``interim_seconds`` is 0. On CUDA both the engine and
-    the worker go through one :class:`processor.batched_asr.BatchingTranscriber`,
+    The worker is None when ``interim_seconds`` is 0. On CUDA (or with
+    ``asr_batching=on``) both the engine and the worker go through one
+    :class:`processor.batched_asr.BatchingTranscriber`,
     so final and interim passes of all sessions share batched model calls; on
     CPU finals take priority and interim passes yield to them.
     """
     if settings.interim_seconds <= 0:
         return InterimParts(whisper, diarizer, None)
     gate = FinalGate()
-    if whisper.device == "cuda":
+    if use_batching(settings, whisper.device):
         from processor.batched_asr import BatchingTranscriber
 
         batched = BatchingTranscriber(whisper)

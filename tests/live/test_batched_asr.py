@@ -50,3 +50,27 @@ def test_batched_results_match_sequential_and_map_back(transcriber: Any, meeting
         assert all(r for r in results) and batched.calls - before < 3
     finally:
         batched.stop()
+
+
+def test_batching_setting_chooses_the_path(transcriber: Any, settings: Any) -> None:
+    """FLOWBOT_ASR_BATCHING: auto batches on CUDA only, on forces it on CPU, off never; only with interim on."""
+    from processor.build import build_interim, use_batching
+    from processor.diarization import SingleSpeakerDiarizer
+    from stores.factory import transcript_store
+
+    assert use_batching(settings, "cuda") and not use_batching(settings, "cpu")
+    assert use_batching(settings.replace(asr_batching="on"), "cpu")
+    assert not use_batching(settings.replace(asr_batching="off"), "cuda")
+    store = transcript_store(settings)
+    for choice, batched in (("auto", False), ("on", True), ("off", False)):
+        parts = build_interim(settings.replace(asr_batching=choice), transcriber, SingleSpeakerDiarizer(), store)
+        assert parts.worker is not None
+        inner = parts.worker.transcriber
+        assert isinstance(inner, BatchingTranscriber) is batched, choice
+        assert isinstance(getattr(parts.transcriber, "inner", None), BatchingTranscriber) is batched, choice
+        if isinstance(inner, BatchingTranscriber):
+            inner.stop()
+    off = build_interim(
+        settings.replace(asr_batching="on", interim_seconds=0.0), transcriber, SingleSpeakerDiarizer(), store
+    )
+    assert off.worker is None and off.transcriber is transcriber
