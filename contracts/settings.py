@@ -64,6 +64,14 @@ class Device(enum.StrEnum):
     CUDA = "cuda"
 
 
+class Switch(enum.StrEnum):
+    """On, off, or the default for the hardware."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
 class DiarizationWeights(enum.StrEnum):
     """Which pyannote pipeline labels speakers (NONE = one speaker)."""
 
@@ -125,13 +133,12 @@ class Settings:
     asr_language: str = _opt("", "Language code; empty = the model's own (English for *.en).")
     asr_beam_size: int = _opt(5, "Beam size for final passes.")
     cpu_threads: int = _opt(2, "CPU threads for CTranslate2 and torch.")
-    asr_batching: str = _opt(
-        "auto",
+    asr_batching: Switch = _opt(
+        Switch.AUTO,
         "Serve every session's ASR passes (finals and interim captions) through shared batched model "
         "calls (faster-whisper's batched pipeline): 'auto' = on CUDA only (on 2 CPU cores finals-first "
         "priority matters more than batching), 'on' (also on CPU, as bench/gpu_capacity.py's tiny run "
         "does), 'off'. Only with interim captions on.",
-        ("auto", "on", "off"),
     )
 
     # --- windowing ---------------------------------------------------------

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from contracts.settings import Settings
+from contracts.settings import Device, DiarizationWeights, Settings, Switch
 from processor.asr import AsrOptions, Transcriber, WhisperTranscriber
 from processor.diarization import Diarizer, IdentityMapper, SingleSpeakerDiarizer, SpeakerMapper
 from processor.engine import EngineParts, ShardProcessor
@@ -64,7 +64,7 @@ def build_transcriber(settings: Settings) -> WhisperTranscriber:
 
 def build_diarizer(settings: Settings) -> Diarizer:
     """The diarizer named by ``FLOWBOT_DIARIZATION``."""
-    if settings.diarization == "none":
+    if settings.diarization == DiarizationWeights.NONE:
         return SingleSpeakerDiarizer()
     from processor.pyannote_diarizer import build_diarizer as build_pyannote
 
@@ -74,7 +74,7 @@ def build_diarizer(settings: Settings) -> Diarizer:
 
 def mapper_factory(settings: Settings) -> Callable[[dict[str, object]], SpeakerMapper]:
     """Builds a session speaker registry from its stored state."""
-    if settings.diarization == "none":
+    if settings.diarization == DiarizationWeights.NONE:
         return lambda state: IdentityMapper(state)
     from processor.speakers import build_mapper
 
@@ -86,9 +86,9 @@ def mapper_factory(settings: Settings) -> Callable[[dict[str, object]], SpeakerM
 
 def use_batching(settings: Settings, device: str) -> bool:
     """Does ``FLOWBOT_ASR_BATCHING`` put ASR passes through :class:`processor.batched_asr.BatchingTranscriber`?"""
-    if settings.asr_batching == "auto":
-        return device == "cuda"
-    return settings.asr_batching == "on"
+    if settings.asr_batching == Switch.AUTO:
+        return device == Device.CUDA
+    return settings.asr_batching == Switch.ON
 
 
 @dataclass(frozen=True)
