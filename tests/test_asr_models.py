@@ -15,19 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from artefacts import PinnedFile, sha256_of
 from contracts.settings import Settings
 from flowbot.wer import wer
 from processor import asr_models
 from processor.asr_models import (
     BASE,
     BundledModel,
-    ModelFile,
     ModelNotAvailable,
     bundled_model_dir,
     complete,
     fetch,
     resolve_model,
-    sha256_of,
 )
 from tests.speech import say
 
@@ -66,13 +65,13 @@ def _toy(halves: tuple[bytes, bytes]) -> BundledModel:
         name="toy",
         folder="toy-model",
         files=(
-            ModelFile(
+            PinnedFile(
                 "model.bin",
                 (("toy-part1==1.0.0", "toy_part1/model.bin.part1"), ("toy-part2==1.0.0", "toy_part2/model.bin.part2")),
                 sha256(whole).hexdigest(),
                 len(whole),
             ),
-            ModelFile("config.json", (("toy-part1==1.0.0", "toy_part1/config.json"),), sha256(b"{}").hexdigest(), 2),
+            PinnedFile("config.json", (("toy-part1==1.0.0", "toy_part1/config.json"),), sha256(b"{}").hexdigest(), 2),
         ),
         licence="test",
     )

