@@ -70,6 +70,16 @@ class Settings:
         "Published pyannote pipeline name or local folder (diarization=pyannote).",
     )
     diarization_device: str = _opt("auto", "Device for diarization.", ("auto", "cpu", "cuda"))
+    diarization_step: float = _opt(
+        0.5, "Offline diarization: hop between 10 s segmentation chunks, as a share of 10 s (0.2 = 2 s)."
+    )
+    diarization_embedding: str = _opt(
+        "capped",
+        "Offline diarization embeddings: 'capped' (at most one hop of speech per chunk and local "
+        "speaker, CAM++ on onnxruntime on CPU: each second embedded about once) or 'full' (pyannote's "
+        "own step: every chunk's whole mask, each second embedded 1/step times).",
+        ("capped", "full"),
+    )
     hf_token: str = _opt("", "Hugging Face token for the published pyannote pipeline.")
     speaker_match_threshold: float = _opt(
         0.4, "Cosine distance under which a window speaker is an existing session speaker."
