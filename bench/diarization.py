@@ -1,34 +1,36 @@
-"""Diarization cost next to ASR's, on the same audio, in one run.
+"""Diarization cost next to ASR's, and DER, for the previous and the current offline path, in one run.
 
-Generates a multi-speaker flite conversation, cuts it into ~30 s windows at
-silences (as the processor does), then runs, each in its own subprocess so
-peak memory is measured per component:
+On the real-speech set (:mod:`bench.real_speech`: pyannote's ``sample.wav`` and
+conversations assembled from pocketsphinx's recordings), optionally plus flite
+conversations, each recording is cut into windows at silences (<= 30 s, as the
+processor does) and every window goes through, in one process and in rotating
+order (so a load change on this shared machine hits every component alike):
 
-- the offline diarization default (segmentation-3.0 + CAM++) at several
-  segmentation steps, window by window with the session speaker registry,
-  reporting DER against the known turns;
-- ASR with ``WhisperTranscriber("bundled:tiny.en")`` on the same windows.
+- ASR: ``WhisperTranscriber("bundled:tiny.en")`` (int8, beam 5, VAD filter);
+- diarization ``previous``: :data:`processor.pyannote_diarizer.PER_CHUNK_FULL_MASK`,
+  the offline default before the capped embedding step;
+- diarization ``default``: today's :class:`OfflineParams` (capped embeddings,
+  CAM++ on onnxruntime).
 
-It prints seconds of compute per audio minute, the real-time factor, peak RSS,
-and the combined real-time factor of the offline default (diarization + ASR)
-for one live meeting on this machine's cores. Numbers from a shared, busy
-machine are noisy: compare the rows of one run, not runs with each other.
+Windows are mapped to session speakers by the registry as in the processor, and
+DER (pyannote.metrics, collar 0, overlap scored) is computed on the stitched
+turns. It prints process CPU seconds and wall seconds per component, their ratio
+to ASR's, and DER per recording and over the set. Compare ratios within a run.
 
-    .venv/bin/python bench/diarization.py [--minutes 3] [--speakers 3] [--steps 0.1,0.2,0.5]
+    .venv/bin/python bench/diarization.py [--flite 2,3,4] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,144 +40,142 @@ os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+@dataclass
+class Component:
+    """One thing timed on every window: process CPU and wall seconds, and its diarization turns."""
+
+    name: str
+    run: Callable[[np.ndarray, tuple[int, int]], list[Any]]
+    cpu: float = 0.0
+    wall: float = 0.0
+    turns: list[Any] = field(default_factory=list)
+    der: dict[str, float] = field(default_factory=dict)
+    speakers: dict[str, int] = field(default_factory=dict)
+    metric: Any = None
+
+    def step(self, audio: np.ndarray, bounds: tuple[int, int]) -> None:
+        """Process one window, adding its cost."""
+        cpu, wall = time.process_time(), time.perf_counter()
+        self.turns += self.run(audio, bounds)
+        self.cpu += time.process_time() - cpu
+        self.wall += time.perf_counter() - wall
 
 
-def _load(audio_path: Path) -> tuple[np.ndarray, list[tuple[int, int]], list[tuple[float, float, str]]]:
-    data = json.loads(audio_path.with_suffix(".json").read_text())
-    audio = np.load(audio_path)
-    return audio, [tuple(b) for b in data["bounds"]], [tuple(t) for t in data["turns"]]
+def _recordings(args: argparse.Namespace) -> list[tuple[str, list[tuple[str, np.ndarray, tuple[Any, ...]]]]]:
+    from bench.real_speech import real_speech_set
+
+    cache = ROOT / ".cache" / "bench-diarization"
+    sets = [("real speech", [(r.name, r.audio, r.turns) for r in real_speech_set(cache)])]
+    if args.flite:
+        from tests.diarization.conversations import make_conversation
+
+        flite = []
+        for n in (int(v) for v in args.flite.split(",")):
+            rec = make_conversation(n, args.flite_minutes, cache, seed={2: 1, 3: 2, 4: 3}.get(n, n), late_joiner=n == 4)
+            flite.append((rec.path.stem, rec.audio, rec.turns))
+        sets.append(("flite", flite))
+    return sets
 
 
-def worker_diarization(audio_path: Path, step: float, threads: int) -> dict[str, float]:
-    """Offline pipeline at ``step``, window by window, with the registry."""
+def main() -> int:
+    """Build the recordings, run every window through every component, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--flite", default="", help="also flite conversations with these numbers of voices, e.g. 2,3,4")
+    parser.add_argument("--flite-minutes", type=float, default=3.0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
     import torch
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     from contracts.settings import Settings
-    from processor.offline_weights import locate
-    from processor.pyannote_diarizer import OfflineParams, PyannoteDiarizer, build_offline_pipeline
+    from processor.asr import WhisperTranscriber
+    from processor.diarization import Diarizer, SpeakerMapper
+    from processor.pyannote_diarizer import PER_CHUNK_FULL_MASK, OfflineParams, build_diarizer
     from processor.speakers import build_mapper, diarize_in_windows
-    from tests.diarization.conversations import turns_to_annotation
+    from tests.diarization.conversations import silence_cuts, turns_to_annotation
 
-    torch.set_num_threads(threads)
-    audio, bounds, turns = _load(audio_path)
-    t0 = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    settings = Settings.from_env({}, diarization="offline", diarization_device="cpu", cpu_threads=args.threads)
+    asr = WhisperTranscriber("bundled:tiny.en", device="cpu", cpu_threads=args.threads)
+    default = OfflineParams()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pipeline = build_offline_pipeline(locate(), OfflineParams(segmentation_step=step))
-    diarizer = PyannoteDiarizer(pipeline, device="cpu", name="offline")
-    load = time.perf_counter() - t0
-    mapper = build_mapper(Settings.from_env({}), None)
-    t0 = time.perf_counter()
-    out = diarize_in_windows(diarizer, mapper, audio, bounds)
-    elapsed = time.perf_counter() - t0
-    hyp = turns_to_annotation([(t.start, t.end, t.speaker) for t in out])
-    der = DiarizationErrorRate(collar=0.0)(turns_to_annotation(turns), hyp)
-    return {
-        "load_s": load,
-        "compute_s": elapsed,
-        "der": float(der),
-        "speakers": len({t.speaker for t in out}),
-        "peak_rss_mib": _peak_rss_mib(),
-    }
+        diarizers: dict[str, Diarizer] = {
+            f"diarization previous (step {PER_CHUNK_FULL_MASK.segmentation_step:g}, full masks)": build_diarizer(
+                settings, PER_CHUNK_FULL_MASK
+            ),
+            f"diarization default (step {default.segmentation_step:g}, capped, onnxruntime)": build_diarizer(
+                settings, default
+            ),
+        }
+    sets = _recordings(args)
+    warm = sets[0][1][0][1][: 5 * 16_000]  # first calls build kernels; keep them out of the figures
+    asr.transcribe(warm)
+    for d in diarizers.values():
+        d.diarize(warm)
 
+    def transcribe(audio: np.ndarray, bounds: tuple[int, int]) -> list[Any]:
+        asr.transcribe(np.ascontiguousarray(audio[bounds[0] : bounds[1]]))
+        return []
 
-def worker_asr(audio_path: Path, threads: int) -> dict[str, float]:
-    """faster-whisper tiny.en on the same windows."""
-    from processor.asr import WhisperTranscriber
+    def diarizing(diarizer: Diarizer, mappers: dict[int, SpeakerMapper]) -> Callable[..., list[Any]]:
+        # One session speaker registry per recording, as the processor keeps one per session.
+        def run(audio: np.ndarray, bounds: tuple[int, int]) -> list[Any]:
+            mapper = mappers.setdefault(id(audio), build_mapper(Settings.from_env({}), None))
+            return diarize_in_windows(diarizer, mapper, audio, [bounds])
 
-    audio, bounds, _ = _load(audio_path)
-    t0 = time.perf_counter()
-    asr = WhisperTranscriber("bundled:tiny.en", device="cpu", cpu_threads=threads)
-    load = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    words = 0
-    for start, end in bounds:
-        words += sum(len(s.words) for s in asr.transcribe(audio[start:end]))
-    return {
-        "load_s": load,
-        "compute_s": time.perf_counter() - t0,
-        "words": words,
-        "peak_rss_mib": _peak_rss_mib(),
-    }
+        return run
 
-
-def _run_worker(args: list[str]) -> dict[str, float]:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
-
-
-def main() -> int:
-    """Generate audio, run the workers one after another, print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=3.0)
-    parser.add_argument("--speakers", type=int, default=3)
-    parser.add_argument("--steps", default="0.1,0.2,0.5")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-
-    if args.worker:
-        kind, path = args.worker[0], Path(args.worker[1])
-        if kind == "diar":
-            res = worker_diarization(path, float(args.worker[2]), args.threads)
-        else:
-            res = worker_asr(path, args.threads)
-        sys.stdout.write(json.dumps(res) + "\n")
-        return 0
-
-    from tests.diarization.conversations import make_conversation, silence_cuts
-
-    cache = ROOT / ".cache" / "bench-diarization"
-    rec = make_conversation(args.speakers, args.minutes, cache, seed=args.speakers)
-    bounds = silence_cuts(rec.audio)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "audio.npy"
-        np.save(path, rec.audio)
-        path.with_suffix(".json").write_text(json.dumps({"bounds": bounds, "turns": list(rec.turns)}))
-        minutes = rec.duration / 60
-        print(
-            f"audio: {rec.duration:.0f} s, {args.speakers} flite voices, {len(bounds)} windows "
-            f"(cut at silences, <= 30 s); {args.threads} threads on {os.cpu_count()} cores; "
-            f"load average before: {os.getloadavg()[0]:.1f}"
-        )
-        asr = _run_worker(["asr", str(path), "--threads", str(args.threads)])
-        rows: list[tuple[str, dict[str, float], float | None]] = [("ASR tiny.en (int8)", asr, None)]
-        for value in [float(s) for s in args.steps.split(",")]:
-            res = _run_worker(["diar", str(path), str(value), "--threads", str(args.threads)])
-            rows.append((f"diarization offline step={value:g}", res, value))
     print(
-        f"{'component':<34} {'s/audio-min':>11} {'RTF':>6} {'x ASR':>6} {'load s':>7} "
-        f"{'peak MiB':>9} {'DER':>7} {'spk':>4}"
+        f"{args.threads} threads on {os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.1f}; "
+        "components interleaved window by window"
     )
-    for name, res, step in rows:
-        per_min = res["compute_s"] / minutes
-        der = f"{res['der']:.2%}" if step is not None else "-"
-        spk = str(res["speakers"]) if step is not None else "-"
-        print(
-            f"{name:<34} {per_min:>11.2f} {per_min / 60:>6.3f} "
-            f"{res['compute_s'] / asr['compute_s']:>6.2f} {res['load_s']:>7.1f} "
-            f"{res['peak_rss_mib']:>9.0f} {der:>7} {spk:>4}"
-        )
-    default = next((r for n, r, s in rows if s == 0.2), rows[-1][1])
-    combined = (default["compute_s"] + asr["compute_s"]) / rec.duration
-    print(
-        f"combined real-time factor of the offline default (step 0.2 diarization + tiny.en ASR): "
-        f"{combined:.3f} ({'faster' if combined < 1 else 'SLOWER'} than real time)"
-    )
+    for set_name, recordings in sets:
+        components = [Component("ASR tiny.en int8 (beam 5, VAD filter)", transcribe)]
+        components += [Component(name, diarizing(d, {})) for name, d in diarizers.items()]
+        for c in components[1:]:
+            c.metric = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+        windows = 0
+        for rec_name, audio, reference in recordings:
+            bounds = silence_cuts(audio, max_s=30.0, min_s=15.0)
+            windows += len(bounds)
+            for c in components:
+                c.turns = []
+            for i, window in enumerate(bounds):
+                for j in range(len(components)):  # rotate the order window by window
+                    components[(i + j) % len(components)].step(audio, window)
+            ref = turns_to_annotation(list(reference))
+            for c in components[1:]:
+                hyp = turns_to_annotation([(t.start, t.end, t.speaker) for t in c.turns])
+                c.der[rec_name] = float(c.metric(ref, hyp))
+                c.speakers[rec_name] = len({t.speaker for t in c.turns})
+        seconds = sum(len(a) for _, a, _ in recordings) / 16_000
+        _print(set_name, [r[0] for r in recordings], components, seconds, windows)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     return 0
+
+
+def _print(set_name: str, names: list[str], rows: list[Component], seconds: float, windows: int) -> None:
+    asr = rows[0]
+    print(f"\n{set_name}: {len(names)} recordings, {seconds:.0f} s of audio, {windows} windows")
+    print(
+        f"{'component':<58} {'CPU s':>7} {'CPU s/min':>9} {'x ASR':>6} {'wall s':>7} {'x ASR':>6} {'DER':>7}  "
+        + "  ".join(f"{f'#{i + 1}':>8}" for i in range(len(names)))
+    )
+    for row in rows:
+        per_rec = "  ".join(f"{row.der[n]:>6.1%} {row.speakers[n]}" if n in row.der else f"{'-':>8}" for n in names)
+        total = f"{abs(row.metric):.1%}" if row.metric is not None else "-"
+        print(
+            f"{row.name:<58} {row.cpu:>7.1f} {row.cpu / seconds * 60:>9.2f} {row.cpu / asr.cpu:>6.2f} "
+            f"{row.wall:>7.1f} {row.wall / asr.wall:>6.2f} {total:>7}  {per_rec}"
+        )
+    previous, default = rows[1], rows[2]
+    print(
+        f"default / previous: CPU x{default.cpu / previous.cpu:.2f}, wall x{default.wall / previous.wall:.2f}; "
+        f"DER {abs(default.metric):.1%} vs {abs(previous.metric):.1%}"
+    )
+    print("recordings: " + ", ".join(f"#{i + 1} {n}" for i, n in enumerate(names)) + " (DER, speakers found)")
 
 
 if __name__ == "__main__":
