@@ -128,7 +128,7 @@ def replay(
 
         def push(run: SessionRun) -> None:
             run.t0 = time.monotonic()
-            ingest_file(str(wav), svc.processor.stream, run.session_id, realtime=True)
+            ingest_file(str(wav), svc.stream, run.session_id, realtime=True)
             run.audio_end = time.monotonic()
 
         threads = [threading.Thread(target=push, args=(r,)) for r in runs]
@@ -152,7 +152,7 @@ def replay(
             first_seen(run, finals)
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
-        interim = svc.processor.parts.interim
+        interim = svc.processors.parts().interim
         stats = interim.stats() if interim is not None and hasattr(interim, "stats") else {}
         return runs, cpu, stats
     finally:

@@ -1,8 +1,8 @@
 """RTMP ingest capacity on this machine: CPU per live stream, and how many streams keep up.
 
 For N = 1, 2, 4, ... ffmpeg publishers stream a pre-encoded AAC/FLV file at real time
-(``-re -c copy``, so the publishers themselves cost little) into one RtmpIngest writing
-to an embedded stream. Measured per step, in one run:
+(``-re -c copy``, so the publishers themselves cost little) into one RtmpRelay (and its
+IngestHub) writing to an embedded stream. Measured per step, in one run:
 
 - CPU of the ingest process (all its threads) / wall time, total and per stream;
 - lag = wall time since a session's first audio - audio written for it (seconds),
@@ -26,7 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from contracts.frames import SAMPLE_RATE
-from producer.rtmp import RtmpIngest
+from producer.hub import IngestHub
+from producer.rtmp_relay import RtmpRelay
 from streams.embedded import EmbeddedStream
 
 KEEPS_UP_LAG_S = 2.0
@@ -68,11 +69,14 @@ def _source(folder: Path, seconds: float) -> Path:
 def run_step(n: int, flv: Path, seconds: float, folder: Path) -> dict[str, float]:
     """Publish ``n`` real-time streams at once; return CPU and lag figures."""
     stream = EmbeddedStream(folder / f"stream-{n}.db")
-    ingest = RtmpIngest("127.0.0.1", 0, stream)
-    ingest.start()
+    hub = IngestHub(stream)
+    # All n publishers connect at once: the default caps (64, a quarter of them waiting to
+    # publish) would refuse some of them at 32 streams and measure the cap, not capacity.
+    rtmp = RtmpRelay(hub, "127.0.0.1", 0, max_connections=max(64, n), max_unpublished=n)
+    rtmp.start()
     sids = [f"bench-{n}-{i}" for i in range(n)]
     for sid in sids:
-        ingest.register(sid, f"key-{sid}")
+        hub.register(sid, f"key-{sid}")
     first_audio: dict[str, float] = {}
     cpu0, wall0 = time.process_time(), time.monotonic()
     procs = [
@@ -89,7 +93,7 @@ def run_step(n: int, flv: Path, seconds: float, folder: Path) -> dict[str, float
                 "copy",
                 "-f",
                 "flv",
-                f"rtmp://127.0.0.1:{ingest.port}/live/key-{sid}",
+                f"rtmp://127.0.0.1:{rtmp.port}/live/key-{sid}",
             ]
         )
         for sid in sids
@@ -100,7 +104,7 @@ def run_step(n: int, flv: Path, seconds: float, folder: Path) -> dict[str, float
         time.sleep(0.5)
         now = time.monotonic()
         for sid in sids:
-            samples = ingest.stats(sid).samples
+            samples = hub.stats(sid).samples
             if samples and sid not in first_audio:
                 first_audio[sid] = now - samples / SAMPLE_RATE
             if sid in first_audio and now - first_audio[sid] > 3.0:
@@ -109,10 +113,10 @@ def run_step(n: int, flv: Path, seconds: float, folder: Path) -> dict[str, float
                 lag_at_end = lag
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     deadline = time.monotonic() + 30
-    while any(ingest.stats(s).connected for s in sids) and time.monotonic() < deadline:
+    while any(hub.stats(s).connected for s in sids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    got = [ingest.stats(s).samples / SAMPLE_RATE for s in sids]
-    ingest.stop()
+    got = [hub.stats(s).samples / SAMPLE_RATE for s in sids]
+    rtmp.stop()
     stream.close()
     return {
         "streams": n,
@@ -154,7 +158,7 @@ def main() -> int:
             best = n
             n *= 2
         print(
-            f"streams one RtmpIngest kept up with on this machine: {best} "
+            f"streams one RtmpRelay kept up with on this machine: {best} "
             f"(lag < {KEEPS_UP_LAG_S} s, all audio delivered)"
         )
     return 0

@@ -68,7 +68,7 @@ from stores.s3_archive import S3Archive  # noqa: E402
 from stores.sqlite import SqliteTranscriptStore  # noqa: E402
 from streams.base import Checkpointer, RecordProcessor, StreamRecord, StreamWriter  # noqa: E402
 from streams.embedded import EmbeddedConsumer, EmbeddedStream  # noqa: E402
-from streams.kinesis import KinesisWriter  # noqa: E402
+from streams.kinesis.writer import KinesisWriter  # noqa: E402
 from tests.speech import meeting_wav, write_wav  # noqa: E402
 
 log = logging.getLogger("bench.kinesis_e2e")
@@ -272,11 +272,11 @@ def run(tmp: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, o
     child_env.setdefault("AWS_SECRET_ACCESS_KEY", "test")
     script = (
         "import sys; from pathlib import Path; from contracts.logs import configure_logging;"
-        "from contracts.settings import Settings; from processor.kcl_app import run_daemon;"
-        "configure_logging('WARNING');"
-        f"sys.exit(run_daemon(Settings.from_env().replace(log_level='INFO'), "
-        f"factory={FACTORY!r}, extra_properties={KCL_PROPS!r}, "
-        f"workdir=Path({str(tmp / 'kcl')!r})))"
+        "from contracts.settings import Settings; from streams.kinesis.daemon import KclDaemon;"
+        "from streams.thread import run_until_signalled; configure_logging('WARNING');"
+        f"sys.exit(run_until_signalled(KclDaemon(Settings.from_env().replace(log_level='INFO'), "
+        f"{FACTORY!r}, extra_properties={KCL_PROPS!r}, "
+        f"workdir=Path({str(tmp / 'kcl')!r}))))"
     )
     daemon_log = tmp / "daemon.log"
     with daemon_log.open("wb") as out:

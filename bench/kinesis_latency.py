@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 from bench.emulators import start_emulators  # noqa: E402
 from contracts.frames import FrameRecord  # noqa: E402
 from contracts.settings import Settings  # noqa: E402
-from processor.kcl_app import run_daemon  # noqa: E402
-from streams.kinesis import (  # noqa: E402
+from streams.kinesis.daemon import KclDaemon  # noqa: E402
+from streams.kinesis.writer import (  # noqa: E402
     SHARD_BYTES_PER_SECOND,
     SHARD_RECORDS_PER_SECOND,
     KinesisWriter,
@@ -95,18 +95,15 @@ def latency(settings: Settings, env: dict[str, str], seconds: float, workdir: Pa
         },
     )
     procs: list[subprocess.Popen[bytes]] = []
-    daemon = threading.Thread(
-        target=run_daemon,
-        args=(settings,),
-        kwargs={
-            "factory": "tests.aws.kcl_factories:build_recorder",
-            "env": child_env,
-            "workdir": workdir / "kcl",
-            "on_start": procs.append,
-            "extra_properties": {"failoverTimeMillis": 5000, "leaseAssignmentIntervalMillis": 1000},
-        },
-        daemon=True,
+    kcl = KclDaemon(
+        settings,
+        "tests.aws.kcl_factories:build_recorder",
+        env=child_env,
+        workdir=workdir / "kcl",
+        on_start=procs.append,
+        extra_properties={"failoverTimeMillis": 5000, "leaseAssignmentIntervalMillis": 1000},
     )
+    daemon = threading.Thread(target=kcl.run, daemon=True)
     daemon.start()
     writer = KinesisWriter(settings, stream)
     payload = np.zeros(16_000, np.int16).tobytes()

@@ -39,7 +39,8 @@ def run_pipeline(path: Path, model: str) -> float:
 def run_bare(path: Path, model: str) -> float:
     from faster_whisper import WhisperModel
 
-    from processor.asr import AsrOptions, resolve_model
+    from processor.asr import AsrOptions
+    from processor.asr_models import resolve_model
     from producer.decode import read_pcm
 
     t0 = time.perf_counter()

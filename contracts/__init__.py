@@ -4,6 +4,7 @@ Exports:
 - :mod:`contracts.frames` - the versioned frame record (producer -> stream -> processor).
 - :mod:`contracts.segments` - the versioned transcript segment and window record.
 - :mod:`contracts.settings` - the typed ``FLOWBOT_*`` settings object.
+- :mod:`contracts.errors` - the one error answer of every HTTP endpoint.
 - :mod:`contracts.logs` - structured logging set-up.
 """
 
@@ -15,7 +16,7 @@ from contracts.frames import (
     end_of_stream,
     validate_session_id,
 )
-from contracts.segments import TranscriptSegment, WindowRecord, Word
+from contracts.segments import TranscriptSegment, WindowRecord, WindowStatus, Word
 from contracts.settings import Settings, SettingsError
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "SettingsError",
     "TranscriptSegment",
     "WindowRecord",
+    "WindowStatus",
     "Word",
     "end_of_stream",
     "validate_session_id",

@@ -20,6 +20,13 @@ Layout (big-endian header, then payload)::
 
 For an end-of-stream record ``offset`` is the total number of samples the
 session produced, so the processor knows where the timeline ends.
+
+Bounds checked at decode (anything outside them is malformed, skipped and
+counted, never replayed): a session is at most :data:`MAX_SESSION_SECONDS`
+long, so no offset or total lies beyond :data:`MAX_SESSION_SAMPLES`; and a
+record cannot start later than the records before it could have filled
+(``offset <= seq * MAX_RECORD_SAMPLES``: each of the ``seq`` earlier records
+carries at most :data:`MAX_RECORD_SAMPLES` samples).
 """
 
 from __future__ import annotations
@@ -35,11 +42,17 @@ SAMPLE_RATE = 16_000
 BYTES_PER_SAMPLE = 2
 #: Kinesis rejects records over 1 MiB; stay far below it.
 MAX_RECORD_BYTES = 256 * 1024
+#: Most samples one record can carry (its payload is under MAX_RECORD_BYTES).
+MAX_RECORD_SAMPLES = MAX_RECORD_BYTES // BYTES_PER_SAMPLE
 #: One second of audio per record keeps the per-record overhead under 0.3 %.
 DEFAULT_FRAME_SAMPLES = SAMPLE_RATE
+#: Longest session the pipeline accepts (24 h, also Kinesis' default retention).
+#: Offsets and totals beyond it are forged or corrupt: at decode they are malformed.
+MAX_SESSION_SECONDS = 24 * 3600
+MAX_SESSION_SAMPLES = MAX_SESSION_SECONDS * SAMPLE_RATE
 
 _HEADER = struct.Struct(">4sBBHQQH")
-_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
 class MalformedRecord(ValueError):
@@ -59,7 +72,9 @@ def validate_session_id(session_id: str) -> str:
     Ids double as Kinesis partition keys, S3 key parts and URL path segments,
     so they are restricted to a safe alphabet.
     """
-    if not isinstance(session_id, str) or not _SESSION_ID.match(session_id):
+    # fullmatch: ``$`` would also accept a trailing newline ("abc\n"), which then
+    # forges log lines and breaks S3 keys.
+    if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
         raise ValueError(
             f"invalid session id {session_id!r}: use 1-128 characters of "
             "letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
@@ -100,6 +115,9 @@ class FrameRecord:
             raise ValueError("an end-of-stream record carries no payload")
         if len(self.payload) % BYTES_PER_SAMPLE:
             raise ValueError("payload must hold whole 16-bit samples")
+        problem = _timeline_problem(self.seq, self.sample_offset, self.num_samples)
+        if problem:
+            raise ValueError(problem)
         sid = self.session_id.encode()
         header = _HEADER.pack(MAGIC, VERSION, int(self.kind), self.sample_rate, self.seq, self.sample_offset, len(sid))
         data = header + sid + self.payload
@@ -135,7 +153,19 @@ class FrameRecord:
             raise MalformedRecord("payload is not whole 16-bit samples")
         if frame_kind == FrameKind.END and payload:
             raise MalformedRecord("end-of-stream record with a payload")
+        problem = _timeline_problem(seq, offset, len(payload) // BYTES_PER_SAMPLE)
+        if problem:
+            raise MalformedRecord(problem)
         return cls(session_id, seq, offset, frame_kind, payload, rate)
+
+
+def _timeline_problem(seq: int, offset: int, samples: int) -> str:
+    """Why a record's place on the session timeline is impossible ("" if it is possible)."""
+    if offset + samples > MAX_SESSION_SAMPLES:
+        return f"samples {offset}..{offset + samples} lie beyond the longest session ({MAX_SESSION_SECONDS} s)"
+    if offset > seq * MAX_RECORD_SAMPLES:
+        return f"sample offset {offset} at record {seq}: more audio than {seq} earlier record(s) can carry"
+    return ""
 
 
 def end_of_stream(session_id: str, seq: int, total_samples: int) -> FrameRecord:

@@ -6,12 +6,19 @@ Call sites use the standard library with ``extra`` fields::
 
 The formatter appends the extra fields as ``key=value`` (text) or emits one JSON
 object per line (``FLOWBOT_LOG_FORMAT=json``, for CloudWatch Logs Insights).
+
+Fields carry user-supplied text (meeting ids, topics, stream names), so a text
+line cannot be forged: a value with spaces, quotes, ``=`` or anything
+unprintable is written as a quoted string with escapes (``meeting="a\nb"``),
+unprintable characters in messages are escaped, and traceback lines are
+indented, so every line that starts in column 0 is one record.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -23,18 +30,45 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
 
 
+_PLAIN = re.compile(r"[^\s\"'=\\]+")
+
+
+def _escape(text: str) -> str:
+    """``text`` with backslashes and every unprintable character escaped (newlines, NUL, U+2028 ...)."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for c in text:
+        if c == "\\":
+            out.append("\\\\")
+        elif c.isprintable():
+            out.append(c)
+        else:
+            out.append(repr(c)[1:-1])  # \n, \x00, \u2028 ...
+    return "".join(out)
+
+
+def text_value(value: object) -> str:
+    """One field value for the text format: bare if plain, else quoted with escapes."""
+    text = str(value)
+    if text and _PLAIN.fullmatch(text) and text.isprintable():
+        return text
+    return '"' + _escape(text).replace('"', '\\"') + '"'
+
+
 class TextFormatter(logging.Formatter):
-    """``time level logger: message key=value ...``"""
+    """``time level logger: message key=value ...``, one line per record (tracebacks indented)."""
 
     def format(self, record: logging.LogRecord) -> str:
         base = (
             f"{time.strftime('%H:%M:%S', time.localtime(record.created))}"
-            f".{int(record.msecs):03d} {record.levelname:<7} {record.name}: {record.getMessage()}"
+            f".{int(record.msecs):03d} {record.levelname:<7} {record.name}: {_escape(record.getMessage())}"
         )
-        fields = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        fields = " ".join(f"{_escape(k)}={text_value(v)}" for k, v in _extras(record).items())
         out = f"{base} {fields}" if fields else base
         if record.exc_info:
-            out += "\n" + self.formatException(record.exc_info)
+            lines = self.formatException(record.exc_info).splitlines()
+            out += "".join("\n    " + _escape(line) for line in lines)
         return out
 
 

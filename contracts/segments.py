@@ -3,7 +3,7 @@
 A segment is keyed by ``(session_id, window_index, segment_index)``. Writers
 upsert on that key, so replaying a window after a crash rewrites the same rows
 and never duplicates them. Times are seconds on the session timeline (sample
-offset / 16 000), not on the window.
+offset / :data:`contracts.frames.SAMPLE_RATE`), not on the window.
 
 ``is_final`` separates interim text (re-transcribed while a window is still
 open, may change) from final text (written once the window closed). A final
@@ -13,10 +13,21 @@ interim text as if it were final.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from contracts.frames import SAMPLE_RATE
+
 SCHEMA_VERSION = 1
+
+
+class WindowStatus(enum.StrEnum):
+    """How processing a window ended; stores keep the value as it is ("done", "failed")."""
+
+    DONE = "done"
+    #: Not transcribed (ASR or diarization raised) or refused by the store; ``error`` says why.
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,28 +109,56 @@ class TranscriptSegment:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeakerTurn:
+    """A stretch of one speaker, in seconds.
+
+    Relative to the window start when a diarizer returns it; on the session
+    timeline (with session labels) when stored with a :class:`WindowRecord`.
+    """
+
+    start: float
+    end: float
+    speaker: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"start": self.start, "end": self.end, "speaker": self.speaker}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpeakerTurn:
+        """Inverse of :meth:`to_dict`."""
+        return cls(float(data["start"]), float(data["end"]), str(data["speaker"]))
+
+
+@dataclass(frozen=True, slots=True)
 class WindowRecord:
     """A processed window: its span on the session timeline and where its audio lives.
 
-    ``first_seq``/``last_seq`` are the per-session frame sequence numbers the
-    window was built from; ``status`` is ``"done"`` or ``"failed"`` (with
-    ``error``). A failed window is reported to the session, never hidden.
+    ``status`` is :class:`WindowStatus` (``error`` says why it failed). A failed window
+    is reported to the session, never hidden; so are the ASR segments the
+    hallucination guard dropped from it (``dropped_segments``). ``turns`` is
+    who spoke when in the window's span as the diarizer found it (session
+    labels, session timeline, overlapping speech kept): speaker turns for RTTM
+    export, which words alone describe badly (the pauses between words are
+    speech too). Empty when diarization is off or the window failed.
     """
 
     session_id: str
     window_index: int
     start_sample: int
     end_sample: int
-    status: str = "done"
+    status: WindowStatus = WindowStatus.DONE
     error: str | None = None
     audio_uri: str | None = None
+    turns: tuple[SpeakerTurn, ...] = ()
+    dropped_segments: int = 0
 
     @property
     def start(self) -> float:
         """Start in seconds."""
-        return self.start_sample / 16_000
+        return self.start_sample / SAMPLE_RATE
 
     @property
     def end(self) -> float:
         """End in seconds."""
-        return self.end_sample / 16_000
+        return self.end_sample / SAMPLE_RATE

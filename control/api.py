@@ -2,45 +2,41 @@
 
 ``POST`` a JSON body with an ``action``:
 
-- ``start_session`` {meeting_id, user_id, topic} -> session id, rtmp_url, stream_key
-- ``get_session`` {session_id} -> state, progress, speakers, notes
+- ``start_session`` {meeting_id, user_id, topic} -> session id, rtmp_url, rtmp_server, stream_key, page_url
+- ``get_session`` {session_id} -> the session report (:class:`control.sessions.SessionReport`):
+  state, progress, speakers, notes
 - ``end_session`` {session_id} -> state ``processing``; the workflow starts
 - ``rename_speaker`` {session_id, speaker, name}
 
-Errors are JSON ``{"error": {"code", "message"}}`` with a 4xx status that says
-what is wrong; nothing already accepted is touched by a rejected request.
+Who may act on which session is :func:`control.access.may_access`; state
+changes are the verbs of :mod:`control.sessions`. Errors are
+:class:`contracts.errors.HttpError` answers with a 4xx status that says what is
+wrong; nothing already accepted is touched by a rejected request.
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
 import json
 import logging
-import math
 import secrets
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from control.context import Caller, ControlContext
+from contracts.errors import HttpError
+from contracts.frames import validate_session_id
+from contracts.notes import InvalidNotes, MeetingNotes
+from control import sessions
+from control.access import LOCAL, Caller, may_access
+from control.bearer import BearerError, bearer_token, same_secret
+from control.context import ControlContext
 from control.launch import LaunchError
-from stores.base import Session, SessionNotFound, SessionState, StateConflict
+from stores.base import Session, SessionNotFound, StateConflict
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-_ACTIVE = (SessionState.STARTING, SessionState.LIVE)
-
-
-class ApiError(Exception):
-    """An error with an HTTP status and a stable code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 @dataclass(frozen=True)
@@ -59,12 +55,16 @@ def _str_field(body: Mapping[str, Any], name: str, *, required: bool = True, max
     value = body.get(name)
     if value is None:
         if required:
-            raise ApiError(400, "missing_field", f"'{name}' is required")
+            raise HttpError(400, "missing_field", f"'{name}' is required")
         return ""
     if not isinstance(value, str) or not value.strip():
-        raise ApiError(400, "invalid_field", f"'{name}' must be a non-empty string")
+        raise HttpError(400, "invalid_field", f"'{name}' must be a non-empty string")
     if len(value) > max_len:
-        raise ApiError(400, "invalid_field", f"'{name}' is longer than {max_len} characters")
+        raise HttpError(400, "invalid_field", f"'{name}' is longer than {max_len} characters")
+    if not value.isprintable():
+        # Control characters and lone surrogates: no id, name or title needs them, and they
+        # break stores and log lines downstream.
+        raise HttpError(400, "invalid_field", f"'{name}' must be printable text (no control characters)")
     return value.strip()
 
 
@@ -85,26 +85,26 @@ class Coordinator:
         """Handle one HTTP request (already routed to the API path)."""
         try:
             if method.upper() != "POST":
-                raise ApiError(405, "method_not_allowed", "use POST with a JSON body")
+                raise HttpError(405, "method_not_allowed", "use POST with a JSON body")
             caller = self._authenticate({k.lower(): v for k, v in headers.items()})
             body = self._parse(raw_body)
             action = body.get("action")
             if not isinstance(action, str) or action not in self.actions:
-                raise ApiError(
+                raise HttpError(
                     400,
                     "unknown_action",
                     f"'action' must be one of {', '.join(sorted(self.actions))}; got {action!r}",
                 )
             return ApiResponse(200, self.actions[action](body, caller))
-        except ApiError as exc:
+        except HttpError as exc:
             log.info(
                 "api request rejected",
                 extra={"status": exc.status, "code": exc.code, "reason": exc.message},
             )
-            return ApiResponse(exc.status, {"error": {"code": exc.code, "message": exc.message}})
+            return ApiResponse(exc.status, exc.body())
         except Exception:
             log.exception("api request failed")
-            return ApiResponse(500, {"error": {"code": "internal", "message": "internal error; see logs"}})
+            return ApiResponse(500, HttpError(500, "internal", "internal error; see logs").body())
 
     def _authenticate(self, headers: Mapping[str, str]) -> Caller:
         ctx = self.ctx
@@ -112,55 +112,57 @@ class Coordinator:
             try:
                 return ctx.authenticate(headers)
             except PermissionError as exc:
-                raise ApiError(401, "unauthorized", str(exc) or "invalid credentials") from None
-            except Exception as exc:  # auth libraries raise their own types
-                if type(exc).__name__.endswith(("AuthError", "AuthenticationError")):
-                    raise ApiError(401, "unauthorized", str(exc)) from None
-                raise
+                raise HttpError(401, "unauthorized", str(exc) or "invalid credentials") from None
         token = ctx.settings.api_token
         if token:
-            given = headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                raise ApiError(401, "unauthorized", "missing or wrong bearer token")
-        return Caller(user_id=None, role="local")
+            try:
+                given = bearer_token(headers)
+            except BearerError as exc:
+                raise HttpError(401, "unauthorized", str(exc)) from None
+            if not same_secret(given, token):
+                raise HttpError(401, "unauthorized", "wrong bearer token")
+        return Caller(user_id=None, role=LOCAL)
 
     @staticmethod
     def _parse(raw: bytes) -> dict[str, Any]:
         if len(raw) > MAX_BODY_BYTES:
-            raise ApiError(413, "body_too_large", f"body over {MAX_BODY_BYTES} bytes")
+            raise HttpError(413, "body_too_large", f"body over {MAX_BODY_BYTES} bytes")
         if not raw.strip():
-            raise ApiError(400, "empty_body", "expected a JSON object with an 'action'")
+            raise HttpError(400, "empty_body", "expected a JSON object with an 'action'")
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            # ValueError covers JSONDecodeError, UnicodeDecodeError and integers past Python's
+            # 4300-digit conversion limit; RecursionError, arrays nested thousands deep.
+            raise HttpError(400, "invalid_json", f"body is not valid JSON: {type(exc).__name__}: {exc}"[:300]) from None
         if not isinstance(body, dict):
-            raise ApiError(400, "invalid_body", "body must be a JSON object")
+            raise HttpError(400, "invalid_body", "body must be a JSON object")
         return body
 
     def _session_for(self, body: Mapping[str, Any], caller: Caller) -> Session:
         session_id = _str_field(body, "session_id", max_len=128)
         try:
-            session = self.ctx.sessions.get(session_id)
-        except SessionNotFound:
-            raise ApiError(404, "unknown_session", f"no session {session_id!r}") from None
-        if caller.user_id is not None and caller.role != "service_role" and session.user_id != caller.user_id:
+            session = self.ctx.sessions.get(validate_session_id(session_id))
+        except (ValueError, SessionNotFound):
+            raise HttpError(404, "unknown_session", f"no session {session_id!r}") from None
+        if not may_access(caller, session.user_id):
             # Same answer as an unknown id: don't reveal other users' sessions.
-            raise ApiError(404, "unknown_session", f"no session {session_id!r}")
+            raise HttpError(404, "unknown_session", f"no session {session_id!r}")
         return session
 
     # -- actions --------------------------------------------------------------------
     def start_session(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
         """Create a session and get ingest ready; returns where to publish."""
         meeting_id = _str_field(body, "meeting_id", max_len=128)
-        user_id = _str_field(body, "user_id", required=caller.user_id is None, max_len=128)
+        user_id = _str_field(body, "user_id", required=caller.is_operator, max_len=128)
         topic = _str_field(body, "topic", required=False, max_len=500)
-        if caller.user_id is not None and caller.role != "service_role":
-            if user_id and user_id != caller.user_id:
-                raise ApiError(403, "forbidden", "user_id does not match the caller")
-            user_id = caller.user_id
-            if self.ctx.owns_meeting is not None and not self.ctx.owns_meeting(caller.user_id, meeting_id):
-                raise ApiError(403, "forbidden", "the caller does not own this meeting")
+        if not caller.is_operator:
+            # A user starts sessions only for themselves, of meetings they own.
+            user_id = user_id or caller.user_id or ""
+            if not may_access(caller, user_id):
+                raise HttpError(403, "forbidden", "user_id does not match the caller")
+            if self.ctx.owns_meeting is not None and not self.ctx.owns_meeting(user_id, meeting_id):
+                raise HttpError(403, "forbidden", "the caller does not own this meeting")
         session = Session(
             session_id=str(uuid.uuid4()),
             meeting_id=meeting_id,
@@ -174,20 +176,9 @@ class Coordinator:
         try:
             launched = self.ctx.launcher.launch(session)
         except LaunchError as exc:
-            self.ctx.sessions.transition(
-                session.session_id,
-                [SessionState.STARTING],
-                SessionState.FAILED,
-                reason=f"producer launch failed: {exc}",
-            )
-            raise ApiError(503, "launch_failed", f"could not start ingest: {exc}") from None
-        session = self.ctx.sessions.transition(
-            session.session_id,
-            [SessionState.STARTING, SessionState.LIVE],
-            SessionState.STARTING,
-            rtmp_url=launched.rtmp_url,
-            producer_ref=launched.producer_ref,
-        )
+            sessions.fail_launch(self.ctx.sessions, session.session_id, f"producer launch failed: {exc}")
+            raise HttpError(503, "launch_failed", f"could not start ingest: {exc}") from None
+        session = sessions.record_launch(self.ctx.sessions, session.session_id, launched)
         try:
             self.ctx.prewarmer.prewarm()
         except Exception:  # pre-warming is an optimisation; never fail a start for it
@@ -202,51 +193,18 @@ class Coordinator:
         }
 
     def get_session(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
-        """State, progress, speakers and (once written) notes."""
-        session = self._session_for(body, caller)
-        progress = self.ctx.transcripts.load_progress(session.session_id)
-        windows = self.ctx.transcripts.windows(session.session_id)
-        failed = [w for w in windows if w.status == "failed"]
-        expected = None
-        if progress and progress.ended_sample is not None:
-            expected = max(
-                len(windows),
-                math.ceil(progress.ended_sample / 16000 / self.ctx.settings.window_seconds),
-            )
-        return {
-            **session.public_view(),
-            "progress": {
-                "windows_done": len(windows) - len(failed),
-                "windows_failed": len(failed),
-                "windows_expected": expected,
-                "failures": [
-                    {
-                        "window_index": w.window_index,
-                        "start": w.start,
-                        "end": w.end,
-                        "error": w.error,
-                    }
-                    for w in failed
-                ],
-                "processed_seconds": round((progress.committed_sample if progress else 0) / 16000, 2),
-                "stream_ended": bool(progress and progress.ended_sample is not None),
-            },
-            "speakers": self.ctx.transcripts.speakers(session.session_id),
-            "notes": self.ctx.transcripts.get_notes(session.session_id),
-            "interim": self.ctx.interim_stats(session.session_id) if self.ctx.interim_stats else None,
-        }
+        """The session report: state, progress, speakers and (once written) notes."""
+        return self.ctx.report(self._session_for(body, caller)).to_dict()
 
     def end_session(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
         """Stop ingest (end-of-stream record first), then start the workflow."""
         session = self._session_for(body, caller)
         try:
-            session = self.ctx.sessions.transition(
-                session.session_id, _ACTIVE, SessionState.ENDING, ended_at=time.time()
-            )
+            session = sessions.end(self.ctx.sessions, session.session_id)
         except StateConflict as exc:
-            raise ApiError(409, "invalid_state", str(exc)) from None
+            raise HttpError(409, "invalid_state", str(exc)) from None
         self.ctx.launcher.stop(session)
-        session = self.ctx.sessions.transition(session.session_id, [SessionState.ENDING], SessionState.PROCESSING)
+        session = sessions.start_processing(self.ctx.sessions, session.session_id)
         execution = self.ctx.workflow.start(session.session_id)
         log.info("session ending", extra={"session": session.session_id, "workflow": execution})
         return {**session.public_view(), "workflow": execution}
@@ -258,45 +216,26 @@ class Coordinator:
         name = _str_field(body, "name", max_len=100)
         known = self.ctx.transcripts.speakers(session.session_id)
         if label not in known:
-            raise ApiError(
+            raise HttpError(
                 404,
                 "unknown_speaker",
                 f"session has no speaker {label!r}; known: {', '.join(known) or 'none yet'}",
             )
         self.ctx.transcripts.rename_speaker(session.session_id, label, name)
-        return {
-            "session_id": session.session_id,
-            "speakers": self.ctx.transcripts.speakers(session.session_id),
-        }
+        speakers = self.ctx.transcripts.speakers(session.session_id)
+        self._rename_in_notes(session.session_id, speakers)
+        return {"session_id": session.session_id, "speakers": speakers}
 
-
-def lambda_response(resp: ApiResponse) -> dict[str, Any]:
-    """Function-URL response shape."""
-    return {
-        "statusCode": resp.status,
-        "headers": {"content-type": "application/json"},
-        "body": resp.json(),
-    }
-
-
-def handle_lambda_event(coordinator: Coordinator, event: Mapping[str, Any]) -> dict[str, Any]:
-    """Translate a Lambda function-URL event (payload v2) into :meth:`Coordinator.handle`."""
-    http = (event.get("requestContext") or {}).get("http") or {}
-    method = str(http.get("method", "POST"))
-    body = event.get("body") or ""
-    raw = base64.b64decode(body) if event.get("isBase64Encoded") else str(body).encode()
-    return lambda_response(coordinator.handle(method, event.get("headers") or {}, raw))
-
-
-_coordinator: Coordinator | None = None
-
-
-def lambda_handler(event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
-    """AWS Lambda entry point: context built once per container from ``FLOWBOT_*`` settings."""
-    global _coordinator
-    if _coordinator is None:
-        from contracts.settings import Settings
-        from control.context import build_context
-
-        _coordinator = Coordinator(build_context(Settings.from_env()))
-    return handle_lambda_event(_coordinator, event)
+    def _rename_in_notes(self, session_id: str, speakers: Mapping[str, str]) -> None:
+        """Notes already written name people as they were called then: apply the rename to them too."""
+        stored = self.ctx.transcripts.get_notes(session_id)
+        if not stored:
+            return
+        try:
+            notes = MeetingNotes.from_dict(stored)
+        except InvalidNotes:
+            log.warning("stored notes unreadable; rename not applied to them", extra={"session": session_id})
+            return
+        renamed = notes.renamed(speakers)
+        if renamed != notes:
+            self.ctx.transcripts.put_notes(session_id, renamed.to_dict())

@@ -9,9 +9,10 @@ audience or subject and acts for any user. Anything else raises
 :class:`AuthError`, a :class:`PermissionError` that the API answers with 401.
 
 Ownership: a user may only start, read or end sessions of meetings they own.
-:func:`owns_meeting_factory` gives control.api the check for new sessions
-(meetings rows in Supabase name their owner); :func:`may_access` is the rule for
-existing sessions.
+:func:`owns_meeting_factory` is the check for new sessions (meetings rows in
+Supabase name their owner; :func:`control.context.build_context` wires it into
+the coordinator); :func:`control.access.may_access` is the rule for users and
+sessions.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from typing import Any
 import jwt
 
 from contracts.settings import Settings
-from control.context import Caller
+from control.access import SERVICE_ROLE, USER, Caller
+from control.bearer import BearerError, bearer_token
 
 log = logging.getLogger("flowbot.control.auth")
 
 AUDIENCE = "authenticated"
-SERVICE_ROLE = "service_role"
 # Clock skew tolerated between Supabase Auth and the coordinator.
 LEEWAY_SECONDS = 10
 
@@ -43,17 +44,6 @@ class AuthError(PermissionError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-def bearer_token(headers: Mapping[str, str]) -> str:
-    """The token of an ``Authorization: Bearer`` header (any header-name case)."""
-    value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-    scheme, _, token = value.strip().partition(" ")
-    if not value:
-        raise AuthError("missing", "missing Authorization header")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("malformed", "Authorization must be 'Bearer <token>'")
-    return token.strip()
 
 
 def verify_token(token: str, secret: str, *, audience: str | None = AUDIENCE) -> dict[str, Any]:
@@ -89,7 +79,10 @@ def authenticate(headers: Mapping[str, str], settings: Settings) -> Caller:
 
     Raises :class:`AuthError` (-> 401) for anything else.
     """
-    token = bearer_token(headers)
+    try:
+        token = bearer_token(headers)
+    except BearerError as exc:
+        raise AuthError(exc.reason, str(exc)) from None
     # Read the role before verifying only to choose the audience rule; the
     # signature check below covers every claim either way.
     try:
@@ -103,19 +96,12 @@ def authenticate(headers: Mapping[str, str], settings: Settings) -> Caller:
         return Caller(user_id=None, role=SERVICE_ROLE)
     claims = verify_token(token, settings.supabase_jwt_secret, audience=AUDIENCE)
     role = str(claims.get("role") or "")
-    if role != AUDIENCE:
+    if role != USER:
         raise AuthError("not_a_user", f"role {role or '(none)'!r} is not a signed-in user")
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise AuthError("no_subject", "token has no subject (user id)")
-    return Caller(user_id=sub, role=role)
-
-
-def may_access(caller: Caller, owner_user_id: str) -> bool:
-    """True if ``caller`` may start/get/end sessions of a meeting owned by ``owner_user_id``."""
-    if caller.role == SERVICE_ROLE:
-        return True
-    return caller.user_id is not None and caller.user_id == owner_user_id
+    return Caller(user_id=sub, role=USER)
 
 
 def owns_meeting_factory(settings: Settings) -> Callable[[str, str], bool] | None:

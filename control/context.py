@@ -1,4 +1,9 @@
-"""What the coordinator works with, wired for the single machine or for AWS."""
+"""What the coordinator works with, wired once for the single machine or for AWS.
+
+:class:`ControlContext` is frozen: everything is known when it is built, and
+what only becomes known later (the web front's address) is passed as a
+callable that is asked when a request needs it.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.settings import Settings
+from control.access import Caller
 from control.launch import GpuPrewarmer, NoPrewarm, ProducerLauncher, WorkflowStarter
-from control.workflow import LocalWorkflowStarter, WorkflowSteps, default_steps
+from control.sessions import SessionReport
+from control.workflow import LocalWorkflowStarter, default_steps
 from stores.base import Session, SessionStore, TranscriptStore
 from stores.factory import session_store, transcript_store
 
 
 @dataclass(frozen=True)
-class Caller:
-    """Who is calling the API: a Supabase user, the service role, or the local operator."""
-
-    user_id: str | None
-    role: str
-
-
-@dataclass
 class ControlContext:
     """Stores, launcher, pre-warmer, workflow and auth used by the coordinator."""
 
@@ -30,31 +29,53 @@ class ControlContext:
     transcripts: TranscriptStore
     launcher: ProducerLauncher
     workflow: WorkflowStarter
-    steps: WorkflowSteps
     prewarmer: GpuPrewarmer = NoPrewarm()
+    #: Who is calling (raises PermissionError for bad credentials); None: the local API token rule.
     authenticate: Callable[[Mapping[str, str]], Caller] | None = None
+    #: ``owns(user_id, meeting_id)``: may this user start a session of this meeting?
     owns_meeting: Callable[[str, str], bool] | None = None
+    #: The URL of a session's page, where this process serves one.
     page_url: Callable[[str], str] | None = None
     #: Called right after a session is created (Supabase needs the session row first).
     on_session_created: Callable[[Session], None] | None = None
     #: Per-session interim-caption counters (passes run, dropped), where captions run here.
     interim_stats: Callable[[str], dict[str, Any]] | None = None
 
+    def report(self, session: Session) -> SessionReport:
+        """The full report of ``session`` (``get_session``'s answer)."""
+        return SessionReport.read(
+            session,
+            self.transcripts,
+            window_seconds=self.settings.window_seconds,
+            interim_stats=self.interim_stats,
+        )
 
-def build_local_context(settings: Settings, launcher: ProducerLauncher) -> ControlContext:
-    """Single machine: SQLite stores, in-process ingest, workflow in a thread."""
+
+def build_local_context(
+    settings: Settings,
+    launcher: ProducerLauncher,
+    *,
+    base_url: Callable[[], str] | None = None,
+    interim_stats: Callable[[str], dict[str, Any]] | None = None,
+) -> ControlContext:
+    """Single machine: SQLite stores, in-process ingest, workflow in a thread.
+
+    ``base_url()`` is where the web front is reached (asked per request: the port
+    may be chosen by the OS); without it, the address in ``settings``.
+    """
     sessions = session_store(settings)
     transcripts = transcript_store(settings)
-    steps = default_steps(sessions, transcripts)
-    scheme_host = f"http://{settings.public_host or settings.host}:{settings.port}"
+    steps = default_steps(sessions, transcripts, settings)
+    configured = f"http://{settings.public_host or settings.host}:{settings.port}"
+    base = base_url or (lambda: configured)
     return ControlContext(
         settings=settings,
         sessions=sessions,
         transcripts=transcripts,
         launcher=launcher,
         workflow=LocalWorkflowStarter(steps, settings.workflow_timeout_seconds),
-        steps=steps,
-        page_url=lambda sid: f"{scheme_host}/sessions/{sid}",
+        page_url=lambda sid: f"{base()}/sessions/{sid}",
+        interim_stats=interim_stats,
     )
 
 
@@ -65,33 +86,25 @@ def build_context(settings: Settings) -> ControlContext:
     from control.aws_launcher import AsgPrewarmer, EcsProducerLauncher
     from control.sfn import StepFunctionsStarter
 
-    sessions = session_store(settings)
-    transcripts = transcript_store(settings)
-    steps = default_steps(sessions, transcripts)
     on_created = None
     if settings.store == "supabase":
         from stores.supabase import SupabaseMeetingStatus
 
-        meetings = SupabaseMeetingStatus.from_settings(settings)
-        on_created = meetings.register_session
-        steps.on_finalized = lambda s, state, notes, reason: meetings.update(
-            s.meeting_id, state, notes, session_id=s.session_id, reason=reason
-        )
+        on_created = SupabaseMeetingStatus.from_settings(settings).register_session
     authenticate = None
     owns_meeting = None
     if settings.supabase_jwt_secret:
         from control import auth
 
         authenticate = lambda headers: auth.authenticate(headers, settings)  # noqa: E731
-        owns_meeting = getattr(auth, "owns_meeting_factory", lambda s: None)(settings)
+        owns_meeting = auth.owns_meeting_factory(settings)
     session = boto3.session.Session(region_name=settings.aws_region)
     return ControlContext(
         settings=settings,
-        sessions=sessions,
-        transcripts=transcripts,
+        sessions=session_store(settings),
+        transcripts=transcript_store(settings),
         launcher=EcsProducerLauncher(settings, session.client("ecs"), session.client("ec2")),
         workflow=StepFunctionsStarter(settings, session.client("stepfunctions")),
-        steps=steps,
         prewarmer=AsgPrewarmer(settings, session.client("autoscaling")),
         authenticate=authenticate,
         owns_meeting=owns_meeting,

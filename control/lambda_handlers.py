@@ -2,8 +2,9 @@
 
 One zip, four handlers (``infra/terraform/modules/compute/lambda.tf``):
 
-- ``function_url_handler``: the coordinator API, the same handler as the local
-  server (:func:`control.api.lambda_handler`).
+- ``function_url_handler``: the coordinator API. A function-URL event becomes
+  one call of :meth:`control.api.Coordinator.handle`, the same handler the
+  local web front's ``POST /api`` calls (:func:`url_event_response`).
 - ``check_windows_handler``, ``generate_notes_handler``, ``finalize_handler``:
   the Step Functions tasks, each a thin call of :class:`control.workflow.WorkflowSteps`.
 
@@ -15,6 +16,7 @@ tests comes from boto3's own ``AWS_ENDPOINT_URL_SECRETS_MANAGER``.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -22,8 +24,10 @@ import threading
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from contracts.errors import error_body
 from contracts.logs import configure_logging
 from contracts.settings import Settings
+from control.api import ApiResponse, Coordinator
 from control.workflow import WorkflowSteps, default_steps
 from stores.factory import session_store, transcript_store
 
@@ -37,6 +41,7 @@ FAILED_WINDOWS_METRIC = "FailedWindows"
 _lock = threading.Lock()
 _secrets_loaded = False
 _steps: WorkflowSteps | None = None
+_coordinator: Coordinator | None = None
 
 
 class BadEvent(ValueError):
@@ -83,30 +88,44 @@ def _ensure_secrets() -> None:
 
 
 def reset() -> None:
-    """Forget cached secrets state and workflow steps (a new container; for tests)."""
-    global _secrets_loaded, _steps
+    """Forget cached secrets state, coordinator and workflow steps (a new container; for tests)."""
+    global _secrets_loaded, _steps, _coordinator
     with _lock:
         _secrets_loaded = False
         _steps = None
+        _coordinator = None
 
 
 def function_url_handler(event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
-    """Coordinator API behind the Lambda function URL (auth: Supabase JWT in the handler)."""
+    """Coordinator API behind the Lambda function URL (auth: Supabase JWT or API token, in the handler)."""
+    global _coordinator
     _ensure_secrets()
-    # Fail closed: without a JWT secret or API token the API would treat every
-    # caller as the local operator, which is never right behind a public URL.
-    if not (os.environ.get("FLOWBOT_SUPABASE_JWT_SECRET") or os.environ.get("FLOWBOT_API_TOKEN")):
-        log.error("coordinator has no caller authentication configured; refusing requests")
-        return {
-            "statusCode": 503,
-            "headers": {"content-type": "application/json"},
-            "body": json.dumps(
-                {"error": {"code": "auth_not_configured", "message": "authentication is not configured"}}
-            ),
-        }
-    from control.api import lambda_handler
+    with _lock:
+        if _coordinator is None:
+            settings = Settings.from_env()
+            # Fail closed: without a JWT secret or API token the API would treat every
+            # caller as the local operator, which is never right behind a public URL.
+            if not (settings.supabase_jwt_secret or settings.api_token):
+                log.error("coordinator has no caller authentication configured; refusing requests")
+                refused = ApiResponse(503, error_body("auth_not_configured", "authentication is not configured"))
+                return _url_response(refused)
+            from control.context import build_context
 
-    return lambda_handler(event, context)
+            _coordinator = Coordinator(build_context(settings))
+        coordinator = _coordinator
+    return url_event_response(coordinator, event)
+
+
+def url_event_response(coordinator: Coordinator, event: Mapping[str, Any]) -> dict[str, Any]:
+    """A function-URL event (payload v2) answered by :meth:`Coordinator.handle`."""
+    http = (event.get("requestContext") or {}).get("http") or {}
+    body = event.get("body") or ""
+    raw = base64.b64decode(body) if event.get("isBase64Encoded") else str(body).encode()
+    return _url_response(coordinator.handle(str(http.get("method", "POST")), event.get("headers") or {}, raw))
+
+
+def _url_response(resp: ApiResponse) -> dict[str, Any]:
+    return {"statusCode": resp.status, "headers": {"content-type": "application/json"}, "body": resp.json()}
 
 
 def _workflow_steps() -> WorkflowSteps:
@@ -116,7 +135,7 @@ def _workflow_steps() -> WorkflowSteps:
         if _steps is None:
             settings = Settings.from_env()
             configure_logging(settings.log_level, settings.log_format)
-            _steps = default_steps(session_store(settings), transcript_store(settings))
+            _steps = default_steps(session_store(settings), transcript_store(settings), settings)
         return _steps
 
 

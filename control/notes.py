@@ -1,68 +1,83 @@
 """Meeting notes from a transcript.
 
-:class:`NotesGenerator` is the plug-in point (an LLM provider later). The
-offline default needs no network and no model: it picks summary sentences by
+:class:`NotesGenerator` is the plug-in point: the offline extractive
+generator here, and language-model providers in :mod:`control.llm` (chosen by
+``FLOWBOT_NOTES_PROVIDER``, built by :func:`control.llm.notes_generator`).
+Every generator returns the contract's :class:`~contracts.notes.MeetingNotes`.
+
+The offline default needs no network and no model: it picks summary sentences by
 how central their words are to the meeting, finds decisions and action items by
 the phrases people use for them, names each action item's owner (the speaker,
-or the person named as the subject), and adds up talk time per speaker.
+or the person named as the subject), and adds up talk time per speaker. It is
+also the fallback when a configured model fails (:class:`FallbackNotesGenerator`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from typing import Any, Protocol
 
+from contracts.notes import (
+    OFFLINE_GENERATOR,
+    ActionItem,
+    Decision,
+    InvalidNotes,
+    MeetingNotes,
+    clean_text,
+)
 from contracts.segments import TranscriptSegment
 
+__all__ = [
+    "ActionItem",
+    "Decision",
+    "FallbackNotesGenerator",
+    "MeetingNotes",
+    "NotesError",
+    "NotesGenerator",
+    "OfflineNotesGenerator",
+    "notes_from_dict",
+]
 
-@dataclass(frozen=True)
-class ActionItem:
-    """Something someone is to do."""
-
-    owner: str
-    text: str
-    start: float
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class MeetingNotes:
-    """The notes written at the end of a session."""
-
-    summary: list[str] = field(default_factory=list)
-    decisions: list[str] = field(default_factory=list)
-    action_items: list[ActionItem] = field(default_factory=list)
-    talk_time: dict[str, float] = field(default_factory=dict)
-    duration: float = 0.0
-    generator: str = "offline-extractive-v1"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
-
-    def to_markdown(self) -> str:
-        """Human-readable notes."""
-        lines = ["## Summary", *[f"- {s}" for s in self.summary or ["(nothing said)"]]]
-        lines += ["", "## Decisions", *[f"- {d}" for d in self.decisions or ["(none recorded)"]]]
-        lines += ["", "## Action items"]
-        lines += [f"- [{a.owner}] {a.text}" for a in self.action_items] or ["- (none recorded)"]
-        lines += ["", "## Talk time"]
-        total = sum(self.talk_time.values()) or 1.0
-        lines += [
-            f"- {spk}: {sec:.0f} s ({100 * sec / total:.0f}%)"
-            for spk, sec in sorted(self.talk_time.items(), key=lambda kv: -kv[1])
-        ]
-        return "\n".join(lines) + "\n"
+class NotesError(Exception):
+    """A generator could not write notes; the message is the reason recorded with the fallback."""
 
 
 class NotesGenerator(Protocol):
-    """Turns a transcript into notes."""
+    """Turns a transcript into notes (the plug-in point of every notes provider)."""
+
+    #: What wrote the notes, recorded in :attr:`MeetingNotes.generator` (e.g. ``openai:qwen2.5``).
+    name: str
 
     def generate(self, segments: Sequence[TranscriptSegment], speakers: Mapping[str, str]) -> MeetingNotes:
         """Notes for the segments; ``speakers`` maps labels to display names."""
+
+
+def talk_time(segments: Sequence[TranscriptSegment], speakers: Mapping[str, str]) -> dict[str, float]:
+    """Seconds spoken per display name (word timings where there are words)."""
+    talk: defaultdict[str, float] = defaultdict(float)
+    for seg in segments:
+        if seg.words:
+            for w in seg.words:
+                label = w.speaker or seg.speaker or "S1"
+                talk[speakers.get(label, label)] += max(0.0, w.end - w.start)
+        else:
+            label = seg.speaker or "S1"
+            talk[speakers.get(label, label)] += max(0.0, seg.end - seg.start)
+    return {k: round(v, 2) for k, v in talk.items()}
+
+
+def duration(segments: Sequence[TranscriptSegment]) -> float:
+    """End of the last segment on the session timeline."""
+    return round(max((s.end for s in segments), default=0.0), 2)
 
 
 _DECISION = re.compile(
@@ -104,21 +119,16 @@ def _sentences(segments: Sequence[TranscriptSegment]) -> list[tuple[str, str, fl
 class OfflineNotesGenerator:
     """Extractive notes: useful with no network and no language model."""
 
+    name = OFFLINE_GENERATOR
+
     def __init__(self, summary_sentences: int = 5) -> None:
         self.summary_sentences = summary_sentences
 
     def generate(self, segments: Sequence[TranscriptSegment], speakers: Mapping[str, str]) -> MeetingNotes:
         """See :class:`NotesGenerator`."""
         name = lambda label: speakers.get(label, label)  # noqa: E731
-        talk: defaultdict[str, float] = defaultdict(float)
-        for seg in segments:
-            if seg.words:
-                for w in seg.words:
-                    talk[name(w.speaker or seg.speaker or "S1")] += max(0.0, w.end - w.start)
-            else:
-                talk[name(seg.speaker or "S1")] += max(0.0, seg.end - seg.start)
         sents = _sentences(segments)
-        decisions = [f"{s} ({name(spk)})" for spk, s, _ in sents if _DECISION.search(s)]
+        decisions = [Decision(s, start, name(spk)) for spk, s, start in sents if _DECISION.search(s)]
         actions: list[ActionItem] = []
         known_names = {v.lower(): v for v in speakers.values()}
         for spk, s, start in sents:
@@ -135,8 +145,10 @@ class OfflineNotesGenerator:
             summary=self._summary(sents),
             decisions=decisions,
             action_items=actions,
-            talk_time={k: round(v, 2) for k, v in talk.items()},
-            duration=round(max((s.end for s in segments), default=0.0), 2),
+            talk_time=talk_time(segments, speakers),
+            duration=duration(segments),
+            generator=self.name,
+            speakers=dict(speakers),
         )
 
     def _summary(self, sents: list[tuple[str, str, float]]) -> list[str]:
@@ -159,13 +171,59 @@ class OfflineNotesGenerator:
         return [sents[i][1] for i in keep]
 
 
+class FallbackNotesGenerator:
+    """A configured generator (a language model) with the offline notes as the safety net.
+
+    The primary runs in a worker thread bounded by ``timeout``; when it raises,
+    overruns, or returns notes that fail the contract's validation, the fallback
+    writes the notes instead and ``fallback_reason`` says why. Either way the
+    workflow gets valid notes, so a provider outage never fails a session.
+    """
+
+    def __init__(self, primary: NotesGenerator, fallback: NotesGenerator, timeout: float) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.timeout = timeout
+        self.name = primary.name
+
+    def generate(self, segments: Sequence[TranscriptSegment], speakers: Mapping[str, str]) -> MeetingNotes:
+        """See :class:`NotesGenerator`."""
+        if not any(s.text.strip() for s in segments):
+            # Nothing was said: a model has nothing to summarize, and would only invent.
+            return self.fallback.generate(segments, speakers)
+        result: list[MeetingNotes] = []
+        error: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                result.append(self.primary.generate(segments, speakers))
+            except BaseException as exc:  # reported below; the fallback covers it
+                error.append(exc)
+
+        worker = threading.Thread(target=run, name=f"notes-{self.primary.name}", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            reason = f"timed out after {self.timeout:g} s"
+        elif error:
+            reason = _reason(error[0])
+        else:
+            try:
+                # Round-trip through the contract: the same check a reader applies.
+                return MeetingNotes.from_dict(result[0].to_dict())
+            except InvalidNotes as exc:
+                reason = f"invalid notes: {exc}"
+        log.warning("notes generator failed; using the fallback", extra={"generator": self.name, "reason": reason})
+        notes = self.fallback.generate(segments, speakers)
+        return replace(notes, fallback_reason=clean_text(f"{self.name}: {reason}"))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, NotesError | TimeoutError) and str(exc):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__  # a bug: name the exception
+
+
 def notes_from_dict(data: Mapping[str, Any]) -> MeetingNotes:
-    """Inverse of :meth:`MeetingNotes.to_dict`."""
-    return MeetingNotes(
-        summary=list(data.get("summary", [])),
-        decisions=list(data.get("decisions", [])),
-        action_items=[ActionItem(**a) for a in data.get("action_items", [])],
-        talk_time=dict(data.get("talk_time", {})),
-        duration=float(data.get("duration", 0.0)),
-        generator=str(data.get("generator", "")),
-    )
+    """Validate and read stored notes (:meth:`MeetingNotes.from_dict`)."""
+    return MeetingNotes.from_dict(data)

@@ -14,13 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.settings import Settings
+from control import sessions
 from control.notes import NotesGenerator, OfflineNotesGenerator
-from stores.base import Session, SessionState, SessionStore, StateConflict, TranscriptStore
+from control.sessions import Progress
+from stores.base import Session, SessionStore, StateConflict, TranscriptStore
 
 log = logging.getLogger(__name__)
 
+#: Called with (session, final state, notes, reason) once a session is finalized.
+OnFinalized = Callable[[Session, str, dict[str, Any] | None, str | None], None]
 
-@dataclass
+
+@dataclass(frozen=True)
 class WorkflowSteps:
     """The workflow's steps over the stores."""
 
@@ -29,29 +35,33 @@ class WorkflowSteps:
     notes: NotesGenerator
     #: Where the final meeting status goes besides the session store (Supabase's
     #: "Update Meeting Status"): called with (session, state, notes, reason).
-    on_finalized: Callable[[Session, str, dict[str, Any] | None, str | None], None] | None = None
+    on_finalized: OnFinalized | None = None
 
     def check_windows(self, session_id: str) -> dict[str, Any]:
-        """Has the processor committed every window up to the end-of-stream record?"""
-        progress = self.transcripts.load_progress(session_id)
-        windows = self.transcripts.windows(session_id)
-        failed = [
-            {"window_index": w.window_index, "start": w.start, "end": w.end, "error": w.error}
-            for w in windows
-            if w.status == "failed"
-        ]
+        """Has the processor committed every window up to the end-of-stream record?
+
+        The answer is the Step Functions state's input (``done`` and ``windows_failed``
+        are read by the state machine).
+        """
+        progress = Progress.read(self.transcripts, session_id)
         return {
             "session_id": session_id,
-            "done": bool(progress and progress.stream_done),
-            "ended": bool(progress and progress.ended_sample is not None),
-            "windows_done": sum(1 for w in windows if w.status == "done"),
-            "windows_failed": len(failed),
-            "failed": failed,
-            "processed_seconds": round((progress.committed_sample if progress else 0) / 16000, 2),
+            "done": progress.stream_done,
+            "ended": progress.stream_ended,
+            "windows_done": progress.windows_done,
+            "windows_failed": progress.windows_failed,
+            "failed": [f.to_dict() for f in progress.failures],
+            "segments_dropped": progress.segments_dropped,
+            "processed_seconds": progress.processed_seconds,
         }
 
     def generate_notes(self, session_id: str) -> dict[str, Any]:
-        """Notes from whatever transcript exists (also after partial failure)."""
+        """Notes from whatever transcript exists (also after partial failure).
+
+        A language-model generator is wrapped in the offline fallback
+        (:func:`control.llm.notes_generator`), so this step writes notes even
+        when the model fails; the notes name the generator that wrote them.
+        """
         segments = self.transcripts.segments(session_id)
         notes = self.notes.generate(segments, self.transcripts.speakers(session_id)).to_dict()
         self.transcripts.put_notes(session_id, notes)
@@ -61,36 +71,35 @@ class WorkflowSteps:
                 "session": session_id,
                 "segments": len(segments),
                 "action_items": len(notes["action_items"]),
+                "generator": notes["generator"],
+                "fallback_reason": notes["fallback_reason"],
             },
         )
         return {
             "session_id": session_id,
             "action_items": len(notes["action_items"]),
             "decisions": len(notes["decisions"]),
+            "generator": notes["generator"],
+            "fallback_reason": notes["fallback_reason"],
         }
 
     def finalize(self, session_id: str, timed_out: bool = False) -> dict[str, Any]:
         """Completed when every window is done; partial (with the reason) otherwise."""
-        status = self.check_windows(session_id)
+        progress = Progress.read(self.transcripts, session_id)
         reasons = []
-        if timed_out or not status["done"]:
-            reasons.append(f"timed out waiting for audio: processed {status['processed_seconds']} s")
-        if status["windows_failed"]:
-            spans = ", ".join(f"{f['start']:.0f}-{f['end']:.0f}s ({f['error']})" for f in status["failed"][:5])
-            reasons.append(f"{status['windows_failed']} window(s) failed: {spans}")
-        if not reasons:
-            state, reason = SessionState.COMPLETED, None
-        elif status["windows_done"] == 0 and not self.transcripts.segments(session_id):
-            state, reason = SessionState.FAILED, "; ".join(reasons)
-        else:
-            state, reason = SessionState.PARTIAL, "; ".join(reasons)
+        if timed_out or not progress.stream_done:
+            reasons.append(f"timed out waiting for audio: processed {progress.processed_seconds} s")
+        if progress.failures:
+            spans = ", ".join(f"{f.start:.0f}-{f.end:.0f}s ({f.error})" for f in progress.failures[:5])
+            reasons.append(f"{progress.windows_failed} window(s) failed: {spans}")
+        reason = "; ".join(reasons) or None
         try:
-            session = self.sessions.transition(
-                session_id,
-                [SessionState.PROCESSING, SessionState.ENDING],
-                state,
-                reason=reason,
-            )
+            if reason is None:
+                session = sessions.complete(self.sessions, session_id)
+            elif progress.windows_done == 0 and not self.transcripts.segments(session_id):
+                session = sessions.fail(self.sessions, session_id, reason)
+            else:
+                session = sessions.complete_partially(self.sessions, session_id, reason)
         except StateConflict:
             current = self.sessions.get(session_id)
             log.warning(
@@ -102,21 +111,18 @@ class WorkflowSteps:
                 "state": current.state.value,
                 "reason": current.reason,
             }
+        state = session.state.value
         if self.on_finalized is not None:
-            self.on_finalized(session, state.value, self.transcripts.get_notes(session_id), reason)
-        log.info(
-            "session finalized",
-            extra={"session": session_id, "state": state.value, "reason": reason},
-        )
-        return {"session_id": session_id, "state": state.value, "reason": reason}
+            self.on_finalized(session, state, self.transcripts.get_notes(session_id), reason)
+        log.info("session finalized", extra={"session": session_id, "state": state, "reason": reason})
+        return {"session_id": session_id, "state": state, "reason": reason}
 
     def run(self, session_id: str, timeout: float, poll: float = 0.5, max_poll: float = 10.0) -> dict[str, Any]:
         """The whole workflow in this process: poll with backoff, bounded by ``timeout``."""
         deadline = time.monotonic() + timeout
         delay = poll
         while True:
-            status = self.check_windows(session_id)
-            if status["done"]:
+            if Progress.read(self.transcripts, session_id).stream_done:
                 timed_out = False
                 break
             if time.monotonic() >= deadline:
@@ -128,9 +134,31 @@ class WorkflowSteps:
         return self.finalize(session_id, timed_out=timed_out)
 
 
-def default_steps(sessions: SessionStore, transcripts: TranscriptStore) -> WorkflowSteps:
-    """Steps with the offline notes generator."""
-    return WorkflowSteps(sessions, transcripts, OfflineNotesGenerator())
+def default_steps(
+    sessions: SessionStore, transcripts: TranscriptStore, settings: Settings | None = None
+) -> WorkflowSteps:
+    """Steps with the notes generator ``settings`` configure (offline notes without settings).
+
+    With Supabase transcripts the final state and notes also go to the meeting's row
+    (:meth:`stores.supabase.SupabaseMeetingStatus.update`), wherever the steps run.
+    """
+    if settings is None:
+        return WorkflowSteps(sessions, transcripts, OfflineNotesGenerator())
+    from control.llm import notes_generator
+
+    on_finalized = _meeting_status_writer(settings) if settings.store == "supabase" else None
+    return WorkflowSteps(sessions, transcripts, notes_generator(settings), on_finalized)
+
+
+def _meeting_status_writer(settings: Settings) -> OnFinalized:
+    from stores.supabase import SupabaseMeetingStatus
+
+    meetings = SupabaseMeetingStatus.from_settings(settings)
+
+    def update(session: Session, state: str, notes: dict[str, Any] | None, reason: str | None) -> None:
+        meetings.update(session.meeting_id, state, notes, session_id=session.session_id, reason=reason)
+
+    return update
 
 
 class LocalWorkflowStarter:
@@ -150,12 +178,7 @@ class LocalWorkflowStarter:
             except Exception:
                 log.exception("workflow crashed", extra={"session": session_id})
                 try:
-                    self.steps.sessions.transition(
-                        session_id,
-                        [SessionState.PROCESSING, SessionState.ENDING],
-                        SessionState.FAILED,
-                        reason="workflow crashed; see logs",
-                    )
+                    sessions.fail(self.steps.sessions, session_id, "workflow crashed; see logs")
                 except Exception:
                     log.exception("could not mark session failed", extra={"session": session_id})
 

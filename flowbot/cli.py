@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import tempfile
 import time
@@ -14,6 +13,7 @@ from typing import Any
 from contracts.logs import configure_logging
 from contracts.settings import Settings, SettingsError
 from flowbot.formats import FORMATS, render
+from processor.rttm import window_turns
 from producer.decode import DecodeError
 
 log = logging.getLogger("flowbot")
@@ -59,7 +59,7 @@ def _write(text: str, out: str | None) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("data_dir", "asr_model", "diarization", "host", "port", "rtmp_port"):
+    for name in ("data_dir", "asr_model", "diarization", "host", "port", "rtmp_port", "stream"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = Path(value) if name == "data_dir" else value
@@ -91,13 +91,17 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         "wall_seconds": round(result.wall_seconds, 3),
     }
     _write(
-        render(args.format, result.session_id, result.segments, result.speakers, result.notes, extra),
+        render(
+            args.format,
+            result.session_id,
+            result.segments,
+            result.speakers,
+            result.notes,
+            extra,
+            turns=window_turns(result.windows),
+        ),
         args.output,
     )
-    if args.format == "text" and result.notes and not args.output:
-        from control.notes import notes_from_dict
-
-        sys.stdout.write("\n" + notes_from_dict(result.notes).to_markdown())
     log.info(
         "transcribed",
         extra={
@@ -113,7 +117,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """flowbot ingest FILE --session ID"""
-    from contracts.frames import validate_session_id
+    from contracts.frames import SAMPLE_RATE, validate_session_id
     from producer.file_ingest import ingest_file
     from streams.factory import stream_writer
 
@@ -124,34 +128,24 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         samples = ingest_file(args.file, writer, args.session, realtime=args.realtime)
     finally:
         writer.close()
-    log.info("file ingested", extra={"session": args.session, "seconds": round(samples / 16000, 2)})
+    log.info("file ingested", extra={"session": args.session, "seconds": round(samples / SAMPLE_RATE, 2)})
     return 0
 
 
 def cmd_process(args: argparse.Namespace) -> int:
     """flowbot process [--source embedded|kinesis]"""
+    from flowbot.pipeline import LocalProcessors
+    from streams.factory import stream_consumer
+    from streams.thread import run_until_signalled
+
     settings = _settings(args)
-    source = args.source or settings.stream
-    if source == "kinesis":
-        from processor.kcl_app import run_daemon
-
-        return int(run_daemon(settings))
-    from flowbot.pipeline import EmbeddedProcessor
-
-    proc = EmbeddedProcessor(settings).start()
-    stop = {"now": False}
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log.info("processor running", extra={"stream": str(proc.stream.path)})
-    while not stop["now"] and proc.thread.is_alive():
-        time.sleep(0.2)
-    proc.stop()
-    proc.check()
-    return 0
+    processors = LocalProcessors(settings)
+    consumer = stream_consumer(settings, processors.factory())
+    log.info("processor running", extra={"stream": settings.stream})
+    try:
+        return run_until_signalled(consumer)
+    finally:
+        processors.stop()
 
 
 def cmd_transcript(args: argparse.Namespace) -> int:
@@ -170,6 +164,7 @@ def cmd_transcript(args: argparse.Namespace) -> int:
             segments,
             store.speakers(args.session),
             store.get_notes(args.session),
+            turns=window_turns(store.windows(args.session)),
         ),
         args.output,
     )
@@ -244,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_ingest)
 
     pr = sub.add_parser("process", help="run the processor against the configured stream")
-    pr.add_argument("--source", choices=("embedded", "kinesis"))
+    pr.add_argument("--source", dest="stream", choices=("embedded", "kinesis"), help="override FLOWBOT_STREAM")
     pr.add_argument("--diarization", choices=("offline", "pyannote", "none"))
     pr.set_defaults(func=cmd_process)
 

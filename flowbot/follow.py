@@ -31,10 +31,10 @@ from typing import Any, TextIO
 
 from contracts.segments import TranscriptSegment
 from contracts.settings import Settings
+from control.sessions import TERMINAL
 
 log = logging.getLogger("flowbot.follow")
 
-TERMINAL_STATES = frozenset({"completed", "partial", "failed"})
 SEGMENTS = "transcript_segments"
 WINDOWS = "transcript_windows"
 SESSIONS = "sessions"
@@ -283,7 +283,9 @@ def follow_local(
                         view.show_state(payload)
                     elif event == "notes":
                         view.show_notes(payload)
-            if view.state in TERMINAL_STATES:
+                    elif event == "speakers":
+                        view.set_speakers(payload)
+            if view.state in TERMINAL:
                 view.close()
                 return view.state
             reason = "feed ended before the session did"
@@ -466,7 +468,7 @@ class _SupabaseFollower:
             )
 
     async def _finish_if_ended(self, state: str) -> bool:
-        if state not in TERMINAL_STATES:
+        if state not in TERMINAL:
             return False
         notes = await self._rows(self.client.table(NOTES).select("notes").eq("session_id", self.session_id))
         if notes:
@@ -489,7 +491,7 @@ class _SupabaseFollower:
             self.view.show_notes(rec["notes"])
         elif change.table == SESSIONS and "state" in rec:
             state = str(rec["state"])
-            if state in TERMINAL_STATES:
+            if state in TERMINAL:
                 await self._windows()  # the last windows before the end marker
             self.view.show_state(rec)
             return await self._finish_if_ended(state)

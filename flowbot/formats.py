@@ -6,7 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from contracts.segments import TranscriptSegment
+from contracts.notes import InvalidNotes, MeetingNotes
+from contracts.segments import SpeakerTurn, TranscriptSegment
 
 FORMATS = ("text", "json", "srt", "vtt", "rttm")
 
@@ -24,6 +25,18 @@ def _name(seg: TranscriptSegment, speakers: Mapping[str, str]) -> str:
     return speakers.get(label, label)
 
 
+def _notes_text(notes: Mapping[str, Any] | None, speakers: Mapping[str, str]) -> str:
+    """Notes under the transcript, names as they are now (a rename after the notes applies)."""
+    if not notes:
+        return ""
+    try:
+        parsed = MeetingNotes.from_dict(notes)
+    except InvalidNotes as exc:
+        # Stored notes that are not the contract's shape are reported, never half-printed.
+        return f"\n## Notes\n(stored notes are unreadable: {exc})\n"
+    return "\n" + parsed.renamed(speakers).to_markdown()
+
+
 def render(
     fmt: str,
     session_id: str,
@@ -31,8 +44,15 @@ def render(
     speakers: Mapping[str, str],
     notes: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    turns: Sequence[SpeakerTurn] = (),
 ) -> str:
-    """Render a transcript; speaker labels are shown with their display names."""
+    """Render a transcript; speaker labels are shown with their display names.
+
+    ``turns`` are the diarizer's speaker turns (see :func:`processor.rttm.window_turns`);
+    only ``rttm`` uses them, and falls back to word spans without them. ``text``
+    puts the meeting notes (``contracts.notes``) under the transcript; ``json``
+    carries them as stored.
+    """
     if fmt == "json":
         data: dict[str, Any] = {
             "session_id": session_id,
@@ -53,7 +73,8 @@ def render(
             else:
                 lines.append(f"[{_ts(s.start, '.')[:-4]}] {_name(s, speakers)}: {s.text}")
             prev = s
-        return "\n".join(lines) + ("\n" if lines else "")
+        text = "\n".join(lines) + ("\n" if lines else "")
+        return text + _notes_text(notes, speakers)
     if fmt in ("srt", "vtt"):
         out = ["WEBVTT", ""] if fmt == "vtt" else []
         sep = "." if fmt == "vtt" else ","
@@ -67,5 +88,5 @@ def render(
     if fmt == "rttm":
         from processor.rttm import segments_to_rttm
 
-        return segments_to_rttm(session_id, segments)
+        return segments_to_rttm(session_id, segments, turns=turns)
     raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")

@@ -1,4 +1,9 @@
-"""Run a file through the real pipeline on one machine.
+"""The processor side as flowbot runs it, and a file through the real pipeline on one machine.
+
+:class:`LocalProcessors` is what every flowbot command hands a stream consumer
+(``flowbot process``, ``serve``, ``transcribe``): shard processors sharing
+one set of engine parts, or, for a consumer whose processors run in other
+processes, the processor factory's name.
 
 ``flowbot transcribe`` is not a shortcut: the file is framed by the producer,
 written to the embedded stream, consumed by the same shard processor that
@@ -12,20 +17,24 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contracts.segments import TranscriptSegment
+from contracts.frames import SAMPLE_RATE
+from contracts.segments import TranscriptSegment, WindowRecord
 from contracts.settings import Settings
+from control.sessions import end, start_processing
 from control.workflow import default_steps
-from processor.build import build_engine_parts
+from processor.build import build_engine_parts, build_shard_processor
 from processor.engine import EngineParts, ShardProcessor
 from producer.file_ingest import ingest_file
 from stores.base import Session, SessionState
 from stores.factory import session_store, transcript_store
-from streams.embedded import EmbeddedConsumer, EmbeddedStream
+from streams.base import ProcessorFactory
+from streams.factory import embedded_consumer, embedded_stream
+from streams.thread import ConsumerThread
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,7 @@ class TranscribeResult:
 
     session_id: str
     segments: list[TranscriptSegment]
+    windows: list[WindowRecord]
     speakers: dict[str, str]
     notes: dict[str, Any] | None
     state: str
@@ -48,55 +58,57 @@ class TranscribeResult:
     counters: dict[str, int]
 
 
-class EmbeddedProcessor:
-    """The embedded consumer in a background thread (``flowbot process``/``serve``)."""
+#: What the KCL child builds its processor with: in its own process, so with its own models.
+SHARD_PROCESSOR_SPEC = f"{build_shard_processor.__module__}:{build_shard_processor.__name__}"
+
+
+class LocalProcessors:
+    """The shard processors of this process, sharing one set of engine parts (models load once).
+
+    A consumer calls it once per shard lease (and after a failure). The parts
+    are built on first use, so a consumer whose processors run elsewhere (the
+    KCL daemon's children) never loads models here.
+    """
 
     def __init__(self, settings: Settings, parts: EngineParts | None = None) -> None:
         self.settings = settings
-        self.parts = parts or build_engine_parts(settings)
-        self.stream = EmbeddedStream(settings.data_dir / "stream.db")
+        self._parts = parts
+        self._lock = threading.Lock()
         self.processors: list[ShardProcessor] = []
 
-        def factory() -> ShardProcessor:
-            proc = ShardProcessor(self.parts)
-            self.processors.append(proc)
-            return proc
+    def parts(self) -> EngineParts:
+        """The engine parts (built now if not yet)."""
+        with self._lock:
+            if self._parts is None:
+                self._parts = build_engine_parts(self.settings)
+            return self._parts
 
-        self.consumer = EmbeddedConsumer(self.stream, settings.kcl_application_name, factory)
-        self.thread = threading.Thread(target=self._run, name="processor", daemon=True)
-        self.error: BaseException | None = None
+    def __call__(self) -> ShardProcessor:
+        """A processor for one shard lease."""
+        proc = build_shard_processor(self.settings, self.parts())
+        self.processors.append(proc)
+        return proc
 
-    def _run(self) -> None:
-        try:
-            self.consumer.run()
-        except BaseException as exc:  # surfaced to the caller by check()
-            self.error = exc
-            log.exception("processor stopped on an error")
-
-    def start(self) -> EmbeddedProcessor:
-        """Start consuming."""
-        self.thread.start()
-        return self
-
-    def check(self) -> None:
-        """Re-raise a processor crash in the caller's thread."""
-        if self.error is not None:
-            raise RuntimeError(f"processor failed: {self.error}") from self.error
-
-    def stop(self) -> None:
-        """Graceful stop (checkpoint) and join."""
-        self.consumer.stop()
-        self.thread.join(timeout=60)
-        if self.parts.interim is not None:
-            self.parts.interim.stop()
+    def factory(self) -> ProcessorFactory:
+        """These processors for a consumer in this process, the shard processor by name for a KCL child."""
+        return ProcessorFactory(build=self, spec=SHARD_PROCESSOR_SPEC)
 
     def counters(self) -> dict[str, int]:
-        """Sum of the shard processors' counters."""
-        total: dict[str, int] = {}
-        for proc in self.processors:
-            for k, v in proc.counters.items():
-                total[k] = total.get(k, 0) + v
-        return total
+        """Sum of the processors' counters."""
+        return _sum([p.counters for p in self.processors])
+
+    def stop(self) -> None:
+        """Stop what runs beside the processors (the interim-caption worker)."""
+        if self._parts is not None and self._parts.interim is not None:
+            self._parts.interim.stop()
+
+
+def _sum(counters: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for c in counters:
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 def transcribe_file(
@@ -123,34 +135,43 @@ def transcribe_file(
         )
     )
     # A file has no live viewers: interim captions would only cost time.
-    processor = EmbeddedProcessor(settings.replace(interim_seconds=0.0), parts).start()
+    processors = LocalProcessors(settings.replace(interim_seconds=0.0), parts)
+    processors.parts()  # models load here, not on the consumer's first lease
+    stream = embedded_stream(settings)
+    consumer = embedded_consumer(settings, processors, stream)
+    thread = ConsumerThread(consumer).start()
     total: list[float | None] = [None]
     try:
-        samples = ingest_file(str(path), processor.stream, session_id)
-        total[0] = samples / 16000
-        sessions.transition(session_id, [SessionState.LIVE], SessionState.PROCESSING)
+        samples = ingest_file(str(path), stream, session_id)
+        total[0] = samples / SAMPLE_RATE
+        # The whole file is in the stream, its end-of-stream record last.
+        end(sessions, session_id)
+        start_processing(sessions, session_id)
         while True:
-            processor.check()
+            thread.check()
             progress = transcripts.load_progress(session_id)
-            done = progress.committed_sample / 16000 if progress else 0.0
+            done = progress.committed_sample / SAMPLE_RATE if progress else 0.0
             if on_progress:
                 on_progress(done, total[0])
             if progress and progress.stream_done:
                 break
             time.sleep(0.1)
-        steps = default_steps(sessions, transcripts)
+        steps = default_steps(sessions, transcripts, settings)
         steps.generate_notes(session_id)
         final = steps.finalize(session_id)
     finally:
-        processor.stop()
+        thread.stop()
+        processors.stop()
     return TranscribeResult(
         session_id=session_id,
         segments=transcripts.segments(session_id),
+        windows=transcripts.windows(session_id),
         speakers=transcripts.speakers(session_id),
         notes=transcripts.get_notes(session_id),
         state=final["state"],
         reason=final["reason"],
         audio_seconds=total[0] or 0.0,
         wall_seconds=time.monotonic() - t0,
-        counters=processor.counters(),
+        # The poison guards' counters too (quarantined records).
+        counters=_sum([processors.counters(), *(g.counters for g in consumer.guards.values())]),
     )

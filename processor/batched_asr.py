@@ -27,13 +27,11 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from contracts.frames import SAMPLE_RATE
-from contracts.segments import Word
-from processor.asr import AsrSegment
+from processor.asr import AsrResult, AsrSegment, Transcriber, WhisperTranscriber, guard, loops, shifted, whisper_segment
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +44,7 @@ class _Request:
     audio: np.ndarray
     beam_size: int
     prompt: str | None
-    future: Future[list[AsrSegment]] = field(default_factory=Future)
+    future: Future[AsrResult] = field(default_factory=Future)
 
 
 @dataclass(frozen=True)
@@ -75,19 +73,19 @@ def speech_clips(audio: np.ndarray, max_seconds: float = CLIP_SECONDS) -> list[t
     return clips
 
 
-class BatchingTranscriber:
+class BatchingTranscriber(Transcriber):
     """Thread-safe ``transcribe``/``transcribe_batch`` served by batched model calls.
 
-    ``inner`` is a :class:`processor.asr.WhisperTranscriber` (its model, options
-    and hallucination filter are reused). ``max_batch`` clips go into one call;
-    a request waits at most ``linger`` seconds for company.
+    ``inner``'s model, options and hallucination guard are reused (and its
+    sequential ``transcribe`` for a loop, which needs the temperature fallback).
+    ``max_batch`` clips go into one call; a request waits at most ``linger``
+    seconds for company.
     """
 
-    def __init__(self, inner: Any, *, max_batch: int = 16, linger: float = 0.01) -> None:
+    def __init__(self, inner: WhisperTranscriber, *, max_batch: int = 16, linger: float = 0.01) -> None:
         from faster_whisper import BatchedInferencePipeline
 
         self.inner = inner
-        self.device = getattr(inner, "device", "cpu")
         self.options = inner.options
         self.max_batch = max_batch
         self.linger = linger
@@ -102,7 +100,7 @@ class BatchingTranscriber:
 
     def transcribe(
         self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
-    ) -> list[AsrSegment]:
+    ) -> AsrResult:
         """Same contract as :meth:`processor.asr.WhisperTranscriber.transcribe`."""
         return self.transcribe_batch([audio], beam_size=beam_size, initial_prompt=initial_prompt)[0]
 
@@ -112,7 +110,7 @@ class BatchingTranscriber:
         *,
         beam_size: int | None = None,
         initial_prompt: str | None = None,
-    ) -> list[list[AsrSegment]]:
+    ) -> list[AsrResult]:
         """Several float32 16 kHz audios; one result per audio, times relative to it."""
         beam = beam_size or self.options.beam_size
         reqs = [_Request(np.asarray(a, dtype=np.float32), beam, initial_prompt) for a in audios]
@@ -155,7 +153,7 @@ class BatchingTranscriber:
             for r, res in zip(group, results, strict=True):
                 r.future.set_result(res)
 
-    def _call(self, group: list[_Request]) -> list[list[AsrSegment]]:
+    def _call(self, group: list[_Request]) -> list[AsrResult]:
         clips: list[_Clip] = []
         pieces: list[np.ndarray] = []
         pos = 0
@@ -166,19 +164,13 @@ class BatchingTranscriber:
                 pos += end - start
         out: list[list[AsrSegment]] = [[] for _ in group]
         if not clips:
-            return out
+            return [AsrResult() for _ in group]
         opts = self.options
         segments, _info = self.pipeline.transcribe(
             np.concatenate(pieces),
-            language=opts.language,
-            beam_size=group[0].beam_size,
-            word_timestamps=True,
             clip_timestamps=[{"start": c.start / SAMPLE_RATE, "end": c.end / SAMPLE_RATE} for c in clips],
             batch_size=len(clips),
-            no_speech_threshold=opts.no_speech_threshold,
-            log_prob_threshold=opts.logprob_threshold,
-            compression_ratio_threshold=opts.compression_ratio_threshold,
-            initial_prompt=group[0].prompt,
+            **opts.decode_kwargs(group[0].beam_size, group[0].prompt),
         )
         starts = [c.start / SAMPLE_RATE for c in clips]
         self.calls += 1
@@ -188,25 +180,14 @@ class BatchingTranscriber:
             # clip: attribute it by its middle, which always lies inside the clip.
             k = max(0, bisect.bisect_right(starts, (float(seg.start) + float(seg.end)) / 2) - 1)
             clip = clips[k]
-            shift = (clip.offset - clip.start) / SAMPLE_RATE
-            converted = self.inner._convert(seg)
-            if converted is None:
-                continue
-            moved = AsrSegment(
-                start=max(0.0, converted.start + shift),
-                end=max(0.0, converted.end + shift),
-                text=converted.text,
-                words=tuple(
-                    Word(max(0.0, w.start + shift), max(0.0, w.end + shift), w.text, w.probability)
-                    for w in converted.words
-                ),
-                avg_logprob=converted.avg_logprob,
-                no_speech_prob=converted.no_speech_prob,
-                compression_ratio=converted.compression_ratio,
-            )
-            if not self.inner._hallucinated(moved):
-                out[clip.request].append(moved)
-        return out
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+            converted = whisper_segment(seg)
+            if converted is not None:
+                out[clip.request].append(shifted(converted, (clip.offset - clip.start) / SAMPLE_RATE))
+        results = []
+        for req, segs in zip(group, out, strict=True):
+            if any(loops(s, opts) for s in segs):
+                # The batched pipeline has no temperature fallback: the sequential path has.
+                results.append(self.inner.transcribe(req.audio, beam_size=req.beam_size, initial_prompt=req.prompt))
+            else:
+                results.append(guard(segs, opts))
+        return results

@@ -1,4 +1,8 @@
-"""Wire a shard processor from settings: models are loaded once per process."""
+"""The processor's composition root: settings in, :class:`EngineParts` out.
+
+Models are loaded once per process. Every other processor module receives its
+collaborators; only this one decides which classes play the parts.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,16 @@ import functools
 import logging
 import os
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from contracts.settings import Settings
-from processor.asr import AsrOptions, WhisperTranscriber
+from processor.asr import AsrOptions, Transcriber, WhisperTranscriber
 from processor.diarization import Diarizer, IdentityMapper, SingleSpeakerDiarizer, SpeakerMapper
 from processor.engine import EngineParts, ShardProcessor
-from processor.interim import build_interim
+from processor.interim import FinalGate, GatedDiarizer, GatedTranscriber, InterimWorker
 from processor.windowing import WindowPolicy
+from stores.base import TranscriptStore
 from stores.factory import transcript_store, window_archive
 
 log = logging.getLogger(__name__)
@@ -65,7 +72,7 @@ def build_diarizer(settings: Settings) -> Diarizer:
         return build_pyannote(settings)
 
 
-def mapper_factory(settings: Settings):
+def mapper_factory(settings: Settings) -> Callable[[dict[str, object]], SpeakerMapper]:
     """Builds a session speaker registry from its stored state."""
     if settings.diarization == "none":
         return lambda state: IdentityMapper(state)
@@ -77,21 +84,62 @@ def mapper_factory(settings: Settings):
     return make
 
 
+@dataclass(frozen=True)
+class InterimParts:
+    """The engine's models as the engine should call them, and the interim worker (None when off)."""
+
+    transcriber: Transcriber
+    diarizer: Diarizer
+    worker: InterimWorker | None
+
+
+def build_interim(
+    settings: Settings, whisper: WhisperTranscriber, diarizer: Diarizer, store: TranscriptStore
+) -> InterimParts:
+    """Wrap the engine's models and build the interim worker for ``settings``.
+
+    The worker is None when ``interim_seconds`` is 0. On CUDA both the engine and
+    the worker go through one :class:`processor.batched_asr.BatchingTranscriber`,
+    so final and interim passes of all sessions share batched model calls; on
+    CPU finals take priority and interim passes yield to them.
+    """
+    if settings.interim_seconds <= 0:
+        return InterimParts(whisper, diarizer, None)
+    gate = FinalGate()
+    if whisper.device == "cuda":
+        from processor.batched_asr import BatchingTranscriber
+
+        batched = BatchingTranscriber(whisper)
+        worker = InterimWorker(
+            batched,
+            store,
+            interval=settings.interim_seconds,
+            gate=gate,
+            yield_to_finals=False,
+            max_duty=1.0,
+            batch_size=batched.max_batch,
+        )
+        return InterimParts(GatedTranscriber(batched, gate), GatedDiarizer(diarizer, gate), worker)
+    # Finals already pre-empt interim passes through the gate; the duty cap only keeps a
+    # slow model from hogging both cores between finals (measured: a pass costs ~1-1.5 s
+    # with tiny.en on 2 busy cores, whatever the window length, since Whisper encodes 30 s).
+    worker = InterimWorker(whisper, store, interval=settings.interim_seconds, gate=gate, max_duty=0.75)
+    return InterimParts(GatedTranscriber(whisper, gate), GatedDiarizer(diarizer, gate), worker)
+
+
 def build_engine_parts(settings: Settings) -> EngineParts:
     """Everything the engine needs, from settings."""
     quiet_threads(settings)
     store = transcript_store(settings)
-    transcriber, diarizer, interim = build_interim(
-        settings, build_transcriber(settings), build_diarizer(settings), store
-    )
+    interim = build_interim(settings, build_transcriber(settings), build_diarizer(settings), store)
     return EngineParts(
-        transcriber=transcriber,
-        diarizer=diarizer,
+        transcriber=interim.transcriber,
+        diarizer=interim.diarizer,
         mapper_factory=mapper_factory(settings),
         store=store,
         archive=window_archive(settings),
         policy=WindowPolicy(settings.window_seconds, settings.window_min_seconds, settings.window_min_silence_ms),
-        interim=interim,
+        interim=interim.worker,
     )
 
 

@@ -13,14 +13,18 @@ from typing import Protocol
 
 import numpy as np
 
+from contracts.frames import SAMPLE_RATE
+from contracts.segments import SpeakerTurn
 
-@dataclass(frozen=True, slots=True)
-class SpeakerTurn:
-    """A stretch of one speaker, seconds relative to the window start."""
-
-    start: float
-    end: float
-    speaker: str
+__all__ = [
+    "Diarization",
+    "Diarizer",
+    "IdentityMapper",
+    "SingleSpeakerDiarizer",
+    "SpeakerMapper",
+    "SpeakerTurn",
+    "turns_overlap_seconds",
+]
 
 
 @dataclass(frozen=True)
@@ -30,10 +34,15 @@ class Diarization:
     Embeddings let the session registry map window labels to session labels;
     a speaker whose embedding is missing or NaN is matched by nothing and
     becomes a new session speaker only if it has enough speech.
+
+    ``speech_turns`` are the turns before they were made exclusive (two people
+    talking at once are both there): what RTTM export and DER want. Empty when
+    the diarizer has no such output (then nobody claims to know who spoke when).
     """
 
     turns: tuple[SpeakerTurn, ...]
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    speech_turns: tuple[SpeakerTurn, ...] = ()
 
     def speaker_at(self, t: float) -> str | None:
         """Speaker active at time ``t`` (nearest turn if ``t`` falls in a gap)."""
@@ -51,7 +60,23 @@ class Diarization:
         return Diarization(
             tuple(SpeakerTurn(t.start, t.end, mapping.get(t.speaker, t.speaker)) for t in self.turns),
             {mapping.get(k, k): v for k, v in self.embeddings.items()},
+            tuple(SpeakerTurn(t.start, t.end, mapping.get(t.speaker, t.speaker)) for t in self.speech_turns),
         )
+
+    def until(self, seconds: float) -> Diarization:
+        """Only what happens before ``seconds`` (a window committed short of its cut).
+
+        Speakers heard only later are dropped with their embeddings: the next
+        window, which starts at ``seconds``, will meet them.
+        """
+
+        def clip(turns: tuple[SpeakerTurn, ...]) -> tuple[SpeakerTurn, ...]:
+            return tuple(SpeakerTurn(t.start, min(t.end, seconds), t.speaker) for t in turns if t.start < seconds)
+
+        turns = clip(self.turns)
+        speech = clip(self.speech_turns)
+        heard = {t.speaker for t in turns} | {t.speaker for t in speech}
+        return Diarization(turns, {k: v for k, v in self.embeddings.items() if k in heard}, speech)
 
 
 class Diarizer(Protocol):
@@ -78,7 +103,7 @@ class SingleSpeakerDiarizer:
 
     def diarize(self, audio: np.ndarray) -> Diarization:
         """One turn over the whole window."""
-        return Diarization((SpeakerTurn(0.0, len(audio) / 16_000, self.label),))
+        return Diarization((SpeakerTurn(0.0, len(audio) / SAMPLE_RATE, self.label),))
 
 
 class IdentityMapper:

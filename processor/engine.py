@@ -13,6 +13,12 @@ Safety rules (why they hold is noted where they are enforced):
 - On replay, audio before a session's committed sample is skipped, so no
   window is transcribed twice into different rows, and windows are cut at the
   same places (the cut depends only on the audio after the committed sample).
+- A window cut inside speech (no pause anywhere) is committed only up to a
+  gap between words short of the cut (:func:`processor.windowing.commit_point`,
+  a function of the window's audio and its transcript, so a replay commits the
+  same span); the rest stays buffered and opens the next window. Windows stay
+  contiguous: the next window starts exactly where the committed one ended,
+  and the checkpoint rule above still covers the carried audio.
 """
 
 from __future__ import annotations
@@ -27,26 +33,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from contracts.frames import SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecord
-from contracts.segments import TranscriptSegment, WindowRecord, Word
-from processor.asr import AsrSegment
-from processor.attribution import attribute
-from processor.diarization import Diarization, Diarizer, SpeakerMapper
-from processor.windowing import WindowPolicy, choose_cut, has_speech, to_float
+from contracts.frames import MAX_RECORD_SAMPLES, SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecord
+from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus
+from processor.asr import AsrSegment, Transcriber, shifted, words_text
+from processor.attribution import attribute, transcript_segments
+from processor.diarization import Diarizer, SpeakerMapper
+from processor.windowing import WindowPolicy, choose_cut, commit_point, has_speech, to_float
 from stores.archive import WindowArchive
 from stores.base import PermanentStoreError, SessionProgress, TranscriptStore
 from streams.base import Checkpointer, StreamRecord
 
 log = logging.getLogger(__name__)
-
-
-class Transcriber(Protocol):
-    """What the engine needs from ASR."""
-
-    def transcribe(
-        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
-    ) -> list[AsrSegment]:
-        """Transcribe float32 16 kHz audio; times relative to it."""
 
 
 class InterimSink(Protocol):
@@ -81,6 +78,19 @@ class EngineParts:
     max_gap_samples: int = 10 * SAMPLE_RATE
 
 
+@dataclass(frozen=True)
+class WindowResult:
+    """What one window pass produced: rows, how much of the window they cover, who spoke when."""
+
+    segments: list[TranscriptSegment]
+    #: Samples of the window committed; less than its length when the tail is carried over.
+    samples: int
+    #: Session-labelled speaker turns on the session timeline (see WindowRecord.turns).
+    turns: tuple[SpeakerTurn, ...] = ()
+    #: ASR segments the hallucination guard dropped, by reason (:class:`processor.asr.AsrResult`).
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
 def transcribe_window(
     parts: EngineParts,
     mapper: SpeakerMapper,
@@ -88,58 +98,115 @@ def transcribe_window(
     window_index: int,
     start_sample: int,
     pcm: np.ndarray,
-    audio_uri: str | None,
-) -> list[TranscriptSegment]:
-    """ASR + diarization of one window -> session-timeline segments."""
+    *,
+    carry: bool = False,
+    context: np.ndarray | None = None,
+) -> WindowResult:
+    """ASR + diarization of one window -> session-timeline segments.
+
+    ``context`` is the audio just before the window (already committed): ASR
+    hears it first and its words are dropped. With ``carry`` (the window was
+    cut inside speech) only the words up to
+    :func:`processor.windowing.commit_point` are kept; the result says how
+    many samples that is, and the rest belongs to the next window. The result
+    also counts the ASR segments the hallucination guard dropped.
+    """
     audio = to_float(pcm)
     if not has_speech(audio, parts.policy.min_silence_ms):
-        return []
-    asr = parts.transcriber.transcribe(audio)
+        return WindowResult([], len(pcm))
+    lead = 0.0
+    if context is not None and context.size:
+        lead = context.size / SAMPLE_RATE
+        raw = parts.transcriber.transcribe(np.concatenate([to_float(context), audio]))
+    else:
+        raw = parts.transcriber.transcribe(audio)
+    dropped = raw.dropped
+    asr = words_after(raw, lead) if lead else list(raw)
+    samples = len(pcm)
+    if carry:
+        words = [(w.start, w.end) for seg in asr for w in seg.words]
+        samples, kept = commit_point(audio, words, len(pcm), parts.policy)
+        asr = keep_words(asr, kept) if samples < len(pcm) else asr
     if not asr:
-        return []
+        return WindowResult([], samples, dropped=dropped)
     diarization = parts.diarizer.diarize(audio)
+    if samples < len(pcm):
+        diarization = diarization.until(samples / SAMPLE_RATE)
     mapping = mapper.assign(diarization)
-    labelled = attribute(asr, diarization.relabel(mapping))
+    session_diarization = diarization.relabel(mapping)
+    labelled = attribute(asr, session_diarization)
+    segments = transcript_segments(
+        labelled, session_id=session_id, window_index=window_index, start_sample=start_sample
+    )
     offset = start_sample / SAMPLE_RATE
-    return [
-        TranscriptSegment(
-            session_id=session_id,
-            window_index=window_index,
-            segment_index=i,
-            start=round(offset + seg.start, 3),
-            end=round(offset + seg.end, 3),
-            text=seg.text,
-            speaker=seg.speaker,
-            words=tuple(
-                Word(
-                    round(offset + w.start, 3),
-                    round(offset + w.end, 3),
-                    w.text,
-                    round(w.probability, 4),
-                    w.speaker,
-                )
-                for w in seg.words
-            ),
-            is_final=True,
-            stable=True,
-            avg_logprob=round(seg.avg_logprob, 4),
-            audio_uri=audio_uri,
-        )
-        for i, seg in enumerate(labelled)
-    ]
+    turns = tuple(
+        SpeakerTurn(round(offset + t.start, 3), round(offset + t.end, 3), t.speaker)
+        for t in session_diarization.speech_turns
+        if t.end > t.start
+    )
+    return WindowResult(segments, samples, turns, dropped)
+
+
+def words_after(segments: Sequence[AsrSegment], seconds: float) -> list[AsrSegment]:
+    """Words whose middle is at or after ``seconds``, with times moved back by it."""
+    out: list[AsrSegment] = []
+    for seg in segments:
+        if not seg.words:
+            if (seg.start + seg.end) / 2 >= seconds:
+                out.append(shifted(seg, -seconds))
+            continue
+        words = tuple(w for w in seg.words if (w.start + w.end) / 2 >= seconds)
+        if words:
+            text = seg.text if len(words) == len(seg.words) else words_text(words)
+            out.append(shifted(replace(seg, start=words[0].start, end=words[-1].end, text=text, words=words), -seconds))
+    return out
+
+
+def keep_words(segments: Sequence[AsrSegment], count: int) -> list[AsrSegment]:
+    """The first ``count`` words of a transcript, segments trimmed to them."""
+    out: list[AsrSegment] = []
+    left = count
+    for seg in segments:
+        if left <= 0:
+            break
+        if not seg.words:
+            continue  # no word timing: cannot tell which side of the boundary it is
+        words = seg.words[:left]
+        left -= len(words)
+        if len(words) == len(seg.words):
+            out.append(seg)
+        else:
+            out.append(replace(seg, end=words[-1].end, text=words_text(words), words=tuple(words)))
+    return out
 
 
 class _Session:
-    """One session's open window on this shard."""
+    """One session's open window on this shard.
 
-    def __init__(self, progress: SessionProgress, mapper: SpeakerMapper) -> None:
+    Besides the open window it keeps ``context``: the audio just before the
+    window's start (``context_samples`` at most, zeros where no frame was
+    seen), which ASR hears as left context. It is rebuilt from replayed
+    frames after a restart, and the records holding it stay uncheckpointed
+    while it is needed, so a replay hears exactly what the first pass heard.
+    """
+
+    def __init__(self, progress: SessionProgress, mapper: SpeakerMapper, context_samples: int = 0) -> None:
         self.progress = progress
         self.mapper = mapper
         self.chunks: list[np.ndarray] = []
         self.buffered = 0
         self.start_sample = progress.committed_sample
-        # (stream sequence number, end sample) of records with audio in the buffer.
+        self.context_samples = context_samples
+        self.context = np.zeros(min(context_samples, self.start_sample), np.int16)
+        # (stream sequence number, end sample) of records with audio in the buffer or the context.
         self.sources: list[tuple[int, int]] = []
+        # Frame sequence number of the newest record that brought new audio (None until
+        # one is seen in this process): a jump ahead must be backed by records missing
+        # in between, each carrying at most MAX_RECORD_SAMPLES.
+        self.last_frame_seq: int | None = None
+        # Timeline spans jumped over at gaps; a record that later turns up inside one
+        # contradicts the jump and is reported, not counted as a replay.
+        self.skipped: list[tuple[int, int]] = []
 
     @property
     def session_id(self) -> str:
@@ -151,13 +218,23 @@ class _Session:
 
     @property
     def pending_seq(self) -> int | None:
-        """First stream record whose audio is not yet committed."""
-        return self.sources[0][0] if self.buffered and self.sources else None
+        """First stream record whose audio is not yet committed (or is the open window's context)."""
+        return self.sources[0][0] if self.sources else None
 
     def append(self, seq: int, pcm: np.ndarray) -> None:
         self.chunks.append(pcm)
         self.buffered += pcm.size
         self.sources.append((seq, self.expected_sample))
+
+    def remember(self, seq: int, offset: int, pcm: np.ndarray) -> None:
+        """A replayed frame before the window start: keep its part inside the context."""
+        lo = self.start_sample - len(self.context)
+        a, b = max(offset, lo), min(offset + pcm.size, self.start_sample)
+        if a >= b:
+            return
+        self.context[a - lo : b - lo] = pcm[a - offset : b - offset]
+        if not self.sources or self.sources[-1][0] < seq:
+            self.sources.append((seq, offset + pcm.size))
 
     def pcm(self) -> np.ndarray:
         if len(self.chunks) > 1:
@@ -165,11 +242,24 @@ class _Session:
         return self.chunks[0] if self.chunks else np.zeros(0, np.int16)
 
     def drop(self, samples: int) -> None:
-        data = self.pcm()[samples:]
+        data = self.pcm()
+        self.context = np.concatenate([self.context, data[:samples]])[-self.context_samples :]
+        if not self.context_samples:
+            self.context = self.context[:0]
+        data = data[samples:]
         self.chunks = [data] if data.size else []
         self.buffered = data.size
         self.start_sample += samples
-        while self.sources and self.sources[0][1] <= self.start_sample:
+        self._forget()
+
+    def jump(self, sample: int) -> None:
+        """The timeline skips ahead to ``sample`` (nothing buffered): the context is silence."""
+        self.start_sample = sample
+        self.context = np.zeros(min(self.context_samples, sample), np.int16)
+        self._forget()
+
+    def _forget(self) -> None:
+        while self.sources and self.sources[0][1] <= self.start_sample - len(self.context):
             self.sources.pop(0)
 
 
@@ -201,7 +291,9 @@ class ShardProcessor:
                 frame = FrameRecord.decode(rec.data)
                 if frame.partition_key != rec.partition_key:
                     raise MalformedRecord(f"session {frame.session_id!r} under partition key {rec.partition_key!r}")
+                self._on_frame(rec.seq, frame)
             except MalformedRecord as exc:
+                # Skipped for good (the checkpoint passes it): replaying cannot make it valid.
                 self.counters["malformed_records"] += 1
                 log.warning(
                     "malformed record skipped",
@@ -212,8 +304,6 @@ class ShardProcessor:
                         "malformed_total": self.counters["malformed_records"],
                     },
                 )
-                continue
-            self._on_frame(rec.seq, frame)
         self._checkpoint(checkpointer)
 
     def lease_lost(self) -> None:
@@ -246,7 +336,11 @@ class ShardProcessor:
         sess = self.sessions.get(session_id)
         if sess is None:
             progress = self.parts.store.load_progress(session_id) or SessionProgress(session_id)
-            sess = _Session(progress, self.parts.mapper_factory(dict(progress.speaker_state)))
+            sess = _Session(
+                progress,
+                self.parts.mapper_factory(dict(progress.speaker_state)),
+                self.parts.policy.context_samples,
+            )
             self.sessions[session_id] = sess
             if progress.committed_sample:
                 log.info(
@@ -264,41 +358,85 @@ class ShardProcessor:
         if sess.progress.stream_done:
             self.counters["records_after_end"] += 1
             return
+        try:
+            self._check_timeline(sess, frame)
+        except MalformedRecord:
+            if not sess.buffered and sess.last_frame_seq is None:
+                self.sessions.pop(sess.session_id, None)  # a forged session id holds no memory
+            raise
         if frame.kind == FrameKind.END:
-            self._end(sess, frame.sample_offset)
+            self._end(sess, seq, frame)
             return
         pcm = np.frombuffer(frame.payload, dtype="<i2").astype(np.int16)
         expected = sess.expected_sample
+        if frame.sample_offset < sess.start_sample:
+            sess.remember(seq, frame.sample_offset, pcm)  # committed audio, maybe context
         if frame.end_offset <= expected:
             self.counters["replayed_records"] += 1  # already committed or buffered
             return
+        sess.last_frame_seq = max(frame.seq, sess.last_frame_seq or 0)
         if frame.sample_offset < expected:
             pcm = pcm[expected - frame.sample_offset :]
-        elif frame.sample_offset > expected:
-            gap = frame.sample_offset - expected
-            log.warning(
-                "gap in session timeline",
-                extra={"session": sess.session_id, "gap_s": round(gap / SAMPLE_RATE, 3)},
-            )
-            if gap > self.parts.max_gap_samples:
-                if sess.buffered:
-                    self._commit(sess, sess.buffered, final=False)
-                sess.start_sample = frame.sample_offset
-            else:
-                sess.append(seq, np.zeros(gap, np.int16))
+        else:
+            self._advance(sess, seq, frame.sample_offset)
         sess.append(seq, pcm)
-        while sess.buffered >= self.parts.policy.max_samples:
+        # Cut only once the buffer is *over* the limit: a stream that ends exactly at it
+        # (pyannote's sample is 30.000 s) is one full window, not a window and a fragment.
+        while sess.buffered > self.parts.policy.max_samples:
             audio = to_float(sess.pcm()[: self.parts.policy.max_samples])
             cut = choose_cut(audio, self.parts.policy)
             self.counters[f"cut_{cut.reason}"] += 1
-            self._commit(sess, cut.at, final=False)
+            self._commit(sess, cut.at, final=False, carry=cut.carries)
         if self.parts.interim is not None and sess.buffered:
             self.parts.interim.offer(sess.session_id, sess.progress.next_window_index, sess.start_sample, sess.pcm())
 
-    def _end(self, sess: _Session, total_samples: int) -> None:
-        if sess.expected_sample < total_samples and sess.buffered:
+    def _check_timeline(self, sess: _Session, frame: FrameRecord) -> None:
+        """Raise :class:`MalformedRecord` if ``frame`` contradicts what this session already sent.
+
+        Decoding bounds each record on its own; here it is held against the session:
+        an end of stream never lies before audio already received, a jump ahead must
+        be covered by the records missing in between, and audio never arrives inside
+        a span the timeline already jumped over.
+        """
+        expected = sess.expected_sample
+        start = frame.sample_offset
+        if frame.kind == FrameKind.END and start < expected:
+            raise MalformedRecord(f"end of stream at sample {start}, before audio already received ({expected})")
+        if frame.kind == FrameKind.AUDIO and frame.end_offset <= expected:
+            if any(a < frame.end_offset and start < b for a, b in sess.skipped):
+                raise MalformedRecord(f"audio at samples {start}..{frame.end_offset} inside a span already skipped")
+            return  # a replay
+        if start > expected and sess.last_frame_seq is not None:
+            missing = frame.seq - sess.last_frame_seq - 1
+            if missing < 0 or start - expected > missing * MAX_RECORD_SAMPLES:
+                raise MalformedRecord(
+                    f"jump of {start - expected} samples at record {frame.seq}: "
+                    f"not covered by {max(missing, 0)} missing record(s) after record {sess.last_frame_seq}"
+                )
+
+    def _advance(self, sess: _Session, seq: int, offset: int) -> None:
+        """Bring the timeline to ``offset`` across a gap (frames lost upstream).
+
+        A short gap is filled with silence; a long one closes the open window and
+        jumps, so no gap ever costs more memory than ``max_gap_samples``.
+        """
+        gap = offset - sess.expected_sample
+        if gap <= 0:
+            return
+        log.warning("gap in session timeline", extra={"session": sess.session_id, "gap_s": round(gap / SAMPLE_RATE, 3)})
+        if gap > self.parts.max_gap_samples:
+            if sess.buffered:
+                self._commit(sess, sess.buffered, final=False)
+            sess.skipped.append((sess.start_sample, offset))
+            sess.jump(offset)
+        else:
+            sess.append(seq, np.zeros(gap, np.int16))
+
+    def _end(self, sess: _Session, seq: int, frame: FrameRecord) -> None:
+        total_samples = frame.sample_offset
+        if sess.buffered:
             # Frames lost upstream before the end: keep the timeline honest.
-            sess.append(self._seen[-1], np.zeros(total_samples - sess.expected_sample, np.int16))
+            self._advance(sess, seq, total_samples)
         sess.progress = replace(sess.progress, ended_sample=max(total_samples, sess.start_sample))
         if sess.buffered:
             self._commit(sess, sess.buffered, final=True)
@@ -318,29 +456,48 @@ class ShardProcessor:
         )
         self.sessions.pop(sess.session_id, None)
 
-    def _commit(self, sess: _Session, samples: int, *, final: bool) -> None:
+    def _commit(self, sess: _Session, samples: int, *, final: bool, carry: bool = False) -> None:
+        """Transcribe the first ``samples`` of the buffer and commit them (or, with
+        ``carry``, the part up to a safe boundary; the rest stays buffered)."""
         pcm = sess.pcm()[:samples]
         index = sess.progress.next_window_index
         start = sess.start_sample
         t0 = time.monotonic()
-        uri = self.parts.archive.put(sess.session_id, index, pcm) or None
-        status, error = "done", None
+        status, error = WindowStatus.DONE, None
         try:
-            segments = transcribe_window(self.parts, sess.mapper, sess.session_id, index, start, pcm, uri)
+            result = transcribe_window(
+                self.parts, sess.mapper, sess.session_id, index, start, pcm, carry=carry, context=sess.context
+            )
         except Exception as exc:  # a window that cannot be transcribed is reported, not retried forever
             log.exception("window failed", extra={"session": sess.session_id, "window": index})
-            status, error, segments = "failed", f"{type(exc).__name__}: {exc}", []
+            status, error, result = WindowStatus.FAILED, f"{type(exc).__name__}: {exc}", WindowResult([], samples)
             self.counters["failed_windows"] += 1
             # The registry may have half-learned from this window: start again from what
             # was committed, so a replay assigns the same labels.
             sess.mapper = self.parts.mapper_factory(dict(sess.progress.speaker_state))
+        if result.samples < samples:
+            self.counters["carried_windows"] += 1
+        samples = result.samples
+        uri = self.parts.archive.put(sess.session_id, index, pcm[:samples]) or None
+        segments = [replace(seg, audio_uri=uri) for seg in result.segments]
         progress = replace(
             sess.progress,
             next_window_index=index + 1,
             committed_sample=start + samples,
             speaker_state=dict(sess.mapper.state()),
         )
-        window = WindowRecord(sess.session_id, index, start, start + samples, status, error, uri)
+        window = WindowRecord(
+            sess.session_id,
+            index,
+            start,
+            start + samples,
+            status,
+            error,
+            uri,
+            result.turns,
+            dropped_segments=result.dropped.total(),
+        )
+        self.counters["dropped_segments"] += result.dropped.total()
         # Transient store errors propagate: the checkpoint stays behind and the window replays.
         try:
             self.parts.store.commit_window(window, segments, progress)
@@ -349,9 +506,9 @@ class ShardProcessor:
             # workflow) rather than replaying it forever. If even that is refused, raise.
             log.error("store refused window", extra={"session": sess.session_id, "window": index, "error": str(exc)})
             self.counters["failed_windows"] += 1
-            window = WindowRecord(sess.session_id, index, start, start + samples, "failed", f"store: {exc}", uri)
+            window = replace(window, status=WindowStatus.FAILED, error=f"store: {exc}", turns=())
             self.parts.store.commit_window(window, [], progress)
-            status = "failed"
+            status = WindowStatus.FAILED
         sess.progress = progress
         sess.drop(samples)
         if self.parts.interim is not None:
@@ -368,6 +525,7 @@ class ShardProcessor:
                 "status": status,
                 "took_s": round(time.monotonic() - t0, 2),
                 "final": final,
+                "carried_s": round((len(pcm) - samples) / SAMPLE_RATE, 2),
             },
         )
 
@@ -386,8 +544,3 @@ class ShardProcessor:
             checkpointer.checkpoint(str(safe))
             self._last_checkpoint = safe
             del self._seen[: bisect.bisect_right(self._seen, safe)]
-
-
-def empty_diarization() -> Diarization:
-    """No speakers (used by interim passes that only need the registry)."""
-    return Diarization(())

@@ -48,34 +48,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from contracts.frames import SAMPLE_RATE
-from contracts.segments import TranscriptSegment, Word
-from processor.asr import AsrSegment, words_text
+from contracts.segments import TranscriptSegment
+from processor.asr import AsrResult, AsrSegment, Transcriber
+from processor.attribution import AttributedSegment, transcript_segments
 from processor.diarization import Diarization, Diarizer
 from processor.windowing import to_float
 from stores.base import TranscriptStore
 
 log = logging.getLogger(__name__)
-
-
-class InterimTranscriber(Protocol):
-    """The part of the ASR interface interim passes use."""
-
-    def transcribe(
-        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
-    ) -> list[AsrSegment]:
-        """Transcribe float32 16 kHz audio; times relative to it."""
-
-
-class BatchTranscriber(Protocol):
-    """A transcriber that takes several audios in one model call (the GPU path)."""
-
-    def transcribe_batch(self, audios: Sequence[np.ndarray], *, beam_size: int | None = None) -> list[list[AsrSegment]]:
-        """One result list per audio, in order."""
 
 
 # --------------------------------------------------------------------------- gate
@@ -105,23 +90,26 @@ class FinalGate:
         return self._active > 0
 
 
-class GatedTranscriber:
+class GatedTranscriber(Transcriber):
     """The engine's transcriber, marking each call as final work on a gate."""
 
-    def __init__(self, inner: InterimTranscriber, gate: FinalGate) -> None:
+    def __init__(self, inner: Transcriber, gate: FinalGate) -> None:
         self.inner = inner
         self.gate = gate
 
     def transcribe(
         self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
-    ) -> list[AsrSegment]:
+    ) -> AsrResult:
         """Delegate under the gate (the gate is entered before waiting for the model)."""
         with self.gate.final():
             return self.inner.transcribe(audio, beam_size=beam_size, initial_prompt=initial_prompt)
 
-    def __getattr__(self, name: str) -> Any:
-        # model_name, device, options ... of the wrapped transcriber stay visible.
-        return getattr(self.inner, name)
+    def transcribe_batch(
+        self, audios: Sequence[np.ndarray], *, beam_size: int | None = None, initial_prompt: str | None = None
+    ) -> list[AsrResult]:
+        """Delegate under the gate, keeping the inner batching."""
+        with self.gate.final():
+            return self.inner.transcribe_batch(audios, beam_size=beam_size, initial_prompt=initial_prompt)
 
 
 class GatedDiarizer:
@@ -135,9 +123,6 @@ class GatedDiarizer:
         """Delegate under the gate."""
         with self.gate.final():
             return self.inner.diarize(audio)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 # ------------------------------------------------------------------ stability
@@ -174,42 +159,23 @@ def interim_segments(
     The first ``stable_words`` words of the pass (counted across segments) are
     stable. A segment without word timings is kept whole and unstable.
     """
-    offset = start_sample / SAMPLE_RATE
-    out: list[TranscriptSegment] = []
+    pieces: list[AttributedSegment] = []
+    flags: list[bool] = []
     seen = 0
-
-    def emit(words: Sequence[Word], text: str, start: float, end: float, stable: bool, lp: float) -> None:
-        out.append(
-            TranscriptSegment(
-                session_id=session_id,
-                window_index=window_index,
-                segment_index=len(out),
-                start=round(offset + start, 3),
-                end=round(offset + end, 3),
-                text=text,
-                speaker=speaker,
-                words=tuple(
-                    Word(round(offset + w.start, 3), round(offset + w.end, 3), w.text, round(w.probability, 4), speaker)
-                    for w in words
-                ),
-                is_final=False,
-                stable=stable,
-                avg_logprob=round(lp, 4),
-            )
-        )
-
     for seg in asr:
         if not seg.words:
-            emit((), seg.text, seg.start, seg.end, False, seg.avg_logprob)
+            pieces.append(AttributedSegment(seg.start, seg.end, speaker, seg.text, (), seg.avg_logprob))
+            flags.append(False)
             continue
         cut = max(0, min(len(seg.words), stable_words - seen))
         seen += len(seg.words)
-        head, tail = seg.words[:cut], seg.words[cut:]
-        if head:
-            emit(head, words_text(head), head[0].start, head[-1].end, True, seg.avg_logprob)
-        if tail:
-            emit(tail, words_text(tail), tail[0].start, tail[-1].end, False, seg.avg_logprob)
-    return out
+        for words, is_stable in ((seg.words[:cut], True), (seg.words[cut:], False)):
+            if words:
+                pieces.append(AttributedSegment.spoken(words, speaker, seg.avg_logprob))
+                flags.append(is_stable)
+    return transcript_segments(
+        pieces, session_id=session_id, window_index=window_index, start_sample=start_sample, final=False, stable=flags
+    )
 
 
 # ---------------------------------------------------------------------- worker
@@ -276,7 +242,7 @@ class InterimWorker:
 
     def __init__(
         self,
-        transcriber: InterimTranscriber,
+        transcriber: Transcriber,
         store: TranscriptStore,
         *,
         interval: float = 2.0,
@@ -455,10 +421,7 @@ class InterimWorker:
         audios = [to_float(j.snap.pcm) for j in jobs]
         t0 = self.clock()
         try:
-            if len(jobs) > 1 and hasattr(self.transcriber, "transcribe_batch"):
-                results = self.transcriber.transcribe_batch(audios, beam_size=self.beam_size)
-            else:
-                results = [self.transcriber.transcribe(a, beam_size=self.beam_size) for a in audios]
+            results = self.transcriber.transcribe_batch(audios, beam_size=self.beam_size)
         except Exception:
             log.exception("interim pass failed", extra={"session": jobs[0].slot.session_id})
             with self._cond:
@@ -471,7 +434,7 @@ class InterimWorker:
         for job, asr in zip(jobs, results, strict=True):
             self._publish(job, asr, took / len(jobs))
 
-    def _publish(self, job: _Job, asr: list[AsrSegment], took: float) -> None:
+    def _publish(self, job: _Job, asr: AsrResult, took: float) -> None:
         slot, snap = job.slot, job.snap
         sid = slot.session_id
         with self._cond:
@@ -537,44 +500,3 @@ class InterimWorker:
             slot.speaker = speaker
             slot.speaker_stale = False
         return speaker
-
-
-# ---------------------------------------------------------------------- wiring
-
-
-def build_interim(
-    settings: Any,
-    transcriber: Any,
-    diarizer: Diarizer,
-    store: TranscriptStore,
-) -> tuple[Any, Diarizer, InterimWorker | None]:
-    """Wrap the engine's models and build the interim worker for ``settings``.
-
-    Returns ``(engine_transcriber, engine_diarizer, worker)``; the worker is None
-    when ``interim_seconds`` is 0. On CUDA both the engine and the worker go
-    through one :class:`processor.batched_asr.BatchingTranscriber`, so final and
-    interim passes of all sessions share batched model calls; on CPU finals
-    take priority and interim passes yield to them.
-    """
-    if settings.interim_seconds <= 0:
-        return transcriber, diarizer, None
-    gate = FinalGate()
-    if getattr(transcriber, "device", "cpu") == "cuda":
-        from processor.batched_asr import BatchingTranscriber
-
-        batched = BatchingTranscriber(transcriber)
-        worker = InterimWorker(
-            batched,
-            store,
-            interval=settings.interim_seconds,
-            gate=gate,
-            yield_to_finals=False,
-            max_duty=1.0,
-            batch_size=batched.max_batch,
-        )
-        return GatedTranscriber(batched, gate), GatedDiarizer(diarizer, gate), worker
-    # Finals already pre-empt interim passes through the gate; the duty cap only keeps a
-    # slow model from hogging both cores between finals (measured: a pass costs ~1-1.5 s
-    # with tiny.en on 2 busy cores, whatever the window length, since Whisper encodes 30 s).
-    worker = InterimWorker(transcriber, store, interval=settings.interim_seconds, gate=gate, max_duty=0.75)
-    return GatedTranscriber(transcriber, gate), GatedDiarizer(diarizer, gate), worker

@@ -295,20 +295,24 @@ def to_diarization(output: Any) -> Diarization:
     """Convert pyannote's ``DiarizeOutput`` (or a bare ``Annotation``) to :class:`Diarization`."""
     annotation = getattr(output, "exclusive_speaker_diarization", output)
     full = getattr(output, "speaker_diarization", output)
-    turns = sorted(
-        (
-            SpeakerTurn(round(float(seg.start), 3), round(float(seg.end), 3), str(label))
-            for seg, _, label in annotation.itertracks(yield_label=True)
-        ),
-        key=lambda t: (t.start, t.end),
-    )
+
+    def turns_of(ann: Any) -> list[SpeakerTurn]:
+        return sorted(
+            (
+                SpeakerTurn(round(float(seg.start), 3), round(float(seg.end), 3), str(label))
+                for seg, _, label in ann.itertracks(yield_label=True)
+            ),
+            key=lambda t: (t.start, t.end, t.speaker),
+        )
+
+    turns = turns_of(annotation)
     embeddings: dict[str, np.ndarray] = {}
     matrix = getattr(output, "speaker_embeddings", None)
     if matrix is not None:
         # Rows follow speaker_diarization.labels() order (pyannote's contract).
         for label, row in zip(full.labels(), np.asarray(matrix), strict=False):
             embeddings[str(label)] = np.asarray(row, dtype=np.float32)
-    return Diarization(tuple(turns), embeddings)
+    return Diarization(tuple(turns), embeddings, tuple(turns_of(full)))
 
 
 def build_diarizer(settings: Settings, params: OfflineParams | None = None) -> Diarizer:

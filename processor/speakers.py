@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from contracts.frames import SAMPLE_RATE
 from contracts.settings import Settings
 from processor.diarization import (
     Diarization,
@@ -68,8 +69,13 @@ class SessionSpeakerRegistry:
     ``threshold``: cosine distance under which a window speaker is an existing
     session speaker. ``min_new_speaker_seconds``: a window speaker that matches
     nobody becomes a new session speaker only with at least this much speech;
-    shorter ones join the closest session speaker (or, without an embedding,
-    the window's main speaker) instead of inventing a speaker from a cough.
+    shorter ones join an existing speaker instead of inventing one from a cough
+    or from the fragment of a turn that opens a window: the closest by voice
+    that no other speaker of the window took (so a quick exchange keeps both
+    speakers), or without a usable embedding the speaker of the neighbouring
+    turn (in the window, or the one heard last before it). A speaker the first
+    window founded on a fragment (nobody else had spoken) is provisional: the
+    next unmatched voice with enough speech adopts its label.
     ``max_weight_seconds`` caps how much past speech outweighs a new window.
     """
 
@@ -90,6 +96,9 @@ class SessionSpeakerRegistry:
         self.session = session
         self._speakers: dict[str, _Speaker] = {}
         self._next = 1
+        #: Session speaker heard last in the previous window: the neighbouring turn of
+        #: a fragment that opens a window.
+        self._last: str | None = None
         if state:
             self._load(state)
 
@@ -103,6 +112,8 @@ class SessionSpeakerRegistry:
                 centroid = _unit(item["centroid"]) if item.get("centroid") is not None else None
                 self._speakers[str(item["label"])] = _Speaker(str(item["label"]), centroid, float(item["seconds"]))
             self._next = int(state["next"])
+            last = state.get("last")  # absent in states written before it was kept
+            self._last = str(last) if last in self._speakers else None
         except (KeyError, TypeError, ValueError) as exc:
             raise SpeakerStateError(f"malformed speaker state: {exc}") from exc
 
@@ -111,6 +122,7 @@ class SessionSpeakerRegistry:
         return {
             "version": STATE_VERSION,
             "next": self._next,
+            "last": self._last,
             "speakers": [
                 {
                     "label": s.label,
@@ -144,6 +156,48 @@ class SessionSpeakerRegistry:
                 spk.centroid = _unit(merged) if _unit(merged) is not None else spk.centroid
         spk.seconds += seconds
 
+    def _closest(self, emb: np.ndarray | None, taken: set[str]) -> str | None:
+        """Closest session speaker by voice, preferring ones no other speaker of this
+        window is mapped to (the window's clustering said they differ); None without
+        an embedding."""
+        known = [s for s in self._speakers.values() if s.centroid is not None]
+        if emb is None or not known:
+            return None
+        free = [s for s in known if s.label not in taken] or known
+        return min(free, key=lambda s: (float(1.0 - emb @ s.centroid), s.label)).label
+
+    def _provisional(self, emb: np.ndarray | None, taken: set[str]) -> str | None:
+        """A session speaker founded on a fragment (a window that held nothing longer),
+        for an unmatched voice with enough speech to adopt: its centroid was a guess."""
+        weak = [s for s in self._speakers.values() if s.seconds < self.min_new_speaker_seconds and s.label not in taken]
+        if not weak:
+            return None
+        if emb is not None and any(s.centroid is not None for s in weak):
+            weak = [s for s in weak if s.centroid is not None]
+            return min(weak, key=lambda s: (float(1.0 - emb @ s.centroid), s.label)).label
+        return weak[0].label
+
+    def _join(self, lab: str, diarization: Diarization, mapping: dict[str, str], closest: str | None) -> str:
+        """Session speaker for a window speaker too short to found one.
+
+        By voice when its embedding is usable; otherwise (unsure) the speaker of
+        the neighbouring turn: another speaker of this window next to its turns,
+        or for a fragment alone in its window, whoever spoke last before it.
+        """
+        if closest is not None:
+            return closest
+        mine = [t for t in diarization.turns if t.speaker == lab]
+        others = [t for t in diarization.turns if t.speaker != lab and t.speaker in mapping]
+        if mine and others:
+
+            def gap(t: SpeakerTurn) -> float:
+                return min(max(0.0, max(t.start, m.start) - min(t.end, m.end)) for m in mine)
+
+            return mapping[min(others, key=lambda t: (gap(t), t.start)).speaker]
+        if self._last is not None:
+            return self._last
+        return max(self._speakers.values(), key=lambda s: (s.seconds, s.label)).label
+
     def assign(self, diarization: Diarization) -> dict[str, str]:
         """Map window-local labels to session labels and update the centroids."""
         from scipy.optimize import linear_sum_assignment
@@ -159,6 +213,7 @@ class SessionSpeakerRegistry:
 
         mapping: dict[str, str] = {}
         nearest: dict[str, tuple[float, str]] = {}
+
         if valid and known:
             emb_m = np.stack([embs[lab] for lab in valid])  # type: ignore[misc]
             cen_m = np.stack([s.centroid for s in known])  # type: ignore[misc]
@@ -179,20 +234,20 @@ class SessionSpeakerRegistry:
         for lab in sorted(local, key=lambda x: (-seconds.get(x, 0.0), x)):
             if lab in mapping:
                 continue
-            secs = seconds.get(lab, 0.0)
-            if secs >= self.min_new_speaker_seconds or not self._speakers:
-                mapping[lab] = self._new(None, 0.0)
+            if seconds.get(lab, 0.0) >= self.min_new_speaker_seconds or not self._speakers:
+                taken = set(mapping.values())
+                mapping[lab] = self._provisional(embs[lab], taken) or self._new(None, 0.0)
                 teaches.add(lab)
-            elif lab in nearest:
-                mapping[lab] = nearest[lab][1]
             else:
-                mapped = [m for m in mapping if m != lab]
-                main = max(mapped, key=lambda m: seconds.get(m, 0.0)) if mapped else None
-                mapping[lab] = mapping[main] if main else self._new(None, 0.0)
+                closest = self._closest(embs[lab], set(mapping.values()))
+                mapping[lab] = self._join(lab, diarization, mapping, closest)
 
         for lab in local:
             self._update(mapping[lab], embs[lab] if lab in teaches else None, seconds.get(lab, 0.0))
 
+        final = max(diarization.turns, key=lambda t: (t.end, t.start), default=None)
+        if final is not None:
+            self._last = mapping.get(final.speaker, self._last)
         log.debug(
             "window speakers mapped",
             extra={
@@ -227,7 +282,7 @@ def diarize_in_windows(
     mapper: SpeakerMapper,
     audio: np.ndarray,
     bounds: Sequence[tuple[int, int]],
-    sample_rate: int = 16_000,
+    sample_rate: int = SAMPLE_RATE,
 ) -> list[SpeakerTurn]:
     """Diarize ``audio`` window by window and map labels to session speakers.
 

@@ -2,7 +2,9 @@
 
 Exports :func:`decode_file`, :func:`read_pcm`, :class:`DecodeError` (:mod:`producer.decode`)
 and :class:`SessionFramer`, :class:`TimelinePosition` (:mod:`producer.framer`).
-RTMP ingest is :mod:`producer.rtmp`; WHIP ingest is :mod:`producer.whip`.
+Live ingest publishes through the session/key registry in :mod:`producer.hub`:
+RTMP through :mod:`producer.rtmp_relay` (wire parsing in :mod:`producer.rtmp_wire`),
+WHIP through :mod:`producer.whip`.
 """
 
 from producer.decode import DecodeError, decode_file, read_pcm

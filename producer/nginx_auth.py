@@ -14,12 +14,12 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from producer.rtmp import APP, key_fingerprint
-from stores.base import SessionState, SessionStore
+from control.sessions import ACTIVE
+from producer.hub import key_fingerprint
+from producer.rtmp_relay import APP
+from stores.base import SessionStore
 
 log = logging.getLogger(__name__)
-
-PUBLISHABLE = (SessionState.STARTING, SessionState.LIVE)
 
 
 class NginxAuthServer:
@@ -67,7 +67,7 @@ class NginxAuthServer:
             return False, "unknown stream key"
         if self.session_id is not None and session.session_id != self.session_id:
             return False, "key of another session"
-        if session.state not in PUBLISHABLE:
+        if session.state not in ACTIVE:
             return False, f"session is {session.state.value}"
         return True, session.session_id
 

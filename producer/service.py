@@ -7,8 +7,9 @@ taking audio, flushes, writes the end-of-stream record and exits.
 With nginx (the default, as in the container image) nginx-rtmp owns the public
 port and checks each publish against the session store through
 :mod:`producer.nginx_auth`; an accepted stream is pushed over loopback to an
-:class:`RtmpIngest`, which checks the key again and decodes the audio in this
-process. ``use_nginx=False`` serves the public port with RtmpIngest directly.
+:class:`RtmpRelay`, which checks the key again with the :class:`IngestHub` and
+decodes the audio in this process. ``use_nginx=False`` serves the public port
+with the RtmpRelay directly.
 
 Run as ``python -m producer.service`` with ``PRODUCER_SESSION_ID`` and
 ``PRODUCER_STREAM_KEY`` in the environment (or ``--session-id``/``--stream-key``).
@@ -29,10 +30,12 @@ from pathlib import Path
 
 from contracts.logs import configure_logging
 from contracts.settings import Settings
+from control.sessions import go_live
+from producer.hub import IngestHub
 from producer.nginx import NginxFront
 from producer.nginx_auth import NginxAuthServer
-from producer.rtmp import RtmpIngest
-from stores.base import SessionState, SessionStore, StateConflict
+from producer.rtmp_relay import RtmpRelay
+from stores.base import SessionStore, StateConflict
 from streams.base import StreamWriter
 
 log = logging.getLogger(__name__)
@@ -65,14 +68,15 @@ def run_producer_task(
 
     def mark_live(sid: str) -> None:
         with contextlib.suppress(StateConflict):
-            sessions.transition(sid, [SessionState.STARTING], SessionState.LIVE)
+            go_live(sessions, sid)
 
+    hub = IngestHub(writer, on_live=mark_live)
     if use_nginx:
-        ingest = RtmpIngest("127.0.0.1", 0, writer, on_live=mark_live)
+        rtmp = RtmpRelay(hub, "127.0.0.1", 0)
     else:
-        ingest = RtmpIngest(settings.host, settings.rtmp_port, writer, on_live=mark_live)
-    ingest.start()
-    ingest.register(session_id, stream_key)
+        rtmp = RtmpRelay(hub, settings.host, settings.rtmp_port, max_connections=settings.rtmp_max_connections)
+    rtmp.start()
+    hub.register(session_id, stream_key)
     auth: NginxAuthServer | None = None
     front: NginxFront | None = None
     work = tempfile.TemporaryDirectory(prefix="flowbot-nginx-")
@@ -83,7 +87,7 @@ def run_producer_task(
             front = NginxFront(
                 rtmp_listen=f"{settings.host}:{settings.rtmp_port}",
                 auth_port=auth.port,
-                ingest_port=ingest.port,
+                ingest_port=rtmp.port,
                 work_dir=Path(work.name),
             )
             front.start()
@@ -98,15 +102,15 @@ def run_producer_task(
             front.stop()
         # Let audio already pushed over loopback drain into the stream before ending it.
         deadline = time.monotonic() + 5.0
-        while ingest.stats(session_id).connected and time.monotonic() < deadline:
+        while hub.stats(session_id).connected and time.monotonic() < deadline:
             time.sleep(0.05)
-        ingest.end(session_id)
-        ingest.stop()
+        hub.end(session_id)
+        rtmp.stop()
         if auth is not None:
             auth.stop()
         writer.close()
         work.cleanup()
-    samples = ingest.stats(session_id).samples
+    samples = hub.stats(session_id).samples
     log.info("producer done", extra={"session": session_id, "samples": samples})
     return samples
 

@@ -3,16 +3,19 @@
 ``POST /sessions/<id>/whip`` with ``Content-Type: application/sdp`` and
 ``Authorization: Bearer <stream key>`` carries the browser's SDP offer; the
 answer comes back ``201 Created`` with ``application/sdp`` and a ``Location``
-for the WHIP resource; ``DELETE`` on that location ends the publish. Candidates
-are not trickled: the browser waits for ICE gathering before it POSTs, and
+for the WHIP resource; ``DELETE`` on that location ends the publish. The HTTP
+side lives in the web front (:mod:`flowbot.web.app`); this module answers
+offers (:meth:`WhipIngest.answer`) and hangs up (:meth:`WhipIngest.hang_up`)
+on the web server's own event loop, so aiortc and the HTTP server share one
+loop. Candidates are not trickled: the browser waits for ICE gathering before it POSTs, and
 aiortc gathers before it answers, so one round trip sets up the call.
 
 The received Opus track (aiortc hands out s16 stereo 48 kHz frames of 20 ms)
-is resampled to 16 kHz mono s16 with ``av.AudioResampler`` and pushed into the
-*same* per-session :class:`producer.rtmp.IngestTarget` the RTMP front uses, so
-the stream key check, "one live publisher per session", first-audio
-notification, ending the session and timeline continuation on reconnect
-(sample offsets and sequence numbers carry on) are shared, not duplicated.
+is resampled to 16 kHz mono s16 with ``av.AudioResampler`` and published
+through the :class:`producer.hub.IngestHub` the RTMP front uses too, so the
+stream key check, "one live publisher per session", first-audio notification,
+ending the session and timeline continuation on reconnect (sample offsets and
+sequence numbers carry on) are shared, not duplicated.
 ``DELETE`` ends the publish, not the session: like an RTMP disconnect, the
 session stays live and a new publish continues its timeline.
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import hmac
 import ipaddress
 import logging
@@ -41,15 +45,19 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from contracts.frames import validate_session_id
-from producer.rtmp import APP, IngestTarget, PublishRevoked, RtmpIngest, key_fingerprint
+from contracts.errors import HttpError
+from contracts.frames import SAMPLE_RATE
+from producer.hub import IngestHub, IngestTarget, PublishRevoked
+
+if TYPE_CHECKING:  # aiortc is optional (the ``live`` extra); attach() reports it missing
+    import av
+    from aiortc import RTCPeerConnection
+    from aiortc.mediastreams import MediaStreamTrack
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +65,8 @@ MAX_OFFER_BYTES = 64 * 1024
 _WILDCARDS = {"", "0.0.0.0", "::"}
 
 
-class WhipError(Exception):
-    """An HTTP error answer: status, code and a message for the client."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+class WhipError(HttpError):
+    """A refused WHIP request (answered by the web front like any :class:`HttpError`)."""
 
 
 # ----------------------------------------------------------------- ICE addresses
@@ -126,7 +128,7 @@ def keep_reachable_candidates(sdp: str, loopback_only: bool) -> str:
 
 @dataclass
 class _WhipConnection:
-    """One WHIP publish; quacks like the RTMP front's connection for IngestTarget bookkeeping."""
+    """One WHIP publish: a :class:`producer.hub.Publisher` of its session."""
 
     ingest: WhipIngest
     session_id: str
@@ -135,7 +137,7 @@ class _WhipConnection:
     resource: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     client_eof: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
-    pc: Any = None
+    pc: RTCPeerConnection | None = None
     target: IngestTarget | None = None
     task: asyncio.Task[None] | None = None
     samples: int = 0
@@ -170,23 +172,24 @@ class _WhipConnection:
 
 
 class WhipIngest:
-    """The WHIP endpoint of ``flowbot serve``; feeds sessions through an :class:`RtmpIngest`."""
+    """The WHIP endpoint of ``flowbot serve``; publishes sessions' audio through an :class:`IngestHub`."""
 
     def __init__(
         self,
-        rtmp: RtmpIngest,
+        hub: IngestHub,
         host: str,
         *,
         connect_timeout: float = 15.0,
-        read_timeout: float | None = None,
+        read_timeout: float = 10.0,
     ) -> None:
-        self.rtmp = rtmp
+        self.hub = hub
         self.ice_addresses = ice_addresses_for(host)
         self.loopback_only = bool(self.ice_addresses) and all(
             ipaddress.ip_address(a).is_loopback for a in self.ice_addresses or ()
         )
         self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout or rtmp.read_timeout
+        #: A publisher silent this long is dropped (the RTMP front's default too).
+        self.read_timeout = read_timeout
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self.unavailable: str | None = None
@@ -196,8 +199,8 @@ class WhipIngest:
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="whip-push")
 
     # -- lifecycle ------------------------------------------------------------------
-    def start(self) -> WhipIngest:
-        """Start the event loop thread (WHIP answers 501 if aiortc is not installed)."""
+    async def attach(self) -> WhipIngest:
+        """Run on the calling event loop (the web server's); WHIP answers 501 without aiortc."""
         try:
             import aiortc  # noqa: F401
         except ImportError:
@@ -205,33 +208,21 @@ class WhipIngest:
             log.warning("whip ingest unavailable", extra={"why": self.unavailable})
             return self
         pin_ice_host_addresses()
-        ready = threading.Event()
-
-        def run() -> None:
-            _pinned.addresses = self.ice_addresses
-            self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.loop)
-            ready.set()
-            self.loop.run_forever()
-            self.loop.close()
-
-        self.thread = threading.Thread(target=run, name="whip", daemon=True)
-        self.thread.start()
-        ready.wait(5)
+        # aioice gathers on this thread: pin its host candidates to the bind address.
+        _pinned.addresses = self.ice_addresses
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.current_thread()
         log.info("whip ingest ready", extra={"ice_addresses": self.ice_addresses or "all"})
         return self
 
     def stop(self) -> None:
-        """Hang up every publisher (audio so far is flushed) and stop the loop."""
+        """Hang up every publisher (audio so far is flushed); call from outside the loop."""
         with self._lock:
             conns = list(self._conns.values())
         for conn in conns:
             conn.close()
         for conn in conns:
             conn.join(10)
-        if self.loop is not None and self.thread is not None:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
         self._writer.shutdown(wait=True)
 
     def connections(self) -> int:
@@ -239,71 +230,50 @@ class WhipIngest:
         with self._lock:
             return len(self._conns)
 
-    # -- HTTP -------------------------------------------------------------------------
-    def handle(self, req: BaseHTTPRequestHandler, session_id: str) -> None:
-        """``LiveService.routes["whip"]``: POST offers, DELETE resources."""
-        try:
-            if self.unavailable or self.loop is None:
-                raise WhipError(501, "whip_unavailable", self.unavailable or "WHIP ingest not started")
-            validate_session_id(session_id)
-            if req.command == "POST":
-                self._post(req, session_id)
-            elif req.command == "DELETE":
-                self._delete(req, session_id)
-            else:
-                raise WhipError(405, "method_not_allowed", f"{req.command} is not supported on a WHIP resource")
-        except ValueError as exc:
-            _answer(req, 404, b"", extra={}, error=("unknown_session", str(exc)))
-        except WhipError as exc:
-            _answer(req, exc.status, b"", extra={}, error=(exc.code, exc.message))
-
-    def _post(self, req: BaseHTTPRequestHandler, session_id: str) -> None:
-        ctype = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
-        length = int(req.headers.get("content-length") or 0)
-        body = req.rfile.read(min(length, MAX_OFFER_BYTES + 1)) if length else b""
-        if ctype != "application/sdp":
-            raise WhipError(415, "unsupported_media_type", "a WHIP offer is application/sdp")
-        if length > MAX_OFFER_BYTES:
+    # -- offers and hang-ups (called by the web front on this ingest's loop) --------------
+    async def answer(self, session_id: str, key: str, body: bytes, peer: str) -> tuple[str, str]:
+        """Answer one SDP offer: ``(location, answer SDP)``, or :class:`WhipError`."""
+        if self.unavailable or self.loop is None:
+            raise WhipError(501, "whip_unavailable", self.unavailable or "WHIP ingest not started")
+        if len(body) > MAX_OFFER_BYTES:
             raise WhipError(413, "offer_too_large", f"SDP offers are limited to {MAX_OFFER_BYTES} bytes")
-        key = _bearer(req)
         try:
             offer = body.decode("utf-8")
         except UnicodeDecodeError:
             raise WhipError(400, "bad_offer", "the SDP offer is not UTF-8") from None
         if not offer.startswith("v=0") or "\nm=audio " not in offer.replace("\r\n", "\n"):
             raise WhipError(400, "bad_offer", "the SDP offer has no audio media section")
-        peer = f"{req.client_address[0]}:{req.client_address[1]}"
         conn = _WhipConnection(self, session_id, key, peer)
-        # The key check, "one publisher at a time" and the reconnect drain wait are the RTMP front's.
-        target = self.rtmp.authorize(APP, key, conn)
+        # The key check, "one publisher at a time" and the reconnect drain wait are the hub's;
+        # a claim may wait for a previous publisher's drain, so not on the loop.
+        # Claimed, not yet a publish: only an answered offer counts (and logs) as one.
+        claim = functools.partial(self.hub.claim, key, conn, session_id=session_id)
+        target = await asyncio.get_running_loop().run_in_executor(None, claim)
         if target is None:
-            raise WhipError(403, "forbidden", "stream key refused (unknown, ended, or a publisher is live)")
-        if target.session_id != session_id:
-            self.rtmp.release(target, conn)
-            log.warning("whip key of another session", extra={"session": session_id, "key": key_fingerprint(key)})
-            raise WhipError(403, "forbidden", "stream key refused for this session")
+            raise WhipError(403, "forbidden", "stream key refused (unknown, another session's, ended, or live)")
         conn.target = target
-        assert self.loop is not None
-        fut = asyncio.run_coroutine_threadsafe(self._answer_offer(conn, offer), self.loop)
         try:
-            answer = fut.result(timeout=self.connect_timeout)
+            answer = await asyncio.wait_for(self._answer_offer(conn, offer), self.connect_timeout)
         except Exception as exc:
-            conn.close()
-            conn.join(5)
+            await conn._shutdown()
+            await asyncio.get_running_loop().run_in_executor(None, conn.join, 5.0)
             if isinstance(exc, WhipError):
                 raise
             log.warning("whip offer failed", extra={"session": session_id, "error": repr(exc)})
             raise WhipError(400, "bad_offer", f"could not answer the offer: {exc}") from exc
+        try:
+            self.hub.accepted(target, conn)
+        except PublishRevoked:  # the session ended while the offer was answered
+            await conn._shutdown()
+            await asyncio.get_running_loop().run_in_executor(None, conn.join, 5.0)
+            raise WhipError(409, "session_ended", "the session ended while the offer was answered") from None
         with self._lock:
             self._conns[conn.resource] = conn
-        location = f"/sessions/{session_id}/whip/{conn.resource}"
         log.info("whip publish accepted", extra={"session": session_id, "peer": peer, "resource": conn.resource})
-        _answer(req, 201, answer.encode(), extra={"location": location, "content-type": "application/sdp"})
+        return f"/sessions/{session_id}/whip/{conn.resource}", answer
 
-    def _delete(self, req: BaseHTTPRequestHandler, session_id: str) -> None:
-        parts = [p for p in req.path.split("?")[0].split("/") if p]
-        resource = parts[3] if len(parts) == 4 else ""
-        key = _bearer(req)
+    async def hang_up(self, session_id: str, resource: str, key: str) -> None:
+        """End the publish at ``resource`` (its audio so far is flushed), or :class:`WhipError`."""
         with self._lock:
             conn = self._conns.get(resource)
         if conn is None or conn.session_id != session_id:
@@ -311,9 +281,8 @@ class WhipIngest:
         if not hmac.compare_digest(conn.key.encode(), key.encode()):
             raise WhipError(403, "forbidden", "stream key does not match this resource")
         conn.client_eof.set()
-        conn.close()
-        conn.join(10)
-        _answer(req, 200, b"", extra={})
+        await conn._shutdown()
+        await asyncio.get_running_loop().run_in_executor(None, conn.join, 10.0)
 
     # -- media --------------------------------------------------------------------------
     async def _answer_offer(self, conn: _WhipConnection, offer: str) -> str:
@@ -324,7 +293,7 @@ class WhipIngest:
         conn.pc = pc
 
         @pc.on("track")
-        def on_track(track: Any) -> None:
+        def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio" and conn.task is None:
                 conn.task = asyncio.ensure_future(self._consume(conn, track))
 
@@ -345,13 +314,13 @@ class WhipIngest:
         await pc.setLocalDescription(await pc.createAnswer())
         return cast(str, pc.localDescription.sdp)
 
-    async def _consume(self, conn: _WhipConnection, track: Any) -> None:
+    async def _consume(self, conn: _WhipConnection, track: MediaStreamTrack) -> None:
         import av
         from aiortc.mediastreams import MediaStreamError
 
         assert conn.target is not None
         loop = asyncio.get_running_loop()
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         started = time.monotonic()
         frames = 0
         try:
@@ -364,6 +333,8 @@ class WhipIngest:
                 except TimeoutError:
                     log.warning("whip publisher stalled", extra={"session": conn.session_id, "peer": conn.peer})
                     break
+                if not isinstance(frame, av.AudioFrame):
+                    continue  # an audio track yields audio frames only; this keeps the types honest
                 frames += 1
                 for out in resampler.resample(frame):
                     await self._push(loop, conn, out)
@@ -379,19 +350,19 @@ class WhipIngest:
                 extra={
                     "session": conn.session_id,
                     "frames": frames,
-                    "seconds": round(conn.samples / 16000, 2),
+                    "seconds": round(conn.samples / SAMPLE_RATE, 2),
                     "took_s": round(time.monotonic() - started, 2),
                 },
             )
             conn.task = None
             await conn._shutdown()
 
-    async def _push(self, loop: asyncio.AbstractEventLoop, conn: _WhipConnection, frame: Any) -> None:
+    async def _push(self, loop: asyncio.AbstractEventLoop, conn: _WhipConnection, frame: av.AudioFrame) -> None:
         pcm = np.asarray(frame.to_ndarray(), dtype=np.int16).reshape(-1)
         if not pcm.size:
             return
         assert conn.target is not None
-        await loop.run_in_executor(self._writer, self.rtmp.push, conn.target, conn, pcm)
+        await loop.run_in_executor(self._writer, self.hub.push, conn.target, conn, pcm)
         conn.samples += pcm.size
 
     def _finish(self, conn: _WhipConnection) -> None:
@@ -405,38 +376,5 @@ class WhipIngest:
 
     def _release(self, conn: _WhipConnection) -> None:
         assert conn.target is not None
-        self.rtmp.release(conn.target, conn)
+        self.hub.release(conn.target, conn)
         log.info("whip publisher gone", extra={"session": conn.session_id, "samples": conn.samples})
-
-
-def _bearer(req: BaseHTTPRequestHandler) -> str:
-    auth = req.headers.get("authorization") or ""
-    if not auth.lower().startswith("bearer ") or not auth[7:].strip():
-        raise WhipError(401, "unauthorized", "Authorization: Bearer <stream key> is required")
-    return auth[7:].strip()
-
-
-def _answer(
-    req: BaseHTTPRequestHandler,
-    status: int,
-    body: bytes,
-    *,
-    extra: dict[str, str],
-    error: tuple[str, str] | None = None,
-) -> None:
-    import json
-
-    if error is not None:
-        body = json.dumps({"error": {"code": error[0], "message": error[1]}}).encode()
-        extra = {"content-type": "application/json"}
-    req.send_response(status)
-    for k, v in extra.items():
-        req.send_header(k, v)
-    req.send_header("content-length", str(len(body)))
-    req.send_header("cache-control", "no-store")
-    req.end_headers()
-    req.wfile.write(body)
-
-
-#: Called by ``LiveService`` for ``/sessions/<id>/whip``.
-RouteHandler = Callable[[BaseHTTPRequestHandler, str], None]

@@ -136,7 +136,20 @@ class Session:
         }
 
 
-class PermanentStoreError(RuntimeError):
+class StoreError(RuntimeError):
+    """A store operation failed.
+
+    ``status`` and ``code`` say what the backend answered, where it answered
+    (an HTTP status; a Postgres SQLSTATE or PostgREST code), else None.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class PermanentStoreError(StoreError):
     """The store refused a write for good (bad data, unknown session): retrying cannot help.
 
     The engine records the window as failed instead of replaying it forever.

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from contracts.segments import TranscriptSegment, WindowRecord, Word
+from contracts.frames import SAMPLE_RATE
+from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus, Word
+from localdb import SqliteFile
 from stores.base import (
     Session,
     SessionNotFound,
@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS windows (
     error TEXT,
     audio_uri TEXT,
     revision INTEGER NOT NULL,
+    turns TEXT NOT NULL DEFAULT '[]',
+    dropped_segments INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (session_id, window_index)
 );
 CREATE INDEX IF NOT EXISTS windows_by_revision ON windows (session_id, revision);
@@ -80,39 +82,30 @@ CREATE TABLE IF NOT EXISTS sessions (
 OPEN = "open"
 
 
-class _Db:
-    """A per-thread SQLite connection in WAL mode."""
+#: Columns added to ``windows`` after its first release: (name, declaration).
+_ADDED_COLUMNS = (("turns", "TEXT NOT NULL DEFAULT '[]'"), ("dropped_segments", "INTEGER NOT NULL DEFAULT 0"))
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self.conn().executescript(_SCHEMA)
 
-    def conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+def _open(path: Path | str) -> SqliteFile:
+    """The store file with its schema, upgraded in place from older releases."""
+    db = SqliteFile(path, _SCHEMA)
+    # Files from before a column was added get it (CREATE TABLE IF NOT EXISTS kept the old shape).
+    conn = db.conn()
+    have = {row[1] for row in conn.execute("PRAGMA table_info(windows)")}
+    for column, decl in _ADDED_COLUMNS:
+        if column not in have:
+            try:
+                conn.execute(f"ALTER TABLE windows ADD COLUMN {column} {decl}")
+            except sqlite3.OperationalError as exc:  # another process added it just now
+                if "duplicate column" not in str(exc):
+                    raise
+    return db
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self.conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
-    @staticmethod
-    def next_revision(conn: sqlite3.Connection) -> int:
-        cur = conn.execute("INSERT INTO revisions (at) VALUES (?)", (time.time(),))
-        return int(cur.lastrowid or 0)
+def _next_revision(conn: sqlite3.Connection) -> int:
+    """A new store-wide revision number (live feeds ask for changes after one)."""
+    cur = conn.execute("INSERT INTO revisions (at) VALUES (?)", (time.time(),))
+    return int(cur.lastrowid or 0)
 
 
 def _segment_row(s: TranscriptSegment) -> tuple[Any, ...]:
@@ -156,11 +149,29 @@ _SEG_COLS = (
 )
 
 
+def _window_from_row(row: tuple[Any, ...]) -> WindowRecord:
+    sid, win, start, end, status, error, uri, turns, dropped = row
+    return WindowRecord(
+        sid,
+        win,
+        start,
+        end,
+        WindowStatus(status),
+        error,
+        uri,
+        tuple(SpeakerTurn.from_dict(t) for t in json.loads(turns)),
+        dropped,
+    )
+
+
+_WIN_COLS = "session_id, window_index, start_sample, end_sample, status, error, audio_uri, turns, dropped_segments"
+
+
 class SqliteTranscriptStore:
     """:class:`stores.base.TranscriptStore` on one SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
-        self._db = _Db(path)
+        self._db = _open(path)
 
     def commit_window(
         self,
@@ -170,7 +181,7 @@ class SqliteTranscriptStore:
     ) -> None:
         """See :meth:`stores.base.TranscriptStore.commit_window`."""
         with self._db.tx() as conn:
-            rev = self._db.next_revision(conn)
+            rev = _next_revision(conn)
             conn.execute(
                 "DELETE FROM segments WHERE session_id = ? AND window_index = ?",
                 (window.session_id, window.window_index),
@@ -180,7 +191,7 @@ class SqliteTranscriptStore:
                 [_segment_row(s) for s in segments],
             )
             conn.execute(
-                "INSERT OR REPLACE INTO windows VALUES (?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     window.session_id,
                     window.window_index,
@@ -189,6 +200,8 @@ class SqliteTranscriptStore:
                     window.status,
                     window.error,
                     window.audio_uri,
+                    json.dumps([t.to_dict() for t in window.turns]),
+                    window.dropped_segments,
                     rev,
                 ),
             )
@@ -203,7 +216,7 @@ class SqliteTranscriptStore:
             ).fetchone()
             if row and row[0] != OPEN:
                 return False
-            rev = self._db.next_revision(conn)
+            rev = _next_revision(conn)
             conn.execute(
                 "DELETE FROM segments WHERE session_id = ? AND window_index = ?",
                 (session_id, window_index),
@@ -212,11 +225,11 @@ class SqliteTranscriptStore:
                 f"INSERT INTO segments ({_SEG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [_segment_row(replace(s, is_final=False)) for s in segments],
             )
-            start = int(segments[0].start * 16000) if segments else 0
-            end = int(segments[-1].end * 16000) if segments else 0
+            start = int(segments[0].start * SAMPLE_RATE) if segments else 0
+            end = int(segments[-1].end * SAMPLE_RATE) if segments else 0
             conn.execute(
-                "INSERT OR REPLACE INTO windows VALUES (?,?,?,?,?,?,?,?)",
-                (session_id, window_index, start, end, OPEN, None, None, rev),
+                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (session_id, window_index, start, end, OPEN, None, None, "[]", 0, rev),
             )
             return True
 
@@ -264,18 +277,15 @@ class SqliteTranscriptStore:
     def windows(self, session_id: str) -> list[WindowRecord]:
         """See :meth:`stores.base.TranscriptStore.windows`."""
         rows = self._db.conn().execute(
-            "SELECT session_id, window_index, start_sample, end_sample, status, error, audio_uri "
-            "FROM windows WHERE session_id = ? AND status != ? ORDER BY window_index",
+            f"SELECT {_WIN_COLS} FROM windows WHERE session_id = ? AND status != ? ORDER BY window_index",
             (session_id, OPEN),
         )
-        return [WindowRecord(*r) for r in rows]
+        return [_window_from_row(r) for r in rows]
 
     def changes_since(self, session_id: str, revision: int) -> list[WindowChange]:
         """See :meth:`stores.base.TranscriptStore.changes_since`."""
-        conn = self._db.conn()
         # One read transaction so windows and their segments are consistent.
-        conn.execute("BEGIN")
-        try:
+        with self._db.tx(write=False) as conn:
             wins = conn.execute(
                 "SELECT window_index, revision, status FROM windows "
                 "WHERE session_id = ? AND revision > ? ORDER BY revision",
@@ -289,8 +299,6 @@ class SqliteTranscriptStore:
                     (session_id, win),
                 ).fetchall()
                 out.append(WindowChange(win, rev, status != OPEN, tuple(_segment_from_row(r) for r in rows)))
-        finally:
-            conn.execute("COMMIT")
         return out
 
     def speakers(self, session_id: str) -> dict[str, str]:
@@ -328,7 +336,7 @@ class SqliteSessionStore:
     """:class:`stores.base.SessionStore` on SQLite; transitions are compare-and-set."""
 
     def __init__(self, path: Path | str) -> None:
-        self._db = _Db(path)
+        self._db = _open(path)
 
     @staticmethod
     def _dump(s: Session) -> str:

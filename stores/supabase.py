@@ -12,10 +12,11 @@ Failures are sorted in two:
   serialization errors) are retried with exponential backoff until the retry
   policy's deadline, then raised as :class:`StoreUnavailableError`;
 * permanent (any other 4xx: bad JWT, constraint violation, unknown session) are
-  raised at once as :class:`PermanentStoreError`. The engine treats that as a
-  failure of the window it was committing.
+  raised at once as :class:`stores.base.PermanentStoreError`. The engine treats
+  that as a failure of the window it was committing.
 
-Both derive from :class:`SupabaseStoreError`. Retrying a commit is safe because
+Both derive from :class:`stores.base.StoreError` and carry the HTTP status and
+the Postgres/PostgREST code. Retrying a commit is safe because
 ``flowbot_commit_window`` replaces the window's rows wholesale.
 
 Meeting status and notes written at the end of the workflow go through
@@ -38,10 +39,10 @@ from typing import Any, TypeVar
 import httpx
 from postgrest import APIError
 
-from contracts.segments import TranscriptSegment, WindowRecord
+from contracts.frames import SAMPLE_RATE
+from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus
 from contracts.settings import Settings
-from stores.base import PermanentStoreError as BasePermanentStoreError
-from stores.base import Session, SessionProgress, WindowChange
+from stores.base import PermanentStoreError, Session, SessionProgress, StoreError, WindowChange
 from supabase import Client, ClientOptions, create_client
 
 log = logging.getLogger("flowbot.stores.supabase")
@@ -63,20 +64,7 @@ _TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P")
 _TRANSIENT_PGRST = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
 
 
-class SupabaseStoreError(RuntimeError):
-    """A Supabase store operation failed."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class PermanentStoreError(SupabaseStoreError, BasePermanentStoreError):
-    """Supabase refused the request (4xx); retrying the same request cannot help."""
-
-
-class StoreUnavailableError(SupabaseStoreError):
+class StoreUnavailableError(StoreError):
     """Supabase stayed unreachable or failing (5xx, 429, network) past the retry deadline."""
 
 
@@ -127,7 +115,7 @@ class _Rest:
             try:
                 return fn()
             except httpx.TransportError as e:
-                error: SupabaseStoreError = StoreUnavailableError(f"{what}: {type(e).__name__}: {e}")
+                error: StoreError = StoreUnavailableError(f"{what}: {type(e).__name__}: {e}")
             except APIError as e:
                 error = self._classify(what, e)
             if isinstance(error, PermanentStoreError):
@@ -168,7 +156,7 @@ class _Rest:
             )
             time.sleep(delay)
 
-    def _classify(self, what: str, e: APIError) -> SupabaseStoreError:
+    def _classify(self, what: str, e: APIError) -> StoreError:
         status: int | None = getattr(self._status, "value", None)
         code = e.code or ""
         if status is None and code.isdigit():
@@ -267,8 +255,8 @@ class SupabaseTranscriptStore:
                 raise PermanentStoreError(f"segment {s.key} is not in window ({sid!r}, {idx})")
         if progress.session_id != sid:
             raise PermanentStoreError(f"progress of {progress.session_id!r} given for {sid!r}")
-        if window.status not in ("done", "failed"):
-            raise PermanentStoreError(f"window status {window.status!r} is not done/failed")
+        if window.status not in tuple(WindowStatus):
+            raise PermanentStoreError(f"window status {window.status!r} is not one of {', '.join(WindowStatus)}")
         params = {
             "p_window": {
                 "session_id": sid,
@@ -278,6 +266,8 @@ class SupabaseTranscriptStore:
                 "status": window.status,
                 "error": window.error,
                 "audio_uri": window.audio_uri,
+                "turns": [t.to_dict() for t in window.turns],
+                "dropped_segments": window.dropped_segments,
             },
             "p_segments": [_segment_json(s) for s in segments],
             "p_progress": _progress_json(progress),
@@ -309,8 +299,8 @@ class SupabaseTranscriptStore:
         params = {
             "p_session_id": session_id,
             "p_window_index": window_index,
-            "p_start_sample": int(segments[0].start * 16000) if segments else 0,
-            "p_end_sample": int(segments[-1].end * 16000) if segments else 0,
+            "p_start_sample": int(segments[0].start * SAMPLE_RATE) if segments else 0,
+            "p_end_sample": int(segments[-1].end * SAMPLE_RATE) if segments else 0,
             "p_segments": [_segment_json(s) for s in segments],
         }
         return bool(
@@ -405,7 +395,9 @@ class SupabaseTranscriptStore:
             return list(
                 _data(
                     self._db.table(WINDOWS)
-                    .select("session_id,window_index,start_sample,end_sample,status,error,audio_uri")
+                    .select(
+                        "session_id,window_index,start_sample,end_sample,status,error,audio_uri,turns,dropped_segments"
+                    )
                     .eq("session_id", session_id)
                     .neq("status", "open")
                     .order("window_index")
@@ -413,7 +405,16 @@ class SupabaseTranscriptStore:
                 )
             )
 
-        return [WindowRecord(**r) for r in self._paged("windows", session_id, page)]
+        return [
+            WindowRecord(
+                **{
+                    **r,
+                    "status": WindowStatus(r["status"]),
+                    "turns": tuple(SpeakerTurn.from_dict(t) for t in r.get("turns") or ()),
+                }
+            )
+            for r in self._paged("windows", session_id, page)
+        ]
 
     def changes_since(self, session_id: str, revision: int) -> list[WindowChange]:
         """See :meth:`stores.base.TranscriptStore.changes_since` (one consistent read)."""

@@ -1,15 +1,21 @@
-"""The stream boundary, shaped after Kinesis + KCL so both backends look alike.
+"""The stream boundary, shaped after Kinesis + KCL so every backend looks alike.
 
-Writers put frame records with the session id as partition key. Readers are
-driven by a runner (the embedded poller, or the KCL MultiLangDaemon) that calls
-a :class:`RecordProcessor` through the KCL lifecycle and hands it a
-:class:`Checkpointer`. Sequence numbers are decimal strings that compare as
-integers, as on Kinesis.
+A backend has two sides:
+
+- a :class:`StreamWriter` that producers put frame records on, with the
+  session id as partition key;
+- a :class:`StreamConsumer` that reads the stream and drives one
+  :class:`RecordProcessor` per shard lease through the KCL lifecycle, handing
+  it a :class:`Checkpointer` (the embedded poller, or the KCL MultiLangDaemon).
+
+Consumers get their processors from a :class:`ProcessorFactory`, built by the
+composition point (flowbot), so nothing here knows what a processor does.
+Sequence numbers are decimal strings that compare as integers, as on Kinesis.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -71,3 +77,29 @@ class RecordProcessor(Protocol):
 
     def shutdown_requested(self, checkpointer: Checkpointer) -> None:
         """Graceful shutdown: checkpoint what is safely written."""
+
+
+@dataclass(frozen=True)
+class ProcessorFactory:
+    """How a consumer gets the record processor of each shard lease.
+
+    A consumer that runs processors in this process calls ``build`` once per
+    lease (and again after a failure, to restart from the checkpoint with clean
+    state). One whose processors live in other processes (the KCL
+    MultiLangDaemon starts a child per lease) passes ``spec`` on: a
+    ``"module:callable"`` naming a module-level ``callable(settings) ->
+    RecordProcessor`` that the child imports.
+    """
+
+    build: Callable[[], RecordProcessor]
+    spec: str
+
+
+class StreamConsumer(Protocol):
+    """Reads the stream and drives record processors through the KCL lifecycle."""
+
+    def run(self) -> int:
+        """Consume until :meth:`stop` or until the runner ends; 0 after a clean stop, else its exit status."""
+
+    def stop(self) -> None:
+        """Ask for a graceful stop (processors get ``shutdown_requested`` and checkpoint); any thread."""

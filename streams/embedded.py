@@ -18,14 +18,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from contracts.frames import FrameRecord
+from localdb import SqliteFile
 from streams.base import Checkpointer, RecordProcessor, StreamRecord
+from streams.poison import PoisonGuard, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +65,9 @@ class EmbeddedStream:
     """The single-machine stream; one SQLite file, safe across processes."""
 
     def __init__(self, path: Path | str, shard_count: int = 1) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = SqliteFile(path, _SCHEMA)
+        self.path = self._db.path
         self.shard_count = shard_count
-        self._local = threading.local()
-        with self._conn() as conn:
-            conn.executescript(_SCHEMA)
-
-    # -- connections ----------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
 
     @property
     def shard_ids(self) -> list[str]:
@@ -94,34 +82,25 @@ class EmbeddedStream:
     def put_raw(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
         """Append raw ``(partition_key, data)`` pairs; returns their sequence numbers."""
         now = time.time()
-        conn = self._conn()
         seqs: list[str] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._db.tx() as conn:
             for key, data in items:
                 shard = shard_for(key, self.shard_count)
                 row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records WHERE shard_id = ?", (shard,)).fetchone()
                 seq = int(row[0]) + 1
                 conn.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?)", (shard, seq, key, data, now))
                 seqs.append(str(seq))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return seqs
 
     def close(self) -> None:
         """Close this thread's connection."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._db.close()
 
     # -- reading --------------------------------------------------------------
     def read(self, shard_id: str, after_seq: int, limit: int = 100) -> list[StreamRecord]:
         """Records of ``shard_id`` with sequence number above ``after_seq``."""
         rows = (
-            self._conn()
+            self._db.conn()
             .execute(
                 "SELECT seq, partition_key, data, arrival FROM records "
                 "WHERE shard_id = ? AND seq > ? ORDER BY seq LIMIT ?",
@@ -134,20 +113,22 @@ class EmbeddedStream:
     def latest_seq(self, shard_id: str) -> int:
         """Highest sequence number written to a shard (0 if none)."""
         row = (
-            self._conn().execute("SELECT COALESCE(MAX(seq), 0) FROM records WHERE shard_id = ?", (shard_id,)).fetchone()
+            self._db.conn()
+            .execute("SELECT COALESCE(MAX(seq), 0) FROM records WHERE shard_id = ?", (shard_id,))
+            .fetchone()
         )
         return int(row[0])
 
     def trim(self, retention_seconds: float) -> int:
         """Delete records older than the retention period, as Kinesis does; returns how many."""
-        cur = self._conn().execute("DELETE FROM records WHERE arrival < ?", (time.time() - retention_seconds,))
+        cur = self._db.conn().execute("DELETE FROM records WHERE arrival < ?", (time.time() - retention_seconds,))
         return cur.rowcount
 
     def last_record(self, partition_key: str) -> StreamRecord | None:
         """The newest record under a partition key (to continue a session's timeline)."""
         shard = shard_for(partition_key, self.shard_count)
         row = (
-            self._conn()
+            self._db.conn()
             .execute(
                 "SELECT seq, data, arrival FROM records WHERE shard_id = ? AND partition_key = ? "
                 "ORDER BY seq DESC LIMIT 1",
@@ -160,7 +141,7 @@ class EmbeddedStream:
     def get_checkpoint(self, application: str, shard_id: str) -> int:
         """Last checkpointed sequence number (0 = from the start)."""
         row = (
-            self._conn()
+            self._db.conn()
             .execute(
                 "SELECT seq FROM checkpoints WHERE application = ? AND shard_id = ?",
                 (application, shard_id),
@@ -171,7 +152,7 @@ class EmbeddedStream:
 
     def set_checkpoint(self, application: str, shard_id: str, seq: int) -> None:
         """Store a checkpoint; it never moves backwards."""
-        self._conn().execute(
+        self._db.conn().execute(
             "INSERT INTO checkpoints VALUES (?, ?, ?) ON CONFLICT (application, shard_id) "
             "DO UPDATE SET seq = MAX(seq, excluded.seq)",
             (application, shard_id, seq),
@@ -181,30 +162,23 @@ class EmbeddedStream:
     def take_lease(self, application: str, shard_id: str, owner: str, stale_after: float) -> bool:
         """Take or renew the shard lease; False while another owner's lease is fresh."""
         now = time.time()
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._db.tx() as conn:
             row = conn.execute(
                 "SELECT owner, heartbeat FROM leases WHERE application = ? AND shard_id = ?",
                 (application, shard_id),
             ).fetchone()
             if row and row[0] != owner and now - float(row[1]) < stale_after:
-                conn.execute("COMMIT")
                 return False
             conn.execute(
                 "INSERT INTO leases VALUES (?, ?, ?, ?) ON CONFLICT (application, shard_id) "
                 "DO UPDATE SET owner = excluded.owner, heartbeat = excluded.heartbeat",
                 (application, shard_id, owner, now),
             )
-            conn.execute("COMMIT")
             return True
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def release_lease(self, application: str, shard_id: str, owner: str) -> None:
         """Give up a lease we hold."""
-        self._conn().execute(
+        self._db.conn().execute(
             "DELETE FROM leases WHERE application = ? AND shard_id = ? AND owner = ?",
             (application, shard_id, owner),
         )
@@ -221,10 +195,12 @@ class _EmbeddedCheckpointer(Checkpointer):
 
 
 class EmbeddedConsumer:
-    """Drives a :class:`RecordProcessor` over the embedded stream, like KCL's worker.
+    """:class:`streams.base.StreamConsumer` of the embedded stream, like KCL's worker.
 
     One processor instance per shard, fed in shard order after the stored
-    checkpoint. ``stop`` triggers ``shutdown_requested`` (graceful checkpoint).
+    checkpoint, behind a :class:`streams.poison.PoisonGuard` (a record that keeps
+    failing is quarantined after ``retry`` allows, so the shard's other sessions
+    move on). ``stop`` triggers ``shutdown_requested`` (graceful checkpoint).
     """
 
     def __init__(
@@ -237,6 +213,7 @@ class EmbeddedConsumer:
         idle_sleep: float = 0.05,
         lease_stale_after: float = 10.0,
         retention_seconds: float = 24 * 3600.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.stream = stream
         self.application = application
@@ -245,19 +222,30 @@ class EmbeddedConsumer:
         self.idle_sleep = idle_sleep
         self.lease_stale_after = lease_stale_after
         self.retention_seconds = retention_seconds
+        self.retry = retry or RetryPolicy()
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{id(self)}"
         self.stop_event = threading.Event()
+        #: The guard of each shard this consumer holds (its counters, its quarantine).
+        self.guards: dict[str, PoisonGuard] = {}
+
+    def _processor(self, shard: str, start: int) -> PoisonGuard:
+        guard = PoisonGuard(self.processor_factory(), policy=self.retry, wait=self.stop_event.wait)
+        guard.initialize(shard, str(start) if start else None)
+        self.guards[shard] = guard
+        return guard
 
     def stop(self) -> None:
         """Ask the consumer to shut down gracefully."""
         self.stop_event.set()
 
-    def run(self) -> None:
-        """Consume every shard until :meth:`stop` is called."""
+    def run(self) -> int:
+        """Consume every shard until :meth:`stop` is called; returns 0."""
         processors: dict[str, RecordProcessor] = {}
         positions: dict[str, int] = {}
         last_heartbeat = 0.0
-        failures = 0
+        # Per shard: consecutive failures, and the last record of the batch that failed. The
+        # count is reset only once the shard got past that record, not by good replayed batches.
+        failures: dict[str, tuple[int, int]] = {}
         try:
             while not self.stop_event.is_set():
                 now = time.monotonic()
@@ -268,9 +256,7 @@ class EmbeddedConsumer:
                         held = self.stream.take_lease(self.application, shard, self.owner, self.lease_stale_after)
                         if held and shard not in processors:
                             start = self.stream.get_checkpoint(self.application, shard)
-                            proc = self.processor_factory()
-                            proc.initialize(shard, str(start) if start else None)
-                            processors[shard], positions[shard] = proc, start
+                            processors[shard], positions[shard] = self._processor(shard, start), start
                             log.info("shard lease taken", extra={"shard": shard, "after_seq": start})
                         elif not held and shard in processors:
                             processors.pop(shard).lease_lost()
@@ -285,24 +271,27 @@ class EmbeddedConsumer:
                     try:
                         proc.process_records(records, _EmbeddedCheckpointer(self.stream, self.application, shard))
                         positions[shard] = records[-1].seq
-                        failures = 0
+                        if positions[shard] >= failures.get(shard, (0, 0))[1]:
+                            failures.pop(shard, None)
                     except Exception:
-                        # As when a KCL worker dies: drop in-memory state and replay from
-                        # the checkpoint with a fresh processor, after a growing pause.
-                        failures += 1
+                        # The guard could not replay in place (too much kept): as when a KCL
+                        # worker dies, drop in-memory state and replay from the checkpoint with
+                        # a fresh processor, after a pause that grows until the shard gets past
+                        # the batch that failed.
+                        count = failures.get(shard, (0, 0))[0] + 1
+                        failures[shard] = (count, max(records[-1].seq, failures.get(shard, (0, 0))[1]))
                         log.exception(
                             "record processor failed; replaying from checkpoint",
-                            extra={"shard": shard, "failures": failures},
+                            extra={"shard": shard, "failures": count},
                         )
                         proc.lease_lost()
                         start = self.stream.get_checkpoint(self.application, shard)
-                        fresh = self.processor_factory()
-                        fresh.initialize(shard, str(start) if start else None)
-                        processors[shard], positions[shard] = fresh, start
-                        self.stop_event.wait(min(30.0, 0.5 * 2**failures))
+                        processors[shard], positions[shard] = self._processor(shard, start), start
+                        self.stop_event.wait(self.retry.delay(count))
                 if not busy:
                     self.stop_event.wait(self.idle_sleep)
         finally:
             for shard, proc in processors.items():
                 proc.shutdown_requested(_EmbeddedCheckpointer(self.stream, self.application, shard))
                 self.stream.release_lease(self.application, shard, self.owner)
+        return 0

@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from contracts.segments import TranscriptSegment, WindowRecord
+from contracts.segments import TranscriptSegment, WindowRecord, WindowStatus
 from contracts.settings import Settings
-from control.api import Coordinator, handle_lambda_event
+from control.access import Caller
+from control.api import Coordinator
 from control.context import build_local_context
-from producer.launch import EmbeddedLauncher
-from producer.rtmp import RtmpIngest
+from control.lambda_handlers import url_event_response
+from flowbot.launch import EmbeddedLauncher
+from producer.hub import IngestHub
+from producer.rtmp_relay import RtmpRelay
 from stores.base import SessionProgress, SessionState
 from streams.embedded import EmbeddedStream
 
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[Coordinator]:
-    ingest = RtmpIngest("127.0.0.1", 0, EmbeddedStream(settings.data_dir / "stream.db"))
-    ingest.start()
+    rtmp = RtmpRelay(IngestHub(EmbeddedStream(settings.data_dir / "stream.db")), "127.0.0.1", 0)
+    rtmp.start()
     try:
-        yield Coordinator(build_local_context(settings, EmbeddedLauncher(ingest, "127.0.0.1")))
+        yield Coordinator(build_local_context(settings, EmbeddedLauncher(rtmp, "127.0.0.1")))
     finally:
-        ingest.stop()
+        rtmp.stop()
 
 
 def call(api: Coordinator, body: object, headers: dict[str, str] | None = None) -> tuple[int, dict]:
@@ -56,7 +60,26 @@ def test_start_get_end_and_workflow_completion(api: Coordinator) -> None:
     status, got = call(api, {"action": "get_session", "session_id": sid})
     assert got["state"] == "completed", got
     assert got["progress"]["windows_done"] == 1 and got["progress"]["stream_ended"]
-    assert got["notes"]["decisions"] == ["We decided to ship on Friday. (S1)"]
+    assert got["notes"]["decisions"] == [{"text": "We decided to ship on Friday.", "start": 0.5, "speaker": "S1"}]
+    assert got["notes"]["generator"] == "offline-extractive-v1" and got["notes"]["version"] == 2
+
+
+def test_renaming_a_speaker_after_the_notes_renames_them_in_the_notes(api: Coordinator) -> None:
+    sid = start(api)["session_id"]
+    segs = [
+        TranscriptSegment(sid, 0, 0, 0.5, 2.0, "We decided to ship on Friday.", "S1"),
+        TranscriptSegment(sid, 0, 1, 2.5, 4.0, "I will update the deployment scripts.", "S2"),
+    ]
+    api.ctx.transcripts.commit_window(WindowRecord(sid, 0, 0, 64000), segs, SessionProgress(sid, 1, 64000, 64000))
+    call(api, {"action": "end_session", "session_id": sid})
+    api.ctx.workflow.join(sid, timeout=30)  # type: ignore[attr-defined]
+    status, _ = call(api, {"action": "rename_speaker", "session_id": sid, "speaker": "S2", "name": "Dana"})
+    assert status == 200
+    _, got = call(api, {"action": "get_session", "session_id": sid})
+    notes = got["notes"]
+    assert notes["action_items"][0]["owner"] == "Dana" and notes["speakers"]["S2"] == "Dana"
+    assert set(notes["talk_time"]) == {"S1", "Dana"}
+    assert notes["decisions"][0]["speaker"] == "S1"
 
 
 def test_failed_windows_make_a_partial_session_with_the_reason(api: Coordinator) -> None:
@@ -68,7 +91,7 @@ def test_failed_windows_make_a_partial_session_with_the_reason(api: Coordinator)
         SessionProgress(sid, 1, 480000),
     )
     store.commit_window(
-        WindowRecord(sid, 1, 480000, 960000, "failed", "RuntimeError: CUDA out of memory"),
+        WindowRecord(sid, 1, 480000, 960000, WindowStatus.FAILED, "RuntimeError: CUDA out of memory"),
         [],
         SessionProgress(sid, 2, 960000, 960000),
     )
@@ -127,13 +150,45 @@ def test_rename_speaker(api: Coordinator) -> None:
 
 def test_method_and_token(settings: Settings, tmp_path: Path) -> None:
     secured = settings.replace(api_token="s3cret")
-    ingest = RtmpIngest("127.0.0.1", 0, EmbeddedStream(tmp_path / "x.db"))
-    api = Coordinator(build_local_context(secured, EmbeddedLauncher(ingest, "127.0.0.1")))
+    rtmp = RtmpRelay(IngestHub(EmbeddedStream(tmp_path / "x.db")), "127.0.0.1", 0)
+    api = Coordinator(build_local_context(secured, EmbeddedLauncher(rtmp, "127.0.0.1")))
     body = {"action": "get_session", "session_id": "abc"}
     assert call(api, body)[0] == 401
     assert call(api, body, {"Authorization": "Bearer wrong"})[0] == 401
     assert call(api, body, {"Authorization": "Bearer s3cret"})[0] == 404
     assert api.handle("GET", {}, b"").status == 405
+
+
+def test_users_act_only_on_their_own_sessions(settings: Settings, tmp_path: Path) -> None:
+    """The one ownership rule (control.access.may_access) behind every action."""
+    callers = {
+        "Bearer alice": Caller("alice", "authenticated"),
+        "Bearer bob": Caller("bob", "authenticated"),
+        "Bearer service": Caller(None, "service_role"),
+    }
+
+    def authenticate(headers: Mapping[str, str]) -> Caller:
+        try:
+            return callers[headers.get("authorization", "")]
+        except KeyError:
+            raise PermissionError("unknown token") from None
+
+    ingest = RtmpRelay(IngestHub(EmbeddedStream(tmp_path / "x.db")), "127.0.0.1", 0)
+    ctx = build_local_context(settings, EmbeddedLauncher(ingest, "127.0.0.1"))
+    api = Coordinator(dataclasses.replace(ctx, authenticate=authenticate))
+    alice, bob, service = ({"authorization": f"Bearer {n}"} for n in ("alice", "bob", "service"))
+    status, started = call(api, {"action": "start_session", "meeting_id": "m1"}, alice)
+    assert status == 200 and started["user_id"] == "alice"
+    status, body = call(api, {"action": "start_session", "meeting_id": "m2", "user_id": "bob"}, alice)
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    get = {"action": "get_session", "session_id": started["session_id"]}
+    assert call(api, get, alice)[0] == 200 and call(api, get, service)[0] == 200
+    status, body = call(api, get, bob)
+    assert status == 404 and body["error"]["code"] == "unknown_session"  # not even its existence
+    assert call(api, {"action": "end_session", "session_id": started["session_id"]}, bob)[0] == 404
+    status, body = call(api, {"action": "start_session", "meeting_id": "m3"}, service)
+    assert status == 400 and body["error"]["code"] == "missing_field"  # the service role names the user
+    assert call(api, get)[0] == 401
 
 
 def test_lambda_function_url_event_shape(api: Coordinator) -> None:
@@ -145,7 +200,7 @@ def test_lambda_function_url_event_shape(api: Coordinator) -> None:
         "body": base64.b64encode(json.dumps({"action": "get_session", "session_id": "nope"}).encode()).decode(),
         "isBase64Encoded": True,
     }
-    resp = handle_lambda_event(api, event)
+    resp = url_event_response(api, event)
     assert resp["statusCode"] == 404 and json.loads(resp["body"])["error"]["code"] == "unknown_session"
 
 
@@ -153,7 +208,7 @@ def test_workflow_times_out_into_partial_with_the_reason(settings: Settings, tmp
     from control.workflow import default_steps
 
     ctx = build_local_context(
-        settings, EmbeddedLauncher(RtmpIngest("127.0.0.1", 0, EmbeddedStream(tmp_path / "x.db")), "h")
+        settings, EmbeddedLauncher(RtmpRelay(IngestHub(EmbeddedStream(tmp_path / "x.db")), "127.0.0.1", 0), "h")
     )
     api = Coordinator(ctx)
     sid = start(api)["session_id"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from hypothesis import strategies as st
 
 from contracts.frames import (
     MAX_RECORD_BYTES,
+    MAX_RECORD_SAMPLES,
+    MAX_SESSION_SAMPLES,
     FrameKind,
     FrameRecord,
     MalformedRecord,
@@ -89,7 +92,35 @@ def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
         FrameRecord.decode(data)
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "../x", "x" * 129, "-start", "sp ace"])
+def _raw(seq: int, offset: int, kind: int = 2, payload: bytes = b"") -> bytes:
+    return struct.pack(">4sBBHQQH", b"FBFR", 1, kind, 16000, seq, offset, 1) + b"p" + payload
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # Issue 11: an end of stream with a 2^64-1 total stopped a whole shard.
+        (_raw(1, 2**64 - 1), "beyond the longest session"),
+        (_raw(2**64 - 1, 2**64 - 1), "beyond the longest session"),
+        (_raw(2**40, MAX_SESSION_SAMPLES - 1, kind=1, payload=b"\0\0\0\0"), "beyond the longest session"),
+        # More audio than the records before it could have carried.
+        (_raw(3, 3 * MAX_RECORD_SAMPLES + 1), "3 earlier record"),
+        (_raw(0, 1, kind=1, payload=b"\0\0"), "0 earlier record"),
+    ],
+)
+def test_records_outside_what_a_session_can_produce_are_malformed(data: bytes, message: str) -> None:
+    with pytest.raises(MalformedRecord, match=message):
+        FrameRecord.decode(data)
+
+
+def test_the_limits_still_admit_the_longest_session() -> None:
+    last = FrameRecord.decode(_raw(MAX_SESSION_SAMPLES // 16000, MAX_SESSION_SAMPLES))
+    assert last.sample_offset == MAX_SESSION_SAMPLES
+    with pytest.raises(ValueError, match="earlier record"):
+        FrameRecord("p", 0, 16000, payload=b"\0\0").encode()  # encode refuses what decode would
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "../x", "x" * 129, "-start", "sp ace", "abc\n", "abc\r\n", "a\x00"])
 def test_session_ids_are_safe_for_keys_and_paths(bad: str) -> None:
     with pytest.raises(ValueError):
         validate_session_id(bad)

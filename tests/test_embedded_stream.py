@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from contracts.frames import FrameRecord
 from streams.base import Checkpointer, StreamRecord
 from streams.embedded import EmbeddedConsumer, EmbeddedStream, shard_for
+from streams.thread import run_until_signalled
 
 
 def _frames(session: str, n: int) -> list[FrameRecord]:
@@ -100,3 +105,24 @@ def test_records_past_retention_are_trimmed(tmp_path: Path) -> None:
     assert stream.trim(retention_seconds=3600) == 0
     assert stream.trim(retention_seconds=-1) == 3
     assert stream.read("shard-0", 0) == []
+
+
+def test_sigterm_stops_the_consumer_gracefully(tmp_path: Path) -> None:
+    """What ``flowbot process`` does with SIGTERM: the processor checkpoints, the exit code is 0."""
+    stream = EmbeddedStream(tmp_path / "s.db")
+    stream.put(_frames("a", 3))
+    rec = _Recorder()  # stops the consumer itself only after six records
+    consumer = EmbeddedConsumer(stream, "app", lambda: rec, idle_sleep=0.01)
+
+    def terminate() -> None:
+        deadline = time.monotonic() + 30
+        while len(rec.records) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=terminate, daemon=True).start()
+    assert run_until_signalled(consumer) == 0
+    assert len(rec.records) == 3 and rec.events[-1] == "shutdown_requested"
+    assert stream.get_checkpoint("app", "shard-0") == 3
+    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back

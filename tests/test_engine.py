@@ -199,8 +199,8 @@ def test_silence_and_noise_produce_no_text(tmp_path: Path, transcriber: object) 
     rng = np.random.default_rng(1)
     parts = _parts(tmp_path, transcriber, WindowPolicy(30, 15))
     for audio in (np.zeros(20 * 16000, np.int16), (rng.normal(0, 60, 20 * 16000)).astype(np.int16)):
-        segs = transcribe_window(parts, IdentityMapper(), "quiet", 0, 0, audio, None)
-        assert segs == []
+        result = transcribe_window(parts, IdentityMapper(), "quiet", 0, 0, audio)
+        assert result.segments == [] and result.samples == len(audio)
 
 
 class FlakyStore(SqliteTranscriptStore):
@@ -276,3 +276,41 @@ def test_resharding_parent_then_child_loses_nothing(
     reference = _run(_parts(tmp_path / "ref", transcriber, policy), records)
     ref = " ".join(s.text for s in reference.parts.store.segments("split"))
     assert wer(ref, got) < 0.1  # one extra cut (at the shard end), no lost span
+
+
+def test_forced_cuts_carry_over_and_replay_identically(
+    tmp_path: Path, meeting: tuple[Path, list[Turn]], transcriber: object
+) -> None:
+    """Speech with every pause squeezed out: every cut is forced, each window commits up to
+    a word gap and carries the rest (with left context) into the next; a worker that takes
+    over mid-meeting from the checkpoint writes exactly the rows of an uninterrupted run."""
+    from tests.realspeech.corpus import squeeze
+
+    pcm, _, _ = squeeze(read_pcm(str(meeting[0]))[: 45 * 16000], 0.1)
+    records = _frames(EmbeddedStream(tmp_path / "s.db"), "dense", pcm)
+    policy = WindowPolicy(10, 5)
+    reference = _run(_parts(tmp_path / "ref", transcriber, policy), records)
+    ref_store = reference.parts.store
+    windows = ref_store.windows("dense")
+    assert reference.counters["cut_forced"] >= 3 and reference.counters["carried_windows"] >= 3
+    assert windows[0].start_sample == 0 and windows[-1].end_sample == len(pcm)
+    assert all(a.end_sample == b.start_sample for a, b in itertools.pairwise(windows))
+    assert any(w.end_sample - w.start_sample < 10 * 16000 - 16000 for w in windows[:-1])  # tails were carried
+    assert wer(" ".join(t for _, t in MEETING[:13]), _text(ref_store, "dense")) < 0.35  # type: ignore[arg-type]
+
+    parts = _parts(tmp_path, transcriber, policy)
+    first = ShardProcessor(parts)
+    first.initialize("shard-0", None)
+    ckpt = ListCheckpointer()
+    first.process_records(records[:26], ckpt)
+    assert len(parts.store.windows("dense")) >= 2
+    first.lease_lost()
+    second = ShardProcessor(parts)
+    start = ckpt.values[-1] if ckpt.values else 0
+    second.initialize("shard-0", str(start))
+    second.process_records([r for r in records if r.seq > start], ListCheckpointer())
+    rows = lambda store: [(s.window_index, s.segment_index, s.start, s.end, s.text) for s in store.segments("dense")]  # noqa: E731
+    assert rows(parts.store) == rows(ref_store)
+    assert [(w.start_sample, w.end_sample) for w in parts.store.windows("dense")] == [
+        (w.start_sample, w.end_sample) for w in windows
+    ]

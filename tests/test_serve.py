@@ -115,7 +115,7 @@ def test_rtmp_meeting_appears_live_and_completes(service: LiveService, meeting: 
     reference = " ".join(t.text for t in turns if t.end <= seconds - 1)
     assert wer(reference, text) < 0.3
     # Nothing from the refused publisher reached the stream: only this session's frames are there.
-    keys = {r.partition_key for r in service.processor.stream.read("shard-0", 0, 100_000)}
+    keys = {r.partition_key for r in service.stream.read("shard-0", 0, 100_000)}
     assert keys == {sid}
     with urllib.request.urlopen(f"{service.url}/sessions/{sid}", timeout=10) as resp:
         assert sid in resp.read().decode()
@@ -148,12 +148,12 @@ def test_restart_keeps_open_sessions_and_their_timeline(tmp_path: Path, meeting:
         first.stop()
     second = LiveService(settings).start()
     try:
-        url = started["rtmp_url"].replace(f":{first.ingest.port}/", f":{second.ingest.port}/")
+        url = started["rtmp_url"].replace(f":{first.rtmp.port}/", f":{second.rtmp.port}/")
         assert publish(meeting[0], url, 2).wait(timeout=60) == 0
         time.sleep(0.5)
         from contracts.frames import FrameRecord
 
-        frames = [FrameRecord.decode(r.data) for r in second.processor.stream.read("shard-0", 0, 10_000)]
+        frames = [FrameRecord.decode(r.data) for r in second.stream.read("shard-0", 0, 10_000)]
         offsets = [(f.seq, f.sample_offset, f.end_offset) for f in frames]
         assert [s for s, _, _ in offsets] == list(range(len(offsets)))
         assert all(a[2] == b[1] for a, b in itertools.pairwise(offsets))

@@ -43,13 +43,13 @@ async function whipPublish(sessionId, key, onState) {
   };
 }
 
-/** Draw the microphone controls into #mic-area. */
+/** Draw the microphone controls into #mic-area when the page was opened with the key; true if drawn. */
 function setupMicrophone(sessionId) {
   const area = document.getElementById("mic-area");
-  if (!area) return;
   const fragment = new URLSearchParams(location.hash.slice(1));
-  const field = Object.assign(document.createElement("input"), { type: "password", id: "streamkey", placeholder: "stream key", value: fragment.get("key") || "", autocomplete: "off" });
-  const button = Object.assign(document.createElement("button"), { id: "mic", textContent: "stream my microphone" });
+  if (!area || !fragment.get("key")) return false;   // viewers never see the presenter's controls
+  const field = Object.assign(document.createElement("input"), { type: "password", id: "streamkey", placeholder: "stream key", value: fragment.get("key"), autocomplete: "off" });
+  const button = Object.assign(document.createElement("button"), { id: "mic", type: "button", textContent: "stream my microphone" });
   const status = Object.assign(document.createElement("span"), { id: "micstatus" });
   area.replaceChildren(field, button, status);
   let live = null;
@@ -68,4 +68,5 @@ function setupMicrophone(sessionId) {
     finally { button.disabled = false; }
   });
   if (new URLSearchParams(location.search).get("autostart") === "1") button.click();
+  return true;
 }

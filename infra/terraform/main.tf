@@ -25,6 +25,9 @@ module "data" {
   deletion_protection       = var.deletion_protection
   log_retention_days        = var.log_retention_days
   workflow_max_wait_seconds = var.workflow_max_wait_seconds
+  notes_provider            = var.notes_provider
+  bedrock_model_id          = var.bedrock_model_id
+  bedrock_region            = var.bedrock_region
 }
 
 module "network" {

@@ -82,6 +82,34 @@ variable "lambda_zip_path" {
   default     = "../../build/lambda.zip"
 }
 
+# --- Meeting notes ------------------------------------------------------------------------
+
+variable "notes_provider" {
+  description = "Who writes the meeting notes in the workflow: bedrock (Amazon Bedrock Converse; on any failure the offline notes are written instead) or offline (extractive, no model)."
+  type        = string
+  default     = "bedrock"
+  validation {
+    condition     = contains(["bedrock", "offline"], var.notes_provider)
+    error_message = "notes_provider must be bedrock or offline."
+  }
+}
+
+variable "bedrock_model_id" {
+  description = "Bedrock foundation model the notes step may call (the only one its role can invoke); enable access to it in the Bedrock console first."
+  type        = string
+  default     = "anthropic.claude-3-haiku-20240307-v1:0"
+  validation {
+    condition     = can(regex("^[a-z0-9-]+\\.[A-Za-z0-9.:_-]+$", var.bedrock_model_id))
+    error_message = "bedrock_model_id must be a foundation model id such as anthropic.claude-3-haiku-20240307-v1:0."
+  }
+}
+
+variable "bedrock_region" {
+  description = "Region the Bedrock model is called in; empty = aws_region."
+  type        = string
+  default     = ""
+}
+
 # --- Kinesis ------------------------------------------------------------------------------
 
 variable "kinesis_stream_mode" {

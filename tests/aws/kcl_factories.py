@@ -1,6 +1,6 @@
-"""Record-processor factories the KCL child (``python -m processor.kcl_app``) builds in tests.
+"""Record-processor factories the KCL child (``python -m streams.kinesis.child``) builds in tests.
 
-Named by ``FLOWBOT_KCL_PROCESSOR=tests.aws.kcl_factories:<name>``; the daemon passes the
+Named as ``KclDaemon(settings, "tests.aws.kcl_factories:<name>")``; the daemon passes the
 test's environment through to its children.
 """
 
@@ -73,9 +73,10 @@ def build_recorder(settings: Settings) -> RecordingProcessor:
     return RecordingProcessor(os.environ["FLOWBOT_TEST_SINK"])
 
 
-def build_engine(settings: Settings) -> ShardProcessor:
+def build_engine(settings: Settings, *, diarized: bool = False) -> ShardProcessor:
     """Factory: the real engine (bundled tiny.en, one speaker, S3 archive, SQLite store)."""
     from processor.asr import AsrOptions, WhisperTranscriber
+    from processor.build import build_diarizer, mapper_factory
 
     return ShardProcessor(
         EngineParts(
@@ -85,8 +86,8 @@ def build_engine(settings: Settings) -> ShardProcessor:
                 cpu_threads=settings.cpu_threads,
                 options=AsrOptions(beam_size=5),
             ),
-            diarizer=SingleSpeakerDiarizer(),
-            mapper_factory=lambda state: IdentityMapper(state),
+            diarizer=build_diarizer(settings) if diarized else SingleSpeakerDiarizer(),
+            mapper_factory=mapper_factory(settings) if diarized else lambda state: IdentityMapper(state),
             store=SqliteTranscriptStore(os.environ["FLOWBOT_TEST_STORE"]),
             archive=S3Archive(settings),
             policy=WindowPolicy(
@@ -96,3 +97,8 @@ def build_engine(settings: Settings) -> ShardProcessor:
             ),
         )
     )
+
+
+def build_diarized_engine(settings: Settings) -> ShardProcessor:
+    """Factory: :func:`build_engine` with the diarization the settings name (offline pyannote)."""
+    return build_engine(settings, diarized=True)

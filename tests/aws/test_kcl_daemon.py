@@ -3,13 +3,16 @@
 One slow test carries the whole story, because every daemon start costs 20-80 s
 (KCL's random wait on an empty lease table, leader election):
 
-1. daemon #1 (in a thread, via ``run_daemon``) runs the real engine (bundled tiny.en);
+1. daemon #1 (in a thread, via ``KclDaemon.run``) runs the real engine (bundled tiny.en);
    the first 45 s of a meeting are put on Kinesis with ``KinesisWriter``;
 2. once window 0 is committed, java and its Python child are SIGKILLed mid-window 1;
 3. the rest of the meeting, a poison record and the end-of-stream record are put;
-4. daemon #2 (a separate ``python`` process calling ``run_daemon``) resumes from the
+4. daemon #2 (a separate ``python`` process running ``KclDaemon``) resumes from the
    checkpoint; the transcript must equal a single-machine run of the same audio:
    no duplicate, no gap, same windows, same text; window audio is on S3;
+   pyannote's real two-speaker sample, put after the meeting, comes out with
+   exactly two speakers, every word whole-file Whisper finds, and RTTM DER <= 10 %
+   (both daemons diarize with the offline pyannote pipeline);
 5. SIGTERM to daemon #2's Python reaches java only, KCL shuts down gracefully
    (``shutdown_requested``) and the exit code is 0.
 """
@@ -32,9 +35,8 @@ import numpy as np
 import pytest
 
 from contracts.settings import Settings
-from processor.diarization import IdentityMapper, SingleSpeakerDiarizer
 from processor.engine import EngineParts, ShardProcessor
-from processor.kcl_app import run_daemon
+from processor.rttm import parse_rttm, segments_to_rttm, window_turns
 from processor.windowing import WindowPolicy
 from producer.decode import read_pcm
 from producer.framer import SessionFramer
@@ -42,11 +44,14 @@ from stores.archive import NoArchive
 from stores.s3_archive import S3Archive
 from stores.sqlite import SqliteTranscriptStore
 from streams.embedded import EmbeddedStream
-from streams.kinesis import KinesisWriter
+from streams.kinesis.daemon import KclDaemon
+from streams.kinesis.writer import KinesisWriter
+from tests.realspeech.corpus import sample_recording
+from tests.realspeech.evaluate import der, missing_words, segment_words, whole_file_asr, whole_file_run
 from tests.speech import Turn
 
 ROOT = Path(__file__).resolve().parents[2]
-FACTORY = "tests.aws.kcl_factories:build_engine"
+FACTORY = "tests.aws.kcl_factories:build_diarized_engine"
 #: Short lease timings so a killed worker's shard is taken over quickly.
 FAST = {"failoverTimeMillis": 5000, "leaseAssignmentIntervalMillis": 1000, "shardSyncIntervalMillis": 5000}
 
@@ -60,8 +65,10 @@ def _wait(what: str, cond: Callable[[], bool], timeout: float) -> None:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _reference(tmp: Path, pcm: np.ndarray, transcriber: object, policy: WindowPolicy) -> list:
+def _reference(tmp: Path, pcm: np.ndarray, transcriber: object, policy: WindowPolicy, settings: Settings) -> list:
     """The single-machine run of the same audio: embedded stream, same engine."""
+    from processor.build import build_diarizer, mapper_factory
+
     stream = EmbeddedStream(tmp / "ref-stream.db")
     framer = SessionFramer(stream, "meet-1")
     framer.push(pcm)
@@ -70,8 +77,8 @@ def _reference(tmp: Path, pcm: np.ndarray, transcriber: object, policy: WindowPo
     proc = ShardProcessor(
         EngineParts(
             transcriber=transcriber,  # type: ignore[arg-type]
-            diarizer=SingleSpeakerDiarizer(),
-            mapper_factory=lambda state: IdentityMapper(state),
+            diarizer=build_diarizer(settings),
+            mapper_factory=mapper_factory(settings),
             store=store,
             archive=NoArchive(),
             policy=policy,
@@ -104,6 +111,7 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
         kcl_application_name=f"flowbot-test-{uuid.uuid4().hex[:8]}",
         archive_bucket=aws_settings.archive_bucket or "flowbot-archive",
         log_level="INFO",
+        diarization="offline",
     )
     policy = WindowPolicy(settings.window_seconds, settings.window_min_seconds, settings.window_min_silence_ms)
     env = dict(os.environ)
@@ -119,6 +127,7 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
                 "cloudwatch_endpoint": settings.cloudwatch_endpoint,
                 "archive_bucket": settings.archive_bucket,
                 "aws_region": settings.aws_region,
+                "diarization": settings.diarization,
             }.items()
         }
     )
@@ -135,14 +144,14 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
     codes: list[int] = []
     first = threading.Thread(
         target=lambda: codes.append(
-            run_daemon(
+            KclDaemon(
                 settings,
-                factory=FACTORY,
+                FACTORY,
                 extra_properties=FAST,
                 workdir=tmp_path / "kcl1",
                 env=env,
                 on_start=procs.append,
-            )
+            ).run()
         ),
         daemon=True,
     )
@@ -169,16 +178,21 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
     kinesis.put_record(StreamName=stream, PartitionKey="meet-1", Data=b"\x00garbage, not a frame")
     framer.push(pcm[split:])
     framer.end()
+    sample = sample_recording()
+    sample_pcm = read_pcm(str(sample.path))
+    sample_framer = SessionFramer(writer, "sample-1")
+    sample_framer.push(sample_pcm)
+    sample_framer.end()
     writer.close()
 
     # -- daemon #2 in its own process; SIGTERM at the end ----------------------------------
     log_path = tmp_path / "daemon2.log"
     script = (
         "import sys; from pathlib import Path; from contracts.logs import configure_logging;"
-        "from contracts.settings import Settings; from processor.kcl_app import run_daemon;"
-        "configure_logging();"
-        f"sys.exit(run_daemon(Settings.from_env(), factory={FACTORY!r}, "
-        f"extra_properties={FAST!r}, workdir=Path({str(tmp_path / 'kcl2')!r})))"
+        "from contracts.settings import Settings; from streams.kinesis.daemon import KclDaemon;"
+        "from streams.thread import run_until_signalled; configure_logging();"
+        f"sys.exit(run_until_signalled(KclDaemon(Settings.from_env(), {FACTORY!r}, "
+        f"extra_properties={FAST!r}, workdir=Path({str(tmp_path / 'kcl2')!r}))))"
     )
     with log_path.open("wb") as log_file:
         second = subprocess.Popen(
@@ -186,9 +200,9 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
         )
         try:
             _wait(
-                "session finished by daemon #2",
-                lambda: bool((p := store.load_progress("meet-1")) and p.stream_done),
-                420,
+                "sessions finished by daemon #2",
+                lambda: all((p := store.load_progress(sid)) and p.stream_done for sid in ("meet-1", "sample-1")),
+                600,
             )
             second.send_signal(signal.SIGTERM)
             code = second.wait(timeout=60)
@@ -203,7 +217,7 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
 
     # -- same transcript as one machine, no gap, no duplicate ----------------------------------
     got = [(s.window_index, s.segment_index, s.start, s.end, s.text) for s in store.segments("meet-1")]
-    assert got == _reference(tmp_path, pcm, transcriber, policy)
+    assert got == _reference(tmp_path, pcm, transcriber, policy, settings)
     windows = store.windows("meet-1")
     assert [w.window_index for w in windows] == list(range(len(windows)))
     assert windows[0].start_sample == 0 and windows[-1].end_sample == len(pcm)
@@ -214,3 +228,11 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
     w1 = windows[1]
     assert w1.audio_uri and w1.audio_uri.startswith(f"s3://{settings.archive_bucket}/")
     assert np.array_equal(archive.get(w1.audio_uri), pcm[w1.start_sample : w1.end_sample])
+
+    # -- real conversation through KCL: two speakers, every word, RTTM from the stored turns --------
+    segments = store.segments("sample-1")
+    assert {s.speaker for s in segments} | {w.speaker for s in segments for w in s.words} == {"S1", "S2"}
+    whole = whole_file_run(whole_file_asr(sample, transcriber))  # type: ignore[arg-type]
+    assert missing_words(sample.text, whole.words, segment_words(segments)) == []
+    rttm = parse_rttm(segments_to_rttm("sample-1", segments, turns=window_turns(store.windows("sample-1"))))
+    assert der(sample.reference_turns(), [(t.start, t.end, t.speaker) for t in rttm])["der"] <= 0.10

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from contracts.frames import FrameRecord, end_of_stream
 from contracts.settings import Settings
 from streams.base import StreamUnavailable
-from streams.kinesis import KinesisWriter, kinesis_client
+from streams.kinesis.writer import KinesisWriter, kinesis_client
 from tests.aws.conftest import _free_port, read_stream
 
 

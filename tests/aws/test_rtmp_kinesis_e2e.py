@@ -3,10 +3,10 @@
 One slow test, one daemon start (KCL's startup alone costs 20-80 s here):
 
 - the first 40 s of the meeting are published by ffmpeg over RTMP twice at once: to an
-  :class:`RtmpIngest` writing to Kinesis, and to a second one writing to an
+  :class:`RtmpRelay` whose hub writes to Kinesis, and to a second one writing to an
   :class:`EmbeddedStream` that an in-process :class:`EmbeddedConsumer` runs through a
   :class:`ShardProcessor` with the same engine parts and window policy;
-- the KCL daemon (a ``python`` process calling ``run_daemon``, so SIGTERM reaches it as
+- the KCL daemon (a ``python`` process running ``KclDaemon``, so SIGTERM reaches it as
   in production) runs the real engine from ``tests.aws.kcl_factories:build_engine``;
 - both paths must carry the same frames (same PCM, same framing) and produce the same
   transcript; the session ends with END on both, and SIGTERM stops KCL with exit code 0.
@@ -33,11 +33,12 @@ from contracts.settings import Settings
 from processor.diarization import IdentityMapper, SingleSpeakerDiarizer
 from processor.engine import EngineParts, ShardProcessor
 from processor.windowing import WindowPolicy
-from producer.rtmp import RtmpIngest
+from producer.hub import IngestHub
+from producer.rtmp_relay import RtmpRelay
 from stores.s3_archive import S3Archive
 from stores.sqlite import SqliteTranscriptStore
 from streams.embedded import EmbeddedConsumer, EmbeddedStream
-from streams.kinesis import KinesisWriter
+from streams.kinesis.writer import KinesisWriter
 from tests.aws.conftest import read_stream
 from tests.speech import Turn
 
@@ -159,10 +160,10 @@ def _daemon_env(settings: Settings, store_path: Path) -> dict[str, str]:
 def _start_daemon(env: dict[str, str], workdir: Path, log_path: Path) -> subprocess.Popen[bytes]:
     script = (
         "import sys; from pathlib import Path; from contracts.logs import configure_logging;"
-        "from contracts.settings import Settings; from processor.kcl_app import run_daemon;"
-        "configure_logging();"
-        f"sys.exit(run_daemon(Settings.from_env(), factory={FACTORY!r}, "
-        f"extra_properties={FAST!r}, workdir=Path({str(workdir)!r})))"
+        "from contracts.settings import Settings; from streams.kinesis.daemon import KclDaemon;"
+        "from streams.thread import run_until_signalled; configure_logging();"
+        f"sys.exit(run_until_signalled(KclDaemon(Settings.from_env(), {FACTORY!r}, "
+        f"extra_properties={FAST!r}, workdir=Path({str(workdir)!r}))))"
     )
     with log_path.open("wb") as log_file:
         return subprocess.Popen(
@@ -211,14 +212,15 @@ def test_rtmp_to_kinesis_kcl_equals_the_single_machine_path(
     consumer_thread.start()
 
     writer = KinesisWriter(settings)
-    via_kinesis = RtmpIngest("127.0.0.1", 0, writer, publish_timeout=15, read_timeout=15)
-    via_local = RtmpIngest("127.0.0.1", 0, local_stream, publish_timeout=15, read_timeout=15)
+    kinesis_hub, local_hub = IngestHub(writer), IngestHub(local_stream)
+    via_kinesis = RtmpRelay(kinesis_hub, "127.0.0.1", 0, publish_timeout=15, read_timeout=15)
+    via_local = RtmpRelay(local_hub, "127.0.0.1", 0, publish_timeout=15, read_timeout=15)
     kin_sid, loc_sid = "e2e-kinesis", "e2e-local"
     try:
         via_kinesis.start()
         via_local.start()
-        via_kinesis.register(kin_sid, "key-kinesis")
-        via_local.register(loc_sid, "key-local")
+        kinesis_hub.register(kin_sid, "key-kinesis")
+        local_hub.register(loc_sid, "key-local")
         publishers = [
             _publish(path, f"rtmp://127.0.0.1:{via_kinesis.port}/live/key-kinesis"),
             _publish(path, f"rtmp://127.0.0.1:{via_local.port}/live/key-local"),
@@ -229,11 +231,11 @@ def test_rtmp_to_kinesis_kcl_equals_the_single_machine_path(
         # ffmpeg exits once its bytes are sent; the ingest decodes what is still in flight.
         _wait(
             "both publishers drained",
-            lambda: not via_kinesis.stats(kin_sid).connected and not via_local.stats(loc_sid).connected,
+            lambda: not kinesis_hub.stats(kin_sid).connected and not local_hub.stats(loc_sid).connected,
             30,
         )
-        via_kinesis.end(kin_sid)
-        via_local.end(loc_sid)
+        kinesis_hub.end(kin_sid)
+        local_hub.end(loc_sid)
         writer.close()  # flush: every record, END included, is on Kinesis
 
         _wait("the single-machine path to finish", lambda: _done(local_store, loc_sid), 240)

@@ -82,3 +82,24 @@ def test_parser_skips_other_records_and_reports_bad_lines() -> None:
         parse_rttm("SPEAKER x 1 0\n")
     with pytest.raises(RttmError, match="negative"):
         parse_rttm("SPEAKER x 1 -1 1 <NA> <NA> A\n")
+
+
+def test_diarizer_turns_are_exported_when_stored() -> None:
+    """Turns stored with the windows cover pauses and overlap; word spans do not."""
+    from contracts.segments import SpeakerTurn, WindowRecord
+    from processor.rttm import window_turns
+
+    windows = [
+        WindowRecord("sess", 0, 0, 160_000, turns=(SpeakerTurn(1.0, 6.0, "S1"), SpeakerTurn(5.5, 10.0, "S2"))),
+        # The next window goes on with S2: one turn across the join.
+        WindowRecord("sess", 1, 160_000, 320_000, turns=(SpeakerTurn(10.0, 12.0, "S2"), SpeakerTurn(12.5, 14.0, "S1"))),
+    ]
+    words = [_seg(0, [(1.2, 1.6, " hi", "S1"), (6.2, 6.6, " yes", "S2")])]
+    text = segments_to_rttm("sess", words, turns=window_turns(windows))
+    assert text.splitlines() == [
+        "SPEAKER sess 1 1.000 5.000 <NA> <NA> S1 <NA> <NA>",
+        "SPEAKER sess 1 5.500 6.500 <NA> <NA> S2 <NA> <NA>",
+        "SPEAKER sess 1 12.500 1.500 <NA> <NA> S1 <NA> <NA>",
+    ]
+    # Without stored turns (diarization off, older sessions) the words still give turns.
+    assert segments_to_rttm("sess", words, turns=()).count("SPEAKER") == 2

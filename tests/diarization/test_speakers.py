@@ -143,3 +143,42 @@ def test_build_mapper_follows_settings() -> None:
     assert isinstance(on, SessionSpeakerRegistry) and on.threshold == 0.3
     # A session that ran without diarization resumes with a fresh registry.
     assert isinstance(build_mapper(Settings.from_env({}), {"other": 1}), SessionSpeakerRegistry)
+
+
+def test_a_fragment_alone_in_its_window_joins_the_last_speaker() -> None:
+    """The demo's old third speaker: a 0.7 s tail window whose embedding is unusable."""
+    a, b = _voices(2, seed=13)
+    rng = np.random.default_rng(7)
+    reg = SessionSpeakerRegistry(threshold=0.5, min_new_speaker_seconds=1.0)
+    reg.assign(_window([("L0", 0, 15, _noisy(a, rng)), ("L1", 15, 29.2, _noisy(b, rng))]))
+    nan = np.full(DIM, np.nan, dtype=np.float32)
+    assert reg.assign(_window([("L0", 0.0, 0.7, nan)])) == {"L0": "S2"}  # S2 spoke last
+    assert reg.labels == ["S1", "S2"]
+    # The last speaker survives a restart from the stored state.
+    restored = SessionSpeakerRegistry(json.loads(json.dumps(reg.state())), threshold=0.5)
+    assert restored.assign(_window([("X", 0.0, 0.5, None)])) == {"X": "S2"}
+
+
+def test_a_quick_exchange_keeps_both_speakers() -> None:
+    """Two short turns in one window go to two session speakers even when both sound nearest to one."""
+    a, b = _voices(2, seed=17)
+    rng = np.random.default_rng(8)
+    reg = SessionSpeakerRegistry(threshold=0.3, min_new_speaker_seconds=1.0)
+    reg.assign(_window([("L0", 0, 15, _noisy(a, rng)), ("L1", 15, 30, _noisy(b, rng))]))
+    # Both fragments are closer to S1 than to S2, and too far from either to match.
+    mix = a * 0.8 + b * 0.2
+    mapping = reg.assign(_window([("X", 0.0, 0.6, _noisy(mix, rng, 0.08)), ("Y", 0.7, 1.3, _noisy(mix, rng, 0.08))]))
+    assert sorted(mapping.values()) == ["S1", "S2"]
+    assert reg.labels == ["S1", "S2"]
+
+
+def test_a_speaker_founded_on_a_fragment_is_adopted_by_the_next_voice() -> None:
+    """A meeting whose first window holds only a short "Hello?": that guess is not a third speaker."""
+    a, b = _voices(2, seed=19)
+    rng = np.random.default_rng(9)
+    reg = SessionSpeakerRegistry(threshold=0.4, min_new_speaker_seconds=1.0)
+    fragment = _voices(3, seed=23)[2]  # a short, unreliable embedding: like nobody
+    assert reg.assign(_window([("L0", 6.7, 7.1, fragment)])) == {"L0": "S1"}
+    mapping = reg.assign(_window([("L0", 0, 12, _noisy(a, rng)), ("L1", 12, 24, _noisy(b, rng))]))
+    assert sorted(mapping.values()) == ["S1", "S2"]
+    assert reg.labels == ["S1", "S2"]

@@ -161,6 +161,24 @@ def test_processor_role_is_scoped_to_kcl_tables(applied: Applied) -> None:
         assert "*" not in actions and not any(a.endswith(":*") for a in actions)
 
 
+def test_only_the_notes_function_may_invoke_bedrock_and_only_one_model(applied: Applied) -> None:
+    iam: Any = applied.emulators.client("iam")
+    granted: dict[str, list[str]] = {}
+    for fn in ("coordinator", "check-windows", "generate-notes", "finalize"):
+        doc = iam.get_role_policy(RoleName=f"{NAME}-{fn}-lambda", PolicyName="function")["PolicyDocument"]
+        if isinstance(doc, str):
+            doc = json.loads(doc)
+        for statement in doc["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            if any(a.startswith("bedrock:") for a in actions):
+                assert actions == ["bedrock:InvokeModel"], actions
+                resources = statement["Resource"]
+                granted[fn] = resources if isinstance(resources, list) else [resources]
+    assert granted == {
+        "generate-notes": ["arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0"]
+    }
+
+
 def test_real_state_machine_definition_validates(applied: Applied) -> None:
     sfn: Any = applied.emulators.client("stepfunctions")
     desc = sfn.describe_state_machine(stateMachineArn=applied.outputs["state_machine_arn"])

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from contracts.segments import TranscriptSegment, WindowRecord
+from contracts.segments import TranscriptSegment, WindowRecord, WindowStatus
 from control import lambda_handlers
 from stores.base import Session, SessionProgress, SessionState
 from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore
@@ -64,7 +64,7 @@ def _commit(db: Path, sid: str, index: int, status: str, ended: bool) -> None:
             TranscriptSegment(sid, index, 0, index * 30.0, index * 30.0 + 5, "we decided to ship on friday", "S1")
         ]
     store.commit_window(
-        WindowRecord(sid, index, start, end, status=status, error=None if status == "done" else "cuda oom"),
+        WindowRecord(sid, index, start, end, WindowStatus(status), error=None if status == "done" else "cuda oom"),
         segments,
         SessionProgress(sid, next_window_index=index + 1, committed_sample=end, ended_sample=end if ended else None),
     )
@@ -158,7 +158,6 @@ def test_function_url_handler_serves_the_coordinator_api(
     handler_env: dict[str, Any], emulators: Emulators, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Full wiring: secrets from Secrets Manager, DynamoDB session store on moto, control.api."""
-    import control.api
     from stores.dynamodb import create_sessions_table
 
     table = f"sessions-{uuid.uuid4().hex[:8]}"
@@ -177,7 +176,7 @@ def test_function_url_handler_serves_the_coordinator_api(
         "SECRETS_TO_ENV": json.dumps({"FLOWBOT_API_TOKEN": arn}),
     }.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setattr(control.api, "_coordinator", None)
+    monkeypatch.setattr(lambda_handlers, "_coordinator", None)
 
     denied = lambda_handlers.function_url_handler(_url_event({"action": "get_session", "session_id": "x"}, None), None)
     assert denied["statusCode"] == 401
@@ -188,5 +187,5 @@ def test_function_url_handler_serves_the_coordinator_api(
     bad = lambda_handlers.function_url_handler(_url_event({"action": "dance"}, "tok-123"), None)
     assert bad["statusCode"] == 400
     assert json.loads(bad["body"])["error"]["code"] == "unknown_action"
-    monkeypatch.setattr(control.api, "_coordinator", None)
+    monkeypatch.setattr(lambda_handlers, "_coordinator", None)
     sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from contracts.frames import FrameRecord
-from producer.rtmp import RtmpIngest
+from producer.hub import IngestHub
+from producer.rtmp_relay import RtmpRelay
 from streams.embedded import EmbeddedStream
 
 SPEECH = (
@@ -59,12 +60,18 @@ def stream(tmp_path: Path) -> Iterator[EmbeddedStream]:
 
 
 @pytest.fixture
-def ingest(stream: EmbeddedStream) -> Iterator[RtmpIngest]:
-    """An RtmpIngest on an ephemeral loopback port writing to ``stream``."""
-    ing = RtmpIngest("127.0.0.1", 0, stream, publish_timeout=5.0, read_timeout=5.0)
-    ing.start()
-    yield ing
-    ing.stop()
+def hub(stream: EmbeddedStream) -> IngestHub:
+    """An ingest hub writing to ``stream``."""
+    return IngestHub(stream)
+
+
+@pytest.fixture
+def rtmp(hub: IngestHub) -> Iterator[RtmpRelay]:
+    """An RTMP relay on an ephemeral loopback port publishing through ``hub``."""
+    relay = RtmpRelay(hub, "127.0.0.1", 0, publish_timeout=5.0, read_timeout=5.0)
+    relay.start()
+    yield relay
+    relay.stop()
 
 
 def ffmpeg_publish_cmd(

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from contracts.frames import SAMPLE_RATE, FrameKind
+from flowbot.launch import EmbeddedLauncher
 from producer.decode import DecodeError, read_pcm
 from producer.file_ingest import ingest_file
-from producer.launch import EmbeddedLauncher
-from producer.rtmp import RtmpIngest
+from producer.hub import IngestHub
+from producer.rtmp_relay import RtmpRelay
 from stores.base import Session
 from streams.embedded import EmbeddedStream
 
@@ -84,20 +85,22 @@ def test_file_ingest_rejects_bad_session_id(stream: EmbeddedStream, speech_wav: 
 
 
 @pytest.mark.slow
-def test_embedded_launcher_registers_and_ends(ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path) -> None:
-    launcher = EmbeddedLauncher(ingest, "meet.example.org")
+def test_embedded_launcher_registers_and_ends(
+    hub: IngestHub, rtmp: RtmpRelay, stream: EmbeddedStream, speech_wav: Path
+) -> None:
+    launcher = EmbeddedLauncher(rtmp, "meet.example.org")
     session = Session("m1", "meeting", "user", "topic", stream_key="k-123")
     result = launcher.launch(session)
-    assert result.rtmp_url == f"rtmp://meet.example.org:{ingest.port}/live/k-123"
-    res = publish(f"rtmp://127.0.0.1:{ingest.port}/live/k-123", speech_wav, realtime=False)
+    assert result.rtmp_url == f"rtmp://meet.example.org:{rtmp.port}/live/k-123"
+    res = publish(f"rtmp://127.0.0.1:{rtmp.port}/live/k-123", speech_wav, realtime=False)
     assert res.returncode == 0, res.stderr.decode()
-    wait_for(lambda: not ingest.stats("m1").connected, what="publisher to finish")
+    wait_for(lambda: not hub.stats("m1").connected, what="publisher to finish")
     launcher.stop(session)
     frames = frames_of(stream, "m1")
     assert frames[-1].kind == FrameKind.END
     assert abs(frames[-1].sample_offset / SAMPLE_RATE - wav_seconds(speech_wav)) < 0.2
     # The key is revoked: publishing again is refused and adds nothing.
     before = all_records(stream)
-    again = publish(f"rtmp://127.0.0.1:{ingest.port}/live/k-123", speech_wav, realtime=False)
+    again = publish(f"rtmp://127.0.0.1:{rtmp.port}/live/k-123", speech_wav, realtime=False)
     assert again.returncode != 0
     assert all_records(stream) == before

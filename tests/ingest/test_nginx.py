@@ -1,4 +1,4 @@
-"""AWS-mode front: Debian nginx + nginx-rtmp, on_publish checked by nginx_auth, pushed to RtmpIngest."""
+"""AWS-mode front: Debian nginx + nginx-rtmp, on_publish checked by nginx_auth, pushed to an RtmpRelay."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from contracts.frames import SAMPLE_RATE, FrameKind
+from producer.hub import IngestHub
 from producer.nginx import DEBIAN_RTMP_MODULE, NginxFront, render_config
 from producer.nginx_auth import NginxAuthServer
-from producer.rtmp import RtmpIngest
+from producer.rtmp_relay import RtmpRelay
 from stores.base import Session, SessionState
 from stores.sqlite import SqliteSessionStore
 from streams.embedded import EmbeddedStream
@@ -87,38 +88,37 @@ def test_rendered_config_is_valid_nginx(tmp_path: Path) -> None:
 @pytest.fixture
 def nginx_stack(
     tmp_path: Path, stream: EmbeddedStream, sessions: SqliteSessionStore
-) -> Iterator[tuple[int, RtmpIngest]]:
+) -> Iterator[tuple[int, IngestHub]]:
     _require_rtmp_module()
-    ingest = RtmpIngest("127.0.0.1", 0, stream)
-    ingest.start()
-    ingest.register("live-1", "nginx-key")
+    hub = IngestHub(stream)
+    rtmp = RtmpRelay(hub, "127.0.0.1", 0)
+    rtmp.start()
+    hub.register("live-1", "nginx-key")
     auth = NginxAuthServer(sessions, session_id="live-1")
     auth.start()
     port = _free_port()
     front = NginxFront(
-        rtmp_listen=f"127.0.0.1:{port}", auth_port=auth.port, ingest_port=ingest.port, work_dir=tmp_path / "nginx"
+        rtmp_listen=f"127.0.0.1:{port}", auth_port=auth.port, ingest_port=rtmp.port, work_dir=tmp_path / "nginx"
     )
     front.start()
-    yield port, ingest
+    yield port, hub
     front.stop()
     auth.stop()
-    ingest.stop()
+    rtmp.stop()
 
 
 @pytest.mark.slow
 def test_nginx_refuses_wrong_key_and_delivers_right_one(
-    nginx_stack: tuple[int, RtmpIngest], stream: EmbeddedStream, speech_wav: Path
+    nginx_stack: tuple[int, IngestHub], stream: EmbeddedStream, speech_wav: Path
 ) -> None:
-    port, ingest = nginx_stack
+    port, hub = nginx_stack
     wrong = publish(f"rtmp://127.0.0.1:{port}/live/not-the-key", speech_wav, realtime=False)
     assert wrong.returncode != 0
     assert all_records(stream) == 0
     right = publish(f"rtmp://127.0.0.1:{port}/live/nginx-key", speech_wav, realtime=True)
     assert right.returncode == 0, right.stderr.decode()
-    wait_for(
-        lambda: ingest.stats("live-1").publishes == 1 and not ingest.stats("live-1").connected, what="push to finish"
-    )
-    ingest.end("live-1")
+    wait_for(lambda: hub.stats("live-1").publishes == 1 and not hub.stats("live-1").connected, what="push to finish")
+    hub.end("live-1")
     frames = frames_of(stream, "live-1")
     assert frames[-1].kind == FrameKind.END
     got = frames[-1].sample_offset / SAMPLE_RATE

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from producer.rtmp import RtmpIngest
+from producer.hub import IngestHub
+from producer.rtmp_relay import RtmpRelay
 from streams.embedded import EmbeddedStream
 
 from .conftest import all_records, wait_for
@@ -48,16 +49,16 @@ def _closed_by_server(sock: socket.socket, within: float) -> bool:
 
 
 @pytest.fixture
-def strict_ingest(stream: EmbeddedStream) -> Iterator[RtmpIngest]:
-    ing = RtmpIngest("127.0.0.1", 0, stream, publish_timeout=1.5, read_timeout=2.0)
-    ing.start()
-    ing.register("s1", "good-key")
-    yield ing
-    ing.stop()
+def strict_rtmp(hub: IngestHub) -> Iterator[RtmpRelay]:
+    relay = RtmpRelay(hub, "127.0.0.1", 0, publish_timeout=1.5, read_timeout=2.0)
+    relay.start()
+    hub.register("s1", "good-key")
+    yield relay
+    relay.stop()
 
 
-def test_publisher_that_never_publishes_is_dropped(strict_ingest: RtmpIngest) -> None:
-    sock = _handshaken(strict_ingest.port)
+def test_publisher_that_never_publishes_is_dropped(strict_rtmp: RtmpRelay) -> None:
+    sock = _handshaken(strict_rtmp.port)
     sock.sendall(chunk_message(command("connect", 1, {"app": "live"}), type_id=20))
     started = time.monotonic()
     assert _closed_by_server(sock, within=6.0)
@@ -65,8 +66,8 @@ def test_publisher_that_never_publishes_is_dropped(strict_ingest: RtmpIngest) ->
     sock.close()
 
 
-def test_media_before_publish_is_refused(strict_ingest: RtmpIngest, stream: EmbeddedStream) -> None:
-    sock = _handshaken(strict_ingest.port)
+def test_media_before_publish_is_refused(strict_rtmp: RtmpRelay, stream: EmbeddedStream) -> None:
+    sock = _handshaken(strict_rtmp.port)
     sock.sendall(chunk_message(command("connect", 1, {"app": "live"}), type_id=20))
     sock.sendall(chunk_message(b"\xaf\x01" + bytes(300), type_id=8, csid=4, stream_id=1))
     assert _closed_by_server(sock, within=3.0)
@@ -74,20 +75,20 @@ def test_media_before_publish_is_refused(strict_ingest: RtmpIngest, stream: Embe
     assert all_records(stream) == 0
 
 
-def test_play_is_refused(strict_ingest: RtmpIngest) -> None:
-    sock = _handshaken(strict_ingest.port)
+def test_play_is_refused(strict_rtmp: RtmpRelay) -> None:
+    sock = _handshaken(strict_rtmp.port)
     sock.sendall(chunk_message(command("connect", 1, {"app": "live"}), type_id=20))
     sock.sendall(chunk_message(command("play", 2, None, "good-key"), type_id=20, csid=8))
     assert _closed_by_server(sock, within=3.0)
     sock.close()
 
 
-def test_not_rtmp_is_dropped_and_the_port_keeps_serving(strict_ingest: RtmpIngest) -> None:
-    sock = socket.create_connection(("127.0.0.1", strict_ingest.port), timeout=5)
+def test_not_rtmp_is_dropped_and_the_port_keeps_serving(strict_rtmp: RtmpRelay) -> None:
+    sock = socket.create_connection(("127.0.0.1", strict_rtmp.port), timeout=5)
     sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert _closed_by_server(sock, within=3.0)
     sock.close()
     # A real client still gets a handshake afterwards.
-    good = _handshaken(strict_ingest.port)
+    good = _handshaken(strict_rtmp.port)
     good.close()
-    wait_for(lambda: not strict_ingest._connections, timeout=10, what="connections to finish")
+    wait_for(lambda: not strict_rtmp._connections, timeout=10, what="connections to finish")

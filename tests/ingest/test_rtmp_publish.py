@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from contracts.frames import SAMPLE_RATE, FrameKind
-from producer.rtmp import RtmpIngest, key_fingerprint
+from producer.hub import IngestHub, key_fingerprint
+from producer.rtmp_relay import RtmpRelay
 from streams.embedded import EmbeddedStream
 
 from .conftest import all_records, frames_of, publish, wait_for, wav_seconds
@@ -20,8 +21,8 @@ pytestmark = pytest.mark.slow
 AAC_SLACK_S = 0.2
 
 
-def _url(ingest: RtmpIngest, key: str) -> str:
-    return f"rtmp://127.0.0.1:{ingest.port}/live/{key}"
+def _url(rtmp: RtmpRelay, key: str) -> str:
+    return f"rtmp://127.0.0.1:{rtmp.port}/live/{key}"
 
 
 def _assert_contiguous(frames: list, session_id: str) -> int:
@@ -35,98 +36,104 @@ def _assert_contiguous(frames: list, session_id: str) -> int:
     return offset
 
 
-def test_right_key_audio_reaches_stream(ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path) -> None:
+def test_right_key_audio_reaches_stream(
+    hub: IngestHub, rtmp: RtmpRelay, stream: EmbeddedStream, speech_wav: Path
+) -> None:
     lived: list[str] = []
-    ingest.on_live = lived.append
-    ingest.register("s1", "key-one-secret")
-    res = publish(_url(ingest, "key-one-secret"), speech_wav, realtime=True)
+    hub.on_live = lived.append
+    hub.register("s1", "key-one-secret")
+    res = publish(_url(rtmp, "key-one-secret"), speech_wav, realtime=True)
     assert res.returncode == 0, res.stderr.decode()
-    wait_for(lambda: not ingest.stats("s1").connected, what="publisher to finish")
-    ingest.end("s1")
+    wait_for(lambda: not hub.stats("s1").connected, what="publisher to finish")
+    hub.end("s1")
     frames = frames_of(stream, "s1")
     total = _assert_contiguous(frames, "s1")
     assert frames[-1].kind == FrameKind.END and frames[-1].sample_offset == total
     expected = wav_seconds(speech_wav)
     assert abs(total / SAMPLE_RATE - expected) < AAC_SLACK_S, (total / SAMPLE_RATE, expected)
     assert lived == ["s1"]
-    st = ingest.stats("s1")
+    st = hub.stats("s1")
     assert st.samples == total and st.publishes == 1 and st.reconnects == 0 and st.bytes > 0
 
 
-def test_h264_and_aac_like_zoom(ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path) -> None:
-    ingest.register("zoom", "zk")
-    res = publish(_url(ingest, "zk"), speech_wav, realtime=False, video=True)
+def test_h264_and_aac_like_zoom(hub: IngestHub, rtmp: RtmpRelay, stream: EmbeddedStream, speech_wav: Path) -> None:
+    hub.register("zoom", "zk")
+    res = publish(_url(rtmp, "zk"), speech_wav, realtime=False, video=True)
     assert res.returncode == 0, res.stderr.decode()
-    wait_for(lambda: not ingest.stats("zoom").connected, what="publisher to finish")
+    wait_for(lambda: not hub.stats("zoom").connected, what="publisher to finish")
     total = _assert_contiguous(frames_of(stream, "zoom"), "zoom")
     assert abs(total / SAMPLE_RATE - wav_seconds(speech_wav)) < AAC_SLACK_S
 
 
 def test_wrong_key_is_refused_and_writes_nothing(
-    ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path, caplog: pytest.LogCaptureFixture
+    hub: IngestHub, rtmp: RtmpRelay, stream: EmbeddedStream, speech_wav: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ingest.register("s1", "the-right-key")
-    with caplog.at_level(logging.INFO, logger="producer.rtmp"):
-        res = publish(_url(ingest, "the-wrong-key"), speech_wav, realtime=False)
+    hub.register("s1", "the-right-key")
+    with caplog.at_level(logging.INFO, logger="producer.hub"):
+        res = publish(_url(rtmp, "the-wrong-key"), speech_wav, realtime=False)
     assert res.returncode != 0
     refusals = [r for r in caplog.records if r.getMessage() == "publish refused"]
     assert len(refusals) == 1
     assert refusals[0].key == key_fingerprint("the-wrong-key")  # type: ignore[attr-defined]
     assert all("the-wrong-key" not in r.getMessage() + str(r.__dict__) for r in caplog.records)
     assert all_records(stream) == 0
-    assert ingest.stats("s1").samples == 0
+    assert hub.stats("s1").samples == 0
 
 
-def test_old_key_after_end_is_refused(ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path) -> None:
-    ingest.register("old", "old-key")
-    ingest.end("old")
-    res = publish(_url(ingest, "old-key"), speech_wav, realtime=False)
+def test_old_key_after_end_is_refused(
+    hub: IngestHub, rtmp: RtmpRelay, stream: EmbeddedStream, speech_wav: Path
+) -> None:
+    hub.register("old", "old-key")
+    hub.end("old")
+    res = publish(_url(rtmp, "old-key"), speech_wav, realtime=False)
     assert res.returncode != 0
     frames = frames_of(stream, "old")
     assert [(f.kind, f.sample_offset) for f in frames] == [(FrameKind.END, 0)]
 
 
-def test_reconnect_continues_the_timeline(ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path) -> None:
-    ingest.register("rc", "rc-key")
-    first = publish(_url(ingest, "rc-key"), speech_wav, realtime=False, duration=2.5)
+def test_reconnect_continues_the_timeline(
+    hub: IngestHub, rtmp: RtmpRelay, stream: EmbeddedStream, speech_wav: Path
+) -> None:
+    hub.register("rc", "rc-key")
+    first = publish(_url(rtmp, "rc-key"), speech_wav, realtime=False, duration=2.5)
     assert first.returncode == 0, first.stderr.decode()
-    wait_for(lambda: not ingest.stats("rc").connected, what="first publisher to finish")
-    after_first = ingest.stats("rc").samples
-    second = publish(_url(ingest, "rc-key"), speech_wav, realtime=False, start=2.5)
+    wait_for(lambda: not hub.stats("rc").connected, what="first publisher to finish")
+    after_first = hub.stats("rc").samples
+    second = publish(_url(rtmp, "rc-key"), speech_wav, realtime=False, start=2.5)
     assert second.returncode == 0, second.stderr.decode()
-    wait_for(lambda: not ingest.stats("rc").connected, what="second publisher to finish")
-    ingest.end("rc")
+    wait_for(lambda: not hub.stats("rc").connected, what="second publisher to finish")
+    hub.end("rc")
     frames = frames_of(stream, "rc")
     total = _assert_contiguous(frames, "rc")
     # Nothing lost beyond the gap: both halves together are the whole file.
     assert abs(total / SAMPLE_RATE - wav_seconds(speech_wav)) < 2 * AAC_SLACK_S
     assert abs(after_first / SAMPLE_RATE - 2.5) < AAC_SLACK_S
-    st = ingest.stats("rc")
+    st = hub.stats("rc")
     assert st.publishes == 2 and st.reconnects == 1
 
 
 def test_two_sessions_on_one_port_and_duplicate_publisher_refused(
-    ingest: RtmpIngest, stream: EmbeddedStream, speech_wav: Path
+    hub: IngestHub, rtmp: RtmpRelay, stream: EmbeddedStream, speech_wav: Path
 ) -> None:
-    ingest.register("a", "key-a")
-    ingest.register("b", "key-b")
+    hub.register("a", "key-a")
+    hub.register("b", "key-b")
     results: dict[str, object] = {}
 
     def run(name: str, key: str) -> None:
-        results[name] = publish(_url(ingest, key), speech_wav, realtime=True)
+        results[name] = publish(_url(rtmp, key), speech_wav, realtime=True)
 
     pairs = (("a", "key-a"), ("b", "key-b"))
     threads = [threading.Thread(target=run, args=pair) for pair in pairs]
     for t in threads:
         t.start()
-    wait_for(lambda: ingest.stats("a").connected and ingest.stats("b").connected, what="both live")
-    dup = publish(_url(ingest, "key-a"), speech_wav, realtime=False)
+    wait_for(lambda: hub.stats("a").connected and hub.stats("b").connected, what="both live")
+    dup = publish(_url(rtmp, "key-a"), speech_wav, realtime=False)
     assert dup.returncode != 0  # refused while the first publisher is live
     for t in threads:
         t.join()
-    wait_for(lambda: not ingest.stats("a").connected and not ingest.stats("b").connected, what="both finished")
+    wait_for(lambda: not hub.stats("a").connected and not hub.stats("b").connected, what="both finished")
     for sid in ("a", "b"):
-        ingest.end(sid)
+        hub.end(sid)
         total = _assert_contiguous(frames_of(stream, sid), sid)
         assert abs(total / SAMPLE_RATE - wav_seconds(speech_wav)) < AAC_SLACK_S, sid
-    assert ingest.stats("a").publishes == 1 and ingest.stats("a").refused == 1
+    assert hub.stats("a").publishes == 1 and hub.stats("a").refused == 1

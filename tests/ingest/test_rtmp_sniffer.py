@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producer.rtmp import HANDSHAKE_BYTES, RtmpProtocolError, RtmpSniffer
+from producer.rtmp_wire import HANDSHAKE_BYTES, RtmpProtocolError, RtmpSniffer
 
 from .rtmp_wire import chunk_message, command, handshake_c0c1, set_chunk_size
 
@@ -55,7 +55,7 @@ def test_commands_found_however_bytes_are_split(step: int, big_chunks: bool) -> 
     names = []
     for i in range(0, len(data), step):
         names += sniffer.feed(data[i : i + step])
-    assert [c.name for c in names] == ["connect", "releaseStream", "FCPublish", "publish"]
+    assert [c.name for c in names] == ["connect", "releaseStream", "FCPublish", "publish", "media"]
     assert names[0].app == "live" and names[0].tc_url == "rtmp://h/live"
     assert names[3].stream_name == "secret-key"  # query string stripped
     assert sniffer.media_messages == 3

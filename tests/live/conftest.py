@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from contracts.segments import Word
-from processor.asr import AsrSegment
+from processor.asr import AsrResult, AsrSegment, Transcriber
 from stores.sqlite import SqliteTranscriptStore
 
 
@@ -21,7 +21,7 @@ def asr_words(text: str, start: float = 0.0, step: float = 0.3) -> AsrSegment:
     return AsrSegment(start, start + len(words) * step, text, words, -0.2, 0.01, 1.2)
 
 
-class ScriptedTranscriber:
+class ScriptedTranscriber(Transcriber):
     """Returns the next scripted pass per call; can be held to simulate a slow pass.
 
     Only the scheduling and bookkeeping of the interim worker are under test with it;
@@ -37,13 +37,13 @@ class ScriptedTranscriber:
 
     def transcribe(
         self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
-    ) -> list[AsrSegment]:
+    ) -> AsrResult:
         self.calls.append((audio.size, beam_size))
         self.entered.set()
         assert self.hold.wait(30), "test never released the held pass"
         if self.passes:
-            return self.passes.pop(0) if len(self.passes) > 1 else self.passes[0]
-        return []
+            return AsrResult(self.passes.pop(0) if len(self.passes) > 1 else self.passes[0])
+        return AsrResult()
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -58,8 +58,8 @@ def test_whip_protocol_errors_are_clear(live_service: Any) -> None:
     status, _, _ = http("DELETE", f"{url}/nope", b"", {"authorization": f"Bearer {key}"})
     assert status == 404
     # The refused attempts left the session publishable and its stream untouched.
-    assert live_service.ingest.stats(sid).connected is False
-    assert live_service.processor.stream.read("shard-0", 0, 1000) == []
+    assert live_service.hub.stats(sid).connected is False
+    assert live_service.stream.read("shard-0", 0, 1000) == []
 
 
 @pytest.mark.slow
@@ -77,17 +77,17 @@ def test_whip_publish_captions_and_reconnect_continues_the_timeline(
     assert first["headers"]["location"].startswith(f"/sessions/{sid}/whip/")
     assert first["body"].startswith(b"v=0") and b"m=audio" in first["body"]
     assert first["state"] == "connected" and first["delete"] == 200
-    wait_until(lambda: not live_service.ingest.stats(sid).connected, 10)
-    after_first = live_service.ingest.stats(sid).samples
+    wait_until(lambda: not live_service.hub.stats(sid).connected, 10)
+    after_first = live_service.hub.stats(sid).samples
     # aiortc's file player may send ahead of the wall clock; what matters is that audio arrived.
     assert 10 * 16000 < after_first < 40 * 16000
     # The browser comes back (same key): the timeline carries on, it does not restart at 0.
     second = asyncio.run(publish_file(live_service.url, sid, key, wav, 6.0))
     assert second["status"] == 201 and second["delete"] == 200
-    wait_until(lambda: not live_service.ingest.stats(sid).connected, 10)
-    stats = live_service.ingest.stats(sid)
+    wait_until(lambda: not live_service.hub.stats(sid).connected, 10)
+    stats = live_service.hub.stats(sid)
     assert stats.publishes == 2 and stats.samples > after_first + 4 * 16000
-    records = live_service.processor.stream.read("shard-0", 0, 10_000)
+    records = live_service.stream.read("shard-0", 0, 10_000)
     from contracts.frames import FrameRecord
 
     frames = [FrameRecord.decode(r.data) for r in records]

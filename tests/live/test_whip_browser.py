@@ -139,7 +139,7 @@ def test_browser_microphone_streams_and_captions_appear(
     assert snaps, "the page never answered over DevTools"
     statuses = [s["status"] for s in snaps]
     assert "connected" in statuses, statuses[-5:]
-    stats = live_service.ingest.stats(sid)
+    stats = live_service.hub.stats(sid)
     assert stats.publishes == 1 and stats.samples > 10 * 16000
     # The page showed interim text for window 0 before its final text, and the final replaced it.
     w0 = [[r for r in s["rows"] if r[0] == "0"] for s in snaps]

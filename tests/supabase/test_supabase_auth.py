@@ -12,8 +12,8 @@ import pytest
 from supabase_stack import JWT_SECRET, SupabaseStack, make_jwt
 
 from contracts.settings import Settings
-from control.auth import AuthError, authenticate, may_access, owns_meeting_factory
-from control.context import Caller
+from control.access import Caller, may_access
+from control.auth import AuthError, authenticate, owns_meeting_factory
 from stores.base import Session
 
 SETTINGS = Settings.from_env({}, supabase_jwt_secret=JWT_SECRET)
@@ -97,6 +97,8 @@ def test_may_access() -> None:
     assert may_access(Caller(USER, "authenticated"), USER)
     assert not may_access(Caller(USER, "authenticated"), str(uuid.uuid4()))
     assert not may_access(Caller(None, "authenticated"), USER)
+    # The local operator (API token, or a loopback server) acts for anyone, like the service role.
+    assert may_access(Caller(None, "local"), USER) and may_access(Caller(None, "service_role"), USER)
 
 
 def test_owns_meeting_against_supabase(stack: SupabaseStack, new_session: Callable[..., Session]) -> None:

@@ -225,7 +225,7 @@ def test_migration_applies_from_scratch_on_fresh_database(stack: SupabaseStack) 
     base = [find_pg_bin("psql"), stack.pg.dsn.rsplit("/", 1)[0] + "/" + db, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
     try:
         # Without the Supabase roles the migration must stop, not half-apply.
-        bare = subprocess.run([*base, "-1", "-f", str(next(MIGRATIONS.glob("*.sql")))], capture_output=True, text=True)
+        bare = subprocess.run([*base, "-1", "-f", str(min(MIGRATIONS.glob("*.sql")))], capture_output=True, text=True)
         assert bare.returncode != 0 and "auth" in bare.stderr
         for path in [BOOTSTRAP, *sorted(MIGRATIONS.glob("*.sql"))]:
             subprocess.run([*base, "-1", "-f", str(path)], check=True, capture_output=True)
@@ -258,7 +258,7 @@ def test_meeting_status_at_end_of_workflow(
 def test_register_refuses_other_owners_meeting(meetings: SupabaseMeetingStatus, new_session: NewSession) -> None:
     from dataclasses import replace
 
-    from stores.supabase import PermanentStoreError
+    from stores.base import PermanentStoreError
 
     session = new_session()
     hijack = replace(session, session_id="s-" + uuid.uuid4().hex[:8], user_id=str(uuid.uuid4()))

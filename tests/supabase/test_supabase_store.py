@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,15 +13,11 @@ from typing import Any
 import pytest
 from supabase_stack import DropReply, SupabaseStack, make_jwt
 
-from contracts.segments import TranscriptSegment, WindowRecord, Word
-from stores.base import Session, SessionProgress, WindowChange
+from contracts.notes import MeetingNotes
+from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus, Word
+from stores.base import PermanentStoreError, Session, SessionProgress, WindowChange
 from stores.sqlite import SqliteTranscriptStore
-from stores.supabase import (
-    PermanentStoreError,
-    RetryPolicy,
-    StoreUnavailableError,
-    SupabaseTranscriptStore,
-)
+from stores.supabase import RetryPolicy, StoreUnavailableError, SupabaseTranscriptStore
 
 NewSession = Callable[..., Session]
 
@@ -46,7 +43,7 @@ def seg(
     )
 
 
-def window(sid: str, win: int, *, status: str = "done", error: str | None = None) -> WindowRecord:
+def window(sid: str, win: int, *, status: WindowStatus = WindowStatus.DONE, error: str | None = None) -> WindowRecord:
     return WindowRecord(sid, win, win * 480_000, (win + 1) * 480_000, status, error, f"file:///a/{sid}/{win}.flac")
 
 
@@ -81,6 +78,19 @@ def segment_rows(stack: SupabaseStack, sid: str) -> list[list[str]]:
     )
 
 
+def test_window_speaker_turns_round_trip_like_sqlite(
+    store: SupabaseTranscriptStore, new_session: NewSession, tmp_path: Path
+) -> None:
+    sid = new_session().session_id
+    turns = (SpeakerTurn(6.73, 7.17, "S1"), SpeakerTurn(7.0, 9.92, "S2"))
+    win = replace(window(sid, 0), turns=turns)
+    store.commit_window(win, [seg(sid, 0, 0, "hello")], progress(sid, 0))
+    assert store.windows(sid) == [win]
+    ref = SqliteTranscriptStore(tmp_path / "ref.db")
+    ref.commit_window(win, [seg(sid, 0, 0, "hello")], progress(sid, 0))
+    assert ref.windows(sid) == store.windows(sid)
+
+
 def test_commit_round_trip(store: SupabaseTranscriptStore, new_session: NewSession) -> None:
     s = new_session()
     sid = s.session_id
@@ -93,8 +103,10 @@ def test_commit_round_trip(store: SupabaseTranscriptStore, new_session: NewSessi
     assert store.speakers(sid) == {"SPEAKER_00": "SPEAKER_00", "SPEAKER_01": "SPEAKER_01"}
     store.rename_speaker(sid, "SPEAKER_01", "Obi-Wan")
     assert store.speakers(sid)["SPEAKER_01"] == "Obi-Wan"
-    store.put_notes(sid, {"summary": "greetings", "actions": ["fight"]})
-    assert store.get_notes(sid) == {"summary": "greetings", "actions": ["fight"]}
+    notes = json.loads((Path(__file__).resolve().parents[2] / "contracts" / "golden" / "notes_v2.json").read_text())
+    store.put_notes(sid, notes)  # the notes contract v2, as the workflow writes it
+    assert store.get_notes(sid) == notes
+    assert MeetingNotes.from_dict(store.get_notes(sid) or {}).to_dict() == notes
     assert store.get_notes("nope") is None
 
 
@@ -149,8 +161,10 @@ def test_same_operations_same_results_as_sqlite(
         lambda st: st.put_interim(sid, 0, [seg(sid, 0, i, "c", final=False) for i in range(2)]),
         lambda st: st.commit_window(window(sid, 0), [seg(sid, 0, 0, "final zero")], progress(sid, 0)),
         lambda st: st.put_interim(sid, 1, [seg(sid, 1, 0, "next", final=False)]),
-        lambda st: st.commit_window(window(sid, 1, status="failed", error="asr crashed"), [], progress(sid, 1)),
-        lambda st: st.commit_window(window(sid, 2), w2, done2),
+        lambda st: st.commit_window(
+            window(sid, 1, status=WindowStatus.FAILED, error="asr crashed"), [], progress(sid, 1)
+        ),
+        lambda st: st.commit_window(replace(window(sid, 2), dropped_segments=3), w2, done2),
         lambda st: st.rename_speaker(sid, "C", "Carol"),
         lambda st: st.save_progress(replace(done2, speaker_state={"n": 3})),
         lambda st: st.put_notes(sid, {"summary": "s", "n": [1, 2]}),
@@ -167,6 +181,7 @@ def test_same_operations_same_results_as_sqlite(
     assert store.segments(sid) == ref.segments(sid)
     assert store.segments(sid, include_interim=True) == ref.segments(sid, include_interim=True)
     assert store.windows(sid) == ref.windows(sid)
+    assert [w.dropped_segments for w in store.windows(sid)] == [0, 0, 3]  # the hallucination guard's count
     assert store.load_progress(sid) == ref.load_progress(sid)
     assert store.load_progress(sid).stream_done  # type: ignore[union-attr]
     assert store.speakers(sid) == ref.speakers(sid)

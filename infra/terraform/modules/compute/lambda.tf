@@ -55,8 +55,8 @@ resource "aws_lambda_function" "this" {
 
 # Auth: NONE at the URL, because callers are browsers and apps holding a
 # Supabase session, not AWS principals. The handler authenticates EVERY call:
-# control/api.py verifies the Supabase JWT (HS256, FLOWBOT_SUPABASE_JWT_SECRET)
-# and checks the caller owns the meeting; reserved concurrency bounds abuse.
+# control/auth.py verifies the Supabase JWT (HS256, FLOWBOT_SUPABASE_JWT_SECRET)
+# and the coordinator checks the caller owns the meeting; reserved concurrency bounds abuse.
 resource "aws_lambda_function_url" "coordinator" {
   #checkov:skip=CKV_AWS_258:The handler verifies a Supabase JWT on every request (docs/aws.md, "Coordinator auth"); AWS_IAM would force SigV4 on browser clients.
   function_name      = aws_lambda_function.this["coordinator"].function_name

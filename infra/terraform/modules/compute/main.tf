@@ -55,7 +55,13 @@ locals {
     FLOWBOT_GPU_ASG_NAME             = aws_autoscaling_group.gpu.name
     FLOWBOT_STATE_MACHINE_ARN        = var.data.state_machine_arn
     FLOWBOT_WORKFLOW_TIMEOUT_SECONDS = tostring(var.workflow_timeout_seconds)
-    METRICS_NAMESPACE                = local.names.metrics_namespace
+    # The notes step: Bedrock (the role may invoke only this model), falling back to
+    # the offline notes in time to store them within the function's timeout.
+    FLOWBOT_NOTES_PROVIDER        = var.data.notes.provider
+    FLOWBOT_NOTES_MODEL           = var.data.notes.model_id
+    FLOWBOT_NOTES_REGION          = var.data.notes.region
+    FLOWBOT_NOTES_TIMEOUT_SECONDS = tostring(local.lambda_handlers.generate_notes.timeout - 60)
+    METRICS_NAMESPACE             = local.names.metrics_namespace
     # control/lambda_handlers.py reads these secrets at cold start into the
     # named FLOWBOT_* variables, so no secret value sits in the function config.
     SECRETS_TO_ENV = jsonencode({

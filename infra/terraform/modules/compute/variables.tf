@@ -32,6 +32,12 @@ variable "data" {
     secret_arns        = map(string)
     secret_env         = map(string)
     secrets_with_value = set(string)
+    notes = object({
+      provider  = string
+      model_id  = string
+      region    = string
+      model_arn = string
+    })
     role_arns = object({
       producer_task       = string
       processor_task      = string

@@ -303,6 +303,15 @@ data "aws_iam_policy_document" "lambda_common" {
     }
   }
   dynamic "statement" {
+    for_each = each.key == "generate_notes" && var.notes_provider == "bedrock" ? [1] : []
+    content {
+      # Converse is authorised as InvokeModel; one model, in one region.
+      sid       = "WriteNotesWithOneBedrockModel"
+      actions   = ["bedrock:InvokeModel"]
+      resources = [local.bedrock_model_arn]
+    }
+  }
+  dynamic "statement" {
     for_each = each.key == "finalize" ? [1] : []
     content {
       sid       = "PublishFailedWindows"

@@ -50,4 +50,7 @@ locals {
   ]
   cluster_arn       = "arn:${local.partition}:ecs:${local.region}:${local.account}:cluster/${local.cluster_name}"
   state_machine_arn = "arn:${local.partition}:states:${local.region}:${local.account}:stateMachine:${local.state_machine_name}"
+
+  bedrock_region    = var.bedrock_region == "" ? local.region : var.bedrock_region
+  bedrock_model_arn = "arn:${local.partition}:bedrock:${local.bedrock_region}::foundation-model/${var.bedrock_model_id}"
 }

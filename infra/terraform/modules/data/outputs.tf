@@ -80,3 +80,13 @@ output "role_arns" {
     lambda              = { for k, r in aws_iam_role.lambda : k => r.arn }
   }
 }
+
+output "notes" {
+  description = "Notes provider settings for the workflow functions (FLOWBOT_NOTES_*)."
+  value = {
+    provider  = var.notes_provider
+    model_id  = var.bedrock_model_id
+    region    = local.bedrock_region
+    model_arn = local.bedrock_model_arn
+  }
+}

@@ -116,3 +116,25 @@ variable "workflow_mock_tasks" {
   type        = bool
   default     = false
 }
+
+variable "notes_provider" {
+  description = "bedrock: the generate-notes function may invoke bedrock_model_id; offline: no Bedrock access."
+  type        = string
+  default     = "bedrock"
+  validation {
+    condition     = contains(["bedrock", "offline"], var.notes_provider)
+    error_message = "notes_provider must be bedrock or offline."
+  }
+}
+
+variable "bedrock_model_id" {
+  description = "The one Bedrock foundation model the generate-notes function may invoke."
+  type        = string
+  default     = "anthropic.claude-3-haiku-20240307-v1:0"
+}
+
+variable "bedrock_region" {
+  description = "Region of the Bedrock model; empty = the deployment's region."
+  type        = string
+  default     = ""
+}

@@ -1,0 +1,246 @@
+"""The Kinesis consumer: the KCL MultiLangDaemon, run as a :class:`streams.base.StreamConsumer`.
+
+:class:`KclDaemon` writes the KCL properties file from :class:`Settings`, starts
+``java ... MultiLangDaemon`` with the jars bundled in ``kclpy-ext`` and waits
+for it. The daemon takes shard leases and starts one child per lease
+(``python -m streams.kinesis.child module:callable``, see
+:mod:`streams.kinesis.child`), which runs the record processor the factory
+names. :meth:`KclDaemon.stop` sends SIGTERM to the java process only: KCL then
+shuts down gracefully and every processor gets ``shutdown_requested`` and
+checkpoints.
+
+The java daemon dies with the Python process that launched it: it gets
+SIGTERM from the kernel when its parent dies (``PR_SET_PDEATHSIG``), so a
+SIGKILLed ``flowbot process`` leaves no orphan polling Kinesis.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from contracts.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAIN_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
+#: The module the daemon runs per shard lease.
+CHILD_MODULE = "streams.kinesis.child"
+#: The folder that holds the project's packages (children import from it).
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def jars_dir() -> Path:
+    """Folder of the KCL jars shipped inside the kclpy-ext wheel."""
+    import amazon_kclpy
+
+    return Path(amazon_kclpy.__file__).parent / "jars"
+
+
+def child_command(factory: str) -> str:
+    """The child command line for ``executableName`` (KCL splits it at spaces)."""
+    return f"{sys.executable} -m {CHILD_MODULE} {factory}"
+
+
+def kcl_properties(
+    settings: Settings,
+    factory: str,
+    *,
+    extra: Mapping[str, str | int | float | bool] | None = None,
+) -> dict[str, str]:
+    """KCL MultiLangDaemon properties for ``settings`` (``extra`` wins on conflicts).
+
+    ``factory`` (``module:callable``) builds each child's record processor.
+
+    Lease balancing: KCL 3 assigns leases by each worker's CPU utilisation, but
+    a flowbot worker is GPU-bound and its CPU says little about its load. CPU
+    metrics are therefore disabled (KCL then balances by shard throughput, which
+    is proportional to the number of live sessions a shard carries: 32 KB/s
+    each), and ``maxLeasesForWorker`` caps the shards one worker takes at what
+    its GPU can transcribe (``FLOWBOT_KCL_MAX_LEASES_PER_WORKER``; see
+    docs/kinesis.md).
+    """
+    emulated = bool(settings.kinesis_endpoint)
+    props: dict[str, str] = {
+        "executableName": child_command(factory),
+        "streamName": settings.kinesis_stream_name,
+        "applicationName": settings.kcl_application_name,
+        "regionName": settings.aws_region,
+        # Audio from before the first lease must not be skipped.
+        "initialPositionInStream": "TRIM_HORIZON",
+        "AWSCredentialsProvider": (
+            "EnvironmentVariableCredentialsProvider" if emulated else "DefaultCredentialsProvider"
+        ),
+        "metricsLevel": "NONE" if emulated else "SUMMARY",
+        "shutdownGraceMillis": "20000",
+        "leaseTableDeletionProtectionEnabled": "false",
+        "disableWorkerMetrics": "true",
+        "idleTimeBetweenReadsInMillis": "250",
+        "maxRecords": "100",
+    }
+    if settings.kcl_max_leases_per_worker > 0:
+        props["maxLeasesForWorker"] = str(settings.kcl_max_leases_per_worker)
+    if settings.kinesis_endpoint:
+        props["kinesisEndpoint"] = settings.kinesis_endpoint
+        # Enhanced fan-out needs SubscribeToShard over HTTP/2, which emulators lack.
+        props["retrievalMode"] = "POLLING"
+    if settings.dynamodb_endpoint:
+        props["dynamoDBEndpoint"] = settings.dynamodb_endpoint
+    if settings.cloudwatch_endpoint:
+        props["cloudWatchClient.endpointOverride"] = settings.cloudwatch_endpoint
+    for key, value in (extra or {}).items():
+        props[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return props
+
+
+_LOGBACK = """<configuration>
+  <appender name="STDERR" class="ch.qos.logback.core.ConsoleAppender">
+    <target>System.err</target>
+    <encoder><pattern>%d{HH:mm:ss.SSS} %-5level kcl %logger{0}: %msg%n</pattern></encoder>
+  </appender>
+  <!-- The daemon echoes each child stderr line itself; this logger would repeat it as ERROR. -->
+  <logger name="software.amazon.kinesis.multilang.DrainChildSTDERRTask" level="OFF"/>
+  <root level="{level}"><appender-ref ref="STDERR"/></root>
+</configuration>
+"""
+
+
+def write_properties(props: Mapping[str, str], folder: Path) -> Path:
+    """Write ``kcl.properties`` (and a logback config) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "kcl.properties"
+    lines = [f"{k} = {v}" for k, v in props.items()]
+    header = f"# generated by {__name__} from FLOWBOT_* settings\n"
+    path.write_text(header + "\n".join(lines) + "\n")
+    return path
+
+
+def daemon_command(properties_file: Path, *, java: str = "java", log_level: str = "INFO") -> list[str]:
+    """The java command line that runs the MultiLangDaemon on ``properties_file``."""
+    folder = properties_file.parent
+    logback = folder / "logback.xml"
+    logback.write_text(_LOGBACK.replace("{level}", log_level.upper()))
+    classpath = f"{jars_dir()}/*{os.pathsep}{folder}"
+    cmd = [java, f"-Dlogback.configurationFile={logback}"]
+    return [*cmd, "-cp", classpath, MAIN_CLASS, "--properties-file", str(properties_file)]
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive ``signum`` when ``parent_pid`` dies (Linux).
+
+    The kernel sends it when the thread that forked the child exits, so the
+    launcher must wait for the child in that same thread (:meth:`KclDaemon.run`
+    does). If the parent is already gone by the time the child runs this, the
+    child signals itself. None where there is no ``prctl`` (not Linux).
+    """
+    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if libc_name is None:
+        return None
+    # Resolved before the fork: the child only makes the call (no imports, no loading).
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signum)
+
+    return preexec
+
+
+class KclDaemon:
+    """:class:`streams.base.StreamConsumer` of a Kinesis stream: the KCL MultiLangDaemon.
+
+    ``factory`` (``module:callable``, a module-level ``callable(settings) ->
+    RecordProcessor``) is what each child builds its processor with; children
+    see this process's environment (or ``env``) and import from the project
+    root. ``on_start`` receives the java process (tests use it to kill it hard).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        factory: str,
+        *,
+        extra_properties: Mapping[str, str | int | float | bool] | None = None,
+        workdir: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    ) -> None:
+        if not settings.kinesis_stream_name:
+            raise ValueError("FLOWBOT_KINESIS_STREAM_NAME is empty")
+        self.settings = settings
+        self.factory = factory
+        self.extra_properties = extra_properties
+        self.workdir = workdir
+        self.env = env
+        self.on_start = on_start
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Send SIGTERM to java (only): KCL asks every processor to checkpoint, then exits."""
+        with self._lock:
+            self._stopping = True
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            log.info("stopping KCL daemon", extra={"pid": proc.pid})
+            proc.send_signal(signal.SIGTERM)
+
+    def run(self) -> int:
+        """Run the daemon until it exits; returns its exit code (0 after :meth:`stop`).
+
+        KCL asks every record processor to checkpoint (``shutdown_requested``)
+        within ``shutdownGraceMillis`` before exiting.
+        """
+        settings = self.settings
+        with self._lock:
+            if self._stopping:
+                return 0
+        folder = self.workdir or Path(tempfile.mkdtemp(prefix="flowbot-kcl-"))
+        props = kcl_properties(settings, self.factory, extra=self.extra_properties)
+        path = write_properties(props, folder)
+        child_env = dict(os.environ if self.env is None else self.env)
+        child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), child_env.get("PYTHONPATH", "")) if p)
+        cmd = daemon_command(path, log_level="WARN" if settings.log_level == "INFO" else "INFO")
+        with self._lock:
+            if self._stopping:
+                return 0
+            log.info(
+                "starting KCL MultiLangDaemon",
+                extra={
+                    "stream": settings.kinesis_stream_name,
+                    "application": settings.kcl_application_name,
+                    "properties": str(path),
+                    "executable": props["executableName"],
+                },
+            )
+            # Own process group: a terminal's Ctrl-C reaches only us; stop() decides what java gets.
+            # SIGTERM when we die (even by SIGKILL): KCL shuts down gracefully instead of polling on.
+            proc = subprocess.Popen(
+                cmd, env=child_env, cwd=folder, start_new_session=True, preexec_fn=die_with_parent(os.getpid())
+            )
+            self._proc = proc
+        if self.on_start is not None:
+            self.on_start(proc)
+        code = proc.wait()
+        with self._lock:
+            stopped = self._stopping
+        if stopped and code in (128 + signal.SIGTERM, -signal.SIGTERM):
+            # The JVM reports a SIGTERM-initiated shutdown as 143 even when KCL's
+            # graceful shutdown completed; that is the clean stop we asked for.
+            code = 0
+        log.info("KCL daemon exited", extra={"code": code, "signalled": stopped})
+        return code
