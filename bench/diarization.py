@@ -1,23 +1,28 @@
 """Diarization cost next to ASR's, and DER, for the previous and the current offline path, in one run.
 
-On the real-speech set (:mod:`bench.real_speech`: pyannote's ``sample.wav`` and
-conversations assembled from pocketsphinx's recordings), optionally plus flite
-conversations, each recording is cut into windows at silences (<= 30 s, as the
-processor does) and every window goes through, in one process and in rotating
-order (so a load change on this shared machine hits every component alike):
+Each recording of the real-speech development set (tests/realspeech/corpus.py:
+``sample``, pyannote's two-speaker telephone call; ``concat``, six speakers with
+short gaps; ``squeezed``, pauses squeezed under 150 ms) and the flite planning
+meeting goes through ``flowbot transcribe``'s own path (producer, stream, ~30 s
+windows, session speaker registry, store) once per diarizer, the order rotating
+from one recording to the next:
 
-- ASR: ``WhisperTranscriber("bundled:tiny.en")`` (int8, beam 5, VAD filter);
-- diarization ``previous``: :data:`processor.pyannote_diarizer.PER_CHUNK_FULL_MASK`,
-  the offline default before the capped embedding step;
-- diarization ``default``: today's :class:`OfflineParams` (capped embeddings,
+- ``previous``: :data:`processor.pyannote_diarizer.PER_CHUNK_FULL_MASK`, the
+  offline default before the capped embedding step (2 s hop, every chunk's
+  whole mask through the PyTorch CAM++);
+- ``default``: today's :class:`OfflineParams` (5 s hop, capped embeddings,
   CAM++ on onnxruntime).
 
-Windows are mapped to session speakers by the registry as in the processor, and
-DER (pyannote.metrics, collar 0, overlap scored) is computed on the stitched
-turns. It prints process CPU seconds and wall seconds per component, their ratio
-to ASR's, and DER per recording and over the set. Compare ratios within a run.
+ASR (bundled tiny.en, int8, beam 5: the offline default) runs in both passes on
+the same windows. Every ``diarize`` and ``transcribe`` call is timed in process
+CPU seconds (the engine calls them one after the other, so nothing else runs
+meanwhile) and wall seconds. DER is scored as bench/quality.py scores the
+pipeline: the stored window turns (overlap kept) against the reference, no
+collar, overlapping speech counted.
 
-    .venv/bin/python bench/diarization.py [--flite 2,3,4] [--threads 2]
+    .venv/bin/python bench/diarization.py [--recordings sample,concat,squeezed,flite] [--threads 2]
+
+Compare the ratios within a run: this machine is shared and its load changes.
 """
 
 from __future__ import annotations
@@ -25,12 +30,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -39,143 +44,176 @@ sys.path.insert(0, str(ROOT))
 os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from processor.asr import AsrResult, Transcriber  # noqa: E402
+from processor.diarization import Diarization, Diarizer  # noqa: E402
+
 
 @dataclass
-class Component:
-    """One thing timed on every window: process CPU and wall seconds, and its diarization turns."""
+class Meter:
+    """Process CPU and wall seconds spent in one component."""
 
-    name: str
-    run: Callable[[np.ndarray, tuple[int, int]], list[Any]]
     cpu: float = 0.0
     wall: float = 0.0
-    turns: list[Any] = field(default_factory=list)
-    der: dict[str, float] = field(default_factory=dict)
-    speakers: dict[str, int] = field(default_factory=dict)
-    metric: Any = None
 
-    def step(self, audio: np.ndarray, bounds: tuple[int, int]) -> None:
-        """Process one window, adding its cost."""
+    def add(self, cpu0: float, wall0: float) -> None:
+        """Add the time since ``(time.process_time(), time.perf_counter())`` were ``cpu0, wall0``."""
+        self.cpu += time.process_time() - cpu0
+        self.wall += time.perf_counter() - wall0
+
+
+class TimedTranscriber(Transcriber):
+    """A transcriber whose calls are added to a meter."""
+
+    def __init__(self, inner: Transcriber, meter: Meter) -> None:
+        self.inner, self.meter = inner, meter
+
+    def transcribe(
+        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
+    ) -> AsrResult:
+        """The inner transcriber's result, timed."""
         cpu, wall = time.process_time(), time.perf_counter()
-        self.turns += self.run(audio, bounds)
-        self.cpu += time.process_time() - cpu
-        self.wall += time.perf_counter() - wall
+        try:
+            return self.inner.transcribe(audio, beam_size=beam_size, initial_prompt=initial_prompt)
+        finally:
+            self.meter.add(cpu, wall)
 
 
-def _recordings(args: argparse.Namespace) -> list[tuple[str, list[tuple[str, np.ndarray, tuple[Any, ...]]]]]:
-    from bench.real_speech import real_speech_set
+class TimedDiarizer:
+    """A diarizer whose calls are added to a meter."""
 
-    cache = ROOT / ".cache" / "bench-diarization"
-    sets = [("real speech", [(r.name, r.audio, r.turns) for r in real_speech_set(cache)])]
-    if args.flite:
-        from tests.diarization.conversations import make_conversation
+    def __init__(self, inner: Diarizer, meter: Meter) -> None:
+        self.inner, self.meter = inner, meter
 
-        flite = []
-        for n in (int(v) for v in args.flite.split(",")):
-            rec = make_conversation(n, args.flite_minutes, cache, seed={2: 1, 3: 2, 4: 3}.get(n, n), late_joiner=n == 4)
-            flite.append((rec.path.stem, rec.audio, rec.turns))
-        sets.append(("flite", flite))
-    return sets
+    def diarize(self, audio: np.ndarray) -> Diarization:
+        """The inner diarizer's result, timed."""
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            return self.inner.diarize(audio)
+        finally:
+            self.meter.add(cpu, wall)
 
 
-def main() -> int:
-    """Build the recordings, run every window through every component, print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--flite", default="", help="also flite conversations with these numbers of voices, e.g. 2,3,4")
-    parser.add_argument("--flite-minutes", type=float, default=3.0)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+@dataclass
+class Row:
+    """One diarizer on one recording: its cost, the ASR cost of the same pass, its DER."""
+
+    recording: str
+    seconds: float
+    system: str
+    diarization: Meter
+    asr: Meter
+    der: dict[str, float]
+    speakers: int
+
+
+def _table(rows: Sequence[Row], systems: Sequence[str]) -> None:
+    header = (
+        "recording",
+        "diarizer",
+        "diar CPU s",
+        "ASR CPU s",
+        "diar/ASR CPU",
+        "diar/ASR wall",
+        "DER %",
+        "miss / FA / conf %",
+        "speakers",
+    )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        parts = f"{100 * r.der['missed']:.1f} / {100 * r.der['false_alarm']:.1f} / {100 * r.der['confusion']:.1f}"
+        print(
+            f"| {r.recording} ({r.seconds:.0f} s) | {r.system} | {r.diarization.cpu:.1f} | {r.asr.cpu:.1f} | "
+            f"{r.diarization.cpu / r.asr.cpu:.2f} | {r.diarization.wall / r.asr.wall:.2f} | "
+            f"{100 * r.der['der']:.1f} | {parts} | {r.speakers} |"
+        )
+    print()
+    for system in systems:
+        mine = [r for r in rows if r.system == system]
+        diar = sum(r.diarization.cpu for r in mine)
+        asr = sum(r.asr.cpu for r in mine)
+        audio = sum(r.seconds for r in mine)
+        print(
+            f"{system}: diarization {diar:.1f} CPU s = {diar / asr:.2f} x ASR ({asr:.1f} CPU s) on "
+            f"{audio:.0f} s of audio; diarization {60 * diar / audio:.1f} CPU s per audio minute"
+        )
+    if len(systems) == 2:
+        a, b = systems
+        ratio = sum(r.diarization.cpu for r in rows if r.system == b) / sum(
+            r.diarization.cpu for r in rows if r.system == a
+        )
+        print(f"{b} / {a} diarization CPU: x{ratio:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every recording through the pipeline once per diarizer and print one markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recordings", default="sample,concat,squeezed,flite")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for ASR and diarization")
+    parser.add_argument("--cache", type=Path, default=None, help="where the development set is built")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
 
     import torch
-    from pyannote.metrics.diarization import DiarizationErrorRate
 
+    from bench.quality import flite_meeting
     from contracts.settings import Settings
-    from processor.asr import WhisperTranscriber
-    from processor.diarization import Diarizer, SpeakerMapper
+    from processor.build import build_engine_parts
     from processor.pyannote_diarizer import PER_CHUNK_FULL_MASK, OfflineParams, build_diarizer
-    from processor.speakers import build_mapper, diarize_in_windows
-    from tests.diarization.conversations import silence_cuts, turns_to_annotation
+    from tests.realspeech.corpus import build
+    from tests.realspeech.evaluate import cache_dir, der, run_pipeline
 
     torch.set_num_threads(args.threads)
-    settings = Settings.from_env({}, diarization="offline", diarization_device="cpu", cpu_threads=args.threads)
-    asr = WhisperTranscriber("bundled:tiny.en", device="cpu", cpu_threads=args.threads)
+    cache = cache_dir(args.cache)
+    recordings = build(cache)
+    recordings["flite"] = flite_meeting(cache / "flite")
+    names = [n.strip() for n in args.recordings.split(",") if n.strip()]
     default = OfflineParams()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        diarizers: dict[str, Diarizer] = {
-            f"diarization previous (step {PER_CHUNK_FULL_MASK.segmentation_step:g}, full masks)": build_diarizer(
-                settings, PER_CHUNK_FULL_MASK
-            ),
-            f"diarization default (step {default.segmentation_step:g}, capped, onnxruntime)": build_diarizer(
-                settings, default
-            ),
-        }
-    sets = _recordings(args)
-    warm = sets[0][1][0][1][: 5 * 16_000]  # first calls build kernels; keep them out of the figures
-    asr.transcribe(warm)
-    for d in diarizers.values():
-        d.diarize(warm)
-
-    def transcribe(audio: np.ndarray, bounds: tuple[int, int]) -> list[Any]:
-        asr.transcribe(np.ascontiguousarray(audio[bounds[0] : bounds[1]]))
-        return []
-
-    def diarizing(diarizer: Diarizer, mappers: dict[int, SpeakerMapper]) -> Callable[..., list[Any]]:
-        # One session speaker registry per recording, as the processor keeps one per session.
-        def run(audio: np.ndarray, bounds: tuple[int, int]) -> list[Any]:
-            mapper = mappers.setdefault(id(audio), build_mapper(Settings.from_env({}), None))
-            return diarize_in_windows(diarizer, mapper, audio, [bounds])
-
-        return run
-
     print(
-        f"{args.threads} threads on {os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.1f}; "
-        "components interleaved window by window"
+        f"{args.threads} threads on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+        f"previous = step {PER_CHUNK_FULL_MASK.segmentation_step:g}, full masks, PyTorch CAM++; "
+        f"default = step {default.segmentation_step:g}, capped at one hop, CAM++ on onnxruntime",
+        file=sys.stderr,
     )
-    for set_name, recordings in sets:
-        components = [Component("ASR tiny.en int8 (beam 5, VAD filter)", transcribe)]
-        components += [Component(name, diarizing(d, {})) for name, d in diarizers.items()]
-        for c in components[1:]:
-            c.metric = DiarizationErrorRate(collar=0.0, skip_overlap=False)
-        windows = 0
-        for rec_name, audio, reference in recordings:
-            bounds = silence_cuts(audio, max_s=30.0, min_s=15.0)
-            windows += len(bounds)
-            for c in components:
-                c.turns = []
-            for i, window in enumerate(bounds):
-                for j in range(len(components)):  # rotate the order window by window
-                    components[(i + j) % len(components)].step(audio, window)
-            ref = turns_to_annotation(list(reference))
-            for c in components[1:]:
-                hyp = turns_to_annotation([(t.start, t.end, t.speaker) for t in c.turns])
-                c.der[rec_name] = float(c.metric(ref, hyp))
-                c.speakers[rec_name] = len({t.speaker for t in c.turns})
-        seconds = sum(len(a) for _, a, _ in recordings) / 16_000
-        _print(set_name, [r[0] for r in recordings], components, seconds, windows)
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
-    return 0
-
-
-def _print(set_name: str, names: list[str], rows: list[Component], seconds: float, windows: int) -> None:
-    asr = rows[0]
-    print(f"\n{set_name}: {len(names)} recordings, {seconds:.0f} s of audio, {windows} windows")
-    print(
-        f"{'component':<58} {'CPU s':>7} {'CPU s/min':>9} {'x ASR':>6} {'wall s':>7} {'x ASR':>6} {'DER':>7}  "
-        + "  ".join(f"{f'#{i + 1}':>8}" for i in range(len(names)))
-    )
-    for row in rows:
-        per_rec = "  ".join(f"{row.der[n]:>6.1%} {row.speakers[n]}" if n in row.der else f"{'-':>8}" for n in names)
-        total = f"{abs(row.metric):.1%}" if row.metric is not None else "-"
-        print(
-            f"{row.name:<58} {row.cpu:>7.1f} {row.cpu / seconds * 60:>9.2f} {row.cpu / asr.cpu:>6.2f} "
-            f"{row.wall:>7.1f} {row.wall / asr.wall:>6.2f} {total:>7}  {per_rec}"
+    with tempfile.TemporaryDirectory(prefix="flowbot-bench-diarization-") as tmp:
+        settings = Settings.from_env(
+            {},
+            data_dir=Path(tmp),
+            diarization="offline",
+            diarization_device="cpu",
+            interim_seconds=0.0,
+            cpu_threads=args.threads,
         )
-    previous, default = rows[1], rows[2]
-    print(
-        f"default / previous: CPU x{default.cpu / previous.cpu:.2f}, wall x{default.wall / previous.wall:.2f}; "
-        f"DER {abs(default.metric):.1%} vs {abs(previous.metric):.1%}"
-    )
-    print("recordings: " + ", ".join(f"#{i + 1} {n}" for i, n in enumerate(names)) + " (DER, speakers found)")
+        parts = build_engine_parts(settings)
+        diarizers: dict[str, Diarizer] = {
+            "previous": build_diarizer(settings, PER_CHUNK_FULL_MASK),
+            "default": build_diarizer(settings, default),
+        }
+        # First calls build kernels and caches; keep them out of the figures.
+        warm = recordings["sample"].audio()[: 10 * 16_000]
+        parts.transcriber.transcribe(warm)
+        for d in diarizers.values():
+            d.diarize(warm)
+        rows: list[Row] = []
+        systems = list(diarizers)
+        for i, name in enumerate(names):
+            rec = recordings[name]
+            for system in systems[i % 2 :] + systems[: i % 2]:
+                diar, asr = Meter(), Meter()
+                timed = replace(
+                    parts,
+                    transcriber=TimedTranscriber(parts.transcriber, asr),
+                    diarizer=TimedDiarizer(diarizers[system], diar),
+                )
+                run = run_pipeline(rec, settings, timed)
+                rows.append(
+                    Row(name, rec.duration, system, diar, asr, der(rec.reference_turns(), run.turns), len(run.speakers))
+                )
+                print(f"{name} {system}: done", file=sys.stderr, flush=True)
+    rows.sort(key=lambda r: (names.index(r.recording), systems.index(r.system)))
+    _table(rows, systems)
+    print(f"load average after: {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
