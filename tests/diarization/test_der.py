@@ -32,8 +32,8 @@ pytestmark = pytest.mark.slow
 
 #: Ceilings a little above what the offline default measured (docs/diarization.md).
 MAX_WHOLE_DER = {2: 0.06, 3: 0.35, 4: 0.35}
-#: Stitched DER of the previous default (PER_CHUNK_FULL_MASK) on these recordings
-#: (bench/diarization.py --flite 2,3,4; docs/diarization.md): the default must not be worse.
+#: Stitched DER the previous default (PER_CHUNK_FULL_MASK) measured on these recordings with this
+#: test (docs/diarization.md): the default must not be worse.
 PREVIOUS_STITCHED_DER = {2: 0.0412, 3: 0.3019, 4: 0.2661}
 
 
