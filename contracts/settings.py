@@ -83,7 +83,7 @@ class Settings:
     )
     hf_token: str = _opt("", "Hugging Face token for the published pyannote pipeline.")
     speaker_match_threshold: float = _opt(
-        0.4, "Cosine distance under which a window speaker is an existing session speaker."
+        0.45, "Cosine distance under which a window speaker is an existing session speaker."
     )
 
     # --- live captions -----------------------------------------------------
