@@ -1,33 +1,40 @@
-"""Diarization cost next to ASR's, on the same audio, in one run.
+"""Diarization cost next to ASR's, and DER, for the previous and the current offline path, in one run.
 
-Generates a multi-speaker flite conversation, cuts it into ~30 s windows at
-silences (as the processor does), then runs, each in its own subprocess so
-peak memory is measured per component:
+Each recording of the real-speech development set (tests/realspeech/corpus.py:
+``sample``, pyannote's two-speaker telephone call; ``concat``, six speakers with
+short gaps; ``squeezed``, pauses squeezed under 150 ms) and the flite planning
+meeting goes through ``flowbot transcribe``'s own path (producer, stream, ~30 s
+windows, session speaker registry, store) once per diarizer, the order rotating
+from one recording to the next:
 
-- the offline diarization default (segmentation-3.0 + CAM++) at several
-  segmentation steps, window by window with the session speaker registry,
-  reporting DER against the known turns;
-- ASR with ``WhisperTranscriber("bundled:tiny.en")`` on the same windows.
+- ``previous``: :data:`processor.pyannote_diarizer.PER_CHUNK_FULL_MASK`, the
+  offline default before the capped embedding step (2 s hop, every chunk's
+  whole mask through the PyTorch CAM++);
+- ``default``: today's :class:`OfflineParams` (5 s hop, capped embeddings,
+  CAM++ on onnxruntime).
 
-It prints seconds of compute per audio minute, the real-time factor, peak RSS,
-and the combined real-time factor of the offline default (diarization + ASR)
-for one live meeting on this machine's cores. Numbers from a shared, busy
-machine are noisy: compare the rows of one run, not runs with each other.
+ASR (bundled tiny.en, int8, beam 5: the offline default) runs in both passes on
+the same windows. Every ``diarize`` and ``transcribe`` call is timed in process
+CPU seconds (the engine calls them one after the other, so nothing else runs
+meanwhile) and wall seconds. DER is scored as bench/quality.py scores the
+pipeline: the stored window turns (overlap kept) against the reference, no
+collar, overlapping speech counted.
 
-    .venv/bin/python bench/diarization.py [--minutes 3] [--speakers 3] [--steps 0.1,0.2,0.5]
+    .venv/bin/python bench/diarization.py [--recordings sample,concat,squeezed,flite] [--threads 2]
+
+Compare the ratios within a run: this machine is shared and its load changes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,144 +44,175 @@ sys.path.insert(0, str(ROOT))
 os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _load(audio_path: Path) -> tuple[np.ndarray, list[tuple[int, int]], list[tuple[float, float, str]]]:
-    data = json.loads(audio_path.with_suffix(".json").read_text())
-    audio = np.load(audio_path)
-    return audio, [tuple(b) for b in data["bounds"]], [tuple(t) for t in data["turns"]]
+from processor.asr import AsrResult, Transcriber  # noqa: E402
+from processor.diarization import Diarization, Diarizer  # noqa: E402
 
 
-def worker_diarization(audio_path: Path, step: float, threads: int) -> dict[str, float]:
-    """Offline pipeline at ``step``, window by window, with the registry."""
+@dataclass
+class Meter:
+    """Process CPU and wall seconds spent in one component."""
+
+    cpu: float = 0.0
+    wall: float = 0.0
+
+    def add(self, cpu0: float, wall0: float) -> None:
+        """Add the time since ``(time.process_time(), time.perf_counter())`` were ``cpu0, wall0``."""
+        self.cpu += time.process_time() - cpu0
+        self.wall += time.perf_counter() - wall0
+
+
+class TimedTranscriber(Transcriber):
+    """A transcriber whose calls are added to a meter."""
+
+    def __init__(self, inner: Transcriber, meter: Meter) -> None:
+        self.inner, self.meter = inner, meter
+
+    def transcribe(
+        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
+    ) -> AsrResult:
+        """The inner transcriber's result, timed."""
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            return self.inner.transcribe(audio, beam_size=beam_size, initial_prompt=initial_prompt)
+        finally:
+            self.meter.add(cpu, wall)
+
+
+class TimedDiarizer:
+    """A diarizer whose calls are added to a meter."""
+
+    def __init__(self, inner: Diarizer, meter: Meter) -> None:
+        self.inner, self.meter = inner, meter
+
+    def diarize(self, audio: np.ndarray) -> Diarization:
+        """The inner diarizer's result, timed."""
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            return self.inner.diarize(audio)
+        finally:
+            self.meter.add(cpu, wall)
+
+
+@dataclass
+class Row:
+    """One diarizer on one recording: its cost, the ASR cost of the same pass, its DER."""
+
+    recording: str
+    seconds: float
+    system: str
+    diarization: Meter
+    asr: Meter
+    der: dict[str, float]
+    speakers: int
+
+
+def _table(rows: Sequence[Row], systems: Sequence[str]) -> None:
+    header = (
+        "recording",
+        "diarizer",
+        "diar CPU s",
+        "ASR CPU s",
+        "diar/ASR CPU",
+        "diar/ASR wall",
+        "DER %",
+        "miss / FA / conf %",
+        "speakers",
+    )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        parts = f"{100 * r.der['missed']:.1f} / {100 * r.der['false_alarm']:.1f} / {100 * r.der['confusion']:.1f}"
+        print(
+            f"| {r.recording} ({r.seconds:.0f} s) | {r.system} | {r.diarization.cpu:.1f} | {r.asr.cpu:.1f} | "
+            f"{r.diarization.cpu / r.asr.cpu:.2f} | {r.diarization.wall / r.asr.wall:.2f} | "
+            f"{100 * r.der['der']:.1f} | {parts} | {r.speakers} |"
+        )
+    print()
+    for system in systems:
+        mine = [r for r in rows if r.system == system]
+        diar = sum(r.diarization.cpu for r in mine)
+        asr = sum(r.asr.cpu for r in mine)
+        audio = sum(r.seconds for r in mine)
+        print(
+            f"{system}: diarization {diar:.1f} CPU s = {diar / asr:.2f} x ASR ({asr:.1f} CPU s) on "
+            f"{audio:.0f} s of audio; diarization {60 * diar / audio:.1f} CPU s per audio minute"
+        )
+    if len(systems) == 2:
+        a, b = systems
+        ratio = sum(r.diarization.cpu for r in rows if r.system == b) / sum(
+            r.diarization.cpu for r in rows if r.system == a
+        )
+        print(f"{b} / {a} diarization CPU: x{ratio:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every recording through the pipeline once per diarizer and print one markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recordings", default="sample,concat,squeezed,flite")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for ASR and diarization")
+    parser.add_argument("--cache", type=Path, default=None, help="where the development set is built")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+
     import torch
-    from pyannote.metrics.diarization import DiarizationErrorRate
 
+    from bench.quality import flite_meeting
     from contracts.settings import Settings
-    from processor.offline_weights import locate
-    from processor.pyannote_diarizer import OfflineParams, PyannoteDiarizer, build_offline_pipeline
-    from processor.speakers import build_mapper, diarize_in_windows
-    from tests.diarization.conversations import turns_to_annotation
+    from processor.build import build_engine_parts
+    from processor.pyannote_diarizer import PER_CHUNK_FULL_MASK, OfflineParams, build_diarizer
+    from tests.realspeech.corpus import build
+    from tests.realspeech.evaluate import cache_dir, der, run_pipeline
 
-    torch.set_num_threads(threads)
-    audio, bounds, turns = _load(audio_path)
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pipeline = build_offline_pipeline(locate(), OfflineParams(segmentation_step=step))
-    diarizer = PyannoteDiarizer(pipeline, device="cpu", name="offline")
-    load = time.perf_counter() - t0
-    mapper = build_mapper(Settings.from_env({}), None)
-    t0 = time.perf_counter()
-    out = diarize_in_windows(diarizer, mapper, audio, bounds)
-    elapsed = time.perf_counter() - t0
-    hyp = turns_to_annotation([(t.start, t.end, t.speaker) for t in out])
-    der = DiarizationErrorRate(collar=0.0)(turns_to_annotation(turns), hyp)
-    return {
-        "load_s": load,
-        "compute_s": elapsed,
-        "der": float(der),
-        "speakers": len({t.speaker for t in out}),
-        "peak_rss_mib": _peak_rss_mib(),
-    }
-
-
-def worker_asr(audio_path: Path, threads: int) -> dict[str, float]:
-    """faster-whisper tiny.en on the same windows."""
-    from processor.asr import WhisperTranscriber
-
-    audio, bounds, _ = _load(audio_path)
-    t0 = time.perf_counter()
-    asr = WhisperTranscriber("bundled:tiny.en", device="cpu", cpu_threads=threads)
-    load = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    words = 0
-    for start, end in bounds:
-        words += sum(len(s.words) for s in asr.transcribe(audio[start:end]))
-    return {
-        "load_s": load,
-        "compute_s": time.perf_counter() - t0,
-        "words": words,
-        "peak_rss_mib": _peak_rss_mib(),
-    }
-
-
-def _run_worker(args: list[str]) -> dict[str, float]:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
-
-
-def main() -> int:
-    """Generate audio, run the workers one after another, print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=3.0)
-    parser.add_argument("--speakers", type=int, default=3)
-    parser.add_argument("--steps", default="0.1,0.2,0.5")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-
-    if args.worker:
-        kind, path = args.worker[0], Path(args.worker[1])
-        if kind == "diar":
-            res = worker_diarization(path, float(args.worker[2]), args.threads)
-        else:
-            res = worker_asr(path, args.threads)
-        sys.stdout.write(json.dumps(res) + "\n")
-        return 0
-
-    from tests.diarization.conversations import make_conversation, silence_cuts
-
-    cache = ROOT / ".cache" / "bench-diarization"
-    rec = make_conversation(args.speakers, args.minutes, cache, seed=args.speakers)
-    bounds = silence_cuts(rec.audio)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "audio.npy"
-        np.save(path, rec.audio)
-        path.with_suffix(".json").write_text(json.dumps({"bounds": bounds, "turns": list(rec.turns)}))
-        minutes = rec.duration / 60
-        print(
-            f"audio: {rec.duration:.0f} s, {args.speakers} flite voices, {len(bounds)} windows "
-            f"(cut at silences, <= 30 s); {args.threads} threads on {os.cpu_count()} cores; "
-            f"load average before: {os.getloadavg()[0]:.1f}"
-        )
-        asr = _run_worker(["asr", str(path), "--threads", str(args.threads)])
-        rows: list[tuple[str, dict[str, float], float | None]] = [("ASR tiny.en (int8)", asr, None)]
-        for value in [float(s) for s in args.steps.split(",")]:
-            res = _run_worker(["diar", str(path), str(value), "--threads", str(args.threads)])
-            rows.append((f"diarization offline step={value:g}", res, value))
+    torch.set_num_threads(args.threads)
+    cache = cache_dir(args.cache)
+    recordings = build(cache)
+    recordings["flite"] = flite_meeting(cache / "flite")
+    names = [n.strip() for n in args.recordings.split(",") if n.strip()]
+    default = OfflineParams()
     print(
-        f"{'component':<34} {'s/audio-min':>11} {'RTF':>6} {'x ASR':>6} {'load s':>7} "
-        f"{'peak MiB':>9} {'DER':>7} {'spk':>4}"
+        f"{args.threads} threads on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+        f"previous = step {PER_CHUNK_FULL_MASK.segmentation_step:g}, full masks, PyTorch CAM++; "
+        f"default = step {default.segmentation_step:g}, capped at one hop, CAM++ on onnxruntime",
+        file=sys.stderr,
     )
-    for name, res, step in rows:
-        per_min = res["compute_s"] / minutes
-        der = f"{res['der']:.2%}" if step is not None else "-"
-        spk = str(res["speakers"]) if step is not None else "-"
-        print(
-            f"{name:<34} {per_min:>11.2f} {per_min / 60:>6.3f} "
-            f"{res['compute_s'] / asr['compute_s']:>6.2f} {res['load_s']:>7.1f} "
-            f"{res['peak_rss_mib']:>9.0f} {der:>7} {spk:>4}"
+    with tempfile.TemporaryDirectory(prefix="flowbot-bench-diarization-") as tmp:
+        settings = Settings.from_env(
+            {},
+            data_dir=Path(tmp),
+            diarization="offline",
+            diarization_device="cpu",
+            interim_seconds=0.0,
+            cpu_threads=args.threads,
         )
-    default = next((r for n, r, s in rows if s == 0.2), rows[-1][1])
-    combined = (default["compute_s"] + asr["compute_s"]) / rec.duration
-    print(
-        f"combined real-time factor of the offline default (step 0.2 diarization + tiny.en ASR): "
-        f"{combined:.3f} ({'faster' if combined < 1 else 'SLOWER'} than real time)"
-    )
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
+        parts = build_engine_parts(settings)
+        diarizers: dict[str, Diarizer] = {
+            "previous": build_diarizer(settings, PER_CHUNK_FULL_MASK),
+            "default": build_diarizer(settings, default),
+        }
+        # First calls build kernels and caches; keep them out of the figures.
+        warm = recordings["sample"].audio()[: 10 * 16_000]
+        parts.transcriber.transcribe(warm)
+        for d in diarizers.values():
+            d.diarize(warm)
+        rows: list[Row] = []
+        systems = list(diarizers)
+        for i, name in enumerate(names):
+            rec = recordings[name]
+            for system in systems[i % 2 :] + systems[: i % 2]:
+                diar, asr = Meter(), Meter()
+                timed = replace(
+                    parts,
+                    transcriber=TimedTranscriber(parts.transcriber, asr),
+                    diarizer=TimedDiarizer(diarizers[system], diar),
+                )
+                run = run_pipeline(rec, settings, timed)
+                rows.append(
+                    Row(name, rec.duration, system, diar, asr, der(rec.reference_turns(), run.turns), len(run.speakers))
+                )
+                print(f"{name} {system}: done", file=sys.stderr, flush=True)
+    rows.sort(key=lambda r: (names.index(r.recording), systems.index(r.system)))
+    _table(rows, systems)
+    print(f"load average after: {os.getloadavg()[0]:.1f}", file=sys.stderr)
     return 0
 
 

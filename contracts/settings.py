@@ -80,6 +80,13 @@ class DiarizationWeights(enum.StrEnum):
     NONE = "none"
 
 
+class EmbeddingStep(enum.StrEnum):
+    """How the offline diarization pipeline embeds speakers."""
+
+    CAPPED = "capped"
+    FULL = "full"
+
+
 class NotesProvider(enum.StrEnum):
     """Who writes the meeting notes."""
 
@@ -157,9 +164,18 @@ class Settings:
         "Published pyannote pipeline name or local folder (diarization=pyannote).",
     )
     diarization_device: Device = _opt(Device.AUTO, "Device for diarization.")
+    diarization_step: float = _opt(
+        0.5, "Offline diarization: hop between 10 s segmentation chunks, as a share of 10 s (0.2 = 2 s)."
+    )
+    diarization_embedding: EmbeddingStep = _opt(
+        EmbeddingStep.CAPPED,
+        "Offline diarization embeddings: 'capped' (at most one hop of speech per chunk and local "
+        "speaker, CAM++ on onnxruntime on CPU: each second embedded about once) or 'full' (pyannote's "
+        "own step: every chunk's whole mask, each second embedded 1/step times).",
+    )
     hf_token: str = _opt("", "Hugging Face token for the published pyannote pipeline.")
     speaker_match_threshold: float = _opt(
-        0.4, "Cosine distance under which a window speaker is an existing session speaker."
+        0.45, "Cosine distance under which a window speaker is an existing session speaker."
     )
 
     # --- live captions -----------------------------------------------------

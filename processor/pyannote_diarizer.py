@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from contracts.settings import Settings
+from contracts.frames import SAMPLE_RATE
+from contracts.settings import Device, DiarizationWeights, EmbeddingStep, Settings, SettingsError
 from processor.diarization import Diarization, Diarizer, SingleSpeakerDiarizer, SpeakerTurn
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     from pyannote.audio import Pipeline
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16_000
 
 # pyannote.audio 4 sends usage telemetry unless told not to; flowbot never phones home.
 os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
@@ -51,16 +50,29 @@ class DiarizationUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class OfflineParams:
-    """Knobs of the offline pipeline; defaults chosen with ``bench/diarization.py``.
+    """Knobs of the offline pipeline; defaults chosen with ``bench/diarization.py`` (docs/diarization.md).
 
-    ``segmentation_step`` (share of the 10 s segmentation chunk between two
-    chunks) is the main speed knob: each chunk costs one CAM++ pass per active
-    local speaker, and embeddings are ~95 % of the time. 0.2 (2 s hop) keeps
-    every moment of speech in 5 chunks and measured within noise of 0.1's DER
-    at about half the cost (see docs/diarization.md).
+    ``segmentation_step`` is the hop between 10 s segmentation chunks as a share
+    of 10 s. ``embedding="capped"`` embeds at most ``embedding_seconds`` of each
+    (chunk, local speaker), by default one hop, so neighbouring chunks embed
+    different stretches and each second of speech is embedded about once
+    (:mod:`processor.capped_embeddings`). ``embedding="full"`` is pyannote's own
+    embedding step: the whole mask of every (chunk, speaker) through the PyTorch
+    CAM++, each second of speech ``1 / segmentation_step`` times
+    (:data:`PER_CHUNK_FULL_MASK`, the default before the cap).
     """
 
-    segmentation_step: float = 0.2
+    segmentation_step: float = 0.5
+    #: All chunks of a ~30 s window in one call: the LSTM runs batched (measured ~25 % cheaper than 1).
+    segmentation_batch_size: int = 16
+    embedding: EmbeddingStep = EmbeddingStep.CAPPED
+    #: None = the hop between chunks (``segmentation_step`` x 10 s).
+    embedding_seconds: float | None = None
+    #: Speakers active for this share of a chunk get an embedding (pyannote only clusters those
+    #: >= 20 %, then assigns the rest to their nearest centroid; see capped_embeddings).
+    min_active_ratio: float = 0.05
+    #: Two local speakers of one chunk may not join the same cluster (pyannote's Hungarian assignment).
+    constrained_assignment: bool = True
     #: Average linkage on cosine distance; CAM++ chunk embeddings of one voice sit
     #: ~0.1-0.3 apart, different voices >= 0.45 (tests/diarization, docs/diarization.md).
     clustering_method: str = "average"
@@ -68,15 +80,36 @@ class OfflineParams:
     min_cluster_size: int = 3
     min_duration_off: float = 0.0
     embedding_exclude_overlap: bool = True
+    #: pyannote's own embedding step only (``embedding="full"``).
     embedding_batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.segmentation_step <= 1:
+            raise ValueError(f"segmentation_step must be in (0, 1], got {self.segmentation_step}")
+        if self.embedding not in tuple(EmbeddingStep):
+            raise ValueError(f"embedding must be one of {', '.join(EmbeddingStep)}, got {self.embedding!r}")
+        if self.embedding_seconds is not None and self.embedding_seconds <= 0:
+            raise ValueError(f"embedding_seconds must be positive, got {self.embedding_seconds}")
+
+
+#: The offline default before the capped embedding step: 2 s hop, every (chunk, speaker)
+#: embedded on its whole mask by pyannote (each second of speech ~5 times). Kept as the
+#: reference that bench/diarization.py and the DER tests compare the default against.
+PER_CHUNK_FULL_MASK = OfflineParams(
+    segmentation_step=0.2,
+    segmentation_batch_size=1,
+    embedding=EmbeddingStep.FULL,
+    min_active_ratio=0.2,
+    constrained_assignment=False,
+)
 
 
 def pick_device(setting: str) -> torch.device:
-    """'auto' = CUDA when torch sees a GPU."""
+    """``auto`` = CUDA when torch sees a GPU."""
     import torch
 
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == Device.AUTO:
+        return torch.device(Device.CUDA if torch.cuda.is_available() else Device.CPU)
     return torch.device(setting)
 
 
@@ -112,8 +145,14 @@ def _no_plda() -> Any:
     return NoPLDA()
 
 
-def build_offline_pipeline(weights_dir: Path, params: OfflineParams | None = None) -> Pipeline:
-    """pyannote ``SpeakerDiarization`` from the install-time weights in ``weights_dir``."""
+def build_offline_pipeline(
+    weights_dir: Path, params: OfflineParams | None = None, *, device: str = "cpu", threads: int = 1
+) -> Pipeline:
+    """pyannote ``SpeakerDiarization`` from the install-time weights in ``weights_dir``.
+
+    On CPU the capped embedding step runs CAM++ on onnxruntime (``threads``
+    intra-op threads); on CUDA it runs the PyTorch network on the GPU.
+    """
     _import_pyannote()
     from pyannote.audio import Model
     from pyannote.audio.pipelines import SpeakerDiarization
@@ -126,16 +165,38 @@ def build_offline_pipeline(weights_dir: Path, params: OfflineParams | None = Non
     if segmentation is None:
         raise DiarizationUnavailable(f"cannot load {weights_dir / SEGMENTATION.name}")
     embedding = CamPlusPlusEmbedding.from_state_dict_file(weights_dir / CAMPPLUS.name)
-    pipeline = SpeakerDiarization(
-        segmentation=segmentation,
-        segmentation_step=p.segmentation_step,
-        embedding=embedding,
-        embedding_exclude_overlap=p.embedding_exclude_overlap,
-        plda=_no_plda(),
-        clustering="AgglomerativeClustering",
-        embedding_batch_size=p.embedding_batch_size,
-        segmentation_batch_size=1,
-    )
+    common: dict[str, Any] = {
+        "segmentation": segmentation,
+        "segmentation_step": p.segmentation_step,
+        "embedding": embedding,
+        "embedding_exclude_overlap": p.embedding_exclude_overlap,
+        "plda": _no_plda(),
+        "clustering": "AgglomerativeClustering",
+        "embedding_batch_size": p.embedding_batch_size,
+        "segmentation_batch_size": p.segmentation_batch_size,
+    }
+    pipeline: SpeakerDiarization
+    if p.embedding == EmbeddingStep.CAPPED:
+        from processor.capped_embeddings import CappedEmbeddingDiarization, SpeakerEmbedder, TorchCamPlusPlus
+
+        target = pick_device(device)
+        embedder: SpeakerEmbedder
+        if target.type == "cpu":
+            from processor.campplus_onnx import ONNX_NAME, CamPlusPlusOnnx
+
+            embedder = CamPlusPlusOnnx(weights_dir / ONNX_NAME, threads=threads)
+        else:
+            embedder = TorchCamPlusPlus(embedding.campplus, target)
+        pipeline = CappedEmbeddingDiarization(
+            embedder=embedder,
+            max_seconds=p.embedding_seconds,
+            min_active_ratio=p.min_active_ratio,
+            **common,
+        )
+    else:
+        embedding.min_speech_ratio = p.min_active_ratio
+        pipeline = SpeakerDiarization(**common)
+    pipeline.clustering.constrained_assignment = p.constrained_assignment
     pipeline.instantiate(
         {
             "segmentation": {"min_duration_off": p.min_duration_off},
@@ -256,19 +317,29 @@ def to_diarization(output: Any) -> Diarization:
 def build_diarizer(settings: Settings, params: OfflineParams | None = None) -> Diarizer:
     """The diarizer ``settings.diarization`` asks for (offline / pyannote / none)."""
     choice = settings.diarization
-    if choice == "none":
+    if choice == DiarizationWeights.NONE:
         return SingleSpeakerDiarizer()
     import torch
 
     if pick_device(settings.diarization_device).type == "cpu":
         torch.set_num_threads(max(1, settings.cpu_threads))
     started = time.perf_counter()
-    if choice == "offline":
+    if choice == DiarizationWeights.OFFLINE:
         from processor.offline_weights import locate
 
-        pipeline = build_offline_pipeline(locate(settings), params)
+        if params is None:
+            try:
+                params = OfflineParams(
+                    segmentation_step=settings.diarization_step,
+                    embedding=settings.diarization_embedding,
+                )
+            except ValueError as exc:
+                raise SettingsError(f"FLOWBOT_DIARIZATION_STEP / FLOWBOT_DIARIZATION_EMBEDDING: {exc}") from exc
+        pipeline = build_offline_pipeline(
+            locate(settings), params, device=settings.diarization_device, threads=settings.cpu_threads
+        )
         name = "offline"
-    elif choice == "pyannote":
+    elif choice == DiarizationWeights.PYANNOTE:
         pipeline = load_published_pipeline(settings.diarization_pipeline, settings.hf_token)
         name = settings.diarization_pipeline
     else:
