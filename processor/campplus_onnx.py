@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from processor.offline_weights import CAMPPLUS, WeightsMissing, sha256_of
+from artefacts import sha256_of
+from processor.offline_weights import CAMPPLUS, WeightsMissing
 
 if TYPE_CHECKING:
     import onnxruntime

