@@ -13,12 +13,16 @@ Rules, and where they are enforced:
   snapshot; ``offer`` replaces an unprocessed snapshot (counted ``superseded``)
   and never blocks. The worker thread runs at most one pass per session per
   ``interval`` seconds, oldest-served session first.
-- **Finals first.** The engine's transcriber and diarizer are wrapped in a
-  :class:`FinalGate`; while a final pass runs (or waits for the model), a due
-  interim pass is skipped (counted ``skipped_for_final``), not postponed. A
-  duty cap (``max_duty``) also keeps interim passes to a fraction of the
-  worker's wall time when they get slow (the worker is behind: snapshots that
-  pile up are superseded, i.e. dropped).
+- **Final ASR first.** The engine's transcriber is wrapped in a
+  :class:`FinalGate`; while a final ASR pass runs (or waits for the model), a
+  due interim pass is skipped (counted ``skipped_for_final``), not queued.
+  Final *diarization* does not hold interim passes: it runs on its own thread
+  (:attr:`processor.engine.EngineParts.diarization_pool`) while the engine goes
+  on offering the next window, so the first words of a window are captioned
+  while the previous window is still being diarized. A duty cap
+  (``max_duty``) also keeps interim passes to a fraction of the worker's wall
+  time when they get slow (the worker is behind: snapshots that pile up are
+  superseded, i.e. dropped).
 - **Never over a final.** A pass whose window closed meanwhile is discarded
   (``stale``); if the close races the write, ``put_interim`` returns False
   (``rejected_final``) because the store refuses interim rows for a final
@@ -56,7 +60,6 @@ from contracts.frames import SAMPLE_RATE
 from contracts.segments import TranscriptSegment
 from processor.asr import AsrResult, AsrSegment, Transcriber
 from processor.attribution import AttributedSegment, transcript_segments
-from processor.diarization import Diarization, Diarizer
 from processor.windowing import to_float
 from stores.base import TranscriptStore
 
@@ -110,19 +113,6 @@ class GatedTranscriber(Transcriber):
         """Delegate under the gate, keeping the inner batching."""
         with self.gate.final():
             return self.inner.transcribe_batch(audios, beam_size=beam_size, initial_prompt=initial_prompt)
-
-
-class GatedDiarizer:
-    """The engine's diarizer, marking each call as final work on a gate."""
-
-    def __init__(self, inner: Diarizer, gate: FinalGate) -> None:
-        self.inner = inner
-        self.gate = gate
-
-    def diarize(self, audio: np.ndarray) -> Diarization:
-        """Delegate under the gate."""
-        with self.gate.final():
-            return self.inner.diarize(audio)
 
 
 # ------------------------------------------------------------------ stability
@@ -397,10 +387,11 @@ class InterimWorker:
         if not due:
             return [], wait
         if self.yield_to_finals and self.gate.busy:
+            # Dropped, and not postponed either: the first offer after the final ASR
+            # runs at once instead of an interval later.
             for slot in due:
                 slot.pending = None
                 slot.counters.skipped_for_final += 1
-                slot.last_pass_at = now
             return [], min(wait, self.interval)
         due.sort(key=lambda s: s.last_pass_at)
         jobs = []
