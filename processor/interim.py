@@ -51,15 +51,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from contracts.frames import SAMPLE_RATE
 from contracts.segments import TranscriptSegment
-from processor.asr import AsrResult, AsrSegment, Transcriber
+from processor.asr import AsrResult, AsrSegment, Transcriber, shifted, words_text
 from processor.attribution import AttributedSegment, transcript_segments
+from processor.engine import keep_words
 from processor.windowing import to_float
 from stores.base import TranscriptStore
 
@@ -168,6 +169,32 @@ def interim_segments(
     )
 
 
+# ------------------------------------------------------------------ tail decoding
+
+#: Frozen words passed to the tail decode as its prompt (the sentence it continues).
+PROMPT_WORDS = 24
+#: A first tail word that repeats the last frozen word and starts this close to the
+#: cut is the same word heard again (the cut fell inside it).
+SAME_WORD_SECONDS = 0.3
+
+
+def continued(frozen: Sequence[AsrSegment], tail: Sequence[AsrSegment], offset: float) -> list[AsrSegment]:
+    """One pass's words on the window timeline: the frozen words, then the tail decoded from ``offset`` s."""
+    segments = [shifted(seg, offset) for seg in tail]
+    if frozen and frozen[-1].words and segments and segments[0].words:
+        first = segments[0].words[0]
+        if (
+            normalize_word(first.text) == normalize_word(frozen[-1].words[-1].text)
+            and first.start - offset < SAME_WORD_SECONDS
+        ):
+            rest = segments[0].words[1:]
+            if rest:
+                segments[0] = replace(segments[0], start=rest[0].start, text=words_text(rest), words=rest)
+            else:
+                segments.pop(0)
+    return [*frozen, *segments]
+
+
 # ---------------------------------------------------------------------- worker
 
 
@@ -206,6 +233,9 @@ class _Slot:
     window_index: int = -1
     passed_samples: int = 0
     prev_words: list[str] = field(default_factory=list)
+    #: Words no later pass re-decodes (window-relative times), and where their audio ends.
+    frozen: tuple[AsrSegment, ...] = ()
+    tail_start: int = 0
     last_written: tuple[tuple[str, bool, str | None], ...] | None = None
     speaker: str | None = None
     speaker_stale: bool = True
@@ -216,6 +246,9 @@ class _Slot:
 class _Job:
     slot: _Slot
     snap: _Snapshot
+    #: The pass decodes ``snap.pcm[tail_start:]`` and keeps ``frozen`` in front of it.
+    frozen: tuple[AsrSegment, ...] = ()
+    tail_start: int = 0
 
 
 class InterimWorker:
@@ -242,6 +275,7 @@ class InterimWorker:
         max_duty: float = 0.5,
         min_new_seconds: float = 0.5,
         batch_size: int = 1,
+        decode_tail: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if interval <= 0:
@@ -257,6 +291,7 @@ class InterimWorker:
         self.max_duty = max_duty
         self.min_new_samples = int(min_new_seconds * SAMPLE_RATE)
         self.batch_size = max(1, batch_size)
+        self.decode_tail = decode_tail
         self.clock = clock
         self._cond = threading.Condition()
         self._slots: dict[str, _Slot] = {}
@@ -296,6 +331,7 @@ class InterimWorker:
                 slot.pending = None
                 slot.counters.stale += 1
             slot.prev_words = []
+            slot.frozen, slot.tail_start = (), 0
             slot.last_written = None
             slot.passed_samples = 0
             slot.speaker_stale = True
@@ -403,16 +439,19 @@ class InterimWorker:
                 continue  # nothing new worth a pass; the next offer brings more audio
             slot.running = True
             slot.last_pass_at = now
-            jobs.append(_Job(slot, snap))
+            same = snap.window_index == slot.window_index and self.decode_tail
+            jobs.append(_Job(slot, snap, slot.frozen, slot.tail_start) if same else _Job(slot, snap))
             if len(jobs) >= self.batch_size:
                 break
         return jobs, min(wait, self.interval)
 
     def _run_passes(self, jobs: list[_Job]) -> None:
-        audios = [to_float(j.snap.pcm) for j in jobs]
+        audios = [to_float(j.snap.pcm[j.tail_start :]) for j in jobs]
+        # The frozen text as a prompt carries the sentence on into the tail (one prompt per model call).
+        prompt = words_text([w for seg in jobs[0].frozen for w in seg.words][-PROMPT_WORDS:]) if len(jobs) == 1 else ""
         t0 = self.clock()
         try:
-            results = self.transcriber.transcribe_batch(audios, beam_size=self.beam_size)
+            results = self.transcriber.transcribe_batch(audios, beam_size=self.beam_size, initial_prompt=prompt or None)
         except Exception:
             log.exception("interim pass failed", extra={"session": jobs[0].slot.session_id})
             with self._cond:
@@ -422,16 +461,16 @@ class InterimWorker:
         took = self.clock() - t0
         with self._cond:
             self._rest_until = self.clock() + took * (1.0 / self.max_duty - 1.0)
-        for job, asr in zip(jobs, results, strict=True):
-            self._publish(job, asr, took / len(jobs))
+        for job, tail in zip(jobs, results, strict=True):
+            self._publish(job, continued(job.frozen, tail, job.tail_start / SAMPLE_RATE), took / len(jobs))
 
-    def _publish(self, job: _Job, asr: AsrResult, took: float) -> None:
+    def _publish(self, job: _Job, asr: Sequence[AsrSegment], took: float) -> None:
         slot, snap = job.slot, job.snap
         sid = slot.session_id
         with self._cond:
             c = slot.counters
             c.passes += 1
-            c.audio_seconds += snap.pcm.size / SAMPLE_RATE
+            c.audio_seconds += (snap.pcm.size - job.tail_start) / SAMPLE_RATE
             c.compute_seconds += took
             if snap.window_index <= slot.closed_through:
                 c.stale += 1
@@ -439,11 +478,19 @@ class InterimWorker:
             if snap.window_index != slot.window_index:
                 slot.window_index = snap.window_index
                 slot.prev_words = []
+                slot.frozen, slot.tail_start = (), 0
                 slot.last_written = None
             words = [normalize_word(w.text) for s in asr for w in s.words]
             stable = agreed_prefix(slot.prev_words, words)
             slot.prev_words = words
             slot.passed_samples = snap.pcm.size
+            if self.decode_tail and job.frozen == slot.frozen:
+                # Freeze all stable words but the last, which the next pass hears again
+                # (its end time is the least certain), so a cut mid-word cannot lose it.
+                freeze = stable - 1
+                if freeze > sum(len(s.words) for s in slot.frozen):
+                    slot.frozen = tuple(keep_words(asr, freeze))
+                    slot.tail_start = min(snap.pcm.size, round(slot.frozen[-1].words[-1].end * SAMPLE_RATE))
             need_speaker = slot.speaker_stale
         speaker = self._last_speaker(slot) if need_speaker else slot.speaker
         segments = interim_segments(sid, snap.window_index, snap.start_sample, asr, stable, speaker)
