@@ -8,6 +8,7 @@ spoken in a window's first seconds waited that long (caption p95 7.3-7.8 s).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -133,7 +134,7 @@ def test_next_window_gets_interim_captions_while_the_previous_one_is_diarized(
     assert rows and all(s.is_final for s in rows), "finals replace every interim row"
     windows = store.windows("s")
     assert [w.window_index for w in windows] == list(range(len(windows))) and len(windows) >= 3
-    assert all(a.end_sample == b.start_sample for a, b in zip(windows, windows[1:], strict=False))
+    assert all(a.end_sample == b.start_sample for a, b in itertools.pairwise(windows))
     assert windows[-1].end_sample == 25 * 16000
     assert diarizer.calls == len(windows)
     assert checkpoints.values[-1] == records[-1].seq

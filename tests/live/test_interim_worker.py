@@ -78,7 +78,7 @@ def test_passes_decode_only_the_tail_after_the_stable_words(store: SqliteTranscr
     assert fake.calls[1][0] == pcm(4).size and fake.prompts[1] is None
     assert fake.calls[2][0] == pcm(5).size - round(0.6 * 16000) and fake.prompts[2] == "the build"
     assert rows[2] == [("the build", True), ("is stable", True), ("and all", False)]
-    start_of_is = [s for s in store.segments("s", include_interim=True) if s.text.startswith("is")][0].start
+    start_of_is = next(s for s in store.segments("s", include_interim=True) if s.text.startswith("is")).start
     assert start_of_is == 0.6, "tail words are moved onto the window timeline"
     # Pass 4 starts after "is" (0.9 s); the fake hears "is" again at the cut: not shown twice.
     assert fake.calls[3][0] == pcm(6).size - round(0.9 * 16000) and fake.prompts[3] == "the build is"
