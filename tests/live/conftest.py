@@ -31,7 +31,6 @@ class ScriptedTranscriber(Transcriber):
     def __init__(self, passes: list[list[AsrSegment]] | None = None) -> None:
         self.passes = list(passes or [])
         self.calls: list[tuple[int, int | None]] = []  # (audio samples, beam)
-        self.prompts: list[str | None] = []
         self.hold = threading.Event()
         self.hold.set()
         self.entered = threading.Event()
@@ -40,7 +39,6 @@ class ScriptedTranscriber(Transcriber):
         self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
     ) -> AsrResult:
         self.calls.append((audio.size, beam_size))
-        self.prompts.append(initial_prompt)
         self.entered.set()
         assert self.hold.wait(30), "test never released the held pass"
         if self.passes:
