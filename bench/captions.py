@@ -221,7 +221,8 @@ def main() -> int:
         s = on["stats"]
         if s:
             print(
-                f"  interim passes {s['passes']} (model {s['compute_seconds']:.1f} s, "
+                f"  interim passes {s['passes']} (audio decoded {s['audio_seconds']:.0f} s, "
+                f"model {s['compute_seconds']:.1f} s, "
                 f"{s['compute_seconds'] / audio_min:.1f} s per audio minute), written {s['written']}, "
                 f"superseded {s['superseded']}, skipped for final {s['skipped_for_final']}, "
                 f"stale {s['stale']}, rejected by final {s['rejected_final']}"
