@@ -16,7 +16,7 @@ SSE feed is read as a viewer would.
   interim on, caption p95 stays <= 5 s.
 * **Final WER**: against the script, interim on vs off (same file, same model).
 
-    .venv/bin/python bench/captions.py [--seconds 100] [--interval 2] [--levels 1,2,4]
+    .venv/bin/python bench/captions.py [--seconds 100] [--interval 2] [--levels 1,2,4] [--diarization offline]
 """
 
 from __future__ import annotations
@@ -109,11 +109,11 @@ def first_seen(run: SessionRun, finals: list[Any]) -> None:
 
 
 def replay(
-    wav: Path, n_sessions: int, interval: float, data_dir: Path
+    wav: Path, n_sessions: int, interval: float, data_dir: Path, diarization: str = "none"
 ) -> tuple[list[SessionRun], float, dict[str, Any]]:
     """Replay ``wav`` into ``n_sessions`` live sessions at once; returns runs and CPU seconds."""
     settings = Settings.from_env(
-        {}, data_dir=data_dir, diarization="none", port=0, rtmp_port=0, interim_seconds=interval
+        {}, data_dir=data_dir, diarization=diarization, port=0, rtmp_port=0, interim_seconds=interval
     )
     svc = LiveService(settings).start()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -172,6 +172,12 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=2.0, help="FLOWBOT_INTERIM_SECONDS when on")
     ap.add_argument("--levels", default="1,2,4", help="concurrent sessions to try for capacity")
     ap.add_argument("--capacity-seconds", type=float, default=45.0, help="audio per session in capacity runs")
+    ap.add_argument(
+        "--diarization",
+        default=Settings().diarization,
+        choices=("offline", "none"),
+        help="FLOWBOT_DIARIZATION for every run (default: the settings default, as `flowbot serve` runs)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -186,7 +192,7 @@ def main() -> int:
 
         results: dict[str, Any] = {}
         for mode, interval in (("interim", args.interval), ("finals-only", 0.0)):
-            runs, cpu, stats = replay(wav, 1, interval, tmp / f"lat-{mode}")
+            runs, cpu, stats = replay(wav, 1, interval, tmp / f"lat-{mode}", args.diarization)
             r = runs[0]
             results[mode] = {
                 "p50": statistics.median(r.latencies) if r.latencies else float("nan"),
@@ -198,7 +204,10 @@ def main() -> int:
                 "stats": stats.get(r.session_id, {}),
             }
         on, off = results["interim"], results["finals-only"]
-        print(f"audio {args.seconds:.0f} s, tiny.en int8, 2 CPU threads, interim every {args.interval:g} s")
+        print(
+            f"audio {args.seconds:.0f} s, tiny.en int8, 2 CPU threads, interim every {args.interval:g} s, "
+            f"diarization {args.diarization}"
+        )
         print("caption latency (word end -> first shown in the live feed):")
         for mode in ("interim", "finals-only"):
             m = results[mode]
@@ -212,7 +221,8 @@ def main() -> int:
         s = on["stats"]
         if s:
             print(
-                f"  interim passes {s['passes']} (model {s['compute_seconds']:.1f} s, "
+                f"  interim passes {s['passes']} (audio decoded {s['audio_seconds']:.0f} s, "
+                f"model {s['compute_seconds']:.1f} s, "
                 f"{s['compute_seconds'] / audio_min:.1f} s per audio minute), written {s['written']}, "
                 f"superseded {s['superseded']}, skipped for final {s['skipped_for_final']}, "
                 f"stale {s['stale']}, rejected by final {s['rejected_final']}"
@@ -225,7 +235,7 @@ def main() -> int:
         for mode, interval in (("interim", args.interval), ("finals-only", 0.0)):
             held[mode] = 0
             for n in levels:
-                runs, cpu, _ = replay(cap_wav, n, interval, tmp / f"cap-{mode}-{n}")
+                runs, cpu, _ = replay(cap_wav, n, interval, tmp / f"cap-{mode}-{n}", args.diarization)
                 lags = [r.final_lag for r in runs]
                 p95s = [pct(r.latencies, 0.95) for r in runs]
                 ok = max(lags) <= 15.0 and (interval == 0 or max(p95s) <= 5.0)

@@ -11,13 +11,14 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from contracts.settings import Device, DiarizationWeights, Settings, Switch
 from processor.asr import AsrOptions, Transcriber, WhisperTranscriber
 from processor.diarization import Diarizer, IdentityMapper, SingleSpeakerDiarizer, SpeakerMapper
 from processor.engine import EngineParts, ShardProcessor
-from processor.interim import FinalGate, GatedDiarizer, GatedTranscriber, InterimWorker
+from processor.interim import FinalGate, GatedTranscriber, InterimWorker
 from processor.windowing import WindowPolicy
 from stores.base import TranscriptStore
 from stores.factory import transcript_store, window_archive
@@ -93,27 +94,31 @@ def use_batching(settings: Settings, device: str) -> bool:
 
 @dataclass(frozen=True)
 class InterimParts:
-    """The engine's models as the engine should call them, and the interim worker (None when off)."""
+    """The engine's transcriber as the engine should call it, the interim worker (None when off)
+    and where final diarization runs (None: inline)."""
 
     transcriber: Transcriber
-    diarizer: Diarizer
     worker: InterimWorker | None
+    diarization_pool: Executor | None
 
 
-def build_interim(
-    settings: Settings, whisper: WhisperTranscriber, diarizer: Diarizer, store: TranscriptStore
-) -> InterimParts:
-    """Wrap the engine's models and build the interim worker for ``settings``.
+def build_interim(settings: Settings, whisper: WhisperTranscriber, store: TranscriptStore) -> InterimParts:
+    """Wrap the engine's transcriber and build the interim worker for ``settings``.
 
     The worker is None when ``interim_seconds`` is 0. On CUDA (or with
     ``asr_batching=on``) both the engine and the worker go through one
     :class:`processor.batched_asr.BatchingTranscriber`,
     so final and interim passes of all sessions share batched model calls; on
-    CPU finals take priority and interim passes yield to them.
+    CPU final ASR takes priority and interim passes yield to it. With interim
+    captions on, final diarization runs on its own thread, so the record thread
+    goes on offering the next window while the previous one is diarized (before,
+    interim passes for the first seconds of each window waited 4-6 s behind the
+    whole final pass: caption p95 7.3-7.8 s).
     """
     if settings.interim_seconds <= 0:
-        return InterimParts(whisper, diarizer, None)
+        return InterimParts(whisper, None, None)
     gate = FinalGate()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="final-diarization")
     if use_batching(settings, whisper.device):
         from processor.batched_asr import BatchingTranscriber
 
@@ -127,27 +132,27 @@ def build_interim(
             max_duty=1.0,
             batch_size=batched.max_batch,
         )
-        return InterimParts(GatedTranscriber(batched, gate), GatedDiarizer(diarizer, gate), worker)
-    # Finals already pre-empt interim passes through the gate; the duty cap only keeps a
-    # slow model from hogging both cores between finals (measured: a pass costs ~1-1.5 s
-    # with tiny.en on 2 busy cores, whatever the window length, since Whisper encodes 30 s).
+        return InterimParts(GatedTranscriber(batched, gate), worker, pool)
+    # Final ASR pre-empts interim passes through the gate; the duty cap only keeps a
+    # slow model from hogging both cores between finals.
     worker = InterimWorker(whisper, store, interval=settings.interim_seconds, gate=gate, max_duty=0.75)
-    return InterimParts(GatedTranscriber(whisper, gate), GatedDiarizer(diarizer, gate), worker)
+    return InterimParts(GatedTranscriber(whisper, gate), worker, pool)
 
 
 def build_engine_parts(settings: Settings) -> EngineParts:
     """Everything the engine needs, from settings."""
     quiet_threads(settings)
     store = transcript_store(settings)
-    interim = build_interim(settings, build_transcriber(settings), build_diarizer(settings), store)
+    interim = build_interim(settings, build_transcriber(settings), store)
     return EngineParts(
         transcriber=interim.transcriber,
-        diarizer=interim.diarizer,
+        diarizer=build_diarizer(settings),
         mapper_factory=mapper_factory(settings),
         store=store,
         archive=window_archive(settings),
         policy=WindowPolicy(settings.window_seconds, settings.window_min_seconds, settings.window_min_silence_ms),
         interim=interim.worker,
+        diarization_pool=interim.diarization_pool,
     )
 
 

@@ -19,6 +19,11 @@ Safety rules (why they hold is noted where they are enforced):
   same span); the rest stays buffered and opens the next window. Windows stay
   contiguous: the next window starts exactly where the committed one ended,
   and the checkpoint rule above still covers the carried audio.
+- With a diarization pool (:attr:`EngineParts.diarization_pool`, on when interim
+  captions are), a window is *cut* when its ASR is done and *committed* once
+  its diarization is: at a later record, at the session's next cut or end, or
+  at shutdown. A session has at most one cut window; windows commit in order;
+  the cut window's records count as uncommitted for the checkpoint rule.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -37,7 +43,7 @@ from contracts.frames import MAX_RECORD_SAMPLES, SAMPLE_RATE, FrameKind, FrameRe
 from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus
 from processor.asr import AsrSegment, Transcriber, shifted, words_text
 from processor.attribution import attribute, transcript_segments
-from processor.diarization import Diarizer, SpeakerMapper
+from processor.diarization import Diarization, Diarizer, SpeakerMapper
 from processor.windowing import WindowPolicy, choose_cut, commit_point, has_speech, to_float
 from stores.archive import WindowArchive
 from stores.base import PermanentStoreError, SessionProgress, TranscriptStore
@@ -76,6 +82,13 @@ class EngineParts:
     #: Samples of silence inserted for a timeline gap at most; a longer gap
     #: closes the window instead (nothing to transcribe in it anyway).
     max_gap_samples: int = 10 * SAMPLE_RATE
+    #: Where a final pass's diarization runs. None: inline, the window commits
+    #: before the record that cut it returns. An executor (one thread): the record
+    #: thread goes on ingesting, and offering the next window to interim captions,
+    #: while the previous window is diarized; the window commits at a later record
+    #: (see :class:`ShardProcessor`). Measured: diarization is 70-80 % of a final
+    #: pass, and a blocked record thread was the cause of caption p95 > 7 s.
+    diarization_pool: Executor | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,72 @@ class WindowResult:
     turns: tuple[SpeakerTurn, ...] = ()
     #: ASR segments the hallucination guard dropped, by reason (:class:`processor.asr.AsrResult`).
     dropped: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class Recognized:
+    """The ASR half of a final pass: the window's words and how much of it they commit."""
+
+    #: The window's audio as float32 (what diarization will hear).
+    audio: np.ndarray
+    #: Segments within the committed span, times relative to the window start.
+    asr: list[AsrSegment]
+    #: Samples of the window committed (see :attr:`WindowResult.samples`).
+    samples: int
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
+def recognize_window(
+    parts: EngineParts, pcm: np.ndarray, *, carry: bool = False, context: np.ndarray | None = None
+) -> Recognized:
+    """ASR of one window and, with ``carry``, its commit point (the first half of :func:`transcribe_window`)."""
+    audio = to_float(pcm)
+    if not has_speech(audio, parts.policy.min_silence_ms):
+        return Recognized(audio, [], len(pcm))
+    lead = 0.0
+    if context is not None and context.size:
+        lead = context.size / SAMPLE_RATE
+        raw = parts.transcriber.transcribe(np.concatenate([to_float(context), audio]))
+    else:
+        raw = parts.transcriber.transcribe(audio)
+    asr = words_after(raw, lead) if lead else list(raw)
+    samples = len(pcm)
+    if carry:
+        words = [(w.start, w.end) for seg in asr for w in seg.words]
+        samples, kept = commit_point(audio, words, len(pcm), parts.policy)
+        asr = keep_words(asr, kept) if samples < len(pcm) else asr
+    return Recognized(audio, asr, samples, raw.dropped)
+
+
+def label_window(
+    recognized: Recognized,
+    diarization: Diarization | None,
+    mapper: SpeakerMapper,
+    session_id: str,
+    window_index: int,
+    start_sample: int,
+) -> WindowResult:
+    """Speaker-attributed session-timeline segments from a window's words and its diarization.
+
+    ``diarization`` is None exactly when the window has no words (nothing to attribute).
+    """
+    if not recognized.asr or diarization is None:
+        return WindowResult([], recognized.samples, dropped=recognized.dropped)
+    if recognized.samples < len(recognized.audio):
+        diarization = diarization.until(recognized.samples / SAMPLE_RATE)
+    mapping = mapper.assign(diarization)
+    session_diarization = diarization.relabel(mapping)
+    labelled = attribute(recognized.asr, session_diarization)
+    segments = transcript_segments(
+        labelled, session_id=session_id, window_index=window_index, start_sample=start_sample
+    )
+    offset = start_sample / SAMPLE_RATE
+    turns = tuple(
+        SpeakerTurn(round(offset + t.start, 3), round(offset + t.end, 3), t.speaker)
+        for t in session_diarization.speech_turns
+        if t.end > t.start
+    )
+    return WindowResult(segments, recognized.samples, turns, recognized.dropped)
 
 
 def transcribe_window(
@@ -111,40 +190,9 @@ def transcribe_window(
     many samples that is, and the rest belongs to the next window. The result
     also counts the ASR segments the hallucination guard dropped.
     """
-    audio = to_float(pcm)
-    if not has_speech(audio, parts.policy.min_silence_ms):
-        return WindowResult([], len(pcm))
-    lead = 0.0
-    if context is not None and context.size:
-        lead = context.size / SAMPLE_RATE
-        raw = parts.transcriber.transcribe(np.concatenate([to_float(context), audio]))
-    else:
-        raw = parts.transcriber.transcribe(audio)
-    dropped = raw.dropped
-    asr = words_after(raw, lead) if lead else list(raw)
-    samples = len(pcm)
-    if carry:
-        words = [(w.start, w.end) for seg in asr for w in seg.words]
-        samples, kept = commit_point(audio, words, len(pcm), parts.policy)
-        asr = keep_words(asr, kept) if samples < len(pcm) else asr
-    if not asr:
-        return WindowResult([], samples, dropped=dropped)
-    diarization = parts.diarizer.diarize(audio)
-    if samples < len(pcm):
-        diarization = diarization.until(samples / SAMPLE_RATE)
-    mapping = mapper.assign(diarization)
-    session_diarization = diarization.relabel(mapping)
-    labelled = attribute(asr, session_diarization)
-    segments = transcript_segments(
-        labelled, session_id=session_id, window_index=window_index, start_sample=start_sample
-    )
-    offset = start_sample / SAMPLE_RATE
-    turns = tuple(
-        SpeakerTurn(round(offset + t.start, 3), round(offset + t.end, 3), t.speaker)
-        for t in session_diarization.speech_turns
-        if t.end > t.start
-    )
-    return WindowResult(segments, samples, turns, dropped)
+    recognized = recognize_window(parts, pcm, carry=carry, context=context)
+    diarization = parts.diarizer.diarize(recognized.audio) if recognized.asr else None
+    return label_window(recognized, diarization, mapper, session_id, window_index, start_sample)
 
 
 def words_after(segments: Sequence[AsrSegment], seconds: float) -> list[AsrSegment]:
@@ -180,6 +228,33 @@ def keep_words(segments: Sequence[AsrSegment], count: int) -> list[AsrSegment]:
     return out
 
 
+@dataclass
+class _CutWindow:
+    """A window whose words are known (ASR ran) and whose diarization may still run.
+
+    Its audio has left the session buffer, so the next window opens (and gets
+    interim captions) at once; it is committed later, in window order, and its
+    records stay uncheckpointed until then.
+    """
+
+    index: int
+    start: int
+    #: The committed span's audio (what the archive keeps).
+    pcm: np.ndarray
+    #: None when ASR failed (``error`` says why).
+    recognized: Recognized | None
+    #: None when the window has no words (nothing to diarize).
+    diarization: Future[Diarization] | None
+    error: str | None
+    first_seq: int | None
+    final: bool
+    carried: int
+    started: float
+
+    def ready(self) -> bool:
+        return self.diarization is None or self.diarization.done()
+
+
 class _Session:
     """One session's open window on this shard.
 
@@ -207,6 +282,8 @@ class _Session:
         # Timeline spans jumped over at gaps; a record that later turns up inside one
         # contradicts the jump and is reported, not counted as a replay.
         self.skipped: list[tuple[int, int]] = []
+        # The window cut last, whose diarization may still run: out of the buffer, not yet committed.
+        self.uncommitted: _CutWindow | None = None
 
     @property
     def session_id(self) -> str:
@@ -217,9 +294,19 @@ class _Session:
         return self.start_sample + self.buffered
 
     @property
+    def next_index(self) -> int:
+        """Index of the open window (one past a cut window still waiting to commit)."""
+        if self.uncommitted is not None:
+            return self.uncommitted.index + 1
+        return self.progress.next_window_index
+
+    @property
     def pending_seq(self) -> int | None:
         """First stream record whose audio is not yet committed (or is the open window's context)."""
-        return self.sources[0][0] if self.sources else None
+        seqs = [self.sources[0][0]] if self.sources else []
+        if self.uncommitted is not None and self.uncommitted.first_seq is not None:
+            seqs.append(self.uncommitted.first_seq)
+        return min(seqs) if seqs else None
 
     def append(self, seq: int, pcm: np.ndarray) -> None:
         self.chunks.append(pcm)
@@ -285,6 +372,8 @@ class ShardProcessor:
 
     def process_records(self, records: Sequence[StreamRecord], checkpointer: Checkpointer) -> None:
         """Feed records; commit windows as they fill; checkpoint what is safe."""
+        for sess in list(self.sessions.values()):
+            self._settle(sess, wait=False)  # cut windows whose diarization finished meanwhile
         for rec in records:
             self._seen.append(rec.seq)
             try:
@@ -320,11 +409,17 @@ class ShardProcessor:
         for sess in list(self.sessions.values()):
             if sess.buffered:
                 self._commit(sess, sess.buffered, final=False)
+            self._settle(sess)
         checkpointer.checkpoint(None)
         log.info("shard ended and checkpointed", extra={"shard": self.shard_id})
 
     def shutdown_requested(self, checkpointer: Checkpointer) -> None:
-        """Graceful shutdown: checkpoint what is committed; open windows replay later."""
+        """Graceful shutdown: commit cut windows, checkpoint what is committed; open windows replay later."""
+        for sess in list(self.sessions.values()):
+            try:
+                self._settle(sess)
+            except Exception:  # still uncommitted: the checkpoint stays behind it and it replays
+                log.exception("cut window not committed at shutdown", extra={"session": sess.session_id})
         self._checkpoint(checkpointer)
         log.info(
             "shutdown checkpoint taken",
@@ -355,6 +450,7 @@ class ShardProcessor:
 
     def _on_frame(self, seq: int, frame: FrameRecord) -> None:
         sess = self._session(frame.session_id)
+        self._settle(sess, wait=False)
         if sess.progress.stream_done:
             self.counters["records_after_end"] += 1
             return
@@ -388,7 +484,7 @@ class ShardProcessor:
             self.counters[f"cut_{cut.reason}"] += 1
             self._commit(sess, cut.at, final=False, carry=cut.carries)
         if self.parts.interim is not None and sess.buffered:
-            self.parts.interim.offer(sess.session_id, sess.progress.next_window_index, sess.start_sample, sess.pcm())
+            self.parts.interim.offer(sess.session_id, sess.next_index, sess.start_sample, sess.pcm())
 
     def _check_timeline(self, sess: _Session, frame: FrameRecord) -> None:
         """Raise :class:`MalformedRecord` if ``frame`` contradicts what this session already sent.
@@ -437,6 +533,7 @@ class ShardProcessor:
         if sess.buffered:
             # Frames lost upstream before the end: keep the timeline honest.
             self._advance(sess, seq, total_samples)
+        self._settle(sess)
         sess.progress = replace(sess.progress, ended_sample=max(total_samples, sess.start_sample))
         if sess.buffered:
             self._commit(sess, sess.buffered, final=True)
@@ -457,40 +554,82 @@ class ShardProcessor:
         self.sessions.pop(sess.session_id, None)
 
     def _commit(self, sess: _Session, samples: int, *, final: bool, carry: bool = False) -> None:
-        """Transcribe the first ``samples`` of the buffer and commit them (or, with
-        ``carry``, the part up to a safe boundary; the rest stays buffered)."""
+        """Cut the first ``samples`` of the buffer as a window (or, with ``carry``, the
+        part up to a safe boundary; the rest stays buffered), transcribe it now and
+        commit it once diarized: at once without a diarization pool or when
+        ``final``, otherwise at a later record (:meth:`_settle`)."""
+        self._settle(sess)  # one cut window per session at a time: windows commit in order
         pcm = sess.pcm()[:samples]
-        index = sess.progress.next_window_index
-        start = sess.start_sample
+        index = sess.next_index
+        first_seq = sess.pending_seq
         t0 = time.monotonic()
-        status, error = WindowStatus.DONE, None
+        recognized: Recognized | None = None
+        diarization: Future[Diarization] | None = None
+        error = None
         try:
-            result = transcribe_window(
-                self.parts, sess.mapper, sess.session_id, index, start, pcm, carry=carry, context=sess.context
-            )
+            recognized = recognize_window(self.parts, pcm, carry=carry, context=sess.context)
+            if recognized.asr:
+                diarization = self._diarize(recognized.audio)
         except Exception as exc:  # a window that cannot be transcribed is reported, not retried forever
             log.exception("window failed", extra={"session": sess.session_id, "window": index})
-            status, error, result = WindowStatus.FAILED, f"{type(exc).__name__}: {exc}", WindowResult([], samples)
+            error = f"{type(exc).__name__}: {exc}"
+        kept = recognized.samples if recognized is not None else samples
+        sess.uncommitted = _CutWindow(
+            index, sess.start_sample, pcm[:kept], recognized, diarization, error, first_seq, final, samples - kept, t0
+        )
+        sess.drop(kept)
+        if self.parts.interim is not None:
+            self.parts.interim.window_closed(sess.session_id, index)
+        if final or self.parts.diarization_pool is None:
+            self._settle(sess)
+
+    def _diarize(self, audio: np.ndarray) -> Future[Diarization]:
+        """The final diarization of a window: on the pool when there is one, else now."""
+        if self.parts.diarization_pool is not None:
+            return self.parts.diarization_pool.submit(self.parts.diarizer.diarize, audio)
+        done: Future[Diarization] = Future()
+        try:
+            done.set_result(self.parts.diarizer.diarize(audio))
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
+
+    def _settle(self, sess: _Session, *, wait: bool = True) -> None:
+        """Commit the session's cut window (waiting for its diarization unless ``wait`` is False)."""
+        cut = sess.uncommitted
+        if cut is None or not (wait or cut.ready()):
+            return
+        status, error = WindowStatus.DONE, cut.error
+        result = WindowResult([], len(cut.pcm))
+        if cut.recognized is not None and error is None:
+            try:
+                diarization = cut.diarization.result() if cut.diarization is not None else None
+                result = label_window(cut.recognized, diarization, sess.mapper, sess.session_id, cut.index, cut.start)
+            except Exception as exc:
+                log.exception("window failed", extra={"session": sess.session_id, "window": cut.index})
+                error = f"{type(exc).__name__}: {exc}"
+        if error is not None:
+            status = WindowStatus.FAILED
             self.counters["failed_windows"] += 1
             # The registry may have half-learned from this window: start again from what
             # was committed, so a replay assigns the same labels.
             sess.mapper = self.parts.mapper_factory(dict(sess.progress.speaker_state))
-        if result.samples < samples:
+        if cut.carried:
             self.counters["carried_windows"] += 1
-        samples = result.samples
-        uri = self.parts.archive.put(sess.session_id, index, pcm[:samples]) or None
+        samples = len(cut.pcm)
+        uri = self.parts.archive.put(sess.session_id, cut.index, cut.pcm) or None
         segments = [replace(seg, audio_uri=uri) for seg in result.segments]
         progress = replace(
             sess.progress,
-            next_window_index=index + 1,
-            committed_sample=start + samples,
+            next_window_index=cut.index + 1,
+            committed_sample=cut.start + samples,
             speaker_state=dict(sess.mapper.state()),
         )
         window = WindowRecord(
             sess.session_id,
-            index,
-            start,
-            start + samples,
+            cut.index,
+            cut.start,
+            cut.start + samples,
             status,
             error,
             uri,
@@ -498,34 +637,35 @@ class ShardProcessor:
             dropped_segments=result.dropped.total(),
         )
         self.counters["dropped_segments"] += result.dropped.total()
-        # Transient store errors propagate: the checkpoint stays behind and the window replays.
+        # Transient store errors propagate: the window stays uncommitted, the checkpoint
+        # stays behind it and the window replays.
         try:
             self.parts.store.commit_window(window, segments, progress)
         except PermanentStoreError as exc:
             # The rows were refused for good: record the window as failed (reported by the
             # workflow) rather than replaying it forever. If even that is refused, raise.
-            log.error("store refused window", extra={"session": sess.session_id, "window": index, "error": str(exc)})
+            log.error(
+                "store refused window", extra={"session": sess.session_id, "window": cut.index, "error": str(exc)}
+            )
             self.counters["failed_windows"] += 1
             window = replace(window, status=WindowStatus.FAILED, error=f"store: {exc}", turns=())
             self.parts.store.commit_window(window, [], progress)
             status = WindowStatus.FAILED
         sess.progress = progress
-        sess.drop(samples)
-        if self.parts.interim is not None:
-            self.parts.interim.window_closed(sess.session_id, index)
+        sess.uncommitted = None
         self.counters["windows"] += 1
         log.info(
             "window committed",
             extra={
                 "session": sess.session_id,
-                "window": index,
-                "start_s": round(start / SAMPLE_RATE, 2),
+                "window": cut.index,
+                "start_s": round(cut.start / SAMPLE_RATE, 2),
                 "seconds": round(samples / SAMPLE_RATE, 2),
                 "segments": len(segments),
                 "status": status,
-                "took_s": round(time.monotonic() - t0, 2),
-                "final": final,
-                "carried_s": round((len(pcm) - samples) / SAMPLE_RATE, 2),
+                "took_s": round(time.monotonic() - cut.started, 2),
+                "final": cut.final,
+                "carried_s": round(cut.carried / SAMPLE_RATE, 2),
             },
         )
 

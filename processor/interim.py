@@ -13,12 +13,16 @@ Rules, and where they are enforced:
   snapshot; ``offer`` replaces an unprocessed snapshot (counted ``superseded``)
   and never blocks. The worker thread runs at most one pass per session per
   ``interval`` seconds, oldest-served session first.
-- **Finals first.** The engine's transcriber and diarizer are wrapped in a
-  :class:`FinalGate`; while a final pass runs (or waits for the model), a due
-  interim pass is skipped (counted ``skipped_for_final``), not postponed. A
-  duty cap (``max_duty``) also keeps interim passes to a fraction of the
-  worker's wall time when they get slow (the worker is behind: snapshots that
-  pile up are superseded, i.e. dropped).
+- **Final ASR first.** The engine's transcriber is wrapped in a
+  :class:`FinalGate`; while a final ASR pass runs (or waits for the model), a
+  due interim pass is skipped (counted ``skipped_for_final``), not queued.
+  Final *diarization* does not hold interim passes: it runs on its own thread
+  (:attr:`processor.engine.EngineParts.diarization_pool`) while the engine goes
+  on offering the next window, so the first words of a window are captioned
+  while the previous window is still being diarized. A duty cap
+  (``max_duty``) also keeps interim passes to a fraction of the worker's wall
+  time when they get slow (the worker is behind: snapshots that pile up are
+  superseded, i.e. dropped).
 - **Never over a final.** A pass whose window closed meanwhile is discarded
   (``stale``); if the close races the write, ``put_interim`` returns False
   (``rejected_final``) because the store refuses interim rows for a final
@@ -34,6 +38,15 @@ segment (``stable=True``) and an unstable tail (``stable=False``), so viewers
 can render the part that stopped changing differently. Stable interim text is
 a strong hint, not a promise: only final text is guaranteed.
 
+Tail decoding: once two passes agree on a prefix, all its words but the last
+are *frozen*: later passes of the window keep them as they are and decode only
+the audio after them (``snap.pcm[tail_start:]``), so a pass re-decodes seconds of speech rather than the whole growing
+window (the decoder, the word alignment and the VAD scale with the audio
+decoded; Whisper's encoder does not). The last stable word is heard again by
+the next pass; a first tail word that repeats it at the cut is dropped, so no
+word shows twice. Frozen text is still interim: the final pass decodes the
+whole window again with beam search and replaces it.
+
 Speakers on interim text are best effort: the speaker of the session's last
 final segment (read from the store once per closed window). Finals carry the
 real diarization.
@@ -47,16 +60,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from contracts.frames import SAMPLE_RATE
 from contracts.segments import TranscriptSegment
-from processor.asr import AsrResult, AsrSegment, Transcriber
+from processor.asr import AsrResult, AsrSegment, Transcriber, shifted, words_text
 from processor.attribution import AttributedSegment, transcript_segments
-from processor.diarization import Diarization, Diarizer
+from processor.engine import keep_words
 from processor.windowing import to_float
 from stores.base import TranscriptStore
 
@@ -112,19 +125,6 @@ class GatedTranscriber(Transcriber):
             return self.inner.transcribe_batch(audios, beam_size=beam_size, initial_prompt=initial_prompt)
 
 
-class GatedDiarizer:
-    """The engine's diarizer, marking each call as final work on a gate."""
-
-    def __init__(self, inner: Diarizer, gate: FinalGate) -> None:
-        self.inner = inner
-        self.gate = gate
-
-    def diarize(self, audio: np.ndarray) -> Diarization:
-        """Delegate under the gate."""
-        with self.gate.final():
-            return self.inner.diarize(audio)
-
-
 # ------------------------------------------------------------------ stability
 
 
@@ -178,6 +178,30 @@ def interim_segments(
     )
 
 
+# ------------------------------------------------------------------ tail decoding
+
+#: A first tail word that repeats the last frozen word and starts this close to the
+#: cut is the same word heard again (the cut fell inside it).
+SAME_WORD_SECONDS = 0.3
+
+
+def continued(frozen: Sequence[AsrSegment], tail: Sequence[AsrSegment], offset: float) -> list[AsrSegment]:
+    """One pass's words on the window timeline: the frozen words, then the tail decoded from ``offset`` s."""
+    segments = [shifted(seg, offset) for seg in tail]
+    if frozen and frozen[-1].words and segments and segments[0].words:
+        first = segments[0].words[0]
+        if (
+            normalize_word(first.text) == normalize_word(frozen[-1].words[-1].text)
+            and first.start - offset < SAME_WORD_SECONDS
+        ):
+            rest = segments[0].words[1:]
+            if rest:
+                segments[0] = replace(segments[0], start=rest[0].start, text=words_text(rest), words=rest)
+            else:
+                segments.pop(0)
+    return [*frozen, *segments]
+
+
 # ---------------------------------------------------------------------- worker
 
 
@@ -216,6 +240,9 @@ class _Slot:
     window_index: int = -1
     passed_samples: int = 0
     prev_words: list[str] = field(default_factory=list)
+    #: Words no later pass re-decodes (window-relative times), and where their audio ends.
+    frozen: tuple[AsrSegment, ...] = ()
+    tail_start: int = 0
     last_written: tuple[tuple[str, bool, str | None], ...] | None = None
     speaker: str | None = None
     speaker_stale: bool = True
@@ -226,6 +253,9 @@ class _Slot:
 class _Job:
     slot: _Slot
     snap: _Snapshot
+    #: The pass decodes ``snap.pcm[tail_start:]`` and keeps ``frozen`` in front of it.
+    frozen: tuple[AsrSegment, ...] = ()
+    tail_start: int = 0
 
 
 class InterimWorker:
@@ -252,6 +282,7 @@ class InterimWorker:
         max_duty: float = 0.5,
         min_new_seconds: float = 0.5,
         batch_size: int = 1,
+        decode_tail: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if interval <= 0:
@@ -267,6 +298,7 @@ class InterimWorker:
         self.max_duty = max_duty
         self.min_new_samples = int(min_new_seconds * SAMPLE_RATE)
         self.batch_size = max(1, batch_size)
+        self.decode_tail = decode_tail
         self.clock = clock
         self._cond = threading.Condition()
         self._slots: dict[str, _Slot] = {}
@@ -306,6 +338,7 @@ class InterimWorker:
                 slot.pending = None
                 slot.counters.stale += 1
             slot.prev_words = []
+            slot.frozen, slot.tail_start = (), 0
             slot.last_written = None
             slot.passed_samples = 0
             slot.speaker_stale = True
@@ -397,10 +430,11 @@ class InterimWorker:
         if not due:
             return [], wait
         if self.yield_to_finals and self.gate.busy:
+            # Dropped, and not postponed either: the first offer after the final ASR
+            # runs at once instead of an interval later.
             for slot in due:
                 slot.pending = None
                 slot.counters.skipped_for_final += 1
-                slot.last_pass_at = now
             return [], min(wait, self.interval)
         due.sort(key=lambda s: s.last_pass_at)
         jobs = []
@@ -412,13 +446,16 @@ class InterimWorker:
                 continue  # nothing new worth a pass; the next offer brings more audio
             slot.running = True
             slot.last_pass_at = now
-            jobs.append(_Job(slot, snap))
+            same = snap.window_index == slot.window_index and self.decode_tail
+            jobs.append(_Job(slot, snap, slot.frozen, slot.tail_start) if same else _Job(slot, snap))
             if len(jobs) >= self.batch_size:
                 break
         return jobs, min(wait, self.interval)
 
     def _run_passes(self, jobs: list[_Job]) -> None:
-        audios = [to_float(j.snap.pcm) for j in jobs]
+        # No prompt: measured on a 4 s tail, the frozen text as prompt made tiny.en fall back
+        # to temperature 1.0 and invent words (2x the time); without it the tail decoded right.
+        audios = [to_float(j.snap.pcm[j.tail_start :]) for j in jobs]
         t0 = self.clock()
         try:
             results = self.transcriber.transcribe_batch(audios, beam_size=self.beam_size)
@@ -431,16 +468,16 @@ class InterimWorker:
         took = self.clock() - t0
         with self._cond:
             self._rest_until = self.clock() + took * (1.0 / self.max_duty - 1.0)
-        for job, asr in zip(jobs, results, strict=True):
-            self._publish(job, asr, took / len(jobs))
+        for job, tail in zip(jobs, results, strict=True):
+            self._publish(job, continued(job.frozen, tail, job.tail_start / SAMPLE_RATE), took / len(jobs))
 
-    def _publish(self, job: _Job, asr: AsrResult, took: float) -> None:
+    def _publish(self, job: _Job, asr: Sequence[AsrSegment], took: float) -> None:
         slot, snap = job.slot, job.snap
         sid = slot.session_id
         with self._cond:
             c = slot.counters
             c.passes += 1
-            c.audio_seconds += snap.pcm.size / SAMPLE_RATE
+            c.audio_seconds += (snap.pcm.size - job.tail_start) / SAMPLE_RATE
             c.compute_seconds += took
             if snap.window_index <= slot.closed_through:
                 c.stale += 1
@@ -448,11 +485,19 @@ class InterimWorker:
             if snap.window_index != slot.window_index:
                 slot.window_index = snap.window_index
                 slot.prev_words = []
+                slot.frozen, slot.tail_start = (), 0
                 slot.last_written = None
             words = [normalize_word(w.text) for s in asr for w in s.words]
             stable = agreed_prefix(slot.prev_words, words)
             slot.prev_words = words
             slot.passed_samples = snap.pcm.size
+            if self.decode_tail and job.frozen == slot.frozen:
+                # Freeze all stable words but the last, which the next pass hears again
+                # (its end time is the least certain), so a cut mid-word cannot lose it.
+                freeze = stable - 1
+                if freeze > sum(len(s.words) for s in slot.frozen):
+                    slot.frozen = tuple(keep_words(asr, freeze))
+                    slot.tail_start = min(snap.pcm.size, round(slot.frozen[-1].words[-1].end * SAMPLE_RATE))
             need_speaker = slot.speaker_stale
         speaker = self._last_speaker(slot) if need_speaker else slot.speaker
         segments = interim_segments(sid, snap.window_index, snap.start_sample, asr, stable, speaker)

@@ -55,7 +55,6 @@ def test_batched_results_match_sequential_and_map_back(transcriber: Any, meeting
 def test_batching_setting_chooses_the_path(transcriber: Any, settings: Any) -> None:
     """FLOWBOT_ASR_BATCHING: auto batches on CUDA only, on forces it on CPU, off never; only with interim on."""
     from processor.build import build_interim, use_batching
-    from processor.diarization import SingleSpeakerDiarizer
     from stores.factory import transcript_store
 
     assert use_batching(settings, "cuda") and not use_batching(settings, "cpu")
@@ -63,14 +62,14 @@ def test_batching_setting_chooses_the_path(transcriber: Any, settings: Any) -> N
     assert not use_batching(settings.replace(asr_batching="off"), "cuda")
     store = transcript_store(settings)
     for choice, batched in (("auto", False), ("on", True), ("off", False)):
-        parts = build_interim(settings.replace(asr_batching=choice), transcriber, SingleSpeakerDiarizer(), store)
+        parts = build_interim(settings.replace(asr_batching=choice), transcriber, store)
         assert parts.worker is not None
         inner = parts.worker.transcriber
         assert isinstance(inner, BatchingTranscriber) is batched, choice
         assert isinstance(getattr(parts.transcriber, "inner", None), BatchingTranscriber) is batched, choice
         if isinstance(inner, BatchingTranscriber):
             inner.stop()
-    off = build_interim(
-        settings.replace(asr_batching="on", interim_seconds=0.0), transcriber, SingleSpeakerDiarizer(), store
-    )
+        assert parts.diarization_pool is not None  # final diarization off the record thread
+        parts.diarization_pool.shutdown()
+    off = build_interim(settings.replace(asr_batching="on", interim_seconds=0.0), transcriber, store)
     assert off.worker is None and off.transcriber is transcriber

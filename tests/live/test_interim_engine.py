@@ -3,6 +3,7 @@ finals unchanged by interim work."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,15 @@ def records(pcm: np.ndarray) -> list[StreamRecord]:
     return out
 
 
-def run(tmp: Path, transcriber: Any, pcm: np.ndarray, interim: bool) -> tuple[SqliteTranscriptStore, list[Any]]:
+def run(
+    tmp: Path, transcriber: Any, pcm: np.ndarray, interim: bool, pooled: bool = False
+) -> tuple[SqliteTranscriptStore, list[Any]]:
     """Feed the engine record by record; after each, let the interim worker catch up and
-    apply the store's change feed to a viewer, checking what the viewer shows."""
-    store = SqliteTranscriptStore(tmp / f"t-{interim}.db")
+    apply the store's change feed to a viewer, checking what the viewer shows.
+
+    ``pooled``: final diarization on its own thread (as ``build.py`` wires it with interim on)."""
+    store = SqliteTranscriptStore(tmp / f"t-{interim}-{pooled}.db")
+    pool = ThreadPoolExecutor(max_workers=1) if pooled else None
     gate = FinalGate()
     worker = InterimWorker(transcriber, store, interval=0.01, gate=gate, max_duty=1.0, min_new_seconds=0.9)
     parts = EngineParts(
@@ -58,6 +64,7 @@ def run(tmp: Path, transcriber: Any, pcm: np.ndarray, interim: bool) -> tuple[Sq
         archive=LocalArchive(tmp / f"archive-{interim}"),
         policy=WindowPolicy(12.0, 6.0, 300),
         interim=worker if interim else None,
+        diarization_pool=pool,
     )
     proc = ShardProcessor(parts)
     proc.initialize("shard-0", None)
@@ -75,6 +82,8 @@ def run(tmp: Path, transcriber: Any, pcm: np.ndarray, interim: bool) -> tuple[Sq
             log.append(change)
             check_no_word_twice(store, view)
     worker.stop()
+    if pool is not None:
+        pool.shutdown()
     return store, log
 
 
@@ -90,12 +99,13 @@ def check_no_word_twice(store: SqliteTranscriptStore, view: dict[int, Any]) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pooled", [False, True], ids=["inline-diarization", "pooled-diarization"])
 def test_interim_then_final_in_place_without_duplicates(
-    tmp_path: Path, transcriber: Any, meeting: tuple[Path, list[Turn]]
+    tmp_path: Path, transcriber: Any, meeting: tuple[Path, list[Turn]], pooled: bool
 ) -> None:
     wav, _ = meeting
     pcm = read_pcm(str(wav))[: SECONDS * 16000]
-    store, log = run(tmp_path, transcriber, pcm, interim=True)
+    store, log = run(tmp_path, transcriber, pcm, interim=True, pooled=pooled)
     finals = {c.window_index for c in log if c.is_final}
     assert len(finals) >= 3
     for w in sorted(finals):
