@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from contracts.segments import TranscriptSegment, WindowRecord
@@ -122,12 +123,15 @@ def test_offer_never_blocks_and_drops_instead_of_queueing(store: SqliteTranscrip
     worker = InterimWorker(fake, store, interval=0.01, max_duty=1.0, min_new_seconds=0.0)
     worker.offer("s", 0, 0, pcm(1))
     assert fake.entered.wait(5)  # the worker is now stuck in a slow pass
-    slowest = 0.0
-    for i in range(50):
-        t0 = time.perf_counter()
-        worker.offer("s", 0, 0, pcm(1 + i * 0.1))
-        slowest = max(slowest, time.perf_counter() - t0)
-    assert slowest < 0.05, "offer must not wait for a pass"
+    # All 50 offers return while the pass is still held: had offer waited for the pass (or
+    # for queue room), this thread could not finish before the hold is released. No timing
+    # bound: the shared CI machine decides how fast 50 offers are, not the worker.
+    snapshots = [pcm(1 + i * 0.1) for i in range(50)]
+    offers = threading.Thread(target=lambda: [worker.offer("s", 0, 0, a) for a in snapshots])
+    offers.start()
+    offers.join(30)
+    assert not offers.is_alive(), "offer must not wait for a pass"
+    assert not fake.hold.is_set() and worker.stats("s")["passes"] <= 1
     fake.hold.set()
     wait_until(lambda: worker.stats("s")["passes"] == 2)
     time.sleep(0.2)
