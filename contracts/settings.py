@@ -58,6 +58,11 @@ class Settings:
     window_seconds: float = _opt(30.0, "Longest window; cut at the last silence before it.")
     window_min_seconds: float = _opt(15.0, "Earliest point a window may be cut at a silence.")
     window_min_silence_ms: int = _opt(300, "Silence (VAD) long enough to cut at.")
+    transcribe_batch_windows: int = _opt(
+        8,
+        "`flowbot transcribe` only: windows of the file decoded in one batched faster-whisper call "
+        "(BatchedInferencePipeline); 1 = one window at a time, as live meetings are.",
+    )
 
     # --- diarization -------------------------------------------------------
     diarization: str = _opt(

@@ -35,10 +35,10 @@ import numpy as np
 
 from contracts.frames import MAX_RECORD_SAMPLES, SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecord
 from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus
-from processor.asr import AsrSegment, Transcriber, shifted, words_text
+from processor.asr import AsrResult, AsrSegment, Transcriber, shifted, words_text
 from processor.attribution import attribute, transcript_segments
 from processor.diarization import Diarizer, SpeakerMapper
-from processor.windowing import WindowPolicy, choose_cut, commit_point, has_speech, to_float
+from processor.windowing import Cut, WindowPolicy, choose_cut, commit_point, has_speech, to_float
 from stores.archive import WindowArchive
 from stores.base import PermanentStoreError, SessionProgress, TranscriptStore
 from streams.base import Checkpointer, StreamRecord
@@ -76,6 +76,11 @@ class EngineParts:
     #: Samples of silence inserted for a timeline gap at most; a longer gap
     #: closes the window instead (nothing to transcribe in it anyway).
     max_gap_samples: int = 10 * SAMPLE_RATE
+    #: Windows of one session decoded in one :meth:`Transcriber.transcribe_batch` call.
+    #: Above 1 the processor waits until that much audio is buffered (or the stream
+    #: ends) before cutting: only for audio that arrives faster than real time (a
+    #: file, ``flowbot transcribe``). The cuts are the same either way.
+    batch_windows: int = 1
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,19 @@ class WindowResult:
     dropped: Counter[str] = field(default_factory=Counter)
 
 
+def asr_input(policy: WindowPolicy, pcm: np.ndarray, context: np.ndarray | None) -> np.ndarray | None:
+    """What ASR hears for a window: its left ``context`` then the window, float32.
+
+    None when VAD finds no speech in the window (a silent tail needs no ASR pass).
+    """
+    audio = to_float(pcm)
+    if not has_speech(audio, policy.min_silence_ms):
+        return None
+    if context is not None and context.size:
+        return np.concatenate([to_float(context), audio])
+    return audio
+
+
 def transcribe_window(
     parts: EngineParts,
     mapper: SpeakerMapper,
@@ -101,6 +119,7 @@ def transcribe_window(
     *,
     carry: bool = False,
     context: np.ndarray | None = None,
+    raw: AsrResult | None = None,
 ) -> WindowResult:
     """ASR + diarization of one window -> session-timeline segments.
 
@@ -109,17 +128,16 @@ def transcribe_window(
     cut inside speech) only the words up to
     :func:`processor.windowing.commit_point` are kept; the result says how
     many samples that is, and the rest belongs to the next window. The result
-    also counts the ASR segments the hallucination guard dropped.
+    also counts the ASR segments the hallucination guard dropped. ``raw`` is
+    the transcript of :func:`asr_input` when a batch already decoded it.
     """
     audio = to_float(pcm)
-    if not has_speech(audio, parts.policy.min_silence_ms):
-        return WindowResult([], len(pcm))
-    lead = 0.0
-    if context is not None and context.size:
-        lead = context.size / SAMPLE_RATE
-        raw = parts.transcriber.transcribe(np.concatenate([to_float(context), audio]))
-    else:
-        raw = parts.transcriber.transcribe(audio)
+    lead = context.size / SAMPLE_RATE if context is not None and context.size else 0.0
+    if raw is None:
+        heard = asr_input(parts.policy, pcm, context)
+        if heard is None:
+            return WindowResult([], len(pcm))
+        raw = parts.transcriber.transcribe(heard)
     dropped = raw.dropped
     asr = words_after(raw, lead) if lead else list(raw)
     samples = len(pcm)
@@ -318,8 +336,7 @@ class ShardProcessor:
     def shard_ended(self, checkpointer: Checkpointer) -> None:
         """Resharding: commit every open window now; the child shard resumes from progress."""
         for sess in list(self.sessions.values()):
-            if sess.buffered:
-                self._commit(sess, sess.buffered, final=False)
+            self._flush(sess, final=False)
         checkpointer.checkpoint(None)
         log.info("shard ended and checkpointed", extra={"shard": self.shard_id})
 
@@ -382,11 +399,8 @@ class ShardProcessor:
         sess.append(seq, pcm)
         # Cut only once the buffer is *over* the limit: a stream that ends exactly at it
         # (pyannote's sample is 30.000 s) is one full window, not a window and a fragment.
-        while sess.buffered > self.parts.policy.max_samples:
-            audio = to_float(sess.pcm()[: self.parts.policy.max_samples])
-            cut = choose_cut(audio, self.parts.policy)
-            self.counters[f"cut_{cut.reason}"] += 1
-            self._commit(sess, cut.at, final=False, carry=cut.carries)
+        while sess.buffered > self.parts.policy.max_samples * self.parts.batch_windows:
+            self._commit_batch(sess, rest=False, final=False)
         if self.parts.interim is not None and sess.buffered:
             self.parts.interim.offer(sess.session_id, sess.progress.next_window_index, sess.start_sample, sess.pcm())
 
@@ -425,8 +439,7 @@ class ShardProcessor:
             return
         log.warning("gap in session timeline", extra={"session": sess.session_id, "gap_s": round(gap / SAMPLE_RATE, 3)})
         if gap > self.parts.max_gap_samples:
-            if sess.buffered:
-                self._commit(sess, sess.buffered, final=False)
+            self._flush(sess, final=False)
             sess.skipped.append((sess.start_sample, offset))
             sess.jump(offset)
         else:
@@ -439,7 +452,7 @@ class ShardProcessor:
             self._advance(sess, seq, total_samples)
         sess.progress = replace(sess.progress, ended_sample=max(total_samples, sess.start_sample))
         if sess.buffered:
-            self._commit(sess, sess.buffered, final=True)
+            self._flush(sess, final=True)
         else:
             sess.progress = replace(
                 sess.progress,
@@ -456,9 +469,74 @@ class ShardProcessor:
         )
         self.sessions.pop(sess.session_id, None)
 
-    def _commit(self, sess: _Session, samples: int, *, final: bool, carry: bool = False) -> None:
+    def _flush(self, sess: _Session, *, final: bool) -> None:
+        """Commit everything buffered: cut into windows, what is left under the limit the last one."""
+        while sess.buffered:
+            self._commit_batch(sess, rest=True, final=final)
+
+    def _commit_batch(self, sess: _Session, *, rest: bool, final: bool) -> None:
+        """Cut up to ``batch_windows`` windows off the buffer, decode them in one ASR call, commit them in order.
+
+        A window is cut while more than ``max_samples`` is left, at
+        :func:`processor.windowing.choose_cut`'s cut (so the cuts do not depend
+        on the batch size); with ``rest``, what is left under the limit is the
+        last window. A cut inside speech ends the batch: where the next window
+        starts depends on that window's transcript. Each window hears the same
+        left context as when decoded alone.
+        """
+        policy = self.parts.policy
+        pcm = sess.pcm()
+        plans: list[tuple[int, int, bool]] = []  # (offset in the buffer, samples, carry)
+        pos = 0
+        while len(plans) < max(1, self.parts.batch_windows) and pos < len(pcm):
+            left = len(pcm) - pos
+            if left <= policy.max_samples:
+                if rest:
+                    plans.append((pos, left, False))
+                break
+            cut: Cut = choose_cut(to_float(pcm[pos : pos + policy.max_samples]), policy)
+            self.counters[f"cut_{cut.reason}"] += 1
+            plans.append((pos, cut.at, cut.carries))
+            pos += cut.at
+            if cut.carries:
+                break
+        raws: list[AsrResult | None] = [None] * len(plans)
+        if len(plans) > 1:
+            raws = self._decode_batch(sess, pcm, plans)
+        start = sess.start_sample
+        for (at, samples, carry), raw in zip(plans, raws, strict=True):
+            # Only the last window of a batch may carry, so each starts where it was planned.
+            assert sess.start_sample == start + at, "batch out of step with the buffer"
+            self._commit(sess, samples, final=final and at + samples == len(pcm), carry=carry, raw=raw)
+
+    def _decode_batch(
+        self, sess: _Session, pcm: np.ndarray, plans: Sequence[tuple[int, int, bool]]
+    ) -> list[AsrResult | None]:
+        """One ``transcribe_batch`` call for the planned windows (None each: decode one at a time)."""
+        history = np.concatenate([sess.context, pcm[: plans[-1][0]]])
+        inputs: list[np.ndarray | None] = []
+        for at, samples, _ in plans:
+            end = len(sess.context) + at
+            context = history[max(0, end - sess.context_samples) : end] if sess.context_samples else None
+            inputs.append(asr_input(self.parts.policy, pcm[at : at + samples], context))
+        heard = [(i, audio) for i, audio in enumerate(inputs) if audio is not None]
+        try:
+            decoded = self.parts.transcriber.transcribe_batch([audio for _, audio in heard]) if heard else []
+        except Exception:
+            log.exception("batched asr failed; windows decoded one at a time", extra={"session": sess.session_id})
+            return [None] * len(plans)
+        self.counters["batched_windows"] += len(heard)
+        raws: list[AsrResult | None] = [AsrResult() for _ in plans]  # no speech: nothing to decode
+        for (i, _), raw in zip(heard, decoded, strict=True):
+            raws[i] = raw
+        return raws
+
+    def _commit(
+        self, sess: _Session, samples: int, *, final: bool, carry: bool = False, raw: AsrResult | None = None
+    ) -> None:
         """Transcribe the first ``samples`` of the buffer and commit them (or, with
-        ``carry``, the part up to a safe boundary; the rest stays buffered)."""
+        ``carry``, the part up to a safe boundary; the rest stays buffered).
+        ``raw``: the window's ASR result when a batch already decoded it."""
         pcm = sess.pcm()[:samples]
         index = sess.progress.next_window_index
         start = sess.start_sample
@@ -466,7 +544,7 @@ class ShardProcessor:
         status, error = WindowStatus.DONE, None
         try:
             result = transcribe_window(
-                self.parts, sess.mapper, sess.session_id, index, start, pcm, carry=carry, context=sess.context
+                self.parts, sess.mapper, sess.session_id, index, start, pcm, carry=carry, context=sess.context, raw=raw
             )
         except Exception as exc:  # a window that cannot be transcribed is reported, not retried forever
             log.exception("window failed", extra={"session": sess.session_id, "window": index})
