@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-windows", type=int, default=8, help="windows per batched call")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
-    from flowbot.wer import wer
+    from flowbot.wer import normalize, wer
 
     todo = cases(args)
     runs: dict[tuple[str, str], list[float]] = {}
@@ -155,10 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     total = dict.fromkeys(SYSTEMS, 0.0)
+    errors = dict.fromkeys(SYSTEMS, 0.0)  # pooled WER: word errors over all reference words
+    words = 0
     for case in todo:
         best = {s: min(runs[(case.name, s)]) for s in SYSTEMS}
         for s in SYSTEMS:
             total[s] += best[s]
+        if case.reference is not None:
+            words += len(normalize(case.reference))
+            for s in SYSTEMS:
+                errors[s] += wer(case.reference, texts[(case.name, s)]) * len(normalize(case.reference))
         wers = [
             "-" if case.reference is None else f"{100 * wer(case.reference, texts[(case.name, s)]):.1f}"
             for s in SYSTEMS
@@ -179,9 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{total['sequential'] / total['bare']:.3f}",
             f"{total['batched'] / total['bare']:.3f}",
             f"{total['batched'] / total['sequential']:.3f}",
-            "",
-            "",
-            "",
+            *(f"{100 * errors[s] / words:.1f}" if words else "-" for s in SYSTEMS),
         )
         print("| " + " | ".join(row) + " |")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

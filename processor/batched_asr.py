@@ -173,12 +173,11 @@ class BatchingTranscriber(Transcriber):
             tails: list[tuple[int, int, np.ndarray]] = []
             for (i, offset, audio), segs in zip(pieces, self._decode(group[0], [p[2] for p in pieces]), strict=True):
                 out[i].extend(shifted(seg, offset / SAMPLE_RATE) for seg in segs)
-                # Without timestamp tokens the decoder may stop early (at a pause, after a
-                # sentence) and drop the rest of the clip: decode what follows the last word
-                # again, as faster-whisper's sequential decoding seeks past its last segment.
-                done = int(max((w.end for seg in segs for w in seg.words), default=0.0) * SAMPLE_RATE)
-                if done and len(audio) - done >= TAIL_SECONDS * SAMPLE_RATE:
-                    tails.append((i, offset + done, audio[done:]))
+                # Without timestamp tokens the decoder may stop early or skip a sentence (at a
+                # pause) and drop that speech: decode what lies between the words again, as
+                # faster-whisper's sequential decoding seeks past its last segment.
+                for a, b in missed(audio, segs):
+                    tails.append((i, offset + a, audio[a:b]))
             pieces = tails
         self.calls += 1
         opts = self.options
@@ -220,6 +219,22 @@ class BatchingTranscriber(Transcriber):
             if converted is not None:
                 out[k].append(shifted(converted, -seconds[k]))
         return out
+
+
+def missed(audio: np.ndarray, segments: Sequence[AsrSegment]) -> list[tuple[int, int]]:
+    """Sample spans of ``audio`` at least ``TAIL_SECONDS`` long with no decoded word in them but speech (VAD).
+
+    None when nothing was decoded at all (the model heard no speech there).
+    """
+    words = [(w.start, w.end) for seg in segments for w in seg.words]
+    if not words:
+        return []
+    edges = [0, *(round(x * SAMPLE_RATE) for pair in words for x in pair), len(audio)]
+    out = []
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        if b - a >= TAIL_SECONDS * SAMPLE_RATE and any(e - s >= SAMPLE_RATE for s, e in speech_clips(audio[a:b])):
+            out.append((a, b))
+    return out
 
 
 def sentences(seg: AsrSegment) -> list[AsrSegment]:
