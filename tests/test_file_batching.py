@@ -152,3 +152,23 @@ def test_diarization_off_does_not_import_torch(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_missed_finds_speech_the_decoder_skipped(real_speech: tuple[np.ndarray, str]) -> None:
+    """The batched decoder (no timestamp tokens) can skip a sentence; the speech between words is found."""
+    from processor.batched_asr import missed
+    from processor.windowing import to_float
+
+    audio = to_float(
+        real_speech[0][: 11 * 16000]
+    )  # "And Mr. John Dashwood ... for them." then "Ten of clubs. Go forward ..."
+    first = AsrSegment(
+        0.5, 7.6, "And Mr. John Dashwood", (Word(0.5, 1.2, " And", 0.9), Word(7.0, 7.6, " them.", 0.9)), -0.2, 0.0, 1.0
+    )
+    gaps = missed(audio, [first])
+    # Inside the clip (between "And" and "them.") and after its last word.
+    assert gaps == [(int(1.2 * 16000), int(7.0 * 16000)), (int(7.6 * 16000), len(audio))]
+    # Words all along: nothing missed; nothing decoded at all: nothing to chase either.
+    words = tuple(Word(t, t + 0.5, " w", 0.9) for t in np.arange(0.0, 11.0, 1.0))
+    assert missed(audio, [AsrSegment(0.0, 11.0, "w", words, -0.2, 0.0, 1.0)]) == []
+    assert missed(audio, []) == []
