@@ -11,7 +11,7 @@ and the flite meeting by default; or one file; or a generated flite meeting of
   processor -> store -> notes) with its windows decoded one at a time, as
   live meetings are (``FLOWBOT_TRANSCRIBE_BATCH_WINDOWS=1``);
 - ``batched``: the same with the file's windows decoded in batches through
-  faster-whisper's BatchedInferencePipeline (the default for files);
+  faster-whisper's BatchedInferencePipeline (``--batch-windows``, 8);
 - ``bare``: faster-whisper's own ``transcribe`` on the whole file, same model
   and decoding options.
 
