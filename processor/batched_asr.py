@@ -101,6 +101,8 @@ class BatchingTranscriber(Transcriber):
         self._cond = threading.Condition()
         self._queue: list[_Request] = []
         self._stopping = False
+        #: Groups of requests served (one batched model call each, plus one per round of
+        #: skipped speech decoded again), and the clips decoded (re-decoded ones included).
         self.calls = 0
         self.clips = 0
         self._thread = threading.Thread(target=self._run, name="asr-batcher", daemon=True)
