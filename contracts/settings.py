@@ -152,6 +152,12 @@ class Settings:
     window_seconds: float = _opt(30.0, "Longest window; cut at the last silence before it.")
     window_min_seconds: float = _opt(15.0, "Earliest point a window may be cut at a silence.")
     window_min_silence_ms: int = _opt(300, "Silence (VAD) long enough to cut at.")
+    transcribe_batch_windows: int = _opt(
+        1,
+        "`flowbot transcribe` only: windows of the file decoded in one batched faster-whisper call "
+        "(BatchedInferencePipeline); 1 = one window at a time, as live meetings are. 8 took 0.75x the "
+        "time at 0.5 points more WER on the real-speech set (bench/pipeline.py).",
+    )
 
     # --- diarization -------------------------------------------------------
     diarization: DiarizationWeights = _opt(

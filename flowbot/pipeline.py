@@ -27,7 +27,7 @@ from contracts.segments import TranscriptSegment, WindowRecord
 from contracts.settings import Settings
 from control.sessions import end, start_processing
 from control.workflow import default_steps
-from processor.build import build_engine_parts, build_shard_processor
+from processor.build import build_engine_parts, build_file_parts, build_shard_processor
 from processor.engine import EngineParts, ShardProcessor
 from producer.file_ingest import ingest_file
 from stores.base import Session, SessionState
@@ -134,9 +134,9 @@ def transcribe_file(
             state=SessionState.LIVE,
         )
     )
-    # A file has no live viewers: interim captions would only cost time.
-    processors = LocalProcessors(settings.replace(interim_seconds=0.0), parts)
-    processors.parts()  # models load here, not on the consumer's first lease
+    # Models load here, not on the consumer's first lease. A file has no live viewers
+    # (no interim captions) and its windows may be decoded in batches.
+    processors = LocalProcessors(settings.replace(interim_seconds=0.0), build_file_parts(settings, parts))
     stream = embedded_stream(settings)
     consumer = embedded_consumer(settings, processors, stream)
     thread = ConsumerThread(consumer).start()

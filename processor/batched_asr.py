@@ -13,10 +13,12 @@ Each request's audio is first cut into speech clips of at most 30 s with the
 Silero VAD shipped in faster-whisper (the sequential path skips silence the
 same way), so a request with no speech costs no model time at all.
 
-It works on CPU too (that is how the tests exercise it), but by default it is
-only wired in for ``device == "cuda"`` (``FLOWBOT_ASR_BATCHING=on`` forces it):
-on two CPU cores batching buys nothing and the interim worker's priority rules
-matter more.
+Live, it is only wired in for ``device == "cuda"`` by default
+(``FLOWBOT_ASR_BATCHING=on`` forces it): on two CPU cores the interim worker's
+priority rules matter more. For a file (``flowbot transcribe``) all audio is
+known up front, and one session's windows go through it in batches on any
+device when ``FLOWBOT_TRANSCRIBE_BATCH_WINDOWS`` > 1
+(:func:`processor.build.build_file_parts`).
 """
 
 from __future__ import annotations
@@ -27,17 +29,32 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from contracts.frames import SAMPLE_RATE
-from processor.asr import AsrResult, AsrSegment, Transcriber, WhisperTranscriber, guard, loops, shifted, whisper_segment
+from contracts.segments import Word
+from processor.asr import (
+    AsrResult,
+    AsrSegment,
+    Transcriber,
+    WhisperTranscriber,
+    guard,
+    loops,
+    shifted,
+    whisper_segment,
+    words_text,
+)
 
 log = logging.getLogger(__name__)
 
 #: Whisper's input length; a clip never exceeds it.
 CLIP_SECONDS = 30.0
+#: Speech left after a clip's last decoded word that is decoded again (see ``_call``).
+TAIL_SECONDS = 2.0
+#: Decoding rounds per call at most (the first, then tails of tails).
+MAX_ROUNDS = 3
 
 
 @dataclass
@@ -46,14 +63,6 @@ class _Request:
     beam_size: int
     prompt: str | None
     future: Future[AsrResult] = field(default_factory=Future)
-
-
-@dataclass(frozen=True)
-class _Clip:
-    request: int  # index into the group
-    start: int  # sample in the concatenated audio
-    end: int
-    offset: int  # sample in the request's own audio where the clip starts
 
 
 def speech_clips(audio: np.ndarray, max_seconds: float = CLIP_SECONDS) -> list[tuple[int, int]]:
@@ -94,6 +103,8 @@ class BatchingTranscriber(Transcriber):
         self._cond = threading.Condition()
         self._queue: list[_Request] = []
         self._stopping = False
+        #: Groups of requests served (one batched model call each, plus one per round of
+        #: skipped speech decoded again), and the clips decoded (re-decoded ones included).
         self.calls = 0
         self.clips = 0
         self._thread = threading.Thread(target=self._run, name="asr-batcher", daemon=True)
@@ -155,40 +166,102 @@ class BatchingTranscriber(Transcriber):
                 r.future.set_result(res)
 
     def _call(self, group: list[_Request]) -> list[AsrResult]:
-        clips: list[_Clip] = []
-        pieces: list[np.ndarray] = []
-        pos = 0
-        for i, req in enumerate(group):
-            for start, end in speech_clips(req.audio):
-                pieces.append(req.audio[start:end])
-                clips.append(_Clip(i, pos, pos + end - start, start))
-                pos += end - start
+        # (request, sample offset in its audio, audio) of each piece still to decode.
+        pieces = [
+            (i, start, req.audio[start:end]) for i, req in enumerate(group) for start, end in speech_clips(req.audio)
+        ]
         out: list[list[AsrSegment]] = [[] for _ in group]
-        if not clips:
-            return [AsrResult() for _ in group]
-        opts = self.options
-        segments, _info = self.pipeline.transcribe(
-            np.concatenate(pieces),
-            clip_timestamps=[{"start": c.start / SAMPLE_RATE, "end": c.end / SAMPLE_RATE} for c in clips],
-            batch_size=len(clips),
-            **opts.decode_kwargs(group[0].beam_size, group[0].prompt),
-        )
-        starts = [c.start / SAMPLE_RATE for c in clips]
+        for _ in range(MAX_ROUNDS):
+            if not pieces:
+                break
+            tails: list[tuple[int, int, np.ndarray]] = []
+            for (i, offset, audio), segs in zip(pieces, self._decode(group[0], [p[2] for p in pieces]), strict=True):
+                out[i].extend(shifted(seg, offset / SAMPLE_RATE) for seg in segs)
+                # Without timestamp tokens the decoder may stop early or skip a sentence (at a
+                # pause) and drop that speech: decode what lies between the words again, as
+                # faster-whisper's sequential decoding seeks past its last segment.
+                for a, b in missed(audio, segs):
+                    tails.append((i, offset + a, audio[a:b]))
+            pieces = tails
         self.calls += 1
-        self.clips += len(clips)
-        for seg in segments:
-            # Whisper's times are quantised to 20 ms, so a segment may start a hair before its
-            # clip: attribute it by its middle, which always lies inside the clip.
-            k = max(0, bisect.bisect_right(starts, (float(seg.start) + float(seg.end)) / 2) - 1)
-            clip = clips[k]
-            converted = whisper_segment(seg)
-            if converted is not None:
-                out[clip.request].append(shifted(converted, (clip.offset - clip.start) / SAMPLE_RATE))
+        opts = self.options
         results = []
         for req, segs in zip(group, out, strict=True):
-            if any(loops(s, opts) for s in segs):
+            segs.sort(key=lambda seg: seg.start)
+            # Loops are judged on the whole decode of a clip, before it is split into sentences.
+            if any(loops(seg, opts) for seg in segs):
                 # The batched pipeline has no temperature fallback: the sequential path has.
                 results.append(self.inner.transcribe(req.audio, beam_size=req.beam_size, initial_prompt=req.prompt))
             else:
-                results.append(guard(segs, opts))
+                results.append(guard([part for seg in segs for part in sentences(seg)], opts))
         return results
+
+    def _decode(self, like: _Request, audios: Sequence[np.ndarray]) -> list[list[AsrSegment]]:
+        """One batched model call over ``audios`` (each at most 30 s); segments per audio, times relative to it."""
+        starts: list[int] = []
+        pos = 0
+        for audio in audios:
+            starts.append(pos)
+            pos += len(audio)
+        segments, _info = self.pipeline.transcribe(
+            np.concatenate(list(audios)),
+            clip_timestamps=[
+                {"start": a / SAMPLE_RATE, "end": (a + len(x)) / SAMPLE_RATE}
+                for a, x in zip(starts, audios, strict=True)
+            ],
+            batch_size=len(audios),
+            **self.options.decode_kwargs(like.beam_size, like.prompt),
+        )
+        self.clips += len(audios)
+        seconds = [a / SAMPLE_RATE for a in starts]
+        out: list[list[AsrSegment]] = [[] for _ in audios]
+        for seg in segments:
+            # Whisper's times are quantised to 20 ms, so a segment may start a hair before its
+            # clip: attribute it by its middle, which always lies inside the clip.
+            k = max(0, bisect.bisect_right(seconds, (float(seg.start) + float(seg.end)) / 2) - 1)
+            converted = whisper_segment(seg)
+            if converted is not None:
+                out[k].append(shifted(converted, -seconds[k]))
+        return out
+
+
+def missed(audio: np.ndarray, segments: Sequence[AsrSegment]) -> list[tuple[int, int]]:
+    """Sample spans of ``audio`` at least ``TAIL_SECONDS`` long with no decoded word in them but speech (VAD).
+
+    None when nothing was decoded at all (the model heard no speech there).
+    """
+    words = [(w.start, w.end) for seg in segments for w in seg.words]
+    if not words:
+        return []
+    edges = [0, *(round(x * SAMPLE_RATE) for pair in words for x in pair), len(audio)]
+    out = []
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        if b - a >= TAIL_SECONDS * SAMPLE_RATE and any(e - s >= SAMPLE_RATE for s, e in speech_clips(audio[a:b])):
+            out.append((a, b))
+    return out
+
+
+def sentences(seg: AsrSegment) -> list[AsrSegment]:
+    """``seg`` split after each word that ends a sentence (``.``, ``?``, ``!``).
+
+    The batched pipeline decodes without timestamp tokens, so a clip comes back
+    as one segment of up to 30 s; the sequential path's segments are about a
+    sentence long, and so are captions and the stored rows. The confidence
+    figures are the clip's (faster-whisper reports them per decoded chunk anyway).
+    """
+    if not seg.words:
+        return [seg]
+    out: list[AsrSegment] = []
+    current: list[Word] = []
+    for word in seg.words:
+        current.append(word)
+        if word.text.strip().endswith((".", "?", "!")):
+            out.append(_part(seg, current))
+            current = []
+    if current:
+        out.append(_part(seg, current))
+    return out if len(out) > 1 else [seg]
+
+
+def _part(seg: AsrSegment, words: Sequence[Word]) -> AsrSegment:
+    return replace(seg, start=words[0].start, end=words[-1].end, text=words_text(words), words=tuple(words))

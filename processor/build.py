@@ -12,10 +12,11 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from contracts.settings import Device, DiarizationWeights, Settings, Switch
 from processor.asr import AsrOptions, Transcriber, WhisperTranscriber
+from processor.batched_asr import BatchingTranscriber
 from processor.diarization import Diarizer, IdentityMapper, SingleSpeakerDiarizer, SpeakerMapper
 from processor.engine import EngineParts, ShardProcessor
 from processor.interim import FinalGate, GatedTranscriber, InterimWorker
@@ -27,16 +28,14 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 
 
-def quiet_threads(settings: Settings) -> None:
-    """Keep OpenMP from spinning on a shared 2-core box (measured 4-8x slowdowns)."""
+def quiet_threads() -> None:
+    """Keep OpenMP from spinning on a shared 2-core box (measured 4-8x slowdowns).
+
+    torch's thread count is set where torch is needed (the pyannote builder):
+    importing torch here cost ``flowbot transcribe`` 2-6 s with diarization off.
+    """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, settings.cpu_threads))
-    except ImportError:
-        pass
 
 
 @functools.lru_cache(maxsize=4)
@@ -53,14 +52,18 @@ def _transcriber(model: str, device: str, compute_type: str, threads: int, beam:
 def build_transcriber(settings: Settings) -> WhisperTranscriber:
     """The process-wide Whisper model for these settings."""
     with _lock:
-        return _transcriber(
-            settings.asr_model,
-            settings.asr_device,
-            settings.asr_compute_type,
-            settings.cpu_threads,
-            settings.asr_beam_size,
-            settings.asr_language,
-        )
+        return _transcriber_for(settings)
+
+
+def _transcriber_for(settings: Settings) -> WhisperTranscriber:
+    return _transcriber(
+        settings.asr_model,
+        settings.asr_device,
+        settings.asr_compute_type,
+        settings.cpu_threads,
+        settings.asr_beam_size,
+        settings.asr_language,
+    )
 
 
 def build_diarizer(settings: Settings) -> Diarizer:
@@ -120,8 +123,6 @@ def build_interim(settings: Settings, whisper: WhisperTranscriber, store: Transc
     gate = FinalGate()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="final-diarization")
     if use_batching(settings, whisper.device):
-        from processor.batched_asr import BatchingTranscriber
-
         batched = BatchingTranscriber(whisper)
         worker = InterimWorker(
             batched,
@@ -141,7 +142,7 @@ def build_interim(settings: Settings, whisper: WhisperTranscriber, store: Transc
 
 def build_engine_parts(settings: Settings) -> EngineParts:
     """Everything the engine needs, from settings."""
-    quiet_threads(settings)
+    quiet_threads()
     store = transcript_store(settings)
     interim = build_interim(settings, build_transcriber(settings), store)
     return EngineParts(
@@ -154,6 +155,30 @@ def build_engine_parts(settings: Settings) -> EngineParts:
         interim=interim.worker,
         diarization_pool=interim.diarization_pool,
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _batching(whisper: WhisperTranscriber) -> BatchingTranscriber:
+    return BatchingTranscriber(whisper)
+
+
+def build_file_parts(settings: Settings, parts: EngineParts | None = None) -> EngineParts:
+    """Engine parts for a file (``flowbot transcribe``): all its audio is known up front.
+
+    No interim captions (a file has no live viewers). With
+    ``transcribe_batch_windows`` above 1, a session's windows are decoded
+    ``transcribe_batch_windows`` at a time in one batched model call
+    (:class:`processor.batched_asr.BatchingTranscriber`); the cuts, the left
+    context and the hallucination guard stay those of the sequential path.
+    ``parts`` (models already loaded) are reused when given.
+    """
+    file_settings = settings.replace(interim_seconds=0.0)
+    parts = parts or build_engine_parts(file_settings)
+    if settings.transcribe_batch_windows <= 1:
+        return parts
+    with _lock:
+        batched = _batching(_transcriber_for(file_settings))
+    return replace(parts, transcriber=batched, batch_windows=settings.transcribe_batch_windows)
 
 
 def build_shard_processor(settings: Settings, parts: EngineParts | None = None) -> ShardProcessor:

@@ -41,10 +41,10 @@ import numpy as np
 
 from contracts.frames import MAX_RECORD_SAMPLES, SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecord
 from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus
-from processor.asr import AsrSegment, Transcriber, shifted, words_text
+from processor.asr import AsrResult, AsrSegment, Transcriber, shifted, words_text
 from processor.attribution import attribute, transcript_segments
 from processor.diarization import Diarization, Diarizer, SpeakerMapper
-from processor.windowing import WindowPolicy, choose_cut, commit_point, has_speech, to_float
+from processor.windowing import Cut, WindowPolicy, choose_cut, commit_point, has_speech, to_float
 from stores.archive import WindowArchive
 from stores.base import PermanentStoreError, SessionProgress, TranscriptStore
 from streams.base import Checkpointer, StreamRecord
@@ -89,6 +89,11 @@ class EngineParts:
     #: (see :class:`ShardProcessor`). Measured: diarization is 70-80 % of a final
     #: pass, and a blocked record thread was the cause of caption p95 > 7 s.
     diarization_pool: Executor | None = None
+    #: Windows of one session decoded in one :meth:`Transcriber.transcribe_batch` call.
+    #: Above 1 the processor waits until that much audio is buffered (or the stream
+    #: ends) before cutting: only for audio that arrives faster than real time (a
+    #: file, ``flowbot transcribe``). The cuts are the same either way.
+    batch_windows: int = 1
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,19 @@ class WindowResult:
     turns: tuple[SpeakerTurn, ...] = ()
     #: ASR segments the hallucination guard dropped, by reason (:class:`processor.asr.AsrResult`).
     dropped: Counter[str] = field(default_factory=Counter)
+
+
+def asr_input(policy: WindowPolicy, pcm: np.ndarray, context: np.ndarray | None) -> np.ndarray | None:
+    """What ASR hears for a window: its left ``context`` then the window, float32.
+
+    None when VAD finds no speech in the window (a silent tail needs no ASR pass).
+    """
+    audio = to_float(pcm)
+    if not has_speech(audio, policy.min_silence_ms):
+        return None
+    if context is not None and context.size:
+        return np.concatenate([to_float(context), audio])
+    return audio
 
 
 @dataclass(frozen=True)
@@ -118,18 +136,24 @@ class Recognized:
 
 
 def recognize_window(
-    parts: EngineParts, pcm: np.ndarray, *, carry: bool = False, context: np.ndarray | None = None
+    parts: EngineParts,
+    pcm: np.ndarray,
+    *,
+    carry: bool = False,
+    context: np.ndarray | None = None,
+    raw: AsrResult | None = None,
 ) -> Recognized:
-    """ASR of one window and, with ``carry``, its commit point (the first half of :func:`transcribe_window`)."""
+    """ASR of one window and, with ``carry``, its commit point (the first half of :func:`transcribe_window`).
+
+    ``raw`` is the transcript of :func:`asr_input` when a batch already decoded it.
+    """
     audio = to_float(pcm)
-    if not has_speech(audio, parts.policy.min_silence_ms):
-        return Recognized(audio, [], len(pcm))
-    lead = 0.0
-    if context is not None and context.size:
-        lead = context.size / SAMPLE_RATE
-        raw = parts.transcriber.transcribe(np.concatenate([to_float(context), audio]))
-    else:
-        raw = parts.transcriber.transcribe(audio)
+    lead = context.size / SAMPLE_RATE if context is not None and context.size else 0.0
+    if raw is None:
+        heard = asr_input(parts.policy, pcm, context)
+        if heard is None:
+            return Recognized(audio, [], len(pcm))
+        raw = parts.transcriber.transcribe(heard)
     asr = words_after(raw, lead) if lead else list(raw)
     samples = len(pcm)
     if carry:
@@ -180,6 +204,7 @@ def transcribe_window(
     *,
     carry: bool = False,
     context: np.ndarray | None = None,
+    raw: AsrResult | None = None,
 ) -> WindowResult:
     """ASR + diarization of one window -> session-timeline segments.
 
@@ -188,9 +213,10 @@ def transcribe_window(
     cut inside speech) only the words up to
     :func:`processor.windowing.commit_point` are kept; the result says how
     many samples that is, and the rest belongs to the next window. The result
-    also counts the ASR segments the hallucination guard dropped.
+    also counts the ASR segments the hallucination guard dropped. ``raw`` is
+    the transcript of :func:`asr_input` when a batch already decoded it.
     """
-    recognized = recognize_window(parts, pcm, carry=carry, context=context)
+    recognized = recognize_window(parts, pcm, carry=carry, context=context, raw=raw)
     diarization = parts.diarizer.diarize(recognized.audio) if recognized.asr else None
     return label_window(recognized, diarization, mapper, session_id, window_index, start_sample)
 
@@ -407,8 +433,7 @@ class ShardProcessor:
     def shard_ended(self, checkpointer: Checkpointer) -> None:
         """Resharding: commit every open window now; the child shard resumes from progress."""
         for sess in list(self.sessions.values()):
-            if sess.buffered:
-                self._commit(sess, sess.buffered, final=False)
+            self._flush(sess, final=False)
             self._settle(sess)
         checkpointer.checkpoint(None)
         log.info("shard ended and checkpointed", extra={"shard": self.shard_id})
@@ -478,11 +503,8 @@ class ShardProcessor:
         sess.append(seq, pcm)
         # Cut only once the buffer is *over* the limit: a stream that ends exactly at it
         # (pyannote's sample is 30.000 s) is one full window, not a window and a fragment.
-        while sess.buffered > self.parts.policy.max_samples:
-            audio = to_float(sess.pcm()[: self.parts.policy.max_samples])
-            cut = choose_cut(audio, self.parts.policy)
-            self.counters[f"cut_{cut.reason}"] += 1
-            self._commit(sess, cut.at, final=False, carry=cut.carries)
+        while sess.buffered > self.parts.policy.max_samples * self.parts.batch_windows:
+            self._commit_batch(sess, rest=False, final=False)
         if self.parts.interim is not None and sess.buffered:
             self.parts.interim.offer(sess.session_id, sess.next_index, sess.start_sample, sess.pcm())
 
@@ -521,8 +543,7 @@ class ShardProcessor:
             return
         log.warning("gap in session timeline", extra={"session": sess.session_id, "gap_s": round(gap / SAMPLE_RATE, 3)})
         if gap > self.parts.max_gap_samples:
-            if sess.buffered:
-                self._commit(sess, sess.buffered, final=False)
+            self._flush(sess, final=False)
             sess.skipped.append((sess.start_sample, offset))
             sess.jump(offset)
         else:
@@ -536,7 +557,7 @@ class ShardProcessor:
         self._settle(sess)
         sess.progress = replace(sess.progress, ended_sample=max(total_samples, sess.start_sample))
         if sess.buffered:
-            self._commit(sess, sess.buffered, final=True)
+            self._flush(sess, final=True)
         else:
             sess.progress = replace(
                 sess.progress,
@@ -553,11 +574,76 @@ class ShardProcessor:
         )
         self.sessions.pop(sess.session_id, None)
 
-    def _commit(self, sess: _Session, samples: int, *, final: bool, carry: bool = False) -> None:
+    def _flush(self, sess: _Session, *, final: bool) -> None:
+        """Commit everything buffered: cut into windows, what is left under the limit the last one."""
+        while sess.buffered:
+            self._commit_batch(sess, rest=True, final=final)
+
+    def _commit_batch(self, sess: _Session, *, rest: bool, final: bool) -> None:
+        """Cut up to ``batch_windows`` windows off the buffer, decode them in one ASR call, commit them in order.
+
+        A window is cut while more than ``max_samples`` is left, at
+        :func:`processor.windowing.choose_cut`'s cut (so the cuts do not depend
+        on the batch size); with ``rest``, what is left under the limit is the
+        last window. A cut inside speech ends the batch: where the next window
+        starts depends on that window's transcript. Each window hears the same
+        left context as when decoded alone.
+        """
+        policy = self.parts.policy
+        pcm = sess.pcm()
+        plans: list[tuple[int, int, bool]] = []  # (offset in the buffer, samples, carry)
+        pos = 0
+        while len(plans) < max(1, self.parts.batch_windows) and pos < len(pcm):
+            left = len(pcm) - pos
+            if left <= policy.max_samples:
+                if rest:
+                    plans.append((pos, left, False))
+                break
+            cut: Cut = choose_cut(to_float(pcm[pos : pos + policy.max_samples]), policy)
+            self.counters[f"cut_{cut.reason}"] += 1
+            plans.append((pos, cut.at, cut.carries))
+            pos += cut.at
+            if cut.carries:
+                break
+        raws: list[AsrResult | None] = [None] * len(plans)
+        if len(plans) > 1:
+            raws = self._decode_batch(sess, pcm, plans)
+        start = sess.start_sample
+        for (at, samples, carry), raw in zip(plans, raws, strict=True):
+            # Only the last window of a batch may carry, so each starts where it was planned.
+            assert sess.start_sample == start + at, "batch out of step with the buffer"
+            self._commit(sess, samples, final=final and at + samples == len(pcm), carry=carry, raw=raw)
+
+    def _decode_batch(
+        self, sess: _Session, pcm: np.ndarray, plans: Sequence[tuple[int, int, bool]]
+    ) -> list[AsrResult | None]:
+        """One ``transcribe_batch`` call for the planned windows (None each: decode one at a time)."""
+        history = np.concatenate([sess.context, pcm[: plans[-1][0]]])
+        inputs: list[np.ndarray | None] = []
+        for at, samples, _ in plans:
+            end = len(sess.context) + at
+            context = history[max(0, end - sess.context_samples) : end] if sess.context_samples else None
+            inputs.append(asr_input(self.parts.policy, pcm[at : at + samples], context))
+        heard = [(i, audio) for i, audio in enumerate(inputs) if audio is not None]
+        try:
+            decoded = self.parts.transcriber.transcribe_batch([audio for _, audio in heard]) if heard else []
+        except Exception:
+            log.exception("batched asr failed; windows decoded one at a time", extra={"session": sess.session_id})
+            return [None] * len(plans)
+        self.counters["batched_windows"] += len(heard)
+        raws: list[AsrResult | None] = [AsrResult() for _ in plans]  # no speech: nothing to decode
+        for (i, _), raw in zip(heard, decoded, strict=True):
+            raws[i] = raw
+        return raws
+
+    def _commit(
+        self, sess: _Session, samples: int, *, final: bool, carry: bool = False, raw: AsrResult | None = None
+    ) -> None:
         """Cut the first ``samples`` of the buffer as a window (or, with ``carry``, the
         part up to a safe boundary; the rest stays buffered), transcribe it now and
         commit it once diarized: at once without a diarization pool or when
-        ``final``, otherwise at a later record (:meth:`_settle`)."""
+        ``final``, otherwise at a later record (:meth:`_settle`). ``raw``: the
+        window's ASR result when a batch already decoded it."""
         self._settle(sess)  # one cut window per session at a time: windows commit in order
         pcm = sess.pcm()[:samples]
         index = sess.next_index
@@ -567,7 +653,7 @@ class ShardProcessor:
         diarization: Future[Diarization] | None = None
         error = None
         try:
-            recognized = recognize_window(self.parts, pcm, carry=carry, context=sess.context)
+            recognized = recognize_window(self.parts, pcm, carry=carry, context=sess.context, raw=raw)
             if recognized.asr:
                 diarization = self._diarize(recognized.audio)
         except Exception as exc:  # a window that cannot be transcribed is reported, not retried forever

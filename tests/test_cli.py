@@ -118,8 +118,14 @@ def test_processor_killed_mid_window_resumes_with_identical_transcript(
     assert "session resumed from store" in err
     resumed = store.segments("crash-1")
 
+    # `flowbot process` decodes one window at a time; so must the reference.
     ref_settings = Settings.from_env(
-        {}, data_dir=tmp_path / "ref", diarization="none", window_seconds=20.0, window_min_seconds=10.0
+        {},
+        data_dir=tmp_path / "ref",
+        diarization="none",
+        window_seconds=20.0,
+        window_min_seconds=10.0,
+        transcribe_batch_windows=1,
     )
     reference = transcribe_file(path, ref_settings, session_id="crash-1").segments
     strip = lambda segs: [(s.window_index, s.segment_index, s.start, s.end, s.text) for s in segs]  # noqa: E731

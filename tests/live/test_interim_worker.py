@@ -127,7 +127,12 @@ def test_offer_never_blocks_and_drops_instead_of_queueing(store: SqliteTranscrip
     # for queue room), this thread could not finish before the hold is released. No timing
     # bound: the shared CI machine decides how fast 50 offers are, not the worker.
     snapshots = [pcm(1 + i * 0.1) for i in range(50)]
-    offers = threading.Thread(target=lambda: [worker.offer("s", 0, 0, a) for a in snapshots])
+
+    def offer_all() -> None:
+        for audio in snapshots:
+            worker.offer("s", 0, 0, audio)
+
+    offers = threading.Thread(target=offer_all)
     offers.start()
     offers.join(30)
     assert not offers.is_alive(), "offer must not wait for a pass"
