@@ -128,7 +128,7 @@ class LiveService:
     def stop(self) -> None:
         """Hang up WHIP publishers, stop the web front, then the RTMP front and the processor (checkpoint)."""
         self.whip.stop()
-        self.http.stop()
+        self.http.stop(before=self.web.hub.close)  # viewers' event streams end first
         self.rtmp.stop()
         self.consumer.stop()
         self.processors.stop()

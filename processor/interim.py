@@ -45,7 +45,12 @@ window (the decoder, the word alignment and the VAD scale with the audio
 decoded; Whisper's encoder does not). The last stable word is heard again by
 the next pass; a first tail word that repeats it at the cut is dropped, so no
 word shows twice. Frozen text is still interim: the final pass decodes the
-whole window again with beam search and replaces it.
+whole window again with beam search and replaces it. Off by default
+(``decode_tail``): on a quiet 2-core machine it made captions later, not
+sooner (bench/captions.py, one session, defaults: p50 4.18 s, p95 20.96 s
+with it vs 3.41 s, 7.48 s without): Whisper's encoder pads every input to
+30 s, so a short tail costs about as much as the whole window, and words at
+the frozen boundary were often missing from interim text until the final.
 
 Speakers on interim text are best effort: the speaker of the session's last
 final segment (read from the store once per closed window). Finals carry the
@@ -282,7 +287,7 @@ class InterimWorker:
         max_duty: float = 0.5,
         min_new_seconds: float = 0.5,
         batch_size: int = 1,
-        decode_tail: bool = True,
+        decode_tail: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if interval <= 0:

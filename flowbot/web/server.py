@@ -17,6 +17,7 @@ import asyncio
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,7 +146,14 @@ class HttpServer:
             raise RuntimeError(f"the web front did not start: {self._error!r}")
         return self
 
-    def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish (bounded), run the app's shutdown."""
+    def stop(self, before: Callable[[], None] | None = None) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), run the app's shutdown.
+
+        ``before`` runs on the server's loop first: uvicorn waits for open responses
+        before the app's lifespan shutdown, so endless ones (the live feed's event
+        streams) must be ended here, or they are cancelled with a traceback each.
+        """
+        if before is not None and self.loop is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(before)
         self.server.should_exit = True
         self._thread.join(self.limits.shutdown_seconds + 10)

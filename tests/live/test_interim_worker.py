@@ -68,7 +68,7 @@ def test_passes_decode_only_the_tail_after_the_stable_words(store: SqliteTranscr
             [asr_words("is stable and all tests")],
         ]
     )
-    worker = InterimWorker(fake, store, interval=0.01, max_duty=1.0, min_new_seconds=0.1)
+    worker = InterimWorker(fake, store, interval=0.01, max_duty=1.0, min_new_seconds=0.1, decode_tail=True)
     rows = []
     for i, secs in enumerate((3.0, 4.0, 5.0, 6.0)):
         worker.offer("s", 0, 0, pcm(secs))
