@@ -103,8 +103,9 @@ class BatchingTranscriber(Transcriber):
         self._cond = threading.Condition()
         self._queue: list[_Request] = []
         self._stopping = False
-        #: Groups of requests served (one batched model call each, plus one per round of
-        #: skipped speech decoded again), and the clips decoded (re-decoded ones included).
+        #: Batched model calls (one per group of requests with speech, plus one per round of
+        #: skipped speech decoded again), and the clips they decoded (re-decoded ones included).
+        #: A group with no speech makes no call.
         self.calls = 0
         self.clips = 0
         self._thread = threading.Thread(target=self._run, name="asr-batcher", daemon=True)
@@ -183,7 +184,6 @@ class BatchingTranscriber(Transcriber):
                 for a, b in missed(audio, segs):
                     tails.append((i, offset + a, audio[a:b]))
             pieces = tails
-        self.calls += 1
         opts = self.options
         results = []
         for req, segs in zip(group, out, strict=True):
@@ -212,6 +212,7 @@ class BatchingTranscriber(Transcriber):
             batch_size=len(audios),
             **self.options.decode_kwargs(like.beam_size, like.prompt),
         )
+        self.calls += 1
         self.clips += len(audios)
         seconds = [a / SAMPLE_RATE for a in starts]
         out: list[list[AsrSegment]] = [[] for _ in audios]
