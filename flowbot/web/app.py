@@ -47,15 +47,18 @@ from control.api import MAX_BODY_BYTES, Coordinator
 from control.bearer import BearerError, bearer_token
 from control.context import ControlContext
 from flowbot.formats import FORMATS, render
-from flowbot.web.feed import Cursor, FeedHub
+from flowbot.web.feed import SEND_BUFFER_BYTES, Cursor, FeedHub
 from flowbot.web.guard import (
     SECURITY_HEADERS,
     Access,
     Guard,
+    ascii_number,
     error_response,
     read_body,
     require_content_type,
 )
+from flowbot.web.server import CONNECTION_EXTENSION, Connection
+from flowbot.web.views import viewer_segments, viewer_session
 from processor.rttm import window_turns
 from producer.whip import MAX_OFFER_BYTES, WhipIngest
 from stores.archive import window_key
@@ -112,7 +115,8 @@ class WebFront:
             session, _ = await session_access(self.guard, self.ctx, request, raw_sid)
             sid = session.session_id
             raw = request.headers.get("last-event-id", "").strip()
-            if raw and not (raw.isdigit() and len(raw) <= 18):
+            last_id = ascii_number(raw, 18) if raw else None
+            if raw and last_id is None:
                 raise HttpError(400, "invalid_last_event_id", "Last-Event-ID must be a revision number")
         except HttpError as exc:
             await error_response(exc)(scope, receive, send_start)
@@ -130,25 +134,44 @@ class WebFront:
             }
         )
 
+        loop = asyncio.get_running_loop()
+        cursor = Cursor(last_id or 0)
+
         async def stream() -> None:
-            feed = self.hub.join(sid)
+            feed = self.hub.join(sid, cursor)
             try:
                 await feed.ready.wait()
-                cursor = Cursor(int(raw or 0))
                 while True:
                     changed = feed.waiter()
-                    body, finished = feed.take(cursor)
-                    if body:
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
-                    if finished:
-                        return
+                    while True:
+                        piece = feed.take(cursor)
+                        if piece.body:
+                            # The feed drops a viewer whose send stays here (its socket full) too long.
+                            cursor.sending_since = loop.time()
+                            await send({"type": "http.response.body", "body": piece.body, "more_body": True})
+                            cursor.sending_since = None
+                        if piece.finished:
+                            return
+                        if not piece.more:
+                            break
                     await changed
             finally:
-                self.hub.leave(feed)
+                self.hub.leave(feed, cursor)
 
         # uvicorn drops writes to a closed connection silently: a second task waits for the
         # disconnect and stops the stream, so a departed viewer's state is freed at once.
         streamer = asyncio.ensure_future(stream())
+
+        def cancel_stream() -> None:
+            streamer.cancel()
+
+        # flowbot.web.server puts the connection's abort here; elsewhere, ending the stream ends it.
+        connection = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
+        if isinstance(connection, Connection):  # uvicorn as flowbot.web.server runs it
+            connection.limit_send_buffer(SEND_BUFFER_BYTES)
+            cursor.drop = connection.abort
+        else:
+            cursor.drop = cancel_stream
 
         async def until_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -235,8 +258,7 @@ def build_app(
     async def info(request: Request) -> Response:
         session, access = await session_for(request)
         report = await run_in_threadpool(ctx.report, session)
-        view = report.session.public_view()
-        view.pop("user_id", None)
+        view = viewer_session(report.session)
         share = None
         if access is Access.OWNER:
             token = guard.view_token(session.session_id)
@@ -260,7 +282,8 @@ def build_app(
         def rendered() -> str:
             t = ctx.transcripts
             turns = window_turns(t.windows(sid))
-            return render(fmt, sid, t.segments(sid), t.speakers(sid), t.get_notes(sid), turns=turns)
+            segments = viewer_segments(t.segments(sid))
+            return render(fmt, sid, segments, t.speakers(sid), t.get_notes(sid), turns=turns)
 
         headers = {"cache-control": "no-store"}
         if request.query_params.get("download") == "1":
@@ -269,10 +292,10 @@ def build_app(
 
     async def audio(request: Request) -> Response:
         session, _ = await session_for(request)
-        raw = request.path_params["window"]
-        if not raw.isdigit() or len(raw) > 9:
+        window = ascii_number(request.path_params["window"], 9)
+        if window is None:
             raise HttpError(400, "invalid_window", "the window is a non-negative integer")
-        path = archive_root / window_key(session.session_id, int(raw)) if archive_root else None
+        path = archive_root / window_key(session.session_id, window) if archive_root else None
         if path is None or not path.is_file():
             raise HttpError(404, "no_audio", "no archived audio for that window")
         return FileResponse(path, media_type="audio/flac", headers={"cache-control": "private, max-age=3600"})

@@ -68,6 +68,17 @@ def error_response(error: HttpError) -> JSONResponse:
     return JSONResponse(error.body(), error.status, headers=headers)
 
 
+def ascii_number(text: str, max_digits: int) -> int | None:
+    """``text`` as a non-negative integer if it is 1 to ``max_digits`` ASCII digits, else None.
+
+    Not ``str.isdigit``: it accepts "²", "①" and other Unicode digits that ``int()`` then
+    refuses (a 500, or a dead event stream, before).
+    """
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and 'localhost' (a server bound there needs no API token)."""
     if host == "localhost":
@@ -172,8 +183,8 @@ def require_content_type(request: Request, expected: str) -> None:
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The body, at most ``limit`` bytes, within ``timeout`` seconds (413 / 408 otherwise)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = ascii_number(request.headers.get("content-length", ""), 18)
+    if declared is not None and declared > limit:
         raise HttpError(413, "body_too_large", f"bodies are limited to {limit} bytes", close=True)
     chunks: list[bytes] = []
     size = 0
