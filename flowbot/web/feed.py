@@ -47,7 +47,7 @@ import bisect
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -168,6 +168,7 @@ class SessionFeed:
         self._again = False
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests record the pauses
 
     # -- the poller ---------------------------------------------------------------------
     def start(self) -> None:
@@ -175,9 +176,13 @@ class SessionFeed:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"feed-{self.session_id}")
 
     def close(self) -> None:
-        """End every viewer's stream (server shutdown)."""
+        """End every viewer's stream (server shutdown); a viewer stuck in a send is dropped,
+        or shutdown would wait for it to read."""
         self._closed = True
         self._signal()
+        for cursor in [c for c in self.cursors if c.sending_since is not None]:
+            cursor.sending_since = None
+            cursor.drop()
         if self._task is not None:
             self._task.cancel()
 
@@ -233,7 +238,7 @@ class SessionFeed:
             self.drop_stalled(now)
             if self.viewers <= 0 and self.ready.is_set():
                 break
-            await asyncio.sleep(self.schedule.next(changed, now))
+            await self._sleep(self.schedule.next(changed, now))
         self._signal()
 
     def drop_stalled(self, now: float) -> int:
