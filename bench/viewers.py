@@ -416,19 +416,16 @@ async def slow_scenario(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 def _read_all(host: str, port: int, sid: str) -> bytes:
-    """The first burst of a live feed (read until it has been quiet for 1 s)."""
-    with socket.create_connection((host, port), timeout=30.0) as sock:
+    """The first burst of a live feed: everything up to the state event, which follows the backlog."""
+    with socket.create_connection((host, port), timeout=60.0) as sock:
         sock.sendall(f"GET /sessions/{sid}/events HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-        got = bytearray(sock.recv(1 << 20))
-        sock.settimeout(1.0)
-        while True:
-            try:
-                chunk = sock.recv(1 << 20)
-            except TimeoutError:
-                return bytes(got)
+        got = bytearray()
+        while b"event: state" not in got[-4096:]:
+            chunk = sock.recv(1 << 20)
             if not chunk:
-                return bytes(got)
+                break
             got += chunk
+        return bytes(got)
 
 
 async def idle_scenario(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
