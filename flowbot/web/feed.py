@@ -240,6 +240,11 @@ class SessionFeed:
                 break
             await self._sleep(self.schedule.next(changed, now))
         self._signal()
+        # A finished session's viewers may still be taking its backlog: keep dropping those
+        # who stall, until the last one has gone (FeedHub.leave then cancels this task).
+        while self.cursors and not self._closed:
+            await self._sleep(min(1.0, self.stall_seconds))
+            self.drop_stalled(loop.time())
 
     def drop_stalled(self, now: float) -> int:
         """Drop every viewer whose send has not completed for ``stall_seconds``; how many."""

@@ -236,10 +236,13 @@ def test_a_viewer_that_never_reads_holds_a_bounded_piece_not_the_transcript(svc:
             v.close()
 
 
-def test_a_viewer_that_stays_behind_is_dropped_and_resumes_with_last_event_id(svc: LiveService) -> None:
+@pytest.mark.parametrize("state", [SessionState.LIVE, SessionState.COMPLETED])
+def test_a_viewer_that_stays_behind_is_dropped_and_resumes_with_last_event_id(
+    svc: LiveService, state: SessionState
+) -> None:
     sid = api(svc, "start_session", meeting_id="m", user_id="u", topic="t")["session_id"]
     commit(svc, sid, 240, words=75)
-    svc.ctx.sessions.transition(sid, [SessionState.STARTING], SessionState.LIVE)
+    svc.ctx.sessions.transition(sid, [SessionState.STARTING], state)
     svc.web.hub.stall_seconds = 0.5
     port = port_of(svc)
     slow = _slow_viewer(port, f"/sessions/{sid}/events")
@@ -258,7 +261,8 @@ def test_a_viewer_that_stays_behind_is_dropped_and_resumes_with_last_event_id(sv
     assert ids, got[:300]
     svc.web.hub.stall_seconds = 30.0
     status, _, body = request(port, "GET", f"/sessions/{sid}/events", headers={"Last-Event-ID": str(ids[-1])})
-    # A live session's stream does not end: the request helper returns what came within its time.
+    # A live session's stream does not end: the request helper returns what came within its time;
+    # a completed session's ends after its notes.
     assert status == 200
     resumed = [int(line[4:]) for line in body.split(b"\n") if line.startswith(b"id: ")]
     assert resumed and min(resumed) > ids[-1]
