@@ -27,6 +27,16 @@ root) raises this run's own session priority so the figures describe 2 cores
 doing this work rather than the neighbours' load. Both are worth printing.
 
     .venv/bin/python bench/viewers.py [--viewers 1000] [--windows 20] [--interval 0.5] [--boost]
+
+Two more scenarios (issue 20), each with servers of its own:
+
+- ``--scenario slow``: a finished 2 h meeting (``--meeting-minutes``, 30 s windows, 150
+  words a minute); ``--slow`` (1,000) viewers that read everything, then as many that never
+  read (4 KiB receive buffers). Server RSS settled before and after each crowd gives the
+  memory per reading and per slow viewer. Target: 1,000 slow viewers add <= 100 MB.
+- ``--scenario idle``: ``--idle-sessions`` (100) watched, silent sessions; server CPU
+  seconds over ``--idle-seconds``, with the feed's idle back-off and with a steady 20 Hz
+  poll (the old feed), side by side.
 """
 
 from __future__ import annotations
