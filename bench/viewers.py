@@ -27,16 +27,28 @@ root) raises this run's own session priority so the figures describe 2 cores
 doing this work rather than the neighbours' load. Both are worth printing.
 
     .venv/bin/python bench/viewers.py [--viewers 1000] [--windows 20] [--interval 0.5] [--boost]
+
+Two more scenarios (issue 20), each with servers of its own:
+
+- ``--scenario slow``: a finished 2 h meeting (``--meeting-minutes``, 30 s windows, 150
+  words a minute); ``--slow`` (1,000) viewers that read everything, then as many that never
+  read (4 KiB receive buffers). Server RSS settled before and after each crowd gives the
+  memory per reading and per slow viewer. Target: 1,000 slow viewers add <= 100 MB.
+- ``--scenario idle``: ``--idle-sessions`` (100) watched, silent sessions; server CPU
+  seconds over ``--idle-seconds``, with the feed's idle back-off and with a steady 20 Hz
+  poll (the old feed), side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import re
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -63,11 +75,18 @@ def settings_for(data_dir: Path, port: int = 0) -> Settings:
     )
 
 
-def serve_main(data_dir: Path) -> None:
-    """The server process: start, print the URL, run until stdin closes."""
+def serve_main(data_dir: Path, steady_poll: bool = False) -> None:
+    """The server process: start, print the URL, run until stdin closes.
+
+    ``steady_poll``: watched sessions are read every poll, idle or not (the old feed; the
+    idle scenario's "before").
+    """
     from contracts.logs import configure_logging
     from flowbot.serve import LiveService
+    from flowbot.web import feed
 
+    if steady_poll:
+        feed.IDLE_MAX_POLL_SECONDS = feed.POLL_SECONDS
     settings = settings_for(data_dir)
     configure_logging("WARNING", settings.log_format)
     svc = LiveService(settings).start()
@@ -290,6 +309,170 @@ async def run(args: argparse.Namespace, host: str, port: int, server_pid: int, d
     }
 
 
+# -- slow viewers and idle sessions ---------------------------------------------------------------
+
+
+def commit_meeting(store: Any, sid: str, minutes: float, words_per_window: int = 75) -> int:
+    """A finished meeting's transcript: ``minutes`` of 30 s windows, ~150 words a minute."""
+    windows = int(minutes * 2)
+    for win in range(windows):
+        t0 = win * 30.0
+        words = tuple(Word(t0 + i * 0.4, t0 + i * 0.4 + 0.35, f" word{i}") for i in range(words_per_window))
+        text = "".join(w.text for w in words)
+        segment = TranscriptSegment(sid, win, 0, t0, t0 + 30.0, text, "S1", words)
+        store.commit_window(
+            WindowRecord(sid, win, win * 480000, (win + 1) * 480000), [segment], SessionProgress(sid, win + 1, 0)
+        )
+    return windows
+
+
+class Server:
+    """A ``flowbot serve`` process of this bench (see :func:`serve_main`)."""
+
+    def __init__(self, data_dir: Path, *, steady_poll: bool = False) -> None:
+        cmd = [sys.executable, __file__, "--serve", str(data_dir)] + (["--steady-poll"] if steady_poll else [])
+        self.data_dir = data_dir
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+        )
+        assert self.proc.stdout is not None
+        url = self.proc.stdout.readline().strip()
+        if not url:
+            raise SystemExit("the server did not start")
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.host, self.port, self.pid = host, int(port), self.proc.pid
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def settled_rss(pid: int, seconds: float = 20.0) -> int:
+    """Server RSS once it stops growing (2 s without a 1 % change), at most ``seconds``."""
+    end = time.monotonic() + seconds
+    last, stable_since = rss_kib(pid), time.monotonic()
+    while time.monotonic() < end:
+        await asyncio.sleep(0.5)
+        now = rss_kib(pid)
+        if abs(now - last) > last / 100:
+            last, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since >= 2.0:
+            break
+    return rss_kib(pid)
+
+
+async def open_viewers(host: str, port: int, path: str, n: int, *, reading: bool) -> list[Any]:
+    """``n`` viewers of ``path``; non-reading ones have a 4 KiB receive buffer and never read."""
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    loop = asyncio.get_running_loop()
+    held: list[Any] = []
+    for _ in range(n):
+        if reading:
+            protocol = ViewerProtocol(Viewer(), request, time.monotonic())
+            transport, _ = await loop.create_connection(functools.partial(lambda p: p, protocol), host, port)
+            held.append(transport)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (host, port))
+            await loop.sock_sendall(sock, request)
+            held.append(sock)
+    return held
+
+
+async def slow_scenario(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Memory per viewer of a long meeting's feed: viewers that read vs viewers that never read.
+
+    Each kind gets a server of its own; RSS is read before the viewers connect and once it
+    settles after they did.
+    """
+    out: dict[str, Any] = {"meeting_minutes": args.meeting_minutes, "slow_viewers": args.slow}
+    for kind, reading in (("reading", True), ("slow", False)):
+        server = Server(tmp / f"slow-{kind}")
+        try:
+            api = Api(server.host, server.port)
+            _, status, started = await api.call(
+                {"action": "start_session", "meeting_id": "bench", "user_id": "u", "topic": "t"}
+            )
+            assert status == 200, started
+            sid = started["session_id"]
+            store = transcript_store(settings_for(server.data_dir))
+            windows = await asyncio.to_thread(commit_meeting, store, sid, args.meeting_minutes)
+            if kind == "reading":
+                burst = len(await asyncio.to_thread(_read_all, server.host, server.port, sid))
+                out["first_burst_mib"] = round(burst / 2**20, 2)
+                out["windows"] = windows
+            before = await settled_rss(server.pid)
+            held = await open_viewers(server.host, server.port, f"/sessions/{sid}/events", args.slow, reading=reading)
+            after = await settled_rss(server.pid)
+            out[f"server_rss_before_{kind}_mib"] = round(before / 1024, 1)
+            out[f"server_rss_with_{kind}_mib"] = round(after / 1024, 1)
+            out[f"memory_per_{kind}_viewer_kib"] = round((after - before) / args.slow, 1)
+            for h in held:
+                h.close()
+        finally:
+            server.close()
+    out["memory_for_1000_slow_viewers_mib"] = round(out["memory_per_slow_viewer_kib"] * 1000 / 1024, 1)
+    return out
+
+
+def _read_all(host: str, port: int, sid: str) -> bytes:
+    """The first burst of a live feed: everything up to the state event, which follows the backlog."""
+    with socket.create_connection((host, port), timeout=60.0) as sock:
+        sock.sendall(f"GET /sessions/{sid}/events HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        got = bytearray()
+        while b"event: state" not in got[-4096:]:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            got += chunk
+        return bytes(got)
+
+
+async def idle_scenario(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """CPU seconds of the server over ``--idle-seconds`` with ``--idle-sessions`` watched, silent sessions.
+
+    Twice, side by side: with the feed's idle back-off, and with every session read every
+    poll (``--steady-poll``, the old feed).
+    """
+    out: dict[str, Any] = {"idle_sessions": args.idle_sessions, "idle_seconds": args.idle_seconds}
+    for kind, steady in (("backoff", False), ("steady_poll", True)):
+        server = Server(tmp / f"idle-{kind}", steady_poll=steady)
+        try:
+            api = Api(server.host, server.port)
+            held = []
+            for i in range(args.idle_sessions):
+                _, status, started = await api.call(
+                    {"action": "start_session", "meeting_id": f"m{i}", "user_id": "u", "topic": "t"}
+                )
+                assert status == 200, started
+                path = f"/sessions/{started['session_id']}/events"
+                held += await open_viewers(server.host, server.port, path, 1, reading=True)
+            await asyncio.sleep(args.idle_settle)  # past the feed's idle threshold
+            cpu0 = cpu_seconds(server.pid)
+            await asyncio.sleep(args.idle_seconds)
+            out[f"server_cpu_s_{kind}"] = round(cpu_seconds(server.pid) - cpu0, 3)
+            for h in held:
+                h.close()
+        finally:
+            server.close()
+    out["core_share_backoff_pct"] = round(100 * out["server_cpu_s_backoff"] / args.idle_seconds, 2)
+    out["core_share_steady_poll_pct"] = round(100 * out["server_cpu_s_steady_poll"] / args.idle_seconds, 2)
+    out["cpu_ratio_steady_vs_backoff"] = round(
+        out["server_cpu_s_steady_poll"] / max(out["server_cpu_s_backoff"], 1e-3), 1
+    )
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--viewers", type=int, default=1000)
@@ -297,14 +480,27 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     parser.add_argument("--boost", action="store_true", help="run at a raised session priority (Linux, root)")
+    parser.add_argument(
+        "--scenario",
+        choices=["crowd", "slow", "idle"],
+        default="crowd",
+        help="crowd: 1,000 viewers of a live session (default); slow: memory per reading vs never-reading "
+        "viewer of a long meeting; idle: server CPU for watched, silent sessions",
+    )
+    parser.add_argument("--slow", type=int, default=1000, help="viewers of each kind (slow scenario)")
+    parser.add_argument("--meeting-minutes", type=float, default=120.0, help="transcript length (slow scenario)")
+    parser.add_argument("--idle-sessions", type=int, default=100)
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--idle-settle", type=float, default=10.0, help="wait before measuring (idle scenario)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--steady-poll", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
         probe_main(*json.loads(args.probe))
         return 0
     if args.serve:
-        serve_main(args.serve)
+        serve_main(args.serve, args.steady_poll)
         return 0
     if args.boost:
         # A session of our own, at a higher CFS autogroup priority (children inherit it).
@@ -312,6 +508,17 @@ def main() -> int:
         Path("/proc/self/autogroup").write_text("-15")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    if args.scenario != "crowd":
+        with TemporaryDirectory(prefix="flowbot-viewers-") as tmp:
+            scenario = slow_scenario if args.scenario == "slow" else idle_scenario
+            result = asyncio.run(scenario(args, Path(tmp)))
+        if not args.json:
+            for key, value in result.items():
+                print(f"{key:38s} {value!s:>10}")
+        print(json.dumps(result))
+        if args.scenario == "slow":
+            return 0 if result["memory_for_1000_slow_viewers_mib"] <= 100 else 1
+        return 0
     with TemporaryDirectory(prefix="flowbot-viewers-") as tmp:
         data_dir = Path(tmp) / "data"
         server = subprocess.Popen(

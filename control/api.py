@@ -7,6 +7,8 @@
   state, progress, speakers, notes
 - ``end_session`` {session_id} -> state ``processing``; the workflow starts
 - ``rename_speaker`` {session_id, speaker, name}
+- ``rotate_stream_key`` {session_id} -> a new stream_key, rtmp_url, rtmp_server; the old key is
+  refused from then on and a publisher live with it is cut off (a session taking audio only)
 
 Who may act on which session is :func:`control.access.may_access`; state
 changes are the verbs of :mod:`control.sessions`. Errors are
@@ -21,7 +23,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.errors import HttpError
@@ -31,7 +33,7 @@ from control import sessions
 from control.access import LOCAL, Caller, may_access
 from control.bearer import BearerError, bearer_token, same_secret
 from control.context import ControlContext
-from control.launch import LaunchError
+from control.launch import KeyRotation, LaunchError, LaunchResult
 from stores.base import Session, SessionNotFound, StateConflict
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ class Coordinator:
             "get_session": self.get_session,
             "end_session": self.end_session,
             "rename_speaker": self.rename_speaker,
+            "rotate_stream_key": self.rotate_stream_key,
         }
 
     # -- entry points -------------------------------------------------------------
@@ -184,11 +187,14 @@ class Coordinator:
         except Exception:  # pre-warming is an optimisation; never fail a start for it
             log.exception("gpu pre-warm failed", extra={"session": session.session_id})
         log.info("session started", extra={"session": session.session_id, "meeting": meeting_id})
-        server = launched.rtmp_url.rpartition("/")[0]
+        return self._publishing(session, launched)
+
+    def _publishing(self, session: Session, launched: LaunchResult) -> dict[str, Any]:
+        """Where and with what key to publish (the owner's answer to start and rotate)."""
         return {
             **session.public_view(),
             "stream_key": session.stream_key,
-            "rtmp_server": server,
+            "rtmp_server": launched.rtmp_url.rpartition("/")[0],
             "page_url": self.ctx.page_url(session.session_id) if self.ctx.page_url else None,
         }
 
@@ -208,6 +214,25 @@ class Coordinator:
         execution = self.ctx.workflow.start(session.session_id)
         log.info("session ending", extra={"session": session.session_id, "workflow": execution})
         return {**session.public_view(), "workflow": execution}
+
+    def rotate_stream_key(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """A new stream key for a session taking audio; the old one is refused from now on."""
+        session = self._session_for(body, caller)
+        launcher = self.ctx.launcher
+        if not isinstance(launcher, KeyRotation):
+            raise HttpError(
+                501, "not_supported", "this deployment's producers cannot change key; end the session and start another"
+            )
+        if session.state not in sessions.ACTIVE:
+            raise HttpError(409, "invalid_state", f"session is {session.state.value}; only a live session has a key")
+        key = secrets.token_urlsafe(24)
+        try:
+            launched = launcher.rotate_key(replace(session, stream_key=key))
+            session = sessions.rotate_key(self.ctx.sessions, session.session_id, key, launched)
+        except (LaunchError, KeyError, ValueError, StateConflict) as exc:  # it ended meanwhile
+            raise HttpError(409, "invalid_state", f"the stream key could not be changed: {exc}") from None
+        log.info("stream key rotated", extra={"session": session.session_id})
+        return self._publishing(session, launched)
 
     def rename_speaker(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
         """Name a session speaker ("S2" -> "Dana")."""

@@ -8,7 +8,7 @@ group's desired capacity raised. Both implement these protocols.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from stores.base import Session
 
@@ -33,6 +33,16 @@ class ProducerLauncher(Protocol):
 
     def stop(self, session: Session) -> None:
         """Stop ingest; the producer writes the session's end-of-stream record first."""
+
+
+@runtime_checkable
+class KeyRotation(Protocol):
+    """A launcher whose running producer can take a new stream key (``rotate_stream_key``)."""
+
+    def rotate_key(self, session: Session) -> LaunchResult:
+        """From now on accept only ``session.stream_key`` (the new key) and cut off a publisher
+        of the old one; says where to publish now. :class:`LaunchError` (or ``KeyError`` /
+        ``ValueError`` from ingest) if the session no longer takes audio."""
 
 
 class GpuPrewarmer(Protocol):

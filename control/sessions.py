@@ -9,6 +9,7 @@ states it applies in and the state it leads to::
     ending, processing --complete / complete_partially / fail--> completed / partial / failed
     starting --fail_launch--> failed
     starting, live --record_launch--> (unchanged: where to publish, the producer's handle)
+    starting, live --rotate_key--> (unchanged: a new stream key and where to publish with it)
 
 A verb is the store's conditional transition (compare-and-set), so it is
 atomic: one that finds the session in any other state raises
@@ -40,6 +41,7 @@ class Verb(enum.StrEnum):
     """The named state changes of a session (see the module doc)."""
 
     RECORD_LAUNCH = "record_launch"
+    ROTATE_KEY = "rotate_key"
     FAIL_LAUNCH = "fail_launch"
     GO_LIVE = "go_live"
     END = "end"
@@ -64,6 +66,7 @@ _FINISHING = frozenset({SessionState.ENDING, SessionState.PROCESSING})
 #: The one table of allowed state changes.
 TRANSITIONS: dict[Verb, Transition] = {
     Verb.RECORD_LAUNCH: Transition(ACTIVE, None),
+    Verb.ROTATE_KEY: Transition(ACTIVE, None),
     Verb.FAIL_LAUNCH: Transition(frozenset({SessionState.STARTING}), SessionState.FAILED),
     Verb.GO_LIVE: Transition(frozenset({SessionState.STARTING}), SessionState.LIVE),
     Verb.END: Transition(ACTIVE, SessionState.ENDING),
@@ -107,6 +110,11 @@ def record_launch(sessions: SessionStore, session_id: str, launched: LaunchResul
         rtmp_url=launched.rtmp_url,
         producer_ref=launched.producer_ref,
     )
+
+
+def rotate_key(sessions: SessionStore, session_id: str, stream_key: str, launched: LaunchResult) -> Session:
+    """Ingest took a new stream key: record it and where to publish with it."""
+    return apply(sessions, session_id, Verb.ROTATE_KEY, stream_key=stream_key, rtmp_url=launched.rtmp_url)
 
 
 def fail_launch(sessions: SessionStore, session_id: str, reason: str) -> Session:

@@ -24,6 +24,14 @@ class EmbeddedLauncher:
     def launch(self, session: Session) -> LaunchResult:
         """Register the session's stream key with the hub; the publisher may connect right away."""
         self.rtmp.hub.register(session.session_id, session.stream_key)
+        return self._where(session)
+
+    def rotate_key(self, session: Session) -> LaunchResult:
+        """:class:`control.launch.KeyRotation`: the hub takes the new key and cuts off the old one's publisher."""
+        self.rtmp.hub.rotate(session.session_id, session.stream_key)
+        return self._where(session)
+
+    def _where(self, session: Session) -> LaunchResult:
         host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
         return LaunchResult(
             rtmp_url=f"rtmp://{host}:{self.rtmp.port}/{APP}/{session.stream_key}",

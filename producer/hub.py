@@ -138,6 +138,23 @@ class IngestHub:
             extra={"session": session_id, "key": key_fingerprint(stream_key)},
         )
 
+    def rotate(self, session_id: str, stream_key: str) -> None:
+        """Replace a session's key: the old one is refused from now on, and a publisher that
+        is live with it is disconnected (what it sent so far is kept). ``KeyError`` for an
+        unknown session, ``ValueError`` for an ended one or a key that is not new."""
+        with self._lock:
+            target = self._sessions.get(session_id)
+            if target is None:
+                raise KeyError(f"unknown session {session_id}")
+            if target.stream_key == stream_key:
+                raise ValueError("the new stream key is the current one")
+        self.register(session_id, stream_key)
+        with target.lock:
+            conn = target.live
+        if conn is not None:
+            conn.close()
+        log.info("stream key rotated", extra={"session": session_id, "key": key_fingerprint(stream_key)})
+
     def end(self, session_id: str) -> None:
         """Revoke the key, disconnect a live publisher, flush and write end-of-stream."""
         with self._lock:

@@ -392,8 +392,8 @@ class SqliteSessionStore:
                 )
             updated = replace(current, state=new, updated_at=time.time(), **changes)
             conn.execute(
-                "UPDATE sessions SET state = ?, data = ? WHERE session_id = ?",
-                (new.value, self._dump(updated), session_id),
+                "UPDATE sessions SET state = ?, data = ?, stream_key = ? WHERE session_id = ?",
+                (new.value, self._dump(updated), updated.stream_key, session_id),
             )
         return updated
 

@@ -98,3 +98,46 @@ def test_access_levels(tmp_path: Path) -> None:
     assert g.access(req({}, f"view={view}")) is None  # no session: the view token opens nothing
     assert g.access(req({"authorization": "Bearer nope"})) is None
     assert guard(tmp_path).access(req({})) is Access.OWNER  # no token: loopback only, the operator
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "host", "origin", "status"),
+    [
+        ("GET", "/healthz", "rebind.evil.example", None, 200),  # open paths: any Host
+        ("GET", "/static/session.js", "rebind.evil.example", None, 200),
+        ("GET", "/sessions/x/events", "rebind.evil.example", None, 400),  # the feed too
+        ("GET", "/sessions/x", "127.0.0.1:8080", "http://evil.example", 200),  # reads: no Origin rule
+        ("POST", "/api", "127.0.0.1:8080", "http://evil.example", 403),
+        ("DELETE", "/sessions/x/whip/r", "127.0.0.1:8080", "http://evil.example", 403),
+        ("DELETE", "/sessions/x/whip/r", "127.0.0.1:8080", "http://127.0.0.1:8080", 200),
+    ],
+)
+def test_the_guard_middleware_runs_before_every_route(
+    tmp_path: Path, method: str, path: str, host: str, origin: str | None, status: int
+) -> None:
+    import asyncio
+
+    from starlette.types import Message, Receive, Scope, Send
+
+    from flowbot.web.guard import RequestGuard
+
+    reached: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    headers = [(b"host", host.encode())] + ([(b"origin", origin.encode())] if origin else [])
+    scope = {"type": "http", "method": method, "path": path, "headers": headers, "query_string": b""}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    asyncio.run(RequestGuard(inner, guard(tmp_path))(scope, receive, send))
+    assert sent[0]["status"] == status
+    assert reached == ([path] if status == 200 else [])

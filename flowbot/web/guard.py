@@ -1,12 +1,12 @@
 """The web front's request rules: who may call, from where, with what body.
 
-- **Host** (every route but ``/healthz`` and ``/static``): a browser page on any
+- **Host** (every route but ``/healthz`` and ``/static``; :class:`RequestGuard`): a browser page on any
   site can make a name of its own resolve to 127.0.0.1 (DNS rebinding) and then
   read this server as "same origin"; the ``Host`` it sends is its own name, so
   only the names this server is known by are served (loopback names, the bind
   address, ``FLOWBOT_PUBLIC_HOST``; any name when bound to a wildcard address,
   where an API token is mandatory anyway).
-- **Origin** (state-changing routes: the API and WHIP): a browser sends
+- **Origin** (every method but GET/HEAD/OPTIONS: the API and WHIP; :class:`RequestGuard`): a browser sends
   ``Origin`` on every cross-origin POST/DELETE; it must be this server (the
   request's own ``Host``) or ``FLOWBOT_PUBLIC_HOST``. ``Sec-Fetch-Site:
   cross-site`` is refused too. Clients that are not browsers send neither.
@@ -17,6 +17,8 @@
   or ``?token=`` where a header cannot be set: page links, ``EventSource``)
   makes the caller the session's owner; a per-session view token (``?view=``)
   lets a viewer read one session's page, feed, transcript and audio, nothing else.
+  :meth:`Guard.require` is the one access decision for pages, feed, downloads and API
+  (:mod:`flowbot.web.access` applies it per route).
 - **Bodies** are read with a byte limit and a time limit; an over-limit body is
   refused with ``Connection: close`` so its rest is never parsed as a request.
 
@@ -37,6 +39,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts.errors import HttpError
 from contracts.settings import Settings
@@ -66,6 +69,17 @@ def error_response(error: HttpError) -> JSONResponse:
     if error.close:
         headers["connection"] = "close"
     return JSONResponse(error.body(), error.status, headers=headers)
+
+
+def ascii_number(text: str, max_digits: int) -> int | None:
+    """``text`` as a non-negative integer if it is 1 to ``max_digits`` ASCII digits, else None.
+
+    Not ``str.isdigit``: it accepts "²", "①" and other Unicode digits that ``int()`` then
+    refuses (a 500, or a dead event stream, before).
+    """
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 def is_loopback(host: str) -> bool:
@@ -172,8 +186,8 @@ def require_content_type(request: Request, expected: str) -> None:
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The body, at most ``limit`` bytes, within ``timeout`` seconds (413 / 408 otherwise)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = ascii_number(request.headers.get("content-length", ""), 18)
+    if declared is not None and declared > limit:
         raise HttpError(413, "body_too_large", f"bodies are limited to {limit} bytes", close=True)
     chunks: list[bytes] = []
     size = 0
@@ -191,3 +205,36 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     except TimeoutError:
         raise HttpError(408, "body_timeout", f"the body did not arrive within {timeout:g} s", close=True) from None
     return b"".join(chunks)
+
+
+# -- the middleware ---------------------------------------------------------------------------
+
+#: Paths served to any Host: health checks, and page assets (no credentials, nothing per session).
+OPEN_PATHS = ("/healthz", "/static/")
+#: Methods that change nothing: no Origin check.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class RequestGuard:
+    """ASGI middleware: the Host rule on every route but :data:`OPEN_PATHS`, the Origin rule on
+    every method that is not :data:`SAFE_METHODS`, before any route runs.
+
+    Pure ASGI (it reads the scope and never wraps ``send``): the live feed behind it sends one
+    message per viewer per event, and every send wrapper is paid that often.
+    """
+
+    def __init__(self, app: ASGIApp, guard: Guard) -> None:
+        self.app, self.guard = app, guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope)
+            try:
+                if not scope["path"].startswith(OPEN_PATHS):
+                    self.guard.check_host(request)
+                if scope["method"] not in SAFE_METHODS:
+                    self.guard.check_origin(request)
+            except HttpError as exc:
+                await error_response(exc)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -19,12 +19,33 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
+
+#: The ASGI scope extension under which each request finds its :class:`Connection`.
+CONNECTION_EXTENSION = "flowbot.connection"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What a long response (the live feed) may do to its own connection."""
+
+    transport: asyncio.Transport
+
+    def abort(self) -> None:
+        """Close now, dropping what is buffered (``close`` would wait for the peer to read it)."""
+        self.transport.abort()
+
+    def limit_send_buffer(self, size: int) -> None:
+        """Fix the kernel's send buffer (Linux doubles ``size``): autotuned, it grows to 4 MiB of
+        kernel memory for each peer that does not read."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 @dataclass(frozen=True)
@@ -39,6 +60,9 @@ class HttpLimits:
     keep_alive_seconds: int = 5
     #: Connections (viewers included) served at once; more get 503 (about 25 KiB each, see bench/viewers.py).
     max_connections: int = 4096
+    #: A connection's write buffer above this makes the next send wait (asyncio's default is 64 KiB).
+    #: With the live feed's 16 KiB pieces, a viewer that never reads pins at most about 40 KiB.
+    write_buffer_bytes: int = 16 * 1024
     #: Pending connections the kernel queues (the old server had 5).
     backlog: int = 2048
     #: On shutdown, in-flight requests get this long to finish.
@@ -49,14 +73,18 @@ class _HeaderDeadline(HttpToolsProtocol):
     """httptools protocol with a deadline for request headers (slow-loris defence)."""
 
     header_seconds = 10.0
+    write_buffer_bytes = 16 * 1024
     _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn declares it
         super().connection_made(transport)
+        transport.set_write_buffer_limits(high=self.write_buffer_bytes)
         self._arm()
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        scope = cast(dict[str, Any], self.scope)
+        scope.setdefault("extensions", {})[CONNECTION_EXTENSION] = Connection(self.transport)
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -96,7 +124,11 @@ class HttpServer:
         self.sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
-        protocol = type("HeaderDeadline", (_HeaderDeadline,), {"header_seconds": self.limits.header_seconds})
+        protocol = type(
+            "HeaderDeadline",
+            (_HeaderDeadline,),
+            {"header_seconds": self.limits.header_seconds, "write_buffer_bytes": self.limits.write_buffer_bytes},
+        )
         config = uvicorn.Config(
             app,
             http=protocol,
