@@ -11,7 +11,7 @@ transcripts, one after another in one process:
   emulator answering with the same model. This measures flowbot's Bedrock
   client path, not Bedrock: there is no AWS access here.
 
-Transcripts: the flite planning meeting of ``tests/speech.py`` (27 turns, about
+Transcripts: the flite planning meeting of ``testkit/speech.py`` (27 turns, about
 2.4 minutes at the transcripts' timing) once, and three times over (7.4
 minutes; meetings longer than ``--context`` are cut into chunks and merged).
 Models are loaded and the server warmed before timing. Printed per provider and
@@ -20,7 +20,7 @@ tokens per meeting minute, whether the notes fell back, and the time of the
 endpoint and Converse paths relative to the same model in-process. Numbers from
 a shared, busy machine are noisy: compare rows of one run.
 
-    .venv/bin/python bench/notes.py [--repeats 1,3] [--context 4096] [--providers ...] [--show]
+    .venv/bin/python -m bench.notes [--repeats 1,3] [--context 4096] [--providers ...] [--show]
 """
 
 from __future__ import annotations
@@ -34,16 +34,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from contracts.notes import MeetingNotes  # noqa: E402
-from control.llm import weights  # noqa: E402
-from control.llm.chat import ChatModel, ChatRequest  # noqa: E402
-from control.llm.generator import LlmNotesGenerator  # noqa: E402
-from control.notes import FallbackNotesGenerator, NotesGenerator, OfflineNotesGenerator  # noqa: E402
-from tests.notes.transcripts import NAMES, meeting_segments  # noqa: E402
+from contracts.notes import MeetingNotes
+from control.llm import weights
+from control.llm.chat import ChatModel, ChatRequest
+from control.llm.generator import LlmNotesGenerator
+from control.notes import FallbackNotesGenerator, NotesGenerator, OfflineNotesGenerator
+from testkit.net import free_port
+from testkit.transcripts import NAMES, meeting_segments
 
 PROVIDERS = ("offline", "llama-cpp", "openai", "bedrock-emulated")
 MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -52,14 +49,11 @@ MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
 @contextlib.contextmanager
 def llama_server(gguf: Path, context: int) -> Iterator[str]:
     """llama-cpp-python's server on a free loopback port (the tests' fixture, as a context manager)."""
-    import socket
     import subprocess
     import tempfile
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     args = ["--model", str(gguf), "--model_alias", "qwen", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--n_ctx", str(context), "--n_threads", "2", "--logits_all", "false", "--verbose", "false"]
     with tempfile.TemporaryFile() as log:
@@ -151,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += run("llama-cpp", llm(local), repeats)
         if "bedrock-emulated" in wanted:
             from control.llm.bedrock import BedrockChat
-            from tests.notes.converse_emulator import ConverseEmulator
+            from testkit.converse_emulator import ConverseEmulator
 
             os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
             os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")

@@ -28,7 +28,7 @@ from processor.asr_models import (
     fetch,
     resolve_model,
 )
-from tests.speech import say
+from testkit.speech import say
 
 ROOT = Path(__file__).resolve().parents[1]
 

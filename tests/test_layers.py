@@ -25,6 +25,10 @@ ALLOWED: dict[str, set[str]] = {
     "producer": {"contracts", "artefacts", "streams", "stores", "control"},
     "flowbot": {"contracts", "localdb", "artefacts", "streams", "stores", "processor", "control", "producer"},
 }
+PRODUCTION = set(ALLOWED)
+#: Test and bench tooling sits above every production package (none of which may import it):
+#: tests and bench share testkit and never import each other.
+TOOLING: dict[str, set[str]] = {"testkit": set(), "tests": {"testkit"}, "bench": {"testkit"}}
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -37,7 +41,7 @@ def imported_packages(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]
         found.update(name.split(".")[0] for name in names)
-    return found & set(ALLOWED)
+    return found & (PRODUCTION | set(TOOLING))
 
 
 def test_every_package_imports_only_the_layers_below_it() -> None:
@@ -47,6 +51,21 @@ def test_every_package_imports_only_the_layers_below_it() -> None:
             for target in imported_packages(path) - allowed - {package}:
                 wrong.append(f"{path.relative_to(ROOT)} imports {target}")
     assert wrong == []
+
+
+def test_tests_and_bench_share_testkit_and_never_import_each_other() -> None:
+    wrong = []
+    for package, allowed in TOOLING.items():
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for target in imported_packages(path) - PRODUCTION - allowed - {package}:
+                wrong.append(f"{path.relative_to(ROOT)} imports {target}")
+    assert wrong == []
+
+
+def test_the_checker_sees_tooling_imports(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("from testkit.speech import say\nimport bench.captions\nfrom tests.conftest import x\n")
+    assert imported_packages(module) == {"testkit", "bench", "tests"}
 
 
 def test_the_checker_sees_lazy_imports(tmp_path: Path) -> None:

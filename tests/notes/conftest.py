@@ -7,7 +7,6 @@ tests on a developer machine and fail them in CI.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from control.llm import weights
 from control.llm.local import LlamaCppChat
+from testkit.net import free_port
 
 #: Context used in these tests: the flite meeting (~1,000 tokens) fits in one call.
 CONTEXT = 4096
@@ -50,16 +50,10 @@ def local_model(gguf: Path) -> LlamaCppChat:
     return LlamaCppChat(gguf, context_tokens=CONTEXT, threads=2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def llama_server(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """llama-cpp-python's OpenAI-compatible server with the bundled model: (base URL, API key)."""
-    port = _free_port()
+    port = free_port()
     key = "test-key-" + os.urandom(4).hex()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with log.open("wb") as out:
