@@ -249,12 +249,12 @@ def pick_device(choice: str) -> str:
 
 def start_worker(settings: Settings, diarization: str, notes: list[str]) -> LiveService:
     """The worker, with the published pyannote pipeline if it loads (``auto``), else the offline one."""
-    from processor.asr_models import ModelNotAvailable
+    from artefacts import ArtefactError
     from processor.build import build_transcriber
 
     try:
         build_transcriber(settings)  # loaded once per process: the worker below reuses it
-    except ModelNotAvailable as exc:
+    except ArtefactError as exc:
         raise SystemExit(f"{exc}\n(python -m bench.gpu_capacity --fetch-model puts it in the cache first)") from None
     if diarization in ("auto", "pyannote"):
         try:

@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from artefacts import NOTES_QWEN, ArtefactError, locate
 from contracts.notes import MeetingNotes
-from control.llm import weights
 from control.llm.chat import ChatModel, ChatRequest
 from control.llm.generator import LlmNotesGenerator
 from control.notes import FallbackNotesGenerator, NotesGenerator, OfflineNotesGenerator
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import llama_cpp  # noqa: F401
 
-            gguf = weights.locate()
-        except (ImportError, weights.ModelMissing) as exc:
+            gguf = locate(NOTES_QWEN) / NOTES_QWEN.files[0].name
+        except (ImportError, ArtefactError) as exc:
             setup.append(f"local model unavailable, llama-cpp/openai/bedrock-emulated skipped: {exc}")
     if gguf is not None:
         from control.llm.local import LlamaCppChat

@@ -68,6 +68,70 @@ def test_the_checker_sees_tooling_imports(tmp_path: Path) -> None:
     assert imported_packages(module) == {"testkit", "bench", "tests"}
 
 
+def module_graph(packages: list[str]) -> dict[str, set[str]]:
+    """First-party module -> the first-party modules it imports (lazy imports included).
+
+    ``from package import name`` depends on the submodule ``package.name`` when there is
+    one, else on the package itself.
+    """
+    paths = {}
+    for package in packages:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            paths[name.removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                deps.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                deps.update(
+                    f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in paths else node.module
+                    for alias in node.names
+                )
+        graph[name] = (deps & set(paths)) - {name}
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Groups of modules that import each other, directly or round a circle (Tarjan's SCCs)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = [stack.pop()]
+            while group[-1] != v:
+                group.append(stack.pop())
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return circles
+
+
+def test_no_two_modules_import_each_other() -> None:
+    assert import_circles(module_graph(list(ALLOWED))) == []
+
+
+def test_the_circle_finder_sees_a_circle_through_a_lazy_import() -> None:
+    graph = {"a.x": {"a.y"}, "a.y": {"a.z"}, "a.z": {"a.x"}, "a.w": {"a.x"}}
+    assert import_circles(graph) == [["a.x", "a.y", "a.z"]]
+
+
 def test_the_checker_sees_lazy_imports(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from flowbot.cli import main\n    import control.api\n")

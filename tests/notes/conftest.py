@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from control.llm import weights
+from artefacts import NOTES_QWEN, ArtefactError, locate
 from control.llm.local import LlamaCppChat
 from testkit.net import free_port
 
@@ -38,8 +38,8 @@ def gguf() -> Path:
     except ImportError:
         _missing("llama-cpp-python not installed; run scripts/setup.d/70-notes.sh")
     try:
-        return weights.locate()
-    except weights.ModelMissing as exc:
+        return locate(NOTES_QWEN) / NOTES_QWEN.files[0].name
+    except ArtefactError as exc:
         _missing(str(exc))
         raise
 
