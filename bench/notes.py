@@ -26,11 +26,10 @@ a shared, busy machine are noisy: compare rows of one run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,41 +38,11 @@ from contracts.notes import MeetingNotes
 from control.llm.chat import ChatModel, ChatRequest
 from control.llm.generator import LlmNotesGenerator
 from control.notes import FallbackNotesGenerator, NotesGenerator, OfflineNotesGenerator
-from testkit.net import free_port
+from testkit.llama_server import llama_server
 from testkit.transcripts import NAMES, meeting_segments
 
 PROVIDERS = ("offline", "llama-cpp", "openai", "bedrock-emulated")
 MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
-
-
-@contextlib.contextmanager
-def llama_server(gguf: Path, context: int) -> Iterator[str]:
-    """llama-cpp-python's server on a free loopback port (the tests' fixture, as a context manager)."""
-    import subprocess
-    import tempfile
-    import urllib.request
-
-    port = free_port()
-    args = ["--model", str(gguf), "--model_alias", "qwen", "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--n_ctx", str(context), "--n_threads", "2", "--logits_all", "false", "--verbose", "false"]
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", *args], stdout=log, stderr=log)
-        url = f"http://127.0.0.1:{port}/v1"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/models", timeout=5):
-                        break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        raise RuntimeError(f"llama_cpp.server did not start: {log.read()[-2000:]!r}") from None
-                    time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(20)
 
 
 def warm(model: ChatModel) -> float:
@@ -158,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             from control.llm.openai_compat import OpenAICompatibleChat
 
             t0 = time.monotonic()
-            with llama_server(gguf, args.context) as url:
+            with (
+                tempfile.TemporaryDirectory(prefix="flowbot-llama-") as tmp,
+                llama_server(gguf, args.context, Path(tmp) / "server.log") as url,
+            ):
                 openai = OpenAICompatibleChat(url, "qwen", context_tokens=args.context)
                 setup.append(f"openai: server start + first call {time.monotonic() - t0 + warm(openai):.2f} s")
                 rows += run("openai", llm(openai), repeats)

@@ -12,6 +12,7 @@
 - :mod:`testkit.net`: :func:`~testkit.net.free_port`, :func:`~testkit.net.wait_for`.
 - :mod:`testkit.stats`: the one :func:`~testkit.stats.percentile` behind every published p50/p95.
 - :mod:`testkit.gpu`, :mod:`testkit.kcl_factories`, :mod:`testkit.converse_emulator`,
-  :mod:`testkit.supabase_stack`, :mod:`testkit.emulators`: GPU sampling, KCL child factories, a Bedrock
-  Converse emulator, a Supabase-shaped stack, LocalStack + moto for a run.
+  :mod:`testkit.llama_server`, :mod:`testkit.supabase_stack`, :mod:`testkit.emulators`: GPU
+  sampling, KCL child factories, a Bedrock Converse emulator, llama-cpp-python's server, a
+  Supabase-shaped stack, LocalStack + moto for a run.
 """
