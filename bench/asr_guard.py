@@ -19,14 +19,11 @@ several runs show the spread.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def windows(audio: np.ndarray) -> list[np.ndarray]:
@@ -46,7 +43,7 @@ def corpora(librivox: Path | None) -> dict[str, tuple[np.ndarray, str]]:
 
     from processor.windowing import to_float
     from producer.decode import read_pcm
-    from tests.speech import MEETING, conversation
+    from testkit.speech import MEETING, conversation
 
     tmp = Path(tempfile.mkdtemp(prefix="asr-guard-"))
     readout = [(0, f"Sentence number {n}. The team reviewed item {n} today.") for n in range(1, 14)]

@@ -2,7 +2,7 @@
 
 Every run goes through ``flowbot serve``'s :class:`flowbot.serve.LiveService`:
 a session is started through the coordinator API, a generated meeting (flite
-voices, tests/speech.py) is replayed at 1x wall clock into the service's
+voices, testkit/speech.py) is replayed at 1x wall clock into the service's
 embedded stream (``flowbot ingest --realtime``'s code path), and the session's
 SSE feed is read as a viewer would.
 
@@ -16,96 +16,28 @@ SSE feed is read as a viewer would.
   interim on, caption p95 stays <= 5 s.
 * **Final WER**: against the script, interim on vs off (same file, same model).
 
-    .venv/bin/python bench/captions.py [--seconds 100] [--interval 2] [--levels 1,2,4] [--diarization offline]
+    python -m bench.captions [--seconds 100] [--interval 2] [--levels 1,2,4] [--diarization offline]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import resource
-import statistics
-import sys
-import threading
-import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from contracts.settings import Settings  # noqa: E402
-from flowbot.serve import LiveService  # noqa: E402
-from flowbot.wer import normalize, wer  # noqa: E402
-from producer.decode import read_pcm  # noqa: E402
-from producer.file_ingest import ingest_file  # noqa: E402
-from tests.speech import meeting_wav, write_wav  # noqa: E402
+from contracts.settings import Settings
+from flowbot.wer import wer
+from producer.decode import read_pcm
+from testkit.captions import SessionRun, first_seen, open_sessions
+from testkit.captions import replay as replay_into
+from testkit.service import live_service
+from testkit.speech import meeting_wav, write_wav
+from testkit.stats import percentile
 
 log = logging.getLogger("bench.captions")
-
-
-class Feed(threading.Thread):
-    """SSE reader keeping (arrival time, event data) of window events."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.windows: list[tuple[float, dict[str, Any]]] = []
-
-    def run(self) -> None:
-        try:
-            with urllib.request.urlopen(self.url, timeout=900) as resp:
-                event = None
-                for raw in resp:
-                    line = raw.decode().rstrip("\n")
-                    if line.startswith("event: "):
-                        event = line[7:]
-                    elif line.startswith("data: ") and event == "window":
-                        self.windows.append((time.monotonic(), json.loads(line[6:])))
-        except OSError:
-            pass  # the service stopped
-
-
-@dataclass
-class SessionRun:
-    session_id: str
-    feed: Feed
-    t0: float = 0.0
-    audio_end: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    final_lag: float = float("inf")
-    text: str = ""
-
-
-def start_session(base: str) -> str:
-    body = json.dumps({"action": "start_session", "meeting_id": "bench", "user_id": "u", "topic": "t"}).encode()
-    req = urllib.request.Request(f"{base}/api", body, {"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return str(json.loads(resp.read())["session_id"])
-
-
-def first_seen(run: SessionRun, finals: list[Any]) -> None:
-    """Per final word: when it (same text, end within 1 s) first appeared in the feed."""
-    seen: dict[str, list[tuple[float, float]]] = {}
-    for at, data in run.feed.windows:
-        for seg in data["segments"]:
-            for w in seg["words"]:
-                for token in normalize(w["text"]):
-                    seen.setdefault(token, []).append((float(w["end"]), at))
-    for seg in finals:
-        for w in seg.words:
-            tokens = normalize(w.text)
-            if not tokens:
-                continue
-            times = [at for end, at in seen.get(tokens[0], []) if abs(end - w.end) <= 1.0]
-            if times:
-                run.latencies.append(min(times) - (run.t0 + w.end))
 
 
 def replay(
@@ -115,39 +47,15 @@ def replay(
     settings = Settings.from_env(
         {}, data_dir=data_dir, diarization=diarization, port=0, rtmp_port=0, interim_seconds=interval
     )
-    svc = LiveService(settings).start()
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    try:
-        runs = []
-        for _ in range(n_sessions):
-            sid = start_session(svc.url)
-            feed = Feed(f"{svc.url}/sessions/{sid}/events")
-            feed.start()
-            runs.append(SessionRun(sid, feed))
-        time.sleep(0.5)
-
-        def push(run: SessionRun) -> None:
-            run.t0 = time.monotonic()
-            ingest_file(str(wav), svc.stream, run.session_id, realtime=True)
-            run.audio_end = time.monotonic()
-
-        threads = [threading.Thread(target=push, args=(r,)) for r in runs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        deadline = time.monotonic() + 300
+    with live_service(settings) as svc:
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        runs = open_sessions(svc, n_sessions)
+        replay_into(svc, wav, runs, stagger=0.0, drain_timeout=300)
         store = svc.ctx.transcripts
-        while time.monotonic() < deadline:
-            progress = [store.load_progress(r.session_id) for r in runs]
-            if all(p is not None and p.stream_done for p in progress):
-                break
-            time.sleep(0.1)
-        time.sleep(0.5)  # the feed polls every 0.2 s
         for run in runs:
             finals = store.segments(run.session_id)
             run.text = " ".join(s.text for s in finals)
-            final_times = [at for at, d in run.feed.windows if d["is_final"]]
+            final_times = [at for at, d in run.feed.timed() if d["is_final"]]
             run.final_lag = (max(final_times) - run.audio_end) if final_times else float("inf")
             first_seen(run, finals)
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -155,15 +63,6 @@ def replay(
         interim = svc.processors.parts().interim
         stats = interim.stats() if interim is not None and hasattr(interim, "stats") else {}
         return runs, cpu, stats
-    finally:
-        svc.stop()
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> int:
@@ -195,8 +94,8 @@ def main() -> int:
             runs, cpu, stats = replay(wav, 1, interval, tmp / f"lat-{mode}", args.diarization)
             r = runs[0]
             results[mode] = {
-                "p50": statistics.median(r.latencies) if r.latencies else float("nan"),
-                "p95": pct(r.latencies, 0.95),
+                "p50": percentile(r.latencies, 50),
+                "p95": percentile(r.latencies, 95),
                 "words": len(r.latencies),
                 "cpu_per_audio_min": cpu / audio_min,
                 "wer": wer(reference, r.text),
@@ -237,7 +136,7 @@ def main() -> int:
             for n in levels:
                 runs, cpu, _ = replay(cap_wav, n, interval, tmp / f"cap-{mode}-{n}", args.diarization)
                 lags = [r.final_lag for r in runs]
-                p95s = [pct(r.latencies, 0.95) for r in runs]
+                p95s = [percentile(r.latencies, 95) for r in runs]
                 ok = max(lags) <= 15.0 and (interval == 0 or max(p95s) <= 5.0)
                 print(
                     f"  {mode:12s} {n:2d} sessions: worst final lag {max(lags):6.1f} s, "

@@ -1,6 +1,6 @@
 """Diarization cost next to ASR's, and DER, for the previous and the current offline path, in one run.
 
-Each recording of the real-speech development set (tests/realspeech/corpus.py:
+Each recording of the real-speech development set (testkit/corpus.py:
 ``sample``, pyannote's two-speaker telephone call; ``concat``, six speakers with
 short gaps; ``squeezed``, pauses squeezed under 150 ms) and the flite planning
 meeting goes through ``flowbot transcribe``'s own path (producer, stream, ~30 s
@@ -20,7 +20,7 @@ meanwhile) and wall seconds. DER is scored as bench/quality.py scores the
 pipeline: the stored window turns (overlap kept) against the reference, no
 collar, overlapping speech counted.
 
-    .venv/bin/python bench/diarization.py [--recordings sample,concat,squeezed,flite] [--threads 2]
+    .venv/bin/python -m bench.diarization [--recordings sample,concat,squeezed,flite] [--threads 2]
 
 Compare the ratios within a run: this machine is shared and its load changes.
 """
@@ -39,13 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from processor.asr import AsrResult, Transcriber  # noqa: E402
-from processor.diarization import Diarization, Diarizer  # noqa: E402
+from processor.asr import AsrResult, Transcriber
+from processor.diarization import Diarization, Diarizer
 
 
 @dataclass
@@ -160,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     from contracts.settings import Settings
     from processor.build import build_engine_parts
     from processor.pyannote_diarizer import PER_CHUNK_FULL_MASK, OfflineParams, build_diarizer
-    from tests.realspeech.corpus import build
-    from tests.realspeech.evaluate import cache_dir, der, run_pipeline
+    from testkit.corpus import build
+    from testkit.evaluate import cache_dir, der, run_pipeline
 
     torch.set_num_threads(args.threads)
     cache = cache_dir(args.cache)

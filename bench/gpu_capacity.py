@@ -5,7 +5,7 @@ through processor/build.py as in production). For each level N, N sessions are
 started through the coordinator API and the same real recording is replayed
 into each at 1x wall clock, starts staggered so windows do not all close at
 once, while the sessions' SSE feeds are read as viewers would
-(bench/captions.py's ``Feed``, ``first_seen``, ``start_session``).
+(:mod:`testkit.captions`, shared with bench/captions.py).
 
 * **Caption latency**: per word of the final transcript, word end in the audio
   -> first feed event showing it (interim or final); p50/p95 per session.
@@ -26,9 +26,9 @@ too). Diarization is pyannote: the published pipeline when it loads (it needs
 says which ran.
 
     # a GPU machine (model in the local Hugging Face cache, or --fetch-model once):
-    python bench/gpu_capacity.py --device cuda --model large-v3-turbo --sessions 1,2,4,8,16,32,64
+    python -m bench.gpu_capacity --device cuda --model large-v3-turbo --sessions 1,2,4,8,16,32,64
     # the tiny CPU run (CI runs this through tests/test_gpu_capacity.py):
-    python bench/gpu_capacity.py --device cpu --sessions 1,2 --seconds 25 --audio sample
+    python -m bench.gpu_capacity --device cpu --sessions 1,2 --seconds 25 --audio sample
 """
 
 from __future__ import annotations
@@ -36,14 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import resource
-import shutil
 import statistics
-import subprocess
-import sys
-import threading
 import time
 import warnings
 import wave
@@ -52,21 +47,18 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
+import numpy as np
+
+from contracts.frames import SAMPLE_RATE
+from contracts.settings import Settings
+from flowbot.serve import LiveService
+from producer.decode import read_pcm
+from testkit.captions import SessionResult, first_seen, open_sessions, replay, session_result, verdict, worst
+from testkit.gpu import GpuSampler
+from testkit.speech import write_wav
+from testkit.stats import percentile
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
-
-import numpy as np  # noqa: E402
-
-from bench.captions import Feed, SessionRun, first_seen, pct, start_session  # noqa: E402
-from contracts.frames import SAMPLE_RATE  # noqa: E402
-from contracts.settings import Settings  # noqa: E402
-from flowbot.serve import LiveService  # noqa: E402
-from producer.decode import read_pcm  # noqa: E402
-from producer.file_ingest import ingest_file  # noqa: E402
-from tests.speech import write_wav  # noqa: E402
-
 log = logging.getLogger("bench.gpu_capacity")
 
 #: What a level must meet (issue 13): caption p95 and how far behind its audio a final may arrive.
@@ -80,15 +72,15 @@ LAG_LIMIT_S = 15.0
 def speech(kind: str, seconds: float, workdir: Path, cache: Path) -> Path:
     """A WAV of ``seconds`` of speech: a real recording (tiled with 1 s gaps when shorter), or flite."""
     if kind == "sample":
-        from tests.realspeech.corpus import sample_recording
+        from testkit.corpus import sample_recording
 
         source = sample_recording().path
     elif kind == "realspeech":
-        from tests.realspeech.corpus import build
+        from testkit.corpus import build
 
         source = build(cache)["concat"].path
     elif kind == "flite":
-        from tests.speech import meeting_wav
+        from testkit.speech import meeting_wav
 
         source, _ = meeting_wav(workdir / "flite", repeat=max(1, int(seconds // 100) + 1))
     else:
@@ -105,81 +97,6 @@ def speech(kind: str, seconds: float, workdir: Path, cache: Path) -> Path:
 # --------------------------------------------------------------------------- GPU sampling
 
 
-class GpuSampler(threading.Thread):
-    """Samples device memory used (MiB) and utilisation (%) every ``period`` s: NVML, else nvidia-smi."""
-
-    def __init__(self, period: float = 0.5, index: int = 0) -> None:
-        super().__init__(name="gpu-sampler", daemon=True)
-        self.period = period
-        self.index = index
-        self.samples: list[tuple[float, float]] = []  # (memory MiB, utilisation %)
-        self.source = ""
-        self._halt = threading.Event()
-        self._lock = threading.Lock()
-
-    @classmethod
-    def available(cls) -> bool:
-        """Is there an NVIDIA device to read?"""
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            return bool(pynvml.nvmlDeviceGetCount())
-        except Exception:
-            return shutil.which("nvidia-smi") is not None
-
-    def _read_nvml(self) -> Any:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
-
-        def read() -> tuple[float, float]:
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            util = pynvml.nvmlDeviceGetUtilizationRates(handle)
-            return float(mem.used) / 2**20, float(util.gpu)
-
-        return read
-
-    def _read_smi(self) -> Any:
-        query = ["nvidia-smi", f"--id={self.index}", "--query-gpu=memory.used,utilization.gpu"]
-
-        def read() -> tuple[float, float]:
-            out = subprocess.run([*query, "--format=csv,noheader,nounits"], capture_output=True, text=True, check=True)
-            mem, util = (float(x) for x in out.stdout.strip().splitlines()[0].split(","))
-            return mem, util
-
-        return read
-
-    def run(self) -> None:
-        try:
-            read = self._read_nvml()
-            self.source = "nvml"
-        except Exception:
-            read = self._read_smi()
-            self.source = "nvidia-smi"
-        while not self._halt.is_set():
-            try:
-                sample = read()
-            except Exception as exc:  # a sampler must never take the bench down
-                log.warning("gpu sample failed: %s", exc)
-                return
-            with self._lock:
-                self.samples.append(sample)
-            self._halt.wait(self.period)
-
-    def take(self) -> list[tuple[float, float]]:
-        """The samples since the last call."""
-        with self._lock:
-            out, self.samples = self.samples, []
-        return out
-
-    def stop(self) -> None:
-        """Stop sampling."""
-        self._halt.set()
-        self.join(timeout=5)
-
-
 def torch_cuda() -> Any:
     """The torch module when CUDA is usable, else None."""
     try:
@@ -190,21 +107,6 @@ def torch_cuda() -> Any:
 
 
 # --------------------------------------------------------------------------- one level
-
-
-@dataclass
-class SessionResult:
-    """One session of a level."""
-
-    session_id: str
-    words: int
-    p50: float
-    p95: float
-    final_windows: int
-    #: Worst (arrival of a final window) - (moment its last sample was spoken).
-    finals_behind: float
-    #: Last final's arrival after the audio ended (bench/captions.py's final lag).
-    last_final_after_end: float
 
 
 @dataclass
@@ -261,47 +163,6 @@ def batcher_of(svc: LiveService) -> Any:
     return inner if isinstance(inner, BatchingTranscriber) else None
 
 
-def session_result(run: SessionRun, windows: dict[int, float], finals: list[tuple[float, int]]) -> SessionResult:
-    """Figures of one session: ``windows`` = window index -> end (s), ``finals`` = (arrival, window index).
-
-    A window's final text may be sent again later (a new revision); it counts from its first arrival.
-    """
-    first: dict[int, float] = {}
-    for at, w in finals:
-        first[w] = min(at, first.get(w, at))
-    behind = [at - (run.t0 + windows[w]) for w, at in first.items() if w in windows]
-    return SessionResult(
-        run.session_id,
-        len(run.latencies),
-        statistics.median(run.latencies) if run.latencies else float("nan"),
-        pct(run.latencies, 0.95),
-        len(first),
-        max(behind) if behind else float("inf"),
-        (max(first.values()) - run.audio_end) if first else float("inf"),
-    )
-
-
-def worst(values: list[float]) -> float:
-    """The largest value; a missing figure (NaN) or no values at all counts as infinitely bad."""
-    if not values or any(math.isnan(v) for v in values):
-        return float("inf")
-    return max(values)
-
-
-def verdict(results: list[SessionResult], *, interim: bool, p95_limit: float, lag_limit: float) -> list[str]:
-    """Why a level does not hold (empty: it holds). NaN and inf never pass."""
-    why = []
-    if not results or any(r.final_windows == 0 for r in results):
-        why.append("a session got no final")
-    worst_p95 = worst([r.p95 for r in results])
-    worst_behind = worst([r.finals_behind for r in results])
-    if interim and not worst_p95 <= p95_limit:
-        why.append(f"caption p95 {worst_p95:.2f} s > {p95_limit:g} s")
-    if not worst_behind <= lag_limit:
-        why.append(f"finals {worst_behind:.1f} s behind > {lag_limit:g} s")
-    return why
-
-
 def run_level(
     svc: LiveService,
     wav: Path,
@@ -322,45 +183,21 @@ def run_level(
         sampler.take()
     batcher = batcher_of(svc)
     calls0, clips0 = (batcher.calls, batcher.clips) if batcher is not None else (0, 0)
-    runs = []
-    for _ in range(n):
-        sid = start_session(svc.url)
-        feed = Feed(f"{svc.url}/sessions/{sid}/events")
-        feed.start()
-        runs.append(SessionRun(sid, feed))
-    time.sleep(0.5)
+    runs = open_sessions(svc, n)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.monotonic()
-
-    def push(k: int, run: SessionRun) -> None:
-        time.sleep(k * stagger)
-        run.t0 = time.monotonic()
-        ingest_file(str(wav), svc.stream, run.session_id, realtime=True)
-        run.audio_end = time.monotonic()
-
-    threads = [threading.Thread(target=push, args=(k, r)) for k, r in enumerate(runs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    store = svc.ctx.transcripts
-    deadline = time.monotonic() + drain_timeout
-    while time.monotonic() < deadline:
-        progress = [store.load_progress(r.session_id) for r in runs]
-        if all(p is not None and p.stream_done for p in progress):
-            break
-        time.sleep(0.1)
-    time.sleep(0.5)  # the feed polls every 0.2 s
+    replay(svc, wav, runs, stagger, drain_timeout)
     wall = time.monotonic() - wall0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
 
+    store = svc.ctx.transcripts
     results = []
     for run in runs:
         segments = store.segments(run.session_id)
         first_seen(run, segments)
         windows = {w.window_index: w.end_sample / SAMPLE_RATE for w in store.windows(run.session_id)}
-        finals = [(at, int(d["window_index"])) for at, d in run.feed.windows if d["is_final"]]
+        finals = [(at, int(d["window_index"])) for at, d in run.feed.timed() if d["is_final"]]
         results.append(session_result(run, windows, finals))
     everything = [x for r in runs for x in r.latencies]
     worst_p95 = worst([r.p95 for r in results])
@@ -372,8 +209,8 @@ def run_level(
         why="; ".join(why) or "holds",
         worst_p95=worst_p95,
         worst_finals_behind=worst_behind,
-        caption_p50=statistics.median(everything) if everything else float("nan"),
-        caption_p95=pct(everything, 0.95),
+        caption_p50=percentile(everything, 50),
+        caption_p95=percentile(everything, 95),
         cpu_seconds_per_audio_second=cpu / (n * wav_seconds(wav)),
         wall_seconds=wall,
         load_average=os.getloadavg()[0],
@@ -388,7 +225,7 @@ def run_level(
         if samples:
             level.gpu_memory_peak_mib = max(m for m, _ in samples)
             level.gpu_util_mean = statistics.fmean(u for _, u in samples)
-            level.gpu_util_p95 = pct([u for _, u in samples], 0.95)
+            level.gpu_util_p95 = percentile([u for _, u in samples], 95)
     return level
 
 
@@ -412,13 +249,13 @@ def pick_device(choice: str) -> str:
 
 def start_worker(settings: Settings, diarization: str, notes: list[str]) -> LiveService:
     """The worker, with the published pyannote pipeline if it loads (``auto``), else the offline one."""
-    from processor.asr_models import ModelNotAvailable
+    from artefacts import ArtefactError
     from processor.build import build_transcriber
 
     try:
         build_transcriber(settings)  # loaded once per process: the worker below reuses it
-    except ModelNotAvailable as exc:
-        raise SystemExit(f"{exc}\n(bench/gpu_capacity.py --fetch-model puts it in the cache first)") from None
+    except ArtefactError as exc:
+        raise SystemExit(f"{exc}\n(python -m bench.gpu_capacity --fetch-model puts it in the cache first)") from None
     if diarization in ("auto", "pyannote"):
         try:
             return LiveService(settings.replace(diarization="pyannote")).start()
@@ -576,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--audio",
         default="realspeech",
-        help="realspeech (pyannote sample + pocketsphinx recordings, tests/realspeech), sample, flite, or a file",
+        help="realspeech (pyannote sample + pocketsphinx recordings, testkit/corpus.py), sample, flite, or a file",
     )
     ap.add_argument("--cache", type=Path, default=REPO / ".pytest_cache" / "d" / "flowbot-realspeech")
     ap.add_argument("--language", default="en", help="FLOWBOT_ASR_LANGUAGE (the recordings are English)")

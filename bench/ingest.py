@@ -9,7 +9,7 @@ IngestHub) writing to an embedded stream. Measured per step, in one run:
   worst over all sessions and samples after a 3 s warm-up. Frame records are ~1 s,
   so a lag near 1 s is keeping up; a lag that grows with time is falling behind.
 
-Run: ``.venv/bin/python bench/ingest.py [--seconds 20] [--max-streams 32]``.
+Run: ``.venv/bin/python -m bench.ingest [--seconds 20] [--max-streams 32]``.
 The publishers run on the same 2 cores, so the figure is a floor for a dedicated box.
 """
 
@@ -22,8 +22,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from contracts.frames import SAMPLE_RATE
 from producer.hub import IngestHub

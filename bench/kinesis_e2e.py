@@ -8,7 +8,7 @@ The meeting test recording (flite voices, ~100 s; ``--seconds`` trims it) is rep
 
 - (a) an embedded stream consumed in-process (EmbeddedConsumer + ShardProcessor), and
 - (b) a KinesisWriter on LocalStack, consumed by the KCL MultiLangDaemon whose child runs
-  the same engine (``tests.aws.kcl_factories:build_engine``: bundled tiny.en, beam 5,
+  the same engine (``testkit.kcl_factories:build_engine``: bundled tiny.en, beam 5,
   one speaker, S3 archive, SQLite store).
 
 Both paths use the same engine parts (the embedded side archives to the same S3 too), so
@@ -47,29 +47,26 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import boto3
+
+from contracts.frames import SAMPLE_RATE, FrameRecord, MalformedRecord
+from contracts.settings import Settings
+from processor.asr import AsrOptions, WhisperTranscriber
+from processor.diarization import IdentityMapper, SingleSpeakerDiarizer
+from processor.engine import EngineParts, ShardProcessor
+from processor.windowing import WindowPolicy
+from producer.decode import read_pcm
+from producer.file_ingest import ingest_file
+from stores.s3_archive import S3Archive
+from stores.sqlite import SqliteTranscriptStore
+from streams.base import Checkpointer, RecordProcessor, StreamRecord, StreamWriter
+from streams.embedded import EmbeddedConsumer, EmbeddedStream
+from streams.kinesis.writer import KinesisWriter
+from testkit.emulators import start_emulators
+from testkit.speech import meeting_wav, write_wav
+from testkit.stats import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import boto3  # noqa: E402
-import numpy as np  # noqa: E402
-
-from bench.emulators import start_emulators  # noqa: E402
-from contracts.frames import SAMPLE_RATE, FrameRecord, MalformedRecord  # noqa: E402
-from contracts.settings import Settings  # noqa: E402
-from processor.asr import AsrOptions, WhisperTranscriber  # noqa: E402
-from processor.diarization import IdentityMapper, SingleSpeakerDiarizer  # noqa: E402
-from processor.engine import EngineParts, ShardProcessor  # noqa: E402
-from processor.windowing import WindowPolicy  # noqa: E402
-from producer.decode import read_pcm  # noqa: E402
-from producer.file_ingest import ingest_file  # noqa: E402
-from stores.s3_archive import S3Archive  # noqa: E402
-from stores.sqlite import SqliteTranscriptStore  # noqa: E402
-from streams.base import Checkpointer, RecordProcessor, StreamRecord, StreamWriter  # noqa: E402
-from streams.embedded import EmbeddedConsumer, EmbeddedStream  # noqa: E402
-from streams.kinesis.writer import KinesisWriter  # noqa: E402
-from tests.speech import meeting_wav, write_wav  # noqa: E402
 
 log = logging.getLogger("bench.kinesis_e2e")
 FACTORY = "bench.kinesis_e2e:build_timed_engine"
@@ -121,8 +118,8 @@ class ArrivalRecorder:
 
 
 def build_timed_engine(settings: Settings) -> ArrivalRecorder:
-    """KCL child factory: the test engine (``tests.aws.kcl_factories:build_engine``), timed."""
-    from tests.aws.kcl_factories import build_engine
+    """KCL child factory: the test engine (``testkit.kcl_factories:build_engine``), timed."""
+    from testkit.kcl_factories import build_engine
 
     return ArrivalRecorder(build_engine(settings), os.environ[ARRIVALS_ENV])
 
@@ -183,11 +180,6 @@ def replay(path: Path, writer: StreamWriter, session: str, starts: dict[str, flo
     time.sleep(delay)
     starts[session] = time.time()
     ingest_file(path, writer, session, realtime=True)
-
-
-def pct(values: list[float], q: float) -> float:
-    """Percentile of ``values`` (NaN if empty)."""
-    return float(np.percentile(np.array(values), q)) if values else float("nan")
 
 
 def main() -> None:
@@ -369,6 +361,10 @@ def run(tmp: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, o
     }
 
 
+def _summary(ms: list[float]) -> str:
+    return f"p50={percentile(ms, 50):6.0f} ms  p95={percentile(ms, 95):6.0f} ms  max={max(ms):6.0f} ms"
+
+
 def report(result: dict[str, object], args: argparse.Namespace) -> None:
     """Print the figures."""
     lat: dict[str, dict[int, float]] = result["latencies"]  # type: ignore[assignment]
@@ -383,27 +379,28 @@ def report(result: dict[str, object], args: argparse.Namespace) -> None:
     print("latency = window commit time - wall time its last sample was heard:")
     for name in ("embedded", "kinesis"):
         ms = [v * 1000 for v in lat[name].values()]
-        print(f"  {name:<9} n={len(ms):2d} p50={pct(ms, 50):6.0f} ms  p95={pct(ms, 95):6.0f} ms  max={max(ms):6.0f} ms")
+        print(f"  {name:<9} n={len(ms):2d} {_summary(ms)}")
     diffs = [(lat["kinesis"][i] - lat["embedded"][i]) * 1000 for i in lat["kinesis"]]
-    p50_add = pct([v * 1000 for v in lat["kinesis"].values()], 50) - pct(
+    p50_add = percentile([v * 1000 for v in lat["kinesis"].values()], 50) - percentile(
         [v * 1000 for v in lat["embedded"].values()], 50
     )
-    p95_add = pct([v * 1000 for v in lat["kinesis"].values()], 95) - pct(
+    p95_add = percentile([v * 1000 for v in lat["kinesis"].values()], 95) - percentile(
         [v * 1000 for v in lat["embedded"].values()], 95
     )
     print(
         f"added by Kinesis + KCL: p50 {p50_add:+.0f} ms, p95 {p95_add:+.0f} ms; "
-        f"per window (paired) median {pct(diffs, 50):+.0f} ms, "
+        f"per window (paired) median {percentile(diffs, 50):+.0f} ms, "
         f"min {min(diffs):+.0f} ms, max {max(diffs):+.0f} ms"
     )
     print("frame delivery = record reaches process_records - wall time its last sample was heard (no ASR in it):")
     for name in ("embedded", "kinesis"):
         ms = [v * 1000 for v in dlv[name]]
-        print(f"  {name:<9} n={len(ms):3d} p50={pct(ms, 50):6.0f} ms  p95={pct(ms, 95):6.0f} ms  max={max(ms):6.0f} ms")
+        print(f"  {name:<9} n={len(ms):3d} {_summary(ms)}")
+    kinesis_ms, embedded_ms = [v * 1000 for v in dlv["kinesis"]], [v * 1000 for v in dlv["embedded"]]
     print(
         f"added by Kinesis + KCL: p50 "
-        f"{pct([v * 1000 for v in dlv['kinesis']], 50) - pct([v * 1000 for v in dlv['embedded']], 50):+.0f} ms, "
-        f"p95 {pct([v * 1000 for v in dlv['kinesis']], 95) - pct([v * 1000 for v in dlv['embedded']], 95):+.0f} ms"
+        f"{percentile(kinesis_ms, 50) - percentile(embedded_ms, 50):+.0f} ms, "
+        f"p95 {percentile(kinesis_ms, 95) - percentile(embedded_ms, 95):+.0f} ms"
     )
 
 

@@ -1,6 +1,6 @@
 """Kinesis on LocalStack: put -> process_records latency under KCL, and producer throughput.
 
-    .venv/bin/python bench/kinesis_latency.py [--seconds 30] [--sessions 32]
+    python -m bench.kinesis_latency [--seconds 30] [--sessions 32]
 
 Uses running emulators when FLOWBOT_KINESIS_ENDPOINT is set, otherwise starts them with
 localstack/up (and stops them after). Prints, from one run:
@@ -21,7 +21,6 @@ import argparse
 import os
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,22 +30,18 @@ from pathlib import Path
 import boto3
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.emulators import start_emulators  # noqa: E402
-from contracts.frames import FrameRecord  # noqa: E402
-from contracts.settings import Settings  # noqa: E402
-from streams.kinesis.daemon import KclDaemon  # noqa: E402
-from streams.kinesis.writer import (  # noqa: E402
+from contracts.frames import FrameRecord
+from contracts.settings import Settings
+from streams.kinesis.daemon import KclDaemon
+from streams.kinesis.writer import (
     SHARD_BYTES_PER_SECOND,
     SHARD_RECORDS_PER_SECOND,
     KinesisWriter,
 )
+from testkit.emulators import start_emulators
+from testkit.stats import percentile
 
-
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.array(values), q)) if values else float("nan")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def throughput(settings: Settings, sessions: int, frame_s: float, seconds: float) -> dict[str, float]:
@@ -97,7 +92,7 @@ def latency(settings: Settings, env: dict[str, str], seconds: float, workdir: Pa
     procs: list[subprocess.Popen[bytes]] = []
     kcl = KclDaemon(
         settings,
-        "tests.aws.kcl_factories:build_recorder",
+        "testkit.kcl_factories:build_recorder",
         env=child_env,
         workdir=workdir / "kcl",
         on_start=procs.append,
@@ -180,7 +175,7 @@ def main() -> None:
     )
     print(
         f"put -> process_records under KCL (POLLING, idle 250 ms): n={len(lat)} "
-        f"p50={_percentile(lat, 50):.0f} ms p95={_percentile(lat, 95):.0f} ms "
+        f"p50={percentile(lat, 50):.0f} ms p95={percentile(lat, 95):.0f} ms "
         f"max={max(lat) if lat else float('nan'):.0f} ms"
     )
 

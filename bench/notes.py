@@ -11,7 +11,7 @@ transcripts, one after another in one process:
   emulator answering with the same model. This measures flowbot's Bedrock
   client path, not Bedrock: there is no AWS access here.
 
-Transcripts: the flite planning meeting of ``tests/speech.py`` (27 turns, about
+Transcripts: the flite planning meeting of ``testkit/speech.py`` (27 turns, about
 2.4 minutes at the transcripts' timing) once, and three times over (7.4
 minutes; meetings longer than ``--context`` are cut into chunks and merged).
 Models are loaded and the server warmed before timing. Printed per provider and
@@ -20,66 +20,29 @@ tokens per meeting minute, whether the notes fell back, and the time of the
 endpoint and Converse paths relative to the same model in-process. Numbers from
 a shared, busy machine are noisy: compare rows of one run.
 
-    .venv/bin/python bench/notes.py [--repeats 1,3] [--context 4096] [--providers ...] [--show]
+    .venv/bin/python -m bench.notes [--repeats 1,3] [--context 4096] [--providers ...] [--show]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from contracts.notes import MeetingNotes  # noqa: E402
-from control.llm import weights  # noqa: E402
-from control.llm.chat import ChatModel, ChatRequest  # noqa: E402
-from control.llm.generator import LlmNotesGenerator  # noqa: E402
-from control.notes import FallbackNotesGenerator, NotesGenerator, OfflineNotesGenerator  # noqa: E402
-from tests.notes.transcripts import NAMES, meeting_segments  # noqa: E402
+from artefacts import NOTES_QWEN, ArtefactError, locate
+from contracts.notes import MeetingNotes
+from control.llm.chat import ChatModel, ChatRequest
+from control.llm.generator import LlmNotesGenerator
+from control.notes import FallbackNotesGenerator, NotesGenerator, OfflineNotesGenerator
+from testkit.llama_server import llama_server
+from testkit.transcripts import NAMES, meeting_segments
 
 PROVIDERS = ("offline", "llama-cpp", "openai", "bedrock-emulated")
 MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
-
-
-@contextlib.contextmanager
-def llama_server(gguf: Path, context: int) -> Iterator[str]:
-    """llama-cpp-python's server on a free loopback port (the tests' fixture, as a context manager)."""
-    import socket
-    import subprocess
-    import tempfile
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = ["--model", str(gguf), "--model_alias", "qwen", "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--n_ctx", str(context), "--n_threads", "2", "--logits_all", "false", "--verbose", "false"]
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", *args], stdout=log, stderr=log)
-        url = f"http://127.0.0.1:{port}/v1"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/models", timeout=5):
-                        break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        raise RuntimeError(f"llama_cpp.server did not start: {log.read()[-2000:]!r}") from None
-                    time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(20)
 
 
 def warm(model: ChatModel) -> float:
@@ -139,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import llama_cpp  # noqa: F401
 
-            gguf = weights.locate()
-        except (ImportError, weights.ModelMissing) as exc:
+            gguf = locate(NOTES_QWEN) / NOTES_QWEN.files[0].name
+        except (ImportError, ArtefactError) as exc:
             setup.append(f"local model unavailable, llama-cpp/openai/bedrock-emulated skipped: {exc}")
     if gguf is not None:
         from control.llm.local import LlamaCppChat
@@ -151,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += run("llama-cpp", llm(local), repeats)
         if "bedrock-emulated" in wanted:
             from control.llm.bedrock import BedrockChat
-            from tests.notes.converse_emulator import ConverseEmulator
+            from testkit.converse_emulator import ConverseEmulator
 
             os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
             os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
@@ -164,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             from control.llm.openai_compat import OpenAICompatibleChat
 
             t0 = time.monotonic()
-            with llama_server(gguf, args.context) as url:
+            with (
+                tempfile.TemporaryDirectory(prefix="flowbot-llama-") as tmp,
+                llama_server(gguf, args.context, Path(tmp) / "server.log") as url,
+            ):
                 openai = OpenAICompatibleChat(url, "qwen", context_tokens=args.context)
                 setup.append(f"openai: server start + first call {time.monotonic() - t0 + warm(openai):.2f} s")
                 rows += run("openai", llm(openai), repeats)

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.pipeline [--recordings sample,concat,squeezed,flite] [--repeat 2]
     .venv/bin/python -m bench.pipeline --file F | --minutes 5
 
-For each recording (the real-speech development set of tests/realspeech/corpus.py
+For each recording (the real-speech development set of testkit/corpus.py
 and the flite meeting by default; or one file; or a generated flite meeting of
 ``--minutes``), three systems, diarization off so all do the same ASR work:
 
@@ -33,10 +33,6 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SYSTEMS = ("sequential", "batched", "bare")
 
@@ -104,14 +100,14 @@ def cases(args: argparse.Namespace) -> list[Case]:
         return [Case(args.file.name, args.file, len(read_pcm(str(args.file))) / 16000, None)]
     work = Path(tempfile.mkdtemp(prefix="flowbot-bench-"))
     if args.minutes:
-        from tests.speech import meeting_wav
+        from testkit.speech import meeting_wav
 
         path, turns = meeting_wav(work, repeat=max(1, round(args.minutes * 60 / 100)))
         text = " ".join(t.text for t in sorted(turns, key=lambda t: t.start))
         return [Case(f"flite x{max(1, round(args.minutes * 60 / 100))}", path, len(read_pcm(str(path))) / 16000, text)]
     from bench.quality import flite_meeting
-    from tests.realspeech.corpus import build
-    from tests.realspeech.evaluate import cache_dir
+    from testkit.corpus import build
+    from testkit.evaluate import cache_dir
 
     cache = cache_dir(args.cache)
     recordings = build(cache)

@@ -1,6 +1,6 @@
 """Transcript quality on real recorded speech: the pipeline next to whole-file runs, in one run.
 
-For each recording of the real-speech development set (tests/realspeech/corpus.py:
+For each recording of the real-speech development set (testkit/corpus.py:
 pyannote's two-speaker telephone sample, a six-speaker concatenation with short
 gaps, 60 s of speech with every pause squeezed under 150 ms) and the flite
 planning meeting, it prints:
@@ -18,7 +18,7 @@ pyannote pipeline):
 - ``pyannote``: the whole file in one diarization call (DER), and its words
   attributed to it (cpWER of faster-whisper + pyannote on the whole file).
 
-    .venv/bin/python bench/quality.py [--recordings sample,concat,squeezed,flite] [--cache DIR]
+    .venv/bin/python -m bench.quality [--recordings sample,concat,squeezed,flite] [--cache DIR]
 
 A shared, busy machine changes the timings, not the scores: decoding is deterministic.
 """
@@ -26,21 +26,15 @@ A shared, busy machine changes the timings, not the scores: decoding is determin
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from contracts.settings import Settings  # noqa: E402
-from tests.realspeech.corpus import Recording, Utterance, build  # noqa: E402
-from tests.realspeech.evaluate import (  # noqa: E402
+from contracts.settings import Settings
+from testkit.corpus import Recording, Utterance, build
+from testkit.evaluate import (
     cache_dir,
     run_pipeline,
     score,
@@ -52,11 +46,11 @@ from tests.realspeech.evaluate import (  # noqa: E402
 
 def flite_meeting(folder: Path) -> Recording:
     """The test suite's three-voice flite meeting (clean pauses) as a scored recording."""
-    from tests.speech import meeting_wav
+    from testkit.speech import meeting_wav
 
     path, turns = meeting_wav(folder, repeat=1)
     utts = tuple(Utterance(t.speaker, t.start, t.end, t.text) for t in turns)
-    return Recording("flite", path, utts, None, {"source": "flite voices, tests/speech.py"})
+    return Recording("flite", path, utts, None, {"source": "flite voices, testkit/speech.py"})
 
 
 def _pct(value: float | None) -> str:

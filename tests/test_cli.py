@@ -17,7 +17,7 @@ from contracts.settings import Settings
 from flowbot.pipeline import transcribe_file
 from flowbot.wer import wer
 from stores.sqlite import SqliteTranscriptStore
-from tests.speech import Turn
+from testkit.speech import Turn
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ from stores.base import SessionProgress
 from stores.sqlite import SqliteTranscriptStore
 from streams.base import StreamRecord
 from streams.embedded import EmbeddedStream
-from tests.speech import MEETING, Turn
+from testkit.speech import MEETING, Turn
 
 
 class ListCheckpointer:
@@ -284,7 +284,7 @@ def test_forced_cuts_carry_over_and_replay_identically(
     """Speech with every pause squeezed out: every cut is forced, each window commits up to
     a word gap and carries the rest (with left context) into the next; a worker that takes
     over mid-meeting from the checkpoint writes exactly the rows of an uninterrupted run."""
-    from tests.realspeech.corpus import squeeze
+    from testkit.corpus import squeeze
 
     pcm, _, _ = squeeze(read_pcm(str(meeting[0]))[: 45 * 16000], 0.1)
     records = _frames(EmbeddedStream(tmp_path / "s.db"), "dense", pcm)

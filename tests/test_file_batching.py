@@ -42,7 +42,7 @@ def batched(transcriber: object) -> Iterator[BatchingTranscriber]:
 @pytest.fixture(scope="module")
 def real_speech(request: pytest.FixtureRequest) -> tuple[np.ndarray, str]:
     """The first 40 s of the real-speech set's ``concat`` meeting (six real speakers) and its reference."""
-    from tests.realspeech.corpus import build
+    from testkit.corpus import build
 
     rec = build(Path(request.config.cache.mkdir("flowbot-realspeech")))["concat"]
     limit = 40.0

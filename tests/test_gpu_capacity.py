@@ -1,4 +1,4 @@
-"""bench/gpu_capacity.py end to end at a tiny scale on CPU, and its parts that a GPU run relies on.
+"""``python -m bench.gpu_capacity`` end to end at a tiny scale on CPU, and its parts that a GPU run relies on.
 
 The GPU command cannot run here; this runs the same code path (one live worker,
 batched ASR, pyannote diarization, sessions replayed at 1x through the API and
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.captions import Feed, SessionRun
-from bench.gpu_capacity import GpuSampler, SessionResult, session_result, verdict, worst
+from testkit.captions import SessionResult, SessionRun, session_result, verdict, worst
+from testkit.gpu import GpuSampler
+from testkit.sse import FeedReader
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ def test_verdict_holds_only_within_both_limits() -> None:
 
 
 def test_finals_behind_counts_each_window_from_its_first_arrival() -> None:
-    run = SessionRun("s", Feed("http://127.0.0.1:9/unused"), t0=100.0, audio_end=150.0, latencies=[1.0, 2.0, 9.0])
+    run = SessionRun("s", FeedReader("http://127.0.0.1:9/unused"), t0=100.0, audio_end=150.0, latencies=[1.0, 2.0, 9.0])
     windows = {0: 20.0, 1: 45.0}
     # Window 0's final arrives 4 s after its audio, and again (a later revision) 60 s after: still 4 s behind.
     got = session_result(run, windows, [(124.0, 0), (150.5, 1), (180.0, 0)])
@@ -85,7 +86,8 @@ def test_tiny_cpu_run_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     cmd = [
         sys.executable,
-        "bench/gpu_capacity.py",
+        "-m",
+        "bench.gpu_capacity",
         "--device",
         "cpu",
         "--sessions",

@@ -28,7 +28,7 @@ from stores.archive import NoArchive
 from stores.base import Session, SessionState
 from stores.sqlite import SqliteTranscriptStore
 from streams.embedded import EmbeddedStream
-from tests.speech import conversation
+from testkit.speech import conversation
 
 OPTS = AsrOptions()
 #: Confident, repetitive speech: issue 11's reproduction (13 sentences came out as 4).

@@ -30,7 +30,7 @@ from stores.sqlite import SqliteTranscriptStore
 from streams.base import Checkpointer, StreamRecord
 from streams.embedded import EmbeddedConsumer, EmbeddedStream
 from streams.poison import PoisonGuard, RetryPolicy
-from tests.speech import Turn
+from testkit.speech import Turn
 
 POLICY = WindowPolicy(max_seconds=10, min_seconds=5)
 

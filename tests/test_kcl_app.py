@@ -166,7 +166,7 @@ def test_stopping_the_daemon_sends_sigterm_to_java_and_reports_the_clean_stop(tm
     env = _fake_java(tmp_path / "bin", pid_file, term_file, exit_code=143)
     settings = Settings.from_env({})
     # java is looked up on the PATH of ``env``, the daemon's environment.
-    daemon = KclDaemon(settings, "tests.aws.kcl_factories:build_recorder", workdir=tmp_path / "kcl", env=env)
+    daemon = KclDaemon(settings, "testkit.kcl_factories:build_recorder", workdir=tmp_path / "kcl", env=env)
     thread = ConsumerThread(daemon).start()
     deadline = time.monotonic() + 30
     while not pid_file.exists() or not pid_file.read_text().strip():
@@ -175,8 +175,8 @@ def test_stopping_the_daemon_sends_sigterm_to_java_and_reports_the_clean_stop(tm
     assert thread.stop(timeout=30) == 0
     assert term_file.read_text().strip() == "term"
     properties = (tmp_path / "kcl" / "kcl.properties").read_text()
-    assert "-m streams.kinesis.child tests.aws.kcl_factories:build_recorder" in properties
+    assert "-m streams.kinesis.child testkit.kcl_factories:build_recorder" in properties
     # Stopped before it ran: java is never started.
-    early = KclDaemon(settings, "tests.aws.kcl_factories:build_recorder", workdir=tmp_path / "kcl2", env=env)
+    early = KclDaemon(settings, "testkit.kcl_factories:build_recorder", workdir=tmp_path / "kcl2", env=env)
     early.stop()
     assert early.run() == 0 and not (tmp_path / "kcl2").exists()

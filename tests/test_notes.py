@@ -30,8 +30,8 @@ from control.llm.generator import (
 )
 from control.notes import FallbackNotesGenerator, OfflineNotesGenerator, notes_from_dict
 from flowbot.formats import render
-from tests.notes.transcripts import NAMES, meeting_segments
-from tests.speech import MEETING
+from testkit.speech import MEETING
+from testkit.transcripts import NAMES, meeting_segments
 
 GOLDEN = Path(__file__).resolve().parents[1] / "contracts" / "golden"
 

@@ -19,7 +19,7 @@ from contracts.frames import FrameKind, FrameRecord
 from contracts.settings import Settings
 from flowbot.serve import LiveService
 from stores.base import SessionState
-from tests.speech import Turn
+from testkit.speech import Turn
 
 TERMINAL = {SessionState.COMPLETED, SessionState.PARTIAL, SessionState.FAILED}
 

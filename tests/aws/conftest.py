@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +20,8 @@ import boto3
 import pytest
 
 from contracts.settings import Settings
+from testkit.emulators import parse_exports
+from testkit.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LS_HOME = Path(os.environ.get("FLOWBOT_LOCALSTACK_HOME", "/opt/flowbot-localstack"))
@@ -30,21 +31,6 @@ def _missing(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"AWS test prerequisite missing in CI: {reason}", pytrace=False)
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _parse_exports(text: str) -> dict[str, str]:
-    env = {}
-    for line in text.splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, _, value = line[len("export ") :].partition("=")
-            env[key] = value
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +47,8 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     env = dict(os.environ)
     env.update(
         FLOWBOT_LOCALSTACK_RUN=str(run),
-        FLOWBOT_LOCALSTACK_PORT=str(_free_port()),
-        FLOWBOT_MOTO_PORT=str(_free_port()),
+        FLOWBOT_LOCALSTACK_PORT=str(free_port()),
+        FLOWBOT_MOTO_PORT=str(free_port()),
         PYTHON=str(ROOT / ".venv" / "bin" / "python")
         if (ROOT / ".venv").exists()
         else shutil.which("python3") or "python3",
@@ -79,7 +65,7 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         if up.returncode != 0:
             logs = "".join(p.read_text(errors="replace")[-3000:] for p in run.glob("*.log"))
             pytest.fail(f"localstack/up failed ({up.returncode}):\n{up.stderr}\n{logs}")
-        exports = _parse_exports(up.stdout)
+        exports = parse_exports(up.stdout)
         yield exports
     finally:
         subprocess.run([str(ROOT / "localstack" / "down")], env=env, timeout=60, check=False)

@@ -46,23 +46,15 @@ from stores.sqlite import SqliteTranscriptStore
 from streams.embedded import EmbeddedStream
 from streams.kinesis.daemon import KclDaemon
 from streams.kinesis.writer import KinesisWriter
-from tests.realspeech.corpus import sample_recording
-from tests.realspeech.evaluate import der, missing_words, segment_words, whole_file_asr, whole_file_run
-from tests.speech import Turn
+from testkit.corpus import sample_recording
+from testkit.evaluate import der, missing_words, segment_words, whole_file_asr, whole_file_run
+from testkit.net import wait_for
+from testkit.speech import Turn
 
 ROOT = Path(__file__).resolve().parents[2]
-FACTORY = "tests.aws.kcl_factories:build_diarized_engine"
+FACTORY = "testkit.kcl_factories:build_diarized_engine"
 #: Short lease timings so a killed worker's shard is taken over quickly.
 FAST = {"failoverTimeMillis": 5000, "leaseAssignmentIntervalMillis": 1000, "shardSyncIntervalMillis": 5000}
-
-
-def _wait(what: str, cond: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _reference(tmp: Path, pcm: np.ndarray, transcriber: object, policy: WindowPolicy, settings: Settings) -> list:
@@ -163,7 +155,7 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
         framer.push(pcm[:split])
         framer.flush()
         writer.flush()
-        _wait("window 0 committed by daemon #1", lambda: len(store.windows("meet-1")) >= 1, 240)
+        wait_for(lambda: len(store.windows("meet-1")) >= 1, 240, what="window 0 committed by daemon #1", every=0.5)
         time.sleep(1.0)  # window 1 is open: its records are delivered, not committed
         windows_before_kill = len(store.windows("meet-1"))
     finally:
@@ -199,10 +191,11 @@ def test_kcl_daemon_kill_restart_gives_the_single_machine_transcript(
             [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
         )
         try:
-            _wait(
-                "sessions finished by daemon #2",
+            wait_for(
                 lambda: all((p := store.load_progress(sid)) and p.stream_done for sid in ("meet-1", "sample-1")),
                 600,
+                what="sessions finished by daemon #2",
+                every=0.5,
             )
             second.send_signal(signal.SIGTERM)
             code = second.wait(timeout=60)

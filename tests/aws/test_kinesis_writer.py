@@ -18,7 +18,8 @@ from contracts.frames import FrameRecord, end_of_stream
 from contracts.settings import Settings
 from streams.base import StreamUnavailable
 from streams.kinesis.writer import KinesisWriter, kinesis_client
-from tests.aws.conftest import _free_port, read_stream
+from testkit.net import free_port
+from tests.aws.conftest import read_stream
 
 
 def _frames(session: str, count: int, samples: int = 16_000) -> list[FrameRecord]:
@@ -128,7 +129,7 @@ def test_full_buffer_raises_stream_unavailable_and_keeps_what_was_accepted() -> 
     # Nothing listens on this port: every call fails with a connection error.
     client = boto3.client(
         "kinesis",
-        endpoint_url=f"http://127.0.0.1:{_free_port()}",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
         region_name="us-east-1",
         aws_access_key_id="x",
         aws_secret_access_key="x",

@@ -7,7 +7,7 @@ One slow test, one daemon start (KCL's startup alone costs 20-80 s here):
   :class:`EmbeddedStream` that an in-process :class:`EmbeddedConsumer` runs through a
   :class:`ShardProcessor` with the same engine parts and window policy;
 - the KCL daemon (a ``python`` process running ``KclDaemon``, so SIGTERM reaches it as
-  in production) runs the real engine from ``tests.aws.kcl_factories:build_engine``;
+  in production) runs the real engine from ``testkit.kcl_factories:build_engine``;
 - both paths must carry the same frames (same PCM, same framing) and produce the same
   transcript; the session ends with END on both, and SIGTERM stops KCL with exit code 0.
 """
@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -39,11 +38,12 @@ from stores.s3_archive import S3Archive
 from stores.sqlite import SqliteTranscriptStore
 from streams.embedded import EmbeddedConsumer, EmbeddedStream
 from streams.kinesis.writer import KinesisWriter
+from testkit.net import wait_for
+from testkit.speech import Turn
 from tests.aws.conftest import read_stream
-from tests.speech import Turn
 
 ROOT = Path(__file__).resolve().parents[2]
-FACTORY = "tests.aws.kcl_factories:build_engine"
+FACTORY = "testkit.kcl_factories:build_engine"
 FAST = {"failoverTimeMillis": 5000, "leaseAssignmentIntervalMillis": 1000, "shardSyncIntervalMillis": 5000}
 PUBLISH_SECONDS = 40
 #: Short windows so 40 s of audio makes several (cut at a pause between 8 and 15 s).
@@ -60,15 +60,6 @@ def _require(binary: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def _wait(what: str, cond: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _publish(path: Path, url: str) -> subprocess.Popen[bytes]:
@@ -229,19 +220,20 @@ def test_rtmp_to_kinesis_kcl_equals_the_single_machine_path(
             _, err = pub.communicate(timeout=PUBLISH_SECONDS + 60)
             assert pub.returncode == 0, err.decode(errors="replace")
         # ffmpeg exits once its bytes are sent; the ingest decodes what is still in flight.
-        _wait(
-            "both publishers drained",
+        wait_for(
             lambda: not kinesis_hub.stats(kin_sid).connected and not local_hub.stats(loc_sid).connected,
             30,
+            what="both publishers drained",
+            every=0.25,
         )
         kinesis_hub.end(kin_sid)
         local_hub.end(loc_sid)
         writer.close()  # flush: every record, END included, is on Kinesis
 
-        _wait("the single-machine path to finish", lambda: _done(local_store, loc_sid), 240)
+        wait_for(lambda: _done(local_store, loc_sid), 240, what="the single-machine path to finish", every=0.25)
         consumer.stop()
         consumer_thread.join(timeout=60)
-        _wait("the KCL path to finish", lambda: _done(kcl_store, kin_sid), 360)
+        wait_for(lambda: _done(kcl_store, kin_sid), 360, what="the KCL path to finish", every=0.25)
         assert daemon.poll() is None, log_path.read_text(errors="replace")[-4000:]
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=90)

@@ -10,9 +10,9 @@ import onnx
 import pytest
 import torch
 
+from artefacts import CAMPPLUS, DIARIZATION_OFFLINE, ArtefactError, locate
 from processor.campplus import CamPlusPlusEmbedding, fbank
 from processor.campplus_onnx import ONNX_NAME, SOURCE_KEY, CamPlusPlusOnnx, export, onnx_sha256
-from processor.offline_weights import CAMPPLUS, WeightsMissing, locate
 from tests.diarization.real_sample import pyannote_sample
 
 
@@ -25,7 +25,7 @@ def _real_inputs() -> np.ndarray:
 
 
 def test_installed_onnx_matches_pytorch_on_real_speech() -> None:
-    folder = locate()
+    folder = locate(DIARIZATION_OFFLINE)
     onnx_model = CamPlusPlusOnnx(folder / ONNX_NAME, threads=2)
     network = CamPlusPlusEmbedding.from_state_dict_file(folder / CAMPPLUS.name).campplus
     feats = _real_inputs()
@@ -42,7 +42,7 @@ def test_installed_onnx_matches_pytorch_on_real_speech() -> None:
 
 @pytest.mark.slow
 def test_export_is_reproducible_and_checked(tmp_path: Path) -> None:
-    installed = locate()
+    installed = locate(DIARIZATION_OFFLINE)
     digests = []
     for name in ("a", "b"):
         folder = tmp_path / name
@@ -55,17 +55,17 @@ def test_export_is_reproducible_and_checked(tmp_path: Path) -> None:
 
 
 def test_onnx_from_other_weights_or_unreadable_is_refused(tmp_path: Path) -> None:
-    model = onnx.load(str(locate() / ONNX_NAME))
+    model = onnx.load(str(locate(DIARIZATION_OFFLINE) / ONNX_NAME))
     for entry in model.metadata_props:
         if entry.key == SOURCE_KEY:
             entry.value = "0" * 64
     foreign = tmp_path / "foreign.onnx"
     onnx.save(model, str(foreign))
-    with pytest.raises(WeightsMissing, match="not exported from the pinned"):
+    with pytest.raises(ArtefactError, match="not exported from the pinned"):
         CamPlusPlusOnnx(foreign)
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a model")
-    with pytest.raises(WeightsMissing, match="cannot be loaded"):
+    with pytest.raises(ArtefactError, match="cannot be loaded"):
         CamPlusPlusOnnx(garbage)
-    with pytest.raises(WeightsMissing, match="offline_weights fetch"):
+    with pytest.raises(ArtefactError, match="python -m artefacts fetch diarization-offline"):
         CamPlusPlusOnnx(tmp_path / "missing.onnx")

@@ -66,12 +66,12 @@ class RecordingEmbedder:
 
 @pytest.fixture(scope="module")
 def capped() -> Iterator[CappedEmbeddingDiarization]:
-    from processor.offline_weights import locate
+    from artefacts import DIARIZATION_OFFLINE, locate
 
     torch.set_num_threads(2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pipeline = build_offline_pipeline(locate(), OfflineParams(), threads=2)
+        pipeline = build_offline_pipeline(locate(DIARIZATION_OFFLINE), OfflineParams(), threads=2)
     assert isinstance(pipeline, CappedEmbeddingDiarization)
     yield pipeline
 

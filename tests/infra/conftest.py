@@ -13,7 +13,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from testkit.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM_DIR = ROOT / "infra" / "terraform"
@@ -109,12 +110,6 @@ def tf_copy(tmp_path: Path, terraform_bin: str) -> Path:
     return tmp_path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_http(url: str, seconds: float, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -172,7 +167,7 @@ def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
     if KINESIS_MOCK_LIBS.exists():
         # The pre-installed kinesis-mock, so LocalStack does not npm-install it on first use.
         (run / "fs" / "usr" / "lib" / "localstack").symlink_to(KINESIS_MOCK_LIBS)
-    ls_port, moto_port = _free_port(), _free_port()
+    ls_port, moto_port = free_port(), free_port()
     env = dict(os.environ)
     env.update(
         {

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -142,13 +141,3 @@ def frames_of(stream: EmbeddedStream, session_id: str) -> list[FrameRecord]:
 def all_records(stream: EmbeddedStream) -> int:
     """How many records the stream holds in total."""
     return sum(stream.latest_seq(s) for s in stream.shard_ids)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll ``cond`` until true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")

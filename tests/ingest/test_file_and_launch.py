@@ -15,8 +15,9 @@ from producer.hub import IngestHub
 from producer.rtmp_relay import RtmpRelay
 from stores.base import Session
 from streams.embedded import EmbeddedStream
+from testkit.net import wait_for
 
-from .conftest import all_records, frames_of, publish, wait_for, wav_seconds
+from .conftest import all_records, frames_of, publish, wav_seconds
 
 
 def test_file_ingest_writes_every_sample_then_ends(stream: EmbeddedStream, speech_wav: Path) -> None:

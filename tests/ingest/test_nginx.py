@@ -22,16 +22,11 @@ from producer.rtmp_relay import RtmpRelay
 from stores.base import Session, SessionState
 from stores.sqlite import SqliteSessionStore
 from streams.embedded import EmbeddedStream
+from testkit.net import free_port, wait_for
 
-from .conftest import all_records, frames_of, publish, require, wait_for, wav_seconds
+from .conftest import all_records, frames_of, publish, require, wav_seconds
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _require_rtmp_module() -> None:
@@ -96,7 +91,7 @@ def nginx_stack(
     hub.register("live-1", "nginx-key")
     auth = NginxAuthServer(sessions, session_id="live-1")
     auth.start()
-    port = _free_port()
+    port = free_port()
     front = NginxFront(
         rtmp_listen=f"127.0.0.1:{port}", auth_port=auth.port, ingest_port=rtmp.port, work_dir=tmp_path / "nginx"
     )
@@ -130,7 +125,7 @@ def test_nginx_refuses_wrong_key_and_delivers_right_one(
 @pytest.mark.slow
 def test_producer_task_ends_stream_on_sigterm(tmp_path: Path, sessions: SqliteSessionStore, speech_wav: Path) -> None:
     _require_rtmp_module()
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "FLOWBOT_DATA_DIR": str(tmp_path),
@@ -176,7 +171,7 @@ def test_producer_task_without_nginx(tmp_path: Path, sessions: SqliteSessionStor
     from contracts.settings import Settings
     from producer.service import run_producer_task
 
-    port = _free_port()
+    port = free_port()
     stream = EmbeddedStream(tmp_path / "stream.db")
     settings = Settings(data_dir=tmp_path, host="127.0.0.1", rtmp_port=port)
     stop = threading.Event()

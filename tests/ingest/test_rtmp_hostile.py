@@ -21,8 +21,9 @@ from producer.hub import IngestHub
 from producer.rtmp_relay import RtmpRelay
 from producer.rtmp_wire import MAX_CHUNK_STREAMS, RtmpProtocolError, RtmpSniffer, decode_amf0_command
 from streams.embedded import EmbeddedStream
+from testkit.net import wait_for
 
-from .conftest import all_records, wait_for
+from .conftest import all_records
 from .rtmp_wire import basic_header, chunk_message, command, handshake_c0c1, set_chunk_size
 
 C2 = bytes(1536)

@@ -11,8 +11,9 @@ import pytest
 from producer.hub import IngestHub
 from producer.rtmp_relay import RtmpRelay
 from streams.embedded import EmbeddedStream
+from testkit.net import wait_for
 
-from .conftest import all_records, wait_for
+from .conftest import all_records
 from .rtmp_wire import chunk_message, command, handshake_c0c1
 
 

@@ -12,8 +12,9 @@ from contracts.frames import SAMPLE_RATE, FrameKind
 from producer.hub import IngestHub, key_fingerprint
 from producer.rtmp_relay import RtmpRelay
 from streams.embedded import EmbeddedStream
+from testkit.net import wait_for
 
-from .conftest import all_records, frames_of, publish, wait_for, wav_seconds
+from .conftest import all_records, frames_of, publish, wav_seconds
 
 pytestmark = pytest.mark.slow
 

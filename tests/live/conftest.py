@@ -1,11 +1,12 @@
-"""Fixtures for live captions: a scripted transcriber for scheduling tests, store helpers."""
+"""Fixtures for live captions: a scripted transcriber for scheduling tests, store helpers, a live service."""
 
 from __future__ import annotations
 
+import shutil
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -13,6 +14,11 @@ import pytest
 from contracts.segments import Word
 from processor.asr import AsrResult, AsrSegment, Transcriber
 from stores.sqlite import SqliteTranscriptStore
+from testkit.service import live_service as testkit_live_service
+from testkit.service import live_settings
+
+if TYPE_CHECKING:
+    from flowbot.serve import LiveService
 
 
 def asr_words(text: str, start: float = 0.0, step: float = 0.3) -> AsrSegment:
@@ -46,16 +52,6 @@ class ScriptedTranscriber(Transcriber):
         return AsrResult()
 
 
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``cond`` until true or fail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.005)
-    raise AssertionError("condition not reached in time")
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> SqliteTranscriptStore:
     """A fresh SQLite transcript store."""
@@ -68,19 +64,6 @@ def pcm(seconds: float) -> np.ndarray:
     return (rng.standard_normal(int(seconds * 16000)) * 3000).astype(np.int16)
 
 
-# ------------------------------------------------------------------ live service
-
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import threading as _threading  # noqa: E402
-import urllib.request  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from typing import Any  # noqa: E402
-
-from contracts.settings import Settings  # noqa: E402
-
-
 def require(exe: str) -> str:
     """Path of a required program; fail loudly (CI must not skip) when it is missing."""
     path = shutil.which(exe)
@@ -89,55 +72,9 @@ def require(exe: str) -> str:
     return path
 
 
-def start_session(base: str) -> dict[str, Any]:
-    """start_session through the coordinator API of a LiveService."""
-    body = json.dumps({"action": "start_session", "meeting_id": "m", "user_id": "u", "topic": "t"}).encode()
-    req = urllib.request.Request(f"{base}/api", body, {"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return dict(json.loads(resp.read()))
-
-
-class FeedReader(_threading.Thread):
-    """Reads a session's SSE feed, remembering when each event arrived."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.events: list[tuple[float, str, dict[str, Any]]] = []
-
-    def run(self) -> None:
-        with urllib.request.urlopen(self.url, timeout=600) as resp:
-            event = None
-            for raw in resp:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event:
-                    self.events.append((time.monotonic(), event, json.loads(line[6:])))
-
-    def windows(self) -> list[dict[str, Any]]:
-        """The ``window`` events so far."""
-        return [d for _, ev, d in list(self.events) if ev == "window"]
-
-
 @pytest.fixture
-def live_service(tmp_path: Path) -> Iterator[Any]:
+def live_service(tmp_path: Path) -> Iterator[LiveService]:
     """flowbot serve in-process: interim every second, 10 s windows, one speaker."""
-    from flowbot.serve import LiveService
-
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    settings = Settings.from_env(
-        {},
-        data_dir=tmp_path / "data",
-        diarization="none",
-        port=0,
-        rtmp_port=0,
-        window_seconds=10.0,
-        window_min_seconds=5.0,
-        interim_seconds=1.0,
-    )
-    svc = LiveService(settings).start()
-    try:
+    settings = live_settings(tmp_path / "data", window_seconds=10.0, window_min_seconds=5.0, interim_seconds=1.0)
+    with testkit_live_service(settings) as svc:
         yield svc
-    finally:
-        svc.stop()

@@ -12,7 +12,7 @@ import pytest
 from flowbot.wer import wer
 from processor.batched_asr import BatchingTranscriber, speech_clips
 from producer.decode import read_pcm
-from tests.speech import Turn
+from testkit.speech import Turn
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from producer.decode import read_pcm
 from stores.archive import LocalArchive
 from stores.sqlite import SqliteTranscriptStore
 from streams.base import StreamRecord
-from tests.speech import Turn
+from testkit.speech import Turn
 
 SID = "live-engine"
 SECONDS = 34

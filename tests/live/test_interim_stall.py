@@ -28,8 +28,9 @@ from stores.archive import NoArchive
 from stores.sqlite import SqliteTranscriptStore
 from streams.base import StreamRecord
 from streams.embedded import EmbeddedStream
-from tests.live.conftest import ScriptedTranscriber, asr_words, wait_until
-from tests.speech import Turn
+from testkit.net import wait_for
+from testkit.speech import Turn
+from tests.live.conftest import ScriptedTranscriber, asr_words
 
 
 class HeldDiarizer:
@@ -117,7 +118,7 @@ def test_next_window_gets_interim_captions_while_the_previous_one_is_diarized(
         assert diarizer.entered.wait(20), "window 0 was never cut"
         # Window 0 is being diarized (held): the record thread goes on, and window 1
         # gets interim captions meanwhile.
-        wait_until(
+        wait_for(
             lambda: any(s.window_index == 1 for s in store.segments("s", include_interim=True)),
             timeout=10,
         )

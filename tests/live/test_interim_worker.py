@@ -9,11 +9,12 @@ from contracts.segments import TranscriptSegment, WindowRecord
 from processor.interim import FinalGate, GatedTranscriber, InterimWorker, agreed_prefix, interim_segments
 from stores.base import SessionProgress
 from stores.sqlite import SqliteTranscriptStore
-from tests.live.conftest import ScriptedTranscriber, asr_words, pcm, wait_until
+from testkit.net import wait_for
+from tests.live.conftest import ScriptedTranscriber, asr_words, pcm
 
 
 def idle(worker: InterimWorker, sid: str, passes: int) -> None:
-    wait_until(lambda: worker.stats(sid)["passes"] >= passes)
+    wait_for(lambda: worker.stats(sid)["passes"] >= passes)
     time.sleep(0.05)  # let the write after the pass land
 
 
@@ -104,12 +105,12 @@ def test_final_replaces_interim_in_place_and_late_pass_never_overwrites(store: S
     store.commit_window(WindowRecord("s", 0, 0, 64000), [final], SessionProgress("s", 1, 64000))
     worker.window_closed("s", 0)
     fake.hold.set()
-    wait_until(lambda: worker.stats("s")["stale"] >= 1)
+    wait_for(lambda: worker.stats("s")["stale"] >= 1)
     assert [(s.text, s.is_final) for s in store.segments("s", include_interim=True)] == [("hello world", True)]
     # Even without the close notice (a race), the store refuses interim rows of a final window.
     racing = InterimWorker(ScriptedTranscriber([[asr_words("late")]]), store, interval=0.01, max_duty=1.0)
     racing.offer("s", 0, 0, pcm(2))
-    wait_until(lambda: racing.stats("s")["rejected_final"] == 1)
+    wait_for(lambda: racing.stats("s")["rejected_final"] == 1)
     assert [s.text for s in store.segments("s", include_interim=True)] == ["hello world"]
     changes = store.changes_since("s", 0)
     assert [c.is_final for c in changes] == [True]
@@ -138,7 +139,7 @@ def test_offer_never_blocks_and_drops_instead_of_queueing(store: SqliteTranscrip
     assert not offers.is_alive(), "offer must not wait for a pass"
     assert not fake.hold.is_set() and worker.stats("s")["passes"] <= 1
     fake.hold.set()
-    wait_until(lambda: worker.stats("s")["passes"] == 2)
+    wait_for(lambda: worker.stats("s")["passes"] == 2)
     time.sleep(0.2)
     stats = worker.stats("s")
     # 51 offers, 2 passes: the first, then only the newest snapshot; 49 were dropped.
@@ -167,7 +168,7 @@ def test_interim_passes_skip_while_a_final_runs(store: SqliteTranscriptStore) ->
     fake.hold.set()
     final.join(5)
     worker.offer("s", 0, 0, pcm(12))
-    wait_until(lambda: worker.stats("s")["passes"] == 1)
+    wait_for(lambda: worker.stats("s")["passes"] == 1)
     worker.stop()
 
 
@@ -197,7 +198,7 @@ def test_speaker_of_interim_text_is_the_last_final_speaker(store: SqliteTranscri
     worker = InterimWorker(ScriptedTranscriber([[asr_words("more words")]]), store, interval=0.01, max_duty=1.0)
     worker.window_closed("s", 0)
     worker.offer("s", 1, 16000, pcm(2))
-    wait_until(lambda: worker.stats("s")["written"] == 1)
+    wait_for(lambda: worker.stats("s")["written"] == 1)
     interim = [s for s in store.segments("s", include_interim=True) if not s.is_final]
     assert interim and {s.speaker for s in interim} == {"S2"}
     assert interim[0].start >= 1.0, "interim text of window 1 lies after window 0"

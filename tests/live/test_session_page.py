@@ -22,8 +22,8 @@ from contracts.settings import Settings
 from flowbot.serve import LiveService
 from stores.archive import LocalArchive
 from stores.base import SessionProgress, SessionState
+from testkit.service import start_session
 from tests.live.cdp import Page, close, devtools_page, launch
-from tests.live.conftest import start_session
 
 PHONE = (390, 844)
 

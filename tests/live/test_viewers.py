@@ -9,7 +9,9 @@ from typing import Any
 from contracts.segments import TranscriptSegment, WindowRecord, Word
 from flowbot.follow import follow_local
 from stores.base import SessionProgress, SessionState
-from tests.live.conftest import FeedReader, start_session, wait_until
+from testkit.net import wait_for
+from testkit.service import start_session
+from testkit.sse import FeedReader
 
 
 def seg(sid: str, win: int, text: str, final: bool, start: float = 0.0) -> TranscriptSegment:
@@ -28,18 +30,18 @@ def test_feed_and_follow_show_interim_then_replace_it_in_place(live_service: Any
     follower.start()
     # Both viewers are connected once they got the session's state (the feed sends it first);
     # a viewer that connects later sees only each window's latest state, by design.
-    wait_until(lambda: any(ev == "state" for _, ev, _d in list(feed.events)) and "starting" in out.getvalue(), 30)
+    wait_for(lambda: any(ev == "state" for _, ev, _d in list(feed.events)) and "starting" in out.getvalue(), 30)
     assert store.put_interim(sid, 0, [seg(sid, 0, "hello wor", False)])
-    wait_until(lambda: len(feed.windows()) == 1)
+    wait_for(lambda: len(feed.windows()) == 1)
     assert store.put_interim(sid, 0, [seg(sid, 0, "hello world and", False)])
-    wait_until(lambda: len(feed.windows()) == 2)
+    wait_for(lambda: len(feed.windows()) == 2)
     store.commit_window(
         WindowRecord(sid, 0, 0, 48000), [seg(sid, 0, "hello world and more", True)], SessionProgress(sid, 1, 48000)
     )
-    wait_until(lambda: len(feed.windows()) == 3)
+    wait_for(lambda: len(feed.windows()) == 3)
     assert not store.put_interim(sid, 0, [seg(sid, 0, "late pass", False)])
     assert store.put_interim(sid, 1, [seg(sid, 1, "next window", False, 3.0)])
-    wait_until(lambda: len(feed.windows()) == 4)
+    wait_for(lambda: len(feed.windows()) == 4)
     live_service.ctx.sessions.transition(sid, [SessionState.STARTING], SessionState.COMPLETED)
     follower.join(30)
     assert result == ["completed"]

@@ -11,9 +11,11 @@ import pytest
 
 from flowbot.wer import wer
 from producer.whip import keep_reachable_candidates
-from tests.live.conftest import FeedReader, start_session, wait_until
+from testkit.net import wait_for
+from testkit.service import start_session
+from testkit.speech import Turn
+from testkit.sse import FeedReader
 from tests.live.whip_client import http, publish_file
-from tests.speech import Turn
 
 OFFER_HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 
@@ -77,14 +79,14 @@ def test_whip_publish_captions_and_reconnect_continues_the_timeline(
     assert first["headers"]["location"].startswith(f"/sessions/{sid}/whip/")
     assert first["body"].startswith(b"v=0") and b"m=audio" in first["body"]
     assert first["state"] == "connected" and first["delete"] == 200
-    wait_until(lambda: not live_service.hub.stats(sid).connected, 10)
+    wait_for(lambda: not live_service.hub.stats(sid).connected, 10)
     after_first = live_service.hub.stats(sid).samples
     # aiortc's file player may send ahead of the wall clock; what matters is that audio arrived.
     assert 10 * 16000 < after_first < 40 * 16000
     # The browser comes back (same key): the timeline carries on, it does not restart at 0.
     second = asyncio.run(publish_file(live_service.url, sid, key, wav, 6.0))
     assert second["status"] == 201 and second["delete"] == 200
-    wait_until(lambda: not live_service.hub.stats(sid).connected, 10)
+    wait_for(lambda: not live_service.hub.stats(sid).connected, 10)
     stats = live_service.hub.stats(sid)
     assert stats.publishes == 2 and stats.samples > after_first + 4 * 16000
     records = live_service.stream.read("shard-0", 0, 10_000)
@@ -95,7 +97,7 @@ def test_whip_publish_captions_and_reconnect_continues_the_timeline(
     assert [o[0] for o in offsets] == list(range(len(offsets)))
     assert all(a[2] == b[1] for a, b in itertools.pairwise(offsets)), "contiguous timeline"
     # Interim text reached the feed before the first window was final, then was replaced in place.
-    wait_until(lambda: any(d["is_final"] for d in feed.windows()), 60)
+    wait_for(lambda: any(d["is_final"] for d in feed.windows()), 60)
     w0 = [d for d in feed.windows() if d["window_index"] == 0]
     assert not w0[0]["is_final"] and all(not s["is_final"] for s in w0[0]["segments"])
     final0 = next(d for d in w0 if d["is_final"])

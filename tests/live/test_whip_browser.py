@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
-from tests.live.conftest import FeedReader, require, start_session
-from tests.speech import Turn
+from testkit.service import start_session
+from testkit.speech import Turn
+from testkit.sse import FeedReader
+from tests.live.conftest import require
 
 DOM = """JSON.stringify({
   status: (document.getElementById('micstatus') || {}).textContent || '',

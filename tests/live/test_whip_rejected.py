@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.live.conftest import start_session
+from testkit.service import start_session
 from tests.live.whip_client import http
 
 OFFER_HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"

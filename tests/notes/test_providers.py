@@ -4,7 +4,7 @@
 - openai: llama-cpp-python's OpenAI-compatible server with the same model (a real endpoint:
   HTTP, bearer key, its own response-format dialect).
 - bedrock: boto3's real Converse call against the Converse emulator of
-  ``tests/notes/converse_emulator.py`` (LocalStack community and moto do not implement
+  ``testkit/converse_emulator.py`` (LocalStack community and moto do not implement
   Converse), which answers with the same local model.
 
 Quality of a 0.5B model's notes is not asserted here; shape, provenance and ties
@@ -41,9 +41,9 @@ from producer.rtmp_relay import RtmpRelay
 from stores.base import Session, SessionProgress, SessionState
 from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore
 from streams.embedded import EmbeddedStream
+from testkit.converse_emulator import ConverseEmulator
+from testkit.transcripts import NAMES, meeting_segments
 from tests.notes.conftest import CONTEXT
-from tests.notes.converse_emulator import ConverseEmulator
-from tests.notes.transcripts import NAMES, meeting_segments
 from tests.test_notes import ScriptedChat
 
 pytestmark = pytest.mark.slow

@@ -20,13 +20,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from contracts.settings import Settings
 from processor.engine import EngineParts
-from tests.realspeech.corpus import Recording, build
-from tests.realspeech.evaluate import Run, run_pipeline, whole_file_asr, whole_file_run
+from testkit.corpus import Recording, build
+from testkit.evaluate import Run, run_pipeline, whole_file_asr, whole_file_run
 
 
 @pytest.fixture(scope="session")
 def recordings(request: pytest.FixtureRequest) -> dict[str, Recording]:
-    """The development set (see tests/realspeech/corpus.py)."""
+    """The development set (see testkit/corpus.py)."""
     return build(Path(request.config.cache.mkdir("flowbot-realspeech")))
 
 

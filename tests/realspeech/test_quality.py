@@ -1,6 +1,6 @@
 """Issue 10 on real recorded speech: no word lost at a window join, the right speaker on every word.
 
-Three recordings (tests/realspeech/corpus.py): pyannote's two-speaker telephone
+Three recordings (testkit/corpus.py): pyannote's two-speaker telephone
 sample, a six-speaker concatenation with short gaps, and over 60 s of speech
 with every pause squeezed under 150 ms. The windowed pipeline is held to the
 whole-file run of the same Whisper model (faster-whisper in one call).
@@ -23,8 +23,8 @@ from flowbot.wer import wer
 from processor.engine import EngineParts
 from processor.rttm import parse_rttm
 from processor.windowing import WindowPolicy, quiet_test, speech_spans
-from tests.realspeech.corpus import SQUEEZED_PAUSE_S, Recording
-from tests.realspeech.evaluate import Run, der, missing_words, run_pipeline, words_lost_at_joins
+from testkit.corpus import SQUEEZED_PAUSE_S, Recording
+from testkit.evaluate import Run, der, missing_words, run_pipeline, words_lost_at_joins
 
 pytestmark = pytest.mark.slow
 

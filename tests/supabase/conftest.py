@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from supabase_stack import StackUnavailable, SupabaseStack
-
 from stores.base import Session, SessionState
 from stores.supabase import RetryPolicy, SupabaseMeetingStatus
+from testkit.supabase_stack import StackUnavailable, SupabaseStack
 
 
 @pytest.fixture(scope="session")

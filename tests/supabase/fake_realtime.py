@@ -33,8 +33,9 @@ from typing import Any
 
 import httpx
 import jwt
-from supabase_stack import JWT_SECRET, SupabaseStack
 from websockets.asyncio.server import Server, ServerConnection, serve
+
+from testkit.supabase_stack import JWT_SECRET, SupabaseStack
 
 OUTBOX_SQL = Path(__file__).with_name("fake_realtime.sql")
 PRIMARY_KEYS = {

@@ -9,12 +9,12 @@ from collections.abc import Callable
 
 import jwt
 import pytest
-from supabase_stack import JWT_SECRET, SupabaseStack, make_jwt
 
 from contracts.settings import Settings
 from control.access import Caller, may_access
 from control.auth import AuthError, authenticate, owns_meeting_factory
 from stores.base import Session
+from testkit.supabase_stack import JWT_SECRET, SupabaseStack, make_jwt
 
 SETTINGS = Settings.from_env({}, supabase_jwt_secret=JWT_SECRET)
 USER = str(uuid.uuid4())

@@ -15,14 +15,14 @@ from typing import Any
 
 import jwt
 import pytest
-from fake_realtime import FakeRealtime
-from supabase_stack import SupabaseStack
 
 from contracts.segments import TranscriptSegment, WindowRecord
 from contracts.settings import Settings
 from flowbot.follow import FollowError, TranscriptRenderer, follow_local, follow_supabase
 from stores.base import Session, SessionProgress
 from stores.supabase import SupabaseMeetingStatus, SupabaseTranscriptStore
+from testkit.supabase_stack import SupabaseStack
+from tests.supabase.fake_realtime import FakeRealtime
 
 NewSession = Callable[..., Session]
 
@@ -237,7 +237,7 @@ def test_follow_local_unknown_session(feed: FeedServer) -> None:
 
 
 def test_follow_local_server_down() -> None:
-    from supabase_stack import free_port
+    from testkit.net import free_port
 
     with pytest.raises(FollowError, match="unavailable"):
         follow_local(f"http://127.0.0.1:{free_port()}", "s1", io.StringIO(), reconnects=1)

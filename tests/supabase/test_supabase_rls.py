@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from supabase_stack import BOOTSTRAP, MIGRATIONS, SupabaseStack, find_pg_bin, make_jwt
 
 from contracts.segments import TranscriptSegment, WindowRecord
 from stores.base import Session, SessionProgress
 from stores.supabase import SupabaseMeetingStatus, SupabaseTranscriptStore
+from testkit.supabase_stack import BOOTSTRAP, MIGRATIONS, SupabaseStack, find_pg_bin, make_jwt
 
 NewSession = Callable[..., Session]
 TABLES = [

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from supabase_stack import DropReply, SupabaseStack, make_jwt
 
 from contracts.notes import MeetingNotes
 from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus, Word
 from stores.base import PermanentStoreError, Session, SessionProgress, WindowChange
 from stores.sqlite import SqliteTranscriptStore
 from stores.supabase import RetryPolicy, StoreUnavailableError, SupabaseTranscriptStore
+from testkit.supabase_stack import DropReply, SupabaseStack, make_jwt
 
 NewSession = Callable[..., Session]
 

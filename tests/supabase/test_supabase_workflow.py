@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from supabase_stack import SupabaseStack
 
 from contracts.segments import TranscriptSegment, WindowRecord
 from control import lambda_handlers
 from stores.base import Session, SessionProgress, SessionState
 from stores.sqlite import SqliteSessionStore
 from stores.supabase import SupabaseTranscriptStore
+from testkit.supabase_stack import SupabaseStack
 
 
 @pytest.fixture

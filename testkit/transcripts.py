@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from contracts.segments import TranscriptSegment, Word
-from tests.speech import MEETING
+from testkit.speech import MEETING
 
 #: Display names of the meeting's three speakers.
 NAMES = {"S1": "Ann", "S2": "Bob", "S3": "Cy"}
 
 
 def meeting_segments(repeat: int = 1, session_id: str = "s") -> list[TranscriptSegment]:
-    """The planning meeting of ``tests.speech`` as transcript segments (0.4 s a word, 1 s pauses).
+    """The planning meeting of ``testkit.speech`` as transcript segments (0.4 s a word, 1 s pauses).
 
     ``repeat`` plays the agenda that many times in a row (a longer meeting for map-reduce).
     """

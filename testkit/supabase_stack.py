@@ -38,7 +38,9 @@ from pathlib import Path
 
 import jwt
 
-REPO = Path(__file__).resolve().parents[2]
+from testkit.net import free_port
+
+REPO = Path(__file__).resolve().parents[1]
 MIGRATIONS = REPO / "supabase" / "migrations"
 BOOTSTRAP = Path(__file__).with_name("supabase_bootstrap.sql")
 JWT_SECRET = "flowbot-test-jwt-secret-at-least-32-characters-long"
@@ -70,13 +72,6 @@ def find_postgrest() -> str:
         if c and Path(c).is_file() and os.access(c, os.X_OK):
             return c
     raise StackUnavailable("PostgREST not found: run scripts/setup.d/40-supabase.sh (or set FLOWBOT_POSTGREST_BIN)")
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_jwt(

@@ -1,6 +1,6 @@
 """Record-processor factories the KCL child (``python -m streams.kinesis.child``) builds in tests.
 
-Named as ``KclDaemon(settings, "tests.aws.kcl_factories:<name>")``; the daemon passes the
+Named as ``KclDaemon(settings, "testkit.kcl_factories:<name>")``; the daemon passes the
 test's environment through to its children.
 """
 

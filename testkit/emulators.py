@@ -1,20 +1,14 @@
-"""Start the LocalStack + moto emulators for a benchmark run (``localstack/up`` on free ports)."""
+"""LocalStack + moto for a run: ``localstack/up`` on free loopback ports (benches, tests/aws)."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
+from testkit.net import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """A free loopback TCP port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_emulators(run: Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -28,9 +22,14 @@ def start_emulators(run: Path) -> tuple[dict[str, str], dict[str, str]]:
     out = subprocess.run(
         [str(ROOT / "localstack" / "up")], env=env, capture_output=True, text=True, check=True, timeout=240
     ).stdout
-    exports = {}
-    for line in out.splitlines():
-        if line.startswith("export "):
+    return parse_exports(out), env
+
+
+def parse_exports(text: str) -> dict[str, str]:
+    """The ``export KEY=VALUE`` lines ``localstack/up`` prints, as a dict."""
+    env = {}
+    for line in text.splitlines():
+        if line.startswith("export ") and "=" in line:
             key, _, value = line[len("export ") :].partition("=")
-            exports[key] = value
-    return exports, env
+            env[key] = value
+    return env

@@ -26,7 +26,7 @@ from processor.attribution import attribute
 from processor.diarization import Diarization, Diarizer
 from processor.engine import EngineParts
 from processor.rttm import window_turns
-from tests.realspeech.corpus import Recording
+from testkit.corpus import Recording
 
 
 @dataclass

@@ -1,0 +1,46 @@
+"""The shared test and bench helpers: the one percentile definition, and polling."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from testkit.net import free_port, wait_for
+from testkit.stats import percentile
+
+
+def test_percentile_is_nearest_rank() -> None:
+    twenty = [float(v) for v in range(20, 0, -1)]  # order does not matter
+    assert percentile(twenty, 95) == 19.0  # 95 % of 20 values are <= the 19th
+    assert percentile(twenty, 50) == 10.0  # the lower middle value, not the mean of the two
+    assert percentile(twenty, 100) == 20.0 and percentile(twenty, 0) == 1.0
+    hundred = list(range(1, 101))
+    # The viewers bench took sorted[int(0.95 n)] (96 here), numpy interpolates (95.05).
+    assert percentile(hundred, 95) == 95
+    assert math.isnan(percentile([], 95))
+    with pytest.raises(ValueError):
+        percentile([1.0], 0.95 * 1000)
+
+
+def test_percentile_is_always_a_measured_value_and_monotonic() -> None:
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 13, 50, 101):
+        values = list(rng.exponential(2.0, n))
+        got = [percentile(values, q) for q in (0, 10, 50, 90, 95, 99, 100)]
+        assert all(v in values for v in got)
+        assert got == sorted(got)
+        # At least q % of the values are <= the q-th percentile, and fewer are < it.
+        for q, v in zip((0, 10, 50, 90, 95, 99, 100), got, strict=True):
+            assert sum(x <= v for x in values) >= q / 100 * n
+            assert sum(x < v for x in values) < max(q / 100 * n, 1)
+
+
+def test_wait_for_returns_once_true_and_names_what_it_waited_for() -> None:
+    start = time.monotonic()
+    wait_for(lambda: time.monotonic() - start > 0.05, timeout=5)
+    with pytest.raises(AssertionError, match="waiting for the moon"):
+        wait_for(lambda: False, timeout=0.05, what="the moon")
+    assert 0 < free_port() < 65536
