@@ -7,6 +7,9 @@
   state, progress, speakers, notes
 - ``end_session`` {session_id} -> state ``processing``; the workflow starts
 - ``rename_speaker`` {session_id, speaker, name}
+- ``list_sessions`` {limit?} -> the caller's meetings, newest first (:mod:`control.library`)
+- ``search`` {query, limit?} -> ranked hits in every session the caller may read, with speaker,
+  time and a link to that moment of the session page
 
 Who may act on which session is :func:`control.access.may_access`; state
 changes are the verbs of :mod:`control.sessions`. Errors are
@@ -27,12 +30,12 @@ from typing import Any
 from contracts.errors import HttpError
 from contracts.frames import validate_session_id
 from contracts.notes import InvalidNotes, MeetingNotes
-from control import sessions
+from control import library, sessions
 from control.access import LOCAL, Caller, may_access
 from control.bearer import BearerError, bearer_token, same_secret
 from control.context import ControlContext
 from control.launch import LaunchError
-from stores.base import Session, SessionNotFound, StateConflict
+from stores.base import Session, SessionNotFound, StateConflict, search_words
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,14 @@ class ApiResponse:
     def json(self) -> str:
         """The body serialised."""
         return json.dumps(self.body)
+
+
+def _int_field(body: Mapping[str, Any], name: str, *, default: int, lo: int, hi: int) -> int:
+    value = body.get(name, default)
+    # bool is an int in Python; JSON true is not a count.
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise HttpError(400, "invalid_field", f"'{name}' must be an integer from {lo} to {hi}")
+    return value
 
 
 def _str_field(body: Mapping[str, Any], name: str, *, required: bool = True, max_len: int = 256) -> str:
@@ -78,6 +89,8 @@ class Coordinator:
             "get_session": self.get_session,
             "end_session": self.end_session,
             "rename_speaker": self.rename_speaker,
+            "list_sessions": self.list_sessions,
+            "search": self.search,
         }
 
     # -- entry points -------------------------------------------------------------
@@ -225,6 +238,23 @@ class Coordinator:
         speakers = self.ctx.transcripts.speakers(session.session_id)
         self._rename_in_notes(session.session_id, speakers)
         return {"session_id": session.session_id, "speakers": speakers}
+
+    def list_sessions(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """The meetings the caller may read, newest first."""
+        limit = _int_field(body, "limit", default=library.MAX_MEETINGS, lo=1, hi=library.MAX_MEETINGS)
+        meetings = library.list_meetings(self.ctx.sessions, self.ctx.transcripts, caller, limit=limit)
+        return {"sessions": [m.to_dict() for m in meetings]}
+
+    def search(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """Full-text search over every session the caller may read."""
+        query = _str_field(body, "query", max_len=500)
+        if not search_words(query):
+            raise HttpError(400, "invalid_field", "'query' has no words to search for")
+        limit = _int_field(body, "limit", default=20, lo=1, hi=library.MAX_HITS)
+        hits = library.search_meetings(
+            self.ctx.sessions, self.ctx.transcripts, caller, query, limit=limit, page_url=self.ctx.page_url
+        )
+        return {"query": query, "hits": [h.to_dict() for h in hits]}
 
     def _rename_in_notes(self, session_id: str, speakers: Mapping[str, str]) -> None:
         """Notes already written name people as they were called then: apply the rename to them too."""

@@ -7,6 +7,7 @@ The processor, the control plane and the CLI only see these protocols.
 from __future__ import annotations
 
 import enum
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,43 @@ class WindowChange:
     revision: int
     is_final: bool
     segments: tuple[TranscriptSegment, ...]
+
+
+#: Marks around the matched words in :attr:`SearchHit.snippet` (never in a transcript: ASR emits no
+#: control characters). Readers turn them into highlighting; nothing else in the snippet is markup.
+MATCH_START = "\x02"
+MATCH_END = "\x03"
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One final segment that matches a full-text query, best first."""
+
+    session_id: str
+    window_index: int
+    segment_index: int
+    start: float
+    end: float
+    speaker: str | None
+    text: str
+    #: ``text`` with every matched word between :data:`MATCH_START` and :data:`MATCH_END`.
+    snippet: str
+    #: Higher is better; comparable only within one answer.
+    score: float
+
+
+#: Most words of a query that are searched for; the rest are ignored.
+MAX_QUERY_WORDS = 16
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def search_words(query: str) -> list[str]:
+    """The words of a free-text query, lower-cased, as every backend searches them.
+
+    Punctuation and operators are dropped: a query is words that must all occur, never syntax
+    (a user's ``"`` or ``NEAR`` cannot change what the store runs).
+    """
+    return [w[:64] for w in _WORD.findall(query.casefold())][:MAX_QUERY_WORDS]
 
 
 class TranscriptStore(Protocol):
@@ -89,6 +127,13 @@ class TranscriptStore(Protocol):
 
     def get_notes(self, session_id: str) -> dict[str, Any] | None:
         """Stored notes, or None."""
+
+    def search(self, query: str, *, session_ids: Sequence[str] | None, limit: int) -> list[SearchHit]:
+        """Final segments matching every word of ``query``, ranked best first.
+
+        ``session_ids`` limits the search to those sessions (None: every session the store's
+        credentials may read). Words are matched by stem, case-insensitively.
+        """
 
 
 class SessionState(enum.StrEnum):

@@ -14,12 +14,16 @@ from contracts.frames import SAMPLE_RATE
 from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus, Word
 from localdb import SqliteFile
 from stores.base import (
+    MATCH_END,
+    MATCH_START,
+    SearchHit,
     Session,
     SessionNotFound,
     SessionProgress,
     SessionState,
     StateConflict,
     WindowChange,
+    search_words,
 )
 
 _SCHEMA = """
@@ -69,6 +73,26 @@ CREATE TABLE IF NOT EXISTS notes (
     session_id TEXT PRIMARY KEY,
     notes TEXT NOT NULL
 );
+-- Full text of final segments (external content: the text lives once, in segments). Triggers
+-- keep it in step, so every writer (commit, relabel, replay) indexes alike; interim rows are not
+-- indexed. porter stems English ("decided" finds "decide").
+CREATE VIRTUAL TABLE IF NOT EXISTS segments_fts USING fts5(
+    text, content='segments', content_rowid='rowid', tokenize='porter unicode61'
+);
+CREATE TRIGGER IF NOT EXISTS segments_fts_insert AFTER INSERT ON segments WHEN new.is_final = 1 BEGIN
+    INSERT INTO segments_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS segments_fts_delete AFTER DELETE ON segments WHEN old.is_final = 1 BEGIN
+    INSERT INTO segments_fts (segments_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS segments_fts_update_old AFTER UPDATE OF text, is_final ON segments
+WHEN old.is_final = 1 BEGIN
+    INSERT INTO segments_fts (segments_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS segments_fts_update_new AFTER UPDATE OF text, is_final ON segments
+WHEN new.is_final = 1 BEGIN
+    INSERT INTO segments_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
 CREATE TABLE IF NOT EXISTS revisions (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
@@ -91,6 +115,7 @@ def _open(path: Path | str) -> SqliteFile:
     db = SqliteFile(path, _SCHEMA)
     # Files from before a column was added get it (CREATE TABLE IF NOT EXISTS kept the old shape).
     conn = db.conn()
+    _index_older_segments(db)
     have = {row[1] for row in conn.execute("PRAGMA table_info(windows)")}
     for column, decl in _ADDED_COLUMNS:
         if column not in have:
@@ -100,6 +125,26 @@ def _open(path: Path | str) -> SqliteFile:
                 if "duplicate column" not in str(exc):
                     raise
     return db
+
+
+def _index_older_segments(db: SqliteFile) -> None:
+    """Index the final segments of a file written before the full-text index existed.
+
+    Counting both sides in one write transaction is cheap (about 20 ms per 100,000 rows) and
+    also repairs an index that another process began filling while this file was upgraded.
+    """
+    with db.tx() as conn:
+        (indexed,) = conn.execute("SELECT count(*) FROM segments_fts_docsize").fetchone()
+        (final,) = conn.execute("SELECT count(*) FROM segments WHERE is_final = 1").fetchone()
+        if indexed == final:
+            return
+        conn.execute("INSERT INTO segments_fts (segments_fts) VALUES ('delete-all')")
+        conn.execute("INSERT INTO segments_fts (rowid, text) SELECT rowid, text FROM segments WHERE is_final = 1")
+
+
+def _fts_query(words: Sequence[str]) -> str:
+    """An FTS5 query that matches rows holding every word: each word a quoted string, never syntax."""
+    return " AND ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
 def _next_revision(conn: sqlite3.Connection) -> int:
@@ -330,6 +375,25 @@ class SqliteTranscriptStore:
         """See :meth:`stores.base.TranscriptStore.get_notes`."""
         row = self._db.conn().execute("SELECT notes FROM notes WHERE session_id = ?", (session_id,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def search(self, query: str, *, session_ids: Sequence[str] | None, limit: int) -> list[SearchHit]:
+        """See :meth:`stores.base.TranscriptStore.search` (FTS5, ranked by BM25)."""
+        words = search_words(query)
+        if not words or (session_ids is not None and not session_ids):
+            return []
+        sql = (
+            's.session_id, s.window_index, s.segment_index, s.start, s."end", s.speaker, s.text, '
+            "highlight(segments_fts, 0, ?, ?), bm25(segments_fts) "
+            "FROM segments_fts JOIN segments s ON s.rowid = segments_fts.rowid WHERE segments_fts MATCH ?"
+        )
+        params: list[Any] = [MATCH_START, MATCH_END, _fts_query(words)]
+        if session_ids is not None:
+            sql += f" AND s.session_id IN ({','.join('?' * len(session_ids))})"
+            params += list(session_ids)
+        # bm25() is lower-is-better; the hit's score is its negation, so higher is better.
+        sql = f"SELECT {sql} ORDER BY bm25(segments_fts), s.session_id, s.start LIMIT ?"
+        rows = self._db.conn().execute(sql, [*params, limit]).fetchall()
+        return [SearchHit(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], -float(r[8])) for r in rows]
 
 
 class SqliteSessionStore:
