@@ -85,13 +85,10 @@ END;
 CREATE TRIGGER IF NOT EXISTS segments_fts_delete AFTER DELETE ON segments WHEN old.is_final = 1 BEGIN
     INSERT INTO segments_fts (segments_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
 END;
-CREATE TRIGGER IF NOT EXISTS segments_fts_update_old AFTER UPDATE OF text, is_final ON segments
-WHEN old.is_final = 1 BEGIN
-    INSERT INTO segments_fts (segments_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
-END;
-CREATE TRIGGER IF NOT EXISTS segments_fts_update_new AFTER UPDATE OF text, is_final ON segments
-WHEN new.is_final = 1 BEGIN
-    INSERT INTO segments_fts (rowid, text) VALUES (new.rowid, new.text);
+-- One trigger for updates, so the old entry always leaves before the new one comes (same rowid).
+CREATE TRIGGER IF NOT EXISTS segments_fts_update AFTER UPDATE OF text, is_final ON segments BEGIN
+    INSERT INTO segments_fts (segments_fts, rowid, text) SELECT 'delete', old.rowid, old.text WHERE old.is_final = 1;
+    INSERT INTO segments_fts (rowid, text) SELECT new.rowid, new.text WHERE new.is_final = 1;
 END;
 CREATE TABLE IF NOT EXISTS revisions (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL);
 CREATE TABLE IF NOT EXISTS sessions (
