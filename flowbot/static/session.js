@@ -116,6 +116,25 @@ $("transcript").addEventListener("keydown", ev => { if (ev.key === "Enter" && ev
 player.addEventListener("timeupdate", () => { if (stopAt !== null && player.currentTime >= stopAt) { player.pause(); stopAt = null; } });
 player.addEventListener("pause", () => document.querySelectorAll("p.playing").forEach(x => x.classList.remove("playing")));
 
+// -- a moment to open at (#t=SECONDS, from a search hit): scroll to it and play it --------------
+let moment = Number(new URLSearchParams(location.hash.slice(1)).get("t"));
+if (!Number.isFinite(moment) || moment < 0 || !location.hash.includes("t=")) moment = null;
+function openMoment() {
+  if (moment === null) return;
+  for (const [idx, w] of [...windows.entries()].sort((a, b) => a[0] - b[0])) {
+    if (!w.is_final) continue;
+    const i = w.segments.findIndex(s => s.start <= moment + 0.05 && s.end > moment);
+    if (i < 0) continue;
+    const p = document.querySelector(`p.seg.final[data-window="${idx}"][data-segment="${i}"]`);
+    if (!p) return;
+    moment = null;
+    p.classList.add("moment"); p.focus({ preventScroll: true });
+    p.scrollIntoView({ block: "center" });
+    p.click();
+    return;
+  }
+}
+
 // -- notes: robust to their shape (strings or {text, owner, start} objects) -----------------------
 function noteText(item) {
   if (item === null || item === undefined) return "";
@@ -191,6 +210,7 @@ async function start() {
     const renamed = d.speakers && JSON.stringify(d.speakers) !== JSON.stringify(speakers);
     if (d.speakers) speakers = d.speakers;
     followLive(() => { if (renamed) redrawAll(); else drawWindow(d.window_index); });
+    openMoment();
   });
   es.addEventListener("speakers", ev => { speakers = JSON.parse(ev.data); redrawAll(); });
   es.addEventListener("state", ev => {
