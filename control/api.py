@@ -8,6 +8,8 @@
 - ``end_session`` {session_id} -> state ``processing``; the workflow starts
 - ``rename_speaker`` {session_id, speaker, name}
 - ``list_sessions`` {limit?} -> the caller's meetings, newest first (:mod:`control.library`)
+- ``retranscribe`` {session_id, model?, language?} -> the new revision's session (transcribed from
+  the archived audio in the background; the old revision is kept)
 - ``search`` {query, limit?} -> ranked hits in every session the caller may read, with speaker,
   time and a link to that moment of the session page
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
@@ -40,6 +43,8 @@ from stores.base import Session, SessionNotFound, StateConflict, search_words
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+#: ISO 639-1/-3 codes, as Whisper takes them.
+_LANGUAGE = re.compile(r"[a-z]{2,3}")
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class Coordinator:
             "rename_speaker": self.rename_speaker,
             "list_sessions": self.list_sessions,
             "search": self.search,
+            "retranscribe": self.retranscribe,
         }
 
     # -- entry points -------------------------------------------------------------
@@ -255,6 +261,30 @@ class Coordinator:
             self.ctx.sessions, self.ctx.transcripts, caller, query, limit=limit, page_url=self.ctx.page_url
         )
         return {"query": query, "hits": [h.to_dict() for h in hits]}
+
+    def retranscribe(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """Re-transcribe a finished session from its archived audio, as its next revision."""
+        session = self._session_for(body, caller)
+        model = _str_field(body, "model", required=False, max_len=100) or None
+        language = _str_field(body, "language", required=False, max_len=8) or None
+        # API callers choose among the models this machine ships or serves, never a path on it.
+        if model is not None and not (model.startswith("bundled:") or model == self.ctx.settings.asr_model):
+            raise HttpError(
+                400, "invalid_field", f"'model' must be a bundled:NAME model or {self.ctx.settings.asr_model!r}"
+            )
+        if language is not None and not _LANGUAGE.fullmatch(language):
+            raise HttpError(400, "invalid_field", "'language' must be a language code such as 'en' or 'de'")
+        if self.ctx.retranscribe is None:
+            raise HttpError(
+                501, "not_supported", "re-transcription runs where a processor runs: flowbot retranscribe SESSION"
+            )
+        try:
+            revision = self.ctx.retranscribe(session.session_id, model, language)
+        except ValueError as exc:
+            raise HttpError(409, "invalid_state", str(exc)) from None
+        log.info("re-transcription started", extra={"session": session.session_id, "revision": revision.session_id})
+        page = self.ctx.page_url(revision.session_id) if self.ctx.page_url else None
+        return {**revision.public_view(), "page_url": page}
 
     def _rename_in_notes(self, session_id: str, speakers: Mapping[str, str]) -> None:
         """Notes already written name people as they were called then: apply the rename to them too."""

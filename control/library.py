@@ -78,6 +78,13 @@ def list_meetings(
     return [summarise(s, transcripts) for s in readable_sessions(sessions, caller)[:limit]]
 
 
+def revisions(sessions: SessionStore, session: Session) -> list[Session]:
+    """Every transcript revision of ``session``'s meeting recording, first to latest (itself included)."""
+    root = session.revision_of or session.session_id
+    found = [s for s in sessions.list() if s.session_id == root or s.revision_of == root]
+    return sorted(found, key=lambda s: s.revision)
+
+
 @dataclass(frozen=True)
 class MeetingHit:
     """A search hit with what a reader needs to open it: the meeting, the speaker's name, a link."""

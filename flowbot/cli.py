@@ -219,6 +219,24 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0 if hits else 1
 
 
+def cmd_retranscribe(args: argparse.Namespace) -> int:
+    """flowbot retranscribe SESSION"""
+    from flowbot.retranscribe import retranscribe
+
+    settings = _settings(args)
+    progress = _Progress(not args.quiet)
+    try:
+        result = retranscribe(settings, args.session, model=args.model, language=args.language, on_progress=progress)
+    finally:
+        progress.close()
+    log.info(
+        "re-transcribed",
+        extra={"session": args.session, "revision_session": result.session_id, "state": result.state},
+    )
+    print(result.session_id)
+    return 0 if result.state == "completed" else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """flowbot serve"""
     from flowbot.serve import serve
@@ -306,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("query")
     se.add_argument("--limit", type=int, default=20)
     se.set_defaults(func=cmd_search)
+
+    rt = sub.add_parser("retranscribe", help="transcribe a finished meeting again from its archived audio")
+    rt.add_argument("session")
+    rt.add_argument("--model", help="ASR model for this revision (default FLOWBOT_ASR_MODEL)")
+    rt.add_argument("--language", help="language code for this revision (default FLOWBOT_ASR_LANGUAGE)")
+    rt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    rt.set_defaults(func=cmd_retranscribe)
 
     s = sub.add_parser("serve", help="the embedded live service (API, RTMP, processor, pages)")
     s.add_argument("--host")

@@ -164,6 +164,14 @@ class Session:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     ended_at: float | None = None
+    #: Transcript revision: 1 for a meeting as it was streamed, n+1 for a re-transcription of
+    #: revision n (a session of its own, from the archived audio of ``revision_of``).
+    revision: int = 1
+    #: The session whose archived audio this revision re-transcribed (the meeting's first session).
+    revision_of: str | None = None
+    #: ASR model and language asked for by a re-transcription (None: the processor's own).
+    asr_model: str | None = None
+    asr_language: str | None = None
 
     def public_view(self) -> dict[str, Any]:
         """What the API returns (the stream key only via start_session)."""
@@ -178,6 +186,10 @@ class Session:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "ended_at": self.ended_at,
+            "revision": self.revision,
+            "revision_of": self.revision_of,
+            "asr_model": self.asr_model,
+            "asr_language": self.asr_language,
         }
 
 

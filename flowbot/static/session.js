@@ -176,6 +176,24 @@ function showSession(s) {
   badge.className = "badge " + s.state;
   document.body.dataset.state = s.state;
 }
+// Which transcript revision this page shows, when a meeting was re-transcribed (owners get links).
+function showRevisions(list) {
+  if (!list || list.length < 2) return;
+  const box = $("revision");
+  const here = list.find(r => r.session_id === sessionId);
+  const parts = [`Revision ${here.revision} of ${list.length}` + (here.asr_model ? ` (model ${here.asr_model})` : "")];
+  box.replaceChildren(parts[0]);
+  const others = list.filter(r => r !== here);
+  if (canEdit) {
+    box.append(" · other revisions: ");
+    others.forEach((r, i) => {
+      const a = el("a", null, `${r.revision}` + (r.state === "completed" ? "" : ` (${r.state})`));
+      a.href = `/sessions/${r.session_id}${q}`;
+      box.append(...(i ? [", ", a] : [a]));
+    });
+  }
+  box.hidden = false;
+}
 function showExports(formats) {
   const nav = $("exports");
   nav.replaceChildren(el("span", "label", "Download:"), ...formats.map(f => {
@@ -193,7 +211,7 @@ async function start() {
     if (r.ok) {
       const info = await r.json();
       canEdit = info.can_edit; speakers = Object.assign({}, info.speakers, speakers);
-      showSession(info.session); showExports(info.formats); drawSpeakers();
+      showSession(info.session); showExports(info.formats); drawSpeakers(); showRevisions(info.revisions);
       if (info.share_path) {
         const share = $("share"); share.hidden = false;
         const a = el("a", null, "viewer link"); a.href = info.share_path;

@@ -43,6 +43,7 @@ from starlette.types import Message, Receive, Scope, Send
 from contracts.errors import HttpError
 from contracts.frames import validate_session_id
 from contracts.settings import ArchiveBackend
+from control import library
 from control.api import MAX_BODY_BYTES, Coordinator
 from control.bearer import BearerError, bearer_token
 from control.context import ControlContext
@@ -241,8 +242,13 @@ def build_app(
         if access is Access.OWNER:
             token = guard.view_token(session.session_id)
             share = f"/sessions/{session.session_id}" + (f"?view={token}" if token else "")
+        lineage = await run_in_threadpool(library.revisions, ctx.sessions, session)
         body = {
             "session": view,
+            "revisions": [
+                {"session_id": s.session_id, "revision": s.revision, "asr_model": s.asr_model, "state": s.state}
+                for s in lineage
+            ],
             "speakers": report.speakers,
             "can_edit": access is Access.OWNER,
             "share_path": share,
