@@ -90,6 +90,7 @@ CREATE TRIGGER IF NOT EXISTS segments_fts_update AFTER UPDATE OF text, is_final 
     INSERT INTO segments_fts (segments_fts, rowid, text) SELECT 'delete', old.rowid, old.text WHERE old.is_final = 1;
     INSERT INTO segments_fts (rowid, text) SELECT new.rowid, new.text WHERE new.is_final = 1;
 END;
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS revisions (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
@@ -125,18 +126,17 @@ def _open(path: Path | str) -> SqliteFile:
 
 
 def _index_older_segments(db: SqliteFile) -> None:
-    """Index the final segments of a file written before the full-text index existed.
+    """Index the final segments of a file written before the full-text index existed (once per file).
 
-    Counting both sides in one write transaction is cheap (about 20 ms per 100,000 rows) and
-    also repairs an index that another process began filling while this file was upgraded.
+    Rebuilt whole, in one write transaction, whatever another process indexed meanwhile through the
+    triggers, so the index always ends up matching the rows; ``store_meta`` remembers it was done.
     """
     with db.tx() as conn:
-        (indexed,) = conn.execute("SELECT count(*) FROM segments_fts_docsize").fetchone()
-        (final,) = conn.execute("SELECT count(*) FROM segments WHERE is_final = 1").fetchone()
-        if indexed == final:
+        if conn.execute("SELECT 1 FROM store_meta WHERE key = 'segments_fts'").fetchone():
             return
         conn.execute("INSERT INTO segments_fts (segments_fts) VALUES ('delete-all')")
         conn.execute("INSERT INTO segments_fts (rowid, text) SELECT rowid, text FROM segments WHERE is_final = 1")
+        conn.execute("INSERT INTO store_meta VALUES ('segments_fts', 'built')")
 
 
 def _fts_query(words: Sequence[str]) -> str:

@@ -81,6 +81,7 @@ def test_a_file_from_before_the_index_is_indexed_when_opened(tmp_path: Path) -> 
         for name in ("segments_fts_insert", "segments_fts_delete", "segments_fts_update"):
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute("DROP TABLE segments_fts")
+        conn.execute("DROP TABLE store_meta")
     assert [h.text for h in SqliteTranscriptStore(path).search("hiring", session_ids=None, limit=5)] == [
         "archived meeting about hiring"
     ]
