@@ -173,3 +173,14 @@ def test_cli_lists_and_searches(api: Coordinator, settings: Settings, capsys: py
     out = capsys.readouterr().out
     assert "Weekly planning  0:00  S1: Ship the [release] on [Friday]." in out and "/sessions/s-1#t=0.00" in out
     assert main(["--data-dir", str(settings.data_dir), "search", "nothing-like-this"]) == 1
+
+
+def test_a_word_said_everywhere_ranks_the_newest_mentions_and_the_callers_own(
+    store: SqliteTranscriptStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("stores.sqlite.SEARCH_CANDIDATES", 2)
+    for i, sid in enumerate(["alice", "alice", "bob", "bob", "bob"]):
+        _commit(store, sid, i, f"status update number {i}")
+    assert sorted(h.window_index for h in store.search("update", session_ids=None, limit=10)) == [3, 4]
+    # The caller's sessions are chosen before the cap: Bob's newer mentions do not hide Alice's.
+    assert sorted(h.window_index for h in store.search("update", session_ids=["alice"], limit=10)) == [0, 1]
