@@ -9,6 +9,11 @@
 - ``rename_speaker`` {session_id, speaker, name}
 - ``rotate_stream_key`` {session_id} -> a new stream_key, rtmp_url, rtmp_server; the old key is
   refused from then on and a publisher live with it is cut off (a session taking audio only)
+- ``list_sessions`` {limit?} -> the caller's meetings, newest first (:mod:`control.library`)
+- ``retranscribe`` {session_id, model?, language?} -> the new revision's session (transcribed from
+  the archived audio in the background; the old revision is kept)
+- ``search`` {query, limit?} -> ranked hits in every session the caller may read, with speaker,
+  time and a link to that moment of the session page
 
 Who may act on which session is :func:`control.access.may_access`; state
 changes are the verbs of :mod:`control.sessions`. Errors are
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
@@ -29,16 +35,18 @@ from typing import Any
 from contracts.errors import HttpError
 from contracts.frames import validate_session_id
 from contracts.notes import InvalidNotes, MeetingNotes
-from control import sessions
+from control import library, sessions
 from control.access import LOCAL, Caller, may_access
 from control.bearer import BearerError, bearer_token, same_secret
 from control.context import ControlContext
 from control.launch import KeyRotation, LaunchError, LaunchResult
-from stores.base import Session, SessionNotFound, StateConflict
+from stores.base import Session, SessionNotFound, StateConflict, search_words
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+#: ISO 639-1/-3 codes, as Whisper takes them.
+_LANGUAGE = re.compile(r"[a-z]{2,3}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,14 @@ class ApiResponse:
     def json(self) -> str:
         """The body serialised."""
         return json.dumps(self.body)
+
+
+def _int_field(body: Mapping[str, Any], name: str, *, default: int, lo: int, hi: int) -> int:
+    value = body.get(name, default)
+    # bool is an int in Python; JSON true is not a count.
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise HttpError(400, "invalid_field", f"'{name}' must be an integer from {lo} to {hi}")
+    return value
 
 
 def _str_field(body: Mapping[str, Any], name: str, *, required: bool = True, max_len: int = 256) -> str:
@@ -81,6 +97,9 @@ class Coordinator:
             "end_session": self.end_session,
             "rename_speaker": self.rename_speaker,
             "rotate_stream_key": self.rotate_stream_key,
+            "list_sessions": self.list_sessions,
+            "search": self.search,
+            "retranscribe": self.retranscribe,
         }
 
     # -- entry points -------------------------------------------------------------
@@ -250,6 +269,47 @@ class Coordinator:
         speakers = self.ctx.transcripts.speakers(session.session_id)
         self._rename_in_notes(session.session_id, speakers)
         return {"session_id": session.session_id, "speakers": speakers}
+
+    def list_sessions(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """The meetings the caller may read, newest first."""
+        limit = _int_field(body, "limit", default=library.MAX_MEETINGS, lo=1, hi=library.MAX_MEETINGS)
+        meetings = library.list_meetings(self.ctx.sessions, self.ctx.transcripts, caller, limit=limit)
+        return {"sessions": [m.to_dict() for m in meetings]}
+
+    def search(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """Full-text search over every session the caller may read."""
+        query = _str_field(body, "query", max_len=500)
+        if not search_words(query):
+            raise HttpError(400, "invalid_field", "'query' has no words to search for")
+        limit = _int_field(body, "limit", default=20, lo=1, hi=library.MAX_HITS)
+        hits = library.search_meetings(
+            self.ctx.sessions, self.ctx.transcripts, caller, query, limit=limit, page_url=self.ctx.page_url
+        )
+        return {"query": query, "hits": [h.to_dict() for h in hits]}
+
+    def retranscribe(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """Re-transcribe a finished session from its archived audio, as its next revision."""
+        session = self._session_for(body, caller)
+        model = _str_field(body, "model", required=False, max_len=100) or None
+        language = _str_field(body, "language", required=False, max_len=8) or None
+        # API callers choose among the models this machine ships or serves, never a path on it.
+        if model is not None and not (model.startswith("bundled:") or model == self.ctx.settings.asr_model):
+            raise HttpError(
+                400, "invalid_field", f"'model' must be a bundled:NAME model or {self.ctx.settings.asr_model!r}"
+            )
+        if language is not None and not _LANGUAGE.fullmatch(language):
+            raise HttpError(400, "invalid_field", "'language' must be a language code such as 'en' or 'de'")
+        if self.ctx.retranscribe is None:
+            raise HttpError(
+                501, "not_supported", "re-transcription runs where a processor runs: flowbot retranscribe SESSION"
+            )
+        try:
+            revision = self.ctx.retranscribe(session.session_id, model, language)
+        except ValueError as exc:
+            raise HttpError(409, "invalid_state", str(exc)) from None
+        log.info("re-transcription started", extra={"session": session.session_id, "revision": revision.session_id})
+        page = self.ctx.page_url(revision.session_id) if self.ctx.page_url else None
+        return {**revision.public_view(), "page_url": page}
 
     def _rename_in_notes(self, session_id: str, speakers: Mapping[str, str]) -> None:
         """Notes already written name people as they were called then: apply the rename to them too."""

@@ -40,6 +40,10 @@ class ControlContext:
     on_session_created: Callable[[Session], None] | None = None
     #: Per-session interim-caption counters (passes run, dropped), where captions run here.
     interim_stats: Callable[[str], dict[str, Any]] | None = None
+    #: ``retranscribe(session_id, model, language)``: store the next revision of a finished session
+    #: and start transcribing it from the archive; raises ValueError when it cannot. None where no
+    #: processor runs in this process (the Lambda coordinator): ``flowbot retranscribe`` does it there.
+    retranscribe: Callable[[str, str | None, str | None], Session] | None = None
 
     def report(self, session: Session) -> SessionReport:
         """The full report of ``session`` (``get_session``'s answer)."""
@@ -57,6 +61,7 @@ def build_local_context(
     *,
     base_url: Callable[[], str] | None = None,
     interim_stats: Callable[[str], dict[str, Any]] | None = None,
+    retranscribe: Callable[[str, str | None, str | None], Session] | None = None,
 ) -> ControlContext:
     """Single machine: SQLite stores, in-process ingest, workflow in a thread.
 
@@ -76,6 +81,7 @@ def build_local_context(
         workflow=LocalWorkflowStarter(steps, settings.workflow_timeout_seconds),
         page_url=lambda sid: f"{base()}/sessions/{sid}",
         interim_stats=interim_stats,
+        retranscribe=retranscribe,
     )
 
 

@@ -172,6 +172,71 @@ def cmd_transcript(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clock(seconds: float) -> str:
+    """H:MM:SS or M:SS."""
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    """flowbot sessions"""
+    from control.access import LOCAL, Caller
+    from control.library import list_meetings
+    from stores.factory import session_store, transcript_store
+
+    settings = _settings(args)
+    meetings = list_meetings(session_store(settings), transcript_store(settings), Caller(None, LOCAL), limit=args.limit)
+    for m in meetings:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(m.created_at))
+        topic = m.topic or "(no topic)"
+        print(f"{m.session_id}  {when}  {_clock(m.duration):>8}  {m.state:<10}  {topic}  [{', '.join(m.speakers)}]")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """flowbot search QUERY"""
+    from control.access import LOCAL, Caller
+    from control.library import search_meetings
+    from stores.base import MATCH_END, MATCH_START, search_words
+    from stores.factory import session_store, transcript_store
+
+    settings = _settings(args)
+    if not search_words(args.query):
+        log.error("the query has no words to search for")
+        return 2
+    base = f"http://{settings.public_host or settings.host}:{settings.port}"
+    hits = search_meetings(
+        session_store(settings),
+        transcript_store(settings),
+        Caller(None, LOCAL),
+        args.query,
+        limit=args.limit,
+        page_url=lambda sid: f"{base}/sessions/{sid}",
+    )
+    for h in hits:
+        snippet = h.hit.snippet.replace(MATCH_START, "[").replace(MATCH_END, "]")
+        print(f"{h.topic or h.hit.session_id}  {_clock(h.hit.start)}  {h.speaker_name or '?'}: {snippet}\n    {h.url}")
+    return 0 if hits else 1
+
+
+def cmd_retranscribe(args: argparse.Namespace) -> int:
+    """flowbot retranscribe SESSION"""
+    from flowbot.retranscribe import retranscribe
+
+    settings = _settings(args)
+    progress = _Progress(not args.quiet)
+    try:
+        result = retranscribe(settings, args.session, model=args.model, language=args.language, on_progress=progress)
+    finally:
+        progress.close()
+    log.info(
+        "re-transcribed",
+        extra={"session": args.session, "revision_session": result.session_id, "state": result.state},
+    )
+    print(result.session_id)
+    return 0 if result.state == "completed" else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """flowbot serve"""
     from flowbot.serve import serve
@@ -250,6 +315,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--interim", action="store_true", help="include interim (not yet final) text")
     tr.add_argument("-o", "--output")
     tr.set_defaults(func=cmd_transcript)
+
+    ls = sub.add_parser("sessions", help="list meetings, newest first")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.set_defaults(func=cmd_sessions)
+
+    se = sub.add_parser("search", help="full-text search across every meeting's transcript")
+    se.add_argument("query")
+    se.add_argument("--limit", type=int, default=20)
+    se.set_defaults(func=cmd_search)
+
+    rt = sub.add_parser("retranscribe", help="transcribe a finished meeting again from its archived audio")
+    rt.add_argument("session")
+    rt.add_argument("--model", help="ASR model for this revision (default FLOWBOT_ASR_MODEL)")
+    rt.add_argument("--language", help="language code for this revision (default FLOWBOT_ASR_LANGUAGE)")
+    rt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    rt.set_defaults(func=cmd_retranscribe)
 
     s = sub.add_parser("serve", help="the embedded live service (API, RTMP, processor, pages)")
     s.add_argument("--host")

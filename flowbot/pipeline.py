@@ -30,7 +30,7 @@ from control.workflow import default_steps
 from processor.build import build_engine_parts, build_file_parts, build_shard_processor
 from processor.engine import EngineParts, ShardProcessor
 from producer.file_ingest import ingest_file
-from stores.base import Session, SessionState
+from stores.base import Session, SessionState, StateConflict
 from stores.factory import session_store, transcript_store
 from streams.base import ProcessorFactory
 from streams.factory import embedded_consumer, embedded_stream
@@ -116,24 +116,33 @@ def transcribe_file(
     settings: Settings,
     *,
     session_id: str | None = None,
+    session: Session | None = None,
     on_progress: ProgressFn | None = None,
     parts: EngineParts | None = None,
 ) -> TranscribeResult:
-    """Transcribe one file through producer -> stream -> processor -> store -> workflow."""
+    """Transcribe one file through producer -> stream -> processor -> store -> workflow.
+
+    ``session`` (state ``live``) is the session to transcribe into, stored here unless its
+    caller stored it already; without it, a new local session named after the file.
+    """
     t0 = time.monotonic()
-    session_id = session_id or f"file-{uuid.uuid4().hex[:12]}"
     sessions = session_store(settings)
     transcripts = transcript_store(settings)
-    sessions.create(
-        Session(
-            session_id,
+    if session is None:
+        session = Session(
+            session_id or f"file-{uuid.uuid4().hex[:12]}",
             meeting_id=Path(path).name,
             user_id="local",
             topic=str(path),
             stream_key=uuid.uuid4().hex,
             state=SessionState.LIVE,
         )
-    )
+    session_id = session.session_id
+    try:
+        sessions.create(session)
+    except StateConflict:
+        if sessions.get(session_id).state != SessionState.LIVE:
+            raise
     # Models load here, not on the consumer's first lease. A file has no live viewers
     # (no interim captions) and its windows may be decoded in batches.
     processors = LocalProcessors(settings.replace(interim_seconds=0.0), build_file_parts(settings, parts))

@@ -23,6 +23,7 @@ from control import sessions
 from control.api import Coordinator
 from control.context import build_local_context
 from control.recovery import recover_sessions
+from flowbot.retranscribe import BackgroundRetranscriber
 from flowbot.web.app import build_app
 from flowbot.web.guard import is_loopback
 from flowbot.web.server import HttpLimits, HttpServer
@@ -63,6 +64,7 @@ class LiveService:
             EmbeddedLauncher(self.rtmp, public),
             base_url=self.public_url,
             interim_stats=parts.interim.stats if parts.interim is not None else None,
+            retranscribe=BackgroundRetranscriber(settings),
         )
         self.coordinator = Coordinator(self.ctx)
         from producer.whip import WhipIngest

@@ -7,6 +7,7 @@ The processor, the control plane and the CLI only see these protocols.
 from __future__ import annotations
 
 import enum
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,43 @@ class WindowChange:
     revision: int
     is_final: bool
     segments: tuple[TranscriptSegment, ...]
+
+
+#: Marks around the matched words in :attr:`SearchHit.snippet` (never in a transcript: ASR emits no
+#: control characters). Readers turn them into highlighting; nothing else in the snippet is markup.
+MATCH_START = "\x02"
+MATCH_END = "\x03"
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One final segment that matches a full-text query, best first."""
+
+    session_id: str
+    window_index: int
+    segment_index: int
+    start: float
+    end: float
+    speaker: str | None
+    text: str
+    #: ``text`` with every matched word between :data:`MATCH_START` and :data:`MATCH_END`.
+    snippet: str
+    #: Higher is better; comparable only within one answer.
+    score: float
+
+
+#: Most words of a query that are searched for; the rest are ignored.
+MAX_QUERY_WORDS = 16
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def search_words(query: str) -> list[str]:
+    """The words of a free-text query, lower-cased, as every backend searches them.
+
+    Punctuation and operators are dropped: a query is words that must all occur, never syntax
+    (a user's ``"`` or ``NEAR`` cannot change what the store runs).
+    """
+    return [w[:64] for w in _WORD.findall(query.casefold())][:MAX_QUERY_WORDS]
 
 
 class TranscriptStore(Protocol):
@@ -90,6 +128,13 @@ class TranscriptStore(Protocol):
     def get_notes(self, session_id: str) -> dict[str, Any] | None:
         """Stored notes, or None."""
 
+    def search(self, query: str, *, session_ids: Sequence[str] | None, limit: int) -> list[SearchHit]:
+        """Final segments matching every word of ``query``, ranked best first.
+
+        ``session_ids`` limits the search to those sessions (None: every session the store's
+        credentials may read). Words are matched by stem, case-insensitively.
+        """
+
 
 class SessionState(enum.StrEnum):
     """Life cycle of a session (see control.sessions for allowed transitions)."""
@@ -119,6 +164,14 @@ class Session:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     ended_at: float | None = None
+    #: Transcript revision: 1 for a meeting as it was streamed, n+1 for a re-transcription of
+    #: revision n (a session of its own, from the archived audio of ``revision_of``).
+    revision: int = 1
+    #: The session whose archived audio this revision re-transcribed (the meeting's first session).
+    revision_of: str | None = None
+    #: ASR model and language asked for by a re-transcription (None: the processor's own).
+    asr_model: str | None = None
+    asr_language: str | None = None
 
     def public_view(self) -> dict[str, Any]:
         """What the API returns (the stream key only via start_session)."""
@@ -133,6 +186,10 @@ class Session:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "ended_at": self.ended_at,
+            "revision": self.revision,
+            "revision_of": self.revision_of,
+            "asr_model": self.asr_model,
+            "asr_language": self.asr_language,
         }
 
 

@@ -14,12 +14,16 @@ from contracts.frames import SAMPLE_RATE
 from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus, Word
 from localdb import SqliteFile
 from stores.base import (
+    MATCH_END,
+    MATCH_START,
+    SearchHit,
     Session,
     SessionNotFound,
     SessionProgress,
     SessionState,
     StateConflict,
     WindowChange,
+    search_words,
 )
 
 _SCHEMA = """
@@ -69,6 +73,24 @@ CREATE TABLE IF NOT EXISTS notes (
     session_id TEXT PRIMARY KEY,
     notes TEXT NOT NULL
 );
+-- Full text of final segments (external content: the text lives once, in segments). Triggers
+-- keep it in step, so every writer (commit, relabel, replay) indexes alike; interim rows are not
+-- indexed. porter stems English ("decided" finds "decide").
+CREATE VIRTUAL TABLE IF NOT EXISTS segments_fts USING fts5(
+    text, content='segments', content_rowid='rowid', tokenize='porter unicode61'
+);
+CREATE TRIGGER IF NOT EXISTS segments_fts_insert AFTER INSERT ON segments WHEN new.is_final = 1 BEGIN
+    INSERT INTO segments_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS segments_fts_delete AFTER DELETE ON segments WHEN old.is_final = 1 BEGIN
+    INSERT INTO segments_fts (segments_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+-- One trigger for updates, so the old entry always leaves before the new one comes (same rowid).
+CREATE TRIGGER IF NOT EXISTS segments_fts_update AFTER UPDATE OF text, is_final ON segments BEGIN
+    INSERT INTO segments_fts (segments_fts, rowid, text) SELECT 'delete', old.rowid, old.text WHERE old.is_final = 1;
+    INSERT INTO segments_fts (rowid, text) SELECT new.rowid, new.text WHERE new.is_final = 1;
+END;
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS revisions (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
@@ -91,6 +113,7 @@ def _open(path: Path | str) -> SqliteFile:
     db = SqliteFile(path, _SCHEMA)
     # Files from before a column was added get it (CREATE TABLE IF NOT EXISTS kept the old shape).
     conn = db.conn()
+    _index_older_segments(db)
     have = {row[1] for row in conn.execute("PRAGMA table_info(windows)")}
     for column, decl in _ADDED_COLUMNS:
         if column not in have:
@@ -100,6 +123,29 @@ def _open(path: Path | str) -> SqliteFile:
                 if "duplicate column" not in str(exc):
                     raise
     return db
+
+
+def _index_older_segments(db: SqliteFile) -> None:
+    """Index the final segments of a file written before the full-text index existed (once per file).
+
+    Rebuilt whole, in one write transaction, whatever another process indexed meanwhile through the
+    triggers, so the index always ends up matching the rows; ``store_meta`` remembers it was done.
+    """
+    with db.tx() as conn:
+        if conn.execute("SELECT 1 FROM store_meta WHERE key = 'segments_fts'").fetchone():
+            return
+        conn.execute("INSERT INTO segments_fts (segments_fts) VALUES ('delete-all')")
+        conn.execute("INSERT INTO segments_fts (rowid, text) SELECT rowid, text FROM segments WHERE is_final = 1")
+        conn.execute("INSERT INTO store_meta VALUES ('segments_fts', 'built')")
+
+
+#: Most matching segments ranked per query, newest first (see SqliteTranscriptStore.search).
+SEARCH_CANDIDATES = 2000
+
+
+def _fts_query(words: Sequence[str]) -> str:
+    """An FTS5 query that matches rows holding every word: each word a quoted string, never syntax."""
+    return " AND ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
 def _next_revision(conn: sqlite3.Connection) -> int:
@@ -330,6 +376,39 @@ class SqliteTranscriptStore:
         """See :meth:`stores.base.TranscriptStore.get_notes`."""
         row = self._db.conn().execute("SELECT notes FROM notes WHERE session_id = ?", (session_id,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def search(self, query: str, *, session_ids: Sequence[str] | None, limit: int) -> list[SearchHit]:
+        """See :meth:`stores.base.TranscriptStore.search` (FTS5, ranked by BM25).
+
+        Ranks the newest :data:`SEARCH_CANDIDATES` matching segments: a word said in most
+        meetings would otherwise rank every mention (0.5 M of them in bench/search.py's corpus,
+        1.8 s a query) to show 20. Matched words are marked only in the hits returned.
+        """
+        words = search_words(query)
+        if not words or (session_ids is not None and not session_ids):
+            return []
+        match = _fts_query(words)
+        scope, scope_params = "", []
+        if session_ids is not None:
+            scope = f"JOIN segments w ON w.rowid = f.rowid AND w.session_id IN ({','.join('?' * len(session_ids))})"
+            scope_params = list(session_ids)
+        conn = self._db.conn()
+        rows = conn.execute(
+            'SELECT s.rowid, s.session_id, s.window_index, s.segment_index, s.start, s."end", s.speaker, s.text, '
+            "c.score FROM (SELECT f.rowid AS rid, bm25(segments_fts) AS score FROM segments_fts f "
+            f"{scope} WHERE segments_fts MATCH ? ORDER BY f.rowid DESC LIMIT ?) c "
+            "JOIN segments s ON s.rowid = c.rid ORDER BY c.score, s.session_id, s.start LIMIT ?",
+            [*scope_params, match, SEARCH_CANDIDATES, limit],
+        ).fetchall()
+        hits = []
+        for rowid, sid, window, index, start, end, speaker, text, score in rows:
+            (snippet,) = conn.execute(
+                "SELECT highlight(segments_fts, 0, ?, ?) FROM segments_fts WHERE segments_fts MATCH ? AND rowid = ?",
+                (MATCH_START, MATCH_END, match, rowid),
+            ).fetchone()
+            # bm25() is lower-is-better; the hit's score is its negation, so higher is better.
+            hits.append(SearchHit(sid, window, index, start, end, speaker, text, snippet, -float(score)))
+        return hits
 
 
 class SqliteSessionStore:

@@ -42,7 +42,15 @@ from postgrest import APIError
 from contracts.frames import SAMPLE_RATE
 from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus
 from contracts.settings import Settings
-from stores.base import PermanentStoreError, Session, SessionProgress, StoreError, WindowChange
+from stores.base import (
+    PermanentStoreError,
+    SearchHit,
+    Session,
+    SessionProgress,
+    StoreError,
+    WindowChange,
+    search_words,
+)
 from supabase import Client, ClientOptions, create_client
 
 log = logging.getLogger("flowbot.stores.supabase")
@@ -443,6 +451,33 @@ class SupabaseTranscriptStore:
             session=session_id,
         )
         return dict(rows[0]["notes"]) if rows else None
+
+    def search(self, query: str, *, session_ids: Sequence[str] | None, limit: int) -> list[SearchHit]:
+        """See :meth:`stores.base.TranscriptStore.search` (Postgres full text, ``flowbot_search``)."""
+        words = search_words(query)
+        if not words or (session_ids is not None and not session_ids):
+            return []
+        params = {"p_words": " ".join(words), "p_session_ids": None if session_ids is None else list(session_ids)}
+        data = self._rest.call(
+            "search",
+            lambda: _data(self._db.rpc("flowbot_search", {**params, "p_limit": limit})),
+        )
+        return [search_hit_from_json(r) for r in data or []]
+
+
+def search_hit_from_json(row: dict[str, Any]) -> SearchHit:
+    """A :class:`SearchHit` from one row of ``flowbot_search``."""
+    return SearchHit(
+        session_id=str(row["session_id"]),
+        window_index=int(row["window_index"]),
+        segment_index=int(row["segment_index"]),
+        start=float(row["start"]),
+        end=float(row["end"]),
+        speaker=row["speaker"],
+        text=str(row["text"]),
+        snippet=str(row["snippet"]),
+        score=float(row["score"]),
+    )
 
 
 def window_change_from_json(data: dict[str, Any]) -> WindowChange:

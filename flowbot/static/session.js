@@ -116,6 +116,25 @@ $("transcript").addEventListener("keydown", ev => { if (ev.key === "Enter" && ev
 player.addEventListener("timeupdate", () => { if (stopAt !== null && player.currentTime >= stopAt) { player.pause(); stopAt = null; } });
 player.addEventListener("pause", () => document.querySelectorAll("p.playing").forEach(x => x.classList.remove("playing")));
 
+// -- a moment to open at (#t=SECONDS, from a search hit): scroll to it and play it --------------
+let moment = Number(new URLSearchParams(location.hash.slice(1)).get("t"));
+if (!Number.isFinite(moment) || moment < 0 || !location.hash.includes("t=")) moment = null;
+function openMoment() {
+  if (moment === null) return;
+  for (const [idx, w] of [...windows.entries()].sort((a, b) => a[0] - b[0])) {
+    if (!w.is_final) continue;
+    const i = w.segments.findIndex(s => s.start <= moment + 0.05 && s.end > moment);
+    if (i < 0) continue;
+    const p = document.querySelector(`p.seg.final[data-window="${idx}"][data-segment="${i}"]`);
+    if (!p) return;
+    moment = null;
+    p.classList.add("moment"); p.focus({ preventScroll: true });
+    p.scrollIntoView({ block: "center" });
+    p.click();
+    return;
+  }
+}
+
 // -- notes: robust to their shape (strings or {text, owner, start} objects) -----------------------
 function noteText(item) {
   if (item === null || item === undefined) return "";
@@ -157,6 +176,24 @@ function showSession(s) {
   badge.className = "badge " + s.state;
   document.body.dataset.state = s.state;
 }
+// Which transcript revision this page shows, when a meeting was re-transcribed (owners get links).
+function showRevisions(list) {
+  if (!list || list.length < 2) return;
+  const box = $("revision");
+  const here = list.find(r => r.session_id === sessionId);
+  const parts = [`Revision ${here.revision} of ${list.length}` + (here.asr_model ? ` (model ${here.asr_model})` : "")];
+  box.replaceChildren(parts[0]);
+  const others = list.filter(r => r !== here);
+  if (canEdit) {
+    box.append(" · other revisions: ");
+    others.forEach((r, i) => {
+      const a = el("a", null, `${r.revision}` + (r.state === "completed" ? "" : ` (${r.state})`));
+      a.href = `/sessions/${r.session_id}${q}`;
+      box.append(...(i ? [", ", a] : [a]));
+    });
+  }
+  box.hidden = false;
+}
 function showExports(formats) {
   const nav = $("exports");
   nav.replaceChildren(el("span", "label", "Download:"), ...formats.map(f => {
@@ -174,7 +211,7 @@ async function start() {
     if (r.ok) {
       const info = await r.json();
       canEdit = info.can_edit; speakers = Object.assign({}, info.speakers, speakers);
-      showSession(info.session); showExports(info.formats); drawSpeakers();
+      showSession(info.session); showExports(info.formats); drawSpeakers(); showRevisions(info.revisions);
       if (info.share_path) {
         const share = $("share"); share.hidden = false;
         const a = el("a", null, "viewer link"); a.href = info.share_path;
@@ -191,6 +228,7 @@ async function start() {
     const renamed = d.speakers && JSON.stringify(d.speakers) !== JSON.stringify(speakers);
     if (d.speakers) speakers = d.speakers;
     followLive(() => { if (renamed) redrawAll(); else drawWindow(d.window_index); });
+    openMoment();
   });
   es.addEventListener("speakers", ev => { speakers = JSON.parse(ev.data); redrawAll(); });
   es.addEventListener("state", ev => {

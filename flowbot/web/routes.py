@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from contracts.errors import HttpError
 from contracts.frames import validate_session_id
 from contracts.settings import ArchiveBackend
+from control import library
 from control.api import MAX_BODY_BYTES, Coordinator
 from control.bearer import BearerError, bearer_token
 from control.context import ControlContext
@@ -100,8 +101,13 @@ def session_routes(policy: AccessPolicy, ctx: ControlContext, page: str) -> list
         if access is Access.OWNER:
             token = policy.guard.view_token(session.session_id)
             share = f"/sessions/{session.session_id}" + (f"?view={token}" if token else "")
+        lineage = await run_in_threadpool(library.revisions, ctx.sessions, session)
         body = {
             "session": viewer_session(report.session),
+            "revisions": [
+                {"session_id": s.session_id, "revision": s.revision, "asr_model": s.asr_model, "state": s.state}
+                for s in lineage
+            ],
             "speakers": report.speakers,
             "can_edit": access is Access.OWNER,
             "share_path": share,

@@ -25,7 +25,20 @@ from contracts.segments import TranscriptSegment
 from stores.base import Session
 
 #: The session fields a viewer sees (the page's header and state badge).
-VIEWER_SESSION_FIELDS = ("session_id", "meeting_id", "topic", "state", "reason", "created_at", "updated_at", "ended_at")
+VIEWER_SESSION_FIELDS = (
+    "session_id",
+    "meeting_id",
+    "topic",
+    "state",
+    "reason",
+    "created_at",
+    "updated_at",
+    "ended_at",
+    # Which transcript revision the page shows (flowbot retranscribe): no credential, no path.
+    "revision",
+    "revision_of",
+    "asr_model",
+)
 
 
 def viewer_session(session: Session) -> dict[str, Any]:
