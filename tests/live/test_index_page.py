@@ -9,8 +9,8 @@ import pytest
 
 from flowbot.serve import LiveService
 from stores.base import SessionState
+from testkit.service import start_session
 from tests.live.cdp import Page, close, devtools_page, launch
-from tests.live.conftest import start_session
 from tests.live.test_session_page import artifacts, commit, png_size, quiet_service, seg
 
 __all__ = ["artifacts", "quiet_service"]  # fixtures used below
