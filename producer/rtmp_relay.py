@@ -217,7 +217,7 @@ class RtmpRelay:
         to publish. Connections that published (or whose publish is being judged)
         never give way.
         """
-        live = [c for c in self._connections if not c.evicted]
+        live = [c for c in self._connections if not c.evicted and not c.closed]
         waiting = sorted((c for c in live if c.target is None and not c.judging), key=lambda c: c.accepted_at)
         victims: list[_Connection] = []
         same_source = [c for c in waiting if c.source == source]
@@ -283,6 +283,11 @@ class _Connection:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    @property
+    def closed(self) -> bool:
+        """Closed (refused, timed out, gone): its threads are finishing and it holds no slot."""
+        return self._closed.is_set()
+
     def age(self) -> float:
         """Seconds since the connection was accepted."""
         return time.monotonic() - self.accepted_at
@@ -311,11 +316,18 @@ class _Connection:
         try:
             upstream = self._connect_upstream()
             if upstream is None:
-                if not self._closed.is_set():  # closed meanwhile (evicted, stopping): nothing went wrong
+                if self._closed.is_set():  # closed meanwhile (evicted, stopping): nothing went wrong
+                    self._release_listener()
+                else:
                     log.error("private rtmp listener did not come up", extra={"peer": self.peer})
                 return
             upstream.settimeout(None)
             self.upstream = upstream
+            if self._closed.is_set():  # closed while connecting: close() did not see this socket
+                with contextlib.suppress(OSError):
+                    upstream.shutdown(socket.SHUT_RDWR)
+                upstream.close()
+                return
             back = threading.Thread(target=self._pump_back, name=f"rtmp-back-{self.peer}", daemon=True)
             self._threads.append(back)
             back.start()
@@ -360,6 +372,20 @@ class _Connection:
         finally:
             if not self.client_eof.is_set():
                 self.close()
+
+    def _release_listener(self) -> None:
+        """End a private listener no client will reach: connect once and hang up.
+
+        Otherwise its decoder thread waits out the listener's open timeout (15 s),
+        and connections evicted before their relay connected would pile up threads.
+        """
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and not self._listener_failed.is_set():
+            try:
+                socket.create_connection(("127.0.0.1", self._local_port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.02)
 
     def _inspect(self, data: bytes) -> bool:
         """Parse client bytes before they are forwarded; False = connection refused."""
