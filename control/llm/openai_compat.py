@@ -147,9 +147,11 @@ class OpenAICompatibleChat:
             sock = conn.sock  # kept: the response reads from it after the connection lets it go
             resp = conn.getresponse()
             limit = MAX_ERROR_BYTES if resp.status >= 400 else MAX_REPLY_BYTES
-            declared = resp.getheader("content-length", "")
-            if resp.status < 400 and declared.isascii() and declared.isdigit() and int(declared) > limit:
-                raise _too_large(int(declared))
+            declared = resp.getheader("content-length", "").strip()
+            # ASCII digits of a bounded length: int() takes "²" and raises on 5,000 digits.
+            too_long = declared.isascii() and declared.isdigit() and (len(declared) > 15 or int(declared) > limit)
+            if resp.status < 400 and too_long:
+                raise _too_large(int(declared[:16]))
             chunks: list[bytes] = []
             size = 0
             while size <= limit:

@@ -196,3 +196,17 @@ def test_the_abandoned_worker_stops_reading_at_the_deadline() -> None:
         assert notes.generator == "offline-extractive-v1"
         # The worker left behind closes the connection on its own, long before the trickle ends.
         assert stopped.wait(20), "the abandoned worker kept reading the trickle"
+
+
+@pytest.mark.parametrize("declared", [str(60 * 2**20), "9" * 5000])
+def test_a_declared_length_over_the_cap_is_refused_before_reading(declared: str) -> None:
+    def respond(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("content-type", "application/json")
+        h.send_header("content-length", declared)
+        h.end_headers()
+        h.wfile.write(b'{"choices": ')  # and nothing more: only the header can say how big it is
+
+    with Endpoint(respond) as ep:
+        notes = _generate(f"http://127.0.0.1:{ep.port}/v1", deadline=10.0, timeout=15.0)
+    assert notes.fallback_reason == "openai:m: notes model unavailable: reply over 1024 KiB"
