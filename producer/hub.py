@@ -7,7 +7,8 @@ pushes that publisher's 16 kHz mono PCM, and releases it when the publisher
 goes. The hub holds the rules every front shares: the key check, one live
 publisher per session, counting publishes and refusals, the first-audio
 notification, and ending a session (revoke the key, disconnect the publisher,
-write the end-of-stream record).
+write the end-of-stream record, which carries the session's end secret so that
+only this ingest can end the stream: ``contracts.frames``, "Who may end a stream").
 
 A session's :class:`SessionFramer` lives as long as the session, not the
 publisher: one that drops and comes back with the same key (over either
