@@ -68,9 +68,9 @@ def run_step(n: int, flv: Path, seconds: float, folder: Path) -> dict[str, float
     """Publish ``n`` real-time streams at once; return CPU and lag figures."""
     stream = EmbeddedStream(folder / f"stream-{n}.db")
     hub = IngestHub(stream)
-    # All n publishers connect at once: the default caps (64, a quarter of them waiting to
-    # publish) would refuse some of them at 32 streams and measure the cap, not capacity.
-    rtmp = RtmpRelay(hub, "127.0.0.1", 0, max_connections=max(64, n), max_unpublished=n)
+    # All n publishers connect at once from one address: the default caps (64, a quarter of
+    # them waiting to publish, 4 per source) would push some out and measure the caps, not capacity.
+    rtmp = RtmpRelay(hub, "127.0.0.1", 0, max_connections=max(64, n), max_unpublished=n, max_unpublished_per_source=n)
     rtmp.start()
     sids = [f"bench-{n}-{i}" for i in range(n)]
     for sid in sids:

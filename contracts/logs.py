@@ -12,6 +12,10 @@ line cannot be forged: a value with spaces, quotes, ``=`` or anything
 unprintable is written as a quoted string with escapes (``meeting="a\nb"``),
 unprintable characters in messages are escaped, and traceback lines are
 indented, so every line that starts in column 0 is one record.
+
+Error details name URLs (a notes endpoint, an S3 endpoint), and a URL can carry
+credentials (``http://svc:SECRET@host/v1``, ``?api_key=...``): both formats
+strip them from every message, field and traceback (:func:`redact_urls`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,23 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 _PLAIN = re.compile(r"[^\s\"'=\\]+")
+#: ``scheme://user:password@`` (the user info of a URL, up to its ``@``).
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s?#\"'<>]+@")  # greedy: a password may hold "@"
+#: A query parameter whose name says it is a secret (``?api_key=...``, ``&X-Amz-Signature=...``).
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&][\w.-]*(?:key|token|secret|password|passwd|signature|credential)[\w.-]*=)[^&#\s\"'<>]*"
+)
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``.
+
+    User info (``http://user:pass@host`` -> ``http://***@host``) and query
+    parameters named like a secret (``?api_key=x`` -> ``?api_key=***``).
+    """
+    if "://" not in text and "=" not in text:
+        return text
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
 def _escape(text: str) -> str:
@@ -64,12 +85,13 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         base = (
             f"{time.strftime('%H:%M:%S', time.localtime(record.created))}"
-            f".{int(record.msecs):03d} {record.levelname:<7} {record.name}: {_escape(record.getMessage())}"
+            f".{int(record.msecs):03d} {record.levelname:<7} {record.name}: "
+            f"{_escape(redact_urls(record.getMessage()))}"
         )
-        fields = " ".join(f"{_escape(k)}={text_value(v)}" for k, v in _extras(record).items())
+        fields = " ".join(f"{_escape(k)}={text_value(redact_urls(str(v)))}" for k, v in _extras(record).items())
         out = f"{base} {fields}" if fields else base
         if record.exc_info:
-            lines = self.formatException(record.exc_info).splitlines()
+            lines = redact_urls(self.formatException(record.exc_info)).splitlines()
             out += "".join("\n    " + _escape(line) for line in lines)
         return out
 
@@ -82,12 +104,12 @@ class JsonFormatter(logging.Formatter):
             "ts": round(record.created, 3),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact_urls(record.getMessage()),
         }
-        data.update(_extras(record))
+        data.update({k: redact_urls(v) if isinstance(v, str) else v for k, v in _extras(record).items()})
         if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
+            data["exc"] = redact_urls(self.formatException(record.exc_info))
+        return json.dumps(data, default=lambda v: redact_urls(str(v)))
 
 
 def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.TEXT) -> None:

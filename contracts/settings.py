@@ -192,7 +192,9 @@ class Settings:
     port: int = _opt(8080, "HTTP port of `flowbot serve` (API, pages, live feed).")
     rtmp_port: int = _opt(1935, "RTMP port of `flowbot serve`.")
     rtmp_max_connections: int = _opt(
-        64, "RTMP connections at once; a quarter of them may be waiting to publish (the rest are refused)."
+        64,
+        "RTMP connections at once; a quarter of them may be waiting to publish (4 per source address); "
+        "when those are full the oldest waiting one gives way to a new one.",
     )
     public_host: str = _opt("", "Host name put in rtmp_url; empty = the bind address.")
     api_token: str = _opt("", "Bearer token for the local API; required when host is not loopback.")

@@ -48,7 +48,18 @@ log = logging.getLogger(__name__)
 
 
 class NotesError(Exception):
-    """A generator could not write notes; the message is the reason recorded with the fallback."""
+    """A generator could not write notes.
+
+    Two messages: ``str(exc)`` is the detail for the server log (URLs in it lose their
+    credentials there, :func:`contracts.logs.redact_urls`); ``public`` is the reason
+    recorded in the notes, which viewers see, so it names what failed and never
+    carries an endpoint, a path or text the upstream sent (``notes model unavailable:
+    HTTP 502``). Without a ``public``, the detail is safe to show as it is.
+    """
+
+    def __init__(self, detail: str, public: str | None = None) -> None:
+        super().__init__(detail)
+        self.public = public if public is not None else detail
 
 
 class NotesGenerator(Protocol):
@@ -204,24 +215,33 @@ class FallbackNotesGenerator:
         worker.start()
         worker.join(self.timeout)
         if worker.is_alive():
-            reason = f"timed out after {self.timeout:g} s"
+            reason = detail = f"timed out after {self.timeout:g} s"
         elif error:
-            reason = _reason(error[0])
+            reason, detail = _reasons(error[0])
         else:
             try:
                 # Round-trip through the contract: the same check a reader applies.
                 return MeetingNotes.from_dict(result[0].to_dict())
             except InvalidNotes as exc:
-                reason = f"invalid notes: {exc}"
-        log.warning("notes generator failed; using the fallback", extra={"generator": self.name, "reason": reason})
+                reason = detail = f"invalid notes: {exc}"
+        # The detail goes to the log only (the formatter strips credentials from its URLs).
+        log.warning(
+            "notes generator failed; using the fallback",
+            extra={"generator": self.name, "reason": reason, "detail": detail},
+        )
         notes = self.fallback.generate(segments, speakers)
         return replace(notes, fallback_reason=clean_text(f"{self.name}: {reason}"))
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, NotesError | TimeoutError) and str(exc):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__  # a bug: name the exception
+def _reasons(exc: BaseException) -> tuple[str, str]:
+    """(the reason shown with the notes, the detail for the log) of a generator's failure."""
+    if isinstance(exc, NotesError) and str(exc):
+        return exc.public, str(exc)
+    if isinstance(exc, TimeoutError):
+        # The detail may name the endpoint: viewers get the fact only.
+        return "notes model unavailable: no answer in time", str(exc) or "timeout"
+    # A bug: name the exception; its message may hold anything.
+    return f"internal error: {type(exc).__name__}", f"{type(exc).__name__}: {exc}"
 
 
 def notes_from_dict(data: Mapping[str, Any]) -> MeetingNotes:

@@ -45,7 +45,7 @@ class LiveService:
             )
         from flowbot.launch import EmbeddedLauncher
         from flowbot.pipeline import LocalProcessors
-        from producer.hub import IngestHub
+        from producer.hub import IngestHub, load_end_key
         from producer.rtmp_relay import RtmpRelay
 
         self.settings = settings
@@ -54,7 +54,9 @@ class LiveService:
         self.processors = LocalProcessors(settings)
         parts = self.processors.parts()  # models load before anything is accepted
         self.consumer = ConsumerThread(embedded_consumer(settings, self.processors, self.stream))
-        self.hub = IngestHub(self.stream, on_live=self._on_live)
+        # A kept end key: sessions resumed after a restart still end with their own secret.
+        end_key = load_end_key(settings.data_dir / "ingest-end.key")
+        self.hub = IngestHub(self.stream, on_live=self._on_live, end_key=end_key)
         self.rtmp = RtmpRelay(
             self.hub, settings.host, settings.rtmp_port, max_connections=settings.rtmp_max_connections
         )

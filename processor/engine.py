@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from contracts.frames import MAX_RECORD_SAMPLES, SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecord
+from contracts.frames import MAX_RECORD_SAMPLES, SAMPLE_RATE, EndAuthority, FrameKind, FrameRecord, MalformedRecord
 from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus
 from processor.asr import AsrResult, AsrSegment, Transcriber, shifted, words_text
 from processor.attribution import attribute, transcript_segments
@@ -310,6 +310,8 @@ class _Session:
         self.skipped: list[tuple[int, int]] = []
         # The window cut last, whose diarization may still run: out of the buffer, not yet committed.
         self.uncommitted: _CutWindow | None = None
+        # Only the session's own ingest may end its stream (contracts.frames, "Who may end a stream").
+        self.end_authority = EndAuthority()
 
     @property
     def session_id(self) -> str:
@@ -516,6 +518,7 @@ class ShardProcessor:
         be covered by the records missing in between, and audio never arrives inside
         a span the timeline already jumped over.
         """
+        sess.end_authority.check(frame)
         expected = sess.expected_sample
         start = frame.sample_offset
         if frame.kind == FrameKind.END and start < expected:

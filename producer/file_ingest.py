@@ -8,13 +8,14 @@ into a stand-in for a live meeting (demos, replays, latency tests).
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import av
 
-from contracts.frames import SAMPLE_RATE, validate_session_id
+from contracts.frames import END_TAG_BYTES, SAMPLE_RATE, validate_session_id
 from producer.decode import DecodeError, decode_file
 from producer.framer import SessionFramer
 from streams.base import StreamWriter
@@ -41,7 +42,8 @@ def ingest_file(
     validate_session_id(session_id)
     if not Path(path).is_file():
         raise DecodeError(f"cannot open {path}: no such file")
-    framer = SessionFramer(writer, session_id)
+    # One run writes the whole stream, so a secret of its own makes the end its alone.
+    framer = SessionFramer(writer, session_id, end_secret=secrets.token_bytes(END_TAG_BYTES))
     chunks = decode_file(str(path))
     started = time.monotonic()
     pushed = 0

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contracts.frames import DEFAULT_FRAME_SAMPLES, FrameRecord, end_of_stream
+from contracts.frames import DEFAULT_FRAME_SAMPLES, FrameRecord, end_commitment, end_of_stream
 from streams.base import StreamWriter
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,13 @@ class TimelinePosition:
 
 
 class SessionFramer:
-    """Accumulates PCM for one session and writes ~1 s frame records."""
+    """Accumulates PCM for one session and writes ~1 s frame records.
+
+    ``end_secret`` (16 bytes) makes the end of stream this framer's alone: audio
+    records carry its commitment, the end record the secret
+    (:class:`contracts.frames.EndAuthority`). A restarted ingest that continues
+    the timeline must pass the same secret.
+    """
 
     def __init__(
         self,
@@ -35,12 +41,15 @@ class SessionFramer:
         position: TimelinePosition | None = None,
         frame_samples: int = DEFAULT_FRAME_SAMPLES,
         records_per_put: int = 1,
+        end_secret: bytes = b"",
     ) -> None:
         self.writer = writer
         self.session_id = session_id
         self.position = position or TimelinePosition()
         self.frame_samples = frame_samples
         self.records_per_put = records_per_put
+        self._end_secret = end_secret
+        self._commitment = end_commitment(end_secret) if end_secret else b""
         self._buf: list[np.ndarray] = []
         self._buffered = 0
         self._pending: list[FrameRecord] = []
@@ -75,7 +84,9 @@ class SessionFramer:
     def end(self) -> None:
         """Flush and write the end-of-stream record."""
         self.flush()
-        self._pending.append(end_of_stream(self.session_id, self.position.next_seq, self.position.next_offset))
+        self._pending.append(
+            end_of_stream(self.session_id, self.position.next_seq, self.position.next_offset, self._end_secret)
+        )
         self.position.next_seq += 1
         self._put()
         self.ended = True
@@ -90,6 +101,7 @@ class SessionFramer:
             self.position.next_seq,
             self.position.next_offset,
             payload=samples.astype("<i2").tobytes(),
+            tag=self._commitment,
         )
         self._pending.append(rec)
         self.position.next_seq += 1

@@ -7,7 +7,8 @@ pushes that publisher's 16 kHz mono PCM, and releases it when the publisher
 goes. The hub holds the rules every front shares: the key check, one live
 publisher per session, counting publishes and refusals, the first-audio
 notification, and ending a session (revoke the key, disconnect the publisher,
-write the end-of-stream record).
+write the end-of-stream record, which carries the session's end secret so that
+only this ingest can end the stream: ``contracts.frames``, "Who may end a stream").
 
 A session's :class:`SessionFramer` lives as long as the session, not the
 publisher: one that drops and comes back with the same key (over either
@@ -20,15 +21,19 @@ The hub owns no sockets or threads; fronts call it from theirs.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import os
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from contracts.frames import validate_session_id
+from contracts.frames import END_TAG_BYTES, validate_session_id
 from producer.framer import SessionFramer, TimelinePosition
 from streams.base import StreamWriter
 
@@ -38,6 +43,27 @@ log = logging.getLogger(__name__)
 def key_fingerprint(key: str) -> str:
     """A short, non-reversible tag of a stream key for logs (never log the secret)."""
     return hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def load_end_key(path: Path) -> bytes:
+    """The ingest's end key kept in ``path`` (created, owner-only, on first use).
+
+    Sessions' end secrets derive from it, so an ingest restarted on the same data
+    directory ends the sessions it resumes with the secrets their audio committed to.
+    """
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
 
 
 @dataclass
@@ -97,8 +123,17 @@ class IngestHub:
     before any of their audio is pushed.
     """
 
-    def __init__(self, writer: StreamWriter, *, on_live: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        writer: StreamWriter,
+        *,
+        on_live: Callable[[str], None] | None = None,
+        end_key: bytes | None = None,
+    ) -> None:
         self.writer = writer
+        # Sessions' end secrets derive from this key (:meth:`end_secret`); pass a kept one
+        # (:func:`load_end_key`) where a restarted ingest resumes sessions.
+        self._end_key = end_key or secrets.token_bytes(32)
         #: Called once per session with its id when its first audio arrives.
         self.on_live = on_live
         #: How long a reconnect waits for the previous publisher's decoder to drain.
@@ -130,7 +165,8 @@ class IngestHub:
                     existing.stream_key = stream_key
                 self._by_key[stream_key] = existing
                 return
-            target = IngestTarget(session_id, stream_key, SessionFramer(self.writer, session_id, position))
+            framer = SessionFramer(self.writer, session_id, position, end_secret=self.end_secret(session_id))
+            target = IngestTarget(session_id, stream_key, framer)
             self._sessions[session_id] = target
             self._by_key[stream_key] = target
         log.info(
@@ -154,6 +190,10 @@ class IngestHub:
         if conn is not None:
             conn.close()
         log.info("stream key rotated", extra={"session": session_id, "key": key_fingerprint(stream_key)})
+
+    def end_secret(self, session_id: str) -> bytes:
+        """The secret only this ingest can put in ``session_id``'s end of stream (contracts.frames)."""
+        return hmac.new(self._end_key, session_id.encode(), hashlib.sha256).digest()[:END_TAG_BYTES]
 
     def end(self, session_id: str) -> None:
         """Revoke the key, disconnect a live publisher, flush and write end-of-stream."""

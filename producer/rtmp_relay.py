@@ -13,11 +13,24 @@ push to in any case.
 This module owns the sockets and threads: accepting connections within the
 connection caps, the relay and its pre-publish byte limit, the private
 listener hand-off and the decoder that pushes PCM into the hub.
+
+Before a publish is accepted a connection is unauthenticated, and the limits on
+those are fair rather than first come, first served (issue 20: 16 idle sockets
+from one peer that sent one byte each locked every publisher out):
+
+- each source address (an IPv4 address, an IPv6 /64) holds at most
+  ``max_unpublished_per_source`` of them; its next one replaces its oldest;
+- when ``max_unpublished`` (or ``max_connections``) is reached, the oldest
+  unauthenticated connection gives way to the new one, so a new publisher always
+  gets its chance; only connections that published are never pushed out;
+- the RTMP handshake must complete within ``handshake_timeout`` and the publish
+  be accepted within ``publish_timeout``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import socket
 import threading
@@ -38,6 +51,29 @@ APP = "live"
 #: commands (OBS sends about 1 KB). Anything beyond is refused, so an unauthenticated
 #: client cannot make the private listener buffer its data.
 MAX_UNAUTHENTICATED_BYTES = HANDSHAKE_BYTES + 4 * MAX_COMMAND_BYTES
+#: Unauthenticated connections one source address may hold. A publisher needs one;
+#: a few allow a retry or a second encoder from the same NAT while the first waits.
+MAX_UNPUBLISHED_PER_SOURCE = 4
+#: Seconds to complete the RTMP handshake (C0 C1 C2, 3,073 bytes): one and a half round
+#: trips for a real client, so 5 s leaves room for a slow link and none for a socket
+#: that sent one byte and went quiet.
+HANDSHAKE_TIMEOUT = 5.0
+
+
+def source_of(host: str) -> str:
+    """The source a peer address counts against: the IPv4 address, or the IPv6 /64.
+
+    One IPv6 host commonly owns a whole /64, so its single addresses are not a limit.
+    """
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class RtmpRelay:
@@ -57,20 +93,28 @@ class RtmpRelay:
         *,
         publish_timeout: float = 10.0,
         read_timeout: float = 10.0,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
         max_connections: int = 64,
         max_unpublished: int | None = None,
+        max_unpublished_per_source: int = MAX_UNPUBLISHED_PER_SOURCE,
     ) -> None:
         self.hub = hub
         self.host = host
         self._requested_port = port
         self.publish_timeout = publish_timeout
         self.read_timeout = read_timeout
+        self.handshake_timeout = handshake_timeout
         #: Connections at once (each costs three threads and a private listener) ...
         self.max_connections = max_connections
         #: ... of which this many may not have published yet, so clients that never
-        #: publish cannot crowd out publishers.
+        #: publish cannot crowd out publishers (the oldest gives way to a new one) ...
         self.max_unpublished = max_unpublished if max_unpublished is not None else max(1, max_connections // 4)
+        #: ... and this many per source address (its oldest gives way to its new one).
+        self.max_unpublished_per_source = max(1, max_unpublished_per_source)
+        #: Connections refused because every slot is held by a publisher.
         self.refused_connections = 0
+        #: Unauthenticated connections closed to make room for a newer one.
+        self.evicted_connections = 0
         self._lock = threading.Lock()
         self._connections: set[_Connection] = set()
         self._sock: socket.socket | None = None
@@ -139,24 +183,54 @@ class RtmpRelay:
                     return
                 raise
             peer = f"{addr[0]}:{addr[1]}"
+            conn = _Connection(self, client, peer, source_of(str(addr[0])))
             with self._lock:
-                total = len(self._connections)
-                unpublished = sum(1 for c in self._connections if c.target is None)
-                full = total >= self.max_connections or unpublished >= self.max_unpublished
-                if full:
+                victims = self._make_room(conn.source)
+                if victims is None:
                     self.refused_connections += 1
+                    total = len(self._connections)
                 else:
-                    conn = _Connection(self, client, peer)
+                    for victim in victims:
+                        victim.evicted = True
+                    self.evicted_connections += len(victims)
                     self._connections.add(conn)
-            if full:
+            if victims is None:
                 log.warning(
-                    "rtmp connection refused: too many connections",
-                    extra={"peer": peer, "connections": total, "unpublished": unpublished},
+                    "rtmp connection refused: every connection slot holds a publisher",
+                    extra={"peer": peer, "connections": total},
                 )
                 with contextlib.suppress(OSError):
                     client.close()
                 continue
+            for victim in victims:
+                log.warning(
+                    "rtmp connection evicted: a newer connection needs its slot",
+                    extra={"peer": victim.peer, "source": victim.source, "age_s": round(victim.age(), 1)},
+                )
+                victim.close()
             conn.start()
+
+    def _make_room(self, source: str) -> list[_Connection] | None:
+        """The unauthenticated connections that give way to a new one from ``source``; None = refuse it.
+
+        Called with the lock held. The oldest goes first: it has had the longest
+        to publish. Connections that published (or whose publish is being judged)
+        never give way.
+        """
+        live = [c for c in self._connections if not c.evicted and not c.closed]
+        waiting = sorted((c for c in live if c.target is None and not c.judging), key=lambda c: c.accepted_at)
+        victims: list[_Connection] = []
+        same_source = [c for c in waiting if c.source == source]
+        if len(same_source) >= self.max_unpublished_per_source:
+            victims.append(same_source[0])
+        elif len(waiting) >= self.max_unpublished:
+            victims.append(waiting[0])
+        if len(live) - len(victims) >= self.max_connections:
+            rest = [c for c in waiting if c not in victims]
+            if not rest:
+                return None
+            victims.append(rest[0])
+        return victims
 
 
 def _free_port() -> int:
@@ -168,10 +242,16 @@ def _free_port() -> int:
 class _Connection:
     """One publisher: client socket <-> relay <-> private PyAV listener + decoder."""
 
-    def __init__(self, relay: RtmpRelay, client: socket.socket, peer: str) -> None:
+    def __init__(self, relay: RtmpRelay, client: socket.socket, peer: str, source: str) -> None:
         self.relay = relay
         self.client = client
         self.peer = peer
+        self.source = source
+        self.accepted_at = time.monotonic()
+        #: Set under the relay's lock: this connection gave way to a newer one.
+        self.evicted = False
+        #: Set under the relay's lock: its publish is with the hub, so it must not be evicted.
+        self.judging = False
         self.upstream: socket.socket | None = None
         self.sniffer = RtmpSniffer()
         self.target: IngestTarget | None = None
@@ -203,6 +283,15 @@ class _Connection:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    @property
+    def closed(self) -> bool:
+        """Closed (refused, timed out, gone): its threads are finishing and it holds no slot."""
+        return self._closed.is_set()
+
+    def age(self) -> float:
+        """Seconds since the connection was accepted."""
+        return time.monotonic() - self.accepted_at
+
     def join(self, timeout: float) -> None:
         """Wait for the connection's threads to finish."""
         deadline = time.monotonic() + timeout
@@ -227,19 +316,29 @@ class _Connection:
         try:
             upstream = self._connect_upstream()
             if upstream is None:
-                log.error("private rtmp listener did not come up", extra={"peer": self.peer})
+                if self._closed.is_set():  # closed meanwhile (evicted, stopping): nothing went wrong
+                    self._release_listener()
+                else:
+                    log.error("private rtmp listener did not come up", extra={"peer": self.peer})
                 return
             upstream.settimeout(None)
             self.upstream = upstream
+            if self._closed.is_set():  # closed while connecting: close() did not see this socket
+                with contextlib.suppress(OSError):
+                    upstream.shutdown(socket.SHUT_RDWR)
+                upstream.close()
+                return
             back = threading.Thread(target=self._pump_back, name=f"rtmp-back-{self.peer}", daemon=True)
             self._threads.append(back)
             back.start()
             self.client.settimeout(0.5)
-            accepted_at = time.monotonic()
-            last_data = accepted_at
+            last_data = self.accepted_at
             while not self._closed.is_set():
                 now = time.monotonic()
-                if self.target is None and now - accepted_at > relay.publish_timeout:
+                if self.sniffer.handshake_left and now - self.accepted_at > relay.handshake_timeout:
+                    self._refuse("no RTMP handshake within the timeout")
+                    return
+                if self.target is None and now - self.accepted_at > relay.publish_timeout:
                     self._refuse("no publish within the timeout")
                     return
                 if self.target is not None and now - last_data > relay.read_timeout:
@@ -273,6 +372,20 @@ class _Connection:
         finally:
             if not self.client_eof.is_set():
                 self.close()
+
+    def _release_listener(self) -> None:
+        """End a private listener no client will reach: connect once and hang up.
+
+        Otherwise its decoder thread waits out the listener's open timeout (15 s),
+        and connections evicted before their relay connected would pile up threads.
+        """
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and not self._listener_failed.is_set():
+            try:
+                socket.create_connection(("127.0.0.1", self._local_port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.02)
 
     def _inspect(self, data: bytes) -> bool:
         """Parse client bytes before they are forwarded; False = connection refused."""
@@ -311,11 +424,23 @@ class _Connection:
 
     def _authorize(self, key: str) -> IngestTarget | None:
         """The hub's verdict on a publish of ``key``, after this front's own check of the app."""
-        hub = self.relay.hub
+        relay = self.relay
+        hub = relay.hub
         if self.app != APP:
             hub.refuse(key, self, "unknown application", app=self.app[:64])
             return None
-        return hub.authorize(key, self)
+        with relay._lock:
+            if self.evicted:
+                return None  # gave way to a newer connection just now
+            self.judging = True
+        target = None
+        try:
+            target = hub.authorize(key, self)
+            return target
+        finally:
+            with relay._lock:  # published before it stops being judged: never evicted between
+                self.judging = False
+                self.target = target
 
     def _refuse(self, reason: str) -> None:
         log.warning("rtmp connection refused", extra={"peer": self.peer, "reason": reason})

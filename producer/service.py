@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -70,7 +71,10 @@ def run_producer_task(
         with contextlib.suppress(StateConflict):
             go_live(sessions, sid)
 
-    hub = IngestHub(writer, on_live=mark_live)
+    # The end key derives from the launch key, which a relaunched task of this session gets
+    # again: the secret of its end of stream stays the one its audio committed to.
+    end_key = hashlib.sha256(b"flowbot-ingest-end-key:" + stream_key.encode()).digest()
+    hub = IngestHub(writer, on_live=mark_live, end_key=end_key)
     if use_nginx:
         rtmp = RtmpRelay(hub, "127.0.0.1", 0)
     else:

@@ -141,6 +141,8 @@ class _WhipConnection:
     target: IngestTarget | None = None
     task: asyncio.Task[None] | None = None
     samples: int = 0
+    #: The offer was answered and counted as a publish (a refused offer is no publisher).
+    accepted: bool = False
     _closing: bool = False
 
     def close(self) -> None:
@@ -267,6 +269,7 @@ class WhipIngest:
             await conn._shutdown()
             await asyncio.get_running_loop().run_in_executor(None, conn.join, 5.0)
             raise WhipError(409, "session_ended", "the session ended while the offer was answered") from None
+        conn.accepted = True
         with self._lock:
             self._conns[conn.resource] = conn
         log.info("whip publish accepted", extra={"session": session_id, "peer": peer, "resource": conn.resource})
@@ -377,4 +380,5 @@ class WhipIngest:
     def _release(self, conn: _WhipConnection) -> None:
         assert conn.target is not None
         self.hub.release(conn.target, conn)
-        log.info("whip publisher gone", extra={"session": conn.session_id, "samples": conn.samples})
+        if conn.accepted:  # a refused offer gives its claim back without a publisher to report
+            log.info("whip publisher gone", extra={"session": conn.session_id, "samples": conn.samples})

@@ -16,9 +16,11 @@ from contracts.frames import (
     MAX_RECORD_BYTES,
     MAX_RECORD_SAMPLES,
     MAX_SESSION_SAMPLES,
+    EndAuthority,
     FrameKind,
     FrameRecord,
     MalformedRecord,
+    end_commitment,
     end_of_stream,
     validate_session_id,
 )
@@ -32,9 +34,12 @@ def _tone() -> bytes:
     return (np.sin(np.arange(160) * 2 * np.pi * 440 / 16000) * 8000).astype("<i2").tobytes()
 
 
+SECRET = bytes(range(16))
+
+
 def test_audio_frame_matches_golden_bytes() -> None:
-    rec = FrameRecord("meeting-42", 7, 112000, FrameKind.AUDIO, _tone())
-    golden = (GOLDEN / "frame_v1_audio.bin").read_bytes()
+    rec = FrameRecord("meeting-42", 7, 112000, FrameKind.AUDIO, _tone(), tag=end_commitment(SECRET))
+    golden = (GOLDEN / "frame_v2_audio.bin").read_bytes()
     assert rec.encode() == golden
     back = FrameRecord.decode(golden)
     assert back == rec
@@ -43,10 +48,43 @@ def test_audio_frame_matches_golden_bytes() -> None:
 
 
 def test_end_frame_matches_golden_bytes() -> None:
-    golden = (GOLDEN / "frame_v1_end.bin").read_bytes()
-    assert end_of_stream("meeting-42", 8, 112160).encode() == golden
+    golden = (GOLDEN / "frame_v2_end.bin").read_bytes()
+    assert end_of_stream("meeting-42", 8, 112160, SECRET).encode() == golden
     rec = FrameRecord.decode(golden)
     assert rec.kind is FrameKind.END and rec.sample_offset == 112160 and rec.payload == b""
+    assert rec.tag == SECRET
+
+
+def test_v1_records_are_still_read_as_records_without_a_tag() -> None:
+    audio = FrameRecord.decode((GOLDEN / "frame_v1_audio.bin").read_bytes())
+    assert audio == FrameRecord("meeting-42", 7, 112000, FrameKind.AUDIO, _tone())
+    end = FrameRecord.decode((GOLDEN / "frame_v1_end.bin").read_bytes())
+    assert end == end_of_stream("meeting-42", 8, 112160)
+    # A v1 session (no tags) ends on its well-formed end record, as before.
+    authority = EndAuthority()
+    authority.check(audio)
+    authority.check(end)
+
+
+def test_only_the_end_secret_opens_the_commitment_of_a_sessions_audio() -> None:
+    authority = EndAuthority()
+    authority.check(FrameRecord.decode((GOLDEN / "frame_v2_audio.bin").read_bytes()))
+    # A later audio record with another tag does not move the commitment.
+    authority.check(FrameRecord("meeting-42", 9, 112160, FrameKind.AUDIO, _tone(), tag=end_commitment(bytes(16))))
+    for forged in (b"", bytes(16), end_commitment(SECRET)):
+        with pytest.raises(MalformedRecord, match="end secret"):
+            authority.check(end_of_stream("meeting-42", 10, 112320, forged))
+    authority.check(FrameRecord.decode((GOLDEN / "frame_v2_end.bin").read_bytes()))
+
+
+@pytest.mark.parametrize("tag_len", [1, 15, 17, 255])
+def test_tags_of_other_sizes_are_malformed(tag_len: int) -> None:
+    good = (GOLDEN / "frame_v2_end.bin").read_bytes()
+    cut = len(good) - 1 - 16  # where tag_len sits
+    with pytest.raises(MalformedRecord, match="tag"):
+        FrameRecord.decode(good[:cut] + bytes([tag_len]) + bytes(tag_len))
+    with pytest.raises(ValueError, match="tag"):
+        FrameRecord("meeting-42", 1, 0, tag=bytes(tag_len)).encode()
 
 
 @pytest.mark.parametrize("name", ["segment_v1_final.json", "segment_v1_interim.json"])
@@ -74,7 +112,7 @@ def test_one_second_record_fits_kinesis() -> None:
     [
         (b"", "too short"),
         (b"XXXX" + bytes(30), "bad magic"),
-        (b"FBFR\x02" + bytes(29), "version 2"),
+        (b"FBFR\x03" + bytes(29), "version 3"),
         (b"FBFR\x01\x09" + bytes(28), "unknown record kind"),
         (FrameRecord("abc", 0, 0, payload=b"\0\0").encode()[:-1], "whole 16-bit"),
         (FrameRecord("abc", 0, 0).encode()[:-2], "truncated session id"),

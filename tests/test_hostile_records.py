@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contracts.frames import MAX_RECORD_SAMPLES, FrameKind
+from contracts.frames import MAX_RECORD_SAMPLES, FrameKind, end_commitment, end_of_stream
 from contracts.segments import TranscriptSegment, WindowRecord
 from processor.asr import AsrResult
 from processor.diarization import IdentityMapper, SingleSpeakerDiarizer
@@ -24,6 +24,7 @@ from processor.engine import EngineParts, ShardProcessor
 from processor.windowing import WindowPolicy
 from producer.decode import read_pcm
 from producer.framer import SessionFramer
+from producer.hub import IngestHub
 from stores.archive import NoArchive
 from stores.base import SessionProgress
 from stores.sqlite import SqliteTranscriptStore
@@ -106,9 +107,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory, real_pcm: np.ndarray, me
     return got  # type: ignore[return-value]
 
 
-def real_with(stream: EmbeddedStream, pcm: np.ndarray, forged_after: dict[int, list[tuple[str, bytes]]]) -> None:
+def real_with(
+    stream: EmbeddedStream, pcm: np.ndarray, forged_after: dict[int, list[tuple[str, bytes]]], end_secret: bytes = b""
+) -> None:
     """The real session second by second, with forged raw records put after the given seconds."""
-    framer = SessionFramer(stream, "real")
+    framer = SessionFramer(stream, "real", end_secret=end_secret)
     for i in range(0, len(pcm), 16000):
         framer.push(pcm[i : i + 16000])
         for item in forged_after.get(i // 16000, []):
@@ -189,6 +192,32 @@ def test_forged_offset_jump_is_malformed_not_replayed(
     assert segments_of(parts.store, "real") == reference  # type: ignore[arg-type]
     assert proc.counters["malformed_records"] == 3
     assert proc.counters["replayed_records"] == 0
+
+
+def test_a_forged_end_of_stream_does_not_end_a_live_session(
+    tmp_path: Path, real_pcm: np.ndarray, memo: MemoTranscriber, reference: list[object]
+) -> None:
+    """Issue 20 #9: a well-formed end of stream forged for a live session ended it early
+    (the rest of its audio was counted as records after the end)."""
+    stream = EmbeddedStream(tmp_path / "s.db")
+    secret = IngestHub(stream).end_secret("real")  # what the ingest that owns "real" holds
+    forged = {
+        # Well-formed and at the right place on the timeline: the next record, at the next sample.
+        5: [("real", raw_record("real", 6, 6 * 16000, FrameKind.END))],
+        # A v2 end with a guessed secret, and one with the commitment read off the stream.
+        8: [("real", end_of_stream("real", 9, 9 * 16000, bytes(16)).encode())],
+        11: [("real", end_of_stream("real", 12, 12 * 16000, end_commitment(secret)).encode())],
+    }
+    real_with(stream, real_pcm, forged, end_secret=secret)
+    parts = parts_for(tmp_path, memo)
+    proc = ShardProcessor(parts)
+    proc.initialize("shard-0", None)
+    proc.process_records(stream.read("shard-0", 0, 100_000), ListCheckpointer())
+    assert proc.counters["records_after_end"] == 0
+    assert proc.counters["malformed_records"] == 3
+    assert segments_of(parts.store, "real") == reference  # type: ignore[arg-type]
+    progress = parts.store.load_progress("real")
+    assert progress is not None and progress.stream_done and progress.ended_sample == len(real_pcm)
 
 
 def test_records_inside_a_skipped_span_are_reported(tmp_path: Path) -> None:

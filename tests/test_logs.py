@@ -55,3 +55,19 @@ def test_messages_and_tracebacks_cannot_start_a_line_of_their_own() -> None:
 def test_json_lines_stay_json() -> None:
     line = JsonFormatter().format(_record(meeting=FORGED))
     assert "\n" not in line and json.loads(line)["meeting"] == FORGED
+
+
+def test_credentials_in_urls_never_reach_a_log_line() -> None:
+    """Issue 20 #4: error details name endpoints, and an endpoint URL can carry credentials."""
+    url = "http://svc:S3cr3t@notes.internal:8000/v1"
+    try:
+        raise ConnectionError(f"cannot reach {url}")
+    except ConnectionError:
+        record = logging.LogRecord("t", logging.WARNING, __file__, 1, f"failed: {url}", (), sys.exc_info())
+    record.__dict__.update(
+        {"detail": f"HTTP 502 from {url}", "signed": "https://b.s3.amazonaws.com/k?X-Amz-Signature=abcd&x=1"}
+    )
+    for formatter in (TextFormatter(), JsonFormatter()):
+        line = formatter.format(record)
+        assert "S3cr3t" not in line and "abcd" not in line, line
+        assert "notes.internal:8000/v1" in line and "x=1" in line  # the rest of the detail stays

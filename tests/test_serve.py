@@ -158,5 +158,21 @@ def test_restart_keeps_open_sessions_and_their_timeline(tmp_path: Path, meeting:
         assert [s for s, _, _ in offsets] == list(range(len(offsets)))
         assert all(a[2] == b[1] for a, b in itertools.pairwise(offsets))
         assert offsets[-1][2] / 16000 == pytest.approx(5.0, abs=0.3)
+        # Issue 20 #9: the restarted ingest ends the session with the secret its first run's
+        # audio committed to (the end key is kept in the data directory), so the end is accepted.
+        sid = started["session_id"]
+        status, _ = post(second.url, {"action": "end_session", "session_id": sid})
+        assert status == 200
+        deadline = time.monotonic() + 60
+        while not ((p := second.ctx.transcripts.load_progress(sid)) and p.stream_done):
+            assert time.monotonic() < deadline, "the end of stream of the resumed session was not accepted"
+            time.sleep(0.2)
+        from contracts.frames import EndAuthority, FrameKind
+
+        frames = [FrameRecord.decode(r.data) for r in second.stream.read("shard-0", 0, 10_000)]
+        assert frames[-1].kind == FrameKind.END and len({f.tag for f in frames[:-1]}) == 1
+        authority = EndAuthority()
+        for frame in frames:
+            authority.check(frame)  # raises for an end that does not open the audio's commitment
     finally:
         second.stop()

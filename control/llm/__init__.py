@@ -22,7 +22,7 @@ from pathlib import Path
 from contracts.notes import MeetingNotes
 from contracts.segments import TranscriptSegment
 from contracts.settings import NotesProvider, Settings
-from control.llm.chat import ChatModel, ChatReply, ChatRequest, ProviderError
+from control.llm.chat import ChatModel, ChatReply, ChatRequest, ProviderError, unavailable
 from control.llm.generator import LlmNotesGenerator
 from control.notes import FallbackNotesGenerator, NotesGenerator, OfflineNotesGenerator
 
@@ -88,7 +88,7 @@ class _Unavailable:
         self.reason = reason
 
     def generate(self, segments: Sequence[TranscriptSegment], speakers: Mapping[str, str]) -> MeetingNotes:
-        raise ProviderError(self.reason)
+        raise ProviderError(self.reason, unavailable("not set up (see the server log)"))
 
 
 def notes_generator(settings: Settings) -> NotesGenerator:
@@ -104,7 +104,12 @@ def notes_generator(settings: Settings) -> NotesGenerator:
             deadline=max(1.0, settings.notes_timeout_seconds - FALLBACK_GRACE_SECONDS),
         )
     except Exception as exc:  # any set-up failure: report now, fall back per meeting
-        reason = f"not available: {exc}"
+        # The error may name a path or the endpoint: the log has it, the notes say "not set up".
         log.error("notes provider not available", extra={"provider": settings.notes_provider, "error": str(exc)})
-        primary = _Unavailable(f"{settings.notes_provider}:{settings.notes_model or 'default'}", reason)
+        # Named as the provider would name itself: a model file by its stem, never its path.
+        model = settings.notes_model or "default"
+        if settings.notes_provider == NotesProvider.LLAMA_CPP:
+            model = Path(model).stem
+        name = f"{settings.notes_provider}:{model}"
+        primary = _Unavailable(name, f"not available: {exc}")
     return FallbackNotesGenerator(primary, offline, timeout=settings.notes_timeout_seconds)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from control.llm.chat import ChatReply, ChatRequest, ProviderError
+from control.llm.chat import ChatReply, ChatRequest, ProviderError, token_count, unavailable
 
 DEFAULT_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 DEFAULT_CONTEXT_TOKENS = 8192
@@ -73,9 +73,11 @@ class BedrockChat:
             raise TimeoutError("no answer within the read timeout") from None
         except ClientError as exc:
             err = exc.response.get("Error", {})
-            raise ProviderError(f"{err.get('Code', 'error')}: {err.get('Message', exc)}") from None
+            code = _code(err.get("Code"))
+            # The code is AWS's vocabulary; the message is the service's text: log only.
+            raise ProviderError(f"{code}: {err.get('Message', exc)}", unavailable(code)) from None
         except BotoCoreError as exc:
-            raise ProviderError(str(exc)) from None
+            raise ProviderError(str(exc), unavailable(type(exc).__name__)) from None
         return _reply(response, self.name)
 
     def _converse(self, request: ChatRequest) -> dict[str, Any]:
@@ -106,6 +108,12 @@ class BedrockChat:
         return dict(self.client.converse(**kwargs))
 
 
+def _code(value: object) -> str:
+    """An AWS error code as shown in the notes: a plain identifier, else ``error``."""
+    text = value if isinstance(value, str) else ""
+    return text if text.isidentifier() and len(text) <= 64 else "error"
+
+
 def _reply(response: dict[str, Any], name: str) -> ChatReply:
     try:
         content = response["output"]["message"]["content"]
@@ -118,10 +126,10 @@ def _reply(response: dict[str, Any], name: str) -> ChatReply:
             break
         if "text" in block:
             text += block["text"]
-    usage = response.get("usage") or {}
+    usage = response.get("usage")
     return ChatReply(
         text=text,
-        input_tokens=int(usage.get("inputTokens") or 0),
-        output_tokens=int(usage.get("outputTokens") or 0),
+        input_tokens=token_count(usage, "inputTokens"),
+        output_tokens=token_count(usage, "outputTokens"),
         truncated=response.get("stopReason") == "max_tokens",
     )

@@ -17,9 +17,36 @@ from typing import Any, Protocol
 
 from control.notes import NotesError
 
+#: How the notes name a model that could not be asked or did not answer: ``unavailable("HTTP 502")``.
+UNAVAILABLE = "notes model unavailable"
+
+
+def unavailable(what: str) -> str:
+    """The public reason for a provider failure: :data:`UNAVAILABLE` and a short, fixed ``what``."""
+    return f"{UNAVAILABLE}: {what}"
+
 
 class ProviderError(NotesError, RuntimeError):
-    """The model could not be asked or did not answer (the message says why)."""
+    """The model could not be asked or did not answer.
+
+    ``detail`` (the message) is for the log; ``public`` is a short reason safe to show
+    (:func:`unavailable`), by default the bare :data:`UNAVAILABLE`.
+    """
+
+    def __init__(self, detail: str, public: str = UNAVAILABLE) -> None:
+        super().__init__(detail, public)
+
+
+def token_count(usage: object, key: str) -> int:
+    """A token count from a reply's ``usage``: best effort, 0 when missing or malformed.
+
+    What a call cost is bookkeeping: a reply whose notes are valid is kept whatever
+    its ``usage`` says.
+    """
+    value = usage.get(key) if isinstance(usage, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 2**31:
+        return 0
+    return int(value)
 
 
 @dataclass(frozen=True)

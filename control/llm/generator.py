@@ -122,10 +122,14 @@ SUMMARY_SCHEMA: dict[str, Any] = {
 
 
 class InvalidReply(NotesError, ValueError):
-    """A model's reply is not the JSON shape asked for (or was cut off)."""
+    """A model's reply is not the JSON shape asked for (or was cut off).
 
-    def __init__(self, message: str) -> None:
-        super().__init__(f"invalid reply: {message}")
+    ``quote`` (the start of the reply) goes to the log only: the notes say what was wrong.
+    """
+
+    def __init__(self, message: str, quote: str = "") -> None:
+        public = f"invalid reply: {message}"
+        super().__init__(f"{public} ({quote})" if quote else public, public)
 
 
 @dataclass(frozen=True)
@@ -226,11 +230,11 @@ def parse_json_object(text: str) -> dict[str, Any]:
     body = text.strip()
     first, last = body.find("{"), body.rfind("}")
     if first < 0:
-        raise InvalidReply(f"no JSON object in the reply ({_snippet(body)})")
+        raise InvalidReply("no JSON object in the reply", _snippet(body))
     try:
         data = json.loads(body[first : last + 1] if last > first else body[first:])
     except json.JSONDecodeError as exc:
-        raise InvalidReply(f"reply is not valid JSON: {exc.msg} at {exc.pos} ({_snippet(body)})") from None
+        raise InvalidReply(f"reply is not valid JSON: {exc.msg} at {exc.pos}", _snippet(body)) from None
     if not isinstance(data, dict):
         raise InvalidReply("reply is not a JSON object")
     return data

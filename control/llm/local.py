@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from control.llm.chat import ChatReply, ChatRequest, ProviderError
+from control.llm.chat import ChatReply, ChatRequest, ProviderError, unavailable
 
 _cache: dict[tuple[str, int, int], Any] = {}
 _cache_lock = threading.Lock()
@@ -44,10 +44,11 @@ def load_llama(path: Path, context_tokens: int, threads: int) -> Any:
             except ImportError as exc:
                 raise ProviderError(
                     "llama-cpp-python is not installed (pip install 'flow-ai-bot[local-llm]', "
-                    "or scripts/setup.d/70-notes.sh)"
+                    "or scripts/setup.d/70-notes.sh)",
+                    unavailable("llama-cpp-python is not installed"),
                 ) from exc
             if not path.is_file():
-                raise ProviderError(f"notes model file not found: {path}")
+                raise ProviderError(f"notes model file not found: {path}", unavailable("model file not found"))
             _cache[key] = Llama(
                 model_path=str(path),
                 n_ctx=context_tokens,
@@ -78,7 +79,8 @@ class LlamaCppChat:
             if prompt_tokens + request.max_tokens > self.context_tokens:
                 raise ProviderError(
                     f"prompt of {prompt_tokens} tokens + {request.max_tokens} output "
-                    f"exceeds the {self.context_tokens}-token context"
+                    f"exceeds the {self.context_tokens}-token context",
+                    unavailable("prompt longer than the model's context"),
                 )
             pieces: list[str] = []
             finish = None
