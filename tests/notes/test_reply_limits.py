@@ -27,7 +27,7 @@ from contracts.notes import MeetingNotes
 from control.llm.generator import LlmNotesGenerator
 from control.llm.openai_compat import MAX_REPLY_BYTES, OpenAICompatibleChat
 from control.notes import FallbackNotesGenerator, OfflineNotesGenerator
-from tests.notes.transcripts import NAMES, meeting_segments
+from testkit.transcripts import NAMES, meeting_segments
 from tests.test_notes import good_reply
 
 SECRET = "S3cr3t-pw"
