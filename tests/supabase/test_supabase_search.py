@@ -5,12 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from supabase_stack import SupabaseStack
-from test_supabase_rls import rest, rows
-
 from contracts.segments import TranscriptSegment, WindowRecord
 from stores.base import MATCH_END, MATCH_START, Session, SessionProgress
 from stores.supabase import SupabaseTranscriptStore
+from testkit.supabase_stack import SupabaseStack
+from tests.supabase.test_supabase_rls import rest, rows
 
 NewSession = Callable[..., Session]
 
