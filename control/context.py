@@ -15,9 +15,10 @@ from contracts.settings import Settings, TranscriptBackend
 from control.access import Caller
 from control.launch import GpuPrewarmer, NoPrewarm, ProducerLauncher, WorkflowStarter
 from control.sessions import SessionReport
+from control.voices import Voices
 from control.workflow import LocalWorkflowStarter, default_steps
 from stores.base import Session, SessionStore, TranscriptStore
-from stores.factory import session_store, transcript_store
+from stores.factory import session_store, transcript_store, voice_library
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class ControlContext:
     on_session_created: Callable[[Session], None] | None = None
     #: Per-session interim-caption counters (passes run, dropped), where captions run here.
     interim_stats: Callable[[str], dict[str, Any]] | None = None
+    #: The owners' voice libraries (``rename_speaker`` remember, ``list_voices``, ``forget_voice``).
+    voices: Voices | None = None
 
     def report(self, session: Session) -> SessionReport:
         """The full report of ``session`` (``get_session``'s answer)."""
@@ -66,6 +69,7 @@ def build_local_context(
     sessions = session_store(settings)
     transcripts = transcript_store(settings)
     steps = default_steps(sessions, transcripts, settings)
+    voices = Voices.from_settings(voice_library(settings), transcripts, settings)
     configured = f"http://{settings.public_host or settings.host}:{settings.port}"
     base = base_url or (lambda: configured)
     return ControlContext(
@@ -76,6 +80,7 @@ def build_local_context(
         workflow=LocalWorkflowStarter(steps, settings.workflow_timeout_seconds),
         page_url=lambda sid: f"{base()}/sessions/{sid}",
         interim_stats=interim_stats,
+        voices=voices,
     )
 
 
@@ -99,14 +104,16 @@ def build_context(settings: Settings) -> ControlContext:
         authenticate = lambda headers: auth.authenticate(headers, settings)  # noqa: E731
         owns_meeting = auth.owns_meeting_factory(settings)
     session = boto3.session.Session(region_name=settings.aws_region)
+    transcripts = transcript_store(settings)
     return ControlContext(
         settings=settings,
         sessions=session_store(settings),
-        transcripts=transcript_store(settings),
+        transcripts=transcripts,
         launcher=EcsProducerLauncher(settings, session.client("ecs"), session.client("ec2")),
         workflow=StepFunctionsStarter(settings, session.client("stepfunctions")),
         prewarmer=AsgPrewarmer(settings, session.client("autoscaling")),
         authenticate=authenticate,
         owns_meeting=owns_meeting,
         on_session_created=on_created,
+        voices=Voices.from_settings(voice_library(settings), transcripts, settings),
     )

@@ -116,10 +116,14 @@ def transcribe_file(
     settings: Settings,
     *,
     session_id: str | None = None,
+    user_id: str = "local",
     on_progress: ProgressFn | None = None,
     parts: EngineParts | None = None,
 ) -> TranscribeResult:
-    """Transcribe one file through producer -> stream -> processor -> store -> workflow."""
+    """Transcribe one file through producer -> stream -> processor -> store -> workflow.
+
+    The session belongs to ``user_id``: that owner's remembered voices name its speakers.
+    """
     t0 = time.monotonic()
     session_id = session_id or f"file-{uuid.uuid4().hex[:12]}"
     sessions = session_store(settings)
@@ -128,7 +132,7 @@ def transcribe_file(
         Session(
             session_id,
             meeting_id=Path(path).name,
-            user_id="local",
+            user_id=user_id,
             topic=str(path),
             stream_key=uuid.uuid4().hex,
             state=SessionState.LIVE,
