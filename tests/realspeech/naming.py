@@ -89,6 +89,21 @@ class NamingRun:
             "false_accept_rate": len(false_accepts) / len(strangers) if strangers else 0.0,
         }
 
+    def strangers_over(self, threshold: float, min_seconds: float = 0.0) -> list[str]:
+        """Never-enrolled speakers that score ``threshold`` or more against any remembered voice.
+
+        Stricter than false accepts: it counts a stranger even where a better match took that
+        voice (what would be named if the voice's owner had stayed away).
+        """
+        enrolled = set(self.enrolled)
+        return [
+            label
+            for label, spk in self.truth.items()
+            if spk not in enrolled
+            and self.seconds.get(label, 0.0) >= min_seconds
+            and max((sc for lab, _, sc in self.scores if lab == label), default=-1.0) >= threshold
+        ]
+
     def margins(self) -> dict[str, float]:
         """Lowest same-voice similarity and highest other-voice similarity (speakers of any length)."""
         same = [s for label, name, s in self.scores if self.truth.get(label) == name]

@@ -47,6 +47,8 @@ def test_remembered_voices_are_named_in_the_next_meeting_and_strangers_never(
     # A wrong name is worse than no name: no voice that was never enrolled gets one.
     assert figures["strangers"] >= 5 and figures["false_accepts"] == 0, (figures, run.namings, run.truth)
     assert figures["precision"] == 1.0, (run.namings, run.truth)
+    # Not only because a better match took the voice: no stranger reaches the threshold at all.
+    assert run.strangers_over(realspeech_settings.voice_match_min_score) == [], run.scores
     assert figures["enrolled_present"] == len(ENROLLED) and figures["recall"] >= 0.9, (figures, run.scores)
     for label, naming in run.namings.items():
         assert naming.score >= realspeech_settings.voice_match_min_score and run.truth[label] == naming.name
