@@ -245,6 +245,8 @@ class Coordinator:
             except VoiceError as exc:
                 raise HttpError(409, "voice_not_remembered", str(exc)) from None
         self.ctx.transcripts.rename_speaker(session.session_id, label, name)
+        if self.ctx.voices is not None:
+            self.ctx.voices.renamed_by_owner(session, label, name)
         speakers = self.ctx.transcripts.speakers(session.session_id)
         self._rename_in_notes(session.session_id, speakers)
         return {**answer, "speakers": speakers}

@@ -141,6 +141,22 @@ class Voices:
         )
         return out
 
+    def renamed_by_owner(self, session: Session, label: str, name: str) -> None:
+        """The owner renamed ``label``: a name it had by voice no longer stands (marked undone)."""
+        naming = self.library.namings(session.session_id).get(label)
+        if naming is not None and naming.state == NamingState.NAMED and naming.name != name:
+            self.library.record_naming(
+                VoiceNaming(
+                    session.session_id,
+                    label,
+                    naming.voice_id,
+                    naming.name,
+                    naming.score,
+                    NamingState.UNDONE,
+                    time.time(),
+                )
+            )
+
     def undo(self, session: Session, label: str) -> VoiceNaming:
         """Give ``label`` back its label; it is not named by voice again in this session."""
         sid = session.session_id

@@ -263,6 +263,18 @@ def test_remember_refuses_clearly_and_renames_nothing(api: Coordinator) -> None:
     assert call(api, {"action": "list_voices", "user_id": "u1"})[1]["voices"] == []
 
 
+def test_an_owner_rename_overrides_a_name_given_by_voice(api: Coordinator) -> None:
+    first = meeting(api, "u1", {"S1": (DANA, 12.0)})
+    body = {"action": "rename_speaker", "session_id": first, "speaker": "S1", "name": "Dana", "remember": True}
+    assert call(api, body)[0] == 200
+    second = meeting(api, "u1", {"S1": (like(DANA), 12.0)})
+    assert finish(api, second)["named_by_voice"]["S1"]["state"] == "named"
+    body = {"action": "rename_speaker", "session_id": second, "speaker": "S1", "name": "Dana K."}
+    assert call(api, body)[0] == 200
+    got = call(api, {"action": "get_session", "session_id": second})[1]
+    assert got["speakers"] == {"S1": "Dana K."} and got["named_by_voice"]["S1"]["state"] == "undone"
+
+
 def test_naming_again_merges_into_the_same_voice_and_spares_names_the_owner_gave(api: Coordinator) -> None:
     one = meeting(api, "u1", {"S1": (DANA, 12.0)})
     two = meeting(api, "u1", {"S1": (like(DANA, seed=7), 12.0), "S2": (like(DANA, seed=8), 6.0)})
@@ -308,3 +320,27 @@ def test_cli_rename_remember_list_undo_forget(
     assert main([*dd, "rename-speaker", first, "S7", "X"]) == 2
     capsys.readouterr()
     assert main([*dd, "voices", "list"]) == 0 and capsys.readouterr().out == ""
+
+
+def test_transcribe_user_makes_the_file_session_the_owners_and_keeps_it(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from stores.sqlite import SqliteSessionStore
+    from tests.speech import say, write_wav
+
+    wav = write_wav(tmp_path / "hello.wav", say("Good morning everyone, let's start the meeting.", "slt", tmp_path))
+    data = tmp_path / "data"
+    env = {**os.environ, "FLOWBOT_DIARIZATION": "none", "FLOWBOT_DATA_DIR": str(data)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowbot.cli", "transcribe", str(wav), "--user", "alice", "--format", "json", "-q"],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    sid = json.loads(proc.stdout)["session_id"]
+    # Without --data-dir a one-off run keeps nothing; with --user it stays in FLOWBOT_DATA_DIR, the owner's.
+    assert SqliteSessionStore(data / "flowbot.db").get(sid).user_id == "alice"

@@ -112,3 +112,48 @@ def test_only_the_owner_reads_or_deletes_a_voice_and_no_client_writes_one(
     assert r.status_code in (200, 204), r.text
     assert stack.pg.query(f"SELECT count(*) FROM voices WHERE id = '{dana.voice_id}'") == [["0"]]
     assert lib.namings(session.session_id)["S1"].voice_id is None
+
+
+def test_remember_then_name_the_owners_next_session_on_supabase(
+    stack: SupabaseStack, fast_retry: RetryPolicy, new_session: NewSession
+) -> None:
+    from contracts.segments import TranscriptSegment, WindowRecord
+    from control.voices import Voices
+    from stores.base import SessionProgress
+    from stores.supabase import SupabaseTranscriptStore
+
+    store = SupabaseTranscriptStore(stack.url, stack.service_key, retry=fast_retry)
+    lib = SupabaseVoiceLibrary(stack.url, stack.service_key, retry=fast_retry)
+    voices = Voices(lib, store, model="offline", min_score=0.7, min_seconds=4.0)
+    owner = str(uuid.uuid4())
+    other = [x if i % 2 else -x for i, x in enumerate(reversed(EMBEDDING))]
+
+    def commit(session: Session, speakers: dict[str, list[float]]) -> None:
+        sid = session.session_id
+        segs = [TranscriptSegment(sid, 0, i, i, i + 1.0, "Hello.", label) for i, label in enumerate(speakers)]
+        spk_state = {
+            "version": 1,
+            "next": len(speakers) + 1,
+            "last": None,
+            "speakers": [{"label": k, "centroid": v, "seconds": 9.0} for k, v in speakers.items()],
+        }
+        store.commit_window(WindowRecord(sid, 0, 0, 32000), segs, SessionProgress(sid, 1, 32000, 32000, spk_state))
+
+    first, second, theirs = new_session(owner=owner), new_session(owner=owner), new_session()
+    commit(first, {"S1": list(EMBEDDING)})
+    commit(second, {"S1": other, "S2": list(EMBEDDING)})
+    commit(theirs, {"S1": list(EMBEDDING)})
+    remembered = voices.remember(first, "S1", "Dana")
+    assert [v.voice_id for v in lib.voices(owner, model="offline")] == [remembered.voice_id]
+
+    named = voices.name_session(second)
+    assert [(n.label, n.name) for n in named] == [("S2", "Dana")] and named[0].score > 0.99
+    assert store.speakers(second.session_id) == {"S1": "S1", "S2": "Dana"}
+    assert voices.name_session(theirs) == []  # another owner's session: never this owner's voices
+    assert store.speakers(theirs.session_id) == {"S1": "S1"}
+    # The owner's viewers read the naming (and its score) under RLS.
+    got = rows(rest(stack, "GET", f"voice_namings?session_id=eq.{second.session_id}", stack.user_token(owner)))
+    assert [(r["label"], r["name"], r["state"]) for r in got] == [("S2", "Dana", "named")]
+    voices.undo(second, "S2")
+    assert store.speakers(second.session_id) == {"S1": "S1", "S2": "S2"}
+    assert voices.name_session(second) == []  # undone stays undone
