@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env({}, data_dir=Path(tmp), diarization="offline", interim_seconds=0.0)
         run = naming_run(cache_dir(args.cache), settings, build_engine_parts(settings))
     print(naming_table(run, settings, sweep=True))
+    print(f"\nnamed live, after a committed window: {sorted(run.named_live)} of {sorted(run.namings)}")
     margins = run.margins()
     same, other = run.cross_meeting(settings.voice_min_seconds)
     print()

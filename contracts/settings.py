@@ -192,6 +192,11 @@ class Settings:
     voice_min_seconds: float = _opt(
         4.0, "Seconds of speech a session speaker needs to be remembered as a voice or named by voice."
     )
+    voice_live_naming: Switch = _opt(
+        Switch.ON,
+        "Name speakers by their owner's remembered voices live, after each committed window ('off': only "
+        "when the meeting ends). The processor then reads the session's owner from the session store.",
+    )
 
     # --- live captions -----------------------------------------------------
     interim_seconds: float = _opt(2.0, "Re-transcribe the open window this often for interim captions; 0 = off.")

@@ -36,8 +36,8 @@ from control.access import LOCAL, Caller, may_access
 from control.bearer import BearerError, bearer_token, same_secret
 from control.context import ControlContext
 from control.launch import LaunchError
-from control.voices import VoiceError, Voices
 from stores.base import Session, SessionNotFound, StateConflict
+from stores.voice_naming import VoiceError, Voices
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from contracts.settings import Settings, TranscriptBackend
 from control.access import Caller
 from control.launch import GpuPrewarmer, NoPrewarm, ProducerLauncher, WorkflowStarter
 from control.sessions import SessionReport
-from control.voices import Voices
 from control.workflow import LocalWorkflowStarter, default_steps
 from stores.base import Session, SessionStore, TranscriptStore
 from stores.factory import session_store, transcript_store, voice_library
+from stores.voice_naming import Voices
 
 
 @dataclass(frozen=True)

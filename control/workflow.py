@@ -18,8 +18,8 @@ from contracts.settings import Settings, TranscriptBackend
 from control import sessions
 from control.notes import NotesGenerator, OfflineNotesGenerator
 from control.sessions import Progress
-from control.voices import Voices
 from stores.base import Session, SessionStore, StateConflict, TranscriptStore
+from stores.voice_naming import Voices
 
 log = logging.getLogger(__name__)
 

@@ -344,3 +344,36 @@ def test_transcribe_user_makes_the_file_session_the_owners_and_keeps_it(tmp_path
     sid = json.loads(proc.stdout)["session_id"]
     # Without --data-dir a one-off run keeps nothing; with --user it stays in FLOWBOT_DATA_DIR, the owner's.
     assert SqliteSessionStore(data / "flowbot.db").get(sid).user_id == "alice"
+
+
+def test_live_naming_after_a_committed_window_names_only_the_owners_voices(tmp_path: Path) -> None:
+    from processor.live_voices import LiveVoiceNaming
+    from stores.base import Session
+    from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore
+    from stores.voice_naming import Voices
+
+    db = tmp_path / "flowbot.db"
+    transcripts, sessions, lib = SqliteTranscriptStore(db), SqliteSessionStore(db), SqliteVoiceLibrary(db)
+    lib.save_voice(Voice("v1", "alice", "Dana", "offline", DANA, 20.0, 1.0, 1.0))
+    hook = LiveVoiceNaming(Voices(lib, transcripts, "offline", min_score=0.7, min_seconds=4.0), sessions)
+    for sid, owner in (("s-alice", "alice"), ("s-bob", "bob")):
+        sessions.create(Session(sid, "m", owner, "", "k-" + sid))
+        seg = TranscriptSegment(sid, 0, 0, 0.0, 1.0, "Hi.", "S1")
+        # After the first window S1 has 2 s of Dana's voice: too little to put a name on yet.
+        transcripts.commit_window(
+            WindowRecord(sid, 0, 0, 16000), [seg], SessionProgress(sid, 1, 16000, None, state({"S1": (DANA, 2.0)}))
+        )
+        hook(sid)
+        assert transcripts.speakers(sid) == {"S1": "S1"}
+        transcripts.save_progress(SessionProgress(sid, 2, 32000, None, state({"S1": (like(DANA), 6.0)})))
+        hook(sid)
+    assert transcripts.speakers("s-alice") == {"S1": "Dana"} and hook.named == {"s-alice": ["S1"]}
+    assert transcripts.speakers("s-bob") == {"S1": "S1"}  # Bob's session never gets Alice's voices
+    hook("no-such-session")  # a stream without a session record: nothing to do, no error
+
+    class Broken(SqliteVoiceLibrary):
+        def voices(self, owner_id: str, *, model: str | None = None) -> list[Voice]:
+            raise RuntimeError("library down")
+
+    broken = LiveVoiceNaming(Voices(Broken(db), transcripts, "offline", min_score=0.7, min_seconds=4.0), sessions)
+    broken("s-bob")  # logged, not raised: the window is committed either way

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 from contracts.settings import Settings
 from contracts.voices import VoiceNaming, similarity
-from control.voices import Voices
 from flowbot.pipeline import TranscribeResult, transcribe_file
 from processor.engine import EngineParts
 from processor.rttm import window_turns
 from stores.factory import session_store, transcript_store, voice_library
+from stores.voice_naming import Voices
 from tests.realspeech.corpus import Recording
 
 Turns = Sequence[tuple[float, float, str]]
@@ -57,6 +57,8 @@ class NamingRun:
     refused: dict[str, str] = field(default_factory=dict)  # enrolled speaker -> why it was not remembered
     #: Every session speaker of both meetings: (meeting, label, true speaker, seconds, embedding).
     speakers: list[tuple[str, str, str, float, tuple[float, ...]]] = field(default_factory=list)
+    #: Second meeting: labels named live, after a committed window (the rest at the end).
+    named_live: list[str] = field(default_factory=list)
 
     def figures(self, min_score: float | None = None, min_seconds: float = 0.0) -> dict[str, float]:
         """Precision, recall and false accepts; at ``min_score`` (re-scored) or as the workflow named them."""
@@ -156,6 +158,7 @@ def run_pair(
         chosen[spk] = label
 
     two = transcribe_file(second.path, settings, parts=parts, user_id=owner)
+    live = getattr(parts.after_commit, "named", {}) if parts is not None else {}
     speakers = voices.speakers(two.session_id)
     library = voices.library.voices(owner, model=voices.model)
     truth_two = true_voices(two, second)
@@ -171,4 +174,5 @@ def run_pair(
         namings=voices.library.namings(two.session_id),
         scores=[(s.label, v.name, similarity(s.embedding, v.embedding)) for s in speakers for v in library],
         refused=refused,
+        named_live=list(live.get(two.session_id, [])),
     )

@@ -52,6 +52,8 @@ def test_remembered_voices_are_named_in_the_next_meeting_and_strangers_never(
     assert figures["enrolled_present"] == len(ENROLLED) and figures["recall"] >= 0.9, (figures, run.scores)
     for label, naming in run.namings.items():
         assert naming.score >= realspeech_settings.voice_match_min_score and run.truth[label] == naming.name
+    # Live: most are named while the meeting goes on, when their speaker has enough speech.
+    assert len(run.named_live) >= 2, run.named_live
     margins = run.margins()
     threshold = realspeech_settings.voice_match_min_score
     assert margins["lowest_same"] - threshold >= MARGIN, margins

@@ -118,9 +118,9 @@ def test_remember_then_name_the_owners_next_session_on_supabase(
     stack: SupabaseStack, fast_retry: RetryPolicy, new_session: NewSession
 ) -> None:
     from contracts.segments import TranscriptSegment, WindowRecord
-    from control.voices import Voices
     from stores.base import SessionProgress
     from stores.supabase import SupabaseTranscriptStore
+    from stores.voice_naming import Voices
 
     store = SupabaseTranscriptStore(stack.url, stack.service_key, retry=fast_retry)
     lib = SupabaseVoiceLibrary(stack.url, stack.service_key, retry=fast_retry)

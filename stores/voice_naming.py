@@ -2,7 +2,9 @@
 
 Three operations over a session's stores and its owner's voice library
 (:class:`stores.base.VoiceLibrary`), shared by the API (``control/api.py``),
-the CLI and the end-of-session workflow (``control/workflow.py``):
+the CLI, the end-of-session workflow (``control/workflow.py``) and, live, the
+processor after each committed window (``processor/live_voices.py``); it sits
+with the stores so both layers can use it:
 
 - :meth:`Voices.remember`: keep the embedding of a session speaker the owner
   just named, under that name (merged into the owner's voice of that name, if
