@@ -161,7 +161,8 @@ def default_steps(
     """Steps with the notes generator ``settings`` configure (offline notes without settings).
 
     With Supabase transcripts the final state and notes also go to the meeting's row
-    (:meth:`stores.supabase.SupabaseMeetingStatus.update`), wherever the steps run.
+    (:meth:`stores.supabase.SupabaseMeetingStatus.update`), wherever the steps run. With
+    settings, speakers are named by their owners' remembered voices before the notes.
     """
     if settings is None:
         return WorkflowSteps(sessions, transcripts, OfflineNotesGenerator())

@@ -12,10 +12,11 @@ from typing import Any
 
 from contracts.logs import configure_logging
 from contracts.settings import DiarizationWeights, Settings, SettingsError, StreamBackend, TranscriptBackend
+from control.launch import LaunchError, LaunchResult
 from flowbot.formats import FORMATS, render
 from processor.rttm import window_turns
 from producer.decode import DecodeError
-from stores.base import SessionState
+from stores.base import Session, SessionState
 
 log = logging.getLogger("flowbot")
 
@@ -204,12 +205,11 @@ def cmd_follow(args: argparse.Namespace) -> int:
 class _NoIngest:
     """The launcher of a coordinator that only answers session actions (no ingest from the CLI)."""
 
-    def launch(self, session: Any) -> Any:
-        from control.launch import LaunchError
-
+    def launch(self, session: Session) -> LaunchResult:
+        """Refused: sessions are started by ``flowbot serve``."""
         raise LaunchError("the flowbot CLI starts no live sessions; use flowbot serve")
 
-    def stop(self, session: Any) -> None:
+    def stop(self, session: Session) -> None:
         """Nothing was launched."""
 
 
