@@ -18,7 +18,9 @@ pyannote pipeline):
 - ``pyannote``: the whole file in one diarization call (DER), and its words
   attributed to it (cpWER of faster-whisper + pyannote on the whole file).
 
-    .venv/bin/python -m bench.quality [--recordings sample,concat,squeezed,flite] [--cache DIR]
+    .venv/bin/python -m bench.quality [--recordings sample,concat,squeezed,flite] [--cache DIR] [--no-naming]
+
+It then prints naming precision and recall (names that follow a voice, bench/voices.py).
 
 A shared, busy machine changes the timings, not the scores: decoding is deterministic.
 """
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recordings", default="sample,concat,squeezed,flite")
     parser.add_argument("--cache", type=Path, default=None, help="where the development set is built")
+    parser.add_argument("--no-naming", action="store_true", help="skip naming by voice (bench/voices.py)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
 
@@ -103,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             print(f"{name}: done", file=sys.stderr, flush=True)
+        naming = None
+        if not args.no_naming:
+            from bench.voices import naming_run, naming_table
+
+            naming = naming_table(naming_run(cache, settings, parts), settings)
     header = (
         "recording",
         "windows (cuts)",
@@ -119,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    if naming is not None:
+        print()
+        print(naming)
     return 0
 
 

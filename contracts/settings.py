@@ -183,6 +183,20 @@ class Settings:
     speaker_match_threshold: float = _opt(
         0.45, "Cosine distance under which a window speaker is an existing session speaker."
     )
+    voice_match_min_score: float = _opt(
+        0.7,
+        "Cosine similarity a session speaker needs to one of its owner's remembered voices to be named after "
+        "it. On the real-speech naming pair the same voice scored 0.78 or more, other voices 0.61 or less "
+        "(docs/voices.md).",
+    )
+    voice_min_seconds: float = _opt(
+        4.0, "Seconds of speech a session speaker needs to be remembered as a voice or named by voice."
+    )
+    voice_live_naming: Switch = _opt(
+        Switch.ON,
+        "Name speakers by their owner's remembered voices live, after each committed window ('off': only "
+        "when the meeting ends). The processor then reads the session's owner from the session store.",
+    )
 
     # --- live captions -----------------------------------------------------
     interim_seconds: float = _opt(2.0, "Re-transcribe the open window this often for interim captions; 0 = off.")

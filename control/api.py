@@ -6,7 +6,6 @@
 - ``get_session`` {session_id} -> the session report (:class:`control.sessions.SessionReport`):
   state, progress, speakers, notes
 - ``end_session`` {session_id} -> state ``processing``; the workflow starts
-- ``rename_speaker`` {session_id, speaker, name}
 - ``rotate_stream_key`` {session_id} -> a new stream_key, rtmp_url, rtmp_server; the old key is
   refused from then on and a publisher live with it is cut off (a session taking audio only)
 - ``list_sessions`` {limit?} -> the caller's meetings, newest first (:mod:`control.library`)
@@ -14,6 +13,11 @@
   the archived audio in the background; the old revision is kept)
 - ``search`` {query, limit?} -> ranked hits in every session the caller may read, with speaker,
   time and a link to that moment of the session page
+- ``rename_speaker`` {session_id, speaker, name, remember?}: with ``"remember": true`` the
+  speaker's voice (its embedding, never audio) is kept in the owner's voice library
+- ``undo_voice_name`` {session_id, speaker}: a speaker named by voice gets its label back
+- ``list_voices`` {user_id?} -> the owner's remembered voices (names, no embeddings)
+- ``forget_voice`` {voice_id, user_id?}: delete a remembered voice and its embedding
 
 Who may act on which session is :func:`control.access.may_access`; state
 changes are the verbs of :mod:`control.sessions`. Errors are
@@ -41,6 +45,7 @@ from control.bearer import BearerError, bearer_token, same_secret
 from control.context import ControlContext
 from control.launch import KeyRotation, LaunchError, LaunchResult
 from stores.base import Session, SessionNotFound, StateConflict, search_words
+from stores.voice_naming import VoiceError, Voices
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +105,9 @@ class Coordinator:
             "list_sessions": self.list_sessions,
             "search": self.search,
             "retranscribe": self.retranscribe,
+            "undo_voice_name": self.undo_voice_name,
+            "list_voices": self.list_voices,
+            "forget_voice": self.forget_voice,
         }
 
     # -- entry points -------------------------------------------------------------
@@ -218,8 +226,13 @@ class Coordinator:
         }
 
     def get_session(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
-        """The session report: state, progress, speakers and (once written) notes."""
-        return self.ctx.report(self._session_for(body, caller)).to_dict()
+        """The session report: state, progress, speakers (and which were named by voice), notes."""
+        session = self._session_for(body, caller)
+        report = self.ctx.report(session).to_dict()
+        if self.ctx.voices is not None:
+            namings = self.ctx.voices.library.namings(session.session_id)
+            report["named_by_voice"] = {label: n.to_dict() for label, n in namings.items()}
+        return report
 
     def end_session(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
         """Stop ingest (end-of-stream record first), then start the workflow."""
@@ -254,10 +267,13 @@ class Coordinator:
         return self._publishing(session, launched)
 
     def rename_speaker(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
-        """Name a session speaker ("S2" -> "Dana")."""
+        """Name a session speaker ("S2" -> "Dana"); ``"remember": true`` also keeps the voice."""
         session = self._session_for(body, caller)
         label = _str_field(body, "speaker", max_len=32)
         name = _str_field(body, "name", max_len=100)
+        remember = body.get("remember", False)
+        if not isinstance(remember, bool):
+            raise HttpError(400, "invalid_field", "'remember' must be true or false")
         known = self.ctx.transcripts.speakers(session.session_id)
         if label not in known:
             raise HttpError(
@@ -265,10 +281,61 @@ class Coordinator:
                 "unknown_speaker",
                 f"session has no speaker {label!r}; known: {', '.join(known) or 'none yet'}",
             )
+        answer: dict[str, Any] = {"session_id": session.session_id}
+        if remember:
+            # Before the rename: a voice that cannot be remembered leaves the session as it was.
+            try:
+                answer["voice"] = self._voices().remember(session, label, name).public_view()
+            except VoiceError as exc:
+                raise HttpError(409, "voice_not_remembered", str(exc)) from None
         self.ctx.transcripts.rename_speaker(session.session_id, label, name)
+        if self.ctx.voices is not None:
+            self.ctx.voices.renamed_by_owner(session, label, name)
         speakers = self.ctx.transcripts.speakers(session.session_id)
         self._rename_in_notes(session.session_id, speakers)
-        return {"session_id": session.session_id, "speakers": speakers}
+        return {**answer, "speakers": speakers}
+
+    def undo_voice_name(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """Undo a name given by voice: the speaker gets its label back, in the notes too."""
+        session = self._session_for(body, caller)
+        label = _str_field(body, "speaker", max_len=32)
+        try:
+            undone = self._voices().undo(session, label)
+        except VoiceError as exc:
+            raise HttpError(409, "not_named_by_voice", str(exc)) from None
+        speakers = self.ctx.transcripts.speakers(session.session_id)
+        self._rename_in_notes(session.session_id, speakers)
+        return {"session_id": session.session_id, "speakers": speakers, "undone": {label: undone.to_dict()}}
+
+    def _voices(self) -> Voices:
+        if self.ctx.voices is None:
+            raise HttpError(409, "no_voice_library", "this deployment keeps no voice library")
+        return self.ctx.voices
+
+    def _owner(self, body: Mapping[str, Any], caller: Caller) -> str:
+        """Whose voice library a request is about: the caller's own, or any user's for an operator."""
+        user_id = _str_field(body, "user_id", required=caller.is_operator, max_len=128)
+        if not caller.is_operator:
+            user_id = user_id or caller.user_id or ""
+            if not may_access(caller, user_id):
+                raise HttpError(403, "forbidden", "user_id does not match the caller")
+        return user_id
+
+    def list_voices(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """The owner's remembered voices: names and sizes, never the embeddings."""
+        owner = self._owner(body, caller)
+        voices = self._voices().library.voices(owner)
+        return {"user_id": owner, "voices": [v.public_view() for v in voices]}
+
+    def forget_voice(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
+        """Delete one of the owner's voices, embedding included."""
+        owner = self._owner(body, caller)
+        voice_id = _str_field(body, "voice_id", max_len=64)
+        if not self._voices().library.forget_voice(owner, voice_id):
+            # Same answer for another owner's voice: don't reveal it exists.
+            raise HttpError(404, "unknown_voice", f"no voice {voice_id!r}")
+        log.info("voice forgotten", extra={"voice": voice_id})
+        return {"user_id": owner, "voice_id": voice_id, "forgotten": True}
 
     def list_sessions(self, body: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
         """The meetings the caller may read, newest first."""

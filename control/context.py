@@ -17,7 +17,8 @@ from control.launch import GpuPrewarmer, NoPrewarm, ProducerLauncher, WorkflowSt
 from control.sessions import SessionReport
 from control.workflow import LocalWorkflowStarter, default_steps
 from stores.base import Session, SessionStore, TranscriptStore
-from stores.factory import session_store, transcript_store
+from stores.factory import session_store, transcript_store, voice_library
+from stores.voice_naming import Voices
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class ControlContext:
     #: and start transcribing it from the archive; raises ValueError when it cannot. None where no
     #: processor runs in this process (the Lambda coordinator): ``flowbot retranscribe`` does it there.
     retranscribe: Callable[[str, str | None, str | None], Session] | None = None
+    #: The owners' voice libraries (``rename_speaker`` remember, ``list_voices``, ``forget_voice``).
+    voices: Voices | None = None
 
     def report(self, session: Session) -> SessionReport:
         """The full report of ``session`` (``get_session``'s answer)."""
@@ -71,6 +74,7 @@ def build_local_context(
     sessions = session_store(settings)
     transcripts = transcript_store(settings)
     steps = default_steps(sessions, transcripts, settings)
+    voices = Voices.from_settings(voice_library(settings), transcripts, settings)
     configured = f"http://{settings.public_host or settings.host}:{settings.port}"
     base = base_url or (lambda: configured)
     return ControlContext(
@@ -82,6 +86,7 @@ def build_local_context(
         page_url=lambda sid: f"{base()}/sessions/{sid}",
         interim_stats=interim_stats,
         retranscribe=retranscribe,
+        voices=voices,
     )
 
 
@@ -105,14 +110,16 @@ def build_context(settings: Settings) -> ControlContext:
         authenticate = lambda headers: auth.authenticate(headers, settings)  # noqa: E731
         owns_meeting = auth.owns_meeting_factory(settings)
     session = boto3.session.Session(region_name=settings.aws_region)
+    transcripts = transcript_store(settings)
     return ControlContext(
         settings=settings,
         sessions=session_store(settings),
-        transcripts=transcript_store(settings),
+        transcripts=transcripts,
         launcher=EcsProducerLauncher(settings, session.client("ecs"), session.client("ec2")),
         workflow=StepFunctionsStarter(settings, session.client("stepfunctions")),
         prewarmer=AsgPrewarmer(settings, session.client("autoscaling")),
         authenticate=authenticate,
         owns_meeting=owns_meeting,
         on_session_created=on_created,
+        voices=Voices.from_settings(voice_library(settings), transcripts, settings),
     )

@@ -1,4 +1,4 @@
-"""End-of-session workflow: wait for every window, write notes, mark the session done.
+"""End-of-session workflow: wait for every window, name known voices, write notes, mark the session done.
 
 The three steps are plain methods so that Step Functions (through
 ``control.lambda_handlers``) and the local runner execute the same code; only
@@ -19,6 +19,7 @@ from control import sessions
 from control.notes import NotesGenerator, OfflineNotesGenerator
 from control.sessions import Progress
 from stores.base import Session, SessionStore, StateConflict, TranscriptStore
+from stores.voice_naming import Voices
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class WorkflowSteps:
     #: Where the final meeting status goes besides the session store (Supabase's
     #: "Update Meeting Status"): called with (session, state, notes, reason).
     on_finalized: OnFinalized | None = None
+    #: The owners' voice libraries: speakers that match a remembered voice are named before the notes.
+    voices: Voices | None = None
 
     def check_windows(self, session_id: str) -> dict[str, Any]:
         """Has the processor committed every window up to the end-of-stream record?
@@ -55,13 +58,31 @@ class WorkflowSteps:
             "processed_seconds": progress.processed_seconds,
         }
 
+    def name_voices(self, session_id: str) -> dict[str, Any]:
+        """Name the session's speakers that match one of its owner's remembered voices.
+
+        Runs at the start of :meth:`generate_notes`, so the notes use the names.
+        A failure here is logged and the notes are written anyway: a name is a
+        convenience, the notes are the product.
+        """
+        if self.voices is None:
+            return {"session_id": session_id, "named": {}}
+        try:
+            namings = self.voices.name_session(self.sessions.get(session_id))
+        except Exception:
+            log.exception("naming speakers by voice failed", extra={"session": session_id})
+            return {"session_id": session_id, "named": {}, "error": "naming by voice failed; see logs"}
+        return {"session_id": session_id, "named": {n.label: n.name for n in namings}}
+
     def generate_notes(self, session_id: str) -> dict[str, Any]:
         """Notes from whatever transcript exists (also after partial failure).
 
+        Speakers that match a remembered voice are named first (:meth:`name_voices`).
         A language-model generator is wrapped in the offline fallback
         (:func:`control.llm.notes_generator`), so this step writes notes even
         when the model fails; the notes name the generator that wrote them.
         """
+        self.name_voices(session_id)
         segments = self.transcripts.segments(session_id)
         notes = self.notes.generate(segments, self.transcripts.speakers(session_id)).to_dict()
         self.transcripts.put_notes(session_id, notes)
@@ -140,14 +161,17 @@ def default_steps(
     """Steps with the notes generator ``settings`` configure (offline notes without settings).
 
     With Supabase transcripts the final state and notes also go to the meeting's row
-    (:meth:`stores.supabase.SupabaseMeetingStatus.update`), wherever the steps run.
+    (:meth:`stores.supabase.SupabaseMeetingStatus.update`), wherever the steps run. With
+    settings, speakers are named by their owners' remembered voices before the notes.
     """
     if settings is None:
         return WorkflowSteps(sessions, transcripts, OfflineNotesGenerator())
     from control.llm import notes_generator
+    from stores.factory import voice_library
 
     on_finalized = _meeting_status_writer(settings) if settings.store == TranscriptBackend.SUPABASE else None
-    return WorkflowSteps(sessions, transcripts, notes_generator(settings), on_finalized)
+    voices = Voices.from_settings(voice_library(settings), transcripts, settings)
+    return WorkflowSteps(sessions, transcripts, notes_generator(settings), on_finalized, voices)
 
 
 def _meeting_status_writer(settings: Settings) -> OnFinalized:

@@ -12,10 +12,11 @@ from typing import Any
 
 from contracts.logs import configure_logging
 from contracts.settings import DiarizationWeights, Settings, SettingsError, StreamBackend, TranscriptBackend
+from control.launch import LaunchError, LaunchResult
 from flowbot.formats import FORMATS, render
 from processor.rttm import window_turns
 from producer.decode import DecodeError
-from stores.base import SessionState
+from stores.base import Session, SessionState
 
 log = logging.getLogger("flowbot")
 
@@ -76,13 +77,14 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         return 2
     settings = _settings(args)
     tmp = None
-    if args.data_dir is None:
-        # A one-off run keeps nothing unless asked to (--data-dir).
+    if args.data_dir is None and args.user is None:
+        # A one-off run keeps nothing unless asked to (--data-dir); a file of an owner (--user) is
+        # kept in FLOWBOT_DATA_DIR, where its speakers can be renamed and their voices remembered.
         tmp = tempfile.TemporaryDirectory(prefix="flowbot-")
         settings = settings.replace(data_dir=Path(tmp.name))
     progress = _Progress(not args.quiet)
     try:
-        result = transcribe_file(args.file, settings, on_progress=progress)
+        result = transcribe_file(args.file, settings, on_progress=progress, user_id=args.user or "local")
     finally:
         progress.close()
     extra = {
@@ -265,6 +267,64 @@ def cmd_follow(args: argparse.Namespace) -> int:
     return 0 if state in (SessionState.COMPLETED, SessionState.PARTIAL) else 1
 
 
+class _NoIngest:
+    """The launcher of a coordinator that only answers session actions (no ingest from the CLI)."""
+
+    def launch(self, session: Session) -> LaunchResult:
+        """Refused: sessions are started by ``flowbot serve``."""
+        raise LaunchError("the flowbot CLI starts no live sessions; use flowbot serve")
+
+    def stop(self, session: Session) -> None:
+        """Nothing was launched."""
+
+
+def _act(args: argparse.Namespace, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Run one coordinator action as the local operator: the API's rules, answers and errors."""
+    import json
+
+    from control.api import Coordinator
+    from control.context import build_local_context
+
+    coordinator = Coordinator(build_local_context(_settings(args), _NoIngest()))
+    response = coordinator.handle("POST", {}, json.dumps(body).encode())
+    if response.status != 200:
+        error = response.body["error"]
+        log.error(error["message"], extra={"code": error["code"]})
+        return (2 if response.status == 404 else 1), response.body
+    return 0, response.body
+
+
+def cmd_rename_speaker(args: argparse.Namespace) -> int:
+    """flowbot rename-speaker SESSION LABEL NAME [--remember]"""
+    body = {"session_id": args.session, "speaker": args.label, "name": args.name, "remember": args.remember}
+    rc, answer = _act(args, {"action": "rename_speaker", **body})
+    if rc == 0:
+        if "voice" in answer:
+            voice = answer["voice"]
+            print(f"remembered {voice['name']!r} as voice {voice['voice_id']} ({voice['seconds']:.0f} s of speech)")
+        print(f"{args.label} -> {answer['speakers'][args.label]}")
+    return rc
+
+
+def cmd_voices(args: argparse.Namespace) -> int:
+    """flowbot voices list|forget|undo"""
+    import json
+
+    if args.voices_command == "list":
+        rc, answer = _act(args, {"action": "list_voices", "user_id": args.user})
+        for voice in answer.get("voices", ()):
+            print(json.dumps(voice))
+    elif args.voices_command == "forget":
+        rc, answer = _act(args, {"action": "forget_voice", "user_id": args.user, "voice_id": args.voice_id})
+        if rc == 0:
+            print(f"forgot voice {args.voice_id}")
+    else:
+        rc, answer = _act(args, {"action": "undo_voice_name", "session_id": args.session, "speaker": args.label})
+        if rc == 0:
+            print(f"{args.label}: no longer named {answer['undone'][args.label]['name']!r}")
+    return rc
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     """flowbot config [--markdown]"""
     rows = Settings.describe()
@@ -296,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", dest="asr_model", help="override FLOWBOT_ASR_MODEL")
     t.add_argument("--diarization", choices=list(DiarizationWeights))
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--user", help="the session's owner: their remembered voices name its speakers; kept in FLOWBOT_DATA_DIR"
+    )
     t.set_defaults(func=cmd_transcribe)
 
     i = sub.add_parser("ingest", help="push a file into the configured stream as a live session")
@@ -343,6 +406,25 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("session")
     f.add_argument("--url", help="local server base URL (default from settings)")
     f.set_defaults(func=cmd_follow)
+
+    rn = sub.add_parser("rename-speaker", help="name a session speaker (and remember the voice)")
+    rn.add_argument("session")
+    rn.add_argument("label", help="the speaker's label, e.g. S2")
+    rn.add_argument("name")
+    rn.add_argument("--remember", action="store_true", help="keep the voice (embedding only) to name it next time")
+    rn.set_defaults(func=cmd_rename_speaker)
+
+    v = sub.add_parser("voices", help="an owner's remembered voices")
+    vsub = v.add_subparsers(dest="voices_command", required=True)
+    vl = vsub.add_parser("list", help="the owner's voices (no embeddings)")
+    vl.add_argument("--user", default="local", help="the owner (default: local)")
+    vf = vsub.add_parser("forget", help="delete a voice and its embedding")
+    vf.add_argument("voice_id")
+    vf.add_argument("--user", default="local", help="the owner (default: local)")
+    vu = vsub.add_parser("undo", help="give a speaker named by voice its label back")
+    vu.add_argument("session")
+    vu.add_argument("label")
+    v.set_defaults(func=cmd_voices)
 
     c = sub.add_parser("config", help="show settings and their FLOWBOT_* variables")
     c.add_argument("--markdown", action="store_true")

@@ -117,13 +117,15 @@ def transcribe_file(
     *,
     session_id: str | None = None,
     session: Session | None = None,
+    user_id: str = "local",
     on_progress: ProgressFn | None = None,
     parts: EngineParts | None = None,
 ) -> TranscribeResult:
     """Transcribe one file through producer -> stream -> processor -> store -> workflow.
 
     ``session`` (state ``live``) is the session to transcribe into, stored here unless its
-    caller stored it already; without it, a new local session named after the file.
+    caller stored it already; without it, a new session named after the file, owned by
+    ``user_id`` (that owner's remembered voices name its speakers).
     """
     t0 = time.monotonic()
     sessions = session_store(settings)
@@ -132,7 +134,7 @@ def transcribe_file(
         session = Session(
             session_id or f"file-{uuid.uuid4().hex[:12]}",
             meeting_id=Path(path).name,
-            user_id="local",
+            user_id=user_id,
             topic=str(path),
             stream_key=uuid.uuid4().hex,
             state=SessionState.LIVE,

@@ -22,7 +22,7 @@ from processor.engine import EngineParts, ShardProcessor
 from processor.interim import FinalGate, GatedTranscriber, InterimWorker
 from processor.windowing import WindowPolicy
 from stores.base import TranscriptStore
-from stores.factory import transcript_store, window_archive
+from stores.factory import session_store, transcript_store, voice_library, window_archive
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -154,7 +154,18 @@ def build_engine_parts(settings: Settings) -> EngineParts:
         policy=WindowPolicy(settings.window_seconds, settings.window_min_seconds, settings.window_min_silence_ms),
         interim=interim.worker,
         diarization_pool=interim.diarization_pool,
+        after_commit=live_voice_naming(settings, store),
     )
+
+
+def live_voice_naming(settings: Settings, store: TranscriptStore) -> Callable[[str], None] | None:
+    """The engine's hook that names speakers by their owners' remembered voices as they are founded."""
+    if settings.diarization == DiarizationWeights.NONE or settings.voice_live_naming == Switch.OFF:
+        return None
+    from processor.live_voices import LiveVoiceNaming
+    from stores.voice_naming import Voices
+
+    return LiveVoiceNaming(Voices.from_settings(voice_library(settings), store, settings), session_store(settings))
 
 
 @functools.lru_cache(maxsize=4)

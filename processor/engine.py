@@ -94,6 +94,9 @@ class EngineParts:
     #: ends) before cutting: only for audio that arrives faster than real time (a
     #: file, ``flowbot transcribe``). The cuts are the same either way.
     batch_windows: int = 1
+    #: Called with the session id after each window committed as done (live naming by voice,
+    #: :mod:`processor.live_voices`); must not raise.
+    after_commit: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -743,6 +746,8 @@ class ShardProcessor:
         sess.progress = progress
         sess.uncommitted = None
         self.counters["windows"] += 1
+        if self.parts.after_commit is not None and status == WindowStatus.DONE:
+            self.parts.after_commit(sess.session_id)
         log.info(
             "window committed",
             extra={

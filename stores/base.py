@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from contracts.segments import TranscriptSegment, WindowRecord
+from contracts.voices import Voice, VoiceNaming
 
 
 @dataclass(frozen=True)
@@ -241,3 +242,29 @@ class SessionStore(Protocol):
 
     def list(self, states: Sequence[SessionState] | None = None) -> list[Session]:
         """Sessions, optionally filtered by state."""
+
+
+class VoiceLibrary(Protocol):
+    """Owners' remembered voices (embeddings, never audio) and the speakers named after them.
+
+    Every read and delete is scoped to one owner: a voice is never returned for
+    another owner's id. See :mod:`contracts.voices` and docs/voices.md.
+    """
+
+    def save_voice(self, voice: Voice) -> None:
+        """Insert or replace a voice (by ``voice_id``)."""
+
+    def voices(self, owner_id: str, *, model: str | None = None) -> list[Voice]:
+        """The owner's voices (of one embedding model when given), by name."""
+
+    def forget_voice(self, owner_id: str, voice_id: str) -> bool:
+        """Delete the owner's voice and its embedding; False if the owner has no such voice.
+
+        Namings it made keep their name and score but lose the link to it.
+        """
+
+    def record_naming(self, naming: VoiceNaming) -> None:
+        """Insert or replace the naming of one session speaker (by session and label)."""
+
+    def namings(self, session_id: str) -> dict[str, VoiceNaming]:
+        """Session speaker label -> how it was named by voice (undone ones included)."""

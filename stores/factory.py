@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contracts.settings import ArchiveBackend, SessionBackend, Settings, TranscriptBackend
 from stores.archive import LocalArchive, NoArchive, WindowArchive
-from stores.base import SessionStore, TranscriptStore
+from stores.base import SessionStore, TranscriptStore, VoiceLibrary
 from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore
 
 
@@ -35,3 +35,14 @@ def window_archive(settings: Settings) -> WindowArchive:
     if settings.archive == ArchiveBackend.NONE:
         return NoArchive()
     return LocalArchive(settings.data_dir / "archive")
+
+
+def voice_library(settings: Settings) -> VoiceLibrary:
+    """The owners' voice library, next to the transcripts (``FLOWBOT_STORE``)."""
+    if settings.store == TranscriptBackend.SUPABASE:
+        from stores.supabase_voices import SupabaseVoiceLibrary
+
+        return SupabaseVoiceLibrary(settings)
+    from stores.sqlite_voices import SqliteVoiceLibrary
+
+    return SqliteVoiceLibrary(settings.data_dir / "flowbot.db")

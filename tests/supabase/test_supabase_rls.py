@@ -25,6 +25,8 @@ TABLES = [
     "session_speakers",
     "meeting_notes",
     "session_progress",
+    "voices",
+    "voice_namings",
 ]
 
 
@@ -183,6 +185,7 @@ def test_publication_membership(stack: SupabaseStack) -> None:
         "transcript_windows",
         "session_speakers",
         "meeting_notes",
+        "voice_namings",
     }
     assert stack.pg.query(
         "SELECT pubinsert, pubupdate, pubdelete FROM pg_publication WHERE pubname = 'supabase_realtime'"

@@ -1,0 +1,159 @@
+"""The voice library on real PostgreSQL + PostgREST: the service-role store and row-level security.
+
+A voice embedding is personal data: only its owner reads or deletes it, nobody
+but the service role writes it, anon sees nothing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from supabase_stack import SupabaseStack
+from test_supabase_rls import rest, rows
+
+from contracts.voices import NamingState, Voice, VoiceNaming
+from stores.base import Session
+from stores.supabase import RetryPolicy
+from stores.supabase_voices import SupabaseVoiceLibrary
+
+NewSession = Callable[..., Session]
+EMBEDDING = tuple(float(i % 7) / 7.0 - 0.4 for i in range(192))
+
+
+def voice(owner: str, name: str = "Dana") -> Voice:
+    now = time.time()
+    return Voice(str(uuid.uuid4()), owner, name, "offline", EMBEDDING, 12.5, now, now)
+
+
+def test_library_scopes_voices_to_their_owner(stack: SupabaseStack, fast_retry: RetryPolicy) -> None:
+    lib = SupabaseVoiceLibrary(stack.url, stack.service_key, retry=fast_retry)
+    alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
+    dana, lee = voice(alice), voice(bob, "Lee")
+    lib.save_voice(dana)
+    lib.save_voice(lee)
+    got = lib.voices(alice)
+    assert [v.voice_id for v in got] == [dana.voice_id]
+    assert got[0].name == "Dana" and got[0].seconds == 12.5
+    assert max(abs(a - b) for a, b in zip(got[0].embedding, EMBEDDING, strict=True)) < 1e-6
+    assert abs(got[0].created_at - dana.created_at) < 1e-3
+    assert lib.voices(alice, model="pyannote") == []
+    assert lib.voices("local") == []  # not a Supabase user id: nobody's voices
+    assert lib.forget_voice(alice, lee.voice_id) is False  # Bob's voice is not Alice's to forget
+    assert lib.forget_voice(alice, "not-a-uuid") is False
+    assert [v.voice_id for v in lib.voices(bob)] == [lee.voice_id]
+    assert lib.forget_voice(alice, dana.voice_id) is True
+    assert lib.voices(alice) == []
+    assert stack.pg.query(f"SELECT count(*) FROM voices WHERE id = '{dana.voice_id}'") == [["0"]]
+
+
+def test_namings_are_kept_and_lose_the_link_when_the_voice_is_forgotten(
+    stack: SupabaseStack, fast_retry: RetryPolicy, new_session: NewSession
+) -> None:
+    lib = SupabaseVoiceLibrary(stack.url, stack.service_key, retry=fast_retry)
+    session = new_session()
+    dana = voice(session.user_id)
+    lib.save_voice(dana)
+    lib.record_naming(VoiceNaming(session.session_id, "S2", dana.voice_id, "Dana", 0.91, NamingState.NAMED, 1e9))
+    got = lib.namings(session.session_id)
+    assert got["S2"].voice_id == dana.voice_id and got["S2"].score == 0.91 and got["S2"].state == NamingState.NAMED
+    lib.record_naming(VoiceNaming(session.session_id, "S2", dana.voice_id, "Dana", 0.91, NamingState.UNDONE, 2e9))
+    assert lib.namings(session.session_id)["S2"].state == NamingState.UNDONE
+    assert lib.forget_voice(session.user_id, dana.voice_id)
+    kept = lib.namings(session.session_id)["S2"]
+    assert kept.voice_id is None and kept.name == "Dana"
+
+
+def test_only_the_owner_reads_or_deletes_a_voice_and_no_client_writes_one(
+    stack: SupabaseStack, fast_retry: RetryPolicy, new_session: NewSession
+) -> None:
+    lib = SupabaseVoiceLibrary(stack.url, stack.service_key, retry=fast_retry)
+    session = new_session()
+    owner = session.user_id
+    dana = voice(owner)
+    lib.save_voice(dana)
+    lib.record_naming(VoiceNaming(session.session_id, "S1", dana.voice_id, "Dana", 0.9, NamingState.NAMED, 1e9))
+    mine, theirs = stack.user_token(owner), stack.user_token(str(uuid.uuid4()))
+
+    assert [r["id"] for r in rows(rest(stack, "GET", "voices", mine))] == [dana.voice_id]
+    assert rows(rest(stack, "GET", "voices", theirs)) == []
+    assert rows(rest(stack, "GET", "voices", None)) == []  # anon
+    assert len(rows(rest(stack, "GET", f"voice_namings?session_id=eq.{session.session_id}", mine))) == 1
+    assert rows(rest(stack, "GET", f"voice_namings?session_id=eq.{session.session_id}", theirs)) == []
+
+    forged = {
+        "id": str(uuid.uuid4()),
+        "owner_id": owner,
+        "name": "X",
+        "model": "offline",
+        "embedding": [1.0],
+        "seconds": 1,
+    }
+    for token in (mine, theirs, None):
+        for method, path, body in [
+            ("POST", "voices", forged),
+            ("PATCH", f"voices?id=eq.{dana.voice_id}", {"name": "Mallory"}),
+            (
+                "POST",
+                "voice_namings",
+                {"session_id": session.session_id, "label": "S9", "name": "X", "score": 1, "state": "named"},
+            ),
+        ]:
+            r = rest(stack, method, path, token, body)
+            assert r.status_code in (401, 403), (method, path, r.status_code, r.text)
+            assert r.json()["code"] == "42501", r.text
+
+    # Another user's delete matches nothing under RLS; the owner's deletes the row.
+    r = rest(stack, "DELETE", f"voices?id=eq.{dana.voice_id}", theirs)
+    assert r.status_code in (200, 204), r.text
+    assert stack.pg.query(f"SELECT name FROM voices WHERE id = '{dana.voice_id}'") == [["Dana"]]
+    r = rest(stack, "DELETE", f"voices?id=eq.{dana.voice_id}", mine)
+    assert r.status_code in (200, 204), r.text
+    assert stack.pg.query(f"SELECT count(*) FROM voices WHERE id = '{dana.voice_id}'") == [["0"]]
+    assert lib.namings(session.session_id)["S1"].voice_id is None
+
+
+def test_remember_then_name_the_owners_next_session_on_supabase(
+    stack: SupabaseStack, fast_retry: RetryPolicy, new_session: NewSession
+) -> None:
+    from contracts.segments import TranscriptSegment, WindowRecord
+    from stores.base import SessionProgress
+    from stores.supabase import SupabaseTranscriptStore
+    from stores.voice_naming import Voices
+
+    store = SupabaseTranscriptStore(stack.url, stack.service_key, retry=fast_retry)
+    lib = SupabaseVoiceLibrary(stack.url, stack.service_key, retry=fast_retry)
+    voices = Voices(lib, store, model="offline", min_score=0.7, min_seconds=4.0)
+    owner = str(uuid.uuid4())
+    other = [x if i % 2 else -x for i, x in enumerate(reversed(EMBEDDING))]
+
+    def commit(session: Session, speakers: dict[str, list[float]]) -> None:
+        sid = session.session_id
+        segs = [TranscriptSegment(sid, 0, i, i, i + 1.0, "Hello.", label) for i, label in enumerate(speakers)]
+        spk_state = {
+            "version": 1,
+            "next": len(speakers) + 1,
+            "last": None,
+            "speakers": [{"label": k, "centroid": v, "seconds": 9.0} for k, v in speakers.items()],
+        }
+        store.commit_window(WindowRecord(sid, 0, 0, 32000), segs, SessionProgress(sid, 1, 32000, 32000, spk_state))
+
+    first, second, theirs = new_session(owner=owner), new_session(owner=owner), new_session()
+    commit(first, {"S1": list(EMBEDDING)})
+    commit(second, {"S1": other, "S2": list(EMBEDDING)})
+    commit(theirs, {"S1": list(EMBEDDING)})
+    remembered = voices.remember(first, "S1", "Dana")
+    assert [v.voice_id for v in lib.voices(owner, model="offline")] == [remembered.voice_id]
+
+    named = voices.name_session(second)
+    assert [(n.label, n.name) for n in named] == [("S2", "Dana")] and named[0].score > 0.99
+    assert store.speakers(second.session_id) == {"S1": "S1", "S2": "Dana"}
+    assert voices.name_session(theirs) == []  # another owner's session: never this owner's voices
+    assert store.speakers(theirs.session_id) == {"S1": "S1"}
+    # The owner's viewers read the naming (and its score) under RLS.
+    got = rows(rest(stack, "GET", f"voice_namings?session_id=eq.{second.session_id}", stack.user_token(owner)))
+    assert [(r["label"], r["name"], r["state"]) for r in got] == [("S2", "Dana", "named")]
+    voices.undo(second, "S2")
+    assert store.speakers(second.session_id) == {"S1": "S1", "S2": "S2"}
+    assert voices.name_session(second) == []  # undone stays undone
