@@ -141,3 +141,27 @@ def live_service(tmp_path: Path) -> Iterator[Any]:
         yield svc
     finally:
         svc.stop()
+
+
+@pytest.fixture
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where page screenshots go (kept after the run): ``$FLOWBOT_TEST_ARTIFACTS`` or the run's temp folder."""
+    root = os.environ.get("FLOWBOT_TEST_ARTIFACTS")
+    path = Path(root) if root else tmp_path_factory.getbasetemp() / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def quiet_service(tmp_path: Path) -> Iterator[Any]:
+    """flowbot serve without interim captions (nothing loads a model)."""
+    from flowbot.serve import LiveService
+
+    settings = Settings.from_env(
+        {}, data_dir=tmp_path / "data", diarization="none", port=0, rtmp_port=0, interim_seconds=0.0
+    )
+    svc = LiveService(settings).start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
