@@ -141,3 +141,16 @@ def test_summary_and_items_are_whole_sentences() -> None:
 def test_empty_sections_say_none_were_found() -> None:
     md = MeetingNotes(summary=["Budget agreed."], talk_time={"Ann": 3.0}).to_markdown()
     assert "## Decisions\n- None found." in md and "## Action items\n- None found." in md
+
+
+def test_a_model_summary_item_is_one_sentence() -> None:
+    """The schema the local model decodes under cannot hold the loop it fell into (issue 23)."""
+    from control.llm.generator import NOTES_SCHEMA, SUMMARY_SCHEMA
+
+    for schema in (NOTES_SCHEMA, SUMMARY_SCHEMA):
+        pattern = re.compile(schema["properties"]["summary"]["items"]["pattern"])
+        for sentence in ("Mr. Dashwood reads from a novel.", "Version 2.5 ships on Friday!", "Who owns QA?"):
+            assert pattern.fullmatch(sentence), sentence
+        loop = "The participants agreed or decided that they should not hear that in New Jersey now. " * 3
+        for text in (loop.strip(), "Two sentences. In one item.", 'A "quoted" word.', "No full stop"):
+            assert not pattern.fullmatch(text), text

@@ -78,6 +78,17 @@ Answer with one JSON object and nothing else: "summary": 3 to 6 short sentences 
 # 2 cores). Lengths are bounded when the reply is read (contracts.notes.clean_text) and by
 # the output token limit.
 _TEXT = {"type": "string", "minLength": 1}
+# One sentence per summary item: the bundled 0.5B model looped inside one summary string
+# ("The participants agreed or decided that ... The participants agreed or decided that ...")
+# until the output limit; a string that must end at its first full stop cannot hold a loop of
+# sentences, and the array's maxItems bounds the rest. No quote, backslash or line break inside,
+# so the string needs no escapes.
+_SENTENCE = {
+    "type": "string",
+    # "Mr. Dashwood", "2.5": a full stop that does not end the sentence (the model wrote "Mr." as a
+    # whole summary item before these were allowed).
+    "pattern": r'^([^.!?"\\\n]|(Mr|Mrs|Ms|Dr|St|Jr|Sr|vs|etc)[.] |[0-9][.][0-9])+[.!?]$',
+}
 _AT = {"type": "string", "pattern": "^[0-9]{1,2}(:[0-9]{2}){1,2}$"}
 
 #: What the model must answer for one chunk of transcript.
@@ -106,7 +117,7 @@ NOTES_SCHEMA: dict[str, Any] = {
             },
             "maxItems": 6,
         },
-        "summary": {"type": "array", "items": _TEXT, "minItems": 1, "maxItems": 5},
+        "summary": {"type": "array", "items": _SENTENCE, "minItems": 1, "maxItems": 5},
     },
     "required": ["decisions", "action_items", "summary"],
     "additionalProperties": False,
@@ -115,7 +126,7 @@ NOTES_SCHEMA: dict[str, Any] = {
 #: What the model must answer when merging partial summaries.
 SUMMARY_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"summary": {"type": "array", "items": _TEXT, "minItems": 1, "maxItems": MAX_SUMMARY}},
+    "properties": {"summary": {"type": "array", "items": _SENTENCE, "minItems": 1, "maxItems": MAX_SUMMARY}},
     "required": ["summary"],
     "additionalProperties": False,
 }
