@@ -37,6 +37,7 @@ from contracts.notes import (
     clock,
 )
 from contracts.segments import TranscriptSegment
+from contracts.turns import speaker_turns
 from control.llm.chat import ChatModel, ChatReply, ChatRequest
 from control.notes import NotesError, duration, talk_time
 
@@ -47,8 +48,6 @@ MAX_SUMMARY = 8
 MAX_ITEMS = 60
 #: A line of transcript shown to the model: one speaker turn, split when longer than this.
 MAX_LINE_CHARS = 600
-#: Gap under which one speaker's consecutive segments are one turn (as ``flowbot transcript``).
-TURN_GAP_SECONDS = 1.5
 #: Characters per token assumed when cutting chunks. English runs ~4 with the
 #: tokenizers of the models tried (SmolLM2, Qwen2.5); 3 leaves room.
 CHARS_PER_TOKEN = 3.0
@@ -190,31 +189,24 @@ def estimate_tokens(text: str) -> int:
 
 
 def transcript_lines(segments: Sequence[TranscriptSegment], speakers: Mapping[str, str]) -> list[Line]:
-    """Speaker turns as lines: consecutive segments of one speaker join, long turns split."""
+    """Speaker turns (:func:`contracts.turns.speaker_turns`, as the text export shows them) as
+    lines; a turn longer than :data:`MAX_LINE_CHARS` goes on in a new line at a segment start,
+    and a longer segment is split at spaces."""
     lines: list[Line] = []
-    prev: TranscriptSegment | None = None
-    for seg in segments:
-        text = " ".join(seg.text.split())
-        if not text:
-            continue
-        label = seg.speaker or "S1"
-        name = speakers.get(label, label)
-        if (
-            prev is not None
-            and lines
-            and lines[-1].name == name
-            and seg.start - prev.end < TURN_GAP_SECONDS
-            and len(lines[-1].text) + len(text) < MAX_LINE_CHARS
-        ):
-            lines[-1] = Line(lines[-1].start, name, f"{lines[-1].text} {text}")
-        else:
+    for turn in speaker_turns(segments, speakers):
+        first = len(lines)
+        for seg in turn.segments:
+            text = " ".join(seg.text.split())
+            if len(lines) > first and len(lines[-1].text) + len(text) < MAX_LINE_CHARS:
+                lines[-1] = Line(lines[-1].start, turn.speaker, f"{lines[-1].text} {text}")
+                continue
             while len(text) > MAX_LINE_CHARS:
                 cut = text.rfind(" ", 0, MAX_LINE_CHARS)
                 cut = cut if cut > 0 else MAX_LINE_CHARS
-                lines.append(Line(seg.start, name, text[:cut]))
+                lines.append(Line(seg.start, turn.speaker, text[:cut]))
                 text = text[cut:].lstrip()
-            lines.append(Line(seg.start, name, text))
-        prev = seg
+            if text:
+                lines.append(Line(seg.start, turn.speaker, text))
     return lines
 
 
