@@ -160,23 +160,24 @@ class MeetingNotes:
         )
 
     def to_markdown(self) -> str:
-        """Human-readable notes; each decision and action item starts with its transcript time."""
-        lines = ["## Summary", *[f"- {s}" for s in self.summary or ["(nothing said)"]]]
+        """The notes as people read them: each decision and action item starts with its transcript
+        time; an empty section says so. Machine fields (generator, fallback reason, usage,
+        version, the speakers map) are left to the JSON."""
+        lines = ["## Summary", *[f"- {s}" for s in self.summary or ["Nothing to summarize."]]]
         lines += ["", "## Decisions"]
         lines += [f"- {_at(d.start)}{d.text}" + (f" ({d.speaker})" if d.speaker else "") for d in self.decisions] or [
-            "- (none recorded)"
+            "- None found."
         ]
         lines += ["", "## Action items"]
-        lines += [f"- {_at(a.start)}[{a.owner}] {a.text}" for a in self.action_items] or ["- (none recorded)"]
+        lines += [f"- {_at(a.start)}[{a.owner or 'unassigned'}] {a.text}" for a in self.action_items] or [
+            "- None found."
+        ]
         lines += ["", "## Talk time"]
         total = sum(self.talk_time.values()) or 1.0
         lines += [
             f"- {spk}: {sec:.0f} s ({100 * sec / total:.0f}%)"
             for spk, sec in sorted(self.talk_time.items(), key=lambda kv: -kv[1])
-        ]
-        lines += ["", f"_Notes by {self.generator}_"]
-        if self.fallback_reason:
-            lines[-1] += f" _(fallback: {self.fallback_reason})_"
+        ] or ["- Nobody spoke."]
         return "\n".join(lines) + "\n"
 
 

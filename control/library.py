@@ -115,8 +115,8 @@ class MeetingHit:
 
 
 def moment_url(page_url: str, start: float) -> str:
-    """The session page opened at ``start`` seconds (read by the page's script, never sent to the server)."""
-    return f"{page_url}#t={start:.2f}"
+    """The session page opened at ``start`` seconds: the page marks that passage and plays it."""
+    return f"{page_url}?t={start:.2f}"
 
 
 def search_meetings(

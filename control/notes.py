@@ -14,13 +14,14 @@ also the fallback when a configured model fails (:class:`FallbackNotesGenerator`
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import re
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from contracts.notes import (
@@ -32,6 +33,7 @@ from contracts.notes import (
     clean_text,
 )
 from contracts.segments import TranscriptSegment
+from contracts.turns import Turn, speaker_turns
 
 __all__ = [
     "ActionItem",
@@ -91,19 +93,137 @@ def duration(segments: Sequence[TranscriptSegment]) -> float:
     return round(max((s.end for s in segments), default=0.0), 2)
 
 
-_DECISION = re.compile(
-    r"\b(we (?:have )?(?:decided|agreed|chose|will go with)|let'?s go with|decision is|"
-    r"we'?re going (?:to go )?with|agreed to|it'?s decided|final answer)\b",
+# --- which sentences are decisions and action items ---------------------------------------------
+#
+# Precision first: a sentence is an item only where its words make it one, measured on the
+# labelled sentences in tests/notes/labelled_sentences.tsv (tests/test_notes_quality.py prints
+# precision and recall). A phrase that usually marks an item ("I'll", "we agreed", "Tom will")
+# is not enough on its own: the verb after it must be one of doing (not "I'll be honest", "I'll
+# never forget"), and questions, conditions, negations, reported speech and past events are not
+# items. Prose read aloud ("there might be prudently in his power to do for them") has none.
+
+
+class ItemKind(enum.StrEnum):
+    """What a sentence of the meeting is, for the notes."""
+
+    DECISION = "decision"
+    ACTION = "action"
+
+
+class OwnerKind(enum.StrEnum):
+    """Who an action item belongs to."""
+
+    #: The speaker of the sentence ("I'll send it").
+    SPEAKER = "speaker"
+    #: A person the sentence names ("Dana will write it").
+    NAMED = "named"
+    #: The person asked ("Could you send me the slides?"): whoever speaks next.
+    ADDRESSEE = "addressee"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A sentence found to be a decision or an action item."""
+
+    kind: ItemKind
+    owner: OwnerKind = OwnerKind.SPEAKER
+    #: The person named, for :attr:`OwnerKind.NAMED`.
+    name: str = ""
+
+
+# Verbs of doing something after the meeting (base form, as after "I'll" or "will").
+_TASK_VERBS = r"""
+    send|email|mail|review|update|write|draft|prepare|fix|check|call|phone|ring|set|schedule|book|
+    organi[sz]e|arrange|talk|speak|follow|reach|look|take|handle|ask|create|open|file|test|finish|
+    deploy|investigate|contact|circulate|put|get|report|make|own|run|build|order|reserve|clean|
+    merge|publish|ping|sync|coordinate|confirm|compile|collect|document|research|find|post|
+    renew|submit|sign|pay|invite|upload|install|configure|migrate|benchmark|measure|verify|
+    double-check|chase|remind|order|plan|design|implement|refactor|write-up|polish|record|print|
+    buy|move|cancel|close|escalate|notify|inform|tell\s+(?:him|her|them|the)|let\s+\w+\s+know|
+    do\s+(?:the|that|this|it)|go\s+through|sort\s+out|pick\s+up|set\s+up|write\s+up|dig\s+into
+"""
+_VERB = rf"(?:{''.join(_TASK_VERBS.split())})\b"
+# "I'll", "I will", "I'm going to", "I can", "let me" (+ "take care of", "go ahead and"), at the
+# start of a clause: not "...that I will ...".
+_COMMIT = re.compile(
+    rf"(?:^|[,;:]\s*|\b(?:and|so|okay|ok|sure|yeah|yes|alright|right|fine|then)\s*,?\s+)"
+    rf"(?:i'?ll|i\s+will|i'?m\s+going\s+to|i\s+am\s+going\s+to|i\s+can|let\s+me)\s+"
+    rf"(?:also\s+|quickly\s+|just\s+|go\s+ahead\s+and\s+|take\s+care\s+of\s+)?(?:{_VERB}|take\s+(?:the|that|this|it|a|on|over))",
     re.I,
 )
-_FIRST_PERSON_TASK = re.compile(r"\b(i'?ll|i will|i am going to|i'm going to|i can take|i'll take|let me)\b", re.I)
-_ASSIGNED_TASK = re.compile(r"\b([A-Z][a-z]+) (?:will|is going to|should|needs to|has to)\b(?! be\b)")
-_GENERIC_TASK = re.compile(
-    r"\b(action item|to ?do|follow up|we need to|someone needs to|by (?:monday|tuesday|"
-    r"wednesday|thursday|friday|tomorrow|next week|end of (?:day|week)))\b",
+# "Dana will write", "Tom is going to call", "Sarah needs to finish"; the name is checked below.
+_ASSIGNED = re.compile(
+    rf"\b([A-Z][a-z]+)\s+(?:will|is\s+going\s+to|needs\s+to|has\s+to|should|is\s+to|can)\s+(?:also\s+)?{_VERB}"
+)
+_REQUEST = re.compile(rf"^(?:so\s+|and\s+|okay\s+|ok\s+)?(?:could|can|would)\s+you\s+(?:please\s+)?{_VERB}", re.I)
+_PLEASE = re.compile(rf"^(?:so\s+|and\s+)?please\s+(?:remember\s+to\s+|make\s+sure\s+to\s+)?{_VERB}", re.I)
+_ACTION_ITEM = re.compile(r"^(?:new\s+)?action\s+item\s*[:,-]", re.I)
+_DECIDED = re.compile(
+    r"(?:\b(?:we|we'?ve|we\s+have|we\s+all|everyone|everybody|the\s+team|the\s+group)\s+(?:have\s+)?"
+    r"(?:decided|agreed|chose|chosen|settled)\b"
+    r"|\bwe'?re\s+agreed\b|\bit'?s\s+decided\b|\b(?:the\s+)?decision\s+is\b|\bfinal\s+answer\b"
+    r"|\b(?:let'?s|let\s+us)\s+(?:go\s+with|go\s+ahead|stick\s+with|use|keep|ship|launch|drop|switch|adopt|"
+    r"choose|pick|postpone|cancel|move\s+(?:the|it|to))\b"
+    r"|\bwe(?:'?re|\s+are)\s+going\s+(?:to\s+go\s+)?with\b|\bwe(?:'?ll|\s+will)\s+go\s+with\b"
+    r"|\b(?:so|then)\s+(?:the\s+plan\s+is\s+to|we(?:'?ll|\s+will)\s+\w+)"
+    r"|\bwe(?:'?ll|\s+will)\s+\w+.*\b(?:from\s+now\s+on|going\s+forward|starting\s+(?:next|on|from|this))\b)",
     re.I,
 )
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+# Not a finding: questions are handled by the caller; these make the sentence about something else.
+_CONDITION = re.compile(
+    r"^(?:\w+,?\s+)?(?:if|when|whether|unless|maybe|perhaps|i\s+think|i\s+guess|i\s+wonder|what\s+if)\b", re.I
+)
+_NEGATION = re.compile(r"\b(?:not|never|no|nobody|nothing|cannot|\w+n't|wont|cant|dont)\b", re.I)
+_REPORTED = re.compile(
+    r"\b(?:said|says|told|wrote|asked\s+(?:him|her|them)|as\s+far\s+as\s+i\s+remember|last\s+(?:week|year|month|time)|"
+    r"yesterday|earlier|previously|back\s+then|used\s+to)\b",
+    re.I,
+)
+_PRONOUNS = frozenset(
+    "he she it this that there we they you who what someone somebody everyone everybody nobody "
+    "anyone one i the a an and but so then if when".split()
+)
+
+
+def classify_sentence(sentence: str) -> Finding | None:
+    """Whether one whole sentence is a decision or an action item (None: neither).
+
+    Names that own an action item are any capitalised word before "will",
+    "needs to", ... that is not a pronoun; the caller maps them to speakers.
+    A negation up to the phrase undoes it ("we never agreed", "I'm not sure I
+    can take that"); after it, it is the content ("we decided not to renew").
+    """
+    text = " ".join(sentence.split())
+    if not text or _CONDITION.search(text) or _REPORTED.search(text):
+        return None
+
+    def said(pattern: re.Pattern[str]) -> re.Match[str] | None:
+        m = pattern.search(text)
+        return m if m and not _NEGATION.search(text, 0, m.end()) else None
+
+    if text.endswith("?"):
+        # A question decides nothing; a request ("could you send ...?") is a task for the one asked.
+        return Finding(ItemKind.ACTION, OwnerKind.ADDRESSEE) if said(_REQUEST) else None
+    if said(_ACTION_ITEM):
+        m = _ASSIGNED.search(text) or re.search(r"[:,-]\s*([A-Z][a-z]+)\s+\w+s\b", text)
+        return Finding(ItemKind.ACTION, OwnerKind.NAMED, m.group(1)) if m else Finding(ItemKind.ACTION)
+    if said(_DECIDED):
+        return Finding(ItemKind.DECISION)
+    if said(_COMMIT):
+        return Finding(ItemKind.ACTION)
+    m = said(_ASSIGNED)
+    if m and m.group(1).lower() not in _PRONOUNS:
+        return Finding(ItemKind.ACTION, OwnerKind.NAMED, m.group(1))
+    if said(_PLEASE) or said(_REQUEST):
+        return Finding(ItemKind.ACTION, OwnerKind.ADDRESSEE)
+    return None
+
+
+# --- whole sentences ------------------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+#: A whole sentence as ASR writes one: starts with a capital (or a digit, a quote), ends with . ! ?
+_WHOLE = re.compile(r"^[\"'(\[]?[A-Z0-9].*[.!?][\"')\]]?$", re.S)
 _WORD = re.compile(r"[a-z']+")
 _STOP = frozenset(
     """
@@ -116,14 +236,47 @@ _STOP = frozenset(
 )
 
 
-def _sentences(segments: Sequence[TranscriptSegment]) -> list[tuple[str, str, float]]:
-    """(speaker, sentence, start) in order."""
-    out = []
-    for seg in segments:
-        for sent in _SENTENCE.split(seg.text.strip()):
-            sent = sent.strip()
-            if len(sent.split()) >= 3:
-                out.append((seg.speaker or "S1", sent, seg.start))
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence of a speaker turn, with when it was said."""
+
+    speaker: str
+    text: str
+    start: float
+    #: Starts with a capital and ends with sentence punctuation (not a fragment cut at a turn's end).
+    whole: bool
+    #: Position of its turn in the meeting.
+    turn: int
+
+
+def _word_times(turn: Turn) -> list[float]:
+    """Start time of each whitespace-separated word of ``turn.text``."""
+    times: list[float] = []
+    for seg in turn.segments:
+        n = len(seg.text.split())
+        if not n:
+            continue
+        if len(seg.words) == n:
+            times += [w.start for w in seg.words]
+        else:  # word timings that do not line up with the text: the segment's start for each
+            times += [seg.start] * n
+    return times
+
+
+def meeting_sentences(segments: Sequence[TranscriptSegment], speakers: Mapping[str, str]) -> list[Sentence]:
+    """The final transcript as sentences of speaker turns (Whisper's segment cuts mended first)."""
+    out: list[Sentence] = []
+    finals = [s for s in segments if s.is_final]
+    for index, turn in enumerate(speaker_turns(finals, speakers)):
+        times = _word_times(turn)
+        done = 0
+        for part in _SENTENCE_END.split(turn.text):
+            text = part.strip()
+            if not text:
+                continue
+            start = times[done] if done < len(times) else turn.start
+            done += len(text.split())
+            out.append(Sentence(turn.speaker, text, start, bool(_WHOLE.match(text)), index))
     return out
 
 
@@ -137,23 +290,32 @@ class OfflineNotesGenerator:
 
     def generate(self, segments: Sequence[TranscriptSegment], speakers: Mapping[str, str]) -> MeetingNotes:
         """See :class:`NotesGenerator`."""
-        name = lambda label: speakers.get(label, label)  # noqa: E731
-        sents = _sentences(segments)
-        decisions = [Decision(s, start, name(spk)) for spk, s, start in sents if _DECISION.search(s)]
+        sents = meeting_sentences(segments, speakers)
+        known = {n.lower(): n for n in speakers.values()} | {
+            n.split()[0].lower(): n for n in speakers.values() if n.split()
+        }
+        decisions: list[Decision] = []
         actions: list[ActionItem] = []
-        known_names = {v.lower(): v for v in speakers.values()}
-        for spk, s, start in sents:
-            if _FIRST_PERSON_TASK.search(s):
-                actions.append(ActionItem(name(spk), s, start))
+        items: set[int] = set()
+        for i, sent in enumerate(sents):
+            found = classify_sentence(sent.text) if sent.whole else None
+            if found is None:
                 continue
-            m = _ASSIGNED_TASK.search(s)
-            if m and m.group(1).lower() not in {"it", "this", "that", "there", "we", "they"}:
-                owner = known_names.get(m.group(1).lower(), m.group(1))
-                actions.append(ActionItem(owner, s, start))
-            elif _GENERIC_TASK.search(s):
-                actions.append(ActionItem(name(spk), s, start))
+            items.add(i)
+            if found.kind is ItemKind.DECISION:
+                decisions.append(Decision(sent.text, sent.start, sent.speaker))
+                continue
+            if found.owner is OwnerKind.NAMED:
+                owner = known.get(found.name.lower(), found.name)
+            elif found.owner is OwnerKind.ADDRESSEE:
+                # The one asked usually answers: the next turn's speaker, if another person.
+                after = next((s.speaker for s in sents[i + 1 :] if s.turn > sent.turn), "")
+                owner = after if after != sent.speaker else ""
+            else:
+                owner = sent.speaker
+            actions.append(ActionItem(owner, sent.text, sent.start))
         return MeetingNotes(
-            summary=self._summary(sents),
+            summary=self._summary([s for i, s in enumerate(sents) if i not in items]),
             decisions=decisions,
             action_items=actions,
             talk_time=talk_time(segments, speakers),
@@ -162,9 +324,14 @@ class OfflineNotesGenerator:
             speakers=dict(speakers),
         )
 
-    def _summary(self, sents: list[tuple[str, str, float]]) -> list[str]:
-        """Sentences whose content words are most frequent across the meeting (centrality)."""
-        docs = [[w for w in _WORD.findall(s.lower()) if w not in _STOP] for _, s, _ in sents]
+    def _summary(self, sents: list[Sentence]) -> list[str]:
+        """Whole sentences whose content words are most frequent across the meeting (centrality).
+
+        Decisions and action items have their own sections and are left out. Where the
+        transcript has no sentence punctuation at all, whole turns stand in for sentences.
+        """
+        pool = [s for s in sents if s.whole] or sents
+        docs = [[w for w in _WORD.findall(s.text.lower()) if w not in _STOP] for s in pool]
         df: Counter[str] = Counter()
         tf: Counter[str] = Counter()
         for d in docs:
@@ -173,13 +340,18 @@ class OfflineNotesGenerator:
         n = len(docs) or 1
         scores = []
         for i, d in enumerate(docs):
-            if not d:
-                continue
+            words = len(pool[i].text.split())
+            if len(d) < 2 or not SUMMARY_WORDS[0] <= words <= SUMMARY_WORDS[1]:
+                continue  # greetings and fillers say nothing; rambles are not summaries
             # Frequent-in-meeting words, damped by length so long rambles don't win.
             score = sum(tf[w] * math.log(1 + n / df[w]) for w in set(d)) / math.sqrt(len(d) + 1)
             scores.append((score, i))
         keep = sorted(i for _, i in sorted(scores, reverse=True)[: self.summary_sentences])
-        return [sents[i][1] for i in keep]
+        return [pool[i].text for i in keep]
+
+
+#: Length in words of a sentence the summary may quote.
+SUMMARY_WORDS = (5, 40)
 
 
 class FallbackNotesGenerator:

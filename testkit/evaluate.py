@@ -37,6 +37,8 @@ class Run:
     turns: list[tuple[float, float, str]] = field(default_factory=list)  # diarization, for DER
     windows: list[WindowRecord] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    #: The stored final segments (pipeline runs only), for what is rendered from them.
+    segments: list[TranscriptSegment] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -79,7 +81,8 @@ def run_pipeline(rec: Recording, settings: Settings, parts: EngineParts | None =
     if result.state != "completed":
         raise RuntimeError(f"{rec.name}: session ended {result.state} ({result.reason})")
     turns = [(t.start, t.end, t.speaker) for t in window_turns(result.windows)]
-    return Run(segment_words(result.segments), turns, result.windows, result.counters)
+    finals = [s for s in result.segments if s.is_final]
+    return Run(segment_words(result.segments), turns, result.windows, result.counters, finals)
 
 
 def whole_file_asr(rec: Recording, transcriber: Transcriber) -> list[AsrSegment]:

@@ -59,9 +59,9 @@ def test_transcribe_json_text_and_subtitles(meeting: tuple[Path, list[Turn]], tm
     )["session_id"]
     again = flowbot("--data-dir", str(tmp_path / "keep"), "transcript", sid, "--format", "text")
     assert again.returncode == 0 and "S1:" in again.stdout
-    # The notes follow the transcript, each item with its time.
+    # The notes follow the transcript, each item with its time; machine fields stay in the JSON.
     notes_text = again.stdout.split("## Summary", 1)[1]
-    assert "## Action items\n- [00:" in notes_text and "_Notes by offline-extractive-v1_" in notes_text
+    assert "## Action items\n- [00:" in notes_text and "offline-extractive" not in notes_text
 
 
 def test_cli_errors_are_clear(tmp_path: Path) -> None:

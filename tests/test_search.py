@@ -134,7 +134,7 @@ def test_search_and_list_show_a_user_only_their_own_meetings(api: Coordinator) -
     assert [(h["session_id"], h["speaker_name"], h["start"], h["topic"]) for h in got["hits"]] == [
         ("s-alice-1", "Dana", 0.0, "Budget review")
     ]
-    assert got["hits"][0]["url"].endswith("/sessions/s-alice-1#t=0.00")
+    assert got["hits"][0]["url"].endswith("/sessions/s-alice-1?t=0.00")
 
     status, got = call(users, {"action": "list_sessions"}, user="alice")
     assert status == 200
@@ -171,7 +171,7 @@ def test_cli_lists_and_searches(api: Coordinator, settings: Settings, capsys: py
     assert "s-1" in out and "Weekly planning" in out and "0:30" in out
     assert main(["--data-dir", str(settings.data_dir), "search", "friday release"]) == 0
     out = capsys.readouterr().out
-    assert "Weekly planning  0:00  S1: Ship the [release] on [Friday]." in out and "/sessions/s-1#t=0.00" in out
+    assert "Weekly planning  0:00  S1: Ship the [release] on [Friday]." in out and "/sessions/s-1?t=0.00" in out
     assert main(["--data-dir", str(settings.data_dir), "search", "nothing-like-this"]) == 1
 
 

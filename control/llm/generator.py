@@ -37,6 +37,7 @@ from contracts.notes import (
     clock,
 )
 from contracts.segments import TranscriptSegment
+from contracts.turns import speaker_turns
 from control.llm.chat import ChatModel, ChatReply, ChatRequest
 from control.notes import NotesError, duration, talk_time
 
@@ -47,8 +48,6 @@ MAX_SUMMARY = 8
 MAX_ITEMS = 60
 #: A line of transcript shown to the model: one speaker turn, split when longer than this.
 MAX_LINE_CHARS = 600
-#: Gap under which one speaker's consecutive segments are one turn (as ``flowbot transcript``).
-TURN_GAP_SECONDS = 1.5
 #: Characters per token assumed when cutting chunks. English runs ~4 with the
 #: tokenizers of the models tried (SmolLM2, Qwen2.5); 3 leaves room.
 CHARS_PER_TOKEN = 3.0
@@ -78,6 +77,17 @@ Answer with one JSON object and nothing else: "summary": 3 to 6 short sentences 
 # 2 cores). Lengths are bounded when the reply is read (contracts.notes.clean_text) and by
 # the output token limit.
 _TEXT = {"type": "string", "minLength": 1}
+# One sentence per summary item: the bundled 0.5B model looped inside one summary string
+# ("The participants agreed or decided that ... The participants agreed or decided that ...")
+# until the output limit; a string that must end at its first full stop cannot hold a loop of
+# sentences, and the array's maxItems bounds the rest. No quote, backslash or line break inside,
+# so the string needs no escapes.
+_SENTENCE = {
+    "type": "string",
+    # "Mr. Dashwood", "2.5": a full stop that does not end the sentence (the model wrote "Mr." as a
+    # whole summary item before these were allowed).
+    "pattern": r'^([^.!?"\\\n]|(Mr|Mrs|Ms|Dr|St|Jr|Sr|vs|etc)[.] |[0-9][.][0-9])+[.!?]$',
+}
 _AT = {"type": "string", "pattern": "^[0-9]{1,2}(:[0-9]{2}){1,2}$"}
 
 #: What the model must answer for one chunk of transcript.
@@ -106,7 +116,7 @@ NOTES_SCHEMA: dict[str, Any] = {
             },
             "maxItems": 6,
         },
-        "summary": {"type": "array", "items": _TEXT, "minItems": 1, "maxItems": 5},
+        "summary": {"type": "array", "items": _SENTENCE, "minItems": 1, "maxItems": 5},
     },
     "required": ["decisions", "action_items", "summary"],
     "additionalProperties": False,
@@ -115,7 +125,7 @@ NOTES_SCHEMA: dict[str, Any] = {
 #: What the model must answer when merging partial summaries.
 SUMMARY_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"summary": {"type": "array", "items": _TEXT, "minItems": 1, "maxItems": MAX_SUMMARY}},
+    "properties": {"summary": {"type": "array", "items": _SENTENCE, "minItems": 1, "maxItems": MAX_SUMMARY}},
     "required": ["summary"],
     "additionalProperties": False,
 }
@@ -183,31 +193,24 @@ def estimate_tokens(text: str) -> int:
 
 
 def transcript_lines(segments: Sequence[TranscriptSegment], speakers: Mapping[str, str]) -> list[Line]:
-    """Speaker turns as lines: consecutive segments of one speaker join, long turns split."""
+    """Speaker turns (:func:`contracts.turns.speaker_turns`, as the text export shows them) as
+    lines; a turn longer than :data:`MAX_LINE_CHARS` goes on in a new line at a segment start,
+    and a longer segment is split at spaces."""
     lines: list[Line] = []
-    prev: TranscriptSegment | None = None
-    for seg in segments:
-        text = " ".join(seg.text.split())
-        if not text:
-            continue
-        label = seg.speaker or "S1"
-        name = speakers.get(label, label)
-        if (
-            prev is not None
-            and lines
-            and lines[-1].name == name
-            and seg.start - prev.end < TURN_GAP_SECONDS
-            and len(lines[-1].text) + len(text) < MAX_LINE_CHARS
-        ):
-            lines[-1] = Line(lines[-1].start, name, f"{lines[-1].text} {text}")
-        else:
+    for turn in speaker_turns(segments, speakers):
+        first = len(lines)
+        for seg in turn.segments:
+            text = " ".join(seg.text.split())
+            if len(lines) > first and len(lines[-1].text) + len(text) < MAX_LINE_CHARS:
+                lines[-1] = Line(lines[-1].start, turn.speaker, f"{lines[-1].text} {text}")
+                continue
             while len(text) > MAX_LINE_CHARS:
                 cut = text.rfind(" ", 0, MAX_LINE_CHARS)
                 cut = cut if cut > 0 else MAX_LINE_CHARS
-                lines.append(Line(seg.start, name, text[:cut]))
+                lines.append(Line(seg.start, turn.speaker, text[:cut]))
                 text = text[cut:].lstrip()
-            lines.append(Line(seg.start, name, text))
-        prev = seg
+            if text:
+                lines.append(Line(seg.start, turn.speaker, text))
     return lines
 
 

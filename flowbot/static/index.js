@@ -13,8 +13,11 @@ async function api(body) {
   return [r, await r.json()];
 }
 const el = (tag, props, ...kids) => { const e = Object.assign(document.createElement(tag), props || {}); e.append(...kids); return e; };
-const pageUrl = (sid, t) => `/sessions/${encodeURIComponent(sid)}` + (token ? "?token=" + encodeURIComponent(token) : "") +
-  (t === undefined ? "" : `#t=${t.toFixed(2)}`);
+function pageUrl(sid, t) {
+  const query = new URLSearchParams(token ? { token } : {});
+  if (t !== undefined) query.set("t", t.toFixed(2));   // the page marks that passage and plays it
+  return `/sessions/${encodeURIComponent(sid)}` + (query.size ? "?" + query : "");
+}
 function clock(s) {
   s = Math.floor(s);
   const mm = String(Math.floor(s / 60) % 60).padStart(2, "0"), ss = String(s % 60).padStart(2, "0");

@@ -1,7 +1,8 @@
 // The session page: topic and state, speakers (renamed in place by the owner), the transcript
-// growing live over SSE (interim text replaced in place by final text), downloads, audio of
-// final segments, notes at the top once the meeting is done, and the presenter's microphone
-// controls when the page was opened with the stream key (#key=..., never sent to the server).
+// growing live over SSE as speaker turns (interim text replaced in place by final text),
+// downloads, audio of final segments, a moment named by ?t=SECONDS, notes at the top once the
+// meeting is done, and the presenter's microphone controls when the page was opened with the
+// stream key (#key=..., never sent to the server).
 "use strict";
 const sessionId = document.body.dataset.session;
 const params = new URLSearchParams(location.search);
@@ -30,28 +31,57 @@ function followLive(update) {
 window.addEventListener("scroll", () => { if (atLive()) $("jump").hidden = true; }, { passive: true });
 $("jump").addEventListener("click", () => { window.scrollTo(0, document.documentElement.scrollHeight); $("jump").hidden = true; });
 
-// -- transcript ----------------------------------------------------------------------------------
-function drawWindow(idx) {
-  const w = windows.get(idx);
-  const root = $("transcript");
-  let box = root.querySelector(`section.win[data-window="${idx}"]`);
-  if (!box) {
-    box = el("section", "win"); box.dataset.window = idx;
-    const after = [...root.children].find(c => Number(c.dataset.window) > idx);
-    root.insertBefore(box, after || null);
+// -- transcript: speaker turns (the rule of contracts/turns.py) ----------------------------------
+// Consecutive segments of one speaker are one turn, one paragraph; interim text (no diarization
+// yet) continues the turn before it. Each final segment inside a turn plays its passage.
+function orderedSegments() {
+  const out = [];
+  for (const idx of [...windows.keys()].sort((a, b) => a - b)) {
+    windows.get(idx).segments.forEach((s, i) => out.push(Object.assign({ window: idx, index: i }, s)));
   }
-  box.replaceChildren(...w.segments.map((s, i) => {
-    const p = el("p", "seg" + (s.is_final ? " final" : " interim" + (s.stable ? " stable" : "")));
-    p.dataset.window = idx; p.dataset.final = s.is_final; p.dataset.segment = i;
-    p.append(el("span", "t", clock(s.start)));
-    // Interim text has no diarization yet: no speaker name rather than a guessed one.
-    p.append(s.is_final ? el("span", "who", nameOf(s.speaker) + ":") : el("span", "who pending", "…"));
-    p.append(el("span", "text", s.text));
-    if (s.is_final) { p.tabIndex = 0; p.title = "play this passage"; }
-    return p;
-  }));
+  return out;
 }
-function redrawAll() { for (const idx of windows.keys()) drawWindow(idx); drawSpeakers(); }
+function speakerTurns(segments) {
+  const turns = [];
+  for (const s of segments) {
+    if (!String(s.text || "").trim()) continue;
+    const name = nameOf(s.speaker), last = turns[turns.length - 1];
+    if (last && (!s.is_final || last.name === name)) last.segments.push(s);
+    else turns.push({ name, pending: !s.is_final, segments: [s] });
+  }
+  return turns;
+}
+function turnSignature(t) {
+  return JSON.stringify([t.name, t.pending, t.segments.map(s => [s.window, s.index, s.is_final, s.stable, s.text])]);
+}
+function drawTurn(t) {
+  const p = el("p", "turn" + (t.segments.every(s => !s.is_final) ? " interim" : ""));
+  p.dataset.start = t.segments[0].start;
+  p.append(el("span", "t", clock(t.segments[0].start)));
+  // A turn that starts with interim text has no speaker yet: no name rather than a guessed one.
+  p.append(t.pending ? el("span", "who pending", "…") : el("span", "who", t.name + ":"));
+  t.segments.forEach(s => {
+    const span = el("span", "seg" + (s.is_final ? " final" : " interim" + (s.stable ? " stable" : "")), s.text.trim());
+    Object.assign(span.dataset, { window: s.window, segment: s.index, final: s.is_final, start: s.start, end: s.end });
+    if (s.is_final) { span.tabIndex = 0; span.title = "play this passage"; }
+    p.append(" ", span);
+  });
+  return p;
+}
+function drawTranscript() {
+  const root = $("transcript"), turns = speakerTurns(orderedSegments());
+  // Only turns whose content changed are rebuilt: a live window touches the last turn or two.
+  turns.forEach((t, i) => {
+    const sig = turnSignature(t), node = root.children[i];
+    if (node && node.dataset.sig === sig) return;
+    const fresh = drawTurn(t); fresh.dataset.sig = sig;
+    if (node) root.replaceChild(fresh, node); else root.append(fresh);
+  });
+  while (root.children.length > turns.length) root.lastElementChild.remove();
+  applyMarks();
+  if (pendingMoment !== null) { gotoMoment(pendingMoment, false); settleMoment(); }
+}
+function redrawAll() { drawTranscript(); drawSpeakers(); if (lastNotes) drawNotes(lastNotes); }
 
 // -- speakers ----------------------------------------------------------------------------------
 function drawSpeakers() {
@@ -95,75 +125,118 @@ function editSpeaker(li, label) {
   input.addEventListener("keydown", ev => { if (ev.key === "Enter") submit(); if (ev.key === "Escape") drawSpeakers(); });
 }
 
-// -- audio of final segments --------------------------------------------------------------------
+// -- audio of final segments, and links to a moment (?t=SECONDS) ----------------------------------
 const player = $("player");
 let stopAt = null;
-$("transcript").addEventListener("click", ev => {
-  const p = ev.target.closest("p.seg.final");
-  if (!p) return;
-  const idx = Number(p.dataset.window), w = windows.get(idx);
-  const seg = w && w.segments[Number(p.dataset.segment)];
-  if (!seg || w.start === null || w.start === undefined) return;
-  document.querySelectorAll("p.playing").forEach(x => x.classList.remove("playing"));
-  p.classList.add("playing");
+// The segment playing and the one a link named, by key: a redrawn turn (a rename, a new window)
+// keeps its marks.
+const marks = { playing: null, moment: null };
+const segKey = span => `${span.dataset.window}:${span.dataset.segment}`;
+function applyMarks() {
+  document.querySelectorAll("#transcript .playing, #transcript .moment").forEach(x => x.classList.remove("playing", "moment"));
+  for (const span of document.querySelectorAll("#transcript .seg.final")) {
+    if (segKey(span) === marks.playing) span.classList.add("playing");
+    if (segKey(span) === marks.moment) span.closest(".turn").classList.add("moment");
+  }
+}
+function playSpan(span, from) {
+  const idx = Number(span.dataset.window), w = windows.get(idx);
+  if (!w || w.start === null || w.start === undefined) return;
+  marks.playing = segKey(span); applyMarks();
   const src = `/sessions/${sessionId}/audio/${idx}${q}`;
   if (!player.src.endsWith(src)) player.src = src;
-  player.currentTime = Math.max(0, seg.start - w.start);
-  stopAt = seg.end - w.start;
-  player.play().catch(err => { p.title = "could not play: " + err.message; });
+  player.currentTime = Math.max(0, (from ?? Number(span.dataset.start)) - w.start);
+  stopAt = Number(span.dataset.end) - w.start;
+  player.play().catch(err => { span.title = "could not play: " + err.message; });
+}
+$("transcript").addEventListener("click", ev => {
+  const span = ev.target.closest(".seg.final");
+  if (span) playSpan(span);
 });
-$("transcript").addEventListener("keydown", ev => { if (ev.key === "Enter" && ev.target.matches("p.seg.final")) ev.target.click(); });
+$("transcript").addEventListener("keydown", ev => { if (ev.key === "Enter" && ev.target.matches(".seg.final")) ev.target.click(); });
 player.addEventListener("timeupdate", () => { if (stopAt !== null && player.currentTime >= stopAt) { player.pause(); stopAt = null; } });
-player.addEventListener("pause", () => document.querySelectorAll("p.playing").forEach(x => x.classList.remove("playing")));
+player.addEventListener("pause", () => { marks.playing = null; applyMarks(); });
 
-// -- a moment to open at (#t=SECONDS, from a search hit): scroll to it and play it --------------
-let moment = Number(new URLSearchParams(location.hash.slice(1)).get("t"));
-if (!Number.isFinite(moment) || moment < 0 || !location.hash.includes("t=")) moment = null;
-function openMoment() {
-  if (moment === null) return;
-  for (const [idx, w] of [...windows.entries()].sort((a, b) => a[0] - b[0])) {
-    if (!w.is_final) continue;
-    const i = w.segments.findIndex(s => s.start <= moment + 0.05 && s.end > moment);
-    if (i < 0) continue;
-    const p = document.querySelector(`p.seg.final[data-window="${idx}"][data-segment="${i}"]`);
-    if (!p) return;
-    moment = null;
-    p.classList.add("moment"); p.focus({ preventScroll: true });
-    p.scrollIntoView({ block: "center" });
-    p.click();
-    return;
-  }
+// The moment a link names (notes, search hits): the final segment said at that time (or the
+// next one), its turn marked and scrolled to, its passage played from there. Waits for the
+// transcript to reach that time when the page is still loading.
+const momentParam = Number.parseFloat(params.get("t") ?? new URLSearchParams(location.hash.slice(1)).get("t"));
+let pendingMoment = Number.isFinite(momentParam) && momentParam >= 0 ? momentParam : null;
+const momentHref = t => `/sessions/${sessionId}?${q ? q.slice(1) + "&" : ""}t=${t.toFixed(1)}`;
+const isOver = () => ["completed", "partial", "failed"].includes(document.body.dataset.state);
+function gotoMoment(t, pastEnd) {
+  const spans = [...document.querySelectorAll("#transcript .seg.final")];
+  // Not transcribed that far yet (or nothing received yet): try again on the next window.
+  const target = spans.find(s => Number(s.dataset.end) > t) || (pastEnd ? spans[spans.length - 1] : null);
+  if (!target) return;
+  pendingMoment = null;
+  marks.moment = segKey(target); applyMarks();
+  target.closest(".turn").scrollIntoView({ block: "center" });
+  $("jump").hidden = atLive();
+  playSpan(target, Math.max(t, Number(target.dataset.start)));
+}
+// A finished session's backlog arrives as several events: only once they stopped coming is a
+// moment past the last passage taken to mean the last passage.
+let momentTimer = null;
+function settleMoment() {
+  clearTimeout(momentTimer);
+  if (pendingMoment !== null && isOver()) momentTimer = setTimeout(() => { if (pendingMoment !== null) gotoMoment(pendingMoment, true); }, 1500);
+}
+function momentLink(t) {
+  const a = el("a", "at", clock(t));
+  a.href = momentHref(t); a.title = "go to this moment and play it";
+  a.addEventListener("click", ev => { ev.preventDefault(); history.replaceState(null, "", a.href); gotoMoment(t, true); });
+  return a;
 }
 
-// -- notes: robust to their shape (strings or {text, owner, start} objects) -----------------------
-function noteText(item) {
-  if (item === null || item === undefined) return "";
-  if (typeof item !== "object") return String(item);
-  const text = item.text ?? item.summary ?? item.title ?? JSON.stringify(item);
-  const owner = item.owner ? `[${nameOf(item.owner)}] ` : "";
-  const at = typeof item.start === "number" ? ` (${clock(item.start)})` : "";
-  return owner + text + at;
+// -- notes as people read them: summary, decisions, action items (owner, link to the moment),
+// talk time. Machine fields (generator, fallback reason, version, usage, ...) stay in the JSON.
+let lastNotes = null;
+const asList = v => Array.isArray(v) ? v : v === null || v === undefined ? [] : [v];
+const itemText = item => item && typeof item === "object" ? String(item.text ?? item.summary ?? "") : String(item ?? "");
+// Names in notes are display names as they were when the notes were written; a later rename applies.
+function noteName(notes, name) {
+  const map = notes.speakers && typeof notes.speakers === "object" ? notes.speakers : {};
+  const label = Object.keys(map).find(k => map[k] === name) ?? (name in speakers ? name : null);
+  return label ? nameOf(label) : name;
+}
+function duration(sec) {
+  const s = Math.round(sec);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
 }
 function drawNotes(n) {
+  lastNotes = n;
   const sec = $("notes");
   sec.hidden = false; sec.replaceChildren(el("h2", null, "Meeting notes"));
-  const list = (title, items) => {
-    const arr = Array.isArray(items) ? items : items === null || items === undefined ? [] : [items];
-    sec.append(el("h3", null, title));
-    const ul = el("ul");
-    (arr.length ? arr.map(noteText) : ["(none)"]).forEach(t => ul.append(el("li", null, t)));
-    sec.append(ul);
+  const section = (key, title, items, none, draw) => {
+    const box = el("section", "notes-part"); box.dataset.part = key;
+    box.append(el("h3", null, title));
+    const shown = items.filter(i => itemText(i).trim() || typeof i === "number");
+    if (!shown.length) box.append(el("p", "none", none));
+    else { const ul = el("ul"); shown.forEach(i => ul.append(draw(i))); box.append(ul); }
+    sec.append(box);
   };
+  const at = (li, item) => { if (item && typeof item.start === "number") li.append(" ", momentLink(item.start)); return li; };
+  section("summary", "Summary", asList(n.summary), "Nothing to summarize.", s => el("li", null, itemText(s)));
+  section("decisions", "Decisions", asList(n.decisions), "None found.", d => {
+    const li = el("li", null, itemText(d));
+    if (d && d.speaker) li.append(el("span", "by", ` — ${noteName(n, d.speaker)}`));
+    return at(li, d);
+  });
+  section("action_items", "Action items", asList(n.action_items), "None found.", a => {
+    const li = el("li");
+    li.append(el("strong", "owner", a && a.owner ? noteName(n, a.owner) : "Unassigned"), " ", el("span", "text", itemText(a)));
+    return at(li, a);
+  });
   const talk = n.talk_time && typeof n.talk_time === "object" ? n.talk_time : {};
-  const total = Object.values(talk).reduce((a, b) => a + (Number(b) || 0), 0) || 1;
-  const known = { summary: "Summary", decisions: "Decisions", action_items: "Action items" };
-  for (const [key, title] of Object.entries(known)) list(title, n[key]);
-  list("Talk time", Object.entries(talk).sort((a, b) => b[1] - a[1])
-    .map(([k, v]) => `${nameOf(k)}: ${Math.round(v)} s (${Math.round(100 * v / total)}%)`));
-  for (const [key, value] of Object.entries(n)) {
-    if (key in known || key === "talk_time") continue;
-    list(key.replace(/_/g, " "), value);
-  }
+  const total = Object.values(talk).reduce((x, y) => x + (Number(y) || 0), 0) || 1;
+  const rows = Object.entries(talk).map(([k, v]) => [noteName(n, k), Number(v) || 0]).sort((x, y) => y[1] - x[1]);
+  section("talk_time", "Talk time", rows.map(([k, v]) => ({ text: k, seconds: v })), "Nobody spoke.", r => {
+    const li = el("li", null, `${r.text}: ${duration(r.seconds)} (${Math.round(100 * r.seconds / total)}%)`);
+    const bar = el("meter"); bar.min = 0; bar.max = 1; bar.value = r.seconds / total;
+    li.append(" ", bar);
+    return li;
+  });
 }
 
 // -- session header ------------------------------------------------------------------------------
@@ -227,14 +300,16 @@ async function start() {
     windows.set(d.window_index, d);
     const renamed = d.speakers && JSON.stringify(d.speakers) !== JSON.stringify(speakers);
     if (d.speakers) speakers = d.speakers;
-    followLive(() => { if (renamed) redrawAll(); else drawWindow(d.window_index); });
-    openMoment();
+    followLive(() => { if (renamed) redrawAll(); else drawTranscript(); });
   });
   es.addEventListener("speakers", ev => { speakers = JSON.parse(ev.data); redrawAll(); });
   es.addEventListener("state", ev => {
     const d = JSON.parse(ev.data);
     showSession(d);
-    if (["completed", "partial", "failed"].includes(d.state)) setTimeout(() => es.close(), 1000);   // before the 2 s retry
+    if (isOver()) {
+      setTimeout(() => es.close(), 1000);   // before the 2 s retry
+      settleMoment();
+    }
   });
   es.addEventListener("notes", ev => drawNotes(JSON.parse(ev.data)));
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -76,5 +77,22 @@ def require(exe: str) -> str:
 def live_service(tmp_path: Path) -> Iterator[LiveService]:
     """flowbot serve in-process: interim every second, 10 s windows, one speaker."""
     settings = live_settings(tmp_path / "data", window_seconds=10.0, window_min_seconds=5.0, interim_seconds=1.0)
+    with testkit_live_service(settings) as svc:
+        yield svc
+
+
+@pytest.fixture
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where page screenshots go (kept after the run): ``$FLOWBOT_TEST_ARTIFACTS`` or the run's temp folder."""
+    root = os.environ.get("FLOWBOT_TEST_ARTIFACTS")
+    path = Path(root) if root else tmp_path_factory.getbasetemp() / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def quiet_service(tmp_path: Path) -> Iterator[LiveService]:
+    """flowbot serve without interim captions (nothing loads a model)."""
+    settings = live_settings(tmp_path / "data", interim_seconds=0.0)
     with testkit_live_service(settings) as svc:
         yield svc

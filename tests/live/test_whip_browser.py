@@ -27,8 +27,8 @@ from tests.live.conftest import require
 
 DOM = """JSON.stringify({
   status: (document.getElementById('micstatus') || {}).textContent || '',
-  rows: [...document.querySelectorAll('#transcript p')]
-    .map(p => [p.dataset.window, p.className, p.querySelector('.text').textContent])
+  rows: [...document.querySelectorAll('#transcript .seg')]
+    .map(s => [s.dataset.window, s.className, s.textContent])
 })"""
 
 
