@@ -183,6 +183,11 @@ class Settings:
     speaker_match_threshold: float = _opt(
         0.45, "Cosine distance under which a window speaker is an existing session speaker."
     )
+    speaker_reconcile_threshold: float = _opt(
+        0.4,
+        "End of meeting: average-linkage cosine distance under which all window speakers cluster "
+        "into one voice (the final cast); 0 = keep the live labels.",
+    )
 
     # --- live captions -----------------------------------------------------
     interim_seconds: float = _opt(2.0, "Re-transcribe the open window this often for interim captions; 0 = off.")
