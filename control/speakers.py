@@ -29,7 +29,7 @@ from contracts.segments import SpeakerRelabel, WindowRecord, WindowStatus
 
 @dataclass(frozen=True)
 class ReconcileParams:
-    """Knobs of :func:`reconcile`, measured on the real-speech dev set (docs/speakers.md).
+    """Knobs of :func:`reconcile`, measured on the real-speech dev set (docs/diarization.md).
 
     On the stored window speakers of sample, concat, squeezed and returning,
     one voice in two windows sat 0.05-0.45 apart (CAM++, window means) and two

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from supabase_stack import BOOTSTRAP, MIGRATIONS, SupabaseStack, find_pg_bin, make_jwt
 
-from contracts.segments import TranscriptSegment, WindowRecord
+from contracts.segments import SpeakerRelabel, TranscriptSegment, WindowRecord
 from stores.base import Session, SessionProgress
 from stores.supabase import SupabaseMeetingStatus, SupabaseTranscriptStore
 
@@ -25,6 +25,7 @@ TABLES = [
     "session_speakers",
     "meeting_notes",
     "session_progress",
+    "session_speaker_relabels",
 ]
 
 
@@ -66,6 +67,7 @@ def owned(stack: SupabaseStack, new_session: NewSession) -> tuple[Session, str, 
     )
     store.rename_speaker(sid, "A", "Alice")
     store.put_notes(sid, {"summary": "secret"})
+    store.relabel_speakers(sid, SpeakerRelabel({}, ("A",), ("A",), 1.0))
     return session, stack.user_token(owner), stack.user_token(str(uuid.uuid4()))
 
 
@@ -79,6 +81,7 @@ def test_owner_reads_own_meeting_only(stack: SupabaseStack, owned: tuple[Session
         "transcript_windows": f"transcript_windows?session_id=eq.{sid}",
         "session_speakers": f"session_speakers?session_id=eq.{sid}",
         "meeting_notes": f"meeting_notes?session_id=eq.{sid}",
+        "session_speaker_relabels": f"session_speaker_relabels?session_id=eq.{sid}",
     }
     for table, path in reads.items():
         assert len(rows(rest(stack, "GET", path, mine))) == 1, table
