@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.settings import Settings
 from processor.diarization import Diarization
+from processor.engine import EngineParts
+from processor.speakers import SessionSpeakerRegistry
 from tests.realspeech.corpus import Recording
-from tests.realspeech.evaluate import Run, score
+from tests.realspeech.evaluate import Run, run_live_and_final, score
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +29,8 @@ REAL = ("sample", "concat", "squeezed", "returning")
 def test_reconciliation_never_costs_attribution(
     name: str, recordings: dict[str, Recording], live_and_final_runs: dict[str, tuple[Run, Run]]
 ) -> None:
-    """Final cpWER and DER are no worse than live (measured: equal on three, concat
-    cpWER 36.7 -> 33.7 % and DER 22.9 -> 20.1 % with the registry of before issue 21)."""
+    """Final cpWER and DER are no worse than live (measured: equal on all four, the live
+    registry already keeping concat's split telephone voice one speaker; see the next test)."""
     rec = recordings[name]
     live, final = (score(rec, run) for run in live_and_final_runs[name])
     print(f"\n{name}: cpWER {live['cpwer']:.1%} -> {final['cpwer']:.1%}, DER {live['der']:.1%} -> {final['der']:.1%}")
@@ -52,6 +55,32 @@ def test_final_cast_is_consistent_and_near_the_true_count(
     assert len(final.speakers) <= len(live.speakers)
 
 
+def test_reconciliation_removes_the_phantom_of_a_split_voice(
+    recordings: dict[str, Recording], realspeech_settings: Settings, engine_parts: EngineParts
+) -> None:
+    """The issue's defect on real speech, with the live registry of before issue 21 (no split
+    rule): on concat the window diarizer splits Diane's telephone voice in two (0.35 apart) and
+    the second half founds a phantom speaker. Reconciliation merges it back. Measured: live 6
+    labels, cpWER 36.7 %, DER 22.9 %; final 5 labels, 33.7 %, 20.1 % (WER 13.8 %)."""
+    rec = recordings["concat"]
+    default = engine_parts.mapper_factory
+    engine_parts.mapper_factory = lambda state: SessionSpeakerRegistry(
+        state or None, realspeech_settings.speaker_match_threshold, split_distance=0.0
+    )
+    try:
+        live_run, final_run = run_live_and_final(rec, realspeech_settings, engine_parts)
+    finally:
+        engine_parts.mapper_factory = default
+    live, final = score(rec, live_run), score(rec, final_run)
+    print(
+        f"\nconcat, registry without the split rule: speakers {len(live_run.speakers)} -> {len(final_run.speakers)}, "
+        f"cpWER {live['cpwer']:.1%} -> {final['cpwer']:.1%}, DER {live['der']:.1%} -> {final['der']:.1%}"
+    )
+    assert len(final_run.speakers) == len(live_run.speakers) - 1
+    assert final["cpwer"] <= live["cpwer"] - 0.015
+    assert final["der"] <= live["der"] - 0.015
+
+
 def test_sample_keeps_exactly_its_two_speakers(live_and_final_runs: dict[str, tuple[Run, Run]]) -> None:
     live, final = live_and_final_runs["sample"]
     assert live.speakers == final.speakers == {"S1", "S2"}
@@ -71,4 +100,6 @@ def test_final_der_no_worse_than_whole_file_pyannote(
     turns = [(t.start, t.end, t.speaker) for t in dia.speech_turns or dia.turns]
     whole = score(rec, Run([], turns))["der"]
     print(f"\n{name}: DER final {windowed:.1%}, whole-file pyannote {whole:.1%}")
-    assert windowed <= whole + 0.01
+    # Measured: sample 6.6 / 6.6, concat 20.1 / 31.9, returning 24.0 / 24.4, squeezed 27.9 /
+    # 27.1 % (0.8 points worse: every cut there is forced, inside speech).
+    assert windowed <= whole + 0.015
