@@ -84,6 +84,10 @@ def test_reconciliation_removes_the_phantom_of_a_split_voice(
 def test_sample_keeps_exactly_its_two_speakers(live_and_final_runs: dict[str, tuple[Run, Run]]) -> None:
     live, final = live_and_final_runs["sample"]
     assert live.speakers == final.speakers == {"S1", "S2"}
+    # The processor stored each window speaker's voice (CAM++, 192 dims) with the window.
+    (window,) = final.windows
+    assert {s.label for s in window.speakers} == {"S1", "S2"}
+    assert all(s.embedding is not None and len(s.embedding) == 192 and s.seconds > 5 for s in window.speakers)
 
 
 @pytest.mark.parametrize("name", REAL)
