@@ -80,11 +80,14 @@ class SessionSpeakerRegistry:
     ``max_weight_seconds`` caps how much past speech outweighs a new window.
     ``split_distance``: a window speaker left over by the one-to-one match whose
     voice is closer than this to a session speaker another speaker of the same
-    window took (or founded) is that voice split in two by the window's
-    diarization, not a new voice: it joins it. Measured on the real recordings
-    (stored window speakers, CAM++): a telephone voice split in one window sat
-    0.35 from its other half; two different voices of one window were >= 0.49
-    apart, so 0.4 (the issue's phantom S5 sat 0.44 and 0.486 from one centroid).
+    window took (or founded) is taken for that voice split in two by the window's
+    diarization and joins it instead of founding a new speaker. Off (0) by default,
+    measured: on the real concat recording a telephone voice split in one window
+    sat 0.35 from its other half (the issue's phantom), but on the 4-voice flite
+    conversation two different voices of one window sat 0.369 and 0.372 apart, and
+    0.4 raised its stitched DER from 20.2 to 25.7 %. No margin between the two, so
+    the end-of-meeting reconciliation (control/speakers.py), which compares whole
+    clusters across windows, removes the phantom instead.
     """
 
     def __init__(
@@ -94,7 +97,7 @@ class SessionSpeakerRegistry:
         *,
         min_new_speaker_seconds: float = 1.0,
         max_weight_seconds: float = 120.0,
-        split_distance: float = 0.4,
+        split_distance: float = 0.0,
         session: str | None = None,
     ) -> None:
         if not 0.0 < threshold <= 2.0:

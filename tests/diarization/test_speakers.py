@@ -62,7 +62,7 @@ def test_a_voice_the_window_split_in_two_stays_one_speaker() -> None:
     """Issue 21: the diarizer split one telephone voice into two window speakers (0.44 and 0.486
     from its centroid, 0.35 apart measured on concat); the second founded a phantom S5."""
     (a,) = _voices(1)
-    reg = SessionSpeakerRegistry(threshold=0.5)
+    reg = SessionSpeakerRegistry(threshold=0.5, split_distance=0.4)
     reg.assign(_window([("A", 0, 20, a)]))
     x, y = _at_distance(a, 0.15, seed=1), _at_distance(a, 0.2, seed=2)
     assert 1.0 - float(x @ y) < 0.4
@@ -72,14 +72,19 @@ def test_a_voice_the_window_split_in_two_stays_one_speaker() -> None:
 
 
 def test_two_voices_of_one_window_near_one_centroid_stay_apart() -> None:
-    """Farther than the split distance (0.4) the window's own clustering wins: two voices."""
+    """Farther than the split distance the window's own clustering wins: two voices; and
+    by default (no split rule: no measured margin, see SessionSpeakerRegistry) always."""
     (a,) = _voices(1, seed=3)
-    reg = SessionSpeakerRegistry(threshold=0.5)
+    reg = SessionSpeakerRegistry(threshold=0.5, split_distance=0.4)
     reg.assign(_window([("A", 0, 20, a)]))
     # Both under the match threshold of S1; the second 0.45 from it (two voices of one window
     # sat >= 0.49 apart on the real recordings).
     mapping = reg.assign(_window([("X", 0, 10, _at_distance(a, 0.05, 4)), ("Y", 10, 20, _at_distance(a, 0.45, 5))]))
     assert mapping["X"] == "S1" and mapping["Y"] == "S2"
+    default = SessionSpeakerRegistry(threshold=0.5)
+    default.assign(_window([("A", 0, 20, a)]))
+    split = default.assign(_window([("X", 0, 10, _at_distance(a, 0.15, 1)), ("Y", 10, 20, _at_distance(a, 0.2, 2))]))
+    assert split == {"X": "S1", "Y": "S2"}
 
 
 def test_new_voice_mid_meeting_gets_next_label() -> None:
