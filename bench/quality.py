@@ -2,23 +2,28 @@
 
 For each recording of the real-speech development set (testkit/corpus.py:
 pyannote's two-speaker telephone sample, a six-speaker concatenation with short
-gaps, 60 s of speech with every pause squeezed under 150 ms) and the flite
-planning meeting, it prints:
+gaps, 60 s of speech with every pause squeezed under 150 ms, a six-speaker
+meeting where voices come back) and the flite planning meeting, it prints the
+speaker figures side by side:
 
 - WER: the words, speakers ignored;
-- cpWER: who said what (CHiME-6 concatenated minimum-permutation WER over speakers);
+- cpWER: who said what (CHiME-6 concatenated minimum-permutation WER over speakers),
+  and cpWER - WER: the points that speaker attribution costs;
+- speakers found against the true number (speaker-count error);
 - DER: who spoke when (pyannote.metrics, no collar, overlapping speech counted);
 
 for three systems with the same models (bundled tiny.en, beam 5; the offline
 pyannote pipeline):
 
-- ``pipeline``: ``flowbot transcribe``'s path (producer, stream, ~30 s windows,
-  session speaker registry, store; RTTM from the stored diarization turns);
-- ``faster-whisper``: the whole file in one ``transcribe`` call (WER only);
-- ``pyannote``: the whole file in one diarization call (DER), and its words
-  attributed to it (cpWER of faster-whisper + pyannote on the whole file).
+- ``pipeline, live labels``: ``flowbot transcribe``'s path (producer, stream,
+  ~30 s windows, session speaker registry, store; RTTM from the stored
+  diarization turns) with the labels as viewers saw them live;
+- ``pipeline, reconciled``: the same run after the end-of-meeting speaker
+  reconciliation (control/speakers.py), as the final transcript and notes have it;
+- ``whole file``: faster-whisper over the whole file in one call, its words
+  attributed to pyannote run over the whole file in one call.
 
-    .venv/bin/python -m bench.quality [--recordings sample,concat,squeezed,flite] [--cache DIR] [--no-naming]
+    .venv/bin/python -m bench.quality [--recordings sample,concat,squeezed,returning,flite] [--cache DIR] [--no-naming]
 
 It then prints naming precision and recall (names that follow a voice, bench/voices.py).
 
@@ -37,8 +42,9 @@ from pathlib import Path
 from contracts.settings import Settings
 from testkit.corpus import Recording, Utterance, build
 from testkit.evaluate import (
+    Run,
     cache_dir,
-    run_pipeline,
+    run_live_and_final,
     score,
     whole_file_asr,
     whole_file_diarization,
@@ -59,10 +65,39 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def speaker_figures(rec: Recording, run: Run) -> dict[str, float | int | None]:
+    """WER, cpWER, cpWER - WER (points), speakers found, speaker-count error and DER of one run."""
+    scores = score(rec, run)
+    true = len(rec.speaker_texts())
+    found = len(run.speakers)
+    return {
+        "wer": scores["wer"],
+        "cpwer": scores["cpwer"],
+        "attribution": scores["cpwer"] - scores["wer"],
+        "found": found,
+        "true": true,
+        "count_error": found - true,
+        "der": scores.get("der"),
+    }
+
+
+def _row(name: str, system: str, fig: dict[str, float | int | None]) -> tuple[str, ...]:
+    return (
+        name,
+        system,
+        _pct(fig["wer"]),
+        _pct(fig["cpwer"]),
+        f"{100 * float(fig['attribution'] or 0):+.1f}",
+        f"{fig['found']} / {fig['true']}",
+        f"{int(fig['count_error'] or 0):+d}",
+        _pct(fig["der"]),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the comparison and print one markdown table."""
+    """Run the comparison and print two markdown tables: speakers, then windows and time."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recordings", default="sample,concat,squeezed,flite")
+    parser.add_argument("--recordings", default="sample,concat,squeezed,returning,flite")
     parser.add_argument("--cache", type=Path, default=None, help="where the development set is built")
     parser.add_argument("--no-naming", action="store_true", help="skip naming by voice (bench/voices.py)")
     args = parser.parse_args(argv)
@@ -78,31 +113,32 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env({}, data_dir=Path(tmp), diarization="offline", interim_seconds=0.0)
         parts = build_engine_parts(settings)
         rows = []
+        runs = []
         for name in names:
             rec = recordings[name]
             t0 = time.perf_counter()
-            run = run_pipeline(rec, settings, parts)
+            live, final = run_live_and_final(rec, settings, parts)
             t1 = time.perf_counter()
             asr = whole_file_asr(rec, parts.transcriber)
-            t2 = time.perf_counter()
             diarization = whole_file_diarization(rec, parts.diarizer)
-            t3 = time.perf_counter()
-            pipe = score(rec, run)
-            fw = score(rec, whole_file_run(asr))
-            both = score(rec, whole_file_run(asr, diarization))
-            cuts = {k[4:]: v for k, v in run.counters.items() if k.startswith("cut_")}
+            t2 = time.perf_counter()
+            label = f"{name} ({rec.duration:.0f} s)"
+            rows.append(_row(label, "pipeline, live labels", speaker_figures(rec, live)))
+            rows.append(_row(label, "pipeline, reconciled (final)", speaker_figures(rec, final)))
             rows.append(
+                _row(
+                    label,
+                    "whole file: faster-whisper + pyannote",
+                    speaker_figures(rec, whole_file_run(asr, diarization)),
+                )
+            )
+            cuts = {k[4:]: v for k, v in final.counters.items() if k.startswith("cut_")}
+            runs.append(
                 (
-                    f"{name} ({rec.duration:.0f} s, {len(rec.speaker_texts())} spk)",
-                    f"{len(run.windows)} ({', '.join(f'{v} {k}' for k, v in sorted(cuts.items())) or 'no cut'})",
-                    _pct(pipe["wer"]),
-                    _pct(pipe["cpwer"]),
-                    _pct(pipe.get("der")),
-                    str(len(run.speakers)),
-                    _pct(fw["wer"]),
-                    _pct(both.get("der")),
-                    _pct(both["cpwer"]),
-                    f"{t1 - t0:.0f} / {t2 - t1 + t3 - t2:.0f}",
+                    label,
+                    f"{len(final.windows)} ({', '.join(f'{v} {k}' for k, v in sorted(cuts.items())) or 'no cut'})",
+                    _pct(score(rec, whole_file_run(asr))["wer"]),
+                    f"{t1 - t0:.0f} / {t2 - t1:.0f}",
                 )
             )
             print(f"{name}: done", file=sys.stderr, flush=True)
@@ -113,20 +149,24 @@ def main(argv: list[str] | None = None) -> int:
             naming = naming_table(naming_run(cache, settings, parts), settings)
     header = (
         "recording",
-        "windows (cuts)",
-        "pipeline WER %",
-        "pipeline cpWER %",
-        "pipeline DER %",
-        "pipeline speakers",
-        "faster-whisper whole-file WER %",
-        "pyannote whole-file DER %",
-        "whole-file cpWER %",
-        "wall s pipeline / whole-file",
+        "system",
+        "WER %",
+        "cpWER %",
+        "cpWER - WER (points)",
+        "speakers found / true",
+        "speaker-count error",
+        "DER %",
     )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    print()
+    timing = ("recording", "windows (cuts)", "faster-whisper whole-file WER %", "wall s pipeline / whole-file")
+    print("| " + " | ".join(timing) + " |")
+    print("|" + "---|" * len(timing))
+    for run in runs:
+        print("| " + " | ".join(run) + " |")
     if naming is not None:
         print()
         print(naming)

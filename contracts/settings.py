@@ -197,6 +197,11 @@ class Settings:
         "Name speakers by their owner's remembered voices live, after each committed window ('off': only "
         "when the meeting ends). The processor then reads the session's owner from the session store.",
     )
+    speaker_reconcile_threshold: float = _opt(
+        0.4,
+        "End of meeting: average-linkage cosine distance under which all window speakers cluster "
+        "into one voice (the final cast); 0 = keep the live labels.",
+    )
 
     # --- live captions -----------------------------------------------------
     interim_seconds: float = _opt(2.0, "Re-transcribe the open window this often for interim captions; 0 = off.")

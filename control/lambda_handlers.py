@@ -154,7 +154,7 @@ def check_windows_handler(event: Mapping[str, Any], context: object = None) -> d
 
 
 def generate_notes_handler(event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
-    """Step Functions task: notes from whatever transcript exists."""
+    """Step Functions task: reconcile the speakers once, then notes from whatever transcript exists."""
     return _workflow_steps().generate_notes(_session_id(event))
 
 

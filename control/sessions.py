@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.frames import SAMPLE_RATE
+from contracts.segments import SpeakerRelabel
 from control.launch import LaunchResult
 from stores.base import Session, SessionState, SessionStore, StateConflict, TranscriptStore
 
@@ -248,6 +249,8 @@ class SessionReport:
     notes: dict[str, Any] | None
     #: Interim-caption counters, where captions run in this process.
     interim: dict[str, Any] | None
+    #: What the end-of-session speaker reconciliation changed (None before it ran).
+    speaker_relabel: SpeakerRelabel | None = None
 
     @classmethod
     def read(
@@ -266,6 +269,7 @@ class SessionReport:
             speakers=transcripts.speakers(sid),
             notes=transcripts.get_notes(sid),
             interim=interim_stats(sid) if interim_stats is not None else None,
+            speaker_relabel=transcripts.speaker_relabel(sid),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -276,4 +280,5 @@ class SessionReport:
             "speakers": self.speakers,
             "notes": self.notes,
             "interim": self.interim,
+            "speakers_reconciled": None if self.speaker_relabel is None else self.speaker_relabel.to_dict(),
         }

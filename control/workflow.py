@@ -11,13 +11,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.settings import Settings, TranscriptBackend
 from control import sessions
 from control.notes import NotesGenerator, OfflineNotesGenerator
 from control.sessions import Progress
+from control.speakers import ReconcileParams, reconcile
 from stores.base import Session, SessionStore, StateConflict, TranscriptStore
 from stores.voice_naming import Voices
 
@@ -37,6 +38,8 @@ class WorkflowSteps:
     #: Where the final meeting status goes besides the session store (Supabase's
     #: "Update Meeting Status"): called with (session, state, notes, reason).
     on_finalized: OnFinalized | None = None
+    #: End-of-session speaker reconciliation (None: labels stay as they were live).
+    reconcile: ReconcileParams | None = field(default_factory=ReconcileParams)
     #: The owners' voice libraries: speakers that match a remembered voice are named before the notes.
     voices: Voices | None = None
 
@@ -74,14 +77,41 @@ class WorkflowSteps:
             return {"session_id": session_id, "named": {}, "error": "naming by voice failed; see logs"}
         return {"session_id": session_id, "named": {n.label: n.name for n in namings}}
 
+    def reconcile_speakers(self, session_id: str) -> dict[str, Any]:
+        """One consistent cast: cluster every window speaker of the session at once and relabel.
+
+        Runs once every window is committed and before the notes (the notes step
+        calls it first, so Step Functions' GenerateNotes task runs it too). A second
+        call finds the session already relabelled and changes nothing.
+        """
+        done = self.transcripts.speaker_relabel(session_id)
+        applied = False
+        if done is None and self.reconcile is not None:
+            relabel = reconcile(self.transcripts.windows(session_id), self.reconcile)
+            applied = self.transcripts.relabel_speakers(session_id, relabel)
+            done = relabel if applied else self.transcripts.speaker_relabel(session_id)
+        if applied and done is not None:
+            log.info(
+                "speakers reconciled",
+                extra={
+                    "session": session_id,
+                    "before": len(done.before),
+                    "after": len(done.after),
+                    "windows_changed": sum(1 for v in done.windows.values() if v),
+                },
+            )
+        return {"session_id": session_id, "speakers": None if done is None else done.to_dict()}
+
     def generate_notes(self, session_id: str) -> dict[str, Any]:
         """Notes from whatever transcript exists (also after partial failure).
 
-        Speakers that match a remembered voice are named first (:meth:`name_voices`).
-        A language-model generator is wrapped in the offline fallback
-        (:func:`control.llm.notes_generator`), so this step writes notes even
-        when the model fails; the notes name the generator that wrote them.
+        The speakers are reconciled first (:meth:`reconcile_speakers`), then those
+        that match a remembered voice are named (:meth:`name_voices`), so the notes
+        name the final cast. A language-model generator is wrapped in the offline
+        fallback (:func:`control.llm.notes_generator`), so this step writes notes
+        even when the model fails; the notes name the generator that wrote them.
         """
+        self.reconcile_speakers(session_id)
         self.name_voices(session_id)
         segments = self.transcripts.segments(session_id)
         notes = self.notes.generate(segments, self.transcripts.speakers(session_id)).to_dict()
@@ -171,7 +201,9 @@ def default_steps(
 
     on_finalized = _meeting_status_writer(settings) if settings.store == TranscriptBackend.SUPABASE else None
     voices = Voices.from_settings(voice_library(settings), transcripts, settings)
-    return WorkflowSteps(sessions, transcripts, notes_generator(settings), on_finalized, voices)
+    threshold = settings.speaker_reconcile_threshold
+    params = ReconcileParams(threshold=threshold) if threshold > 0 else None
+    return WorkflowSteps(sessions, transcripts, notes_generator(settings), on_finalized, params, voices)
 
 
 def _meeting_status_writer(settings: Settings) -> OnFinalized:

@@ -40,10 +40,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from contracts.frames import MAX_RECORD_SAMPLES, SAMPLE_RATE, EndAuthority, FrameKind, FrameRecord, MalformedRecord
-from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus
+from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowSpeaker, WindowStatus
 from processor.asr import AsrResult, AsrSegment, Transcriber, shifted, words_text
 from processor.attribution import attribute, transcript_segments
 from processor.diarization import Diarization, Diarizer, SpeakerMapper
+from processor.speakers import window_speakers
 from processor.windowing import Cut, WindowPolicy, choose_cut, commit_point, has_speech, to_float
 from stores.archive import WindowArchive
 from stores.base import PermanentStoreError, SessionProgress, TranscriptStore
@@ -110,6 +111,8 @@ class WindowResult:
     turns: tuple[SpeakerTurn, ...] = ()
     #: ASR segments the hallucination guard dropped, by reason (:class:`processor.asr.AsrResult`).
     dropped: Counter[str] = field(default_factory=Counter)
+    #: Each session speaker's speech and voice in the window (see WindowRecord.speakers).
+    speakers: tuple[WindowSpeaker, ...] = ()
 
 
 def asr_input(policy: WindowPolicy, pcm: np.ndarray, context: np.ndarray | None) -> np.ndarray | None:
@@ -194,7 +197,7 @@ def label_window(
         for t in session_diarization.speech_turns
         if t.end > t.start
     )
-    return WindowResult(segments, recognized.samples, turns, recognized.dropped)
+    return WindowResult(segments, recognized.samples, turns, recognized.dropped, window_speakers(diarization, mapping))
 
 
 def transcribe_window(
@@ -727,6 +730,7 @@ class ShardProcessor:
             uri,
             result.turns,
             dropped_segments=result.dropped.total(),
+            speakers=result.speakers,
         )
         self.counters["dropped_segments"] += result.dropped.total()
         # Transient store errors propagate: the window stays uncommitted, the checkpoint

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from contracts.segments import TranscriptSegment, WindowRecord
+from contracts.segments import SpeakerRelabel, TranscriptSegment, WindowRecord
 from contracts.voices import Voice, VoiceNaming
 
 
@@ -122,6 +122,19 @@ class TranscriptStore(Protocol):
 
     def rename_speaker(self, session_id: str, label: str, name: str) -> None:
         """Give a session speaker a display name."""
+
+    def relabel_speakers(self, session_id: str, relabel: SpeakerRelabel) -> bool:
+        """Apply the end-of-session speaker reconciliation in one transaction, once.
+
+        Final rows (segment and word speakers), window turns and window speakers get
+        their final labels, each changed window a new revision (live feeds send it
+        again); display names follow their speech (:meth:`SpeakerRelabel.carry_names`);
+        ``relabel`` is kept for :meth:`speaker_relabel`. False, changing nothing, when
+        the session was already relabelled.
+        """
+
+    def speaker_relabel(self, session_id: str) -> SpeakerRelabel | None:
+        """The reconciliation applied to a session, or None before it ran."""
 
     def put_notes(self, session_id: str, notes: dict[str, Any]) -> None:
         """Store the meeting notes of a session."""

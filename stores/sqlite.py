@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from contracts.frames import SAMPLE_RATE
-from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus, Word
+from contracts.segments import (
+    SpeakerRelabel,
+    SpeakerTurn,
+    TranscriptSegment,
+    WindowRecord,
+    WindowSpeaker,
+    WindowStatus,
+    Word,
+    relabel_segment,
+    relabel_window,
+)
 from localdb import SqliteFile
 from stores.base import (
     MATCH_END,
@@ -53,6 +63,7 @@ CREATE TABLE IF NOT EXISTS windows (
     revision INTEGER NOT NULL,
     turns TEXT NOT NULL DEFAULT '[]',
     dropped_segments INTEGER NOT NULL DEFAULT 0,
+    speakers TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (session_id, window_index)
 );
 CREATE INDEX IF NOT EXISTS windows_by_revision ON windows (session_id, revision);
@@ -91,6 +102,9 @@ CREATE TRIGGER IF NOT EXISTS segments_fts_update AFTER UPDATE OF text, is_final 
     INSERT INTO segments_fts (rowid, text) SELECT new.rowid, new.text WHERE new.is_final = 1;
 END;
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS speaker_relabels (
+    session_id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS revisions (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
@@ -105,7 +119,11 @@ OPEN = "open"
 
 
 #: Columns added to ``windows`` after its first release: (name, declaration).
-_ADDED_COLUMNS = (("turns", "TEXT NOT NULL DEFAULT '[]'"), ("dropped_segments", "INTEGER NOT NULL DEFAULT 0"))
+_ADDED_COLUMNS = (
+    ("turns", "TEXT NOT NULL DEFAULT '[]'"),
+    ("dropped_segments", "INTEGER NOT NULL DEFAULT 0"),
+    ("speakers", "TEXT NOT NULL DEFAULT '[]'"),
+)
 
 
 def _open(path: Path | str) -> SqliteFile:
@@ -196,7 +214,7 @@ _SEG_COLS = (
 
 
 def _window_from_row(row: tuple[Any, ...]) -> WindowRecord:
-    sid, win, start, end, status, error, uri, turns, dropped = row
+    sid, win, start, end, status, error, uri, turns, dropped, speakers = row
     return WindowRecord(
         sid,
         win,
@@ -207,10 +225,29 @@ def _window_from_row(row: tuple[Any, ...]) -> WindowRecord:
         uri,
         tuple(SpeakerTurn.from_dict(t) for t in json.loads(turns)),
         dropped,
+        tuple(WindowSpeaker.from_dict(s) for s in json.loads(speakers)),
     )
 
 
-_WIN_COLS = "session_id, window_index, start_sample, end_sample, status, error, audio_uri, turns, dropped_segments"
+def _window_row(window: WindowRecord, revision: int) -> tuple[Any, ...]:
+    return (
+        window.session_id,
+        window.window_index,
+        window.start_sample,
+        window.end_sample,
+        window.status,
+        window.error,
+        window.audio_uri,
+        json.dumps([t.to_dict() for t in window.turns]),
+        window.dropped_segments,
+        json.dumps([s.to_dict() for s in window.speakers]),
+        revision,
+    )
+
+
+_WIN_COLS = (
+    "session_id, window_index, start_sample, end_sample, status, error, audio_uri, turns, dropped_segments, speakers"
+)
 
 
 class SqliteTranscriptStore:
@@ -237,19 +274,8 @@ class SqliteTranscriptStore:
                 [_segment_row(s) for s in segments],
             )
             conn.execute(
-                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    window.session_id,
-                    window.window_index,
-                    window.start_sample,
-                    window.end_sample,
-                    window.status,
-                    window.error,
-                    window.audio_uri,
-                    json.dumps([t.to_dict() for t in window.turns]),
-                    window.dropped_segments,
-                    rev,
-                ),
+                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                _window_row(window, rev),
             )
             self._save_progress(conn, progress)
 
@@ -274,8 +300,8 @@ class SqliteTranscriptStore:
             start = int(segments[0].start * SAMPLE_RATE) if segments else 0
             end = int(segments[-1].end * SAMPLE_RATE) if segments else 0
             conn.execute(
-                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (session_id, window_index, start, end, OPEN, None, None, "[]", 0, rev),
+                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (session_id, window_index, start, end, OPEN, None, None, "[]", 0, "[]", rev),
             )
             return True
 
@@ -366,6 +392,60 @@ class SqliteTranscriptStore:
         """See :meth:`stores.base.TranscriptStore.rename_speaker`."""
         with self._db.tx() as conn:
             conn.execute("INSERT OR REPLACE INTO speakers VALUES (?,?,?)", (session_id, label, name))
+
+    def relabel_speakers(self, session_id: str, relabel: SpeakerRelabel) -> bool:
+        """See :meth:`stores.base.TranscriptStore.relabel_speakers`: one transaction."""
+        with self._db.tx() as conn:
+            if conn.execute("SELECT 1 FROM speaker_relabels WHERE session_id = ?", (session_id,)).fetchone():
+                return False
+            for index, mapping in sorted(relabel.windows.items()):
+                if not mapping:
+                    continue
+                rows = conn.execute(
+                    f"SELECT {_SEG_COLS} FROM segments WHERE session_id = ? AND window_index = ? AND is_final = 1",
+                    (session_id, index),
+                ).fetchall()
+                for seg in (relabel_segment(_segment_from_row(r), mapping) for r in rows):
+                    conn.execute(
+                        "UPDATE segments SET speaker = ?, words = ? "
+                        "WHERE session_id = ? AND window_index = ? AND segment_index = ?",
+                        (
+                            seg.speaker,
+                            json.dumps([w.to_dict() for w in seg.words]),
+                            session_id,
+                            index,
+                            seg.segment_index,
+                        ),
+                    )
+                row = conn.execute(
+                    f"SELECT {_WIN_COLS} FROM windows WHERE session_id = ? AND window_index = ? AND status != ?",
+                    (session_id, index, OPEN),
+                ).fetchone()
+                if row is not None:
+                    # A new revision: live feeds send the window again, with its final labels.
+                    conn.execute(
+                        f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        _window_row(relabel_window(_window_from_row(row), mapping), _next_revision(conn)),
+                    )
+            names = dict(
+                conn.execute("SELECT label, display_name FROM speakers WHERE session_id = ?", (session_id,)).fetchall()
+            )
+            conn.execute("DELETE FROM speakers WHERE session_id = ?", (session_id,))
+            conn.executemany(
+                "INSERT INTO speakers VALUES (?,?,?)",
+                [(session_id, label, name) for label, name in relabel.carry_names(names).items()],
+            )
+            conn.execute("INSERT INTO speaker_relabels VALUES (?,?)", (session_id, json.dumps(relabel.to_dict())))
+        return True
+
+    def speaker_relabel(self, session_id: str) -> SpeakerRelabel | None:
+        """See :meth:`stores.base.TranscriptStore.speaker_relabel`."""
+        row = (
+            self._db.conn()
+            .execute("SELECT record FROM speaker_relabels WHERE session_id = ?", (session_id,))
+            .fetchone()
+        )
+        return SpeakerRelabel.from_dict(json.loads(row[0])) if row else None
 
     def put_notes(self, session_id: str, notes: dict[str, Any]) -> None:
         """See :meth:`stores.base.TranscriptStore.put_notes`."""

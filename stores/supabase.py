@@ -40,7 +40,16 @@ import httpx
 from postgrest import APIError
 
 from contracts.frames import SAMPLE_RATE
-from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus
+from contracts.segments import (
+    SpeakerRelabel,
+    SpeakerTurn,
+    TranscriptSegment,
+    WindowRecord,
+    WindowSpeaker,
+    WindowStatus,
+    relabel_segment,
+    relabel_window,
+)
 from contracts.settings import Settings
 from stores.base import (
     PermanentStoreError,
@@ -62,6 +71,7 @@ WINDOWS = "transcript_windows"
 PROGRESS = "session_progress"
 SPEAKERS = "session_speakers"
 NOTES = "meeting_notes"
+RELABELS = "session_speaker_relabels"
 # Supabase's PostgREST caps responses at 1000 rows by default (max-rows).
 PAGE = 1000
 
@@ -276,6 +286,7 @@ class SupabaseTranscriptStore:
                 "audio_uri": window.audio_uri,
                 "turns": [t.to_dict() for t in window.turns],
                 "dropped_segments": window.dropped_segments,
+                "speakers": [spk.to_dict() for spk in window.speakers],
             },
             "p_segments": [_segment_json(s) for s in segments],
             "p_progress": _progress_json(progress),
@@ -342,6 +353,59 @@ class SupabaseTranscriptStore:
             session=session_id,
         )
 
+    def relabel_speakers(self, session_id: str, relabel: SpeakerRelabel) -> bool:
+        """See :meth:`stores.base.TranscriptStore.relabel_speakers`.
+
+        The new rows are computed here with the same functions as SQLite's; one RPC
+        (``flowbot_relabel_speakers``) writes them in one transaction, once per session.
+        """
+        changed = {k: v for k, v in relabel.windows.items() if v}
+        segments = [
+            relabel_segment(s, changed[s.window_index]) for s in self.segments(session_id) if s.window_index in changed
+        ]
+        windows = [
+            relabel_window(w, changed[w.window_index]) for w in self.windows(session_id) if w.window_index in changed
+        ]
+        names = self.speakers(session_id)
+        params = {
+            "p_session_id": session_id,
+            "p_segments": [
+                {
+                    "window_index": s.window_index,
+                    "segment_index": s.segment_index,
+                    "speaker": s.speaker,
+                    "words": [w.to_dict() for w in s.words],
+                }
+                for s in segments
+            ],
+            "p_windows": [
+                {
+                    "window_index": w.window_index,
+                    "turns": [t.to_dict() for t in w.turns],
+                    "speakers": [spk.to_dict() for spk in w.speakers],
+                }
+                for w in windows
+            ],
+            "p_names": relabel.carry_names(names),
+            "p_record": relabel.to_dict(),
+        }
+        return bool(
+            self._rest.call(
+                "relabel_speakers",
+                lambda: _data(self._db.rpc("flowbot_relabel_speakers", params)),
+                session=session_id,
+            )
+        )
+
+    def speaker_relabel(self, session_id: str) -> SpeakerRelabel | None:
+        """See :meth:`stores.base.TranscriptStore.speaker_relabel`."""
+        rows = self._rest.call(
+            "speaker_relabel",
+            lambda: _data(self._db.table(RELABELS).select("record").eq("session_id", session_id)),
+            session=session_id,
+        )
+        return SpeakerRelabel.from_dict(rows[0]["record"]) if rows else None
+
     def put_notes(self, session_id: str, notes: dict[str, Any]) -> None:
         """See :meth:`stores.base.TranscriptStore.put_notes` (per-session notes only)."""
         row = {"session_id": session_id, "notes": notes}
@@ -404,7 +468,8 @@ class SupabaseTranscriptStore:
                 _data(
                     self._db.table(WINDOWS)
                     .select(
-                        "session_id,window_index,start_sample,end_sample,status,error,audio_uri,turns,dropped_segments"
+                        "session_id,window_index,start_sample,end_sample,status,error,audio_uri,turns,"
+                        "dropped_segments,speakers"
                     )
                     .eq("session_id", session_id)
                     .neq("status", "open")
@@ -419,6 +484,7 @@ class SupabaseTranscriptStore:
                     **r,
                     "status": WindowStatus(r["status"]),
                     "turns": tuple(SpeakerTurn.from_dict(t) for t in r.get("turns") or ()),
+                    "speakers": tuple(WindowSpeaker.from_dict(s) for s in r.get("speakers") or ()),
                 }
             )
             for r in self._paged("windows", session_id, page)

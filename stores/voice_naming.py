@@ -119,7 +119,8 @@ class Voices:
         candidates = [
             s
             for s in (speakers if speakers is not None else self.speakers(sid))
-            if s.label not in done and names.get(s.label, s.label) == s.label
+            # A label the end-of-meeting reconciliation merged away has no rows left: not a speaker.
+            if s.label in names and s.label not in done and names[s.label] == s.label
         ]
         free = [v for v in voices if v.name not in taken]
         out = []

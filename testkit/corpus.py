@@ -14,7 +14,7 @@ Nothing here is stored in git. The sources, with their reference text:
   and its hash checked. (``--no-binary :all:`` fetches the same file but first
   compiles Cython from source to prepare metadata: minutes on 2 cores.)
 
-Three recordings come out of that (:func:`build`):
+Four recordings come out of that (:func:`build`):
 
 - ``sample``: pyannote's conversation as it is.
 - ``concat``: the pocketsphinx clips and the sample's conversation in one
@@ -22,6 +22,9 @@ Three recordings come out of that (:func:`build`):
 - ``squeezed``: the same speech back to back with every pause, inside and
   between utterances, squeezed to under 150 ms, so a window can never be cut
   at a pause (checked with the processor's own VAD).
+- ``returning``: a meeting where voices come back, as in real meetings: the
+  six voices talk 2-4 times each in turns of mostly 5-15 s (:data:`RETURNING`),
+  the telephone call heard in three parts.
 """
 
 from __future__ import annotations
@@ -182,6 +185,25 @@ class Clip:
             tuple(Utterance(u.speaker, u.start - t, u.end - t, u.text) for u in self.utterances if u.start >= t),
             tuple((max(0.0, s - t), e - t, k) for s, e, k in self.turns if e > t),
         )
+
+    def span(self, start: float, end: float) -> Clip:
+        """The clip between ``start`` and ``end`` seconds: utterances starting inside, turns clipped."""
+        return Clip(
+            self.speaker,
+            self.pcm[int(start * SR) : int(end * SR)],
+            tuple(
+                Utterance(u.speaker, u.start - start, min(u.end, end) - start, u.text)
+                for u in self.utterances
+                if start <= u.start < end
+            ),
+            tuple((max(s, start) - start, min(e, end) - start, k) for s, e, k in self.turns if e > start and s < end),
+        )
+
+
+def joined(clips: Sequence[Clip], gap: float = 0.3) -> Clip:
+    """One speaker's clips as one turn, ``gap`` seconds apart."""
+    pcm, utts, turns = assemble(clips, [gap] * len(clips), lead=0.0, tail=0.0)
+    return Clip(clips[0].speaker, pcm, tuple(utts), tuple(turns))
 
 
 def _single(speaker: str, pcm: np.ndarray, text: str) -> Clip:
@@ -354,6 +376,39 @@ ORDER = (
 )
 
 
+#: Turns of the ``returning`` meeting: every voice comes back (2-4 turns each), turns of
+#: 5-15 s where the sources allow (the "dhd" and singer clips are 1.4-4.5 s), and the
+#: telephone call (Diane, Sheila) heard in three parts, each a back-and-forth of 7-8 s.
+RETURNING: tuple[tuple[str | float, ...], ...] = (
+    ("librivox-0870",),
+    ("phone", 0.0, 7.95),
+    ("cards-001", "cards-002", "cards-003"),
+    ("librivox-0880", "librivox-0930"),
+    ("forever-2",),
+    ("phone", 7.95, 15.3),
+    ("goforward",),
+    ("librivox-0890",),
+    ("cards-004", "cards-005"),
+    ("phone", 15.3, 99.0),
+    ("forever-4",),
+    ("digits",),
+    ("librivox-0920",),
+)
+
+
+def returning_meeting(clips: dict[str, Clip]) -> tuple[np.ndarray, list[Utterance], list[tuple[float, float, str]]]:
+    """The ``returning`` recording (see :data:`RETURNING`), gaps of 0.2-0.6 s between turns."""
+    turns: list[Clip] = []
+    for spec in RETURNING:
+        if spec[0] == "phone":
+            start, end = float(spec[1]), float(spec[2])
+            turns.append(clips["sample"].span(start, end))
+        else:
+            turns.append(joined([clips[str(name)] for name in spec]))
+    gaps = [float(g) for g in np.random.default_rng(21).uniform(0.2, 0.6, len(turns))]
+    return assemble(turns, gaps)
+
+
 def _save(
     cache: Path, name: str, pcm: np.ndarray, utts: Sequence[Utterance], turns: Sequence, **notes: object
 ) -> Recording:
@@ -391,4 +446,7 @@ def build(cache: Path) -> dict[str, Recording]:
     utts = [Utterance(u.speaker, move(u.start), move(u.end), u.text) for u in utts]
     turns = [(move(s), move(e), k) for s, e, k in turns]
     out["squeezed"] = _save(cache, "squeezed", pcm, utts, turns, max_pause=SQUEEZED_PAUSE_S)
+
+    pcm, utts, turns = returning_meeting(clips)
+    out["returning"] = _save(cache, "returning", pcm, utts, turns, turns_spec=[list(t) for t in RETURNING])
     return out

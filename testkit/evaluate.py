@@ -85,6 +85,36 @@ def run_pipeline(rec: Recording, settings: Settings, parts: EngineParts | None =
     return Run(segment_words(result.segments), turns, result.windows, result.counters, finals)
 
 
+def run_live_and_final(rec: Recording, settings: Settings, parts: EngineParts | None = None) -> tuple[Run, Run]:
+    """``rec`` through the pipeline once: the labels as they were live, then after the
+    end-of-meeting reconciliation (:mod:`control.speakers`) applied to the same store.
+
+    The pipeline runs with the reconciliation off, then the workflow's
+    reconciliation step runs on its session with ``settings``' threshold.
+    """
+    from control.notes import OfflineNotesGenerator
+    from control.speakers import ReconcileParams
+    from control.workflow import WorkflowSteps
+    from flowbot.pipeline import transcribe_file
+    from stores.factory import session_store, transcript_store
+
+    result = transcribe_file(rec.path, settings.replace(speaker_reconcile_threshold=0.0), parts=parts)
+    if result.state != "completed":
+        raise RuntimeError(f"{rec.name}: session ended {result.state} ({result.reason})")
+
+    def as_run(segments: Iterable[TranscriptSegment], windows: list[WindowRecord]) -> Run:
+        turns = [(t.start, t.end, t.speaker) for t in window_turns(windows)]
+        return Run(segment_words(segments), turns, windows, result.counters)
+
+    live = as_run(result.segments, result.windows)
+    transcripts = transcript_store(settings)
+    params = ReconcileParams(threshold=settings.speaker_reconcile_threshold)
+    steps = WorkflowSteps(session_store(settings), transcripts, OfflineNotesGenerator(), reconcile=params)
+    steps.reconcile_speakers(result.session_id)
+    final = as_run(transcripts.segments(result.session_id), transcripts.windows(result.session_id))
+    return live, final
+
+
 def whole_file_asr(rec: Recording, transcriber: Transcriber) -> list[AsrSegment]:
     """faster-whisper over the whole recording in one call."""
     return transcriber.transcribe(rec.audio())

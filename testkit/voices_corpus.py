@@ -1,6 +1,6 @@
 """Two meetings that share voices but use other words: the dev set for naming speakers by voice.
 
-Built at test time, like tests/realspeech/corpus.py, from the same registry
+Built at test time, like testkit/corpus.py, from the same registry
 packages (pyannote's telephone sample, pocketsphinx's LibriVox reader, card
 reader, "go forward" speaker and singer) plus four Debian flite voices. No
 clip is used in both meetings, so the second meeting's words are new.

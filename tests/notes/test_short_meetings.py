@@ -1,6 +1,6 @@
 """The bundled 0.5B model on a short meeting: it answers instead of looping (issue 23 item 3).
 
-The meeting is the second half of the real-speech concatenation (tests/realspeech/corpus.py,
+The meeting is the second half of the real-speech concatenation (testkit/corpus.py,
 reference text: a telephone introduction, card names, digits, a song line and a novel read
 aloud; 85 words in 31 s). With the summary items free-form, the model wrote "The participants
 agreed or decided that they should not hear that in New Jersey now." over and over inside one

@@ -19,9 +19,10 @@ os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from contracts.settings import Settings
+from processor.diarization import Diarization
 from processor.engine import EngineParts
 from testkit.corpus import Recording, build
-from testkit.evaluate import Run, run_pipeline, whole_file_asr, whole_file_run
+from testkit.evaluate import Run, run_live_and_final, whole_file_asr, whole_file_diarization, whole_file_run
 
 
 @pytest.fixture(scope="session")
@@ -49,11 +50,24 @@ def engine_parts(realspeech_settings: Settings) -> Iterator[EngineParts]:
 
 
 @pytest.fixture(scope="session")
-def pipeline_runs(
+def live_and_final_runs(
     recordings: dict[str, Recording], realspeech_settings: Settings, engine_parts: EngineParts
-) -> dict[str, Run]:
-    """Each recording through the pipeline (windows, diarization, store)."""
-    return {name: run_pipeline(rec, realspeech_settings, engine_parts) for name, rec in recordings.items()}
+) -> dict[str, tuple[Run, Run]]:
+    """Each recording through the pipeline (windows, diarization, store): the labels as
+    they were live, and the final ones after the end-of-meeting reconciliation."""
+    return {name: run_live_and_final(rec, realspeech_settings, engine_parts) for name, rec in recordings.items()}
+
+
+@pytest.fixture(scope="session")
+def pipeline_runs(live_and_final_runs: dict[str, tuple[Run, Run]]) -> dict[str, Run]:
+    """Each recording as ``flowbot transcribe`` leaves it (final, reconciled labels)."""
+    return {name: final for name, (_, final) in live_and_final_runs.items()}
+
+
+@pytest.fixture(scope="session")
+def whole_file_diarizations(recordings: dict[str, Recording], engine_parts: EngineParts) -> dict[str, Diarization]:
+    """Each recording through pyannote in one call (same pipeline as the windows)."""
+    return {name: whole_file_diarization(rec, engine_parts.diarizer) for name, rec in recordings.items()}
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Issue 23 on real recorded speech: the text export has one line per speaker turn, subtitle cues
 stay within the player limits, and the offline notes find no action item in meetings that have none.
 
-The recordings (tests/realspeech/corpus.py) go through the pipeline once per session
+The recordings (testkit/corpus.py) go through the pipeline once per session
 (``pipeline_runs``): tiny.en, offline pyannote diarization, 30 s windows. None of them has a
 decision or a task in it: a novel read aloud, card names, digits, a song line, and a telephone
 introduction ("This is Diane in New Jersey").
@@ -17,8 +17,8 @@ import pytest
 from contracts.turns import DEFAULT_SPEAKER
 from control.notes import OfflineNotesGenerator
 from flowbot.formats import CUE_LINE_CHARS, CUE_LINES, CUE_MAX_S, render
-from tests.realspeech.corpus import Recording
-from tests.realspeech.evaluate import Run
+from testkit.corpus import Recording
+from testkit.evaluate import Run
 
 pytestmark = pytest.mark.slow
 

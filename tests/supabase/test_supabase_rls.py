@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from contracts.segments import TranscriptSegment, WindowRecord
+from contracts.segments import SpeakerRelabel, TranscriptSegment, WindowRecord
 from stores.base import Session, SessionProgress
 from stores.supabase import SupabaseMeetingStatus, SupabaseTranscriptStore
 from testkit.supabase_stack import BOOTSTRAP, MIGRATIONS, SupabaseStack, find_pg_bin, make_jwt
@@ -27,6 +27,7 @@ TABLES = [
     "session_progress",
     "voices",
     "voice_namings",
+    "session_speaker_relabels",
 ]
 
 
@@ -68,6 +69,7 @@ def owned(stack: SupabaseStack, new_session: NewSession) -> tuple[Session, str, 
     )
     store.rename_speaker(sid, "A", "Alice")
     store.put_notes(sid, {"summary": "secret"})
+    store.relabel_speakers(sid, SpeakerRelabel({}, ("A",), ("A",), 1.0))
     return session, stack.user_token(owner), stack.user_token(str(uuid.uuid4()))
 
 
@@ -81,6 +83,7 @@ def test_owner_reads_own_meeting_only(stack: SupabaseStack, owned: tuple[Session
         "transcript_windows": f"transcript_windows?session_id=eq.{sid}",
         "session_speakers": f"session_speakers?session_id=eq.{sid}",
         "meeting_notes": f"meeting_notes?session_id=eq.{sid}",
+        "session_speaker_relabels": f"session_speaker_relabels?session_id=eq.{sid}",
     }
     for table, path in reads.items():
         assert len(rows(rest(stack, "GET", path, mine))) == 1, table

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 
 from contracts.notes import MeetingNotes
-from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, WindowStatus, Word
+from contracts.segments import (
+    SpeakerRelabel,
+    SpeakerTurn,
+    TranscriptSegment,
+    WindowRecord,
+    WindowSpeaker,
+    WindowStatus,
+    Word,
+)
 from stores.base import PermanentStoreError, Session, SessionProgress, WindowChange
 from stores.sqlite import SqliteTranscriptStore
 from stores.supabase import RetryPolicy, StoreUnavailableError, SupabaseTranscriptStore
@@ -311,3 +319,44 @@ def test_gives_up_with_unavailable_error(stack: SupabaseStack, hooks: SupabaseSt
     assert info.value.status == 502
     stack.restart_rest()
     assert impatient.windows(sid) == []  # nothing half-written
+
+
+def test_speaker_relabel_applies_once_like_sqlite(
+    store: SupabaseTranscriptStore, new_session: NewSession, tmp_path: Path
+) -> None:
+    """Issue 21: window speakers' voices are kept; the end-of-meeting relabel changes rows,
+    word speakers, window turns and speakers and names in one transaction, once."""
+    sid = new_session().session_id
+    ref = SqliteTranscriptStore(tmp_path / "ref.db")
+    voice = tuple(round(0.1 * i, 6) for i in range(8))
+    w0 = replace(
+        window(sid, 0),
+        turns=(SpeakerTurn(0.0, 5.0, "S1"), SpeakerTurn(5.0, 9.0, "S2")),
+        speakers=(WindowSpeaker("S1", 5.0, voice), WindowSpeaker("S2", 4.0, None)),
+    )
+    w1 = replace(
+        window(sid, 1),
+        turns=(SpeakerTurn(30.0, 36.0, "S3"),),
+        speakers=(WindowSpeaker("S3", 6.0, voice),),
+    )
+    relabel = SpeakerRelabel({1: {"S3": "S1"}}, ("S1", "S2", "S3"), ("S1", "S2"), 7.0)
+    for st in (store, ref):
+        st.commit_window(
+            w0, [seg(sid, 0, 0, "hi there", speaker="S1"), seg(sid, 0, 1, "yo", speaker="S2")], progress(sid, 0)
+        )
+        st.commit_window(w1, [seg(sid, 1, 0, "me again", speaker="S3")], progress(sid, 1))
+        st.rename_speaker(sid, "S3", "Sheila")
+    assert store.windows(sid) == ref.windows(sid) == [w0, w1]
+    revision = max(c.revision for c in store.changes_since(sid, 0))
+
+    assert store.speaker_relabel(sid) is None
+    assert store.relabel_speakers(sid, relabel) and ref.relabel_speakers(sid, relabel)
+    assert not store.relabel_speakers(sid, relabel)
+    assert store.speaker_relabel(sid) == ref.speaker_relabel(sid) == relabel
+    assert store.segments(sid) == ref.segments(sid)
+    assert [s.speaker for s in store.segments(sid)] == ["S1", "S2", "S1"]
+    assert {w.speaker for w in store.segments(sid)[2].words} == {"S1"}
+    assert store.windows(sid) == ref.windows(sid)
+    assert store.windows(sid)[1].turns == (SpeakerTurn(30.0, 36.0, "S1"),)
+    assert store.speakers(sid) == ref.speakers(sid) == {"S1": "Sheila", "S2": "S2"}
+    assert [c.window_index for c in store.changes_since(sid, revision)] == [1]
