@@ -295,9 +295,11 @@ class SpeakerRelabel:
         """Display names after the relabel: a renamed label's name follows its speech.
 
         A final label keeps its own name; one without a name takes the name of a live
-        label merged into it; names of labels that no longer exist are dropped.
+        label merged into it; names of labels merged away are dropped. Labels the
+        reconciliation never saw (no stored voice) keep their names.
         """
-        out = {label: name for label, name in names.items() if label in self.after and name != label}
+        merged_away = {old for mapping in self.windows.values() for old in mapping} - set(self.after)
+        out = {label: name for label, name in names.items() if label not in merged_away and name != label}
         for mapping in self.windows.values():
             for old, new in sorted(mapping.items()):
                 if new not in out and old in names and names[old] != old:

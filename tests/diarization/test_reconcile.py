@@ -205,3 +205,11 @@ def test_workflow_without_reconciliation_keeps_live_labels(
     WorkflowSteps(sessions, transcripts, OfflineNotesGenerator(), reconcile=None).generate_notes("s1")
     assert transcripts.speakers("s1") == {"S1": "S1", "S2": "S2", "S3": "S3"}
     assert transcripts.speaker_relabel("s1") is None
+
+
+def test_names_survive_a_reconciliation_that_saw_no_voices() -> None:
+    # Windows with no stored voices (diarization off, older windows): nothing to cluster, the
+    # owner's names stay (the merge of voices and reconciliation lost them once).
+    assert SpeakerRelabel({}, (), (), 0.0).carry_names({"S1": "Dana"}) == {"S1": "Dana"}
+    merged = SpeakerRelabel({0: {"S5": "S1"}}, ("S1", "S5"), ("S1",), 0.0)
+    assert merged.carry_names({"S5": "Lee", "S2": "Kim"}) == {"S1": "Lee", "S2": "Kim"}
