@@ -29,7 +29,7 @@ from processor.attribution import attribute, transcript_segments
 from processor.diarization import Diarization, Diarizer, SpeakerMapper
 from processor.segtime import keep_words, words_after
 from processor.vad import Spans, SpeechMap
-from processor.windowing import WindowPolicy, commit_point, to_float
+from processor.windowing import ASR_INPUT_SECONDS, WindowPolicy, commit_point, to_float
 from stores.base import PermanentStoreError, SessionProgress, TranscriptStore
 
 log = logging.getLogger(__name__)
@@ -112,14 +112,20 @@ class WindowJob:
         The context is heard whole (it is there to lead Whisper into the
         window's first words); the window, where its VAD found speech. None when
         VAD finds no speech in the window (a silent tail needs no ASR pass).
+        What is heard fits one Whisper input (:data:`ASR_INPUT_SECONDS`): a
+        window whose speech leaves no room keeps only the end of its context.
+        Before, a 30 s window of speech behind 1 s of context took a second
+        encoder pass for its last second. (Shortening windows to 29 s instead
+        moved cuts and cost words: flite meeting WER 3.3 -> 3.7 %.)
         """
         if not self.speech.has_speech(0, len(self.pcm), min_silence_ms):
             return None
         lead = len(self.context)
         found = self.speech.spans(ASR_MIN_SILENCE_MS, ASR_SPEECH_PAD_MS, 0, len(self.pcm))
+        room = int(ASR_INPUT_SECONDS * SAMPLE_RATE) - sum(b - a for a, b in found)
         spans = [(a + lead, b + lead) for a, b in found]
-        if lead:
-            spans = merged([(0, lead), *spans])
+        if lead and room > 0:
+            spans = merged([(max(0, lead - room), lead), *spans])
         audio = np.concatenate([to_float(self.context), to_float(self.pcm)]) if lead else to_float(self.pcm)
         return audio, spans
 

@@ -71,15 +71,6 @@ class WindowPolicy:
         """Window limit in samples."""
         return int(self.max_seconds * SAMPLE_RATE)
 
-    def limit(self, context: int) -> int:
-        """Longest window behind ``context`` samples of left context: both fit one ASR input.
-
-        Whisper hears 30 s at a time: a 30 s window behind 1 s of context took a
-        second encoder pass for its last second whenever VAD kept more than 30 s.
-        A session's first window has no context and keeps the full limit.
-        """
-        return min(self.max_samples, int(ASR_INPUT_SECONDS * SAMPLE_RATE) - context)
-
     @property
     def min_samples(self) -> int:
         """Earliest cut in samples."""
@@ -137,9 +128,9 @@ def plan_windows(
 ) -> list[PlannedWindow]:
     """The next windows to cut off ``buffer`` (int16), at most ``most`` of them.
 
-    A window is cut while more than its limit (:meth:`WindowPolicy.limit`) is
-    left, at :func:`choose_cut`'s cut, so the cuts do not depend on ``most``;
-    with ``rest``, what is left under the limit is the last window. A cut inside
+    A window is cut while more than ``max_samples`` is left, at
+    :func:`choose_cut`'s cut, so the cuts do not depend on ``most``; with
+    ``rest``, what is left under the limit is the last window. A cut inside
     speech ends the plan: where the next window starts depends on that window's
     transcript. VAD runs once per window, over the buffer head it is cut from.
     """
@@ -149,7 +140,7 @@ def plan_windows(
     while len(plans) < max(1, most) and pos < len(buffer):
         left = len(buffer) - pos
         ctx = history[max(0, lead + pos - policy.context_samples) : lead + pos]
-        limit = policy.limit(len(ctx))
+        limit = policy.max_samples
         if left <= limit and not rest:
             break
         head = buffer[pos : pos + limit]

@@ -16,6 +16,7 @@ from processor.diarization import IdentityMapper, SingleSpeakerDiarizer
 from processor.engine import EngineParts, ShardProcessor
 from processor.segtime import keep_words, split_after, split_words, words_after
 from processor.vad import SpeechMap
+from processor.window import WindowJob
 from processor.windowing import ASR_INPUT_SECONDS, WindowPolicy, to_float
 from producer.decode import read_pcm
 from producer.framer import SessionFramer
@@ -60,11 +61,18 @@ def test_speech_map_answers_like_faster_whispers_vad(meeting: tuple[Path, list[T
 
 
 def test_window_and_context_fit_one_whisper_input() -> None:
-    """A 30 s window behind 1 s of context took a second encoder pass for its last second."""
-    policy = WindowPolicy()
-    assert policy.limit(policy.context_samples) + policy.context_samples <= ASR_INPUT_SECONDS * SR
-    assert policy.limit(0) == 30 * SR  # a session's first window has no context
-    assert WindowPolicy(12, 6).limit(SR) == 12 * SR  # short windows keep their length
+    """A 30 s window of speech behind 1 s of context took a second encoder pass for its last second."""
+    rng = np.random.default_rng(0)
+    speech = SpeechMap(np.ones(60_000 // 512 * 30, np.float32), 30 * SR)  # VAD: speech all through
+    pcm = (rng.normal(0, 3000, 30 * SR)).astype(np.int16)
+    job = WindowJob("s", 1, SR, pcm, pcm[:SR], False, speech)
+    heard = job.heard(300)
+    assert heard is not None
+    audio, spans = heard
+    assert len(audio) == 31 * SR
+    assert sum(b - a for a, b in spans) <= ASR_INPUT_SECONDS * SR
+    short = WindowJob("s", 1, SR, pcm[: 20 * SR], pcm[:SR], False, speech)
+    assert short.heard(300)[1][0] == (0, 21 * SR)  # type: ignore[index]  # room: the whole context
 
 
 class Recording:
