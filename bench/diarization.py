@@ -7,7 +7,7 @@ meeting goes through ``flowbot transcribe``'s own path (producer, stream, ~30 s
 windows, session speaker registry, store) once per diarizer, the order rotating
 from one recording to the next:
 
-- ``previous``: :data:`processor.pyannote_diarizer.PER_CHUNK_FULL_MASK`, the
+- ``previous``: :func:`per_chunk_full_mask`, the
   offline default before the capped embedding step (2 s hop, every chunk's
   whole mask through the PyTorch CAM++);
 - ``default``: today's :class:`OfflineParams` (5 s hop, capped embeddings,
@@ -36,11 +36,17 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from contracts.settings import EmbeddingStep
 from processor.asr import AsrResult, Transcriber
 from processor.diarization import Diarization, Diarizer
+from processor.vad import Spans
+
+if TYPE_CHECKING:
+    import processor.pyannote_diarizer
 
 
 @dataclass
@@ -56,6 +62,21 @@ class Meter:
         self.wall += time.perf_counter() - wall0
 
 
+def per_chunk_full_mask() -> processor.pyannote_diarizer.OfflineParams:
+    """The offline default before the capped embedding step: 2 s hop, every (chunk, speaker)
+    embedded on its whole mask by pyannote (each second of speech ~5 times). The reference
+    the default is compared against here (pyannote is imported lazily)."""
+    from processor.pyannote_diarizer import OfflineParams
+
+    return OfflineParams(
+        segmentation_step=0.2,
+        segmentation_batch_size=1,
+        embedding=EmbeddingStep.FULL,
+        min_active_ratio=0.2,
+        constrained_assignment=False,
+    )
+
+
 class TimedTranscriber(Transcriber):
     """A transcriber whose calls are added to a meter."""
 
@@ -63,12 +84,17 @@ class TimedTranscriber(Transcriber):
         self.inner, self.meter = inner, meter
 
     def transcribe(
-        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
+        self,
+        audio: np.ndarray,
+        *,
+        beam_size: int | None = None,
+        initial_prompt: str | None = None,
+        speech: Spans | None = None,
     ) -> AsrResult:
         """The inner transcriber's result, timed."""
         cpu, wall = time.process_time(), time.perf_counter()
         try:
-            return self.inner.transcribe(audio, beam_size=beam_size, initial_prompt=initial_prompt)
+            return self.inner.transcribe(audio, beam_size=beam_size, initial_prompt=initial_prompt, speech=speech)
         finally:
             self.meter.add(cpu, wall)
 
@@ -154,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.quality import flite_meeting
     from contracts.settings import Settings
     from processor.build import build_engine_parts
-    from processor.pyannote_diarizer import PER_CHUNK_FULL_MASK, OfflineParams, build_diarizer
+    from processor.pyannote_diarizer import OfflineParams, build_diarizer
     from testkit.corpus import build
     from testkit.evaluate import cache_dir, der, run_pipeline
 
@@ -166,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     default = OfflineParams()
     print(
         f"{args.threads} threads on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
-        f"previous = step {PER_CHUNK_FULL_MASK.segmentation_step:g}, full masks, PyTorch CAM++; "
+        f"previous = step {per_chunk_full_mask().segmentation_step:g}, full masks, PyTorch CAM++; "
         f"default = step {default.segmentation_step:g}, capped at one hop, CAM++ on onnxruntime",
         file=sys.stderr,
     )
@@ -181,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         parts = build_engine_parts(settings)
         diarizers: dict[str, Diarizer] = {
-            "previous": build_diarizer(settings, PER_CHUNK_FULL_MASK),
+            "previous": build_diarizer(settings, per_chunk_full_mask()),
             "default": build_diarizer(settings, default),
         }
         # First calls build kernels and caches; keep them out of the figures.

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from contracts.frames import SAMPLE_RATE
 from contracts.segments import Word
 from contracts.settings import Device
 from processor.asr_models import resolve_model
+from processor.vad import Spans
 
 if TYPE_CHECKING:
     from faster_whisper.transcribe import Segment as WhisperSegment
@@ -117,16 +119,34 @@ class Transcriber(Protocol):
     """
 
     def transcribe(
-        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
+        self,
+        audio: np.ndarray,
+        *,
+        beam_size: int | None = None,
+        initial_prompt: str | None = None,
+        speech: Spans | None = None,
     ) -> AsrResult:
-        """Transcribe ``audio``; ``result.dropped`` counts what the hallucination guard dropped."""
+        """Transcribe ``audio``; ``result.dropped`` counts what the hallucination guard dropped.
+
+        ``speech``: where VAD already found speech in ``audio`` (sample spans); only
+        that is decoded, and no VAD runs again. None: the transcriber finds it.
+        """
         ...
 
     def transcribe_batch(
-        self, audios: Sequence[np.ndarray], *, beam_size: int | None = None, initial_prompt: str | None = None
+        self,
+        audios: Sequence[np.ndarray],
+        *,
+        beam_size: int | None = None,
+        initial_prompt: str | None = None,
+        speech: Sequence[Spans] | None = None,
     ) -> list[AsrResult]:
-        """One result per audio, in order (times relative to each audio)."""
-        return [self.transcribe(a, beam_size=beam_size, initial_prompt=initial_prompt) for a in audios]
+        """One result per audio, in order (times relative to each audio); ``speech``: one per audio."""
+        spans: Sequence[Spans | None] = speech if speech is not None else [None] * len(audios)
+        return [
+            self.transcribe(a, beam_size=beam_size, initial_prompt=initial_prompt, speech=s)
+            for a, s in zip(audios, spans, strict=True)
+        ]
 
 
 def repetition_loop(text: str, *, min_repeats: int, min_words: int, max_ngram: int) -> tuple[str, int] | None:
@@ -210,16 +230,6 @@ def whisper_segment(seg: WhisperSegment) -> AsrSegment | None:
     )
 
 
-def shifted(seg: AsrSegment, seconds: float) -> AsrSegment:
-    """``seg`` with its times and its words' times moved by ``seconds`` (never below 0)."""
-    return replace(
-        seg,
-        start=max(0.0, seg.start + seconds),
-        end=max(0.0, seg.end + seconds),
-        words=tuple(replace(w, start=max(0.0, w.start + seconds), end=max(0.0, w.end + seconds)) for w in seg.words),
-    )
-
-
 def pick_device(setting: str) -> Device:
     """``auto`` means CUDA when CTranslate2 sees a GPU."""
     if setting != Device.AUTO:
@@ -277,19 +287,25 @@ class WhisperTranscriber(Transcriber):
         *,
         beam_size: int | None = None,
         initial_prompt: str | None = None,
+        speech: Spans | None = None,
     ) -> AsrResult:
         """Transcribe float32 16 kHz mono audio; times are relative to ``audio``.
 
         The result is a list of the segments kept; ``result.dropped`` counts the
-        ones the hallucination guard dropped, by reason.
+        ones the hallucination guard dropped, by reason. With ``speech`` (VAD
+        already run) only those spans are decoded, as faster-whisper's own
+        ``vad_filter`` would: concatenated, then times mapped back.
         """
         opts = self.options
         beam = beam_size or opts.beam_size
+        heard = _Heard.of(audio, speech)
+        if heard.chunks == []:
+            return AsrResult()  # VAD found no speech: nothing to decode
         with self._lock:
-            segments = self._decode(audio, beam, initial_prompt, None)
+            segments = self._decode(heard, beam, initial_prompt, None)
             if any(loops(s, opts) for s in segments):
                 for temperature in opts.loop_temperatures:
-                    again = self._decode(audio, beam, initial_prompt, temperature)
+                    again = self._decode(heard, beam, initial_prompt, temperature)
                     log.info(
                         "asr loop: decoded again",
                         extra={"temperature": temperature, "loops": sum(loops(s, opts) for s in again)},
@@ -299,23 +315,36 @@ class WhisperTranscriber(Transcriber):
                         break
         return guard(segments, opts)
 
-    def _decode(
-        self, audio: np.ndarray, beam_size: int, prompt: str | None, temperature: float | None
-    ) -> list[AsrSegment]:
+    def _decode(self, heard: _Heard, beam_size: int, prompt: str | None, temperature: float | None) -> list[AsrSegment]:
         """One faster-whisper pass (``temperature`` None: its default ladder, falling back on low confidence)."""
+        from faster_whisper.transcribe import restore_speech_timestamps
+
         opts = self.options
         extra = {} if temperature is None else {"temperature": temperature}
         segments, _info = self.model.transcribe(
-            audio,
-            vad_filter=opts.vad_filter,
+            heard.audio,
+            vad_filter=opts.vad_filter and heard.chunks is None,
             vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
             condition_on_previous_text=opts.condition_on_previous_text,
             **opts.decode_kwargs(beam_size, prompt),
             **extra,
         )
+        if heard.chunks:
+            segments = restore_speech_timestamps(segments, heard.chunks, SAMPLE_RATE)
         return [c for c in map(whisper_segment, segments) if c is not None]
 
 
-def words_text(words: Sequence[Word]) -> str:
-    """Join Whisper word tokens (which carry their own leading spaces) into text."""
-    return "".join(w.text for w in words).strip()
+@dataclass(frozen=True)
+class _Heard:
+    """What one decode hears: all of the audio, or only its speech chunks (faster-whisper's dialect)."""
+
+    audio: np.ndarray
+    chunks: list[dict[str, int]] | None = None
+
+    @classmethod
+    def of(cls, audio: np.ndarray, speech: Spans | None) -> _Heard:
+        if speech is None:
+            return cls(audio)
+        chunks = [{"start": a, "end": b} for a, b in speech if b > a]
+        heard = np.concatenate([audio[a:b] for a, b in speech if b > a]) if chunks else audio[:0]
+        return cls(heard, chunks)

@@ -29,23 +29,14 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from contracts.frames import SAMPLE_RATE
-from contracts.segments import Word
-from processor.asr import (
-    AsrResult,
-    AsrSegment,
-    Transcriber,
-    WhisperTranscriber,
-    guard,
-    loops,
-    shifted,
-    whisper_segment,
-    words_text,
-)
+from processor.asr import AsrResult, AsrSegment, Transcriber, WhisperTranscriber, guard, loops, whisper_segment
+from processor.segtime import middle, shifted, split_after
+from processor.vad import Spans
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +53,8 @@ class _Request:
     audio: np.ndarray
     beam_size: int
     prompt: str | None
+    #: Speech spans VAD already found (None: found here).
+    speech: Spans | None = None
     future: Future[AsrResult] = field(default_factory=Future)
 
 
@@ -72,7 +65,11 @@ def speech_clips(audio: np.ndarray, max_seconds: float = CLIP_SECONDS) -> list[t
     if audio.size == 0:
         return []
     opts = VadOptions(min_silence_duration_ms=500, speech_pad_ms=200, max_speech_duration_s=max_seconds)
-    spans = [(int(c["start"]), int(c["end"])) for c in get_speech_timestamps(audio, opts)]
+    return clips_of([(int(c["start"]), int(c["end"])) for c in get_speech_timestamps(audio, opts)], max_seconds)
+
+
+def clips_of(spans: Spans, max_seconds: float = CLIP_SECONDS) -> list[tuple[int, int]]:
+    """Speech spans joined into clips of at most ``max_seconds`` (the pauses in between ride along)."""
     limit = int(max_seconds * SAMPLE_RATE)
     clips: list[tuple[int, int]] = []
     for start, end in spans:
@@ -112,10 +109,16 @@ class BatchingTranscriber(Transcriber):
         self._thread.start()
 
     def transcribe(
-        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
+        self,
+        audio: np.ndarray,
+        *,
+        beam_size: int | None = None,
+        initial_prompt: str | None = None,
+        speech: Spans | None = None,
     ) -> AsrResult:
         """Same contract as :meth:`processor.asr.WhisperTranscriber.transcribe`."""
-        return self.transcribe_batch([audio], beam_size=beam_size, initial_prompt=initial_prompt)[0]
+        spans = None if speech is None else [speech]
+        return self.transcribe_batch([audio], beam_size=beam_size, initial_prompt=initial_prompt, speech=spans)[0]
 
     def transcribe_batch(
         self,
@@ -123,10 +126,15 @@ class BatchingTranscriber(Transcriber):
         *,
         beam_size: int | None = None,
         initial_prompt: str | None = None,
+        speech: Sequence[Spans] | None = None,
     ) -> list[AsrResult]:
         """Several float32 16 kHz audios; one result per audio, times relative to it."""
         beam = beam_size or self.options.beam_size
-        reqs = [_Request(np.asarray(a, dtype=np.float32), beam, initial_prompt) for a in audios]
+        spans: Sequence[Spans | None] = speech if speech is not None else [None] * len(audios)
+        reqs = [
+            _Request(np.asarray(a, dtype=np.float32), beam, initial_prompt, s)
+            for a, s in zip(audios, spans, strict=True)
+        ]
         with self._cond:
             if self._stopping:
                 raise RuntimeError("batching transcriber stopped")
@@ -168,9 +176,7 @@ class BatchingTranscriber(Transcriber):
 
     def _call(self, group: list[_Request]) -> list[AsrResult]:
         # (request, sample offset in its audio, audio) of each piece still to decode.
-        pieces = [
-            (i, start, req.audio[start:end]) for i, req in enumerate(group) for start, end in speech_clips(req.audio)
-        ]
+        pieces = [(i, start, req.audio[start:end]) for i, req in enumerate(group) for start, end in _clips(req)]
         out: list[list[AsrSegment]] = [[] for _ in group]
         for _ in range(MAX_ROUNDS):
             if not pieces:
@@ -191,7 +197,11 @@ class BatchingTranscriber(Transcriber):
             # Loops are judged on the whole decode of a clip, before it is split into sentences.
             if any(loops(seg, opts) for seg in segs):
                 # The batched pipeline has no temperature fallback: the sequential path has.
-                results.append(self.inner.transcribe(req.audio, beam_size=req.beam_size, initial_prompt=req.prompt))
+                results.append(
+                    self.inner.transcribe(
+                        req.audio, beam_size=req.beam_size, initial_prompt=req.prompt, speech=req.speech
+                    )
+                )
             else:
                 results.append(guard([part for seg in segs for part in sentences(seg)], opts))
         return results
@@ -219,11 +229,16 @@ class BatchingTranscriber(Transcriber):
         for seg in segments:
             # Whisper's times are quantised to 20 ms, so a segment may start a hair before its
             # clip: attribute it by its middle, which always lies inside the clip.
-            k = max(0, bisect.bisect_right(seconds, (float(seg.start) + float(seg.end)) / 2) - 1)
+            k = max(0, bisect.bisect_right(seconds, middle(float(seg.start), float(seg.end))) - 1)
             converted = whisper_segment(seg)
             if converted is not None:
                 out[k].append(shifted(converted, -seconds[k]))
         return out
+
+
+def _clips(req: _Request) -> list[tuple[int, int]]:
+    """The request's speech as clips: from the spans it came with, else from VAD run here."""
+    return speech_clips(req.audio) if req.speech is None else clips_of(req.speech)
 
 
 def missed(audio: np.ndarray, segments: Sequence[AsrSegment]) -> list[tuple[int, int]]:
@@ -250,19 +265,4 @@ def sentences(seg: AsrSegment) -> list[AsrSegment]:
     sentence long, and so are captions and the stored rows. The confidence
     figures are the clip's (faster-whisper reports them per decoded chunk anyway).
     """
-    if not seg.words:
-        return [seg]
-    out: list[AsrSegment] = []
-    current: list[Word] = []
-    for word in seg.words:
-        current.append(word)
-        if word.text.strip().endswith((".", "?", "!")):
-            out.append(_part(seg, current))
-            current = []
-    if current:
-        out.append(_part(seg, current))
-    return out if len(out) > 1 else [seg]
-
-
-def _part(seg: AsrSegment, words: Sequence[Word]) -> AsrSegment:
-    return replace(seg, start=words[0].start, end=words[-1].end, text=words_text(words), words=tuple(words))
+    return split_after(seg, [i for i, w in enumerate(seg.words) if w.text.strip().endswith((".", "?", "!"))])

@@ -19,7 +19,8 @@ from processor.asr import AsrOptions, Transcriber, WhisperTranscriber
 from processor.batched_asr import BatchingTranscriber
 from processor.diarization import Diarizer, IdentityMapper, SingleSpeakerDiarizer, SpeakerMapper
 from processor.engine import EngineParts, ShardProcessor
-from processor.interim import FinalGate, GatedTranscriber, InterimWorker
+from processor.gate import FinalGate, GatedTranscriber
+from processor.interim import InterimWorker
 from processor.windowing import WindowPolicy
 from stores.base import TranscriptStore
 from stores.factory import session_store, transcript_store, voice_library, window_archive
@@ -97,12 +98,25 @@ def use_batching(settings: Settings, device: str) -> bool:
 
 @dataclass(frozen=True)
 class InterimParts:
-    """The engine's transcriber as the engine should call it, the interim worker (None when off)
-    and where final diarization runs (None: inline)."""
+    """The engine's transcriber as the engine should call it, and the interim worker (None when off)."""
 
     transcriber: Transcriber
     worker: InterimWorker | None
-    diarization_pool: Executor | None
+
+
+def diarization_executor(settings: Settings) -> Executor | None:
+    """Where the engine's diarize stage runs: a one-thread pool when there is real diarization.
+
+    With the pool the record thread goes on ingesting (and offering the next
+    window to interim captions) while the previous window is diarized; before,
+    interim passes for the first seconds of each window waited 4-6 s behind the
+    whole final pass (caption p95 7.3-7.8 s). It depends on the diarizer only,
+    never on whether captions are on, so captions do not change when windows
+    commit. None (inline) for the single-speaker diarizer, which costs nothing.
+    """
+    if settings.diarization == DiarizationWeights.NONE:
+        return None
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="final-diarization")
 
 
 def build_interim(settings: Settings, whisper: WhisperTranscriber, store: TranscriptStore) -> InterimParts:
@@ -112,16 +126,11 @@ def build_interim(settings: Settings, whisper: WhisperTranscriber, store: Transc
     ``asr_batching=on``) both the engine and the worker go through one
     :class:`processor.batched_asr.BatchingTranscriber`,
     so final and interim passes of all sessions share batched model calls; on
-    CPU final ASR takes priority and interim passes yield to it. With interim
-    captions on, final diarization runs on its own thread, so the record thread
-    goes on offering the next window while the previous one is diarized (before,
-    interim passes for the first seconds of each window waited 4-6 s behind the
-    whole final pass: caption p95 7.3-7.8 s).
+    CPU final ASR takes priority and interim passes yield to it.
     """
     if settings.interim_seconds <= 0:
-        return InterimParts(whisper, None, None)
+        return InterimParts(whisper, None)
     gate = FinalGate()
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="final-diarization")
     if use_batching(settings, whisper.device):
         batched = BatchingTranscriber(whisper)
         worker = InterimWorker(
@@ -133,11 +142,11 @@ def build_interim(settings: Settings, whisper: WhisperTranscriber, store: Transc
             max_duty=1.0,
             batch_size=batched.max_batch,
         )
-        return InterimParts(GatedTranscriber(batched, gate), worker, pool)
+        return InterimParts(GatedTranscriber(batched, gate), worker)
     # Final ASR pre-empts interim passes through the gate; the duty cap only keeps a
     # slow model from hogging both cores between finals.
     worker = InterimWorker(whisper, store, interval=settings.interim_seconds, gate=gate, max_duty=0.75)
-    return InterimParts(GatedTranscriber(whisper, gate), worker, pool)
+    return InterimParts(GatedTranscriber(whisper, gate), worker)
 
 
 def build_engine_parts(settings: Settings) -> EngineParts:
@@ -153,7 +162,7 @@ def build_engine_parts(settings: Settings) -> EngineParts:
         archive=window_archive(settings),
         policy=WindowPolicy(settings.window_seconds, settings.window_min_seconds, settings.window_min_silence_ms),
         interim=interim.worker,
-        diarization_pool=interim.diarization_pool,
+        diarization_pool=diarization_executor(settings),
         after_commit=live_voice_naming(settings, store),
     )
 

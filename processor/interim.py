@@ -14,10 +14,10 @@ Rules, and where they are enforced:
   and never blocks. The worker thread runs at most one pass per session per
   ``interval`` seconds, oldest-served session first.
 - **Final ASR first.** The engine's transcriber is wrapped in a
-  :class:`FinalGate`; while a final ASR pass runs (or waits for the model), a
+  :class:`processor.gate.FinalGate`; while a final ASR pass runs (or waits for the model), a
   due interim pass is skipped (counted ``skipped_for_final``), not queued.
-  Final *diarization* does not hold interim passes: it runs on its own thread
-  (:attr:`processor.engine.EngineParts.diarization_pool`) while the engine goes
+  Final *diarization* does not hold interim passes: live, it runs on its own
+  thread (:attr:`processor.engine.EngineParts.diarization_pool`) while the engine goes
   on offering the next window, so the first words of a window are captioned
   while the previous window is still being diarized. A duty cap
   (``max_duty``) also keeps interim passes to a fraction of the worker's wall
@@ -38,20 +38,6 @@ segment (``stable=True``) and an unstable tail (``stable=False``), so viewers
 can render the part that stopped changing differently. Stable interim text is
 a strong hint, not a promise: only final text is guaranteed.
 
-Tail decoding: once two passes agree on a prefix, all its words but the last
-are *frozen*: later passes of the window keep them as they are and decode only
-the audio after them (``snap.pcm[tail_start:]``), so a pass re-decodes seconds of speech rather than the whole growing
-window (the decoder, the word alignment and the VAD scale with the audio
-decoded; Whisper's encoder does not). The last stable word is heard again by
-the next pass; a first tail word that repeats it at the cut is dropped, so no
-word shows twice. Frozen text is still interim: the final pass decodes the
-whole window again with beam search and replaces it. Off by default
-(``decode_tail``): on a quiet 2-core machine it made captions later, not
-sooner (bench/captions.py, one session, defaults: p50 4.18 s, p95 20.96 s
-with it vs 3.41 s, 7.48 s without): Whisper's encoder pads every input to
-30 s, so a short tail costs about as much as the whole window, and words at
-the frozen boundary were often missing from interim text until the final.
-
 Speakers on interim text are best effort: the speaker of the session's last
 final segment (read from the store once per closed window). Finals carry the
 real diarization.
@@ -63,71 +49,22 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from contracts.frames import SAMPLE_RATE
 from contracts.segments import TranscriptSegment
-from processor.asr import AsrResult, AsrSegment, Transcriber, shifted, words_text
+from processor.asr import AsrSegment, Transcriber
 from processor.attribution import AttributedSegment, transcript_segments
-from processor.engine import keep_words
+from processor.gate import FinalGate
+from processor.segtime import split_words
 from processor.windowing import to_float
 from stores.base import TranscriptStore
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- gate
-
-
-class FinalGate:
-    """Counts final passes running or waiting for the model, so interim work can yield."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._active = 0
-
-    @contextmanager
-    def final(self) -> Iterator[None]:
-        """Mark a final pass (ASR or diarization) for the duration of the block."""
-        with self._lock:
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._active -= 1
-
-    @property
-    def busy(self) -> bool:
-        """True while any final pass runs or waits."""
-        return self._active > 0
-
-
-class GatedTranscriber(Transcriber):
-    """The engine's transcriber, marking each call as final work on a gate."""
-
-    def __init__(self, inner: Transcriber, gate: FinalGate) -> None:
-        self.inner = inner
-        self.gate = gate
-
-    def transcribe(
-        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
-    ) -> AsrResult:
-        """Delegate under the gate (the gate is entered before waiting for the model)."""
-        with self.gate.final():
-            return self.inner.transcribe(audio, beam_size=beam_size, initial_prompt=initial_prompt)
-
-    def transcribe_batch(
-        self, audios: Sequence[np.ndarray], *, beam_size: int | None = None, initial_prompt: str | None = None
-    ) -> list[AsrResult]:
-        """Delegate under the gate, keeping the inner batching."""
-        with self.gate.final():
-            return self.inner.transcribe_batch(audios, beam_size=beam_size, initial_prompt=initial_prompt)
 
 
 # ------------------------------------------------------------------ stability
@@ -164,47 +101,18 @@ def interim_segments(
     The first ``stable_words`` words of the pass (counted across segments) are
     stable. A segment without word timings is kept whole and unstable.
     """
-    pieces: list[AttributedSegment] = []
-    flags: list[bool] = []
-    seen = 0
-    for seg in asr:
-        if not seg.words:
-            pieces.append(AttributedSegment(seg.start, seg.end, speaker, seg.text, (), seg.avg_logprob))
-            flags.append(False)
-            continue
-        cut = max(0, min(len(seg.words), stable_words - seen))
-        seen += len(seg.words)
-        for words, is_stable in ((seg.words[:cut], True), (seg.words[cut:], False)):
-            if words:
-                pieces.append(AttributedSegment.spoken(words, speaker, seg.avg_logprob))
-                flags.append(is_stable)
+    stable, unstable = split_words(asr, stable_words)
+    pieces = [_piece(seg, speaker) for seg in (*stable, *unstable)]
+    flags = [True] * len(stable) + [False] * len(unstable)
     return transcript_segments(
         pieces, session_id=session_id, window_index=window_index, start_sample=start_sample, final=False, stable=flags
     )
 
 
-# ------------------------------------------------------------------ tail decoding
-
-#: A first tail word that repeats the last frozen word and starts this close to the
-#: cut is the same word heard again (the cut fell inside it).
-SAME_WORD_SECONDS = 0.3
-
-
-def continued(frozen: Sequence[AsrSegment], tail: Sequence[AsrSegment], offset: float) -> list[AsrSegment]:
-    """One pass's words on the window timeline: the frozen words, then the tail decoded from ``offset`` s."""
-    segments = [shifted(seg, offset) for seg in tail]
-    if frozen and frozen[-1].words and segments and segments[0].words:
-        first = segments[0].words[0]
-        if (
-            normalize_word(first.text) == normalize_word(frozen[-1].words[-1].text)
-            and first.start - offset < SAME_WORD_SECONDS
-        ):
-            rest = segments[0].words[1:]
-            if rest:
-                segments[0] = replace(segments[0], start=rest[0].start, text=words_text(rest), words=rest)
-            else:
-                segments.pop(0)
-    return [*frozen, *segments]
+def _piece(seg: AsrSegment, speaker: str | None) -> AttributedSegment:
+    if not seg.words:
+        return AttributedSegment(seg.start, seg.end, speaker, seg.text, (), seg.avg_logprob)
+    return AttributedSegment.spoken(seg.words, speaker, seg.avg_logprob)
 
 
 # ---------------------------------------------------------------------- worker
@@ -245,9 +153,6 @@ class _Slot:
     window_index: int = -1
     passed_samples: int = 0
     prev_words: list[str] = field(default_factory=list)
-    #: Words no later pass re-decodes (window-relative times), and where their audio ends.
-    frozen: tuple[AsrSegment, ...] = ()
-    tail_start: int = 0
     last_written: tuple[tuple[str, bool, str | None], ...] | None = None
     speaker: str | None = None
     speaker_stale: bool = True
@@ -258,9 +163,6 @@ class _Slot:
 class _Job:
     slot: _Slot
     snap: _Snapshot
-    #: The pass decodes ``snap.pcm[tail_start:]`` and keeps ``frozen`` in front of it.
-    frozen: tuple[AsrSegment, ...] = ()
-    tail_start: int = 0
 
 
 class InterimWorker:
@@ -287,7 +189,6 @@ class InterimWorker:
         max_duty: float = 0.5,
         min_new_seconds: float = 0.5,
         batch_size: int = 1,
-        decode_tail: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if interval <= 0:
@@ -303,7 +204,6 @@ class InterimWorker:
         self.max_duty = max_duty
         self.min_new_samples = int(min_new_seconds * SAMPLE_RATE)
         self.batch_size = max(1, batch_size)
-        self.decode_tail = decode_tail
         self.clock = clock
         self._cond = threading.Condition()
         self._slots: dict[str, _Slot] = {}
@@ -343,7 +243,6 @@ class InterimWorker:
                 slot.pending = None
                 slot.counters.stale += 1
             slot.prev_words = []
-            slot.frozen, slot.tail_start = (), 0
             slot.last_written = None
             slot.passed_samples = 0
             slot.speaker_stale = True
@@ -451,16 +350,13 @@ class InterimWorker:
                 continue  # nothing new worth a pass; the next offer brings more audio
             slot.running = True
             slot.last_pass_at = now
-            same = snap.window_index == slot.window_index and self.decode_tail
-            jobs.append(_Job(slot, snap, slot.frozen, slot.tail_start) if same else _Job(slot, snap))
+            jobs.append(_Job(slot, snap))
             if len(jobs) >= self.batch_size:
                 break
         return jobs, min(wait, self.interval)
 
     def _run_passes(self, jobs: list[_Job]) -> None:
-        # No prompt: measured on a 4 s tail, the frozen text as prompt made tiny.en fall back
-        # to temperature 1.0 and invent words (2x the time); without it the tail decoded right.
-        audios = [to_float(j.snap.pcm[j.tail_start :]) for j in jobs]
+        audios = [to_float(j.snap.pcm) for j in jobs]
         t0 = self.clock()
         try:
             results = self.transcriber.transcribe_batch(audios, beam_size=self.beam_size)
@@ -473,70 +369,74 @@ class InterimWorker:
         took = self.clock() - t0
         with self._cond:
             self._rest_until = self.clock() + took * (1.0 / self.max_duty - 1.0)
-        for job, tail in zip(jobs, results, strict=True):
-            self._publish(job, continued(job.frozen, tail, job.tail_start / SAMPLE_RATE), took / len(jobs))
+        for job, asr in zip(jobs, results, strict=True):
+            self._publish(job, asr, took / len(jobs))
 
     def _publish(self, job: _Job, asr: Sequence[AsrSegment], took: float) -> None:
+        """Write one pass's words as interim rows, split at the prefix it agrees on with the last pass."""
         slot, snap = job.slot, job.snap
-        sid = slot.session_id
+        stable = self._agree(job, asr, took)
+        if stable is None:
+            return
+        speaker = self._last_speaker(slot) if slot.speaker_stale else slot.speaker
+        segments = interim_segments(slot.session_id, snap.window_index, snap.start_sample, asr, stable, speaker)
+        shape = tuple((s.text, s.stable, s.speaker) for s in segments)
+        with self._cond:
+            if shape == slot.last_written or (not segments and slot.last_written is None):
+                slot.counters.unchanged += 1
+                return
+        accepted = self._write(slot, snap.window_index, segments)
+        with self._cond:
+            if accepted and slot.window_index == snap.window_index:
+                slot.last_written = shape
+        log.debug(
+            "interim pass",
+            extra={
+                "session": slot.session_id,
+                "window": snap.window_index,
+                "audio_s": round(snap.pcm.size / SAMPLE_RATE, 2),
+                "took_s": round(took, 3),
+                "stable_words": stable,
+                "accepted": accepted,
+            },
+        )
+
+    def _agree(self, job: _Job, asr: Sequence[AsrSegment], took: float) -> int | None:
+        """Count the pass; its stable word count (LocalAgreement-2), or None when its window closed."""
+        slot, snap = job.slot, job.snap
         with self._cond:
             c = slot.counters
             c.passes += 1
-            c.audio_seconds += (snap.pcm.size - job.tail_start) / SAMPLE_RATE
+            c.audio_seconds += snap.pcm.size / SAMPLE_RATE
             c.compute_seconds += took
             if snap.window_index <= slot.closed_through:
                 c.stale += 1
-                return
+                return None
             if snap.window_index != slot.window_index:
                 slot.window_index = snap.window_index
                 slot.prev_words = []
-                slot.frozen, slot.tail_start = (), 0
                 slot.last_written = None
             words = [normalize_word(w.text) for s in asr for w in s.words]
             stable = agreed_prefix(slot.prev_words, words)
             slot.prev_words = words
             slot.passed_samples = snap.pcm.size
-            if self.decode_tail and job.frozen == slot.frozen:
-                # Freeze all stable words but the last, which the next pass hears again
-                # (its end time is the least certain), so a cut mid-word cannot lose it.
-                freeze = stable - 1
-                if freeze > sum(len(s.words) for s in slot.frozen):
-                    slot.frozen = tuple(keep_words(asr, freeze))
-                    slot.tail_start = min(snap.pcm.size, round(slot.frozen[-1].words[-1].end * SAMPLE_RATE))
-            need_speaker = slot.speaker_stale
-        speaker = self._last_speaker(slot) if need_speaker else slot.speaker
-        segments = interim_segments(sid, snap.window_index, snap.start_sample, asr, stable, speaker)
-        shape = tuple((s.text, s.stable, s.speaker) for s in segments)
-        with self._cond:
-            if shape == slot.last_written or (not segments and slot.last_written is None):
-                c.unchanged += 1
-                return
+            return stable
+
+    def _write(self, slot: _Slot, window_index: int, segments: list[TranscriptSegment]) -> bool:
+        """``put_interim``, counted: False when it failed or the store refused (the window is final)."""
         try:
-            accepted = self.store.put_interim(sid, snap.window_index, segments)
+            accepted = self.store.put_interim(slot.session_id, window_index, segments)
         except Exception:
-            log.exception("interim write failed", extra={"session": sid, "window": snap.window_index})
-            with self._cond:
-                c.errors += 1
-            return
+            log.exception("interim write failed", extra={"session": slot.session_id, "window": window_index})
+            accepted = None
         with self._cond:
-            if accepted:
-                c.written += 1
-                if slot.window_index == snap.window_index:
-                    slot.last_written = shape
+            if accepted is None:
+                slot.counters.errors += 1
+            elif accepted:
+                slot.counters.written += 1
             else:
-                c.rejected_final += 1
-        log.debug(
-            "interim pass",
-            extra={
-                "session": sid,
-                "window": snap.window_index,
-                "audio_s": round(snap.pcm.size / SAMPLE_RATE, 2),
-                "took_s": round(took, 3),
-                "words": sum(len(s.words) for s in segments),
-                "stable_words": stable,
-                "accepted": accepted,
-            },
-        )
+                slot.counters.rejected_final += 1
+        return bool(accepted)
 
     def _last_speaker(self, slot: _Slot) -> str | None:
         """Speaker of the session's last final segment (best effort, once per window)."""

@@ -58,8 +58,8 @@ class OfflineParams:
     different stretches and each second of speech is embedded about once
     (:mod:`processor.capped_embeddings`). ``embedding="full"`` is pyannote's own
     embedding step: the whole mask of every (chunk, speaker) through the PyTorch
-    CAM++, each second of speech ``1 / segmentation_step`` times
-    (:data:`PER_CHUNK_FULL_MASK`, the default before the cap).
+    CAM++, each second of speech ``1 / segmentation_step`` times (the default
+    before the cap; ``bench/diarization.py`` keeps it as its reference).
     """
 
     segmentation_step: float = 0.5
@@ -90,18 +90,6 @@ class OfflineParams:
             raise ValueError(f"embedding must be one of {', '.join(EmbeddingStep)}, got {self.embedding!r}")
         if self.embedding_seconds is not None and self.embedding_seconds <= 0:
             raise ValueError(f"embedding_seconds must be positive, got {self.embedding_seconds}")
-
-
-#: The offline default before the capped embedding step: 2 s hop, every (chunk, speaker)
-#: embedded on its whole mask by pyannote (each second of speech ~5 times). Kept as the
-#: reference that bench/diarization.py and the DER tests compare the default against.
-PER_CHUNK_FULL_MASK = OfflineParams(
-    segmentation_step=0.2,
-    segmentation_batch_size=1,
-    embedding=EmbeddingStep.FULL,
-    min_active_ratio=0.2,
-    constrained_assignment=False,
-)
 
 
 def pick_device(setting: str) -> torch.device:

@@ -30,6 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from contracts.frames import SAMPLE_RATE
+from processor.vad import SpeechMap
+
+#: What Whisper's encoder hears in one pass.
+ASR_INPUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -99,24 +103,78 @@ class Cut:
         return self.reason == CutReason.FORCED
 
 
+@dataclass(frozen=True)
+class PlannedWindow:
+    """A window to cut off the front of a session buffer (see :func:`plan_windows`)."""
+
+    #: Where it starts in the buffer, and its length.
+    at: int
+    samples: int
+    #: How the cut was found; None for the buffer's rest (no cut: the stream ended or closed).
+    reason: CutReason | None
+    #: The audio just before it, int16 (``context_seconds`` at most).
+    context: np.ndarray
+    #: VAD of the buffer from ``at`` (up to the window limit): the window's one VAD pass.
+    speech: SpeechMap
+
+    @property
+    def carries(self) -> bool:
+        """Cut inside speech: where the next window starts depends on this one's words."""
+        return self.reason == CutReason.FORCED
+
+
+def plan_windows(
+    buffer: np.ndarray, context: np.ndarray, policy: WindowPolicy, *, rest: bool, most: int = 1
+) -> list[PlannedWindow]:
+    """The next windows to cut off ``buffer`` (int16), at most ``most`` of them.
+
+    A window is cut while more than ``max_samples`` is left, at
+    :func:`choose_cut`'s cut, so the cuts do not depend on ``most``; with
+    ``rest``, what is left under the limit is the last window. A cut inside
+    speech ends the plan: where the next window starts depends on that window's
+    transcript. VAD runs once per window, over the buffer head it is cut from.
+    """
+    history = np.concatenate([context, buffer])
+    lead, pos = len(context), 0
+    plans: list[PlannedWindow] = []
+    while len(plans) < max(1, most) and pos < len(buffer):
+        left = len(buffer) - pos
+        ctx = history[max(0, lead + pos - policy.context_samples) : lead + pos]
+        limit = policy.max_samples
+        if left <= limit and not rest:
+            break
+        head = buffer[pos : pos + limit]
+        speech = SpeechMap.of(to_float(head))
+        if left <= limit:
+            plans.append(PlannedWindow(pos, left, None, ctx, speech))
+            break
+        cut = choose_cut(to_float(head), policy, speech)
+        plans.append(PlannedWindow(pos, cut.at, cut.reason, ctx, speech))
+        pos += cut.at
+        if cut.carries:
+            break
+    return plans
+
+
 def speech_spans(audio: np.ndarray, min_silence_ms: int = 300) -> list[tuple[int, int]]:
     """Speech (start, end) sample spans of float32 16 kHz audio, by Silero VAD."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-    opts = VadOptions(min_silence_duration_ms=min_silence_ms, speech_pad_ms=100)
-    return [(int(c["start"]), int(c["end"])) for c in get_speech_timestamps(audio, opts)]
+    return SpeechMap.of(audio).spans(min_silence_ms, 100)
 
 
-def choose_cut(audio: np.ndarray, policy: WindowPolicy) -> Cut:
+def choose_cut(audio: np.ndarray, policy: WindowPolicy, speech: SpeechMap | None = None, lo: int = 0) -> Cut:
     """Pick the cut for a buffer holding at least ``policy.max_samples`` samples.
 
     ``audio`` is float32 in [-1, 1]; only its first ``max_samples`` matter.
+    ``speech`` is the VAD of the buffer already run (``audio`` starts at its
+    sample ``lo``); without it VAD runs here.
     """
     limit = min(len(audio), policy.max_samples)
     head = audio[:limit]
+    if speech is None:
+        speech, lo = SpeechMap.of(head), 0
     silent = quiet_test(head)
     for ms in policy.silence_thresholds_ms:
-        spans = speech_spans(head, ms)
+        spans = speech.spans(ms, 100, lo, lo + limit)
         if not spans:
             return Cut(limit, CutReason.NO_SPEECH)
         # Silent tail after the last speech: cut in it (keeps the next window's start clean).
@@ -204,11 +262,6 @@ def _quietest_point(audio: np.ndarray, lo: int, hi: int) -> tuple[int, float]:
 def _quietest(audio: np.ndarray, lo: int, limit: int) -> int:
     """Quietest 20 ms frame between ``lo`` and ``limit``."""
     return _quietest_point(audio, lo, limit)[0] if limit - lo >= SAMPLE_RATE // 50 else limit
-
-
-def has_speech(audio: np.ndarray, min_silence_ms: int = 300) -> bool:
-    """True if VAD finds any speech (a silent tail needs no ASR pass)."""
-    return len(audio) > 0 and bool(speech_spans(audio, min_silence_ms))
 
 
 def to_float(pcm: np.ndarray) -> np.ndarray:

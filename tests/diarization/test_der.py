@@ -19,9 +19,9 @@ import pytest
 from pyannote.core import Annotation
 from pyannote.metrics.diarization import DiarizationErrorRate
 
-from contracts.settings import Settings
+from contracts.settings import EmbeddingStep, Settings
 from processor.diarization import Diarizer, SpeakerTurn
-from processor.pyannote_diarizer import PER_CHUNK_FULL_MASK, build_diarizer
+from processor.pyannote_diarizer import OfflineParams, build_diarizer
 from processor.speakers import build_mapper, diarize_in_windows
 from tests.diarization.conversations import Recording, silence_cuts, turns_to_annotation
 from tests.diarization.real_sample import pyannote_sample
@@ -35,6 +35,15 @@ MAX_WHOLE_DER = {2: 0.06, 3: 0.35, 4: 0.35}
 #: Stitched DER the previous default (PER_CHUNK_FULL_MASK) measured on these recordings with this
 #: test (docs/diarization.md): the default must not be worse.
 PREVIOUS_STITCHED_DER = {2: 0.0412, 3: 0.3019, 4: 0.2661}
+#: The previous offline default (bench/diarization.py's reference, ``per_chunk_full_mask``):
+#: 2 s hop, every (chunk, speaker) embedded on its whole mask by pyannote.
+PER_CHUNK_FULL_MASK = OfflineParams(
+    segmentation_step=0.2,
+    segmentation_batch_size=1,
+    embedding=EmbeddingStep.FULL,
+    min_active_ratio=0.2,
+    constrained_assignment=False,
+)
 
 
 def _der(reference: Recording, turns: list[SpeakerTurn] | tuple[SpeakerTurn, ...]) -> float:

@@ -43,7 +43,12 @@ class ScriptedTranscriber(Transcriber):
         self.entered = threading.Event()
 
     def transcribe(
-        self, audio: np.ndarray, *, beam_size: int | None = None, initial_prompt: str | None = None
+        self,
+        audio: np.ndarray,
+        *,
+        beam_size: int | None = None,
+        initial_prompt: str | None = None,
+        speech: object = None,
     ) -> AsrResult:
         self.calls.append((audio.size, beam_size))
         self.entered.set()

@@ -69,7 +69,5 @@ def test_batching_setting_chooses_the_path(transcriber: Any, settings: Any) -> N
         assert isinstance(getattr(parts.transcriber, "inner", None), BatchingTranscriber) is batched, choice
         if isinstance(inner, BatchingTranscriber):
             inner.stop()
-        assert parts.diarization_pool is not None  # final diarization off the record thread
-        parts.diarization_pool.shutdown()
     off = build_interim(settings.replace(asr_batching="on", interim_seconds=0.0), transcriber, store)
     assert off.worker is None and off.transcriber is transcriber

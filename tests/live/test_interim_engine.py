@@ -13,7 +13,8 @@ import pytest
 from contracts.frames import FrameKind, FrameRecord
 from processor.diarization import IdentityMapper, SingleSpeakerDiarizer
 from processor.engine import EngineParts, ShardProcessor
-from processor.interim import FinalGate, GatedTranscriber, InterimWorker
+from processor.gate import FinalGate, GatedTranscriber
+from processor.interim import InterimWorker
 from processor.windowing import WindowPolicy
 from producer.decode import read_pcm
 from stores.archive import LocalArchive

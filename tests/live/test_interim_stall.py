@@ -20,7 +20,8 @@ import pytest
 from contracts.segments import SpeakerTurn
 from processor.diarization import Diarization, IdentityMapper
 from processor.engine import EngineParts, ShardProcessor
-from processor.interim import FinalGate, GatedTranscriber, InterimWorker
+from processor.gate import FinalGate, GatedTranscriber
+from processor.interim import InterimWorker
 from processor.windowing import WindowPolicy
 from producer.decode import read_pcm
 from producer.framer import SessionFramer

@@ -1,0 +1,136 @@
+"""The pipeline's cost over bare ASR, two source trees side by side (issue 22's targets).
+
+    .venv/bin/python -m bench.engine_cost --base /tmp/base-tree [--recordings concat,flite1,flite6] [--repeat 2]
+
+For each recording and each tree (``--base``, e.g. ``git archive 5fda8b9`` unpacked,
+and this tree), ``flowbot transcribe``'s path is timed in a fresh process with
+that tree first on the path, with diarization off and with the defaults
+(offline diarization); bare faster-whisper on the whole file (same model and
+decoding options) is timed once per round as the reference. Model loading and
+reading the file are included everywhere, as the CLI pays them. Runs alternate
+(every system in turn, ``--repeat`` times) and the best of each is kept: the
+machine is shared and noisy. Targets: diarization off <= 1.05x bare; defaults
+<= 1.5x bare on a 2 min meeting, <= 1.3x on a 10 min one.
+
+Recordings: ``concat`` (the real-speech set's 73 s six-speaker meeting),
+``sample``/``squeezed`` (the rest of that set), ``fliteN`` (the flite planning
+meeting, about 100 s, repeated N times: ``flite6`` is about 10 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
+
+#: Run inside the child process, with the tree under test first on sys.path.
+CHILD = r"""
+import json, sys, tempfile, time, warnings
+from pathlib import Path
+warnings.simplefilter("ignore")
+path, system, model = sys.argv[1], sys.argv[2], sys.argv[3]
+t0 = time.perf_counter()
+if system == "bare":
+    from faster_whisper import WhisperModel
+    from processor.asr import AsrOptions
+    from processor.asr_models import resolve_model
+    from producer.decode import read_pcm
+    audio = read_pcm(path).astype("float32") / 32768.0
+    opts = AsrOptions()
+    whisper = WhisperModel(resolve_model(model), device="cpu", compute_type="int8", cpu_threads=2)
+    segments, _ = whisper.transcribe(audio, language="en", beam_size=opts.beam_size, word_timestamps=True,
+        vad_filter=True, vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
+        condition_on_previous_text=opts.condition_on_previous_text)
+    text = " ".join(s.text for s in segments)
+else:
+    from contracts.settings import Settings
+    from flowbot.pipeline import transcribe_file
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings.from_env({}, data_dir=Path(tmp), asr_model=model, transcribe_batch_windows=1,
+            diarization="none" if system == "nodiar" else "offline")
+        result = transcribe_file(path, settings)
+        assert result.state == "completed", result.reason
+        text = " ".join(s.text for s in result.segments)
+print(json.dumps({"wall": time.perf_counter() - t0, "text": text}))
+"""
+
+
+def run(tree: Path, path: Path, system: str, model: str) -> tuple[float, str]:
+    """One timed run in a fresh process with ``tree`` first on the path: (wall seconds, text)."""
+    env = dict(os.environ, PYTHONPATH=str(tree), OMP_WAIT_POLICY="PASSIVE", PYANNOTE_METRICS_ENABLED="false")
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), system, model],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(data["wall"]), str(data["text"])
+
+
+def recordings(names: list[str]) -> dict[str, tuple[Path, str | None]]:
+    """Recording name -> (wav path, reference text)."""
+    from testkit.corpus import build
+    from testkit.evaluate import cache_dir
+    from testkit.speech import meeting_wav
+
+    out: dict[str, tuple[Path, str | None]] = {}
+    real = [n for n in names if not n.startswith("flite")]
+    if real:
+        built = build(cache_dir(None))
+        out.update({n: (built[n].path, built[n].text) for n in real})
+    for name in (n for n in names if n.startswith("flite")):
+        repeat = int(name.removeprefix("flite") or 1)
+        path, turns = meeting_wav(Path(tempfile.mkdtemp(prefix="flowbot-cost-")), repeat=repeat)
+        out[name] = (path, " ".join(t.text for t in sorted(turns, key=lambda t: t.start)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Alternate every (tree, system) on every recording; print one markdown table of best walls and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, required=True, help="the tree to compare with (an unpacked commit)")
+    parser.add_argument("--recordings", default="concat,flite1,flite6")
+    parser.add_argument("--systems", default="nodiar,defaults")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--model", default="bundled:tiny.en")
+    args = parser.parse_args(argv)
+    from flowbot.wer import wer
+
+    trees = {"base": args.base.resolve(), "new": HERE}
+    systems = [s for s in args.systems.split(",") if s]
+    cases = recordings([n for n in args.recordings.split(",") if n])
+    best: dict[tuple[str, str], float] = {}
+    texts: dict[tuple[str, str], str] = {}
+    for _ in range(args.repeat):
+        for name, (path, _ref) in cases.items():
+            runs = [("bare", "bare", HERE)] + [(f"{t} {s}", s, tree) for s in systems for t, tree in trees.items()]
+            for label, system, tree in runs:
+                wall, text = run(tree, path, system, args.model)
+                best[(name, label)] = min(wall, best.get((name, label), float("inf")))
+                texts[(name, label)] = text
+                print(f"{name} {label}: {wall:.2f} s", file=sys.stderr, flush=True)
+    labels = [f"{t} {s}" for s in systems for t in trees]
+    print(f"model {args.model}, {os.cpu_count()} cores (shared), best of {args.repeat}, model load included\n")
+    print("| recording | bare s | " + " | ".join(f"{lb} s (x bare, WER %)" for lb in labels) + " |")
+    print("|---|---|" + "---|" * len(labels))
+    for name, (_path, ref) in cases.items():
+        bare = best[(name, "bare")]
+        cells = []
+        for lb in labels:
+            w = f", {100 * wer(ref, texts[(name, lb)]):.1f}" if ref else ""
+            cells.append(f"{best[(name, lb)]:.2f} ({best[(name, lb)] / bare:.2f}x{w})")
+        print(f"| {name} | {bare:.2f} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
