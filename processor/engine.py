@@ -221,15 +221,32 @@ def transcribe_window(
     return label_window(recognized, diarization, mapper, session_id, window_index, start_sample)
 
 
+#: A word reaching this far past the left context belongs to the window even when its
+#: middle lies in the context. Whisper sometimes skips the context's last words and
+#: stretches the window's first word back over them: on the real-speech ``concat``
+#: recording "Had" came out as 0.00-1.32 s of a 1 s context and was lost at the join
+#: (both CTranslate2 ISAs). Context words ran at most 0.10 s past the boundary
+#: (real-speech set, AVX2 and AVX-512), the stretched word 0.32 s.
+CONTEXT_SPILL_SECONDS = 0.2
+
+
+def in_window(start: float, end: float, seconds: float) -> bool:
+    """Is a word (times from the start of the ASR input) in the window that begins at ``seconds``?
+
+    Its middle is at or after the boundary, or it reaches :data:`CONTEXT_SPILL_SECONDS` past it.
+    """
+    return (start + end) / 2 >= seconds or end >= seconds + CONTEXT_SPILL_SECONDS
+
+
 def words_after(segments: Sequence[AsrSegment], seconds: float) -> list[AsrSegment]:
-    """Words whose middle is at or after ``seconds``, with times moved back by it."""
+    """Words of the window that begins ``seconds`` into the ASR input (:func:`in_window`), moved back by it."""
     out: list[AsrSegment] = []
     for seg in segments:
         if not seg.words:
-            if (seg.start + seg.end) / 2 >= seconds:
+            if (seg.start + seg.end) / 2 >= seconds:  # no word times: the segment's middle decides
                 out.append(shifted(seg, -seconds))
             continue
-        words = tuple(w for w in seg.words if (w.start + w.end) / 2 >= seconds)
+        words = tuple(w for w in seg.words if in_window(w.start, w.end, seconds))
         if words:
             text = seg.text if len(words) == len(seg.words) else words_text(words)
             out.append(shifted(replace(seg, start=words[0].start, end=words[-1].end, text=text, words=words), -seconds))
