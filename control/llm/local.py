@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from contracts.parts import NOTES
 from control.llm.chat import ChatReply, ChatRequest, ProviderError
 
 _cache: dict[tuple[str, int, int], Any] = {}
@@ -42,10 +43,7 @@ def load_llama(path: Path, context_tokens: int, threads: int) -> Any:
             try:
                 from llama_cpp import Llama
             except ImportError as exc:
-                raise ProviderError(
-                    "llama-cpp-python is not installed (pip install 'flow-ai-bot[local-llm]', "
-                    "or scripts/setup.d/70-notes.sh)"
-                ) from exc
+                raise ProviderError(NOTES.missing("FLOWBOT_NOTES_PROVIDER=llama-cpp")) from exc
             if not path.is_file():
                 raise ProviderError(f"notes model file not found: {path}")
             _cache[key] = Llama(
