@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.logs import configure_logging
+from contracts.parts import AWS, LIVE, SUPABASE, Part, part_of
 from contracts.settings import DiarizationWeights, Settings, SettingsError, StreamBackend, TranscriptBackend
 from control.launch import LaunchError, LaunchResult
 from flowbot.formats import FORMATS, render
@@ -66,6 +67,19 @@ def _settings(args: argparse.Namespace) -> Settings:
         if value is not None:
             overrides[name] = Path(value) if name == "data_dir" else value
     return Settings.from_env(**overrides)
+
+
+def _missing_part(args: argparse.Namespace) -> Part | None:
+    """An optional part (:mod:`contracts.parts`) this command needs with its settings but lacks."""
+    if args.command == "config":
+        return None
+    settings = _settings(args)
+    needs = []
+    if settings.store == TranscriptBackend.SUPABASE:
+        needs.append(SUPABASE)
+    if args.command == "process" and settings.stream == StreamBackend.KINESIS:
+        needs.append(AWS)
+    return next((part for part in needs if not part.installed()), None)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -243,6 +257,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """flowbot serve"""
     from flowbot.serve import serve
 
+    if not LIVE.installed():  # RTMP, the API and the pages work without it; WHIP answers 501
+        sys.stderr.write(f"flowbot: {LIVE.missing('WHIP ingest')}; serving without it\n")
     return serve(_settings(args))
 
 
@@ -442,9 +458,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging("DEBUG" if args.verbose else base.log_level, base.log_format)
     try:
+        part = _missing_part(args)
+        if part is not None:
+            sys.stderr.write(f"flowbot: {part.missing(f'flowbot {args.command} with these settings')}\n")
+            return 2
         return int(args.func(args))
     except (SettingsError, ValueError, FileNotFoundError, DecodeError) as exc:
         log.error(str(exc))
+        return 2
+    except ModuleNotFoundError as exc:
+        part = part_of(exc.name)
+        if part is None:
+            raise
+        sys.stderr.write(f"flowbot: {part.missing(f'flowbot {args.command}')}\n")
         return 2
     except KeyboardInterrupt:
         return 130

@@ -18,6 +18,7 @@ import logging
 import signal
 import threading
 
+from contracts.parts import LIVE
 from contracts.settings import Settings
 from control import sessions
 from control.api import Coordinator
@@ -71,7 +72,8 @@ class LiveService:
         self.coordinator = Coordinator(self.ctx)
         from producer.whip import WhipIngest
 
-        self.whip = WhipIngest(self.hub, settings.host)
+        # Without aiortc (not in the demo profile: contracts.parts.LIVE) WHIP offers get a 501.
+        self.whip = WhipIngest(self.hub, settings.host) if LIVE.installed() else None
         limits = http_limits or HttpLimits()
         self.web = build_app(self.ctx, self.coordinator, self.whip, body_seconds=limits.body_seconds)
         self.http = HttpServer(self.web, settings.host, settings.port, limits)
@@ -131,7 +133,8 @@ class LiveService:
 
     def stop(self) -> None:
         """Hang up WHIP publishers, stop the web front, then the RTMP front and the processor (checkpoint)."""
-        self.whip.stop()
+        if self.whip is not None:
+            self.whip.stop()
         self.http.stop(before=self.web.hub.close)  # viewers' event streams end first
         self.rtmp.stop()
         self.consumer.stop()

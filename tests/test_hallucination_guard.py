@@ -85,9 +85,9 @@ def test_every_drop_is_counted_by_reason() -> None:
 _NUMBERS = "one two three four five six seven eight nine ten eleven twelve thirteen".split()
 
 
-def _items(text: str) -> set[int]:
-    """The item numbers a transcript names, as digits or words (a re-decode may spell them)."""
-    found = re.findall(r"item (\d+|[a-z]+)", text.lower())
+def _numbers(text: str, word: str) -> set[int]:
+    """The numbers a transcript names after ``word``, as digits or words (a re-decode may spell them)."""
+    found = re.findall(rf"{word}\W+(\d+|[a-z]+)", text.lower())
     return {int(n) if n.isdigit() else _NUMBERS.index(n) + 1 for n in found if n.isdigit() or n in _NUMBERS}
 
 
@@ -112,7 +112,13 @@ def test_confident_repetitive_speech_survives_the_engine(tmp_path: Path, speech_
     proc.initialize("shard-0", None)
     proc.process_records(stream.read("shard-0", 0, 10_000), _NoCheckpoint())
     text = " ".join(s.text for s in store.segments("readout"))
-    assert _items(text) == set(range(1, 14)), text
+    # Every sentence is there (issue 11 kept 4 of 13), each named by its sentence number or
+    # its item number; both numbers come out right in at least 12 of 13. Under CTranslate2's
+    # AVX2 kernels tiny.en hears "item 12" as "Item Well" (AVX-512: "Item 12"): a misheard
+    # word, not a dropped segment.
+    sentences, items = _numbers(text, "sentence (?:number|no)"), _numbers(text, "item")
+    assert sentences | items == set(range(1, 14)), text
+    assert len(sentences & items) >= 12, text
     assert all(w.status == "done" for w in store.windows("readout"))
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from contracts.parts import NOTES
 from control.llm.chat import ChatReply, ChatRequest, ProviderError, unavailable
 
 _cache: dict[tuple[str, int, int], Any] = {}
@@ -43,9 +44,7 @@ def load_llama(path: Path, context_tokens: int, threads: int) -> Any:
                 from llama_cpp import Llama
             except ImportError as exc:
                 raise ProviderError(
-                    "llama-cpp-python is not installed (pip install 'flow-ai-bot[local-llm]', "
-                    "or scripts/setup.d/70-notes.sh)",
-                    unavailable("llama-cpp-python is not installed"),
+                    NOTES.missing("FLOWBOT_NOTES_PROVIDER=llama-cpp"), unavailable("llama-cpp-python is not installed")
                 ) from exc
             if not path.is_file():
                 raise ProviderError(f"notes model file not found: {path}", unavailable("model file not found"))

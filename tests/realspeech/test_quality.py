@@ -4,6 +4,12 @@ Three recordings (testkit/corpus.py): pyannote's two-speaker telephone
 sample, a six-speaker concatenation with short gaps, and over 60 s of speech
 with every pause squeezed under 150 ms. The windowed pipeline is held to the
 whole-file run of the same Whisper model (faster-whisper in one call).
+
+Whisper decodes a window differently from the whole file wherever the audio it
+hears changes, and CTranslate2's CPU kernels (AVX2 or AVX-512, picked per
+machine; ``CT2_FORCE_CPU_ISA`` forces one) move single words too. So words are
+judged only near a join, where windowing can lose them, and WER with the margin
+below; both measured under both ISAs (issue 19, docs/quality.md).
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("sample", "concat", "squeezed")
+#: Windowed WER may exceed whole-file WER by this much on one recording. Measured
+#: (windowed - whole, points; CTranslate2 AVX2 / AVX-512, 2 and 1 threads): sample 0.0 at
+#: 30, 20 and 12 s windows; concat -1.0 to +2.0 (AVX-512: "Neither did I" and "oh" decoded
+#: differently mid-window); squeezed -3.6 to -1.0. One word more than the worst is 2.6.
+WER_MARGIN = 0.03
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -39,7 +50,7 @@ def test_windowed_wer_no_worse_than_whole_file(
     rec, run = recordings[name], pipeline_runs[name]
     windowed, whole = wer(rec.text, run.text), wer(rec.text, whole_file_runs[name].text)
     print(f"\n{name}: windowed WER {windowed:.2%} ({len(run.windows)} windows), whole-file {whole:.2%}")
-    assert windowed <= whole + 0.005
+    assert windowed <= whole + WER_MARGIN
 
 
 @pytest.mark.parametrize("name", ("concat", "squeezed"))
@@ -134,6 +145,9 @@ def test_sample_cut_mid_conversation_keeps_two_speakers_and_every_word(
         engine_parts.policy = default
     assert run.joins, "the windows must join inside the conversation"
     assert run.speakers == {"S1", "S2"}
-    # Every word whole-file Whisper finds, wherever it is.
-    assert missing_words(rec.text, whole_file_runs["sample"].words, run.words) == []
-    assert wer(rec.text, run.text) <= wer(rec.text, whole_file_runs["sample"].text) + 0.005
+    # Every word whole-file Whisper finds near a join. Not every word anywhere: 11 s after
+    # the join the last window decodes whole-file's "I don't hear that New Jersey now" without
+    # "that" (AVX2), and "that in New Jersey" without "in" (AVX-512): other audio decoded, not
+    # a loss at a join.
+    assert words_lost_at_joins(rec.text, whole_file_runs["sample"].words, run, reach=1.0) == []
+    assert wer(rec.text, run.text) <= wer(rec.text, whole_file_runs["sample"].text) + WER_MARGIN
