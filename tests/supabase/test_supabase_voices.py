@@ -10,13 +10,12 @@ import time
 import uuid
 from collections.abc import Callable
 
-from test_supabase_rls import rest, rows
-
 from contracts.voices import NamingState, Voice, VoiceNaming
 from stores.base import Session
 from stores.supabase import RetryPolicy
 from stores.supabase_voices import SupabaseVoiceLibrary
 from testkit.supabase_stack import SupabaseStack
+from tests.supabase.test_supabase_rls import rest, rows
 
 NewSession = Callable[..., Session]
 EMBEDDING = tuple(float(i % 7) / 7.0 - 0.4 for i in range(192))
