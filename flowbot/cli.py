@@ -297,11 +297,16 @@ class _NoIngest:
 def _act(args: argparse.Namespace, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """Run one coordinator action as the local operator: the API's rules, answers and errors."""
     import json
+    from dataclasses import replace
 
+    from control.access import LOCAL, Caller
     from control.api import Coordinator
     from control.context import build_local_context
 
-    coordinator = Coordinator(build_local_context(_settings(args), _NoIngest()))
+    # The command line reads and writes the stores directly: it is the local operator, whatever
+    # FLOWBOT_API_TOKEN says (the token guards the HTTP API, not this machine's own files).
+    ctx = replace(build_local_context(_settings(args), _NoIngest()), authenticate=lambda _headers: Caller(None, LOCAL))
+    coordinator = Coordinator(ctx)
     response = coordinator.handle("POST", {}, json.dumps(body).encode())
     if response.status != 200:
         error = response.body["error"]

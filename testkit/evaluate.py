@@ -104,7 +104,8 @@ def run_live_and_final(rec: Recording, settings: Settings, parts: EngineParts | 
 
     def as_run(segments: Iterable[TranscriptSegment], windows: list[WindowRecord]) -> Run:
         turns = [(t.start, t.end, t.speaker) for t in window_turns(windows)]
-        return Run(segment_words(segments), turns, windows, result.counters)
+        finals = [s for s in segments if s.is_final]
+        return Run(segment_words(finals), turns, windows, result.counters, finals)
 
     live = as_run(result.segments, result.windows)
     transcripts = transcript_store(settings)
