@@ -41,7 +41,10 @@ def handler_env(emulators: Emulators, tmp_path: Path, monkeypatch: pytest.Monkey
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     for k in ("SECRETS_TO_ENV", "FLOWBOT_SUPABASE_JWT_SECRET", "FLOWBOT_API_TOKEN"):
-        monkeypatch.delenv(k, raising=False)
+        # setenv first, so monkeypatch restores "absent" afterwards: the handler under test
+        # copies secrets into os.environ, and they must not leak into later tests.
+        monkeypatch.setenv(k, "")
+        monkeypatch.delenv(k)
     lambda_handlers.reset()
     yield {"db": tmp_path / "flowbot.db", "namespace": namespace}
     lambda_handlers.reset()
