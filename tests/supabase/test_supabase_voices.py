@@ -6,15 +6,23 @@ but the service role writes it, anon sees nothing.
 
 from __future__ import annotations
 
+import asyncio
+import io
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pytest
+
+from contracts.segments import TranscriptSegment, WindowRecord
+from contracts.settings import Settings
 from contracts.voices import NamingState, Voice, VoiceNaming
-from stores.base import Session
-from stores.supabase import RetryPolicy
+from stores.base import Session, SessionProgress
+from stores.supabase import RetryPolicy, SupabaseMeetingStatus, SupabaseTranscriptStore
 from stores.supabase_voices import SupabaseVoiceLibrary
 from testkit.supabase_stack import SupabaseStack
+from tests.supabase.fake_realtime import FakeRealtime
 from tests.supabase.test_supabase_rls import rest, rows
 
 NewSession = Callable[..., Session]
@@ -24,6 +32,19 @@ EMBEDDING = tuple(float(i % 7) / 7.0 - 0.4 for i in range(192))
 def voice(owner: str, name: str = "Dana") -> Voice:
     now = time.time()
     return Voice(str(uuid.uuid4()), owner, name, "offline", EMBEDDING, 12.5, now, now)
+
+
+def commit_speakers(store: SupabaseTranscriptStore, session: Session, speakers: dict[str, list[float]]) -> None:
+    """One committed window whose speaker registry holds these speakers (9 s of speech each)."""
+    sid = session.session_id
+    segs = [TranscriptSegment(sid, 0, i, i, i + 1.0, "Hello.", label) for i, label in enumerate(speakers)]
+    spk_state = {
+        "version": 1,
+        "next": len(speakers) + 1,
+        "last": None,
+        "speakers": [{"label": k, "centroid": v, "seconds": 9.0} for k, v in speakers.items()],
+    }
+    store.commit_window(WindowRecord(sid, 0, 0, 32000), segs, SessionProgress(sid, 1, 32000, 32000, spk_state))
 
 
 def test_library_scopes_voices_to_their_owner(stack: SupabaseStack, fast_retry: RetryPolicy) -> None:
@@ -116,9 +137,6 @@ def test_only_the_owner_reads_or_deletes_a_voice_and_no_client_writes_one(
 def test_remember_then_name_the_owners_next_session_on_supabase(
     stack: SupabaseStack, fast_retry: RetryPolicy, new_session: NewSession
 ) -> None:
-    from contracts.segments import TranscriptSegment, WindowRecord
-    from stores.base import SessionProgress
-    from stores.supabase import SupabaseTranscriptStore
     from stores.voice_naming import Voices
 
     store = SupabaseTranscriptStore(stack.url, stack.service_key, retry=fast_retry)
@@ -128,15 +146,7 @@ def test_remember_then_name_the_owners_next_session_on_supabase(
     other = [x if i % 2 else -x for i, x in enumerate(reversed(EMBEDDING))]
 
     def commit(session: Session, speakers: dict[str, list[float]]) -> None:
-        sid = session.session_id
-        segs = [TranscriptSegment(sid, 0, i, i, i + 1.0, "Hello.", label) for i, label in enumerate(speakers)]
-        spk_state = {
-            "version": 1,
-            "next": len(speakers) + 1,
-            "last": None,
-            "speakers": [{"label": k, "centroid": v, "seconds": 9.0} for k, v in speakers.items()],
-        }
-        store.commit_window(WindowRecord(sid, 0, 0, 32000), segs, SessionProgress(sid, 1, 32000, 32000, spk_state))
+        commit_speakers(store, session, speakers)
 
     first, second, theirs = new_session(owner=owner), new_session(owner=owner), new_session()
     commit(first, {"S1": list(EMBEDDING)})
@@ -156,3 +166,55 @@ def test_remember_then_name_the_owners_next_session_on_supabase(
     voices.undo(second, "S2")
     assert store.speakers(second.session_id) == {"S1": "S1", "S2": "S2"}
     assert voices.name_session(second) == []  # undone stays undone
+
+
+@pytest.fixture()
+def realtime(stack: SupabaseStack) -> Iterator[FakeRealtime]:
+    fake = FakeRealtime(stack).start()
+    yield fake
+    fake.close()
+
+
+@pytest.mark.slow
+def test_flowbot_follow_tells_the_owner_who_was_named_by_voice_over_realtime(
+    stack: SupabaseStack,
+    fast_retry: RetryPolicy,
+    new_session: NewSession,
+    meetings: SupabaseMeetingStatus,
+    realtime: FakeRealtime,
+) -> None:
+    from flowbot.follow import TranscriptRenderer, follow_supabase
+    from stores.voice_naming import Voices
+
+    store = SupabaseTranscriptStore(stack.url, stack.service_key, retry=fast_retry)
+    lib = SupabaseVoiceLibrary(stack.url, stack.service_key, retry=fast_retry)
+    voices = Voices(lib, store, model="offline", min_score=0.7, min_seconds=4.0)
+    session = new_session()
+    sid = session.session_id
+    commit_speakers(store, session, {"S1": list(EMBEDDING)})
+    lib.save_voice(voice(session.user_id))
+    out = io.StringIO()
+    settings = Settings.from_env(
+        {},
+        store="supabase",
+        supabase_url=stack.url,
+        supabase_anon_key=stack.anon_key,
+        supabase_access_token=stack.user_token(session.user_id),
+    )
+    follow = threading.Thread(
+        target=lambda: asyncio.run(follow_supabase(settings, sid, out, renderer=TranscriptRenderer(out, tty=False))),
+        daemon=True,
+    )
+    follow.start()
+    realtime.wait_for(lambda rt: len(rt.subs) == 1)
+    named = voices.name_session(session)
+    line = f"-- S1 named Dana by voice (score {named[0].score:.2f}); undo: flowbot voices undo {sid} S1 --"
+    realtime.wait_for(lambda rt: line in out.getvalue())
+    voices.undo(session, "S1")
+    realtime.wait_for(lambda rt: "was undone --" in out.getvalue())
+    meetings.update(session.meeting_id, "completed", {"summary": "Done."}, session_id=sid)
+    follow.join(30)
+    assert not follow.is_alive(), out.getvalue()
+    # The naming came through Realtime (the catch-up read on subscribe found none yet).
+    assert any(m["payload"]["data"]["table"] == "voice_namings" for m in realtime.sent)
+    assert out.getvalue().count(line) == 1, out.getvalue()

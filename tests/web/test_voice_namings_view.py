@@ -9,10 +9,12 @@ Chromium in tests/live/test_voice_naming_page.py.
 
 from __future__ import annotations
 
+import io
 import json
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +122,62 @@ def test_a_view_link_sees_the_name_but_never_the_score_or_the_voice(svc: LiveSer
     info = json.loads(request(port, "GET", f"/sessions/{sid}/info?view={view}")[2])
     assert info["can_edit"] is False and info["speakers"] == {"S1": "Dana", "S2": "S2"}
     assert set(info) == {"session", "revisions", "speakers", "can_edit", "share_path", "formats"}
+
+
+def test_flowbot_follow_tells_the_owner_who_was_named_by_voice_and_undone(svc: LiveService) -> None:
+    from flowbot.follow import TranscriptRenderer, follow_local
+
+    sid, _ = named_meeting(svc, "owner-3", name=False)
+    voices = svc.ctx.voices
+    assert voices is not None
+    outs = {who: io.StringIO() for who in ("owner", "viewer")}
+    tokens = {"owner": TOKEN, "viewer": svc.web.guard.view_token(sid)}
+    threads = [
+        threading.Thread(
+            target=follow_local,
+            args=(svc.url, sid, outs[who]),
+            kwargs={"token": tokens[who], "renderer": TranscriptRenderer(outs[who], tty=False)},
+            daemon=True,
+        )
+        for who in outs
+    ]
+    for t in threads:
+        t.start()
+    named = voices.name_session(svc.ctx.sessions.get(sid))
+    line = f"-- S1 named Dana by voice (score {named[0].score:.2f}); undo: flowbot voices undo {sid} S1 --"
+    until(lambda: line in outs["owner"].getvalue(), outs["owner"])
+    api(svc, "undo_voice_name", session_id=sid, speaker="S1")
+    undone = f"-- S1: the name Dana given by voice (score {named[0].score:.2f}) was undone --"
+    until(lambda: undone in outs["owner"].getvalue(), outs["owner"])
+    svc.ctx.sessions.transition(sid, [SessionState.STARTING], SessionState.COMPLETED)
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
+    assert outs["owner"].getvalue().count(line) == 1
+    # A view token follows the transcript but is never told what a voice did.
+    assert "Good morning." in outs["viewer"].getvalue()
+    assert "by voice" not in outs["viewer"].getvalue()
+
+
+def until(condition: Callable[[], bool], out: io.StringIO, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, out.getvalue()
+        time.sleep(0.05)
+
+
+def test_follow_shows_each_naming_change_once_and_never_an_older_one_after_a_newer() -> None:
+    from flowbot.follow import TranscriptRenderer
+
+    out = io.StringIO()
+    view = TranscriptRenderer(out, tty=False)
+    named = {"name": "Dana", "score": 0.934, "state": "named", "at": "2026-12-07T10:00:00+00:00"}
+    undone = {**named, "state": "undone", "at": "2026-12-07T10:00:05.5+00:00"}
+    view.show_namings("s1", {"S2": named})
+    view.show_namings("s1", {"S2": named})  # the same change from another source
+    view.show_namings("s1", {"S2": undone})
+    view.show_namings("s1", {"S2": named})  # a late Realtime message of the first change
+    assert out.getvalue().splitlines() == [
+        "-- S2 named Dana by voice (score 0.93); undo: flowbot voices undo s1 S2 --",
+        "-- S2: the name Dana given by voice (score 0.93) was undone --",
+    ]
