@@ -377,3 +377,33 @@ def test_live_naming_after_a_committed_window_names_only_the_owners_voices(tmp_p
 
     broken = LiveVoiceNaming(Voices(Broken(db), transcripts, "offline", min_score=0.7, min_seconds=4.0), sessions)
     broken("s-bob")  # logged, not raised: the window is committed either way
+
+
+def test_one_owners_voice_never_names_another_owners_speaker_live_or_at_the_end_on_sqlite(tmp_path: Path) -> None:
+    """As tests/supabase/test_supabase_voices.py does on Supabase: the processor's live naming and the
+    end-of-meeting workflow, wired by their own factories, name Alice's meetings with Alice's voice
+    and leave Bob's alone, where Dana's very voice speaks too."""
+    from control.workflow import default_steps
+    from processor.build import live_voice_naming
+    from stores.base import Session
+    from stores.factory import session_store, transcript_store, voice_library
+
+    settings = Settings.from_env({}, data_dir=tmp_path / "data", diarization="offline")
+    store, lib, sessions = transcript_store(settings), voice_library(settings), session_store(settings)
+    lib.save_voice(Voice("v-dana", "alice", "Dana", "offline", DANA, 20.0, 1.0, 1.0))
+    meetings = {(owner, when): f"s-{owner}-{when}" for owner in ("alice", "bob") for when in ("live", "end")}
+    for (owner, _), sid in meetings.items():
+        sessions.create(Session(sid, "m", owner, "", "k-" + sid))
+        seg = TranscriptSegment(sid, 0, 0, 0.0, 1.0, "Hi.", "S1")
+        progress = SessionProgress(sid, 1, 16000, None, state({"S1": (like(DANA), 9.0)}))
+        store.commit_window(WindowRecord(sid, 0, 0, 16000), [seg], progress)
+    hook = live_voice_naming(settings, store)
+    assert hook is not None
+    steps = default_steps(sessions, store, settings)
+    for owner in ("alice", "bob"):
+        hook(meetings[owner, "live"])
+        steps.generate_notes(meetings[owner, "end"])
+    for (owner, _), sid in meetings.items():
+        expected = "Dana" if owner == "alice" else "S1"
+        assert store.speakers(sid) == {"S1": expected}, (sid, "Alice's voice named Bob's speaker")
+        assert [n.name for n in lib.namings(sid).values()] == (["Dana"] if owner == "alice" else [])

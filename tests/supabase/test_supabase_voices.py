@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -218,3 +220,97 @@ def test_flowbot_follow_tells_the_owner_who_was_named_by_voice_over_realtime(
     # The naming came through Realtime (the catch-up read on subscribe found none yet).
     assert any(m["payload"]["data"]["table"] == "voice_namings" for m in realtime.sent)
     assert out.getvalue().count(line) == 1, out.getvalue()
+
+
+@pytest.fixture
+def aws_env(stack: SupabaseStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """The AWS processor's and workflow Lambdas' settings: Supabase transcripts and voices, SQLite
+    sessions (DynamoDB's stand-in), CAM++ embeddings."""
+    from control import lambda_handlers
+
+    env = {
+        "FLOWBOT_DATA_DIR": str(tmp_path),
+        "FLOWBOT_STORE": "supabase",
+        "FLOWBOT_SESSION_STORE": "sqlite",
+        "FLOWBOT_SUPABASE_URL": stack.url,
+        "FLOWBOT_SUPABASE_SERVICE_KEY": stack.service_key,
+        "FLOWBOT_DIARIZATION": "offline",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("SECRETS_TO_ENV", raising=False)
+    lambda_handlers.reset()
+    yield Settings.from_env()
+    lambda_handlers.reset()
+
+
+def test_one_owners_voice_never_names_another_owners_speaker_live_or_at_the_end(
+    stack: SupabaseStack, aws_env: Settings, new_session: NewSession
+) -> None:
+    """Alice remembered Dana; Dana's very voice speaks in Bob's meetings too. Neither the
+    processor's live naming nor the end-of-meeting workflow (the Step Functions task) may put
+    Alice's name on Bob's speaker; both name Alice's own meetings (so the check can fail)."""
+    from control import lambda_handlers
+    from processor.build import live_voice_naming
+    from stores.factory import session_store, transcript_store, voice_library
+
+    store, lib, sessions = transcript_store(aws_env), voice_library(aws_env), session_store(aws_env)
+    alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
+    lib.save_voice(voice(alice))  # Dana, in Alice's library only
+    meetings = {(owner, when): new_session(owner=owner) for owner in (alice, bob) for when in ("live", "end")}
+    for session in meetings.values():
+        sessions.create(Session(session.session_id, session.meeting_id, session.user_id, "", session.stream_key))
+        assert isinstance(store, SupabaseTranscriptStore)
+        commit_speakers(store, session, {"S1": list(EMBEDDING)})
+
+    hook = live_voice_naming(aws_env, store)  # what the processor runs after each committed window
+    assert hook is not None
+    for owner in (alice, bob):
+        hook(meetings[owner, "live"].session_id)
+    for owner in (alice, bob):
+        sid = meetings[owner, "end"].session_id
+        lambda_handlers.generate_notes_handler({"session_id": sid})
+
+    for (owner, _), session in meetings.items():
+        sid = session.session_id
+        if owner == alice:
+            assert store.speakers(sid) == {"S1": "Dana"}, sid
+            assert lib.namings(sid)["S1"].name == "Dana"
+        else:
+            assert store.speakers(sid) == {"S1": "S1"}, "Alice's voice named Bob's speaker"
+            assert lib.namings(sid) == {}
+            notes = store.get_notes(sid)
+            assert notes is None or "Dana" not in json.dumps(notes)
+
+
+def test_forgetting_leaves_the_embedding_in_no_table_of_the_database(
+    stack: SupabaseStack, fast_retry: RetryPolicy, new_session: NewSession
+) -> None:
+    """Forgetting deletes the embedding everywhere: after ``forget_voice`` no row of any table,
+    in any schema, holds it (namings keep the name and lose the link)."""
+    lib = SupabaseVoiceLibrary(stack.url, stack.service_key, retry=fast_retry)
+    session = new_session()
+    marked = tuple(0.123457 + i * 1e-4 for i in range(192))  # numbers nothing else here holds
+    dana = Voice(str(uuid.uuid4()), session.user_id, "Dana", "offline", marked, 12.5, time.time(), time.time())
+    lib.save_voice(dana)
+    lib.record_naming(VoiceNaming(session.session_id, "S1", dana.voice_id, "Dana", 0.9, NamingState.NAMED, 1e9))
+    ((text,),) = stack.pg.query(f"SELECT embedding::text FROM voices WHERE id = '{dana.voice_id}'")
+    probe = text[1:40]  # the first numbers as Postgres writes them
+
+    def holders() -> list[str]:
+        tables = stack.pg.query(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+        )
+        assert ["public.voice_namings"] in tables, tables
+        found = []
+        for (table,) in tables:
+            ((count,),) = stack.pg.query(f"SELECT count(*) FROM {table} t WHERE t::text LIKE '%{probe}%'")
+            if int(count):
+                found.append(table)
+        return found
+
+    assert holders() == ["public.voices"]  # the probe finds it where it is
+    assert lib.forget_voice(session.user_id, dana.voice_id)
+    assert holders() == []
+    assert lib.namings(session.session_id)["S1"].voice_id is None
