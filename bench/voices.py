@@ -73,7 +73,7 @@ def naming_table(run: NamingRun, settings: Settings, *, sweep: bool = False) -> 
 def rotation_table(run: NamingRun, settings: Settings) -> str:
     """Markdown: the wider trials of :meth:`testkit.naming.NamingRun.rotations`, at several thresholds."""
     lines = [
-        "| threshold | enrolled-voice trials | named right % | named after another voice "
+        "| threshold | enrolled people | named right % | named after another voice "
         "| stranger trials | strangers named (false-accept rate) | lowest same-voice score | highest stranger score |",
         "|---|---|---|---|---|---|---|---|",
     ]
