@@ -407,3 +407,38 @@ def test_one_owners_voice_never_names_another_owners_speaker_live_or_at_the_end_
         expected = "Dana" if owner == "alice" else "S1"
         assert store.speakers(sid) == {"S1": expected}, (sid, "Alice's voice named Bob's speaker")
         assert [n.name for n in lib.namings(sid).values()] == (["Dana"] if owner == "alice" else [])
+
+
+def test_a_name_given_by_voice_live_follows_its_speaker_through_the_end_of_meeting_relabel(api: Coordinator) -> None:
+    """Live naming named S1 "Dana"; at the end the reconciliation merged S1 into S3, and the name
+    went with the speech (``SpeakerRelabel.carry_names``). The naming must go too: before, S3 read
+    "Dana" with no record that a voice gave it, so the owner could not undo it (409) and the page
+    showed it as the owner's own name."""
+    from contracts.segments import SpeakerRelabel
+
+    first = meeting(api, "u1", {"S1": (DANA, 12.0)})
+    body = {"action": "rename_speaker", "session_id": first, "speaker": "S1", "name": "Dana", "remember": True}
+    assert call(api, body)[0] == 200
+    second = meeting(api, "u1", {"S1": (like(DANA), 6.0), "S3": (like(DANA, seed=4), 9.0), "S4": (LEE, 9.0)})
+    voices = api.ctx.voices
+    assert voices is not None
+    session = api.ctx.sessions.get(second)
+    assert [n.label for n in voices.name_session(session)] == ["S1"]  # live, after the window
+    merged = SpeakerRelabel(windows={0: {"S1": "S3"}}, before=("S1", "S3", "S4"), after=("S3", "S4"))
+    assert api.ctx.transcripts.relabel_speakers(second, merged)
+    got = finish(api, second)
+    assert got["speakers"] == {"S3": "Dana", "S4": "S4"}
+    assert got["named_by_voice"]["S3"]["name"] == "Dana" and got["named_by_voice"]["S3"]["state"] == "named"
+    status, body = call(api, {"action": "undo_voice_name", "session_id": second, "speaker": "S3"})
+    assert status == 200, body
+    assert body["speakers"] == {"S3": "S3", "S4": "S4"}
+
+    # An undo follows the speech too: the owner said S1 was not Dana, so S3, which now holds
+    # S1's speech, is not named Dana at the end either.
+    third = meeting(api, "u1", {"S1": (like(DANA), 6.0), "S3": (like(DANA, seed=4), 9.0)})
+    assert [n.label for n in voices.name_session(api.ctx.sessions.get(third))] == ["S1"]
+    assert call(api, {"action": "undo_voice_name", "session_id": third, "speaker": "S1"})[0] == 200
+    merged = SpeakerRelabel(windows={0: {"S1": "S3"}}, before=("S1", "S3"), after=("S3",))
+    assert api.ctx.transcripts.relabel_speakers(third, merged)
+    got = finish(api, third)
+    assert got["speakers"] == {"S3": "S3"} and got["named_by_voice"]["S3"]["state"] == "undone"

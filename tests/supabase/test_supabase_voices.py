@@ -314,3 +314,31 @@ def test_forgetting_leaves_the_embedding_in_no_table_of_the_database(
     assert lib.forget_voice(session.user_id, dana.voice_id)
     assert holders() == []
     assert lib.namings(session.session_id)["S1"].voice_id is None
+
+
+def test_a_name_given_by_voice_live_follows_its_speaker_through_the_relabel_on_supabase(
+    stack: SupabaseStack, aws_env: Settings, new_session: NewSession
+) -> None:
+    """As in tests/test_voices.py: the Step Functions notes task carries the naming of a live
+    label merged away at the end to the final label that took its name, so it can be undone."""
+    from contracts.segments import SpeakerRelabel
+    from control import lambda_handlers
+    from stores.factory import session_store, transcript_store
+    from stores.voice_naming import Voices
+
+    store, sessions = transcript_store(aws_env), session_store(aws_env)
+    assert isinstance(store, SupabaseTranscriptStore)
+    voices = Voices.from_settings(SupabaseVoiceLibrary(aws_env), store, aws_env)
+    session = new_session()
+    sessions.create(Session(session.session_id, session.meeting_id, session.user_id, "", session.stream_key))
+    voices.library.save_voice(voice(session.user_id))
+    other = [x if i % 2 else -x for i, x in enumerate(reversed(EMBEDDING))]
+    commit_speakers(store, session, {"S1": list(EMBEDDING), "S3": other})
+    assert [n.label for n in voices.name_session(session)] == ["S1"]  # live
+    merged = SpeakerRelabel(windows={0: {"S1": "S3"}}, before=("S1", "S3"), after=("S3",))
+    assert store.relabel_speakers(session.session_id, merged)
+    lambda_handlers.generate_notes_handler({"session_id": session.session_id})
+    assert store.speakers(session.session_id) == {"S3": "Dana"}
+    assert voices.library.namings(session.session_id)["S3"].state == NamingState.NAMED
+    voices.undo(session, "S3")
+    assert store.speakers(session.session_id) == {"S3": "S3"}
