@@ -442,3 +442,29 @@ def test_a_name_given_by_voice_live_follows_its_speaker_through_the_end_of_meeti
     assert api.ctx.transcripts.relabel_speakers(third, merged)
     got = finish(api, third)
     assert got["speakers"] == {"S3": "S3"} and got["named_by_voice"]["S3"]["state"] == "undone"
+
+
+def test_live_naming_remembers_a_bounded_number_of_session_owners(tmp_path: Path) -> None:
+    """A processor runs for days: the hook kept every session it ever saw (and its named labels)."""
+    from processor.live_voices import LiveVoiceNaming
+    from stores.base import Session
+    from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore
+    from stores.voice_naming import Voices
+
+    db = tmp_path / "flowbot.db"
+    reads: list[str] = []
+
+    class Counting(SqliteSessionStore):
+        def get(self, session_id: str) -> Session:
+            reads.append(session_id)
+            return super().get(session_id)
+
+    sessions = Counting(db)
+    voices = Voices(SqliteVoiceLibrary(db), SqliteTranscriptStore(db), "offline", min_score=0.7, min_seconds=4.0)
+    hook = LiveVoiceNaming(voices, sessions, max_sessions=2)
+    for sid in ("s1", "s2", "s3"):
+        sessions.create(Session(sid, "m", "alice", "", "k-" + sid))
+    for sid in ("s1", "s1", "s2", "s1", "s3", "s1", "s2"):
+        hook(sid)
+    # s1 stays (used again before s3 came); s2 was the oldest when s3 came, so it is read again.
+    assert reads == ["s1", "s2", "s3", "s2"]
