@@ -1,7 +1,7 @@
 """Naming speakers by voice on real recordings: precision, recall, false accepts, and the threshold.
 
-The owner's two meetings of tests/realspeech/voices_corpus.py go through
-``flowbot transcribe``'s path (tests/realspeech/naming.py): four voices are
+The owner's two meetings of testkit/voices_corpus.py go through
+``flowbot transcribe``'s path (testkit/naming.py): four voices are
 remembered in the first, the second is named by the end-of-session workflow.
 Printed:
 

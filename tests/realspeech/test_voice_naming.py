@@ -1,6 +1,6 @@
 """Issue 21 item 3 on real recorded speech: names follow a voice to its owner's next meeting.
 
-The naming pair (tests/realspeech/voices_corpus.py): the owner names and
+The naming pair (testkit/voices_corpus.py): the owner names and
 remembers four voices in a first meeting (a LibriVox reader, Diane of
 pyannote's telephone sample, two flite voices); a second meeting with other
 words has those four and six voices never enrolled (Sheila of the same
