@@ -1,7 +1,7 @@
 """Naming speakers by voice on real recordings: precision, recall, false accepts, and the threshold.
 
-The owner's two meetings of tests/realspeech/voices_corpus.py go through
-``flowbot transcribe``'s path (tests/realspeech/naming.py): four voices are
+The owner's two meetings of testkit/voices_corpus.py go through
+``flowbot transcribe``'s path (testkit/naming.py): four voices are
 remembered in the first, the second is named by the end-of-session workflow.
 Printed:
 
@@ -13,7 +13,12 @@ Printed:
 - the same figures re-scored at other thresholds (same scores, same rule);
 - the score extremes the threshold sits between: the lowest same-voice and the
   highest other-voice similarity, in the second meeting against the remembered
-  voices and across every speaker pair of the two meetings.
+  voices and across every speaker pair of the two meetings;
+- how much of the speech under a name given by voice is that person's (a stranger's
+  words the diarizer put under a named speaker carry a wrong name);
+- wider trials from the same audio (:meth:`testkit.naming.NamingRun.rotations`): either
+  meeting enrolls every voice it has and names the other, and each enrolled voice is left
+  out in turn, so it faces the rest as a voice never enrolled.
 
     .venv/bin/python -m bench.voices [--cache DIR]
 
@@ -65,6 +70,24 @@ def naming_table(run: NamingRun, settings: Settings, *, sweep: bool = False) -> 
     return "\n".join(lines)
 
 
+def rotation_table(run: NamingRun, settings: Settings) -> str:
+    """Markdown: the wider trials of :meth:`testkit.naming.NamingRun.rotations`, at several thresholds."""
+    lines = [
+        "| threshold | enrolled people | named right % | named after another voice "
+        "| stranger trials | strangers named (false-accept rate) | lowest same-voice score | highest stranger score |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t in SWEEP:
+        r = run.rotations(t, settings.voice_min_seconds)
+        mark = " (setting)" if abs(t - settings.voice_match_min_score) < 1e-9 else ""
+        lines.append(
+            f"| {t:.2f}{mark} | {r.enrolled} | {100 * r.recall:.0f} | {r.named_wrong} | {r.strangers} "
+            f"| {r.false_accepts} ({100 * r.false_accept_rate:.0f} %) "
+            f"| {r.lowest_same:.3f} | {r.highest_stranger:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the owner's two meetings and print the naming figures."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         run = naming_run(cache_dir(args.cache), settings, build_engine_parts(settings))
     print(naming_table(run, settings, sweep=True))
     print(f"\nnamed live, after a committed window: {sorted(run.named_live)} of {sorted(run.namings)}")
+    right, total = run.named_speech()
+    print(
+        f"speech under a name given by voice that is that person's: {right:.1f} s of {total:.1f} s "
+        f"({100 * right / total if total else 100:.1f} %)"
+    )
+    print("\nEvery voice of either meeting enrolled, the other meeting named; each enrolled voice left out in turn:\n")
+    print(rotation_table(run, settings))
     margins = run.margins()
     same, other = run.cross_meeting(settings.voice_min_seconds)
     print()

@@ -186,7 +186,7 @@ class Settings:
     voice_match_min_score: float = _opt(
         0.7,
         "Cosine similarity a session speaker needs to one of its owner's remembered voices to be named after "
-        "it. On the real-speech naming pair the same voice scored 0.78 or more, other voices 0.61 or less "
+        "it. On the real-speech naming pair the same voice scored 0.78 or more, other voices 0.48 or less "
         "(docs/voices.md).",
     )
     voice_min_seconds: float = _opt(

@@ -71,7 +71,9 @@ class WorkflowSteps:
         if self.voices is None:
             return {"session_id": session_id, "named": {}}
         try:
-            namings = self.voices.name_session(self.sessions.get(session_id))
+            session = self.sessions.get(session_id)
+            self.voices.follow_relabel(session)  # names given live, to speakers merged at the end
+            namings = self.voices.name_session(session)
         except Exception:
             log.exception("naming speakers by voice failed", extra={"session": session_id})
             return {"session_id": session_id, "named": {}, "error": "naming by voice failed; see logs"}

@@ -4,10 +4,12 @@ Two sources, one renderer:
 
 * :func:`follow_local` reads the local server's Server-Sent Events feed
   ``GET {base_url}/sessions/{id}/events`` (``window``, ``state`` and ``notes``
-  events; reconnects with ``Last-Event-ID`` if the connection drops).
+  events; reconnects with ``Last-Event-ID`` if the connection drops). When
+  names change it asks the API which were given by voice (the owner may; a
+  view token may not, and is shown the names only).
 * :func:`follow_supabase` subscribes with the async supabase-py Realtime client
   to ``postgres_changes`` of the session's rows (segments, windows, session
-  state, notes, speakers). Row-level security applies to what Realtime sends and
+  state, notes, speakers, names given by voice). Row-level security applies to what Realtime sends and
   to the catch-up reads, so a user only ever follows their own meetings.
 
 A window's segments replace that window's previous ones wholesale. Interim
@@ -27,10 +29,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TextIO
 
 from contracts.segments import TranscriptSegment
 from contracts.settings import Settings
+from contracts.voices import NamingState
 from control.sessions import TERMINAL
 
 log = logging.getLogger("flowbot.follow")
@@ -40,6 +44,7 @@ WINDOWS = "transcript_windows"
 SESSIONS = "sessions"
 NOTES = "meeting_notes"
 SPEAKERS = "session_speakers"
+NAMINGS = "voice_namings"
 
 _DIM = "\x1b[2m"
 _RESET = "\x1b[0m"
@@ -54,6 +59,16 @@ def _clock(seconds: float) -> str:
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def _epoch(value: Any) -> float:
+    """Epoch seconds of a number or an ISO time (Postgres ``timestamptz`` as PostgREST writes it)."""
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return 0.0
 
 
 @dataclass
@@ -76,6 +91,7 @@ class TranscriptRenderer:
         self._printed_final: dict[tuple[int, int], str] = {}
         self._printed_interim: dict[tuple[int, int], str] = {}
         self._interim_lines = 0  # lines of the interim block drawn at the bottom (TTY)
+        self._namings: dict[str, tuple[float, str, str]] = {}  # label -> (at, state, name) last shown
 
     # --- input ---------------------------------------------------------------
 
@@ -116,6 +132,32 @@ class TranscriptRenderer:
     def set_speakers(self, speakers: Mapping[str, str]) -> None:
         """Update display names (applies to lines printed from now on)."""
         self.speakers.update(speakers)
+
+    def show_namings(self, session_id: str, namings: Mapping[str, Mapping[str, Any]]) -> None:
+        """Speakers named by voice, and undone (the owner's: ``get_session``'s ``named_by_voice``
+        or ``voice_namings`` rows): one line each time one changes.
+
+        ``at`` (epoch seconds or ISO time) orders them: a change older than the one shown
+        (a Realtime message arriving after the catch-up read that already had the next one)
+        is not shown again.
+        """
+        lines = []
+        for label, naming in sorted(namings.items()):
+            at, state, name = _epoch(naming.get("at")), str(naming.get("state")), str(naming.get("name"))
+            shown = self._namings.get(label)
+            if shown is not None and (shown[0] > at or shown[1:] == (state, name)):
+                continue
+            self._namings[label] = (at, state, name)
+            score = float(naming.get("score") or 0.0)
+            if state == NamingState.NAMED:
+                lines.append(
+                    f"-- {label} named {name} by voice (score {score:.2f}); "
+                    f"undo: flowbot voices undo {session_id} {label} --"
+                )
+            else:
+                lines.append(f"-- {label}: the name {name} given by voice (score {score:.2f}) was undone --")
+        if lines:
+            self._permanent(lines)
 
     def show_state(self, view: Mapping[str, Any]) -> None:
         """A session state change."""
@@ -244,6 +286,23 @@ def _apply_window_event(renderer: TranscriptRenderer, data: Mapping[str, Any]) -
     )
 
 
+def _local_namings(base_url: str, session_id: str, token: str | None) -> dict[str, Any] | None:
+    """``get_session``'s ``named_by_voice`` through the server's API: the owner's only (None otherwise)."""
+    body = json.dumps({"action": "get_session", "session_id": session_id}).encode()
+    request = urllib.request.Request(
+        f"{base_url.rstrip('/')}/api", body, {"content-type": "application/json"}, method="POST"
+    )
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            named = json.loads(resp.read()).get("named_by_voice")
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        log.debug("namings by voice unavailable", extra={"session": session_id, "error": str(e)})
+        return None
+    return named if isinstance(named, dict) else None
+
+
 def follow_local(
     base_url: str,
     session_id: str,
@@ -277,6 +336,7 @@ def follow_local(
                     if event_id is not None:
                         last_id = event_id
                     payload = json.loads(data)
+                    names = dict(view.speakers)
                     if event == "window":
                         _apply_window_event(view, payload)
                     elif event == "state":
@@ -285,6 +345,11 @@ def follow_local(
                         view.show_notes(payload)
                     elif event == "speakers":
                         view.set_speakers(payload)
+                    if view.speakers != names:
+                        # A name may have come from a voice: the owner is told so, with the score.
+                        namings = _local_namings(base_url, session_id, token)
+                        if namings:
+                            view.show_namings(session_id, namings)
             if view.state in TERMINAL:
                 view.close()
                 return view.state
@@ -387,6 +452,7 @@ async def follow_supabase(
     channel.on_postgres_changes(Listen.All, on_change, table=SEGMENTS, schema="public", filter=flt)
     channel.on_postgres_changes(Listen.All, on_change, table=NOTES, schema="public", filter=flt)
     channel.on_postgres_changes(Listen.All, on_change, table=SPEAKERS, schema="public", filter=flt)
+    channel.on_postgres_changes(Listen.All, on_change, table=NAMINGS, schema="public", filter=flt)
     channel.on_postgres_changes(Listen.Update, on_change, table=SESSIONS, schema="public", filter=f"id=eq.{session_id}")
     follower = _SupabaseFollower(client, session_id, view)
     try:
@@ -447,6 +513,10 @@ class _SupabaseFollower:
             raise FollowError(f"no session {self.session_id} visible to this user")
         speakers = await self._rows(self.client.rpc("flowbot_speakers", {"p_session_id": self.session_id}))
         self.view.set_speakers(speakers or {})
+        namings = await self._rows(
+            self.client.table(NAMINGS).select("label,name,score,state,at").eq("session_id", self.session_id)
+        )
+        self.view.show_namings(self.session_id, {str(n["label"]): n for n in namings or ()})
         await self._windows()
         self.view.show_state(sessions[0])
         return await self._finish_if_ended(str(sessions[0]["state"]))
@@ -487,6 +557,8 @@ class _SupabaseFollower:
                 await self._windows()
         elif change.table == SPEAKERS and change.type in ("INSERT", "UPDATE"):
             self.view.set_speakers({str(rec["label"]): str(rec["display_name"])})
+        elif change.table == NAMINGS and change.type in ("INSERT", "UPDATE"):
+            self.view.show_namings(self.session_id, {str(rec["label"]): rec})
         elif change.table == NOTES and change.type in ("INSERT", "UPDATE"):
             self.view.show_notes(rec["notes"])
         elif change.table == SESSIONS and "state" in rec:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 
 from stores.base import Session, SessionNotFound, SessionStore
 from stores.voice_naming import Voices
@@ -22,28 +23,43 @@ from stores.voice_naming import Voices
 log = logging.getLogger(__name__)
 
 
+#: Sessions whose owner the hook remembers (most recently committed first). A processor runs for
+#: days and sees every session once; an older session is read again from the store if it comes back.
+MAX_SESSIONS = 256
+
+
 class LiveVoiceNaming:
     """``after_commit`` hook of the engine (:class:`processor.engine.EngineParts`)."""
 
-    def __init__(self, voices: Voices, sessions: SessionStore) -> None:
+    def __init__(self, voices: Voices, sessions: SessionStore, *, max_sessions: int = MAX_SESSIONS) -> None:
         self.voices = voices
         self.sessions = sessions
-        self._owners: dict[str, Session | None] = {}
-        #: Speakers named live, per session (the end-of-meeting pass names the rest).
+        self.max_sessions = max_sessions
+        self._owners: OrderedDict[str, Session | None] = OrderedDict()
+        #: Speakers named live, per session (the end-of-meeting pass names the rest); as many
+        #: sessions as the owners kept.
         self.named: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
     def _session(self, session_id: str) -> Session | None:
         with self._lock:
             if session_id in self._owners:
+                self._owners.move_to_end(session_id)
                 return self._owners[session_id]
         try:
             session: Session | None = self.sessions.get(session_id)
         except SessionNotFound:
             session = None  # a stream written without a session record: nobody's voices
         with self._lock:
-            self._owners[session_id] = session
+            self._remember(session_id, session)
         return session
+
+    def _remember(self, session_id: str, session: Session | None) -> None:
+        self._owners[session_id] = session
+        self._owners.move_to_end(session_id)
+        while len(self._owners) > self.max_sessions:
+            gone, _ = self._owners.popitem(last=False)
+            self.named.pop(gone, None)
 
     def __call__(self, session_id: str) -> None:
         """Name what can be named now; never raises."""
@@ -57,6 +73,6 @@ class LiveVoiceNaming:
         except Exception as exc:
             with self._lock:
                 first = self._owners.get(session_id, ...) is not None
-                self._owners[session_id] = None  # stop trying for this session; the workflow names at the end
+                self._remember(session_id, None)  # stop trying for this session; the workflow names at the end
             if first:
                 log.warning("live naming by voice failed", extra={"session": session_id, "error": str(exc)})

@@ -12,7 +12,9 @@ with the stores so both layers can use it:
 - :meth:`Voices.name_session`: name the session speakers that match one of the
   owner's voices; each is recorded as named by voice, with its score;
 - :meth:`Voices.undo`: give a speaker named by voice its label back, and never
-  name it by voice again in that session.
+  name it by voice again in that session;
+- :meth:`Voices.follow_relabel`: after the end-of-meeting relabel, a naming of a
+  live label merged away goes with its name to the final label.
 
 Only the session's owner's voices are ever read for a session
 (``session.user_id``). Thresholds are settings measured on real recordings
@@ -143,6 +145,39 @@ class Voices:
             },
         )
         return out
+
+    def follow_relabel(self, session: Session) -> list[VoiceNaming]:
+        """Carry namings of live labels the end-of-meeting relabel merged away to their final label.
+
+        The relabel gives a final label without a name the name of a live label merged into it
+        (:meth:`contracts.segments.SpeakerRelabel.carry_names`). When that name came from a voice,
+        the naming goes with it, so the owner still sees it was named by voice and can undo it; an
+        undone naming goes too (the owner said that speech is not that voice), to a final label
+        that has no name. The merged label's own record stays, as history. Returns what moved.
+        """
+        sid = session.session_id
+        relabel = self.transcripts.speaker_relabel(sid)
+        if relabel is None or not relabel.changed:
+            return []
+        namings = self.library.namings(sid)
+        names = self.transcripts.speakers(sid)
+        merged_away = {old for moves in relabel.windows.values() for old in moves} - set(relabel.after)
+        moved = []
+        for old in sorted(merged_away & set(namings)):
+            naming = namings[old]
+            finals = sorted({new for moves in relabel.windows.values() for o, new in moves.items() if o == old})
+            wanted = naming.name if naming.state == NamingState.NAMED else None
+            for new in finals:
+                if new in namings or names.get(new, new) != (wanted or new):
+                    continue
+                carried = VoiceNaming(sid, new, naming.voice_id, naming.name, naming.score, naming.state, naming.at)
+                self.library.record_naming(carried)
+                namings[new] = carried
+                moved.append(carried)
+                break
+        if moved:
+            log.info("namings by voice follow the relabel", extra={"session": sid, "moved": [n.label for n in moved]})
+        return moved
 
     def renamed_by_owner(self, session: Session, label: str, name: str) -> None:
         """The owner renamed ``label``: a name it had by voice no longer stands (marked undone)."""

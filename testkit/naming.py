@@ -11,11 +11,13 @@ reference speaker it overlaps most.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from contracts.segments import SpeakerRelabel
 from contracts.settings import Settings
-from contracts.voices import VoiceNaming, similarity
+from contracts.voices import SessionVoice, Voice, VoiceNaming, match_voices, similarity
 from flowbot.pipeline import TranscribeResult, transcribe_file
 from processor.engine import EngineParts
 from processor.rttm import window_turns
@@ -38,10 +40,26 @@ def overlaps(hyp: Turns, ref: Turns) -> dict[str, dict[str, float]]:
     return out
 
 
-def true_voices(result: TranscribeResult, rec: Recording) -> dict[str, str]:
-    """Session label -> the reference speaker it overlaps most."""
+def true_voices(result: TranscribeResult, rec: Recording, relabel: SpeakerRelabel | None = None) -> dict[str, str]:
+    """Session label -> the reference speaker it overlaps most.
+
+    A live label the end-of-meeting reconciliation merged into another (``relabel``) has no
+    rows left: it is taken to be the voice of the label it was merged into (in most windows).
+    """
     hyp = [(t.start, t.end, t.speaker) for t in window_turns(result.windows)]
-    return {label: max(row, key=lambda k: row[k]) for label, row in overlaps(hyp, rec.reference_turns()).items() if row}
+    truth = {
+        label: max(row, key=lambda k: row[k]) for label, row in overlaps(hyp, rec.reference_turns()).items() if row
+    }
+    if relabel is not None:
+        into: dict[str, Counter[str]] = {}
+        for moves in relabel.windows.values():
+            for live, final in moves.items():
+                into.setdefault(live, Counter())[final] += 1
+        for live, finals in into.items():
+            final = finals.most_common(1)[0][0]
+            if live not in truth and final in truth:
+                truth[live] = truth[final]
+    return truth
 
 
 @dataclass
@@ -59,6 +77,62 @@ class NamingRun:
     speakers: list[tuple[str, str, str, float, tuple[float, ...]]] = field(default_factory=list)
     #: Second meeting: labels named live, after a committed window (the rest at the end).
     named_live: list[str] = field(default_factory=list)
+    #: Second meeting: label -> seconds of each reference speaker's speech under that label.
+    mix: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def named_speech(self) -> tuple[float, float]:
+        """(seconds under a name given by voice that are that person's, seconds under such a name).
+
+        A wrong name on words is the harm: this counts the speech of a stranger (or of another
+        enrolled voice) that the diarizer put under a speaker who was then named.
+        """
+        right = total = 0.0
+        for label, naming in self.namings.items():
+            row = self.mix.get(label, {})
+            total += sum(row.values())
+            right += row.get(naming.name, 0.0)
+        return right, total
+
+    def rotations(self, min_score: float, min_seconds: float) -> Rotations:
+        """Naming trials beyond the one enrollment the owner made: more strangers from the same audio.
+
+        Either meeting enrolls every voice it has (the longest session speaker of each person
+        with ``min_seconds`` of speech), and the other meeting's speakers are named against that
+        library with :func:`contracts.voices.match_voices`, as live naming does (live labels
+        merged away at the end included: they could be named while the meeting went on). Then
+        each enrolled person in turn is left out of the library, so that person's speakers in
+        the other meeting are a voice never enrolled, facing every other voice (the Sheila /
+        Diane telephone pair, the singer against the reader). An enrolled person counts as
+        named when one of their speakers gets their name.
+        """
+        out = Rotations()
+        pool = [s for s in self.speakers if s[3] >= min_seconds and s[2] != "?"]
+        for enrol, test in (("first", "second"), ("second", "first")):
+            library: dict[str, tuple[tuple[float, ...], float]] = {}
+            for meeting, _, spk, seconds, emb in pool:
+                if meeting == enrol and seconds > library.get(spk, ((), -1.0))[1]:
+                    library[spk] = (emb, seconds)
+            tested = [(label, spk, SessionVoice(label, emb, sec)) for m, label, spk, sec, emb in pool if m == test]
+            for left_out in (None, *sorted(library)):
+                voices = [Voice(p, "o", p, "m", e, sec, 0.0, 0.0) for p, (e, sec) in library.items() if p != left_out]
+                matches = match_voices([t[2] for t in tested], voices, min_score=min_score, min_seconds=min_seconds)
+                named = {m.label: m.name for m in matches}
+                for label, spk, voice in tested:
+                    if left_out is None and spk in library:
+                        out.named_wrong += label in named and named[label] != spk
+                    elif (left_out is None and spk not in library) or spk == left_out:
+                        out.strangers += 1
+                        out.false_accepts += label in named
+                        best = max((similarity(voice.embedding, v.embedding) for v in voices), default=-1.0)
+                        out.highest_stranger = max(out.highest_stranger, best)
+                if left_out is None:
+                    for person in sorted({spk for _, spk, _ in tested} & set(library)):
+                        mine = [(label, v) for label, spk, v in tested if spk == person]
+                        out.enrolled += 1
+                        out.named_right += any(named.get(label) == person for label, _ in mine)
+                        own = max(similarity(v.embedding, library[person][0]) for _, v in mine)
+                        out.lowest_same = min(out.lowest_same, own)
+        return out
 
     def figures(self, min_score: float | None = None, min_seconds: float = 0.0) -> dict[str, float]:
         """Precision, recall and false accepts; at ``min_score`` (re-scored) or as the workflow named them."""
@@ -106,10 +180,16 @@ class NamingRun:
             and max((sc for lab, _, sc in self.scores if lab == label), default=-1.0) >= threshold
         ]
 
+    def fragments(self) -> list[str]:
+        """Second meeting: live labels the end-of-meeting reconciliation merged into another."""
+        return sorted(label for label in self.truth if label not in self.mix)
+
     def margins(self) -> dict[str, float]:
-        """Lowest same-voice similarity and highest other-voice similarity (speakers of any length)."""
-        same = [s for label, name, s in self.scores if self.truth.get(label) == name]
-        other = [s for label, name, s in self.scores if self.truth.get(label) != name]
+        """Lowest same-voice similarity and highest other-voice similarity (speakers of any length
+        left in the final transcript; :meth:`fragments` merged away at the end are not)."""
+        final = [(label, name, s) for label, name, s in self.scores if label not in self.fragments()]
+        same = [s for label, name, s in final if self.truth.get(label) == name]
+        other = [s for label, name, s in final if self.truth.get(label) != name]
         return {"lowest_same": min(same, default=float("nan")), "highest_other": max(other, default=float("nan"))}
 
     def cross_meeting(self, min_seconds: float) -> tuple[list[float], list[float]]:
@@ -126,6 +206,29 @@ class NamingRun:
         return same, other
 
 
+@dataclass
+class Rotations:
+    """Figures of :meth:`NamingRun.rotations` (counts over both directions)."""
+
+    enrolled: int = 0  # enrolled people present in the other meeting
+    named_right: int = 0  # ... of whom a speaker got their name
+    named_wrong: int = 0  # speakers of enrolled people named after someone else
+    strangers: int = 0  # speakers whose person the library does not hold
+    false_accepts: int = 0  # ... given a name
+    lowest_same: float = 1.0  # lowest, over enrolled people, of their best speaker's score to their voice
+    highest_stranger: float = -1.0  # highest score of a stranger's speaker to any remembered voice
+
+    @property
+    def recall(self) -> float:
+        """Share of enrolled people named right."""
+        return self.named_right / self.enrolled if self.enrolled else 1.0
+
+    @property
+    def false_accept_rate(self) -> float:
+        """Share of strangers' speakers given a name."""
+        return self.false_accepts / self.strangers if self.strangers else 0.0
+
+
 def run_pair(
     first: Recording,
     second: Recording,
@@ -138,7 +241,7 @@ def run_pair(
     voices = Voices.from_settings(voice_library(settings), transcript_store(settings), settings)
     sessions = session_store(settings)
     one = transcribe_file(first.path, settings, parts=parts, user_id=owner)
-    truth_one = true_voices(one, first)
+    truth_one = true_voices(one, first, voices.transcripts.speaker_relabel(one.session_id))
     hyp = [(t.start, t.end, t.speaker) for t in window_turns(one.windows)]
     by_label = overlaps(hyp, first.reference_turns())
     chosen: dict[str, str] = {}
@@ -161,7 +264,8 @@ def run_pair(
     live = getattr(parts.after_commit, "named", {}) if parts is not None else {}
     speakers = voices.speakers(two.session_id)
     library = voices.library.voices(owner, model=voices.model)
-    truth_two = true_voices(two, second)
+    truth_two = true_voices(two, second, voices.transcripts.speaker_relabel(two.session_id))
+    mix = overlaps([(t.start, t.end, t.speaker) for t in window_turns(two.windows)], second.reference_turns())
     everyone = [
         ("first", s.label, truth_one.get(s.label, "?"), s.seconds, s.embedding) for s in voices.speakers(one.session_id)
     ]
@@ -175,4 +279,5 @@ def run_pair(
         scores=[(s.label, v.name, similarity(s.embedding, v.embedding)) for s in speakers for v in library],
         refused=refused,
         named_live=list(live.get(two.session_id, [])),
+        mix=mix,
     )

@@ -377,3 +377,94 @@ def test_live_naming_after_a_committed_window_names_only_the_owners_voices(tmp_p
 
     broken = LiveVoiceNaming(Voices(Broken(db), transcripts, "offline", min_score=0.7, min_seconds=4.0), sessions)
     broken("s-bob")  # logged, not raised: the window is committed either way
+
+
+def test_one_owners_voice_never_names_another_owners_speaker_live_or_at_the_end_on_sqlite(tmp_path: Path) -> None:
+    """As tests/supabase/test_supabase_voices.py does on Supabase: the processor's live naming and the
+    end-of-meeting workflow, wired by their own factories, name Alice's meetings with Alice's voice
+    and leave Bob's alone, where Dana's very voice speaks too."""
+    from control.workflow import default_steps
+    from processor.build import live_voice_naming
+    from stores.base import Session
+    from stores.factory import session_store, transcript_store, voice_library
+
+    settings = Settings.from_env({}, data_dir=tmp_path / "data", diarization="offline")
+    store, lib, sessions = transcript_store(settings), voice_library(settings), session_store(settings)
+    lib.save_voice(Voice("v-dana", "alice", "Dana", "offline", DANA, 20.0, 1.0, 1.0))
+    meetings = {(owner, when): f"s-{owner}-{when}" for owner in ("alice", "bob") for when in ("live", "end")}
+    for (owner, _), sid in meetings.items():
+        sessions.create(Session(sid, "m", owner, "", "k-" + sid))
+        seg = TranscriptSegment(sid, 0, 0, 0.0, 1.0, "Hi.", "S1")
+        progress = SessionProgress(sid, 1, 16000, None, state({"S1": (like(DANA), 9.0)}))
+        store.commit_window(WindowRecord(sid, 0, 0, 16000), [seg], progress)
+    hook = live_voice_naming(settings, store)
+    assert hook is not None
+    steps = default_steps(sessions, store, settings)
+    for owner in ("alice", "bob"):
+        hook(meetings[owner, "live"])
+        steps.generate_notes(meetings[owner, "end"])
+    for (owner, _), sid in meetings.items():
+        expected = "Dana" if owner == "alice" else "S1"
+        assert store.speakers(sid) == {"S1": expected}, (sid, "Alice's voice named Bob's speaker")
+        assert [n.name for n in lib.namings(sid).values()] == (["Dana"] if owner == "alice" else [])
+
+
+def test_a_name_given_by_voice_live_follows_its_speaker_through_the_end_of_meeting_relabel(api: Coordinator) -> None:
+    """Live naming named S1 "Dana"; at the end the reconciliation merged S1 into S3, and the name
+    went with the speech (``SpeakerRelabel.carry_names``). The naming must go too: before, S3 read
+    "Dana" with no record that a voice gave it, so the owner could not undo it (409) and the page
+    showed it as the owner's own name."""
+    from contracts.segments import SpeakerRelabel
+
+    first = meeting(api, "u1", {"S1": (DANA, 12.0)})
+    body = {"action": "rename_speaker", "session_id": first, "speaker": "S1", "name": "Dana", "remember": True}
+    assert call(api, body)[0] == 200
+    second = meeting(api, "u1", {"S1": (like(DANA), 6.0), "S3": (like(DANA, seed=4), 9.0), "S4": (LEE, 9.0)})
+    voices = api.ctx.voices
+    assert voices is not None
+    session = api.ctx.sessions.get(second)
+    assert [n.label for n in voices.name_session(session)] == ["S1"]  # live, after the window
+    merged = SpeakerRelabel(windows={0: {"S1": "S3"}}, before=("S1", "S3", "S4"), after=("S3", "S4"))
+    assert api.ctx.transcripts.relabel_speakers(second, merged)
+    got = finish(api, second)
+    assert got["speakers"] == {"S3": "Dana", "S4": "S4"}
+    assert got["named_by_voice"]["S3"]["name"] == "Dana" and got["named_by_voice"]["S3"]["state"] == "named"
+    status, body = call(api, {"action": "undo_voice_name", "session_id": second, "speaker": "S3"})
+    assert status == 200, body
+    assert body["speakers"] == {"S3": "S3", "S4": "S4"}
+
+    # An undo follows the speech too: the owner said S1 was not Dana, so S3, which now holds
+    # S1's speech, is not named Dana at the end either.
+    third = meeting(api, "u1", {"S1": (like(DANA), 6.0), "S3": (like(DANA, seed=4), 9.0)})
+    assert [n.label for n in voices.name_session(api.ctx.sessions.get(third))] == ["S1"]
+    assert call(api, {"action": "undo_voice_name", "session_id": third, "speaker": "S1"})[0] == 200
+    merged = SpeakerRelabel(windows={0: {"S1": "S3"}}, before=("S1", "S3"), after=("S3",))
+    assert api.ctx.transcripts.relabel_speakers(third, merged)
+    got = finish(api, third)
+    assert got["speakers"] == {"S3": "S3"} and got["named_by_voice"]["S3"]["state"] == "undone"
+
+
+def test_live_naming_remembers_a_bounded_number_of_session_owners(tmp_path: Path) -> None:
+    """A processor runs for days: the hook kept every session it ever saw (and its named labels)."""
+    from processor.live_voices import LiveVoiceNaming
+    from stores.base import Session
+    from stores.sqlite import SqliteSessionStore, SqliteTranscriptStore
+    from stores.voice_naming import Voices
+
+    db = tmp_path / "flowbot.db"
+    reads: list[str] = []
+
+    class Counting(SqliteSessionStore):
+        def get(self, session_id: str) -> Session:
+            reads.append(session_id)
+            return super().get(session_id)
+
+    sessions = Counting(db)
+    voices = Voices(SqliteVoiceLibrary(db), SqliteTranscriptStore(db), "offline", min_score=0.7, min_seconds=4.0)
+    hook = LiveVoiceNaming(voices, sessions, max_sessions=2)
+    for sid in ("s1", "s2", "s3"):
+        sessions.create(Session(sid, "m", "alice", "", "k-" + sid))
+    for sid in ("s1", "s1", "s2", "s1", "s3", "s1", "s2"):
+        hook(sid)
+    # s1 stays (used again before s3 came); s2 was the oldest when s3 came, so it is read again.
+    assert reads == ["s1", "s2", "s3", "s2"]

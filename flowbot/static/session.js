@@ -1,4 +1,5 @@
-// The session page: topic and state, speakers (renamed in place by the owner), the transcript
+// The session page: topic and state, speakers (renamed in place by the owner, who also sees
+// which were named by voice, with the score, and can undo that), the transcript
 // growing live over SSE as speaker turns (interim text replaced in place by final text),
 // downloads, audio of final segments, a moment named by ?t=SECONDS, notes at the top once the
 // meeting is done, and the presenter's microphone controls when the page was opened with the
@@ -84,6 +85,30 @@ function drawTranscript() {
 function redrawAll() { drawTranscript(); drawSpeakers(); if (lastNotes) drawNotes(lastNotes); }
 
 // -- speakers ----------------------------------------------------------------------------------
+// The owner's page also gets which speakers were named by voice, with the score (/info; viewers
+// never do): shown next to the name with an undo, while the speaker still carries that name.
+let namedByVoice = {};       // label -> {name, score, state}
+const byVoice = label => {
+  const n = namedByVoice[label];
+  return canEdit && n && n.state === "named" && speakers[label] === n.name ? n : null;
+};
+async function refreshNamings() {
+  if (!canEdit) return;
+  try {
+    const r = await fetch(`/sessions/${sessionId}/info${q}`);
+    if (r.ok) { namedByVoice = (await r.json()).named_by_voice || {}; drawSpeakers(); }
+  } catch (err) { console.warn("session info", err); }
+}
+async function callApi(body) {
+  const r = await fetch("/api", {
+    method: "POST",
+    headers: Object.assign({ "content-type": "application/json" }, token ? { authorization: "Bearer " + token } : {}),
+    body: JSON.stringify(Object.assign({ session_id: sessionId }, body)),
+  });
+  const d = await r.json();
+  if (!r.ok) throw new Error(d.error ? d.error.message : `HTTP ${r.status}`);
+  return d;
+}
 function drawSpeakers() {
   const list = $("speakers");
   const labels = Object.keys(speakers).sort();
@@ -92,6 +117,22 @@ function drawSpeakers() {
     const li = el("li"); li.dataset.label = label;
     li.append(el("span", "name", speakers[label]));
     if (speakers[label] !== label) li.append(el("small", "label", `(${label})`));
+    const voice = byVoice(label);
+    if (voice) {
+      li.classList.add("by-voice");
+      li.append(el("small", "voice", `named by voice, ${Number(voice.score).toFixed(2)}`));
+      const undo = el("button", "undo", "undo"); undo.type = "button";
+      undo.title = `give ${label} its label back; ${voice.name}'s voice is not tried on it again`;
+      const status = el("small", "status");
+      undo.addEventListener("click", async () => {
+        undo.disabled = true;
+        try {
+          const d = await callApi({ action: "undo_voice_name", speaker: label });
+          Object.assign(namedByVoice, d.undone); speakers = d.speakers; redrawAll();
+        } catch (err) { status.textContent = err.message; undo.disabled = false; }
+      });
+      li.append(undo, status);
+    }
     if (canEdit) {
       const b = el("button", "rename", "rename"); b.type = "button";
       b.addEventListener("click", () => editSpeaker(li, label));
@@ -111,13 +152,7 @@ function editSpeaker(li, label) {
     if (!name) { status.textContent = "enter a name"; return; }
     save.disabled = true;
     try {
-      const r = await fetch("/api", {
-        method: "POST",
-        headers: Object.assign({ "content-type": "application/json" }, token ? { authorization: "Bearer " + token } : {}),
-        body: JSON.stringify({ action: "rename_speaker", session_id: sessionId, speaker: label, name }),
-      });
-      const d = await r.json();
-      if (!r.ok) throw new Error(d.error ? d.error.message : `HTTP ${r.status}`);
+      const d = await callApi({ action: "rename_speaker", speaker: label, name });
       speakers = d.speakers; redrawAll();
     } catch (err) { status.textContent = err.message; save.disabled = false; }
   };
@@ -284,6 +319,7 @@ async function start() {
     if (r.ok) {
       const info = await r.json();
       canEdit = info.can_edit; speakers = Object.assign({}, info.speakers, speakers);
+      namedByVoice = info.named_by_voice || {};
       showSession(info.session); showExports(info.formats); drawSpeakers(); showRevisions(info.revisions);
       if (info.share_path) {
         const share = $("share"); share.hidden = false;
@@ -301,8 +337,10 @@ async function start() {
     const renamed = d.speakers && JSON.stringify(d.speakers) !== JSON.stringify(speakers);
     if (d.speakers) speakers = d.speakers;
     followLive(() => { if (renamed) redrawAll(); else drawTranscript(); });
+    if (renamed) refreshNamings();
   });
-  es.addEventListener("speakers", ev => { speakers = JSON.parse(ev.data); redrawAll(); });
+  // A name may have come from a voice (live, or at the end of the meeting): the owner's page asks.
+  es.addEventListener("speakers", ev => { speakers = JSON.parse(ev.data); redrawAll(); refreshNamings(); });
   es.addEventListener("state", ev => {
     const d = JSON.parse(ev.data);
     showSession(d);

@@ -31,7 +31,7 @@ from control.context import ControlContext
 from flowbot.formats import FORMATS, render
 from flowbot.web.access import AccessPolicy
 from flowbot.web.guard import Access, ascii_number, read_body, require_content_type
-from flowbot.web.views import viewer_segments, viewer_session
+from flowbot.web.views import owner_voice_namings, viewer_segments, viewer_session
 from processor.rttm import window_turns
 from producer.whip import MAX_OFFER_BYTES, WhipIngest
 from stores.archive import window_key
@@ -113,6 +113,10 @@ def session_routes(policy: AccessPolicy, ctx: ControlContext, page: str) -> list
             "share_path": share,
             "formats": list(FORMATS),
         }
+        if access is Access.OWNER and ctx.voices is not None:
+            # Scores are the owner's only (flowbot/web/views.py): a viewer sees names, not how they came.
+            namings = await run_in_threadpool(ctx.voices.library.namings, session.session_id)
+            body["named_by_voice"] = owner_voice_namings(namings)
         return JSONResponse(body, headers=_NO_STORE)
 
     async def transcript(request: Request, session: Session, access: Access) -> Response:

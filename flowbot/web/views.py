@@ -13,15 +13,20 @@ Left out on purpose:
 - ``audio_uri``: where the server archives a window's audio (``file:///<data
   dir>/...`` or an S3 key). The page plays a window through
   ``/sessions/<id>/audio/<n>``, which needs no path.
+- Which speakers were named by voice, with what score and which voice: that a
+  voice in the owner's library matched someone is the owner's business
+  (docs/voices.md). Viewers see the name, as they see any rename; the owner's
+  page also gets :func:`owner_voice_namings`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from contracts.segments import TranscriptSegment
+from contracts.voices import VoiceNaming
 from stores.base import Session
 
 #: The session fields a viewer sees (the page's header and state badge).
@@ -55,3 +60,16 @@ def viewer_segments(segments: Iterable[TranscriptSegment]) -> list[TranscriptSeg
 def viewer_segment_dicts(segments: Sequence[TranscriptSegment]) -> list[dict[str, Any]]:
     """Segments as the live feed sends them (:func:`viewer_segments`, JSON-ready)."""
     return [s.to_dict() for s in viewer_segments(segments)]
+
+
+def owner_voice_namings(namings: Mapping[str, VoiceNaming]) -> dict[str, dict[str, Any]]:
+    """Speakers named by voice as the session's owner's page shows them: label -> name, score, state.
+
+    For the owner only (``/info`` with the owner's credential). No voice id: the
+    page undoes a naming by its label (``undo_voice_name``), and ``get_session``
+    gives the owner the id.
+    """
+    return {
+        label: {"name": n.name, "score": round(n.score, 2), "state": n.state.value}
+        for label, n in sorted(namings.items())
+    }

@@ -45,6 +45,7 @@ PRIMARY_KEYS = {
     "transcript_windows": ["session_id", "window_index"],
     "session_speakers": ["session_id", "label"],
     "meeting_notes": ["session_id"],
+    "voice_namings": ["session_id", "label"],
 }
 
 
