@@ -15,42 +15,12 @@ from contracts.parts import AWS, LIVE, SUPABASE, Part, part_of
 from contracts.settings import DiarizationWeights, Settings, SettingsError, StreamBackend, TranscriptBackend
 from control.launch import LaunchError, LaunchResult
 from flowbot.formats import FORMATS, render
+from flowbot.progress import Progress
 from processor.rttm import window_turns
 from producer.decode import DecodeError
 from stores.base import Session, SessionState
 
 log = logging.getLogger("flowbot")
-
-
-class _Progress:
-    """A progress bar on stderr (a line per 10 % when stderr is not a terminal)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.last_decile = -1
-        self.t0 = time.monotonic()
-
-    def __call__(self, done: float, total: float | None) -> None:
-        if not self.enabled:
-            return
-        if total is None:
-            msg = f"decoding... {done:7.1f} s transcribed"
-            frac = 0.0
-        else:
-            frac = min(1.0, done / total) if total else 1.0
-            bar = "#" * int(frac * 30)
-            msg = f"[{bar:<30}] {done:7.1f}/{total:.1f} s  {time.monotonic() - self.t0:5.1f} s elapsed"
-        if self.tty:
-            sys.stderr.write("\r" + msg)
-            sys.stderr.flush()
-        elif int(frac * 10) > self.last_decile and total is not None:
-            self.last_decile = int(frac * 10)
-            sys.stderr.write(msg + "\n")
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
 
 
 def _write(text: str, out: str | None) -> None:
@@ -96,7 +66,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         # kept in FLOWBOT_DATA_DIR, where its speakers can be renamed and their voices remembered.
         tmp = tempfile.TemporaryDirectory(prefix="flowbot-")
         settings = settings.replace(data_dir=Path(tmp.name))
-    progress = _Progress(not args.quiet)
+    progress = Progress(not args.quiet)
     try:
         result = transcribe_file(args.file, settings, on_progress=progress, user_id=args.user or "local")
     finally:
@@ -240,7 +210,7 @@ def cmd_retranscribe(args: argparse.Namespace) -> int:
     from flowbot.retranscribe import retranscribe
 
     settings = _settings(args)
-    progress = _Progress(not args.quiet)
+    progress = Progress(not args.quiet)
     try:
         result = retranscribe(settings, args.session, model=args.model, language=args.language, on_progress=progress)
     finally:
@@ -370,6 +340,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     sub = p.add_subparsers(dest="command", required=True)
 
+    _add_pipeline_commands(sub)
+    _add_meeting_commands(sub)
+    _add_live_commands(sub)
+    _add_speaker_commands(sub)
+    c = sub.add_parser("config", help="show settings and their FLOWBOT_* variables")
+    c.add_argument("--markdown", action="store_true")
+    c.set_defaults(func=cmd_config)
+    return p
+
+
+def _add_pipeline_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """transcribe, ingest, process: audio through the pipeline."""
     t = sub.add_parser("transcribe", help="transcribe a file through the whole pipeline")
     t.add_argument("file")
     t.add_argument("--format", choices=list(FORMATS), default="text")
@@ -393,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--diarization", choices=list(DiarizationWeights))
     pr.set_defaults(func=cmd_process)
 
+
+def _add_meeting_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """transcript, sessions, search, retranscribe: what the store holds."""
     tr = sub.add_parser("transcript", help="print a session's transcript from the store")
     tr.add_argument("session")
     tr.add_argument("--format", choices=list(FORMATS), default="text")
@@ -416,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     rt.set_defaults(func=cmd_retranscribe)
 
+
+def _add_live_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """serve, follow: the live service and its viewer."""
     s = sub.add_parser("serve", help="the embedded live service (API, RTMP, processor, pages)")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
@@ -428,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--url", help="local server base URL (default from settings)")
     f.set_defaults(func=cmd_follow)
 
+
+def _add_speaker_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """rename-speaker, voices: naming speakers and remembered voices."""
     rn = sub.add_parser("rename-speaker", help="name a session speaker (and remember the voice)")
     rn.add_argument("session")
     rn.add_argument("label", help="the speaker's label, e.g. S2")
@@ -446,11 +437,6 @@ def build_parser() -> argparse.ArgumentParser:
     vu.add_argument("session")
     vu.add_argument("label")
     v.set_defaults(func=cmd_voices)
-
-    c = sub.add_parser("config", help="show settings and their FLOWBOT_* variables")
-    c.add_argument("--markdown", action="store_true")
-    c.set_defaults(func=cmd_config)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
