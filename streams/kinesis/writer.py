@@ -29,11 +29,14 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contracts.frames import SAMPLE_RATE, FrameRecord
 from contracts.settings import Settings
 from streams.base import StreamUnavailable
+
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
 
 log = logging.getLogger(__name__)
 
@@ -293,68 +296,16 @@ class KinesisWriter:
 
     def _send(self, batch: list[_Pending]) -> bool:
         """One PutRecords call; True if every entry was accepted."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         self.stats.calls += 1
-        try:
-            resp = self.client.put_records(
-                StreamName=self.stream_name,
-                Records=[{"Data": p.data, "PartitionKey": p.record.partition_key} for p in batch],
-            )
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
-            self.stats.call_errors += 1
-            self._count(code)
-            if code in RETRYABLE_CODES:
-                if code == "ProvisionedThroughputExceededException":
-                    self.stats.throttled_entries += len(batch)
-                log.warning(
-                    "PutRecords throttled or failed; retrying",
-                    extra={"stream": self.stream_name, "code": code, "records": len(batch)},
-                )
-                return False
-            self._fail(exc)
-            return False
-        except (BotoCoreError, OSError) as exc:  # connection refused/reset, timeouts
-            self.stats.call_errors += 1
-            self._count(type(exc).__name__)
-            log.warning(
-                "PutRecords call failed; retrying",
-                extra={"stream": self.stream_name, "error": str(exc), "records": len(batch)},
-            )
-            return False
-        except Exception as exc:  # a bug or a misconfigured client: retrying cannot help
-            self._fail(exc)
+        resp = self._put_records(batch)
+        if resp is None:
             return False
         entries = resp.get("Records", [])
         if len(entries) != len(batch):
             self._fail(RuntimeError(f"PutRecords answered {len(entries)} entries for {len(batch)}"))
             return False
-        all_ok = True
-        sent: list[tuple[_Pending, str]] = []
-        with self._cond:
-            for item, entry in zip(batch, entries, strict=True):
-                sid = item.record.session_id
-                if entry.get("ErrorCode"):
-                    all_ok = False
-                    code = str(entry["ErrorCode"])
-                    self.stats.failed_entries += 1
-                    self._count(code)
-                    if code == "ProvisionedThroughputExceededException":
-                        self.stats.throttled_entries += 1
-                    continue  # stays at the head of its session's queue
-                queue = self._queues[sid]
-                assert queue[0] is item  # only this thread removes, and only heads are sent
-                queue.popleft()
-                self._buffered[sid] -= item.record.num_samples
-                if not queue:
-                    del self._queues[sid]
-                    del self._buffered[sid]
-                self.stats.records_sent += 1
-                self.stats.bytes_sent += len(item.data)
-                sent.append((item, str(entry.get("SequenceNumber", ""))))
-            self._cond.notify_all()
-        if not all_ok:
+        sent = self._take_accepted(batch, entries)
+        if len(sent) < len(batch):
             log.warning(
                 "PutRecords partly failed; retrying failed entries in order",
                 extra={"stream": self.stream_name, "failed": len(batch) - len(sent), "records": len(batch)},
@@ -362,7 +313,75 @@ class KinesisWriter:
         if self.on_sent is not None:
             for item, seq in sent:
                 self.on_sent(item.record, seq)
-        return all_ok
+        return len(sent) == len(batch)
+
+    def _put_records(self, batch: list[_Pending]) -> dict[str, Any] | None:
+        """PutRecords' answer, or None when the call failed (counted; a failure no retry helps fails the writer)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            resp: dict[str, Any] = self.client.put_records(
+                StreamName=self.stream_name,
+                Records=[{"Data": p.data, "PartitionKey": p.record.partition_key} for p in batch],
+            )
+            return resp
+        except ClientError as exc:
+            self._call_refused(exc, batch)
+        except (BotoCoreError, OSError) as exc:  # connection refused/reset, timeouts
+            self.stats.call_errors += 1
+            self._count(type(exc).__name__)
+            log.warning(
+                "PutRecords call failed; retrying",
+                extra={"stream": self.stream_name, "error": str(exc), "records": len(batch)},
+            )
+        except Exception as exc:  # a bug or a misconfigured client: retrying cannot help
+            self._fail(exc)
+        return None
+
+    def _call_refused(self, exc: ClientError, batch: list[_Pending]) -> None:
+        """Count a PutRecords call Kinesis refused; fail the writer unless a retry can help."""
+        code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+        self.stats.call_errors += 1
+        self._count(code)
+        if code not in RETRYABLE_CODES:
+            self._fail(exc)
+            return
+        if code == "ProvisionedThroughputExceededException":
+            self.stats.throttled_entries += len(batch)
+        log.warning(
+            "PutRecords throttled or failed; retrying",
+            extra={"stream": self.stream_name, "code": code, "records": len(batch)},
+        )
+
+    def _take_accepted(self, batch: list[_Pending], entries: list[dict[str, Any]]) -> list[tuple[_Pending, str]]:
+        """Take accepted entries off their queues; each with its sequence number. Failed ones stay put."""
+        sent: list[tuple[_Pending, str]] = []
+        with self._cond:
+            for item, entry in zip(batch, entries, strict=True):
+                if entry.get("ErrorCode"):
+                    code = str(entry["ErrorCode"])
+                    self.stats.failed_entries += 1
+                    self._count(code)
+                    if code == "ProvisionedThroughputExceededException":
+                        self.stats.throttled_entries += 1
+                    continue  # stays at the head of its session's queue
+                self._dequeue(item)
+                sent.append((item, str(entry.get("SequenceNumber", ""))))
+            self._cond.notify_all()
+        return sent
+
+    def _dequeue(self, item: _Pending) -> None:
+        """Remove a sent record from the head of its session's queue (the lock is held)."""
+        sid = item.record.session_id
+        queue = self._queues[sid]
+        assert queue[0] is item  # only this thread removes, and only heads are sent
+        queue.popleft()
+        self._buffered[sid] -= item.record.num_samples
+        if not queue:
+            del self._queues[sid]
+            del self._buffered[sid]
+        self.stats.records_sent += 1
+        self.stats.bytes_sent += len(item.data)
 
     def _fail(self, exc: BaseException) -> None:
         log.error(
