@@ -340,8 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     sub = p.add_subparsers(dest="command", required=True)
 
-    _add_pipeline_commands(sub)
+    _add_transcribe_command(sub)
+    _add_stream_commands(sub)
     _add_meeting_commands(sub)
+    _add_retranscribe_command(sub)
     _add_live_commands(sub)
     _add_speaker_commands(sub)
     c = sub.add_parser("config", help="show settings and their FLOWBOT_* variables")
@@ -350,8 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_pipeline_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """transcribe, ingest, process: audio through the pipeline."""
+def _add_transcribe_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """transcribe: a file through the whole pipeline."""
     t = sub.add_parser("transcribe", help="transcribe a file through the whole pipeline")
     t.add_argument("file")
     t.add_argument("--format", choices=list(FORMATS), default="text")
@@ -364,6 +366,9 @@ def _add_pipeline_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     )
     t.set_defaults(func=cmd_transcribe)
 
+
+def _add_stream_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """ingest, process: a stream fed and consumed."""
     i = sub.add_parser("ingest", help="push a file into the configured stream as a live session")
     i.add_argument("file")
     i.add_argument("--session", required=True)
@@ -377,7 +382,7 @@ def _add_pipeline_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _add_meeting_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """transcript, sessions, search, retranscribe: what the store holds."""
+    """transcript, sessions, search: what the store holds."""
     tr = sub.add_parser("transcript", help="print a session's transcript from the store")
     tr.add_argument("session")
     tr.add_argument("--format", choices=list(FORMATS), default="text")
@@ -394,6 +399,9 @@ def _add_meeting_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     se.add_argument("--limit", type=int, default=20)
     se.set_defaults(func=cmd_search)
 
+
+def _add_retranscribe_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """retranscribe: a finished meeting again, from its archived audio."""
     rt = sub.add_parser("retranscribe", help="transcribe a finished meeting again from its archived audio")
     rt.add_argument("session")
     rt.add_argument("--model", help="ASR model for this revision (default FLOWBOT_ASR_MODEL)")
