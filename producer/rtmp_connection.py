@@ -183,11 +183,7 @@ class RtmpConnection:
             except OSError:
                 return
             if not data:
-                # Let the decoder read everything already sent before it sees the end;
-                # it closes the connection when done.
-                self.client_eof.set()
-                with contextlib.suppress(OSError):
-                    upstream.shutdown(socket.SHUT_WR)
+                self._client_ended(upstream)
                 return
             last_data = now
             if not self._inspect(data):
@@ -195,6 +191,16 @@ class RtmpConnection:
             if self.target is not None:
                 self.relay.hub.count_bytes(self.target, len(data))
             upstream.sendall(data)
+
+    def _client_ended(self, upstream: socket.socket) -> None:
+        """The client hung up: pass the end on to the listener, leaving the connection open.
+
+        The decoder reads everything already sent before it sees the end; it closes the
+        connection when done.
+        """
+        self.client_eof.set()
+        with contextlib.suppress(OSError):
+            upstream.shutdown(socket.SHUT_WR)
 
     def _out_of_time(self, now: float, last_data: float) -> bool:
         """True (the connection is over) past the handshake or publish timeout, or a stalled publisher."""

@@ -274,12 +274,16 @@ class RtmpSniffer:
             ts_field = int.from_bytes(buf[at : at + 4], "big")
             at += 4
         cs.extended = extended
+        self._continue_on(csid, cs, fmt, ts_field)
+        return at - pos
+
+    def _continue_on(self, csid: int, cs: _ChunkStream, fmt: int, ts_field: int) -> None:
+        """Chunk data that follows belongs to ``cs`` (a message starts on it unless one is under way)."""
         if cs.received == 0:
             self._begin_message(cs, fmt, ts_field)
         self._streams[csid] = cs
         self._current = cs
         self._chunk_left = min(self.chunk_size, cs.length - cs.received)
-        return at - pos
 
     def _stream_for(self, fmt: int, csid: int) -> _ChunkStream:
         """The chunk stream a header continues, or a new one (which must start with a full header)."""

@@ -40,7 +40,7 @@ from stores.supabase_meetings import SupabaseMeetingStatus
 from stores.supabase_rest import RetryPolicy, StoreUnavailableError, SupabaseClient, result
 from stores.supabase_rows import (
     WINDOW_COLUMNS,
-    check_window,
+    commit_params,
     interim_params,
     progress_from_row,
     progress_json,
@@ -48,10 +48,8 @@ from stores.supabase_rows import (
     relabelled_window_json,
     search_hit_from_json,
     segment_from_row,
-    segment_json,
     window_change_from_json,
     window_from_row,
-    window_json,
 )
 
 __all__ = [
@@ -87,13 +85,8 @@ class SupabaseTranscriptStore(SupabaseClient):
         progress: SessionProgress,
     ) -> None:
         """See :meth:`stores.base.TranscriptStore.commit_window`: one RPC, one transaction."""
-        check_window(window, segments, progress)
         sid, idx = window.session_id, window.window_index
-        params = {
-            "p_window": window_json(window),
-            "p_segments": [segment_json(s) for s in segments],
-            "p_progress": progress_json(progress),
-        }
+        params = commit_params(window, segments, progress)
         started = time.perf_counter()
         revision = self._rest.call(
             "commit_window",
@@ -148,21 +141,7 @@ class SupabaseTranscriptStore(SupabaseClient):
         The new rows are computed here with the same functions as SQLite's; one RPC
         (``flowbot_relabel_speakers``) writes them in one transaction, once per session.
         """
-        changed = {k: v for k, v in relabel.windows.items() if v}
-        segments = [
-            relabel_segment(s, changed[s.window_index]) for s in self.segments(session_id) if s.window_index in changed
-        ]
-        windows = [
-            relabel_window(w, changed[w.window_index]) for w in self.windows(session_id) if w.window_index in changed
-        ]
-        names = self.speakers(session_id)
-        params = {
-            "p_session_id": session_id,
-            "p_segments": [relabelled_segment_json(s) for s in segments],
-            "p_windows": [relabelled_window_json(w) for w in windows],
-            "p_names": relabel.carry_names(names),
-            "p_record": relabel.to_dict(),
-        }
+        params = self._relabel_params(session_id, relabel)
         return bool(
             self._rest.call(
                 "relabel_speakers",
@@ -170,6 +149,23 @@ class SupabaseTranscriptStore(SupabaseClient):
                 session=session_id,
             )
         )
+
+    def _relabel_params(self, session_id: str, relabel: SpeakerRelabel) -> dict[str, Any]:
+        """``flowbot_relabel_speakers``' arguments: the relabelled rows, computed as SQLite does."""
+        changed = {k: v for k, v in relabel.windows.items() if v}
+        segments = [
+            relabel_segment(s, changed[s.window_index]) for s in self.segments(session_id) if s.window_index in changed
+        ]
+        windows = [
+            relabel_window(w, changed[w.window_index]) for w in self.windows(session_id) if w.window_index in changed
+        ]
+        return {
+            "p_session_id": session_id,
+            "p_segments": [relabelled_segment_json(s) for s in segments],
+            "p_windows": [relabelled_window_json(w) for w in windows],
+            "p_names": relabel.carry_names(self.speakers(session_id)),
+            "p_record": relabel.to_dict(),
+        }
 
     def speaker_relabel(self, session_id: str) -> SpeakerRelabel | None:
         """See :meth:`stores.base.TranscriptStore.speaker_relabel`."""

@@ -72,6 +72,18 @@ def window_json(window: WindowRecord) -> dict[str, Any]:
     }
 
 
+def commit_params(
+    window: WindowRecord, segments: Sequence[TranscriptSegment], progress: SessionProgress
+) -> dict[str, Any]:
+    """``flowbot_commit_window``'s arguments, once the window, its segments and progress agree."""
+    check_window(window, segments, progress)
+    return {
+        "p_window": window_json(window),
+        "p_segments": [segment_json(s) for s in segments],
+        "p_progress": progress_json(progress),
+    }
+
+
 def window_from_row(row: dict[str, Any]) -> WindowRecord:
     """A window from a ``transcript_windows`` row (the :data:`WINDOW_COLUMNS`)."""
     return WindowRecord(

@@ -256,19 +256,23 @@ class EmbeddedConsumer:
                 if now - last_heartbeat > self.lease_stale_after / 3:
                     last_heartbeat = now
                     self._renew_leases()
-                busy = False
-                for shard, proc in list(self._processors.items()):
-                    records = self.stream.read(shard, self._positions[shard], self.batch_size)
-                    if records:
-                        busy = True
-                        self._feed(shard, proc, records)
-                if not busy:
+                if not self._read_shards():
                     self.stop_event.wait(self.idle_sleep)
         finally:
             for shard, proc in self._processors.items():
                 proc.shutdown_requested(_EmbeddedCheckpointer(self.stream, self.application, shard))
                 self.stream.release_lease(self.application, shard, self.owner)
         return 0
+
+    def _read_shards(self) -> bool:
+        """One batch from each held shard to its processor; False when none had any."""
+        busy = False
+        for shard, proc in list(self._processors.items()):
+            records = self.stream.read(shard, self._positions[shard], self.batch_size)
+            if records:
+                busy = True
+                self._feed(shard, proc, records)
+        return busy
 
     def _renew_leases(self) -> None:
         """Trim the stream, then take (and start) or give up the lease of each shard."""
