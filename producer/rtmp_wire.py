@@ -325,23 +325,32 @@ class RtmpSniffer:
         if cs.type_id in (MSG_AUDIO, MSG_VIDEO):
             self.media_messages += 1
         elif cs.type_id == MSG_SET_CHUNK_SIZE:
-            if len(payload) < 4:
-                raise RtmpProtocolError("short Set Chunk Size message")
-            size = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
-            if size < 1:
-                raise RtmpProtocolError("chunk size 0")
-            self.chunk_size = size
+            self.chunk_size = _chunk_size(payload)
         elif cs.type_id == MSG_ABORT and len(payload) >= 4:
-            aborted = self._streams.get(int.from_bytes(payload[:4], "big"))
-            if aborted is not None and aborted.received:
-                self.in_flight -= aborted.length
-                aborted.received, aborted.payload = 0, None
+            self._abort(int.from_bytes(payload[:4], "big"))
         elif cs.type_id in (MSG_AMF0_COMMAND, MSG_AMF3_COMMAND):
             if cs.type_id == MSG_AMF3_COMMAND:
                 payload = payload[1:]  # AMF3 command messages carry AMF0 after a format byte
             command = _command(payload)
             if command is not None:
                 commands.append(command)
+
+    def _abort(self, csid: int) -> None:
+        """Abort Message: drop the partly received message on chunk stream ``csid``."""
+        aborted = self._streams.get(csid)
+        if aborted is not None and aborted.received:
+            self.in_flight -= aborted.length
+            aborted.received, aborted.payload = 0, None
+
+
+def _chunk_size(payload: bytes) -> int:
+    """The chunk size a Set Chunk Size message sets."""
+    if len(payload) < 4:
+        raise RtmpProtocolError("short Set Chunk Size message")
+    size = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+    if size < 1:
+        raise RtmpProtocolError("chunk size 0")
+    return size
 
 
 def _basic_header(buf: bytearray, pos: int) -> tuple[int, int, int] | None:

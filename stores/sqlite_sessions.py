@@ -68,10 +68,7 @@ class SqliteSessionStore:
             if row is None:
                 raise SessionNotFound(session_id)
             current = self._load(row[0])
-            if current.state not in expected:
-                raise StateConflict(
-                    f"session {session_id} is {current.state.value}, expected " + " or ".join(s.value for s in expected)
-                )
+            _check_state(current, expected)
             updated = replace(current, state=new, updated_at=time.time(), **changes)
             conn.execute(
                 "UPDATE sessions SET state = ?, data = ?, stream_key = ? WHERE session_id = ?",
@@ -91,3 +88,11 @@ class SqliteSessionStore:
         if states is not None:
             sessions = [s for s in sessions if s.state in states]
         return sessions
+
+
+def _check_state(session: Session, expected: Sequence[SessionState]) -> None:
+    """:class:`StateConflict` unless ``session`` is in one of the ``expected`` states."""
+    if session.state not in expected:
+        raise StateConflict(
+            f"session {session.session_id} is {session.state.value}, expected " + " or ".join(s.value for s in expected)
+        )

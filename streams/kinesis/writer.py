@@ -282,17 +282,23 @@ class KinesisWriter:
             if ok:
                 attempt = 0
                 continue
-            with self._cond:
-                if self._failure is not None:
-                    return
             attempt += 1
-            self.stats.retries += 1
-            # Full jitter: concurrent producers throttled together do not retry together.
-            delay = random.uniform(0, min(self.max_backoff, self.base_backoff * 2**attempt))
-            with self._cond:
-                if self._closing:
-                    return
-                self._cond.wait(delay)
+            if not self._back_off(attempt):
+                return
+
+    def _back_off(self, attempt: int) -> bool:
+        """Wait before retry ``attempt``; False when the writer failed or is closing instead."""
+        with self._cond:
+            if self._failure is not None:
+                return False
+        self.stats.retries += 1
+        # Full jitter: concurrent producers throttled together do not retry together.
+        delay = random.uniform(0, min(self.max_backoff, self.base_backoff * 2**attempt))
+        with self._cond:
+            if self._closing:
+                return False
+            self._cond.wait(delay)
+        return True
 
     def _send(self, batch: list[_Pending]) -> bool:
         """One PutRecords call; True if every entry was accepted."""
