@@ -8,7 +8,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contracts.logs import configure_logging
 from contracts.parts import AWS, LIVE, SUPABASE, Part, part_of
@@ -19,6 +19,10 @@ from flowbot.progress import Progress
 from processor.rttm import window_turns
 from producer.decode import DecodeError
 from stores.base import Session, SessionState
+
+if TYPE_CHECKING:
+    from control.library import MeetingHit
+    from flowbot.pipeline import TranscribeResult
 
 log = logging.getLogger("flowbot")
 
@@ -71,35 +75,25 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         result = transcribe_file(args.file, settings, on_progress=progress, user_id=args.user or "local")
     finally:
         progress.close()
+    _write_transcript(args, result)
+    if tmp is not None:
+        tmp.cleanup()
+    return 0 if result.state == "completed" else 1
+
+
+def _write_transcript(args: argparse.Namespace, result: TranscribeResult) -> None:
+    """Write what ``flowbot transcribe`` produced in ``--format``, and log how long it took."""
     extra = {
         "state": result.state,
         "reason": result.reason,
         "audio_seconds": round(result.audio_seconds, 3),
         "wall_seconds": round(result.wall_seconds, 3),
     }
-    _write(
-        render(
-            args.format,
-            result.session_id,
-            result.segments,
-            result.speakers,
-            result.notes,
-            extra,
-            turns=window_turns(result.windows),
-        ),
-        args.output,
-    )
-    log.info(
-        "transcribed",
-        extra={
-            "session": result.session_id,
-            **extra,
-            "rtf": round(result.wall_seconds / max(result.audio_seconds, 1e-9), 3),
-        },
-    )
-    if tmp is not None:
-        tmp.cleanup()
-    return 0 if result.state == "completed" else 1
+    turns = window_turns(result.windows)
+    text = render(args.format, result.session_id, result.segments, result.speakers, result.notes, extra, turns=turns)
+    _write(text, args.output)
+    rtf = round(result.wall_seconds / max(result.audio_seconds, 1e-9), 3)
+    log.info("transcribed", extra={"session": result.session_id, **extra, "rtf": rtf})
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -183,7 +177,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     """flowbot search QUERY"""
     from control.access import LOCAL, Caller
     from control.library import search_meetings
-    from stores.base import MATCH_END, MATCH_START, search_words
+    from stores.base import search_words
     from stores.factory import session_store, transcript_store
 
     settings = _settings(args)
@@ -200,9 +194,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         page_url=lambda sid: f"{base}/sessions/{sid}",
     )
     for h in hits:
-        snippet = h.hit.snippet.replace(MATCH_START, "[").replace(MATCH_END, "]")
-        print(f"{h.topic or h.hit.session_id}  {_clock(h.hit.start)}  {h.speaker_name or '?'}: {snippet}\n    {h.url}")
+        print(_search_line(h))
     return 0 if hits else 1
+
+
+def _search_line(h: MeetingHit) -> str:
+    """A hit as ``flowbot search`` prints it: meeting, time, speaker, the words marked, the page."""
+    from stores.base import MATCH_END, MATCH_START
+
+    snippet = h.hit.snippet.replace(MATCH_START, "[").replace(MATCH_END, "]")
+    return f"{h.topic or h.hit.session_id}  {_clock(h.hit.start)}  {h.speaker_name or '?'}: {snippet}\n    {h.url}"
 
 
 def cmd_retranscribe(args: argparse.Namespace) -> int:
