@@ -63,13 +63,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if not Path(args.file).exists():
         log.error("no such file", extra={"file": args.file})
         return 2
-    settings = _settings(args)
-    tmp = None
-    if args.data_dir is None and args.user is None:
-        # A one-off run keeps nothing unless asked to (--data-dir); a file of an owner (--user) is
-        # kept in FLOWBOT_DATA_DIR, where its speakers can be renamed and their voices remembered.
-        tmp = tempfile.TemporaryDirectory(prefix="flowbot-")
-        settings = settings.replace(data_dir=Path(tmp.name))
+    settings, tmp = _transcribe_settings(args)
     progress = Progress(not args.quiet)
     try:
         result = transcribe_file(args.file, settings, on_progress=progress, user_id=args.user or "local")
@@ -79,6 +73,18 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if tmp is not None:
         tmp.cleanup()
     return 0 if result.state == "completed" else 1
+
+
+def _transcribe_settings(args: argparse.Namespace) -> tuple[Settings, tempfile.TemporaryDirectory[str] | None]:
+    """Settings for ``flowbot transcribe``, in a folder of its own (returned) for a one-off run."""
+    settings = _settings(args)
+    if args.data_dir is not None or args.user is not None:
+        # A file of an owner (--user) is kept in FLOWBOT_DATA_DIR, where its speakers can be
+        # renamed and their voices remembered, and --data-dir keeps it where it says.
+        return settings, None
+    # A one-off run keeps nothing.
+    tmp = tempfile.TemporaryDirectory(prefix="flowbot-")
+    return settings.replace(data_dir=Path(tmp.name)), tmp
 
 
 def _write_transcript(args: argparse.Namespace, result: TranscribeResult) -> None:

@@ -163,10 +163,7 @@ class IngestHub:
             target = IngestTarget(session_id, stream_key, framer)
             self._sessions[session_id] = target
             self._by_key[stream_key] = target
-        log.info(
-            "stream key registered",
-            extra={"session": session_id, "key": key_fingerprint(stream_key)},
-        )
+        log.info("stream key registered", extra={"session": session_id, "key": key_fingerprint(stream_key)})
 
     def _rekey(self, target: IngestTarget, stream_key: str) -> None:
         """A registered session's key becomes ``stream_key`` (the lock is held)."""

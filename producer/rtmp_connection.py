@@ -186,11 +186,17 @@ class RtmpConnection:
                 self._client_ended(upstream)
                 return
             last_data = now
-            if not self._inspect(data):
+            if not self._pass_on(data, upstream):
                 return
-            if self.target is not None:
-                self.relay.hub.count_bytes(self.target, len(data))
-            upstream.sendall(data)
+
+    def _pass_on(self, data: bytes, upstream: socket.socket) -> bool:
+        """Forward client bytes once inspected; False = connection refused."""
+        if not self._inspect(data):
+            return False
+        if self.target is not None:
+            self.relay.hub.count_bytes(self.target, len(data))
+        upstream.sendall(data)
+        return True
 
     def _client_ended(self, upstream: socket.socket) -> None:
         """The client hung up: pass the end on to the listener, leaving the connection open.
