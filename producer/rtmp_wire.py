@@ -269,10 +269,7 @@ class RtmpSniffer:
         if fmt < 3 and cs.received:
             raise RtmpProtocolError(f"new message header inside a message on chunk stream {csid}")
         _read_message_header(cs, fmt, buf[at : at + size])
-        at += size
-        if extended:
-            ts_field = int.from_bytes(buf[at : at + 4], "big")
-            at += 4
+        ts_field, at = _extended_timestamp(buf, at + size, ts_field, extended)
         cs.extended = extended
         self._continue_on(csid, cs, fmt, ts_field)
         return at - pos
@@ -367,6 +364,13 @@ def _basic_header(buf: bytearray, pos: int) -> tuple[int, int, int] | None:
     elif csid == 1:
         csid = 64 + buf[pos] + 256 * buf[pos + 1]
     return fmt, csid, pos + extra
+
+
+def _extended_timestamp(buf: bytearray, at: int, ts_field: int, extended: bool) -> tuple[int, int]:
+    """The timestamp (the 4-byte extended one at ``at`` when there is one) and the position after it."""
+    if not extended:
+        return ts_field, at
+    return int.from_bytes(buf[at : at + 4], "big"), at + 4
 
 
 def _read_message_header(cs: _ChunkStream, fmt: int, header: bytearray) -> None:
