@@ -153,6 +153,20 @@ def transcribe_file(
     finally:
         thread.stop()
         processors.stop()
+    # The poison guards' counters too (quarantined records).
+    counters = _sum([processors.counters(), *(g.counters for g in consumer.guards.values())])
+    return _result(transcripts, session_id, final, total[0] or 0.0, t0, counters)
+
+
+def _result(
+    transcripts: TranscriptStore,
+    session_id: str,
+    final: Mapping[str, Any],
+    audio_seconds: float,
+    started: float,
+    counters: dict[str, int],
+) -> TranscribeResult:
+    """What ``flowbot transcribe`` produced: the session as stored, its final state and what it cost."""
     return TranscribeResult(
         session_id=session_id,
         segments=transcripts.segments(session_id),
@@ -161,10 +175,9 @@ def transcribe_file(
         notes=transcripts.get_notes(session_id),
         state=final["state"],
         reason=final["reason"],
-        audio_seconds=total[0] or 0.0,
-        wall_seconds=time.monotonic() - t0,
-        # The poison guards' counters too (quarantined records).
-        counters=_sum([processors.counters(), *(g.counters for g in consumer.guards.values())]),
+        audio_seconds=audio_seconds,
+        wall_seconds=time.monotonic() - started,
+        counters=counters,
     )
 
 
