@@ -176,37 +176,45 @@ class KinesisWriter:
             need[sid] = need.get(sid, 0) + item.record.num_samples
         deadline = now + self.put_timeout
         with self._cond:
-            while True:
-                self._raise_if_failed()
-                if self._closing:
-                    raise StreamUnavailable("writer is closed")
-                full = [sid for sid, n in need.items() if n and self._buffered.get(sid, 0) + n > self.buffer_samples]
-                if not full:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    buffered = max(self._buffered.get(sid, 0) for sid in full) / SAMPLE_RATE
-                    log.error(
-                        "kinesis producer buffer full",
-                        extra={
-                            "session": full[0],
-                            "buffered_s": round(buffered, 1),
-                            "stream": self.stream_name,
-                            "last_error": self._last_error(),
-                        },
-                    )
-                    raise StreamUnavailable(
-                        f"Kinesis stream {self.stream_name!r} has not accepted audio of session "
-                        f"{full[0]!r} for {buffered:.1f} s (buffer limit "
-                        f"{self.buffer_samples / SAMPLE_RATE:.1f} s); "
-                        f"last error: {self._last_error()}"
-                    )
-                self._cond.wait(left)
+            self._wait_for_room(need, deadline)
             for item in items:
                 sid = item.record.session_id
                 self._queues.setdefault(sid, deque()).append(item)
                 self._buffered[sid] = self._buffered.get(sid, 0) + item.record.num_samples
             self._cond.notify_all()
+
+    def _wait_for_room(self, need: dict[str, int], deadline: float) -> None:
+        """Wait (the lock held) until each session's buffer has room for ``need`` samples more."""
+        while True:
+            self._raise_if_failed()
+            if self._closing:
+                raise StreamUnavailable("writer is closed")
+            full = [sid for sid, n in need.items() if n and self._buffered.get(sid, 0) + n > self.buffer_samples]
+            if not full:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._buffer_full(full)
+            self._cond.wait(left)
+
+    def _buffer_full(self, full: list[str]) -> StreamUnavailable:
+        """The error (logged) for sessions whose buffer stayed full past the put timeout."""
+        buffered = max(self._buffered.get(sid, 0) for sid in full) / SAMPLE_RATE
+        log.error(
+            "kinesis producer buffer full",
+            extra={
+                "session": full[0],
+                "buffered_s": round(buffered, 1),
+                "stream": self.stream_name,
+                "last_error": self._last_error(),
+            },
+        )
+        return StreamUnavailable(
+            f"Kinesis stream {self.stream_name!r} has not accepted audio of session "
+            f"{full[0]!r} for {buffered:.1f} s (buffer limit "
+            f"{self.buffer_samples / SAMPLE_RATE:.1f} s); "
+            f"last error: {self._last_error()}"
+        )
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until Kinesis accepted every queued record, or raise StreamUnavailable."""
