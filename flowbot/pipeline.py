@@ -30,7 +30,7 @@ from control.workflow import default_steps
 from processor.build import build_engine_parts, build_file_parts, build_shard_processor
 from processor.engine import EngineParts, ShardProcessor
 from producer.file_ingest import ingest_file
-from stores.base import Session, SessionState, StateConflict
+from stores.base import Session, SessionState, SessionStore, StateConflict, TranscriptStore
 from stores.factory import session_store, transcript_store
 from streams.base import ProcessorFactory
 from streams.factory import embedded_consumer, embedded_stream
@@ -130,21 +130,9 @@ def transcribe_file(
     t0 = time.monotonic()
     sessions = session_store(settings)
     transcripts = transcript_store(settings)
-    if session is None:
-        session = Session(
-            session_id or f"file-{uuid.uuid4().hex[:12]}",
-            meeting_id=Path(path).name,
-            user_id=user_id,
-            topic=str(path),
-            stream_key=uuid.uuid4().hex,
-            state=SessionState.LIVE,
-        )
+    session = session if session is not None else _file_session(path, session_id, user_id)
     session_id = session.session_id
-    try:
-        sessions.create(session)
-    except StateConflict:
-        if sessions.get(session_id).state != SessionState.LIVE:
-            raise
+    _store_live(sessions, session)
     # Models load here, not on the consumer's first lease. A file has no live viewers
     # (no interim captions) and its windows may be decoded in batches.
     processors = LocalProcessors(settings.replace(interim_seconds=0.0), build_file_parts(settings, parts))
@@ -158,21 +146,27 @@ def transcribe_file(
         # The whole file is in the stream, its end-of-stream record last.
         end(sessions, session_id)
         start_processing(sessions, session_id)
-        while True:
-            thread.check()
-            progress = transcripts.load_progress(session_id)
-            done = progress.committed_sample / SAMPLE_RATE if progress else 0.0
-            if on_progress:
-                on_progress(done, total[0])
-            if progress and progress.stream_done:
-                break
-            time.sleep(0.1)
+        _wait_until_committed(thread, transcripts, session_id, total[0], on_progress)
         steps = default_steps(sessions, transcripts, settings)
         steps.generate_notes(session_id)
         final = steps.finalize(session_id)
     finally:
         thread.stop()
         processors.stop()
+    # The poison guards' counters too (quarantined records).
+    counters = _sum([processors.counters(), *(g.counters for g in consumer.guards.values())])
+    return _result(transcripts, session_id, final, total[0] or 0.0, t0, counters)
+
+
+def _result(
+    transcripts: TranscriptStore,
+    session_id: str,
+    final: Mapping[str, Any],
+    audio_seconds: float,
+    started: float,
+    counters: dict[str, int],
+) -> TranscribeResult:
+    """What ``flowbot transcribe`` produced: the session as stored, its final state and what it cost."""
     return TranscribeResult(
         session_id=session_id,
         segments=transcripts.segments(session_id),
@@ -181,8 +175,47 @@ def transcribe_file(
         notes=transcripts.get_notes(session_id),
         state=final["state"],
         reason=final["reason"],
-        audio_seconds=total[0] or 0.0,
-        wall_seconds=time.monotonic() - t0,
-        # The poison guards' counters too (quarantined records).
-        counters=_sum([processors.counters(), *(g.counters for g in consumer.guards.values())]),
+        audio_seconds=audio_seconds,
+        wall_seconds=time.monotonic() - started,
+        counters=counters,
     )
+
+
+def _file_session(path: str | Path, session_id: str | None, user_id: str) -> Session:
+    """A new live session for a file, named after it."""
+    return Session(
+        session_id or f"file-{uuid.uuid4().hex[:12]}",
+        meeting_id=Path(path).name,
+        user_id=user_id,
+        topic=str(path),
+        stream_key=uuid.uuid4().hex,
+        state=SessionState.LIVE,
+    )
+
+
+def _store_live(sessions: SessionStore, session: Session) -> None:
+    """Store ``session``, unless its caller stored it already (and it is still live)."""
+    try:
+        sessions.create(session)
+    except StateConflict:
+        if sessions.get(session.session_id).state != SessionState.LIVE:
+            raise
+
+
+def _wait_until_committed(
+    thread: ConsumerThread,
+    transcripts: TranscriptStore,
+    session_id: str,
+    total: float | None,
+    on_progress: ProgressFn | None,
+) -> None:
+    """Until the session's end of stream is committed, reporting progress (a failed consumer raises)."""
+    while True:
+        thread.check()
+        progress = transcripts.load_progress(session_id)
+        done = progress.committed_sample / SAMPLE_RATE if progress else 0.0
+        if on_progress:
+            on_progress(done, total)
+        if progress and progress.stream_done:
+            return
+        time.sleep(0.1)

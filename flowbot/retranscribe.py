@@ -50,15 +50,7 @@ def archived_audio(transcripts: TranscriptStore, archive: WindowArchive, session
 
 def plan_revision(sessions: SessionStore, session_id: str, *, model: str | None, language: str | None) -> Session:
     """The next revision of a finished session (not yet stored)."""
-    try:
-        original = sessions.get(session_id)
-    except SessionNotFound:
-        raise RetranscribeError(f"no session {session_id!r}") from None
-    if original.state not in FINISHED:
-        raise RetranscribeError(
-            f"session {session_id} is {original.state.value}; only a finished meeting "
-            f"({' or '.join(s.value for s in FINISHED)}) is re-transcribed"
-        )
+    original = _finished(sessions, session_id)
     root = original.revision_of or original.session_id
     latest = max((s.revision for s in sessions.list() if s.revision_of == root), default=1)
     return Session(
@@ -73,6 +65,20 @@ def plan_revision(sessions: SessionStore, session_id: str, *, model: str | None,
         asr_model=model,
         asr_language=language,
     )
+
+
+def _finished(sessions: SessionStore, session_id: str) -> Session:
+    """The session ``session_id``; :class:`RetranscribeError` unless it exists and is finished."""
+    try:
+        original = sessions.get(session_id)
+    except SessionNotFound:
+        raise RetranscribeError(f"no session {session_id!r}") from None
+    if original.state not in FINISHED:
+        raise RetranscribeError(
+            f"session {session_id} is {original.state.value}; only a finished meeting "
+            f"({' or '.join(s.value for s in FINISHED)}) is re-transcribed"
+        )
+    return original
 
 
 def run_revision(settings: Settings, revision: Session, *, on_progress: ProgressFn | None = None) -> TranscribeResult:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
+import numpy as np
 
 from contracts.frames import END_TAG_BYTES, SAMPLE_RATE, validate_session_id
 from producer.decode import DecodeError, decode_file
@@ -44,16 +45,9 @@ def ingest_file(
         raise DecodeError(f"cannot open {path}: no such file")
     # One run writes the whole stream, so a secret of its own makes the end its alone.
     framer = SessionFramer(writer, session_id, end_secret=secrets.token_bytes(END_TAG_BYTES))
-    chunks = decode_file(str(path))
-    started = time.monotonic()
     pushed = 0
     try:
-        for pcm in chunks:
-            if realtime:
-                # Release a chunk when its last sample would have been heard live.
-                delay = started + (pushed + pcm.size) / SAMPLE_RATE - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+        for pcm in _paced(decode_file(str(path)), realtime):
             framer.push(pcm)
             pushed += pcm.size
             if on_progress is not None:
@@ -61,15 +55,7 @@ def ingest_file(
     except (DecodeError, av.error.FFmpegError) as exc:
         if pushed == 0:
             raise DecodeError(f"cannot decode {path}: {exc}") from exc
-        framer.end()
-        log.error(
-            "input broke part-way; stream ended after the audio decoded so far",
-            extra={"session": session_id, "samples": pushed, "error": str(exc)},
-        )
-        raise DecodeError(
-            f"{path}: decoding failed after {framer.position.next_offset / SAMPLE_RATE:.1f} s "
-            f"(that audio was written and the stream ended): {exc}"
-        ) from exc
+        raise _broke_part_way(path, framer, session_id, pushed, exc) from exc
     framer.end()
     total = framer.position.next_offset
     log.info(
@@ -77,3 +63,31 @@ def ingest_file(
         extra={"session": session_id, "samples": total, "seconds": round(total / SAMPLE_RATE, 2)},
     )
     return total
+
+
+def _paced(chunks: Iterator[np.ndarray], realtime: bool) -> Iterator[np.ndarray]:
+    """The decoded chunks; with ``realtime``, each when its last sample would have been heard live."""
+    started = time.monotonic()
+    released = 0
+    for pcm in chunks:
+        if realtime:
+            delay = started + (released + pcm.size) / SAMPLE_RATE - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        yield pcm
+        released += pcm.size
+
+
+def _broke_part_way(
+    path: str | Path, framer: SessionFramer, session_id: str, pushed: int, exc: Exception
+) -> DecodeError:
+    """End the stream after the audio decoded so far; the error that says so."""
+    framer.end()
+    log.error(
+        "input broke part-way; stream ended after the audio decoded so far",
+        extra={"session": session_id, "samples": pushed, "error": str(exc)},
+    )
+    return DecodeError(
+        f"{path}: decoding failed after {framer.position.next_offset / SAMPLE_RATE:.1f} s "
+        f"(that audio was written and the stream ended): {exc}"
+    )

@@ -150,29 +150,29 @@ class IngestHub:
         by default a new session starts at sequence 0, sample 0.
         """
         validate_session_id(session_id)
-        if not stream_key or len(stream_key) > 256 or any(c in stream_key for c in "/?&# "):
-            raise ValueError("stream key must be 1-256 characters without '/', '?', '&', '#' or spaces")
+        _check_stream_key(stream_key)
         with self._lock:
             owner = self._by_key.get(stream_key)
             if owner is not None and owner.session_id != session_id:
                 raise ValueError("stream key already belongs to another session")
             existing = self._sessions.get(session_id)
             if existing is not None:
-                if existing.ended:
-                    raise ValueError(f"session {session_id} already ended")
-                if existing.stream_key != stream_key:
-                    self._by_key.pop(existing.stream_key, None)
-                    existing.stream_key = stream_key
-                self._by_key[stream_key] = existing
+                self._rekey(existing, stream_key)
                 return
             framer = SessionFramer(self.writer, session_id, position, end_secret=self.end_secret(session_id))
             target = IngestTarget(session_id, stream_key, framer)
             self._sessions[session_id] = target
             self._by_key[stream_key] = target
-        log.info(
-            "stream key registered",
-            extra={"session": session_id, "key": key_fingerprint(stream_key)},
-        )
+        log.info("stream key registered", extra={"session": session_id, "key": key_fingerprint(stream_key)})
+
+    def _rekey(self, target: IngestTarget, stream_key: str) -> None:
+        """A registered session's key becomes ``stream_key`` (the lock is held)."""
+        if target.ended:
+            raise ValueError(f"session {target.session_id} already ended")
+        if target.stream_key != stream_key:
+            self._by_key.pop(target.stream_key, None)
+            target.stream_key = stream_key
+        self._by_key[stream_key] = target
 
     def rotate(self, session_id: str, stream_key: str) -> None:
         """Replace a session's key: the old one is refused from now on, and a publisher that
@@ -350,3 +350,9 @@ def _log_refusal(
             **({"session": target.session_id} if target else {}),
         },
     )
+
+
+def _check_stream_key(stream_key: str) -> None:
+    """ValueError unless ``stream_key`` can stand in an RTMP URL's last part."""
+    if not stream_key or len(stream_key) > 256 or any(c in stream_key for c in "/?&# "):
+        raise ValueError("stream key must be 1-256 characters without '/', '?', '&', '#' or spaces")

@@ -10,9 +10,10 @@ checked with the :class:`producer.hub.IngestHub`, so a refused publisher never
 gets past ``createStream`` on the PyAV side, and its decoder has no session to
 push to in any case.
 
-This module owns the sockets and threads: accepting connections within the
-connection caps, the relay and its pre-publish byte limit, the private
-listener hand-off and the decoder that pushes PCM into the hub.
+This module owns the public socket: accepting connections within the connection
+caps. Each accepted connection (the relay and its pre-publish byte limit, the
+private listener hand-off and the decoder that pushes PCM into the hub) is a
+:class:`producer.rtmp_connection.RtmpConnection`.
 
 Before a publish is accepted a connection is unauthenticated, and the limits on
 those are fair rather than first come, first served (issue 20: 16 idle sockets
@@ -34,23 +35,14 @@ import ipaddress
 import logging
 import socket
 import threading
-import time
 
-import av
+from producer.hub import IngestHub, IngestTarget
+from producer.rtmp_connection import APP, MAX_UNAUTHENTICATED_BYTES, RtmpConnection
 
-from producer.decode import DecodeError, pcm_chunks
-from producer.hub import IngestHub, IngestTarget, PublishRevoked
-from producer.rtmp_wire import HANDSHAKE_BYTES, MAX_COMMAND_BYTES, RtmpProtocolError, RtmpSniffer
-from streams.base import StreamUnavailable
+__all__ = ["APP", "MAX_UNAUTHENTICATED_BYTES", "RtmpRelay", "source_of"]
 
 log = logging.getLogger(__name__)
 
-#: The RTMP application publishers use: ``rtmp://HOST:PORT/live/STREAM_KEY``.
-APP = "live"
-#: Client bytes forwarded before a publish is accepted: the handshake and a few
-#: commands (OBS sends about 1 KB). Anything beyond is refused, so an unauthenticated
-#: client cannot make the private listener buffer its data.
-MAX_UNAUTHENTICATED_BYTES = HANDSHAKE_BYTES + 4 * MAX_COMMAND_BYTES
 #: Unauthenticated connections one source address may hold. A publisher needs one;
 #: a few allow a retry or a second encoder from the same NAT while the first waits.
 MAX_UNPUBLISHED_PER_SOURCE = 4
@@ -116,7 +108,7 @@ class RtmpRelay:
         #: Unauthenticated connections closed to make room for a newer one.
         self.evicted_connections = 0
         self._lock = threading.Lock()
-        self._connections: set[_Connection] = set()
+        self._connections: set[RtmpConnection] = set()
         self._sock: socket.socket | None = None
         self._bound_port = 0
         self._accept_thread: threading.Thread | None = None
@@ -167,9 +159,24 @@ class RtmpRelay:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _forget(self, conn: _Connection) -> None:
+    def forget(self, conn: RtmpConnection) -> None:
+        """``conn`` is finished: it holds no slot any more."""
         with self._lock:
             self._connections.discard(conn)
+
+    def start_judging(self, conn: RtmpConnection) -> bool:
+        """Mark ``conn``'s publish as being judged (never evicted meanwhile); False if it was evicted."""
+        with self._lock:
+            if conn.evicted:
+                return False  # gave way to a newer connection just now
+            conn.judging = True
+            return True
+
+    def end_judging(self, conn: RtmpConnection, target: IngestTarget | None) -> None:
+        """Record the verdict and end the judging at once: published before it stops being judged."""
+        with self._lock:
+            conn.judging = False
+            conn.target = target
 
     def _accept_loop(self) -> None:
         assert self._sock is not None
@@ -182,35 +189,42 @@ class RtmpRelay:
                 if self._stopping.is_set():
                     return
                 raise
-            peer = f"{addr[0]}:{addr[1]}"
-            conn = _Connection(self, client, peer, source_of(str(addr[0])))
-            with self._lock:
-                victims = self._make_room(conn.source)
-                if victims is None:
-                    self.refused_connections += 1
-                    total = len(self._connections)
-                else:
-                    for victim in victims:
-                        victim.evicted = True
-                    self.evicted_connections += len(victims)
-                    self._connections.add(conn)
+            self._admit(client, f"{addr[0]}:{addr[1]}", source_of(str(addr[0])))
+
+    def _admit(self, client: socket.socket, peer: str, source: str) -> None:
+        """Start a connection for ``client``, evicting what gives way to it, or refuse it."""
+        conn = RtmpConnection(self, client, peer, source)
+        victims = self._claim_slot(conn)
+        if victims is None:
+            with contextlib.suppress(OSError):
+                client.close()
+            return
+        for victim in victims:
+            log.warning(
+                "rtmp connection evicted: a newer connection needs its slot",
+                extra={"peer": victim.peer, "source": victim.source, "age_s": round(victim.age(), 1)},
+            )
+            victim.close()
+        conn.start()
+
+    def _claim_slot(self, conn: RtmpConnection) -> list[RtmpConnection] | None:
+        """Give ``conn`` a slot and return the connections evicted for it; None = refused."""
+        with self._lock:
+            victims = self._make_room(conn.source)
             if victims is None:
+                self.refused_connections += 1
                 log.warning(
                     "rtmp connection refused: every connection slot holds a publisher",
-                    extra={"peer": peer, "connections": total},
+                    extra={"peer": conn.peer, "connections": len(self._connections)},
                 )
-                with contextlib.suppress(OSError):
-                    client.close()
-                continue
+                return None
             for victim in victims:
-                log.warning(
-                    "rtmp connection evicted: a newer connection needs its slot",
-                    extra={"peer": victim.peer, "source": victim.source, "age_s": round(victim.age(), 1)},
-                )
-                victim.close()
-            conn.start()
+                victim.evicted = True
+            self.evicted_connections += len(victims)
+            self._connections.add(conn)
+            return victims
 
-    def _make_room(self, source: str) -> list[_Connection] | None:
+    def _make_room(self, source: str) -> list[RtmpConnection] | None:
         """The unauthenticated connections that give way to a new one from ``source``; None = refuse it.
 
         Called with the lock held. The oldest goes first: it has had the longest
@@ -219,7 +233,7 @@ class RtmpRelay:
         """
         live = [c for c in self._connections if not c.evicted and not c.closed]
         waiting = sorted((c for c in live if c.target is None and not c.judging), key=lambda c: c.accepted_at)
-        victims: list[_Connection] = []
+        victims: list[RtmpConnection] = []
         same_source = [c for c in waiting if c.source == source]
         if len(same_source) >= self.max_unpublished_per_source:
             victims.append(same_source[0])
@@ -231,288 +245,3 @@ class RtmpRelay:
                 return None
             victims.append(rest[0])
         return victims
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Connection:
-    """One publisher: client socket <-> relay <-> private PyAV listener + decoder."""
-
-    def __init__(self, relay: RtmpRelay, client: socket.socket, peer: str, source: str) -> None:
-        self.relay = relay
-        self.client = client
-        self.peer = peer
-        self.source = source
-        self.accepted_at = time.monotonic()
-        #: Set under the relay's lock: this connection gave way to a newer one.
-        self.evicted = False
-        #: Set under the relay's lock: its publish is with the hub, so it must not be evicted.
-        self.judging = False
-        self.upstream: socket.socket | None = None
-        self.sniffer = RtmpSniffer()
-        self.target: IngestTarget | None = None
-        self.app = ""
-        self._closed = threading.Event()
-        self.client_eof = threading.Event()
-        self.done = threading.Event()
-        self._listener_failed = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._local_port = _free_port()
-
-    def start(self) -> None:
-        name = self.peer
-        decoder = threading.Thread(target=self._decode, name=f"rtmp-decode-{name}", daemon=True)
-        relay = threading.Thread(target=self._relay, name=f"rtmp-relay-{name}", daemon=True)
-        self._threads = [decoder, relay]
-        decoder.start()
-        relay.start()
-
-    def close(self) -> None:
-        """Tear down both sockets; the decoder sees the end and flushes."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        for sock in (self.client, self.upstream):
-            if sock is None:
-                continue
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    @property
-    def closed(self) -> bool:
-        """Closed (refused, timed out, gone): its threads are finishing and it holds no slot."""
-        return self._closed.is_set()
-
-    def age(self) -> float:
-        """Seconds since the connection was accepted."""
-        return time.monotonic() - self.accepted_at
-
-    def join(self, timeout: float) -> None:
-        """Wait for the connection's threads to finish."""
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            if t is not threading.current_thread():
-                t.join(max(0.0, deadline - time.monotonic()))
-
-    # -- relay ------------------------------------------------------------------
-    def _connect_upstream(self) -> socket.socket | None:
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and not self._closed.is_set():
-            if self._listener_failed.is_set():
-                return None
-            try:
-                return socket.create_connection(("127.0.0.1", self._local_port), timeout=1.0)
-            except OSError:
-                time.sleep(0.01)
-        return None
-
-    def _relay(self) -> None:
-        relay = self.relay
-        try:
-            upstream = self._connect_upstream()
-            if upstream is None:
-                if self._closed.is_set():  # closed meanwhile (evicted, stopping): nothing went wrong
-                    self._release_listener()
-                else:
-                    log.error("private rtmp listener did not come up", extra={"peer": self.peer})
-                return
-            upstream.settimeout(None)
-            self.upstream = upstream
-            if self._closed.is_set():  # closed while connecting: close() did not see this socket
-                with contextlib.suppress(OSError):
-                    upstream.shutdown(socket.SHUT_RDWR)
-                upstream.close()
-                return
-            back = threading.Thread(target=self._pump_back, name=f"rtmp-back-{self.peer}", daemon=True)
-            self._threads.append(back)
-            back.start()
-            self.client.settimeout(0.5)
-            last_data = self.accepted_at
-            while not self._closed.is_set():
-                now = time.monotonic()
-                if self.sniffer.handshake_left and now - self.accepted_at > relay.handshake_timeout:
-                    self._refuse("no RTMP handshake within the timeout")
-                    return
-                if self.target is None and now - self.accepted_at > relay.publish_timeout:
-                    self._refuse("no publish within the timeout")
-                    return
-                if self.target is not None and now - last_data > relay.read_timeout:
-                    log.warning(
-                        "publisher stalled",
-                        extra={"session": self.target.session_id, "peer": self.peer},
-                    )
-                    return
-                try:
-                    data = self.client.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                if not data:
-                    # Let the decoder read everything already sent before it sees the end;
-                    # it closes the connection when done.
-                    self.client_eof.set()
-                    with contextlib.suppress(OSError):
-                        upstream.shutdown(socket.SHUT_WR)
-                    return
-                last_data = now
-                if not self._inspect(data):
-                    return
-                if self.target is not None:
-                    relay.hub.count_bytes(self.target, len(data))
-                upstream.sendall(data)
-        except OSError as exc:
-            if not self._closed.is_set():
-                log.info("publisher connection error", extra={"peer": self.peer, "error": str(exc)})
-        finally:
-            if not self.client_eof.is_set():
-                self.close()
-
-    def _release_listener(self) -> None:
-        """End a private listener no client will reach: connect once and hang up.
-
-        Otherwise its decoder thread waits out the listener's open timeout (15 s),
-        and connections evicted before their relay connected would pile up threads.
-        """
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and not self._listener_failed.is_set():
-            try:
-                socket.create_connection(("127.0.0.1", self._local_port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-
-    def _inspect(self, data: bytes) -> bool:
-        """Parse client bytes before they are forwarded; False = connection refused."""
-        try:
-            commands = self.sniffer.feed(data)
-        except RtmpProtocolError as exc:
-            self._refuse(f"protocol error: {exc}")
-            return False
-        if self.target is None and self.sniffer.bytes_seen > MAX_UNAUTHENTICATED_BYTES:
-            self._refuse(f"over {MAX_UNAUTHENTICATED_BYTES} bytes without an accepted publish")
-            return False
-        for cmd in commands:
-            if cmd.name == "media":
-                if self.target is None:
-                    self._refuse("media before an accepted publish")
-                    return False
-            elif cmd.name == "connect":
-                self.app = cmd.app
-                log.debug("rtmp connect", extra={"peer": self.peer, "app": cmd.app[:64]})
-            elif cmd.name == "play":
-                self._refuse("play is not served")
-                return False
-            elif cmd.name == "publish":
-                if self.target is not None:
-                    self._refuse("second publish on one connection")
-                    return False
-                if not cmd.stream_name:
-                    self._refuse("publish without a stream name")
-                    return False
-                target = self._authorize(cmd.stream_name)
-                if target is None:
-                    self.close()
-                    return False
-                self.target = target
-        return True
-
-    def _authorize(self, key: str) -> IngestTarget | None:
-        """The hub's verdict on a publish of ``key``, after this front's own check of the app."""
-        relay = self.relay
-        hub = relay.hub
-        if self.app != APP:
-            hub.refuse(key, self, "unknown application", app=self.app[:64])
-            return None
-        with relay._lock:
-            if self.evicted:
-                return None  # gave way to a newer connection just now
-            self.judging = True
-        target = None
-        try:
-            target = hub.authorize(key, self)
-            return target
-        finally:
-            with relay._lock:  # published before it stops being judged: never evicted between
-                self.judging = False
-                self.target = target
-
-    def _refuse(self, reason: str) -> None:
-        log.warning("rtmp connection refused", extra={"peer": self.peer, "reason": reason})
-        self.close()
-
-    def _pump_back(self) -> None:
-        assert self.upstream is not None
-        try:
-            while True:
-                data = self.upstream.recv(65536)
-                if not data:
-                    break
-                self.client.sendall(data)
-        except OSError:
-            pass
-        finally:
-            # The private listener is gone (its decoder finished): nothing more to relay.
-            self.close()
-
-    # -- decode -----------------------------------------------------------------
-    def _decode(self) -> None:
-        relay = self.relay
-        url = f"rtmp://127.0.0.1:{self._local_port}/{APP}/x"
-        try:
-            container = av.open(
-                url,
-                options={"listen": "1", "analyzeduration": "0", "probesize": "32"},
-                timeout=(relay.publish_timeout + 5.0, relay.read_timeout),
-            )
-        except Exception as exc:
-            self._listener_failed.set()
-            if not self._closed.is_set():
-                log.info(
-                    "rtmp listener ended before audio",
-                    extra={"peer": self.peer, "error": str(exc)},
-                )
-            self.close()
-            self._finish()
-            return
-        target = self.target
-        try:
-            with container:
-                if target is None:
-                    # Only reachable if the relay forwarded a publish it never authorised.
-                    log.error("stream opened without an accepted publish", extra={"peer": self.peer})
-                    return
-                for pcm in pcm_chunks(container):
-                    relay.hub.push(target, self, pcm)
-        except PublishRevoked:
-            pass
-        except (OSError, av.error.FFmpegError, DecodeError) as exc:
-            # Errno 5 is how libav reports the publisher closing the connection.
-            log.info(
-                "publisher disconnected",
-                extra={"session": target.session_id if target else None, "detail": str(exc)},
-            )
-        except StreamUnavailable:
-            log.exception(
-                "stream unavailable; dropping publisher", extra={"session": target.session_id if target else None}
-            )
-        finally:
-            self.close()
-            self._finish()
-
-    def _finish(self) -> None:
-        if self.target is not None:
-            self.relay.hub.release(self.target, self)
-            self.done.set()
-            s = self.relay.hub.stats(self.target.session_id)
-            log.info(
-                "publisher gone",
-                extra={"session": s.session_id, "samples": s.samples, "frames": s.frames},
-            )
-        self.done.set()
-        self.relay._forget(self)

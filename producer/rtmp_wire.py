@@ -253,72 +253,65 @@ class RtmpSniffer:
 
     def _header(self, buf: bytearray, pos: int) -> int | None:
         """Parse one chunk header at ``pos``; None if it is not all there yet."""
-        start = pos
-        end = len(buf)
-        if pos >= end:
+        basic = _basic_header(buf, pos)
+        if basic is None:
             return None
-        first = buf[pos]
-        fmt, csid = first >> 6, first & 0x3F
-        pos += 1
-        if csid == 0:
-            if pos + 1 > end:
-                return None
-            csid = 64 + buf[pos]
-            pos += 1
-        elif csid == 1:
-            if pos + 2 > end:
-                return None
-            csid = 64 + buf[pos] + 256 * buf[pos + 1]
-            pos += 2
+        fmt, csid, at = basic
         size = (11, 7, 3, 0)[fmt]
-        if pos + size > end:
+        if at + size > len(buf):
             return None
-        cs = self._streams.get(csid)
-        if cs is None:
-            if fmt != 0:
-                raise RtmpProtocolError(f"chunk stream {csid} starts without a full header")
-            if len(self._streams) >= MAX_CHUNK_STREAMS:
-                raise RtmpProtocolError(f"more than {MAX_CHUNK_STREAMS} chunk streams")
-            cs = _ChunkStream()
-        ts_field = int.from_bytes(buf[pos : pos + 3], "big") if fmt < 3 else 0
+        cs = self._stream_for(fmt, csid)
+        ts_field = int.from_bytes(buf[at : at + 3], "big") if fmt < 3 else 0
         extended = ts_field == 0xFFFFFF if fmt < 3 else cs.extended
-        if extended and pos + size + 4 > end:
+        if extended and at + size + 4 > len(buf):
             return None
         # All bytes are there: commit.
         if fmt < 3 and cs.received:
             raise RtmpProtocolError(f"new message header inside a message on chunk stream {csid}")
-        if fmt <= 1:
-            cs.length = int.from_bytes(buf[pos + 3 : pos + 6], "big")
-            cs.type_id = buf[pos + 6]
-        if fmt == 0:
-            cs.stream_id = int.from_bytes(buf[pos + 7 : pos + 11], "little")
-        pos += size
-        if extended:
-            ts_field = int.from_bytes(buf[pos : pos + 4], "big")
-            pos += 4
+        _read_message_header(cs, fmt, buf[at : at + size])
+        ts_field, at = _extended_timestamp(buf, at + size, ts_field, extended)
         cs.extended = extended
+        self._continue_on(csid, cs, fmt, ts_field)
+        return at - pos
+
+    def _continue_on(self, csid: int, cs: _ChunkStream, fmt: int, ts_field: int) -> None:
+        """Chunk data that follows belongs to ``cs`` (a message starts on it unless one is under way)."""
         if cs.received == 0:
-            if fmt == 0:
-                cs.timestamp = ts_field
-            elif fmt in (1, 2):
-                cs.delta = ts_field
-                cs.timestamp += ts_field
-            else:
-                cs.timestamp += cs.delta
-            keep = cs.type_id in (MSG_SET_CHUNK_SIZE, MSG_ABORT, MSG_AMF0_COMMAND, MSG_AMF3_COMMAND)
-            if keep and cs.length > MAX_COMMAND_BYTES:
-                raise RtmpProtocolError(f"command message of {cs.length} bytes")
-            if self.in_flight + cs.length > MAX_MESSAGE_BYTES_IN_FLIGHT:
-                raise RtmpProtocolError(f"more than {MAX_MESSAGE_BYTES_IN_FLIGHT} bytes of messages in flight")
-            self.in_flight += cs.length
-            cs.payload = bytearray() if keep else None
-            if cs.type_id not in CONTROL_TYPES and not self.media_started:
-                self.media_started = True
-                self._events.append(RtmpCommand("media"))
+            self._begin_message(cs, fmt, ts_field)
         self._streams[csid] = cs
         self._current = cs
         self._chunk_left = min(self.chunk_size, cs.length - cs.received)
-        return pos - start
+
+    def _stream_for(self, fmt: int, csid: int) -> _ChunkStream:
+        """The chunk stream a header continues, or a new one (which must start with a full header)."""
+        cs = self._streams.get(csid)
+        if cs is not None:
+            return cs
+        if fmt != 0:
+            raise RtmpProtocolError(f"chunk stream {csid} starts without a full header")
+        if len(self._streams) >= MAX_CHUNK_STREAMS:
+            raise RtmpProtocolError(f"more than {MAX_CHUNK_STREAMS} chunk streams")
+        return _ChunkStream()
+
+    def _begin_message(self, cs: _ChunkStream, fmt: int, ts_field: int) -> None:
+        """A message starts on ``cs``: its timestamp, its size within the limits, and whether to keep it."""
+        if fmt == 0:
+            cs.timestamp = ts_field
+        elif fmt in (1, 2):
+            cs.delta = ts_field
+            cs.timestamp += ts_field
+        else:
+            cs.timestamp += cs.delta
+        keep = cs.type_id in (MSG_SET_CHUNK_SIZE, MSG_ABORT, MSG_AMF0_COMMAND, MSG_AMF3_COMMAND)
+        if keep and cs.length > MAX_COMMAND_BYTES:
+            raise RtmpProtocolError(f"command message of {cs.length} bytes")
+        if self.in_flight + cs.length > MAX_MESSAGE_BYTES_IN_FLIGHT:
+            raise RtmpProtocolError(f"more than {MAX_MESSAGE_BYTES_IN_FLIGHT} bytes of messages in flight")
+        self.in_flight += cs.length
+        cs.payload = bytearray() if keep else None
+        if cs.type_id not in CONTROL_TYPES and not self.media_started:
+            self.media_started = True
+            self._events.append(RtmpCommand("media"))
 
     def _complete(self, cs: _ChunkStream, commands: list[RtmpCommand]) -> None:
         payload = bytes(cs.payload or b"")
@@ -329,23 +322,64 @@ class RtmpSniffer:
         if cs.type_id in (MSG_AUDIO, MSG_VIDEO):
             self.media_messages += 1
         elif cs.type_id == MSG_SET_CHUNK_SIZE:
-            if len(payload) < 4:
-                raise RtmpProtocolError("short Set Chunk Size message")
-            size = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
-            if size < 1:
-                raise RtmpProtocolError("chunk size 0")
-            self.chunk_size = size
+            self.chunk_size = _chunk_size(payload)
         elif cs.type_id == MSG_ABORT and len(payload) >= 4:
-            aborted = self._streams.get(int.from_bytes(payload[:4], "big"))
-            if aborted is not None and aborted.received:
-                self.in_flight -= aborted.length
-                aborted.received, aborted.payload = 0, None
+            self._abort(int.from_bytes(payload[:4], "big"))
         elif cs.type_id in (MSG_AMF0_COMMAND, MSG_AMF3_COMMAND):
             if cs.type_id == MSG_AMF3_COMMAND:
                 payload = payload[1:]  # AMF3 command messages carry AMF0 after a format byte
             command = _command(payload)
             if command is not None:
                 commands.append(command)
+
+    def _abort(self, csid: int) -> None:
+        """Abort Message: drop the partly received message on chunk stream ``csid``."""
+        aborted = self._streams.get(csid)
+        if aborted is not None and aborted.received:
+            self.in_flight -= aborted.length
+            aborted.received, aborted.payload = 0, None
+
+
+def _chunk_size(payload: bytes) -> int:
+    """The chunk size a Set Chunk Size message sets."""
+    if len(payload) < 4:
+        raise RtmpProtocolError("short Set Chunk Size message")
+    size = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+    if size < 1:
+        raise RtmpProtocolError("chunk size 0")
+    return size
+
+
+def _basic_header(buf: bytearray, pos: int) -> tuple[int, int, int] | None:
+    """(format, chunk stream id, position after it) of the basic header at ``pos``; None if incomplete."""
+    if pos >= len(buf):
+        return None
+    fmt, csid = buf[pos] >> 6, buf[pos] & 0x3F
+    pos += 1
+    extra = {0: 1, 1: 2}.get(csid, 0)  # ids 64-319 take one more byte, 64-65599 two
+    if pos + extra > len(buf):
+        return None
+    if csid == 0:
+        csid = 64 + buf[pos]
+    elif csid == 1:
+        csid = 64 + buf[pos] + 256 * buf[pos + 1]
+    return fmt, csid, pos + extra
+
+
+def _extended_timestamp(buf: bytearray, at: int, ts_field: int, extended: bool) -> tuple[int, int]:
+    """The timestamp (the 4-byte extended one at ``at`` when there is one) and the position after it."""
+    if not extended:
+        return ts_field, at
+    return int.from_bytes(buf[at : at + 4], "big"), at + 4
+
+
+def _read_message_header(cs: _ChunkStream, fmt: int, header: bytearray) -> None:
+    """The message length and type (formats 0 and 1) and stream id (format 0) from a message header."""
+    if fmt <= 1:
+        cs.length = int.from_bytes(header[3:6], "big")
+        cs.type_id = header[6]
+    if fmt == 0:
+        cs.stream_id = int.from_bytes(header[7:11], "little")
 
 
 def _command(payload: bytes) -> RtmpCommand | None:

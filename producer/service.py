@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.logs import configure_logging
@@ -56,16 +57,53 @@ def run_producer_task(
 
     ``writer``/``sessions`` default to the ones ``settings`` configure.
     """
-    if writer is None:
-        from streams.factory import stream_writer
-
-        writer = stream_writer(settings)
-    if sessions is None:
-        from stores.factory import session_store
-
-        sessions = session_store(settings)
+    writer = writer if writer is not None else _configured_writer(settings)
+    sessions = sessions if sessions is not None else _configured_sessions(settings)
     stop = stop or threading.Event()
     _stop_on_signals(stop)
+    hub = _session_hub(writer, sessions, stream_key)
+    if use_nginx:
+        rtmp = RtmpRelay(hub, "127.0.0.1", 0)
+    else:
+        rtmp = RtmpRelay(hub, settings.host, settings.rtmp_port, max_connections=settings.rtmp_max_connections)
+    rtmp.start()
+    hub.register(session_id, stream_key)
+    nginx = _Nginx()
+    work = tempfile.TemporaryDirectory(prefix="flowbot-nginx-")
+    try:
+        if use_nginx:
+            nginx.start(settings, sessions, session_id, rtmp.port, Path(work.name))
+        log.info("producer ready", extra={"session": session_id, "rtmp_port": settings.rtmp_port, "nginx": use_nginx})
+        stop.wait()
+        log.info("producer stopping", extra={"session": session_id})
+    finally:
+        if nginx.front is not None:
+            nginx.front.stop()
+        _end_session(hub, session_id)
+        rtmp.stop()
+        if nginx.auth is not None:
+            nginx.auth.stop()
+        writer.close()
+        work.cleanup()
+    samples = hub.stats(session_id).samples
+    log.info("producer done", extra={"session": session_id, "samples": samples})
+    return samples
+
+
+def _configured_writer(settings: Settings) -> StreamWriter:
+    from streams.factory import stream_writer
+
+    return stream_writer(settings)
+
+
+def _configured_sessions(settings: Settings) -> SessionStore:
+    from stores.factory import session_store
+
+    return session_store(settings)
+
+
+def _session_hub(writer: StreamWriter, sessions: SessionStore, stream_key: str) -> IngestHub:
+    """The task's hub: it marks the session live through the state machine when audio starts."""
 
     def mark_live(sid: str) -> None:
         with contextlib.suppress(StateConflict):
@@ -74,49 +112,35 @@ def run_producer_task(
     # The end key derives from the launch key, which a relaunched task of this session gets
     # again: the secret of its end of stream stays the one its audio committed to.
     end_key = hashlib.sha256(b"flowbot-ingest-end-key:" + stream_key.encode()).digest()
-    hub = IngestHub(writer, on_live=mark_live, end_key=end_key)
-    if use_nginx:
-        rtmp = RtmpRelay(hub, "127.0.0.1", 0)
-    else:
-        rtmp = RtmpRelay(hub, settings.host, settings.rtmp_port, max_connections=settings.rtmp_max_connections)
-    rtmp.start()
-    hub.register(session_id, stream_key)
+    return IngestHub(writer, on_live=mark_live, end_key=end_key)
+
+
+@dataclass
+class _Nginx:
+    """nginx-rtmp on the public port and the publish check it asks, once started."""
+
     auth: NginxAuthServer | None = None
     front: NginxFront | None = None
-    work = tempfile.TemporaryDirectory(prefix="flowbot-nginx-")
-    try:
-        if use_nginx:
-            auth = NginxAuthServer(sessions, session_id=session_id)
-            auth.start()
-            front = NginxFront(
-                rtmp_listen=f"{settings.host}:{settings.rtmp_port}",
-                auth_port=auth.port,
-                ingest_port=rtmp.port,
-                work_dir=Path(work.name),
-            )
-            front.start()
-        log.info(
-            "producer ready",
-            extra={"session": session_id, "rtmp_port": settings.rtmp_port, "nginx": use_nginx},
+
+    def start(self, settings: Settings, sessions: SessionStore, session_id: str, ingest_port: int, work: Path) -> None:
+        """Start the publish check, then nginx in front of the relay on ``ingest_port``."""
+        self.auth = NginxAuthServer(sessions, session_id=session_id)
+        self.auth.start()
+        self.front = NginxFront(
+            rtmp_listen=f"{settings.host}:{settings.rtmp_port}",
+            auth_port=self.auth.port,
+            ingest_port=ingest_port,
+            work_dir=work,
         )
-        stop.wait()
-        log.info("producer stopping", extra={"session": session_id})
-    finally:
-        if front is not None:
-            front.stop()
-        # Let audio already pushed over loopback drain into the stream before ending it.
-        deadline = time.monotonic() + 5.0
-        while hub.stats(session_id).connected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        hub.end(session_id)
-        rtmp.stop()
-        if auth is not None:
-            auth.stop()
-        writer.close()
-        work.cleanup()
-    samples = hub.stats(session_id).samples
-    log.info("producer done", extra={"session": session_id, "samples": samples})
-    return samples
+        self.front.start()
+
+
+def _end_session(hub: IngestHub, session_id: str) -> None:
+    """End the session's stream once audio already pushed over loopback has drained into it."""
+    deadline = time.monotonic() + 5.0
+    while hub.stats(session_id).connected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    hub.end(session_id)
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -209,28 +209,33 @@ class DynamoSessionStore:
         except SessionNotFound:
             return None
 
+    def _all_items(self, operation: str, **request: Any) -> list[dict[str, Any]]:
+        """Every item of a paginated ``scan`` or ``query`` of the table."""
+        items: list[dict[str, Any]] = []
+        for page in self.client.get_paginator(operation).paginate(TableName=self.table, **request):
+            items.extend(page.get("Items", []))
+        return items
+
     def list(self, states: Sequence[SessionState] | None = None) -> list[Session]:
         """See :meth:`stores.base.SessionStore.list` (oldest first)."""
-        items: list[dict[str, Any]] = []
         if states is None:
-            pages = self.client.get_paginator("scan").paginate(
-                TableName=self.table,
+            items = self._all_items(
+                "scan",
                 FilterExpression="#k = :s",
                 ExpressionAttributeNames={"#k": "kind"},
                 ExpressionAttributeValues={":s": {"S": "session"}},
             )
-            for page in pages:
-                items.extend(page.get("Items", []))
         else:
-            for state in states:
-                pages = self.client.get_paginator("query").paginate(
-                    TableName=self.table,
+            items = [
+                item
+                for state in states
+                for item in self._all_items(
+                    "query",
                     IndexName=STATE_INDEX,
                     KeyConditionExpression="#s = :s",
                     ExpressionAttributeNames={"#s": "state"},
                     ExpressionAttributeValues={":s": {"S": state.value}},
                 )
-                for page in pages:
-                    items.extend(page.get("Items", []))
+            ]
         sessions = [_load(i) for i in items]
         return sorted(sessions, key=lambda s: (s.created_at, s.session_id))

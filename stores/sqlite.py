@@ -1,4 +1,8 @@
-"""SQLite transcript and session stores for the single-machine mode."""
+"""SQLite transcript store for the single-machine mode: windows written and read in one file.
+
+The file's schema and its upgrades are :mod:`stores.sqlite_schema`; the session store
+sharing the file is :mod:`stores.sqlite_sessions` (importable from here as before).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,141 +26,14 @@ from contracts.segments import (
     relabel_segment,
     relabel_window,
 )
-from localdb import SqliteFile
-from stores.base import (
-    MATCH_END,
-    MATCH_START,
-    SearchHit,
-    Session,
-    SessionNotFound,
-    SessionProgress,
-    SessionState,
-    StateConflict,
-    WindowChange,
-    search_words,
-)
+from stores.base import MATCH_END, MATCH_START, SearchHit, SessionProgress, WindowChange, search_words
+from stores.sqlite_schema import open_store
+from stores.sqlite_sessions import SqliteSessionStore
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS segments (
-    session_id TEXT NOT NULL,
-    window_index INTEGER NOT NULL,
-    segment_index INTEGER NOT NULL,
-    start REAL NOT NULL,
-    "end" REAL NOT NULL,
-    speaker TEXT,
-    text TEXT NOT NULL,
-    words TEXT NOT NULL,
-    is_final INTEGER NOT NULL,
-    stable INTEGER NOT NULL,
-    avg_logprob REAL,
-    audio_uri TEXT,
-    PRIMARY KEY (session_id, window_index, segment_index)
-);
-CREATE TABLE IF NOT EXISTS windows (
-    session_id TEXT NOT NULL,
-    window_index INTEGER NOT NULL,
-    start_sample INTEGER NOT NULL,
-    end_sample INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    error TEXT,
-    audio_uri TEXT,
-    revision INTEGER NOT NULL,
-    turns TEXT NOT NULL DEFAULT '[]',
-    dropped_segments INTEGER NOT NULL DEFAULT 0,
-    speakers TEXT NOT NULL DEFAULT '[]',
-    PRIMARY KEY (session_id, window_index)
-);
-CREATE INDEX IF NOT EXISTS windows_by_revision ON windows (session_id, revision);
-CREATE TABLE IF NOT EXISTS progress (
-    session_id TEXT PRIMARY KEY,
-    next_window_index INTEGER NOT NULL,
-    committed_sample INTEGER NOT NULL,
-    ended_sample INTEGER,
-    speaker_state TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS speakers (
-    session_id TEXT NOT NULL,
-    label TEXT NOT NULL,
-    display_name TEXT NOT NULL,
-    PRIMARY KEY (session_id, label)
-);
-CREATE TABLE IF NOT EXISTS notes (
-    session_id TEXT PRIMARY KEY,
-    notes TEXT NOT NULL
-);
--- Full text of final segments (external content: the text lives once, in segments). Triggers
--- keep it in step, so every writer (commit, relabel, replay) indexes alike; interim rows are not
--- indexed. porter stems English ("decided" finds "decide").
-CREATE VIRTUAL TABLE IF NOT EXISTS segments_fts USING fts5(
-    text, content='segments', content_rowid='rowid', tokenize='porter unicode61'
-);
-CREATE TRIGGER IF NOT EXISTS segments_fts_insert AFTER INSERT ON segments WHEN new.is_final = 1 BEGIN
-    INSERT INTO segments_fts (rowid, text) VALUES (new.rowid, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS segments_fts_delete AFTER DELETE ON segments WHEN old.is_final = 1 BEGIN
-    INSERT INTO segments_fts (segments_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
-END;
--- One trigger for updates, so the old entry always leaves before the new one comes (same rowid).
-CREATE TRIGGER IF NOT EXISTS segments_fts_update AFTER UPDATE OF text, is_final ON segments BEGIN
-    INSERT INTO segments_fts (segments_fts, rowid, text) SELECT 'delete', old.rowid, old.text WHERE old.is_final = 1;
-    INSERT INTO segments_fts (rowid, text) SELECT new.rowid, new.text WHERE new.is_final = 1;
-END;
-CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS speaker_relabels (
-    session_id TEXT PRIMARY KEY,
-    record TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS revisions (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL);
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id TEXT PRIMARY KEY,
-    stream_key TEXT NOT NULL UNIQUE,
-    state TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-"""
+__all__ = ["SEARCH_CANDIDATES", "SqliteSessionStore", "SqliteTranscriptStore"]
 
 # Window status while interim text is shown for it.
 OPEN = "open"
-
-
-#: Columns added to ``windows`` after its first release: (name, declaration).
-_ADDED_COLUMNS = (
-    ("turns", "TEXT NOT NULL DEFAULT '[]'"),
-    ("dropped_segments", "INTEGER NOT NULL DEFAULT 0"),
-    ("speakers", "TEXT NOT NULL DEFAULT '[]'"),
-)
-
-
-def _open(path: Path | str) -> SqliteFile:
-    """The store file with its schema, upgraded in place from older releases."""
-    db = SqliteFile(path, _SCHEMA)
-    # Files from before a column was added get it (CREATE TABLE IF NOT EXISTS kept the old shape).
-    conn = db.conn()
-    _index_older_segments(db)
-    have = {row[1] for row in conn.execute("PRAGMA table_info(windows)")}
-    for column, decl in _ADDED_COLUMNS:
-        if column not in have:
-            try:
-                conn.execute(f"ALTER TABLE windows ADD COLUMN {column} {decl}")
-            except sqlite3.OperationalError as exc:  # another process added it just now
-                if "duplicate column" not in str(exc):
-                    raise
-    return db
-
-
-def _index_older_segments(db: SqliteFile) -> None:
-    """Index the final segments of a file written before the full-text index existed (once per file).
-
-    Rebuilt whole, in one write transaction, whatever another process indexed meanwhile through the
-    triggers, so the index always ends up matching the rows; ``store_meta`` remembers it was done.
-    """
-    with db.tx() as conn:
-        if conn.execute("SELECT 1 FROM store_meta WHERE key = 'segments_fts'").fetchone():
-            return
-        conn.execute("INSERT INTO segments_fts (segments_fts) VALUES ('delete-all')")
-        conn.execute("INSERT INTO segments_fts (rowid, text) SELECT rowid, text FROM segments WHERE is_final = 1")
-        conn.execute("INSERT INTO store_meta VALUES ('segments_fts', 'built')")
-
 
 #: Most matching segments ranked per query, newest first (see SqliteTranscriptStore.search).
 SEARCH_CANDIDATES = 2000
@@ -251,11 +128,75 @@ _WIN_COLS = (
 )
 
 
+def _replace_segments(conn: sqlite3.Connection, session_id: str, index: int, rows: list[tuple[Any, ...]]) -> None:
+    """A window's segment rows become ``rows`` (:func:`_segment_row` tuples)."""
+    conn.execute("DELETE FROM segments WHERE session_id = ? AND window_index = ?", (session_id, index))
+    conn.executemany(f"INSERT INTO segments ({_SEG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+
+def _put_window_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    """Write a window row (:func:`_window_row`'s tuple: its columns and its revision)."""
+    conn.execute(f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+
+
+def _relabel_segments(conn: sqlite3.Connection, session_id: str, index: int, mapping: dict[str, str]) -> None:
+    """Give a window's final segments (and their words) the session speakers ``mapping`` names."""
+    rows = conn.execute(
+        f"SELECT {_SEG_COLS} FROM segments WHERE session_id = ? AND window_index = ? AND is_final = 1",
+        (session_id, index),
+    ).fetchall()
+    for seg in (relabel_segment(_segment_from_row(r), mapping) for r in rows):
+        conn.execute(
+            "UPDATE segments SET speaker = ?, words = ? "
+            "WHERE session_id = ? AND window_index = ? AND segment_index = ?",
+            (seg.speaker, json.dumps([w.to_dict() for w in seg.words]), session_id, index, seg.segment_index),
+        )
+
+
+def _relabel_window_row(conn: sqlite3.Connection, session_id: str, index: int, mapping: dict[str, str]) -> None:
+    """Relabel a committed window's turns and speakers under a new revision."""
+    row = conn.execute(
+        f"SELECT {_WIN_COLS} FROM windows WHERE session_id = ? AND window_index = ? AND status != ?",
+        (session_id, index, OPEN),
+    ).fetchone()
+    if row is not None:
+        # A new revision: live feeds send the window again, with its final labels.
+        _put_window_row(conn, _window_row(relabel_window(_window_from_row(row), mapping), _next_revision(conn)))
+
+
+def _ranked_matches(
+    conn: sqlite3.Connection, match: str, session_ids: Sequence[str] | None, limit: int
+) -> list[tuple[Any, ...]]:
+    """The best ``limit`` of the newest :data:`SEARCH_CANDIDATES` final segments matching ``match``."""
+    scope, scope_params = "", []
+    if session_ids is not None:
+        scope = f"JOIN segments w ON w.rowid = f.rowid AND w.session_id IN ({','.join('?' * len(session_ids))})"
+        scope_params = list(session_ids)
+    return conn.execute(
+        'SELECT s.rowid, s.session_id, s.window_index, s.segment_index, s.start, s."end", s.speaker, s.text, '
+        "c.score FROM (SELECT f.rowid AS rid, bm25(segments_fts) AS score FROM segments_fts f "
+        f"{scope} WHERE segments_fts MATCH ? ORDER BY f.rowid DESC LIMIT ?) c "
+        "JOIN segments s ON s.rowid = c.rid ORDER BY c.score, s.session_id, s.start LIMIT ?",
+        [*scope_params, match, SEARCH_CANDIDATES, limit],
+    ).fetchall()
+
+
+def _search_hit(conn: sqlite3.Connection, match: str, row: tuple[Any, ...]) -> SearchHit:
+    """One ranked match as a hit, its matched words marked."""
+    rowid, sid, window, index, start, end, speaker, text, score = row
+    (snippet,) = conn.execute(
+        "SELECT highlight(segments_fts, 0, ?, ?) FROM segments_fts WHERE segments_fts MATCH ? AND rowid = ?",
+        (MATCH_START, MATCH_END, match, rowid),
+    ).fetchone()
+    # bm25() is lower-is-better; the hit's score is its negation, so higher is better.
+    return SearchHit(sid, window, index, start, end, speaker, text, snippet, -float(score))
+
+
 class SqliteTranscriptStore:
     """:class:`stores.base.TranscriptStore` on one SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
-        self._db = _open(path)
+        self._db = open_store(path)
 
     def commit_window(
         self,
@@ -266,18 +207,8 @@ class SqliteTranscriptStore:
         """See :meth:`stores.base.TranscriptStore.commit_window`."""
         with self._db.tx() as conn:
             rev = _next_revision(conn)
-            conn.execute(
-                "DELETE FROM segments WHERE session_id = ? AND window_index = ?",
-                (window.session_id, window.window_index),
-            )
-            conn.executemany(
-                f"INSERT INTO segments ({_SEG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [_segment_row(s) for s in segments],
-            )
-            conn.execute(
-                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                _window_row(window, rev),
-            )
+            _replace_segments(conn, window.session_id, window.window_index, [_segment_row(s) for s in segments])
+            _put_window_row(conn, _window_row(window, rev))
             self._save_progress(conn, progress)
 
     def put_interim(self, session_id: str, window_index: int, segments: Sequence[TranscriptSegment]) -> bool:
@@ -290,20 +221,11 @@ class SqliteTranscriptStore:
             if row and row[0] != OPEN:
                 return False
             rev = _next_revision(conn)
-            conn.execute(
-                "DELETE FROM segments WHERE session_id = ? AND window_index = ?",
-                (session_id, window_index),
-            )
-            conn.executemany(
-                f"INSERT INTO segments ({_SEG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [_segment_row(replace(s, is_final=False)) for s in segments],
-            )
+            rows = [_segment_row(replace(s, is_final=False)) for s in segments]
+            _replace_segments(conn, session_id, window_index, rows)
             start = int(segments[0].start * SAMPLE_RATE) if segments else 0
             end = int(segments[-1].end * SAMPLE_RATE) if segments else 0
-            conn.execute(
-                f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (session_id, window_index, start, end, OPEN, None, None, "[]", 0, "[]", rev),
-            )
+            _put_window_row(conn, (session_id, window_index, start, end, OPEN, None, None, "[]", 0, "[]", rev))
             return True
 
     @staticmethod
@@ -400,34 +322,9 @@ class SqliteTranscriptStore:
             if conn.execute("SELECT 1 FROM speaker_relabels WHERE session_id = ?", (session_id,)).fetchone():
                 return False
             for index, mapping in sorted(relabel.windows.items()):
-                if not mapping:
-                    continue
-                rows = conn.execute(
-                    f"SELECT {_SEG_COLS} FROM segments WHERE session_id = ? AND window_index = ? AND is_final = 1",
-                    (session_id, index),
-                ).fetchall()
-                for seg in (relabel_segment(_segment_from_row(r), mapping) for r in rows):
-                    conn.execute(
-                        "UPDATE segments SET speaker = ?, words = ? "
-                        "WHERE session_id = ? AND window_index = ? AND segment_index = ?",
-                        (
-                            seg.speaker,
-                            json.dumps([w.to_dict() for w in seg.words]),
-                            session_id,
-                            index,
-                            seg.segment_index,
-                        ),
-                    )
-                row = conn.execute(
-                    f"SELECT {_WIN_COLS} FROM windows WHERE session_id = ? AND window_index = ? AND status != ?",
-                    (session_id, index, OPEN),
-                ).fetchone()
-                if row is not None:
-                    # A new revision: live feeds send the window again, with its final labels.
-                    conn.execute(
-                        f"INSERT OR REPLACE INTO windows ({_WIN_COLS}, revision) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                        _window_row(relabel_window(_window_from_row(row), mapping), _next_revision(conn)),
-                    )
+                if mapping:
+                    _relabel_segments(conn, session_id, index, mapping)
+                    _relabel_window_row(conn, session_id, index, mapping)
             names = dict(
                 conn.execute("SELECT label, display_name FROM speakers WHERE session_id = ?", (session_id,)).fetchall()
             )
@@ -469,103 +366,5 @@ class SqliteTranscriptStore:
         if not words or (session_ids is not None and not session_ids):
             return []
         match = _fts_query(words)
-        scope, scope_params = "", []
-        if session_ids is not None:
-            scope = f"JOIN segments w ON w.rowid = f.rowid AND w.session_id IN ({','.join('?' * len(session_ids))})"
-            scope_params = list(session_ids)
         conn = self._db.conn()
-        rows = conn.execute(
-            'SELECT s.rowid, s.session_id, s.window_index, s.segment_index, s.start, s."end", s.speaker, s.text, '
-            "c.score FROM (SELECT f.rowid AS rid, bm25(segments_fts) AS score FROM segments_fts f "
-            f"{scope} WHERE segments_fts MATCH ? ORDER BY f.rowid DESC LIMIT ?) c "
-            "JOIN segments s ON s.rowid = c.rid ORDER BY c.score, s.session_id, s.start LIMIT ?",
-            [*scope_params, match, SEARCH_CANDIDATES, limit],
-        ).fetchall()
-        hits = []
-        for rowid, sid, window, index, start, end, speaker, text, score in rows:
-            (snippet,) = conn.execute(
-                "SELECT highlight(segments_fts, 0, ?, ?) FROM segments_fts WHERE segments_fts MATCH ? AND rowid = ?",
-                (MATCH_START, MATCH_END, match, rowid),
-            ).fetchone()
-            # bm25() is lower-is-better; the hit's score is its negation, so higher is better.
-            hits.append(SearchHit(sid, window, index, start, end, speaker, text, snippet, -float(score)))
-        return hits
-
-
-class SqliteSessionStore:
-    """:class:`stores.base.SessionStore` on SQLite; transitions are compare-and-set."""
-
-    def __init__(self, path: Path | str) -> None:
-        self._db = _open(path)
-
-    @staticmethod
-    def _dump(s: Session) -> str:
-        data = {f.name: getattr(s, f.name) for f in fields(s)}
-        data["state"] = s.state.value
-        return json.dumps(data)
-
-    @staticmethod
-    def _load(data: str) -> Session:
-        raw = json.loads(data)
-        raw["state"] = SessionState(raw["state"])
-        return Session(**raw)
-
-    def create(self, session: Session) -> None:
-        """See :meth:`stores.base.SessionStore.create`."""
-        try:
-            with self._db.tx() as conn:
-                conn.execute(
-                    "INSERT INTO sessions VALUES (?,?,?,?)",
-                    (
-                        session.session_id,
-                        session.stream_key,
-                        session.state.value,
-                        self._dump(session),
-                    ),
-                )
-        except sqlite3.IntegrityError:
-            raise StateConflict(f"session {session.session_id} already exists") from None
-
-    def get(self, session_id: str) -> Session:
-        """See :meth:`stores.base.SessionStore.get`."""
-        row = self._db.conn().execute("SELECT data FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
-        if row is None:
-            raise SessionNotFound(session_id)
-        return self._load(row[0])
-
-    def transition(
-        self,
-        session_id: str,
-        expected: Sequence[SessionState],
-        new: SessionState,
-        **changes: Any,
-    ) -> Session:
-        """See :meth:`stores.base.SessionStore.transition`."""
-        with self._db.tx() as conn:
-            row = conn.execute("SELECT data FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
-            if row is None:
-                raise SessionNotFound(session_id)
-            current = self._load(row[0])
-            if current.state not in expected:
-                raise StateConflict(
-                    f"session {session_id} is {current.state.value}, expected " + " or ".join(s.value for s in expected)
-                )
-            updated = replace(current, state=new, updated_at=time.time(), **changes)
-            conn.execute(
-                "UPDATE sessions SET state = ?, data = ?, stream_key = ? WHERE session_id = ?",
-                (new.value, self._dump(updated), updated.stream_key, session_id),
-            )
-        return updated
-
-    def find_by_stream_key(self, stream_key: str) -> Session | None:
-        """See :meth:`stores.base.SessionStore.find_by_stream_key`."""
-        row = self._db.conn().execute("SELECT data FROM sessions WHERE stream_key = ?", (stream_key,)).fetchone()
-        return self._load(row[0]) if row else None
-
-    def list(self, states: Sequence[SessionState] | None = None) -> list[Session]:
-        """See :meth:`stores.base.SessionStore.list`."""
-        rows = self._db.conn().execute("SELECT data FROM sessions ORDER BY rowid").fetchall()
-        sessions = [self._load(r[0]) for r in rows]
-        if states is not None:
-            sessions = [s for s in sessions if s.state in states]
-        return sessions
+        return [_search_hit(conn, match, row) for row in _ranked_matches(conn, match, session_ids, limit)]

@@ -2,8 +2,8 @@
 
 Schema and row-level security: ``supabase/migrations/20261207000100_voice_library.sql``
 (owners read and delete only their own voices; only the service role writes).
-Requests go through the transcript store's retry and error rules
-(:class:`stores.supabase._Rest`). Every query on ``voices`` is filtered on the
+Requests go through the retry and error rules every Supabase store shares
+(:mod:`stores.supabase_rest`). Every query on ``voices`` is filtered on the
 owner, so even this service-role client never hands one owner's voice to another.
 """
 
@@ -13,9 +13,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from contracts.settings import Settings
 from contracts.voices import NamingState, Voice, VoiceNaming
-from stores.supabase import RetryPolicy, _data, _Rest, _url_and_key
+from stores.supabase_rest import SupabaseClient, result
 
 VOICES = "voices"
 NAMINGS = "voice_namings"
@@ -63,20 +62,8 @@ def _naming(row: dict[str, Any]) -> VoiceNaming:
     )
 
 
-class SupabaseVoiceLibrary:
+class SupabaseVoiceLibrary(SupabaseClient):
     """:class:`stores.base.VoiceLibrary` on Supabase."""
-
-    def __init__(
-        self,
-        url: str | Settings,
-        service_key: str | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        """``SupabaseVoiceLibrary(settings)`` or ``SupabaseVoiceLibrary(url, service_key)``."""
-        self._rest = _Rest(*_url_and_key(url, service_key), retry or RetryPolicy(), timeout)
-        self._db = self._rest.client
 
     def save_voice(self, voice: Voice) -> None:
         """See :meth:`stores.base.VoiceLibrary.save_voice`."""
@@ -108,7 +95,7 @@ class SupabaseVoiceLibrary:
             q = self._db.table(VOICES).select("*").eq("owner_id", owner_id)
             if model is not None:
                 q = q.eq("model", model)
-            return _data(q.order("name").order("id"))
+            return result(q.order("name").order("id"))
 
         return [_voice(r) for r in self._rest.call("voices", query)]
 
@@ -118,7 +105,7 @@ class SupabaseVoiceLibrary:
             return False
         rows = self._rest.call(
             "forget_voice",
-            lambda: _data(self._db.table(VOICES).delete().eq("owner_id", owner_id).eq("id", voice_id)),
+            lambda: result(self._db.table(VOICES).delete().eq("owner_id", owner_id).eq("id", voice_id)),
         )
         return bool(rows)
 
@@ -147,7 +134,7 @@ class SupabaseVoiceLibrary:
         """See :meth:`stores.base.VoiceLibrary.namings`."""
         rows = self._rest.call(
             "namings",
-            lambda: _data(self._db.table(NAMINGS).select("*").eq("session_id", session_id).order("label")),
+            lambda: result(self._db.table(NAMINGS).select("*").eq("session_id", session_id).order("label")),
             session=session_id,
         )
         return {str(r["label"]): _naming(r) for r in rows}

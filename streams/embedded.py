@@ -227,6 +227,12 @@ class EmbeddedConsumer:
         self.stop_event = threading.Event()
         #: The guard of each shard this consumer holds (its counters, its quarantine).
         self.guards: dict[str, PoisonGuard] = {}
+        # While running: each held shard's processor and read position, and per shard the
+        # consecutive failures and the last record of the batch that failed. The count is
+        # reset only once the shard got past that record, not by good replayed batches.
+        self._processors: dict[str, RecordProcessor] = {}
+        self._positions: dict[str, int] = {}
+        self._failures: dict[str, tuple[int, int]] = {}
 
     def _processor(self, shard: str, start: int) -> PoisonGuard:
         guard = PoisonGuard(self.processor_factory(), policy=self.retry, wait=self.stop_event.wait)
@@ -240,58 +246,66 @@ class EmbeddedConsumer:
 
     def run(self) -> int:
         """Consume every shard until :meth:`stop` is called; returns 0."""
-        processors: dict[str, RecordProcessor] = {}
-        positions: dict[str, int] = {}
+        self._processors = {}
+        self._positions = {}
+        self._failures = {}
         last_heartbeat = 0.0
-        # Per shard: consecutive failures, and the last record of the batch that failed. The
-        # count is reset only once the shard got past that record, not by good replayed batches.
-        failures: dict[str, tuple[int, int]] = {}
         try:
             while not self.stop_event.is_set():
                 now = time.monotonic()
                 if now - last_heartbeat > self.lease_stale_after / 3:
                     last_heartbeat = now
-                    self.stream.trim(self.retention_seconds)
-                    for shard in self.stream.shard_ids:
-                        held = self.stream.take_lease(self.application, shard, self.owner, self.lease_stale_after)
-                        if held and shard not in processors:
-                            start = self.stream.get_checkpoint(self.application, shard)
-                            processors[shard], positions[shard] = self._processor(shard, start), start
-                            log.info("shard lease taken", extra={"shard": shard, "after_seq": start})
-                        elif not held and shard in processors:
-                            processors.pop(shard).lease_lost()
-                            positions.pop(shard)
-                            log.warning("shard lease lost", extra={"shard": shard})
-                busy = False
-                for shard, proc in list(processors.items()):
-                    records = self.stream.read(shard, positions[shard], self.batch_size)
-                    if not records:
-                        continue
-                    busy = True
-                    try:
-                        proc.process_records(records, _EmbeddedCheckpointer(self.stream, self.application, shard))
-                        positions[shard] = records[-1].seq
-                        if positions[shard] >= failures.get(shard, (0, 0))[1]:
-                            failures.pop(shard, None)
-                    except Exception:
-                        # The guard could not replay in place (too much kept): as when a KCL
-                        # worker dies, drop in-memory state and replay from the checkpoint with
-                        # a fresh processor, after a pause that grows until the shard gets past
-                        # the batch that failed.
-                        count = failures.get(shard, (0, 0))[0] + 1
-                        failures[shard] = (count, max(records[-1].seq, failures.get(shard, (0, 0))[1]))
-                        log.exception(
-                            "record processor failed; replaying from checkpoint",
-                            extra={"shard": shard, "failures": count},
-                        )
-                        proc.lease_lost()
-                        start = self.stream.get_checkpoint(self.application, shard)
-                        processors[shard], positions[shard] = self._processor(shard, start), start
-                        self.stop_event.wait(self.retry.delay(count))
-                if not busy:
+                    self._renew_leases()
+                if not self._read_shards():
                     self.stop_event.wait(self.idle_sleep)
         finally:
-            for shard, proc in processors.items():
+            for shard, proc in self._processors.items():
                 proc.shutdown_requested(_EmbeddedCheckpointer(self.stream, self.application, shard))
                 self.stream.release_lease(self.application, shard, self.owner)
         return 0
+
+    def _read_shards(self) -> bool:
+        """One batch from each held shard to its processor; False when none had any."""
+        busy = False
+        for shard, proc in list(self._processors.items()):
+            records = self.stream.read(shard, self._positions[shard], self.batch_size)
+            if records:
+                busy = True
+                self._feed(shard, proc, records)
+        return busy
+
+    def _renew_leases(self) -> None:
+        """Trim the stream, then take (and start) or give up the lease of each shard."""
+        self.stream.trim(self.retention_seconds)
+        for shard in self.stream.shard_ids:
+            held = self.stream.take_lease(self.application, shard, self.owner, self.lease_stale_after)
+            if held and shard not in self._processors:
+                start = self.stream.get_checkpoint(self.application, shard)
+                self._processors[shard], self._positions[shard] = self._processor(shard, start), start
+                log.info("shard lease taken", extra={"shard": shard, "after_seq": start})
+            elif not held and shard in self._processors:
+                self._processors.pop(shard).lease_lost()
+                self._positions.pop(shard)
+                log.warning("shard lease lost", extra={"shard": shard})
+
+    def _feed(self, shard: str, proc: RecordProcessor, records: list[StreamRecord]) -> None:
+        """Hand a batch to its shard's processor; a failure restarts the shard from its checkpoint."""
+        try:
+            proc.process_records(records, _EmbeddedCheckpointer(self.stream, self.application, shard))
+            self._positions[shard] = records[-1].seq
+            if self._positions[shard] >= self._failures.get(shard, (0, 0))[1]:
+                self._failures.pop(shard, None)
+        except Exception:
+            # The guard could not replay in place (too much kept): as when a KCL
+            # worker dies, drop in-memory state and replay from the checkpoint with
+            # a fresh processor, after a pause that grows until the shard gets past
+            # the batch that failed.
+            count = self._failures.get(shard, (0, 0))[0] + 1
+            self._failures[shard] = (count, max(records[-1].seq, self._failures.get(shard, (0, 0))[1]))
+            log.exception(
+                "record processor failed; replaying from checkpoint", extra={"shard": shard, "failures": count}
+            )
+            proc.lease_lost()
+            start = self.stream.get_checkpoint(self.application, shard)
+            self._processors[shard], self._positions[shard] = self._processor(shard, start), start
+            self.stop_event.wait(self.retry.delay(count))

@@ -10,11 +10,16 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from streams.base import StreamConsumer
 
 log = logging.getLogger(__name__)
+
+#: What ``signal.signal`` answers: a handler, ``SIG_DFL``/``SIG_IGN`` or None.
+_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class ConsumerThread:
@@ -64,12 +69,7 @@ def run_until_signalled(consumer: StreamConsumer, *, poll_s: float = 0.2) -> int
     """
     thread = ConsumerThread(consumer)
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping on signal", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = _stop_on_signals(stop)
     try:
         thread.start()
         while thread.is_alive() and not stop.wait(poll_s):
@@ -80,3 +80,15 @@ def run_until_signalled(consumer: StreamConsumer, *, poll_s: float = 0.2) -> int
             signal.signal(sig, handler)
     thread.check()
     return 0 if code is None else code
+
+
+def _stop_on_signals(
+    stop: threading.Event,
+) -> dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | None]:
+    """SIGTERM and SIGINT set ``stop`` from now on; returns the handlers they had."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping on signal", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

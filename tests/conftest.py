@@ -1,10 +1,11 @@
-"""Shared fixtures: settings in a temp folder, generated speech, one ASR model per run."""
+"""Shared fixtures: settings in a temp folder, the local coordinator, generated speech, one ASR model per run."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,11 +15,32 @@ os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
 from contracts.settings import Settings
 from testkit.speech import Turn, meeting_wav
 
+if TYPE_CHECKING:
+    from control.api import Coordinator
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Embedded-mode settings in a fresh folder, one speaker, short windows off."""
     return Settings.from_env({}, data_dir=tmp_path / "data", diarization="none")
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[Coordinator]:
+    """The single-machine coordinator on ``settings``, launching producers on a loopback RTMP relay."""
+    from control.api import Coordinator
+    from control.context import build_local_context
+    from flowbot.launch import EmbeddedLauncher
+    from producer.hub import IngestHub
+    from producer.rtmp_relay import RtmpRelay
+    from streams.embedded import EmbeddedStream
+
+    rtmp = RtmpRelay(IngestHub(EmbeddedStream(settings.data_dir / "stream.db")), "127.0.0.1", 0)
+    rtmp.start()
+    try:
+        yield Coordinator(build_local_context(settings, EmbeddedLauncher(rtmp, "127.0.0.1")))
+    finally:
+        rtmp.stop()
 
 
 @pytest.fixture(scope="session")

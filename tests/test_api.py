@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -20,16 +20,6 @@ from producer.hub import IngestHub
 from producer.rtmp_relay import RtmpRelay
 from stores.base import SessionProgress, SessionState
 from streams.embedded import EmbeddedStream
-
-
-@pytest.fixture
-def api(settings: Settings) -> Iterator[Coordinator]:
-    rtmp = RtmpRelay(IngestHub(EmbeddedStream(settings.data_dir / "stream.db")), "127.0.0.1", 0)
-    rtmp.start()
-    try:
-        yield Coordinator(build_local_context(settings, EmbeddedLauncher(rtmp, "127.0.0.1")))
-    finally:
-        rtmp.stop()
 
 
 def call(api: Coordinator, body: object, headers: dict[str, str] | None = None) -> tuple[int, dict]:

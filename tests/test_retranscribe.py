@@ -56,12 +56,6 @@ def test_only_a_finished_meeting_is_retranscribed(settings: Settings) -> None:
     assert (nxt.revision, nxt.revision_of, nxt.asr_model, nxt.asr_language) == (3, "done-1", "bundled:tiny.en", "en")
 
 
-@pytest.fixture
-def api(settings: Settings) -> Coordinator:
-    rtmp = RtmpRelay(IngestHub(EmbeddedStream(settings.data_dir / "stream.db")), "127.0.0.1", 0)
-    return Coordinator(build_local_context(settings, EmbeddedLauncher(rtmp, "127.0.0.1")))
-
-
 @pytest.mark.parametrize(
     ("extra", "status"),
     [

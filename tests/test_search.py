@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -14,14 +14,9 @@ from contracts.segments import TranscriptSegment, WindowRecord
 from contracts.settings import Settings
 from control.access import USER, Caller
 from control.api import Coordinator
-from control.context import build_local_context
 from flowbot.cli import main
-from flowbot.launch import EmbeddedLauncher
-from producer.hub import IngestHub
-from producer.rtmp_relay import RtmpRelay
 from stores.base import MATCH_END, MATCH_START, Session, SessionProgress
 from stores.sqlite import SqliteTranscriptStore
-from streams.embedded import EmbeddedStream
 
 
 def _commit(store: SqliteTranscriptStore, sid: str, window: int, *texts: str, speaker: str = "S1") -> None:
@@ -92,16 +87,6 @@ def test_query_syntax_is_never_run(store: SqliteTranscriptStore, query: str) -> 
     _commit(store, "a", 0, "plain words only")
     # No sqlite3.OperationalError from FTS5 syntax: the words are searched for as words.
     assert store.search(query, session_ids=None, limit=5) == []
-
-
-@pytest.fixture
-def api(settings: Settings) -> Iterator[Coordinator]:
-    rtmp = RtmpRelay(IngestHub(EmbeddedStream(settings.data_dir / "stream.db")), "127.0.0.1", 0)
-    rtmp.start()
-    try:
-        yield Coordinator(build_local_context(settings, EmbeddedLauncher(rtmp, "127.0.0.1")))
-    finally:
-        rtmp.stop()
 
 
 def _session(api: Coordinator, sid: str, user: str, topic: str, created: float, *texts: str) -> None:

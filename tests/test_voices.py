@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -118,16 +118,6 @@ def test_forgetting_overwrites_the_embedding_bytes_in_the_file_and_its_wal(tmp_p
 
 
 # --------------------------------------------------------------------------- API and workflow
-
-
-@pytest.fixture
-def api(settings: Settings) -> Iterator[Coordinator]:
-    rtmp = RtmpRelay(IngestHub(EmbeddedStream(settings.data_dir / "stream.db")), "127.0.0.1", 0)
-    rtmp.start()
-    try:
-        yield Coordinator(build_local_context(settings, EmbeddedLauncher(rtmp, "127.0.0.1")))
-    finally:
-        rtmp.stop()
 
 
 def call(api: Coordinator, body: object, headers: dict[str, str] | None = None) -> tuple[int, dict]:

@@ -293,19 +293,7 @@ class SessionFeed:
         return _Read(viewer_session(session), session.state, encoded, speakers, notes)
 
     def _apply(self, read: _Read) -> bool:
-        changed = False
-        for window_index, revision, event in sorted(read.changes, key=lambda c: c[1]):
-            if revision <= self.revision:
-                continue  # already applied (revisions only grow)
-            self.windows[window_index] = (revision, event)
-            self.windows.move_to_end(window_index)
-            self._log_revisions.append(revision)
-            self._log_windows.append(window_index)
-            self.revision = revision
-            changed = True
-        if len(self._log_revisions) > 2 * len(self.windows) + 64:
-            self._log_revisions = [rev for rev, _ in self.windows.values()]
-            self._log_windows = list(self.windows)
+        changed = self._apply_windows(read.changes)
         if read.speakers != self.speakers:
             self.speakers = read.speakers
             self.speakers_event = sse_event("speakers", read.speakers)
@@ -319,6 +307,23 @@ class SessionFeed:
                 self.notes_event = sse_event("notes", read.notes)
             self.done = True
             changed = True
+        return changed
+
+    def _apply_windows(self, changes: list[tuple[int, int, bytes]]) -> bool:
+        """Take the changed windows newer than what the feed holds; True if there were any."""
+        changed = False
+        for window_index, revision, event in sorted(changes, key=lambda c: c[1]):
+            if revision <= self.revision:
+                continue  # already applied (revisions only grow)
+            self.windows[window_index] = (revision, event)
+            self.windows.move_to_end(window_index)
+            self._log_revisions.append(revision)
+            self._log_windows.append(window_index)
+            self.revision = revision
+            changed = True
+        if len(self._log_revisions) > 2 * len(self.windows) + 64:
+            self._log_revisions = [rev for rev, _ in self.windows.values()]
+            self._log_windows = list(self.windows)
         return changed
 
     # -- viewers ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from contracts.errors import HttpError
 from flowbot.web.access import AccessPolicy
-from flowbot.web.feed import SEND_BUFFER_BYTES, Cursor, FeedHub
+from flowbot.web.feed import SEND_BUFFER_BYTES, Cursor, FeedHub, SessionFeed
 from flowbot.web.guard import ascii_number, error_response
 from flowbot.web.server import CONNECTION_EXTENSION, Connection
 
@@ -58,42 +58,10 @@ class LiveFeed:
 
     async def stream(self, scope: Scope, receive: Receive, send: Send, sid: str, cursor: Cursor) -> None:
         """Pieces of the feed as the viewer takes them; the end of the body when the session ends."""
-        loop = asyncio.get_running_loop()
-
-        async def pieces() -> None:
-            feed = self.hub.join(sid, cursor)
-            try:
-                await feed.ready.wait()
-                while True:
-                    changed = feed.waiter()
-                    while True:
-                        piece = feed.take(cursor)
-                        if piece.body:
-                            # The feed drops a viewer whose send stays here (its socket full) too long.
-                            cursor.sending_since = loop.time()
-                            await send({"type": "http.response.body", "body": piece.body, "more_body": True})
-                            cursor.sending_since = None
-                        if piece.finished:
-                            return
-                        if not piece.more:
-                            break
-                    await changed
-            finally:
-                self.hub.leave(feed, cursor)
-
         # uvicorn drops writes to a closed connection silently: a second task waits for the
         # disconnect and stops the stream, so a departed viewer's state is freed at once.
-        streamer = asyncio.ensure_future(pieces())
-
-        def cancel_stream() -> None:
-            streamer.cancel()
-
-        connection = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
-        if isinstance(connection, Connection):  # uvicorn as flowbot.web.server runs it
-            connection.limit_send_buffer(SEND_BUFFER_BYTES)
-            cursor.drop = connection.abort
-        else:
-            cursor.drop = cancel_stream
+        streamer = asyncio.ensure_future(self._pieces(send, sid, cursor))
+        _arrange_drop(scope, cursor, streamer)
 
         async def until_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -109,3 +77,46 @@ class LiveFeed:
                 raise  # the server is cancelling us, not the viewer leaving
         finally:
             listener.cancel()
+
+    async def _pieces(self, send: Send, sid: str, cursor: Cursor) -> None:
+        """Send the session's feed to one viewer until it has finished."""
+        feed = self.hub.join(sid, cursor)
+        try:
+            await feed.ready.wait()
+            while True:
+                changed = feed.waiter()  # before taking: a change while sending is not missed
+                if await _send_taken(feed, cursor, send):
+                    return
+                await changed
+        finally:
+            self.hub.leave(feed, cursor)
+
+
+async def _send_taken(feed: SessionFeed, cursor: Cursor, send: Send) -> bool:
+    """Send what the feed has for the viewer now; True once the feed has finished."""
+    loop = asyncio.get_running_loop()
+    while True:
+        piece = feed.take(cursor)
+        if piece.body:
+            # The feed drops a viewer whose send stays here (its socket full) too long.
+            cursor.sending_since = loop.time()
+            await send({"type": "http.response.body", "body": piece.body, "more_body": True})
+            cursor.sending_since = None
+        if piece.finished:
+            return True
+        if not piece.more:
+            return False
+
+
+def _arrange_drop(scope: Scope, cursor: Cursor, streamer: asyncio.Future[None]) -> None:
+    """How the feed drops this viewer when it stalls: abort the connection, else stop the stream."""
+
+    def cancel_stream() -> None:
+        streamer.cancel()
+
+    connection = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
+    if isinstance(connection, Connection):  # uvicorn as flowbot.web.server runs it
+        connection.limit_send_buffer(SEND_BUFFER_BYTES)
+        cursor.drop = connection.abort
+    else:
+        cursor.drop = cancel_stream

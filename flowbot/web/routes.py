@@ -90,18 +90,40 @@ def api_routes(policy: AccessPolicy, coordinator: Coordinator, body_seconds: flo
 
 def session_routes(policy: AccessPolicy, ctx: ControlContext, page: str) -> list[BaseRoute]:
     """One session's page, ``/info``, ``/transcript`` and ``/audio/{window}``: owner or viewer."""
-    archive_root = ctx.settings.data_dir / "archive" if ctx.settings.archive == ArchiveBackend.LOCAL else None
+    pages = _SessionPages(policy, ctx, page)
+    reader = policy.session_reader
+    # The Mount answers every /sessions/{sid}/... path: routes of their own (WHIP) come first.
+    return [
+        Route("/sessions/{sid}", reader(pages.session_page)),
+        Mount(
+            "/sessions/{sid}",
+            routes=[
+                Route("/info", reader(pages.info)),
+                Route("/transcript", reader(pages.transcript)),
+                Route("/audio/{window}", reader(pages.audio)),
+            ],
+        ),
+    ]
 
-    async def session_page(request: Request, session: Session, access: Access) -> Response:
-        return Response(page.replace("__SESSION_ID__", session.session_id), media_type=HTML, headers=_NO_STORE)
 
-    async def info(request: Request, session: Session, access: Access) -> Response:
-        report = await run_in_threadpool(ctx.report, session)
-        share = None
-        if access is Access.OWNER:
-            token = policy.guard.view_token(session.session_id)
-            share = f"/sessions/{session.session_id}" + (f"?view={token}" if token else "")
-        lineage = await run_in_threadpool(library.revisions, ctx.sessions, session)
+class _SessionPages:
+    """The endpoints of one session, each given the session and the caller's access by the policy."""
+
+    def __init__(self, policy: AccessPolicy, ctx: ControlContext, page: str) -> None:
+        self.policy = policy
+        self.ctx = ctx
+        self.page = page
+        self.archive_root = ctx.settings.data_dir / "archive" if ctx.settings.archive == ArchiveBackend.LOCAL else None
+
+    async def session_page(self, request: Request, session: Session, access: Access) -> Response:
+        """The session page (``flowbot/static``) for this session."""
+        return Response(self.page.replace("__SESSION_ID__", session.session_id), media_type=HTML, headers=_NO_STORE)
+
+    async def info(self, request: Request, session: Session, access: Access) -> Response:
+        """The session as a viewer sees it, its revisions, speakers and what the caller may do."""
+        report = await run_in_threadpool(self.ctx.report, session)
+        share = self._share_path(session) if access is Access.OWNER else None
+        lineage = await run_in_threadpool(library.revisions, self.ctx.sessions, session)
         body = {
             "session": viewer_session(report.session),
             "revisions": [
@@ -113,51 +135,44 @@ def session_routes(policy: AccessPolicy, ctx: ControlContext, page: str) -> list
             "share_path": share,
             "formats": list(FORMATS),
         }
-        if access is Access.OWNER and ctx.voices is not None:
+        if access is Access.OWNER and self.ctx.voices is not None:
             # Scores are the owner's only (flowbot/web/views.py): a viewer sees names, not how they came.
-            namings = await run_in_threadpool(ctx.voices.library.namings, session.session_id)
+            namings = await run_in_threadpool(self.ctx.voices.library.namings, session.session_id)
             body["named_by_voice"] = owner_voice_namings(namings)
         return JSONResponse(body, headers=_NO_STORE)
 
-    async def transcript(request: Request, session: Session, access: Access) -> Response:
+    def _share_path(self, session: Session) -> str:
+        """The page's path with the view token that lets viewers in (when the policy issues one)."""
+        token = self.policy.guard.view_token(session.session_id)
+        return f"/sessions/{session.session_id}" + (f"?view={token}" if token else "")
+
+    async def transcript(self, request: Request, session: Session, access: Access) -> Response:
+        """The transcript in ``?format=`` (a download with ``?download=1``)."""
         fmt = request.query_params.get("format", "json")
         if fmt not in FORMATS:
             raise HttpError(400, "invalid_format", f"format must be one of {', '.join(FORMATS)}")
         sid = session.session_id
-
-        def rendered() -> str:
-            t = ctx.transcripts
-            turns = window_turns(t.windows(sid))
-            segments = viewer_segments(t.segments(sid))
-            return render(fmt, sid, segments, t.speakers(sid), t.get_notes(sid), turns=turns)
-
         headers = dict(_NO_STORE)
         if request.query_params.get("download") == "1":
             headers["content-disposition"] = f'attachment; filename="{sid}.{FORMATS[fmt].extension}"'
-        return Response(await run_in_threadpool(rendered), media_type=FORMATS[fmt].media_type, headers=headers)
+        text = await run_in_threadpool(self._rendered, fmt, sid)
+        return Response(text, media_type=FORMATS[fmt].media_type, headers=headers)
 
-    async def audio(request: Request, session: Session, access: Access) -> Response:
+    def _rendered(self, fmt: str, sid: str) -> str:
+        t = self.ctx.transcripts
+        turns = window_turns(t.windows(sid))
+        segments = viewer_segments(t.segments(sid))
+        return render(fmt, sid, segments, t.speakers(sid), t.get_notes(sid), turns=turns)
+
+    async def audio(self, request: Request, session: Session, access: Access) -> Response:
+        """One window's archived audio (FLAC), when the archive is local."""
         window = ascii_number(request.path_params["window"], 9)
         if window is None:
             raise HttpError(400, "invalid_window", "the window is a non-negative integer")
-        path = archive_root / window_key(session.session_id, window) if archive_root else None
+        path = self.archive_root / window_key(session.session_id, window) if self.archive_root else None
         if path is None or not path.is_file():
             raise HttpError(404, "no_audio", "no archived audio for that window")
         return FileResponse(path, media_type="audio/flac", headers={"cache-control": "private, max-age=3600"})
-
-    reader = policy.session_reader
-    # The Mount answers every /sessions/{sid}/... path: routes of their own (WHIP) come first.
-    return [
-        Route("/sessions/{sid}", reader(session_page)),
-        Mount(
-            "/sessions/{sid}",
-            routes=[
-                Route("/info", reader(info)),
-                Route("/transcript", reader(transcript)),
-                Route("/audio/{window}", reader(audio)),
-            ],
-        ),
-    ]
 
 
 def whip_routes(whip: WhipIngest | None, body_seconds: float) -> list[BaseRoute]:

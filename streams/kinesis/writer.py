@@ -29,11 +29,14 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contracts.frames import SAMPLE_RATE, FrameRecord
 from contracts.settings import Settings
 from streams.base import StreamUnavailable
+
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
 
 log = logging.getLogger(__name__)
 
@@ -173,37 +176,45 @@ class KinesisWriter:
             need[sid] = need.get(sid, 0) + item.record.num_samples
         deadline = now + self.put_timeout
         with self._cond:
-            while True:
-                self._raise_if_failed()
-                if self._closing:
-                    raise StreamUnavailable("writer is closed")
-                full = [sid for sid, n in need.items() if n and self._buffered.get(sid, 0) + n > self.buffer_samples]
-                if not full:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    buffered = max(self._buffered.get(sid, 0) for sid in full) / SAMPLE_RATE
-                    log.error(
-                        "kinesis producer buffer full",
-                        extra={
-                            "session": full[0],
-                            "buffered_s": round(buffered, 1),
-                            "stream": self.stream_name,
-                            "last_error": self._last_error(),
-                        },
-                    )
-                    raise StreamUnavailable(
-                        f"Kinesis stream {self.stream_name!r} has not accepted audio of session "
-                        f"{full[0]!r} for {buffered:.1f} s (buffer limit "
-                        f"{self.buffer_samples / SAMPLE_RATE:.1f} s); "
-                        f"last error: {self._last_error()}"
-                    )
-                self._cond.wait(left)
+            self._wait_for_room(need, deadline)
             for item in items:
                 sid = item.record.session_id
                 self._queues.setdefault(sid, deque()).append(item)
                 self._buffered[sid] = self._buffered.get(sid, 0) + item.record.num_samples
             self._cond.notify_all()
+
+    def _wait_for_room(self, need: dict[str, int], deadline: float) -> None:
+        """Wait (the lock held) until each session's buffer has room for ``need`` samples more."""
+        while True:
+            self._raise_if_failed()
+            if self._closing:
+                raise StreamUnavailable("writer is closed")
+            full = [sid for sid, n in need.items() if n and self._buffered.get(sid, 0) + n > self.buffer_samples]
+            if not full:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._buffer_full(full)
+            self._cond.wait(left)
+
+    def _buffer_full(self, full: list[str]) -> StreamUnavailable:
+        """The error (logged) for sessions whose buffer stayed full past the put timeout."""
+        buffered = max(self._buffered.get(sid, 0) for sid in full) / SAMPLE_RATE
+        log.error(
+            "kinesis producer buffer full",
+            extra={
+                "session": full[0],
+                "buffered_s": round(buffered, 1),
+                "stream": self.stream_name,
+                "last_error": self._last_error(),
+            },
+        )
+        return StreamUnavailable(
+            f"Kinesis stream {self.stream_name!r} has not accepted audio of session "
+            f"{full[0]!r} for {buffered:.1f} s (buffer limit "
+            f"{self.buffer_samples / SAMPLE_RATE:.1f} s); "
+            f"last error: {self._last_error()}"
+        )
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until Kinesis accepted every queued record, or raise StreamUnavailable."""
@@ -279,82 +290,36 @@ class KinesisWriter:
             if ok:
                 attempt = 0
                 continue
-            with self._cond:
-                if self._failure is not None:
-                    return
             attempt += 1
-            self.stats.retries += 1
-            # Full jitter: concurrent producers throttled together do not retry together.
-            delay = random.uniform(0, min(self.max_backoff, self.base_backoff * 2**attempt))
-            with self._cond:
-                if self._closing:
-                    return
-                self._cond.wait(delay)
+            if not self._back_off(attempt):
+                return
+
+    def _back_off(self, attempt: int) -> bool:
+        """Wait before retry ``attempt``; False when the writer failed or is closing instead."""
+        with self._cond:
+            if self._failure is not None:
+                return False
+        self.stats.retries += 1
+        # Full jitter: concurrent producers throttled together do not retry together.
+        delay = random.uniform(0, min(self.max_backoff, self.base_backoff * 2**attempt))
+        with self._cond:
+            if self._closing:
+                return False
+            self._cond.wait(delay)
+        return True
 
     def _send(self, batch: list[_Pending]) -> bool:
         """One PutRecords call; True if every entry was accepted."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         self.stats.calls += 1
-        try:
-            resp = self.client.put_records(
-                StreamName=self.stream_name,
-                Records=[{"Data": p.data, "PartitionKey": p.record.partition_key} for p in batch],
-            )
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
-            self.stats.call_errors += 1
-            self._count(code)
-            if code in RETRYABLE_CODES:
-                if code == "ProvisionedThroughputExceededException":
-                    self.stats.throttled_entries += len(batch)
-                log.warning(
-                    "PutRecords throttled or failed; retrying",
-                    extra={"stream": self.stream_name, "code": code, "records": len(batch)},
-                )
-                return False
-            self._fail(exc)
-            return False
-        except (BotoCoreError, OSError) as exc:  # connection refused/reset, timeouts
-            self.stats.call_errors += 1
-            self._count(type(exc).__name__)
-            log.warning(
-                "PutRecords call failed; retrying",
-                extra={"stream": self.stream_name, "error": str(exc), "records": len(batch)},
-            )
-            return False
-        except Exception as exc:  # a bug or a misconfigured client: retrying cannot help
-            self._fail(exc)
+        resp = self._put_records(batch)
+        if resp is None:
             return False
         entries = resp.get("Records", [])
         if len(entries) != len(batch):
             self._fail(RuntimeError(f"PutRecords answered {len(entries)} entries for {len(batch)}"))
             return False
-        all_ok = True
-        sent: list[tuple[_Pending, str]] = []
-        with self._cond:
-            for item, entry in zip(batch, entries, strict=True):
-                sid = item.record.session_id
-                if entry.get("ErrorCode"):
-                    all_ok = False
-                    code = str(entry["ErrorCode"])
-                    self.stats.failed_entries += 1
-                    self._count(code)
-                    if code == "ProvisionedThroughputExceededException":
-                        self.stats.throttled_entries += 1
-                    continue  # stays at the head of its session's queue
-                queue = self._queues[sid]
-                assert queue[0] is item  # only this thread removes, and only heads are sent
-                queue.popleft()
-                self._buffered[sid] -= item.record.num_samples
-                if not queue:
-                    del self._queues[sid]
-                    del self._buffered[sid]
-                self.stats.records_sent += 1
-                self.stats.bytes_sent += len(item.data)
-                sent.append((item, str(entry.get("SequenceNumber", ""))))
-            self._cond.notify_all()
-        if not all_ok:
+        sent = self._take_accepted(batch, entries)
+        if len(sent) < len(batch):
             log.warning(
                 "PutRecords partly failed; retrying failed entries in order",
                 extra={"stream": self.stream_name, "failed": len(batch) - len(sent), "records": len(batch)},
@@ -362,7 +327,75 @@ class KinesisWriter:
         if self.on_sent is not None:
             for item, seq in sent:
                 self.on_sent(item.record, seq)
-        return all_ok
+        return len(sent) == len(batch)
+
+    def _put_records(self, batch: list[_Pending]) -> dict[str, Any] | None:
+        """PutRecords' answer, or None when the call failed (counted; a failure no retry helps fails the writer)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            resp: dict[str, Any] = self.client.put_records(
+                StreamName=self.stream_name,
+                Records=[{"Data": p.data, "PartitionKey": p.record.partition_key} for p in batch],
+            )
+            return resp
+        except ClientError as exc:
+            self._call_refused(exc, batch)
+        except (BotoCoreError, OSError) as exc:  # connection refused/reset, timeouts
+            self.stats.call_errors += 1
+            self._count(type(exc).__name__)
+            log.warning(
+                "PutRecords call failed; retrying",
+                extra={"stream": self.stream_name, "error": str(exc), "records": len(batch)},
+            )
+        except Exception as exc:  # a bug or a misconfigured client: retrying cannot help
+            self._fail(exc)
+        return None
+
+    def _call_refused(self, exc: ClientError, batch: list[_Pending]) -> None:
+        """Count a PutRecords call Kinesis refused; fail the writer unless a retry can help."""
+        code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+        self.stats.call_errors += 1
+        self._count(code)
+        if code not in RETRYABLE_CODES:
+            self._fail(exc)
+            return
+        if code == "ProvisionedThroughputExceededException":
+            self.stats.throttled_entries += len(batch)
+        log.warning(
+            "PutRecords throttled or failed; retrying",
+            extra={"stream": self.stream_name, "code": code, "records": len(batch)},
+        )
+
+    def _take_accepted(self, batch: list[_Pending], entries: list[dict[str, Any]]) -> list[tuple[_Pending, str]]:
+        """Take accepted entries off their queues; each with its sequence number. Failed ones stay put."""
+        sent: list[tuple[_Pending, str]] = []
+        with self._cond:
+            for item, entry in zip(batch, entries, strict=True):
+                if entry.get("ErrorCode"):
+                    code = str(entry["ErrorCode"])
+                    self.stats.failed_entries += 1
+                    self._count(code)
+                    if code == "ProvisionedThroughputExceededException":
+                        self.stats.throttled_entries += 1
+                    continue  # stays at the head of its session's queue
+                self._dequeue(item)
+                sent.append((item, str(entry.get("SequenceNumber", ""))))
+            self._cond.notify_all()
+        return sent
+
+    def _dequeue(self, item: _Pending) -> None:
+        """Remove a sent record from the head of its session's queue (the lock is held)."""
+        sid = item.record.session_id
+        queue = self._queues[sid]
+        assert queue[0] is item  # only this thread removes, and only heads are sent
+        queue.popleft()
+        self._buffered[sid] -= item.record.num_samples
+        if not queue:
+            del self._queues[sid]
+            del self._buffered[sid]
+        self.stats.records_sent += 1
+        self.stats.bytes_sent += len(item.data)
 
     def _fail(self, exc: BaseException) -> None:
         log.error(
