@@ -199,8 +199,9 @@ class Settings:
     )
     speaker_turn_check: Switch = _opt(
         Switch.ON,
-        "Embed each diarized turn of 0.75 s or more on its own and give it to the window speaker whose voice "
-        "it is (the window diarizer keeps two voices of one 10 s chunk as one speaker); 'off': keep its turns.",
+        "Embed each diarized turn of 0.75 s or more on its own and give it to the speaker of its window, or "
+        "the session speaker of an earlier window, whose voice it is (the window diarizer keeps two voices of "
+        "one 10 s chunk as one speaker); 'off': keep the diarizer's turns.",
     )
     speaker_reconcile_threshold: float = _opt(
         0.4,
