@@ -97,8 +97,9 @@ def test_checking_each_turns_voice_fixes_what_segmentation_merged(
 ) -> None:
     """Issue 21: segmentation-3.0 keeps awb and kal16 as one local speaker in quick exchanges;
     embedding each turn on its own (processor.speakers.regroup_turns, what the processor's
-    diarizer does by default) gives those turns back to their voice. Measured, stitched DER
-    plain / checked: 3 voices 27.7 / 20.0 %, 4 voices 20.2 / 11.3 % (2 voices 3.84 % both)."""
+    diarizer does by default, then SessionSpeakerRegistry.assign_turns) gives those turns back to
+    their voice. Measured, stitched DER plain / checked: 3 voices 27.7 / 20.0 %, 4 voices
+    20.2 / 7.1 % (2 voices 3.8 / 2.5 %)."""
     from processor.speakers import with_turn_check
 
     rec: Recording = request.getfixturevalue(fixture)
