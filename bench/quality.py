@@ -24,6 +24,10 @@ pyannote pipeline):
   attributed to pyannote run over the whole file in one call.
 
     .venv/bin/python -m bench.quality [--recordings sample,concat,squeezed,returning,flite] [--cache DIR] [--no-naming]
+                                      [--turn-check on|off]
+
+``--turn-check off`` runs the pipeline without checking each diarized turn's voice
+(``FLOWBOT_SPEAKER_TURN_CHECK``, docs/diarization.md), as before issue 21's turn check.
 
 It then prints naming precision and recall (names that follow a voice, bench/voices.py).
 
@@ -39,7 +43,7 @@ import time
 import warnings
 from pathlib import Path
 
-from contracts.settings import Settings
+from contracts.settings import Settings, Switch
 from testkit.corpus import Recording, Utterance, build
 from testkit.evaluate import (
     Run,
@@ -100,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recordings", default="sample,concat,squeezed,returning,flite")
     parser.add_argument("--cache", type=Path, default=None, help="where the development set is built")
     parser.add_argument("--no-naming", action="store_true", help="skip naming by voice (bench/voices.py)")
+    parser.add_argument(
+        "--turn-check",
+        choices=[Switch.ON.value, Switch.OFF.value],
+        default=Switch.ON.value,
+        help="check each diarized turn's voice (FLOWBOT_SPEAKER_TURN_CHECK)",
+    )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
 
@@ -110,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     recordings["flite"] = flite_meeting(cache / "flite")
     names = [n.strip() for n in args.recordings.split(",") if n.strip()]
     with tempfile.TemporaryDirectory(prefix="flowbot-quality-") as tmp:
-        settings = Settings.from_env({}, data_dir=Path(tmp), diarization="offline", interim_seconds=0.0)
+        settings = Settings.from_env(
+            {},
+            data_dir=Path(tmp),
+            diarization="offline",
+            interim_seconds=0.0,
+            speaker_turn_check=Switch(args.turn_check),
+        )
         parts = build_engine_parts(settings)
         rows = []
         runs = []

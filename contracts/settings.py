@@ -197,6 +197,12 @@ class Settings:
         "Name speakers by their owner's remembered voices live, after each committed window ('off': only "
         "when the meeting ends). The processor then reads the session's owner from the session store.",
     )
+    speaker_turn_check: Switch = _opt(
+        Switch.ON,
+        "Embed each diarized turn of 0.75 s or more on its own and give it to the speaker of its window, or "
+        "the session speaker of an earlier window, whose voice it is (the window diarizer keeps two voices of "
+        "one 10 s chunk as one speaker); 'off': keep the diarizer's turns.",
+    )
     speaker_reconcile_threshold: float = _opt(
         0.4,
         "End of meeting: average-linkage cosine distance under which all window speakers cluster "

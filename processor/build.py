@@ -74,7 +74,12 @@ def build_diarizer(settings: Settings) -> Diarizer:
     from processor.pyannote_diarizer import build_diarizer as build_pyannote
 
     with _lock:
-        return build_pyannote(settings)
+        diarizer = build_pyannote(settings)
+    if settings.speaker_turn_check == Switch.OFF:
+        return diarizer
+    from processor.speakers import with_turn_check
+
+    return with_turn_check(diarizer)
 
 
 def mapper_factory(settings: Settings) -> Callable[[dict[str, object]], SpeakerMapper]:

@@ -38,11 +38,14 @@ class Diarization:
     ``speech_turns`` are the turns before they were made exclusive (two people
     talking at once are both there): what RTTM export and DER want. Empty when
     the diarizer has no such output (then nobody claims to know who spoke when).
+    ``turn_voices``: the voice of each exclusive turn embedded on its own, keyed by
+    the turn's start (``processor.speakers.regroup_turns``; empty otherwise).
     """
 
     turns: tuple[SpeakerTurn, ...]
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     speech_turns: tuple[SpeakerTurn, ...] = ()
+    turn_voices: dict[float, np.ndarray] = field(default_factory=dict)
 
     def speaker_at(self, t: float) -> str | None:
         """Speaker active at time ``t`` (nearest turn if ``t`` falls in a gap)."""
@@ -61,6 +64,7 @@ class Diarization:
             tuple(SpeakerTurn(t.start, t.end, mapping.get(t.speaker, t.speaker)) for t in self.turns),
             {mapping.get(k, k): v for k, v in self.embeddings.items()},
             tuple(SpeakerTurn(t.start, t.end, mapping.get(t.speaker, t.speaker)) for t in self.speech_turns),
+            self.turn_voices,
         )
 
     def until(self, seconds: float) -> Diarization:
@@ -76,7 +80,8 @@ class Diarization:
         turns = clip(self.turns)
         speech = clip(self.speech_turns)
         heard = {t.speaker for t in turns} | {t.speaker for t in speech}
-        return Diarization(turns, {k: v for k, v in self.embeddings.items() if k in heard}, speech)
+        voices = {k: v for k, v in self.turn_voices.items() if k < seconds}
+        return Diarization(turns, {k: v for k, v in self.embeddings.items() if k in heard}, speech, voices)
 
 
 class Diarizer(Protocol):

@@ -28,7 +28,7 @@ from processor.asr import AsrResult, AsrSegment, Transcriber
 from processor.attribution import attribute, transcript_segments
 from processor.diarization import Diarization, Diarizer, SpeakerMapper
 from processor.segtime import keep_words, words_after
-from processor.speakers import window_speakers
+from processor.speakers import assign_window, window_speakers
 from processor.vad import Spans, SpeechMap
 from processor.windowing import ASR_INPUT_SECONDS, WindowPolicy, commit_point, to_float
 from stores.base import PermanentStoreError, SessionProgress, TranscriptStore
@@ -199,7 +199,7 @@ def label(
         return WindowResult([], recognized.samples, dropped=recognized.dropped)
     if recognized.samples < len(recognized.audio):
         diarization = diarization.until(recognized.samples / SAMPLE_RATE)
-    mapping = mapper.assign(diarization)
+    diarization, mapping = assign_window(mapper, diarization)
     session_diarization = diarization.relabel(mapping)
     labelled = attribute(recognized.asr, session_diarization)
     segments = transcript_segments(

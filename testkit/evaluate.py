@@ -122,8 +122,11 @@ def whole_file_asr(rec: Recording, transcriber: Transcriber) -> list[AsrSegment]
 
 
 def whole_file_diarization(rec: Recording, diarizer: Diarizer) -> Diarization:
-    """pyannote over the whole recording in one call."""
-    return diarizer.diarize(rec.audio())
+    """pyannote over the whole recording in one call, as pyannote gives it (no turn check)."""
+    from processor.speakers import TurnCheckingDiarizer
+
+    plain = diarizer.inner if isinstance(diarizer, TurnCheckingDiarizer) else diarizer
+    return plain.diarize(rec.audio())
 
 
 def whole_file_run(asr: Sequence[AsrSegment], diarization: Diarization | None = None) -> Run:
