@@ -77,7 +77,7 @@ def build_diarizer(settings: Settings) -> Diarizer:
         diarizer = build_pyannote(settings)
     if settings.speaker_turn_check == Switch.OFF:
         return diarizer
-    from processor.speakers import with_turn_check
+    from processor.turn_check import with_turn_check
 
     return with_turn_check(diarizer)
 

@@ -39,7 +39,7 @@ class Diarization:
     talking at once are both there): what RTTM export and DER want. Empty when
     the diarizer has no such output (then nobody claims to know who spoke when).
     ``turn_voices``: the voice of each exclusive turn embedded on its own, keyed by
-    the turn's start (``processor.speakers.regroup_turns``; empty otherwise).
+    the turn's start (``processor.turn_check.regroup_turns``; empty otherwise).
     """
 
     turns: tuple[SpeakerTurn, ...]
@@ -134,3 +134,16 @@ def turns_overlap_seconds(turns: Sequence[SpeakerTurn], start: float, end: float
         if d > 0:
             out[t.speaker] = out.get(t.speaker, 0.0) + d
     return out
+
+
+def unit_vector(vec: object) -> np.ndarray | None:
+    """Unit-norm float64 copy, or None for missing, NaN/inf or all-zero embeddings."""
+    if vec is None:
+        return None
+    arr = np.asarray(vec, dtype=np.float64).reshape(-1)
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        return None
+    norm = float(np.linalg.norm(arr))
+    if norm < 1e-8:
+        return None
+    return arr / norm

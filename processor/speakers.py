@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,10 +33,9 @@ from processor.diarization import (
     SpeakerMapper,
     SpeakerTurn,
     turns_overlap_seconds,
+    unit_vector,
 )
-
-if TYPE_CHECKING:
-    from processor.capped_embeddings import SpeakerEmbedder
+from processor.turn_check import TurnCheck, log_move, with_moves
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +51,6 @@ class _Speaker:
     label: str
     centroid: np.ndarray | None  # unit-norm, or None for a speaker never embedded
     seconds: float
-
-
-def _unit(vec: Any) -> np.ndarray | None:
-    """Unit-norm float64 copy, or None for missing, NaN/inf or all-zero embeddings."""
-    if vec is None:
-        return None
-    arr = np.asarray(vec, dtype=np.float64).reshape(-1)
-    if arr.size == 0 or not np.all(np.isfinite(arr)):
-        return None
-    norm = float(np.linalg.norm(arr))
-    if norm < 1e-8:
-        return None
-    return arr / norm
 
 
 class SessionSpeakerRegistry:
@@ -129,7 +115,7 @@ class SessionSpeakerRegistry:
             raise SpeakerStateError(f"unsupported speaker state version {version!r}")
         try:
             for item in state["speakers"]:
-                centroid = _unit(item["centroid"]) if item.get("centroid") is not None else None
+                centroid = unit_vector(item["centroid"]) if item.get("centroid") is not None else None
                 self._speakers[str(item["label"])] = _Speaker(str(item["label"]), centroid, float(item["seconds"]))
             self._next = int(state["next"])
             last = state.get("last")  # absent in states written before it was kept
@@ -173,7 +159,7 @@ class SessionSpeakerRegistry:
             else:
                 w = min(spk.seconds, self.max_weight_seconds)
                 merged = spk.centroid * w + emb * max(seconds, 1e-3)
-                spk.centroid = _unit(merged) if _unit(merged) is not None else spk.centroid
+                spk.centroid = unit_vector(merged) if unit_vector(merged) is not None else spk.centroid
         spk.seconds += seconds
 
     def _closest(self, emb: np.ndarray | None, taken: set[str]) -> str | None:
@@ -234,7 +220,7 @@ class SessionSpeakerRegistry:
             return {}
         end = max((t.end for t in diarization.turns), default=0.0)
         seconds = turns_overlap_seconds(diarization.turns, 0.0, end)
-        embs = {lab: _unit(diarization.embeddings.get(lab)) for lab in local}
+        embs = {lab: unit_vector(diarization.embeddings.get(lab)) for lab in local}
         valid = [lab for lab in local if embs[lab] is not None]
         known = [s for s in self._speakers.values() if s.centroid is not None]
 
@@ -324,7 +310,7 @@ class SessionSpeakerRegistry:
             return diarization, mapping
         moves: dict[int, str] = {}
         for i, turn in enumerate(diarization.turns):
-            vec, own = diarization.turn_voices.get(turn.start), _unit(diarization.embeddings.get(turn.speaker))
+            vec, own = diarization.turn_voices.get(turn.start), unit_vector(diarization.embeddings.get(turn.speaker))
             if vec is None or own is None or turn.speaker not in mapping:
                 continue
             others = {k: float(1.0 - vec @ c) for k, c in before.items() if k != mapping[turn.speaker]}
@@ -335,8 +321,8 @@ class SessionSpeakerRegistry:
             if others[best] < min(mine - check.margin, check.max_distance):
                 moves[i] = f"{turn.speaker}>{best}"
                 mapping[moves[i]] = best
-                _log_move("turn moved to a session voice", turn, best, mine, others[best])
-        return _with_moves(diarization, moves), mapping
+                log_move("turn moved to a session voice", turn, best, mine, others[best])
+        return with_moves(diarization, moves), mapping
 
 
 def assign_window(mapper: SpeakerMapper, diarization: Diarization) -> tuple[Diarization, dict[str, str]]:
@@ -378,181 +364,17 @@ def window_speakers(diarization: Diarization, mapping: dict[str, str]) -> tuple[
         vecs = [
             (u, max(seconds.get(x, 0.0), 1e-3))
             for x in locals_
-            if (u := _unit(diarization.embeddings.get(x))) is not None
+            if (u := unit_vector(diarization.embeddings.get(x))) is not None
         ]
-        mean = _unit(sum(u * w for u, w in vecs)) if vecs else None
+        mean = unit_vector(sum(u * w for u, w in vecs)) if vecs else None
         emb = None if mean is None else tuple(round(float(x), 6) for x in mean)
         out.append(WindowSpeaker(label, round(total, 3), emb))
     return tuple(out)
 
 
-#: Unit-norm voice embedding of a stretch of float32 16 kHz audio (None when too short to tell).
-TurnEmbedder = Callable[[np.ndarray], "np.ndarray | None"]
-
-
-@dataclass(frozen=True)
-class TurnCheck:
-    """Knobs of :func:`regroup_turns`, measured on the real-speech dev set (docs/diarization.md).
-
-    The window diarizer's speakers are clusters of 10 s chunks: where one chunk
-    holds two voices, segmentation-3.0 often keeps them as one local speaker,
-    and a whole turn of one voice ends up with another (2.9 s of the singer under
-    the reader's speaker in ``returning``). Each turn long enough for CAM++ is
-    embedded on its own and moves to the window speaker whose voice it is
-    (:func:`regroup_turns`), or to the session speaker of an earlier window whose
-    voice it is (:meth:`SessionSpeakerRegistry.assign_turns`). Measured on the real
-    dev set (both CTranslate2 ISAs): the 9 turns that moved sat 0.17-0.70 closer to
-    the speaker they joined than to their own, and 0.11-0.43 from it; cpWER - WER
-    fell from 21.4 to 9.7 points on ``returning``, 23.5 to 18.4 on ``concat`` and
-    35.6 to 31.4 on ``squeezed`` (AVX2), and no figure of sample, concat, squeezed,
-    returning or the flite meeting got worse (docs/quality.md).
-    """
-
-    #: Turns shorter than this are not embedded (CAM++ needs 0.5 s; shorter embeddings are noise).
-    min_seconds: float = 0.75
-    #: Longer turns are embedded on their middle this long: the same moves on the dev set with
-    #: 2, 3 or 4 s or whole turns, at 0.6x the CPU of whole turns with 2 s.
-    max_seconds: float = 2.0
-    #: A turn moves only when this much closer (cosine distance) to the other speaker than to its own.
-    margin: float = 0.1
-    #: ... and within this distance of it (the registry's match threshold): a turn unlike every
-    #: voice of the window stays where the diarizer put it.
-    max_distance: float = 0.45
-
-
-def regroup_turns(
-    diarization: Diarization, audio: np.ndarray, embed: TurnEmbedder, check: TurnCheck | None = None
-) -> Diarization:
-    """``diarization`` with each turn given to the window speaker its own voice matches.
-
-    Every exclusive turn of at least ``check.min_seconds`` is embedded on its own
-    (``embed`` over the middle ``check.max_seconds`` of its stretch of ``audio``, the
-    window's samples) and kept in ``turn_voices`` (the registry compares it with the
-    session's voices: :meth:`SessionSpeakerRegistry.assign_turns`). A turn whose
-    embedding is closer to another local speaker's embedding than to its own
-    speaker's by ``check.margin``, and within ``check.max_distance`` of it, goes to
-    that speaker, with the overlapping-speech turns over its span. Speakers'
-    embeddings stay as the diarizer computed them.
-    """
-    check = check or TurnCheck()
-    voices = {lab: u for lab, vec in diarization.embeddings.items() if (u := _unit(vec)) is not None}
-    heard: dict[float, np.ndarray] = {}
-    moves: dict[int, str] = {}
-    for i, turn in enumerate(diarization.turns):
-        own = voices.get(turn.speaker)
-        if own is None or turn.end - turn.start < check.min_seconds:
-            continue
-        middle, half = (turn.start + turn.end) / 2, min(turn.end - turn.start, check.max_seconds) / 2
-        vec = _unit(embed(audio[round((middle - half) * SAMPLE_RATE) : round((middle + half) * SAMPLE_RATE)]))
-        if vec is None:
-            continue
-        heard[turn.start] = vec
-        others = {lab: float(1.0 - vec @ v) for lab, v in voices.items() if lab != turn.speaker}
-        if not others:
-            continue
-        best = min(others, key=lambda lab: (others[lab], lab))
-        mine = float(1.0 - vec @ own)
-        if others[best] < min(mine - check.margin, check.max_distance):
-            moves[i] = best
-            _log_move("turn moved to its voice", turn, best, mine, others[best])
-    if not heard:
-        return diarization
-    return _with_moves(replace(diarization, turn_voices=heard), moves)
-
-
-def _log_move(message: str, turn: SpeakerTurn, to: str, own: float, new: float) -> None:
-    log.debug(
-        message,
-        extra={
-            "start": turn.start,
-            "end": turn.end,
-            "from": turn.speaker,
-            "to": to,
-            "distance_own": round(own, 3),
-            "distance_new": round(new, 3),
-        },
-    )
-
-
-def _with_moves(diarization: Diarization, moves: dict[int, str]) -> Diarization:
-    """``diarization`` with turn ``i`` relabelled ``moves[i]``, overlapping-speech turns over its span too."""
-    if not moves:
-        return diarization
-    turns = tuple(SpeakerTurn(t.start, t.end, moves[i]) if i in moves else t for i, t in enumerate(diarization.turns))
-    moved = [(diarization.turns[i], to) for i, to in moves.items()]
-    speech: list[SpeakerTurn] = []
-    for st in diarization.speech_turns:
-        pieces = [st]
-        for turn, to in moved:
-            pieces = [q for p in pieces for q in _move_span(p, turn, to)]
-        speech.extend(pieces)
-    return replace(diarization, turns=turns, speech_turns=tuple(speech))
-
-
-def _move_span(piece: SpeakerTurn, turn: SpeakerTurn, to: str) -> list[SpeakerTurn]:
-    """``piece`` with the part under ``turn`` (same speaker) given to ``to``."""
-    if piece.speaker != turn.speaker or piece.end <= turn.start or piece.start >= turn.end:
-        return [piece]
-    out = []
-    if piece.start < turn.start:
-        out.append(SpeakerTurn(piece.start, turn.start, piece.speaker))
-    out.append(SpeakerTurn(max(piece.start, turn.start), min(piece.end, turn.end), to))
-    if piece.end > turn.end:
-        out.append(SpeakerTurn(turn.end, piece.end, piece.speaker))
-    return out
-
-
-class TurnCheckingDiarizer:
-    """A :class:`processor.diarization.Diarizer` that checks each turn's voice (:func:`regroup_turns`)."""
-
-    def __init__(self, inner: Diarizer, embed: TurnEmbedder, check: TurnCheck | None = None) -> None:
-        self.inner = inner
-        self.embed = embed
-        self.check = check or TurnCheck()
-
-    def diarize(self, audio: np.ndarray) -> Diarization:
-        """The inner diarizer's turns, each turn with the window speaker its voice matches."""
-        return regroup_turns(self.inner.diarize(audio), audio, self.embed, self.check)
-
-
-def campplus_turn_embedder(embedder: SpeakerEmbedder) -> TurnEmbedder:
-    """A :data:`TurnEmbedder` over the diarizer's own CAM++ (a
-    :class:`processor.capped_embeddings.SpeakerEmbedder`), with its front end:
-    Kaldi fbank, mean-normalised; under 0.5 s of audio gives None."""
-    import torch
-
-    from processor.campplus import fbank
-    from processor.capped_embeddings import MIN_FRAMES
-
-    def embed(audio: np.ndarray) -> np.ndarray | None:
-        if len(audio) < SAMPLE_RATE // 2:
-            return None
-        feats = fbank(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]).numpy()
-        if len(feats) < MIN_FRAMES:
-            return None
-        feats = feats - feats.mean(axis=0, keepdims=True)
-        return _unit(embedder.embed(feats[None].astype(np.float32))[0])
-
-    return embed
-
-
-def with_turn_check(diarizer: Diarizer, check: TurnCheck | None = None) -> Diarizer:
-    """``diarizer`` wrapped in a :class:`TurnCheckingDiarizer` using its own CAM++, where it has one.
-
-    The offline pipeline with capped embeddings (the default) exposes its CAM++;
-    other pipelines (published ones, full-mask embeddings) are returned as they are.
-    """
-    from processor.capped_embeddings import CappedEmbeddingDiarization
-
-    pipeline = getattr(diarizer, "pipeline", None)
-    if not isinstance(pipeline, CappedEmbeddingDiarization):
-        return diarizer
-    return TurnCheckingDiarizer(diarizer, campplus_turn_embedder(pipeline.embedder), check)
-
-
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine distance of two embeddings (NaN when either is unusable)."""
-    ua, ub = _unit(a), _unit(b)
+    ua, ub = unit_vector(a), unit_vector(b)
     if ua is None or ub is None:
         return math.nan
     return float(1.0 - ua @ ub)

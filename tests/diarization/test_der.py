@@ -96,11 +96,11 @@ def test_checking_each_turns_voice_fixes_what_segmentation_merged(
     request: pytest.FixtureRequest, offline_diarizer: Diarizer, fixture: str, speakers: int
 ) -> None:
     """Issue 21: segmentation-3.0 keeps awb and kal16 as one local speaker in quick exchanges;
-    embedding each turn on its own (processor.speakers.regroup_turns, what the processor's
+    embedding each turn on its own (processor.turn_check.regroup_turns, what the processor's
     diarizer does by default, then SessionSpeakerRegistry.assign_turns) gives those turns back to
     their voice. Measured, stitched DER plain / checked: 3 voices 27.7 / 20.0 %, 4 voices
     20.2 / 7.1 % (2 voices 3.8 / 2.5 %)."""
-    from processor.speakers import with_turn_check
+    from processor.turn_check import with_turn_check
 
     rec: Recording = request.getfixturevalue(fixture)
     bounds = silence_cuts(rec.audio, max_s=30.0, min_s=15.0)

@@ -2,7 +2,7 @@
 
 segmentation-3.0 keeps two voices of one 10 s chunk as one local speaker, so whole
 turns of one voice end up under another's label (on the real ``returning`` meeting
-2.9 s of one reader sat under another's). :func:`processor.speakers.regroup_turns`
+2.9 s of one reader sat under another's). :func:`processor.turn_check.regroup_turns`
 embeds each turn on its own and moves it. Here the "audio" of a turn holds the number
 of its voice, and the embedder returns that voice's vector.
 """
@@ -18,14 +18,8 @@ import pytest
 from contracts.frames import SAMPLE_RATE
 from contracts.settings import Settings
 from processor.diarization import Diarization, IdentityMapper, SpeakerTurn
-from processor.speakers import (
-    SessionSpeakerRegistry,
-    TurnCheck,
-    TurnCheckingDiarizer,
-    assign_window,
-    regroup_turns,
-    window_speakers,
-)
+from processor.speakers import SessionSpeakerRegistry, assign_window, window_speakers
+from processor.turn_check import TurnCheck, TurnCheckingDiarizer, regroup_turns
 
 DIM = 192
 

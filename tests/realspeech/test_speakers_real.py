@@ -96,7 +96,7 @@ def test_final_der_no_worse_than_whole_file_pyannote(
     print(f"\n{name}: DER final {windowed:.1%}, whole-file pyannote {whole:.1%}")
     # Measured (AVX2 / AVX-512): sample 6.6 / 6.6 (equal: one window), concat 16.3 / 31.9,
     # returning 15.3 / 24.4, squeezed 25.2 (22.9) / 27.1 %. Before each turn's voice was
-    # checked (processor.speakers.regroup_turns) squeezed was 27.9 %, 0.8 points worse.
+    # checked (processor.turn_check.regroup_turns) squeezed was 27.9 %, 0.8 points worse.
     assert windowed <= whole + 0.001
 
 
@@ -106,7 +106,7 @@ def test_a_turn_the_window_diarizer_gave_to_another_voice_goes_back_to_its_voice
     """Issue 21: in ``returning`` the window diarizer keeps two voices of one 10 s chunk as one
     local speaker: a 2.9 s turn of the singer under the reader's label, 2.4 s of one party of
     the telephone call under the other's. Each turn's own CAM++ embedding now decides
-    (processor.speakers.regroup_turns, SessionSpeakerRegistry.assign_turns). Measured:
+    (processor.turn_check.regroup_turns, SessionSpeakerRegistry.assign_turns). Measured:
     cpWER - WER live and final 21.4 points before (20.9 under AVX-512), 9.7 (9.2) after;
     the words are the same."""
     rec = recordings["returning"]
