@@ -7,9 +7,10 @@ meeting goes through ``flowbot transcribe``'s own path (producer, stream, ~30 s
 windows, session speaker registry, store) once per diarizer, the order rotating
 from one recording to the next:
 
-- ``previous``: :func:`per_chunk_full_mask`, the
+- ``previous``: :func:`full_mask_diarizer`, the
   offline default before the capped embedding step (2 s hop, every chunk's
-  whole mask through the PyTorch CAM++);
+  whole mask through the PyTorch CAM++: pyannote's own embedding step, kept
+  here only, as the reference);
 - ``default``: today's :class:`OfflineParams` (5 s hop, capped embeddings,
   CAM++ on onnxruntime).
 
@@ -40,10 +41,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from contracts.settings import EmbeddingStep
+from contracts.settings import Settings
 from processor.asr import AsrResult, Transcriber
 from processor.diarization import Diarization, Diarizer
-from processor.vad import Spans
+from processor.vad import Spans, SpeechMap
 
 if TYPE_CHECKING:
     import processor.pyannote_diarizer
@@ -63,18 +64,29 @@ class Meter:
 
 
 def per_chunk_full_mask() -> processor.pyannote_diarizer.OfflineParams:
-    """The offline default before the capped embedding step: 2 s hop, every (chunk, speaker)
-    embedded on its whole mask by pyannote (each second of speech ~5 times). The reference
-    the default is compared against here (pyannote is imported lazily)."""
+    """The knobs of the offline default before the capped embedding step (2 s hop, no constrained
+    assignment, speakers active >= 20 % of a chunk embedded); pyannote is imported lazily."""
     from processor.pyannote_diarizer import OfflineParams
 
     return OfflineParams(
-        segmentation_step=0.2,
-        segmentation_batch_size=1,
-        embedding=EmbeddingStep.FULL,
-        min_active_ratio=0.2,
-        constrained_assignment=False,
+        segmentation_step=0.2, segmentation_batch_size=1, min_active_ratio=0.2, constrained_assignment=False
     )
+
+
+def full_mask_diarizer(settings: Settings) -> Diarizer:
+    """The offline default before the capped embedding step: pyannote's own embedding step, every
+    (chunk, speaker) embedded on its whole mask by the PyTorch CAM++ (each second of speech ~5 times
+    at the 2 s hop). The reference the default is compared against; production never runs it."""
+    from pyannote.audio.pipelines import SpeakerDiarization
+
+    from artefacts import DIARIZATION_OFFLINE, locate
+    from processor.pyannote_diarizer import PyannoteDiarizer, instantiate, offline_components
+
+    params = per_chunk_full_mask()
+    components = offline_components(locate(DIARIZATION_OFFLINE, settings), params)
+    components["embedding"].min_speech_ratio = params.min_active_ratio
+    pipeline = instantiate(SpeakerDiarization(embedding_batch_size=1, **components), params)
+    return PyannoteDiarizer(pipeline, device="cpu", name="full-mask")
 
 
 class TimedTranscriber(Transcriber):
@@ -105,11 +117,11 @@ class TimedDiarizer:
     def __init__(self, inner: Diarizer, meter: Meter) -> None:
         self.inner, self.meter = inner, meter
 
-    def diarize(self, audio: np.ndarray) -> Diarization:
+    def diarize(self, audio: np.ndarray, speech: SpeechMap | None = None) -> Diarization:
         """The inner diarizer's result, timed."""
         cpu, wall = time.process_time(), time.perf_counter()
         try:
-            return self.inner.diarize(audio)
+            return self.inner.diarize(audio, speech)
         finally:
             self.meter.add(cpu, wall)
 
@@ -178,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench.quality import flite_meeting
-    from contracts.settings import Settings
     from processor.build import build_engine_parts
     from processor.pyannote_diarizer import OfflineParams, build_diarizer
     from testkit.corpus import build
@@ -207,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         parts = build_engine_parts(settings)
         diarizers: dict[str, Diarizer] = {
-            "previous": build_diarizer(settings, per_chunk_full_mask()),
+            "previous": full_mask_diarizer(settings),
             "default": build_diarizer(settings, default),
         }
         # First calls build kernels and caches; keep them out of the figures.

@@ -27,7 +27,7 @@ from contracts.segments import TranscriptSegment, WindowRecord
 from contracts.settings import Settings
 from control.sessions import end, start_processing
 from control.workflow import default_steps
-from processor.build import build_engine_parts, build_file_parts, build_shard_processor
+from processor.build import build_engine_parts, build_file_parts, build_shard_processor, check_loaded
 from processor.engine import EngineParts, ShardProcessor
 from producer.file_ingest import ingest_file
 from stores.base import Session, SessionState, StateConflict
@@ -89,6 +89,16 @@ class LocalProcessors:
         self.processors.append(proc)
         return proc
 
+    def check(self) -> None:
+        """Raise the error of a model that failed to load in the background (the diarizer); never waits.
+
+        The command's loop calls it next to ``ConsumerThread.check``, so that a
+        diarizer that cannot load ends the command with its own error, as when it
+        loaded before anything else.
+        """
+        if self._parts is not None:
+            check_loaded(self._parts)
+
     def factory(self) -> ProcessorFactory:
         """These processors for a consumer in this process, the shard processor by name for a KCL child."""
         return ProcessorFactory(build=self, spec=SHARD_PROCESSOR_SPEC)
@@ -145,8 +155,9 @@ def transcribe_file(
     except StateConflict:
         if sessions.get(session_id).state != SessionState.LIVE:
             raise
-    # Models load here, not on the consumer's first lease. A file has no live viewers
-    # (no interim captions) and its windows may be decoded in batches.
+    # Models load here, not on the consumer's first lease (the diarizer in the background:
+    # the first window's ASR does not wait for it). A file has no live viewers (no interim
+    # captions) and its windows may be decoded in batches.
     processors = LocalProcessors(settings.replace(interim_seconds=0.0), build_file_parts(settings, parts))
     stream = embedded_stream(settings)
     consumer = embedded_consumer(settings, processors, stream)
@@ -160,6 +171,7 @@ def transcribe_file(
         start_processing(sessions, session_id)
         while True:
             thread.check()
+            processors.check()
             progress = transcripts.load_progress(session_id)
             done = progress.committed_sample / SAMPLE_RATE if progress else 0.0
             if on_progress:
