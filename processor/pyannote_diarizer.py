@@ -354,9 +354,10 @@ def diarizer_loader(settings: Settings, params: OfflineParams | None = None) -> 
         return functools.partial(_load, settings, "offline", pipeline)
     if choice == DiarizationWeights.PYANNOTE:
         spec = settings.diarization_pipeline
+        folder = resolve_published(spec, settings.hf_token)  # not in the local cache: raises now
 
         def published() -> Any:
-            return load_published_pipeline(spec, settings.hf_token)
+            return load_published_pipeline(str(folder), settings.hf_token)
 
         return functools.partial(_load, settings, spec, published)
     raise DiarizationUnavailable(f"unknown diarization choice {choice!r}")
