@@ -30,6 +30,7 @@ from typing import Any
 
 from contracts.settings import Settings
 from flowbot.wer import wer
+from processor.build import check_loaded
 from producer.decode import read_pcm
 from testkit.captions import SessionRun, first_seen, open_sessions
 from testkit.captions import replay as replay_into
@@ -48,6 +49,8 @@ def replay(
         {}, data_dir=data_dir, diarization=diarization, port=0, rtmp_port=0, interim_seconds=interval
     )
     with live_service(settings) as svc:
+        # The diarizer loads in the background (processor/build.py): measure a running service.
+        check_loaded(svc.processors.parts(), wait=True)
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         runs = open_sessions(svc, n_sessions)
         replay_into(svc, wav, runs, stagger=0.0, drain_timeout=300)

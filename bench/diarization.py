@@ -7,20 +7,23 @@ meeting goes through ``flowbot transcribe``'s own path (producer, stream, ~30 s
 windows, session speaker registry, store) once per diarizer, the order rotating
 from one recording to the next:
 
-- ``previous``: :func:`per_chunk_full_mask`, the
+- ``previous``: :func:`full_mask_diarizer`, the
   offline default before the capped embedding step (2 s hop, every chunk's
-  whole mask through the PyTorch CAM++);
+  whole mask through the PyTorch CAM++: pyannote's own embedding step, kept
+  here only, as the reference);
 - ``default``: today's :class:`OfflineParams` (5 s hop, capped embeddings,
-  CAM++ on onnxruntime).
+  CAM++ on onnxruntime), given the window's VAD (silent chunks skipped);
+- ``no-vad`` (with ``--systems``): the default not given the window's VAD.
 
 ASR (bundled tiny.en, int8, beam 5: the offline default) runs in both passes on
 the same windows. Every ``diarize`` and ``transcribe`` call is timed in process
-CPU seconds (the engine calls them one after the other, so nothing else runs
-meanwhile) and wall seconds. DER is scored as bench/quality.py scores the
+CPU seconds (diarization runs inline here, so the engine calls them one after
+the other and nothing else runs meanwhile) and wall seconds. DER is scored as bench/quality.py scores the
 pipeline: the stored window turns (overlap kept) against the reference, no
 collar, overlapping speech counted.
 
     .venv/bin/python -m bench.diarization [--recordings sample,concat,squeezed,flite] [--threads 2]
+        [--systems previous,default,no-vad]
 
 Compare the ratios within a run: this machine is shared and its load changes.
 """
@@ -28,6 +31,7 @@ Compare the ratios within a run: this machine is shared and its load changes.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -40,10 +44,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from contracts.settings import EmbeddingStep
+from contracts.settings import Settings
 from processor.asr import AsrResult, Transcriber
 from processor.diarization import Diarization, Diarizer
-from processor.vad import Spans
+from processor.vad import Spans, SpeechMap
 
 if TYPE_CHECKING:
     import processor.pyannote_diarizer
@@ -63,18 +67,29 @@ class Meter:
 
 
 def per_chunk_full_mask() -> processor.pyannote_diarizer.OfflineParams:
-    """The offline default before the capped embedding step: 2 s hop, every (chunk, speaker)
-    embedded on its whole mask by pyannote (each second of speech ~5 times). The reference
-    the default is compared against here (pyannote is imported lazily)."""
+    """The knobs of the offline default before the capped embedding step (2 s hop, no constrained
+    assignment, speakers active >= 20 % of a chunk embedded); pyannote is imported lazily."""
     from processor.pyannote_diarizer import OfflineParams
 
     return OfflineParams(
-        segmentation_step=0.2,
-        segmentation_batch_size=1,
-        embedding=EmbeddingStep.FULL,
-        min_active_ratio=0.2,
-        constrained_assignment=False,
+        segmentation_step=0.2, segmentation_batch_size=1, min_active_ratio=0.2, constrained_assignment=False
     )
+
+
+def full_mask_diarizer(settings: Settings) -> Diarizer:
+    """The offline default before the capped embedding step: pyannote's own embedding step, every
+    (chunk, speaker) embedded on its whole mask by the PyTorch CAM++ (each second of speech ~5 times
+    at the 2 s hop). The reference the default is compared against; production never runs it."""
+    from pyannote.audio.pipelines import SpeakerDiarization
+
+    from artefacts import DIARIZATION_OFFLINE, locate
+    from processor.pyannote_diarizer import PyannoteDiarizer, instantiate, offline_components
+
+    params = per_chunk_full_mask()
+    components = offline_components(locate(DIARIZATION_OFFLINE, settings), params)
+    components["embedding"].min_speech_ratio = params.min_active_ratio
+    pipeline = instantiate(SpeakerDiarization(embedding_batch_size=1, **components), params)
+    return PyannoteDiarizer(pipeline, device="cpu", name="full-mask")
 
 
 class TimedTranscriber(Transcriber):
@@ -100,16 +115,16 @@ class TimedTranscriber(Transcriber):
 
 
 class TimedDiarizer:
-    """A diarizer whose calls are added to a meter."""
+    """A diarizer whose calls are added to a meter; without ``vad`` it is not given the window's VAD."""
 
-    def __init__(self, inner: Diarizer, meter: Meter) -> None:
-        self.inner, self.meter = inner, meter
+    def __init__(self, inner: Diarizer, meter: Meter, *, vad: bool = True) -> None:
+        self.inner, self.meter, self.vad = inner, meter, vad
 
-    def diarize(self, audio: np.ndarray) -> Diarization:
+    def diarize(self, audio: np.ndarray, speech: SpeechMap | None = None) -> Diarization:
         """The inner diarizer's result, timed."""
         cpu, wall = time.process_time(), time.perf_counter()
         try:
-            return self.inner.diarize(audio)
+            return self.inner.diarize(audio, speech if self.vad else None)
         finally:
             self.meter.add(cpu, wall)
 
@@ -172,14 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recordings", default="sample,concat,squeezed,flite")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for ASR and diarization")
     parser.add_argument("--cache", type=Path, default=None, help="where the development set is built")
+    parser.add_argument("--systems", default="previous,default", help="of previous, default, no-vad")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
 
     import torch
 
     from bench.quality import flite_meeting
-    from contracts.settings import Settings
-    from processor.build import build_engine_parts
+    from processor.build import build_engine_parts, check_loaded
     from processor.pyannote_diarizer import OfflineParams, build_diarizer
     from testkit.corpus import build
     from testkit.evaluate import cache_dir, der, run_pipeline
@@ -206,25 +221,28 @@ def main(argv: list[str] | None = None) -> int:
             cpu_threads=args.threads,
         )
         parts = build_engine_parts(settings)
-        diarizers: dict[str, Diarizer] = {
-            "previous": build_diarizer(settings, per_chunk_full_mask()),
-            "default": build_diarizer(settings, default),
-        }
+        check_loaded(parts, wait=True)  # its background load must not run during the measurements
+        # Inline diarization: process CPU time of a call is that call's alone.
+        parts = replace(parts, diarization_pool=None)
+        systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+        build_default = functools.partial(build_diarizer, settings, default)
+        builders = {"previous": functools.partial(full_mask_diarizer, settings), "default": build_default}
+        diarizers: dict[str, Diarizer] = {s: builders.get(s, build_default)() for s in systems}
         # First calls build kernels and caches; keep them out of the figures.
         warm = recordings["sample"].audio()[: 10 * 16_000]
         parts.transcriber.transcribe(warm)
         for d in diarizers.values():
             d.diarize(warm)
         rows: list[Row] = []
-        systems = list(diarizers)
         for i, name in enumerate(names):
             rec = recordings[name]
-            for system in systems[i % 2 :] + systems[: i % 2]:
+            turn = i % len(systems)
+            for system in systems[turn:] + systems[:turn]:
                 diar, asr = Meter(), Meter()
                 timed = replace(
                     parts,
                     transcriber=TimedTranscriber(parts.transcriber, asr),
-                    diarizer=TimedDiarizer(diarizers[system], diar),
+                    diarizer=TimedDiarizer(diarizers[system], diar, vad=system != "no-vad"),
                 )
                 run = run_pipeline(rec, settings, timed)
                 rows.append(

@@ -250,7 +250,7 @@ def pick_device(choice: str) -> str:
 def start_worker(settings: Settings, diarization: str, notes: list[str]) -> LiveService:
     """The worker, with the published pyannote pipeline if it loads (``auto``), else the offline one."""
     from artefacts import ArtefactError
-    from processor.build import build_transcriber
+    from processor.build import build_transcriber, check_loaded
 
     try:
         build_transcriber(settings)  # loaded once per process: the worker below reuses it
@@ -258,7 +258,10 @@ def start_worker(settings: Settings, diarization: str, notes: list[str]) -> Live
         raise SystemExit(f"{exc}\n(python -m bench.gpu_capacity --fetch-model puts it in the cache first)") from None
     if diarization in ("auto", "pyannote"):
         try:
-            return LiveService(settings.replace(diarization="pyannote")).start()
+            svc = LiveService(settings.replace(diarization="pyannote"))
+            # The diarizer loads in the background: wait for it, so a load failure falls back here.
+            check_loaded(svc.processors.parts(), wait=True)
+            return svc.start()
         except Exception as exc:
             if diarization == "pyannote":
                 raise
@@ -270,8 +273,12 @@ def start_worker(settings: Settings, diarization: str, notes: list[str]) -> Live
 
 def diarizer_name(svc: LiveService) -> str:
     """Which diarization pipeline the worker runs, and on what device."""
+    from processor.build import BackgroundDiarizer
+    from processor.turn_check import TurnCheckingDiarizer
+
     d: Any = svc.processors.parts().diarizer
-    d = getattr(d, "inner", d)
+    d = d.loaded() if isinstance(d, BackgroundDiarizer) else d  # loaded in the background (processor.build)
+    d = d.inner if isinstance(d, TurnCheckingDiarizer) else d
     name = getattr(d, "name", type(d).__name__)
     device = getattr(d, "device", None)
     return f"{name} ({device})" if device is not None else str(name)

@@ -23,6 +23,14 @@ class SettingsError(ValueError):
     """An environment variable holds a value its setting cannot take."""
 
 
+#: Settings that were removed, and why: a variable still set is refused rather than silently
+#: ignored (it would no longer do what it says).
+RETIRED = {
+    "FLOWBOT_DIARIZATION_EMBEDDING": "the capped embedding step is the only one (issue 22); pyannote's "
+    "full-mask step is a reference in bench/diarization.py",
+}
+
+
 # The choices of the settings that have a fixed set: one StrEnum each, used by the code that
 # branches on them and by the CLI's ``choices=`` (a StrEnum member equals its string value).
 
@@ -78,13 +86,6 @@ class DiarizationWeights(enum.StrEnum):
     OFFLINE = "offline"
     PYANNOTE = "pyannote"
     NONE = "none"
-
-
-class EmbeddingStep(enum.StrEnum):
-    """How the offline diarization pipeline embeds speakers."""
-
-    CAPPED = "capped"
-    FULL = "full"
 
 
 class NotesProvider(enum.StrEnum):
@@ -172,12 +173,6 @@ class Settings:
     diarization_device: Device = _opt(Device.AUTO, "Device for diarization.")
     diarization_step: float = _opt(
         0.5, "Offline diarization: hop between 10 s segmentation chunks, as a share of 10 s (0.2 = 2 s)."
-    )
-    diarization_embedding: EmbeddingStep = _opt(
-        EmbeddingStep.CAPPED,
-        "Offline diarization embeddings: 'capped' (at most one hop of speech per chunk and local "
-        "speaker, CAM++ on onnxruntime on CPU: each second embedded about once) or 'full' (pyannote's "
-        "own step: every chunk's whole mask, each second embedded 1/step times).",
     )
     hf_token: str = _opt("", "Hugging Face token for the published pyannote pipeline.")
     speaker_match_threshold: float = _opt(
@@ -307,6 +302,9 @@ class Settings:
         env = os.environ if environ is None else environ
         hints = _hints()
         values: dict[str, Any] = {}
+        for var, why in RETIRED.items():
+            if var in env:
+                raise SettingsError(f"{var} is no longer a setting: {why}")
         for f in dataclasses.fields(cls):
             var = PREFIX + f.name.upper()
             if var in env:

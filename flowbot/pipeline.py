@@ -27,7 +27,7 @@ from contracts.segments import TranscriptSegment, WindowRecord
 from contracts.settings import Settings
 from control.sessions import end, start_processing
 from control.workflow import default_steps
-from processor.build import build_engine_parts, build_file_parts, build_shard_processor
+from processor.build import build_engine_parts, build_file_parts, build_shard_processor, check_loaded
 from processor.engine import EngineParts, ShardProcessor
 from producer.file_ingest import ingest_file
 from stores.base import Session, SessionState, SessionStore, StateConflict, TranscriptStore
@@ -89,6 +89,16 @@ class LocalProcessors:
         self.processors.append(proc)
         return proc
 
+    def check(self) -> None:
+        """Raise the error of a model that failed to load in the background (the diarizer); never waits.
+
+        The command's loop calls it next to ``ConsumerThread.check``, so that a
+        diarizer that cannot load ends the command with its own error, as when it
+        loaded before anything else.
+        """
+        if self._parts is not None:
+            check_loaded(self._parts)
+
     def factory(self) -> ProcessorFactory:
         """These processors for a consumer in this process, the shard processor by name for a KCL child."""
         return ProcessorFactory(build=self, spec=SHARD_PROCESSOR_SPEC)
@@ -133,8 +143,9 @@ def transcribe_file(
     session = session if session is not None else _file_session(path, session_id, user_id)
     session_id = session.session_id
     _store_live(sessions, session)
-    # Models load here, not on the consumer's first lease. A file has no live viewers
-    # (no interim captions) and its windows may be decoded in batches.
+    # Models load here, not on the consumer's first lease (the diarizer in the background:
+    # the first window's ASR does not wait for it). A file has no live viewers (no interim
+    # captions) and its windows may be decoded in batches.
     processors = LocalProcessors(settings.replace(interim_seconds=0.0), build_file_parts(settings, parts))
     stream = embedded_stream(settings)
     consumer = embedded_consumer(settings, processors, stream)
@@ -146,7 +157,7 @@ def transcribe_file(
         # The whole file is in the stream, its end-of-stream record last.
         end(sessions, session_id)
         start_processing(sessions, session_id)
-        _wait_until_committed(thread, transcripts, session_id, total[0], on_progress)
+        _wait_until_committed(thread, processors, transcripts, session_id, total[0], on_progress)
         steps = default_steps(sessions, transcripts, settings)
         steps.generate_notes(session_id)
         final = steps.finalize(session_id)
@@ -204,14 +215,17 @@ def _store_live(sessions: SessionStore, session: Session) -> None:
 
 def _wait_until_committed(
     thread: ConsumerThread,
+    processors: LocalProcessors,
     transcripts: TranscriptStore,
     session_id: str,
     total: float | None,
     on_progress: ProgressFn | None,
 ) -> None:
-    """Until the session's end of stream is committed, reporting progress (a failed consumer raises)."""
+    """Until the session's end of stream is committed, reporting progress (a failed consumer, or a
+    model that failed to load in the background, raises)."""
     while True:
         thread.check()
+        processors.check()
         progress = transcripts.load_progress(session_id)
         done = progress.committed_sample / SAMPLE_RATE if progress else 0.0
         if on_progress:

@@ -53,7 +53,9 @@ class LiveService:
         #: Single machine: ingest writes to the embedded stream, which a processor thread consumes.
         self.stream = embedded_stream(settings)
         self.processors = LocalProcessors(settings)
-        parts = self.processors.parts()  # models load before anything is accepted
+        # Models load before anything is accepted; the diarizer goes on loading in the
+        # background (serve() raises its error, processors.check()).
+        parts = self.processors.parts()
         self.consumer = ConsumerThread(embedded_consumer(settings, self.processors, self.stream))
         # A kept end key: sessions resumed after a restart still end with their own secret.
         end_key = load_end_key(settings.data_dir / "ingest-end.key")
@@ -147,6 +149,9 @@ def serve(settings: Settings) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    done.wait()
-    service.stop()
+    try:
+        while not done.wait(1.0):
+            service.processors.check()  # a diarizer that failed to load in the background
+    finally:
+        service.stop()
     return 0

@@ -11,16 +11,19 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from contracts.settings import Device, DiarizationWeights, Settings, Switch
 from processor.asr import AsrOptions, Transcriber, WhisperTranscriber
 from processor.batched_asr import BatchingTranscriber
-from processor.diarization import Diarizer, IdentityMapper, SingleSpeakerDiarizer, SpeakerMapper
+from processor.diarization import Diarization, Diarizer, IdentityMapper, SingleSpeakerDiarizer, SpeakerMapper
 from processor.engine import EngineParts, ShardProcessor
 from processor.gate import FinalGate, GatedTranscriber
 from processor.interim import InterimWorker
+from processor.vad import SpeechMap
 from processor.windowing import WindowPolicy
 from stores.base import TranscriptStore
 from stores.factory import session_store, transcript_store, voice_library, window_archive
@@ -68,18 +71,70 @@ def _transcriber_for(settings: Settings) -> WhisperTranscriber:
 
 
 def build_diarizer(settings: Settings) -> Diarizer:
-    """The diarizer named by ``FLOWBOT_DIARIZATION``."""
+    """The diarizer named by ``FLOWBOT_DIARIZATION``, loaded in the background (:class:`BackgroundDiarizer`).
+
+    What can be checked quickly (settings, installed weights) raises here; the
+    rest of the load runs while the caller goes on to load and run the ASR.
+    """
     if settings.diarization == DiarizationWeights.NONE:
         return SingleSpeakerDiarizer()
-    from processor.pyannote_diarizer import build_diarizer as build_pyannote
+    from processor.pyannote_diarizer import diarizer_loader
 
-    with _lock:
-        diarizer = build_pyannote(settings)
+    load = diarizer_loader(settings)
     if settings.speaker_turn_check == Switch.OFF:
-        return diarizer
+        return BackgroundDiarizer(load)
     from processor.turn_check import with_turn_check
 
-    return with_turn_check(diarizer)
+    return BackgroundDiarizer(lambda: with_turn_check(load()))
+
+
+class BackgroundDiarizer:
+    """A diarizer loaded on its own thread; :meth:`diarize` waits for it.
+
+    Loading the offline pipeline takes ~7.5 s on 2 cores (importing
+    pyannote.audio, i.e. torch and lightning, ~6.6 s of it), while ASR of a
+    meeting keeps about one core busy: built before the ASR model and in
+    parallel with it, the load no longer delays the first window's ASR
+    (``flowbot transcribe`` of a 2 min meeting: docs/diarization.md). A failed
+    load raises its own exception from :meth:`diarize` and from :meth:`check`,
+    which the composition roots poll so that it ends the command as it did when
+    the load ran in the foreground.
+    """
+
+    def __init__(self, load: Callable[[], Diarizer]) -> None:
+        self._loaded: Future[Diarizer] = Future()
+        self._thread = threading.Thread(target=self._load, args=(load,), name="diarizer-load", daemon=True)
+        self._thread.start()
+
+    def _load(self, load: Callable[[], Diarizer]) -> None:
+        try:
+            self._loaded.set_result(load())
+        except BaseException as exc:  # raised in the callers' threads (diarize, check)
+            self._loaded.set_exception(exc)
+
+    def loaded(self) -> Diarizer:
+        """The diarizer, once loaded (waits); raises what the load raised."""
+        return self._loaded.result()
+
+    def check(self) -> None:
+        """Raise what the load raised, if it failed; never waits."""
+        if self._loaded.done():
+            self._loaded.result()
+
+    def diarize(self, audio: np.ndarray, speech: SpeechMap | None = None) -> Diarization:
+        """The loaded diarizer's :meth:`~processor.diarization.Diarizer.diarize` (after the load)."""
+        return self.loaded().diarize(audio, speech)
+
+
+def check_loaded(parts: EngineParts, *, wait: bool = False) -> None:
+    """Raise the error of a part that failed to load in the background (the diarizer).
+
+    Never waits unless ``wait``: then returns once everything is loaded.
+    """
+    if isinstance(parts.diarizer, BackgroundDiarizer):
+        if wait:
+            parts.diarizer.loaded()
+        parts.diarizer.check()
 
 
 def mapper_factory(settings: Settings) -> Callable[[dict[str, object]], SpeakerMapper]:
@@ -157,11 +212,13 @@ def build_interim(settings: Settings, whisper: WhisperTranscriber, store: Transc
 def build_engine_parts(settings: Settings) -> EngineParts:
     """Everything the engine needs, from settings."""
     quiet_threads()
+    # First, so that its load runs while the ASR model loads and decodes.
+    diarizer = build_diarizer(settings)
     store = transcript_store(settings)
     interim = build_interim(settings, build_transcriber(settings), store)
     return EngineParts(
         transcriber=interim.transcriber,
-        diarizer=build_diarizer(settings),
+        diarizer=diarizer,
         mapper_factory=mapper_factory(settings),
         store=store,
         archive=window_archive(settings),
@@ -207,5 +264,12 @@ def build_file_parts(settings: Settings, parts: EngineParts | None = None) -> En
 
 
 def build_shard_processor(settings: Settings, parts: EngineParts | None = None) -> ShardProcessor:
-    """A record processor for one shard (the KCL child process calls this)."""
-    return ShardProcessor(parts or build_engine_parts(settings))
+    """A record processor for one shard (the KCL child process calls this).
+
+    Building its own parts, it waits for them all: a KCL child has no command
+    loop to raise a background load's error, so it fails here, as it always did.
+    """
+    if parts is None:
+        parts = build_engine_parts(settings)
+        check_loaded(parts, wait=True)
+    return ShardProcessor(parts)

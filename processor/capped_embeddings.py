@@ -20,6 +20,11 @@ reconstruction) and replaces only ``get_embeddings``:
   assigns every (chunk, speaker) to its nearest centroid; a NaN embedding has no
   nearest centroid and lands in cluster 0, so short turns ("okay.") were
   given to whoever cluster 0 was.
+
+It also overrides ``get_segmentations``: given where the window's VAD heard
+speech (``file["speech"]``, the window's one VAD pass), segmentation runs only
+on the chunks that hold some; the others are silent (all zeros, what the model
+outputs for silence), so they get no embeddings either.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from pyannote.audio.pipelines import SpeakerDiarization
-from pyannote.core import SlidingWindowFeature
+from pyannote.core import SlidingWindow, SlidingWindowFeature
 
 from processor.campplus import FRAME_SHIFT_S, HOP_SAMPLES, WINDOW_SAMPLES, fbank
 
@@ -94,6 +99,41 @@ class CappedEmbeddingDiarization(SpeakerDiarization):
         seconds = self._segmentation.step if max_seconds is None else max_seconds
         self.max_frames = max(MIN_FRAMES, round(seconds / FRAME_SHIFT_S))
         self.min_active_ratio = min_active_ratio
+        #: Segmentation chunks seen and skipped as silent by the VAD (for bench/diarization.py).
+        self.chunks = {"total": 0, "skipped": 0}
+
+    def get_segmentations(self, file: Any, hook: Any = None) -> SlidingWindowFeature:
+        """pyannote's segmentation, run only on the chunks that overlap ``file["speech"]`` (sample spans).
+
+        The chunks are pyannote's own (``Inference.slide``: every ``step``, the
+        last one zero-padded); a skipped chunk is all zeros. Without
+        ``file["speech"]``, or when every chunk holds speech, it is pyannote's call.
+        """
+        speech = file.get("speech")
+        if speech is None or self.training:
+            return super().get_segmentations(file, hook)
+        inference = self._segmentation
+        waveform, sample_rate = inference.model.audio(file)
+        size = inference.model.audio.get_num_samples(inference.duration)
+        step = round(inference.step * sample_rate)
+        samples = waveform.shape[1]
+        full = (samples - size) // step + 1 if samples >= size else 0
+        starts = [c * step for c in range(full)]
+        if samples < size or (samples - size) % step > 0:
+            starts.append(full * step)
+        keep = [c for c, at in enumerate(starts) if any(lo < at + size and hi > at for lo, hi in speech)]
+        self.chunks["total"] += len(starts)
+        self.chunks["skipped"] += len(starts) - len(keep)
+        if len(keep) == len(starts):
+            return super().get_segmentations(file, hook)
+        chunks = [waveform[:, starts[c] : starts[c] + size] for c in keep]
+        batch = torch.stack([torch.nn.functional.pad(x, (0, size - x.shape[1])) for x in chunks])
+        outputs = np.vstack(
+            [inference.infer(batch[i : i + inference.batch_size]) for i in range(0, len(batch), inference.batch_size)]
+        )
+        data = np.zeros((len(starts), *outputs.shape[1:]), dtype=outputs.dtype)
+        data[keep] = outputs
+        return SlidingWindowFeature(data, SlidingWindow(start=0.0, duration=inference.duration, step=inference.step))
 
     def get_embeddings(
         self,

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from contracts.frames import SAMPLE_RATE
 from contracts.segments import SpeakerTurn
+
+if TYPE_CHECKING:
+    from processor.vad import SpeechMap
 
 __all__ = [
     "Diarization",
@@ -87,8 +90,8 @@ class Diarization:
 class Diarizer(Protocol):
     """Finds speaker turns in float32 16 kHz mono audio."""
 
-    def diarize(self, audio: np.ndarray) -> Diarization:
-        """Diarize one window."""
+    def diarize(self, audio: np.ndarray, speech: SpeechMap | None = None) -> Diarization:
+        """Diarize one window; ``speech`` is the window's VAD (its one pass, :mod:`processor.vad`) when known."""
 
 
 class SpeakerMapper(Protocol):
@@ -106,7 +109,7 @@ class SingleSpeakerDiarizer:
 
     label = "S1"
 
-    def diarize(self, audio: np.ndarray) -> Diarization:
+    def diarize(self, audio: np.ndarray, speech: SpeechMap | None = None) -> Diarization:
         """One turn over the whole window."""
         return Diarization((SpeakerTurn(0.0, len(audio) / SAMPLE_RATE, self.label),))
 

@@ -19,11 +19,13 @@ needs) with one embedding per window-local speaker.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,17 +33,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from contracts.frames import SAMPLE_RATE
-from contracts.settings import Device, DiarizationWeights, EmbeddingStep, Settings, SettingsError
+from contracts.settings import Device, DiarizationWeights, Settings, SettingsError
 from processor.diarization import Diarization, Diarizer, SingleSpeakerDiarizer, SpeakerTurn
+from processor.vad import SpeechMap
 
 if TYPE_CHECKING:
     import torch
     from pyannote.audio import Pipeline
+    from pyannote.audio.pipelines import SpeakerDiarization
 
 log = logging.getLogger(__name__)
 
 # pyannote.audio 4 sends usage telemetry unless told not to; flowbot never phones home.
 os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
+
+
+#: Where the window's VAD heard speech, as the diarizer reads it: a generous pad, so
+#: that a segmentation chunk is skipped only when nothing near it was speech.
+SPEECH_MIN_SILENCE_MS = 300
+SPEECH_PAD_MS = 500
 
 
 class DiarizationUnavailable(RuntimeError):
@@ -53,19 +63,18 @@ class OfflineParams:
     """Knobs of the offline pipeline; defaults chosen with ``bench/diarization.py`` (docs/diarization.md).
 
     ``segmentation_step`` is the hop between 10 s segmentation chunks as a share
-    of 10 s. ``embedding="capped"`` embeds at most ``embedding_seconds`` of each
+    of 10 s. The embedding step embeds at most ``embedding_seconds`` of each
     (chunk, local speaker), by default one hop, so neighbouring chunks embed
     different stretches and each second of speech is embedded about once
-    (:mod:`processor.capped_embeddings`). ``embedding="full"`` is pyannote's own
-    embedding step: the whole mask of every (chunk, speaker) through the PyTorch
-    CAM++, each second of speech ``1 / segmentation_step`` times (the default
-    before the cap; ``bench/diarization.py`` keeps it as its reference).
+    (:mod:`processor.capped_embeddings`). pyannote's own embedding step (the
+    whole mask of every (chunk, speaker), each second ``1 / segmentation_step``
+    times; the default before the cap) is the reference ``bench/diarization.py``
+    builds from :func:`offline_components`; production never runs it.
     """
 
     segmentation_step: float = 0.5
     #: All chunks of a ~30 s window in one call: the LSTM runs batched (measured ~25 % cheaper than 1).
     segmentation_batch_size: int = 16
-    embedding: EmbeddingStep = EmbeddingStep.CAPPED
     #: None = the hop between chunks (``segmentation_step`` x 10 s).
     embedding_seconds: float | None = None
     #: Speakers active for this share of a chunk get an embedding (pyannote only clusters those
@@ -80,14 +89,10 @@ class OfflineParams:
     min_cluster_size: int = 3
     min_duration_off: float = 0.0
     embedding_exclude_overlap: bool = True
-    #: pyannote's own embedding step only (``embedding="full"``).
-    embedding_batch_size: int = 1
 
     def __post_init__(self) -> None:
         if not 0 < self.segmentation_step <= 1:
             raise ValueError(f"segmentation_step must be in (0, 1], got {self.segmentation_step}")
-        if self.embedding not in tuple(EmbeddingStep):
-            raise ValueError(f"embedding must be one of {', '.join(EmbeddingStep)}, got {self.embedding!r}")
         if self.embedding_seconds is not None and self.embedding_seconds <= 0:
             raise ValueError(f"embedding_seconds must be positive, got {self.embedding_seconds}")
 
@@ -133,17 +138,14 @@ def _no_plda() -> Any:
     return NoPLDA()
 
 
-def build_offline_pipeline(
-    weights_dir: Path, params: OfflineParams | None = None, *, device: str = "cpu", threads: int = 1
-) -> Pipeline:
-    """pyannote ``SpeakerDiarization`` from the install-time weights in ``weights_dir``.
+def offline_components(weights_dir: Path, params: OfflineParams | None = None) -> dict[str, Any]:
+    """The keyword arguments of pyannote's ``SpeakerDiarization`` for the install-time weights in ``weights_dir``.
 
-    On CPU the capped embedding step runs CAM++ on onnxruntime (``threads``
-    intra-op threads); on CUDA it runs the PyTorch network on the GPU.
+    Shared by the offline pipeline and ``bench/diarization.py``'s full-mask
+    reference, which builds pyannote's own embedding step from them.
     """
     _import_pyannote()
     from pyannote.audio import Model
-    from pyannote.audio.pipelines import SpeakerDiarization
 
     from artefacts import CAMPPLUS, SEGMENTATION
     from processor.campplus import CamPlusPlusEmbedding
@@ -152,50 +154,60 @@ def build_offline_pipeline(
     segmentation = Model.from_pretrained(str(weights_dir / SEGMENTATION.name))
     if segmentation is None:
         raise DiarizationUnavailable(f"cannot load {weights_dir / SEGMENTATION.name}")
-    embedding = CamPlusPlusEmbedding.from_state_dict_file(weights_dir / CAMPPLUS.name)
-    common: dict[str, Any] = {
+    return {
         "segmentation": segmentation,
         "segmentation_step": p.segmentation_step,
-        "embedding": embedding,
+        "embedding": CamPlusPlusEmbedding.from_state_dict_file(weights_dir / CAMPPLUS.name),
         "embedding_exclude_overlap": p.embedding_exclude_overlap,
         "plda": _no_plda(),
         "clustering": "AgglomerativeClustering",
-        "embedding_batch_size": p.embedding_batch_size,
         "segmentation_batch_size": p.segmentation_batch_size,
     }
-    pipeline: SpeakerDiarization
-    if p.embedding == EmbeddingStep.CAPPED:
-        from processor.capped_embeddings import CappedEmbeddingDiarization, SpeakerEmbedder, TorchCamPlusPlus
 
-        target = pick_device(device)
-        embedder: SpeakerEmbedder
-        if target.type == "cpu":
-            from processor.campplus_onnx import ONNX_NAME, CamPlusPlusOnnx
 
-            embedder = CamPlusPlusOnnx(weights_dir / ONNX_NAME, threads=threads)
-        else:
-            embedder = TorchCamPlusPlus(embedding.campplus, target)
-        pipeline = CappedEmbeddingDiarization(
-            embedder=embedder,
-            max_seconds=p.embedding_seconds,
-            min_active_ratio=p.min_active_ratio,
-            **common,
-        )
-    else:
-        embedding.min_speech_ratio = p.min_active_ratio
-        pipeline = SpeakerDiarization(**common)
-    pipeline.clustering.constrained_assignment = p.constrained_assignment
+def instantiate(pipeline: SpeakerDiarization, params: OfflineParams) -> SpeakerDiarization:
+    """Set the pipeline's clustering and binarisation hyper-parameters from ``params``."""
+    pipeline.clustering.constrained_assignment = params.constrained_assignment
     pipeline.instantiate(
         {
-            "segmentation": {"min_duration_off": p.min_duration_off},
+            "segmentation": {"min_duration_off": params.min_duration_off},
             "clustering": {
-                "method": p.clustering_method,
-                "threshold": p.clustering_threshold,
-                "min_cluster_size": p.min_cluster_size,
+                "method": params.clustering_method,
+                "threshold": params.clustering_threshold,
+                "min_cluster_size": params.min_cluster_size,
             },
         }
     )
     return pipeline
+
+
+def build_offline_pipeline(
+    weights_dir: Path, params: OfflineParams | None = None, *, device: str = "cpu", threads: int = 1
+) -> SpeakerDiarization:
+    """pyannote ``SpeakerDiarization`` from the install-time weights in ``weights_dir``, capped embeddings.
+
+    On CPU the embedding step runs CAM++ on onnxruntime (``threads``
+    intra-op threads); on CUDA it runs the PyTorch network on the GPU.
+    """
+    p = params or OfflineParams()
+    components = offline_components(weights_dir, p)
+    from processor.capped_embeddings import CappedEmbeddingDiarization, SpeakerEmbedder, TorchCamPlusPlus
+
+    target = pick_device(device)
+    embedder: SpeakerEmbedder
+    if target.type == "cpu":
+        from processor.campplus_onnx import ONNX_NAME, CamPlusPlusOnnx
+
+        embedder = CamPlusPlusOnnx(weights_dir / ONNX_NAME, threads=threads)
+    else:
+        embedder = TorchCamPlusPlus(components["embedding"].campplus, target)
+    pipeline = CappedEmbeddingDiarization(
+        embedder=embedder,
+        max_seconds=p.embedding_seconds,
+        min_active_ratio=p.min_active_ratio,
+        **components,
+    )
+    return instantiate(pipeline, p)
 
 
 def resolve_published(spec: str, token: str) -> Path:
@@ -248,8 +260,13 @@ class PyannoteDiarizer:
             self.pipeline.to(self.device)
         self._lock = threading.Lock()
 
-    def diarize(self, audio: np.ndarray) -> Diarization:
-        """Exclusive turns (seconds from the window start) and one embedding per local label."""
+    def diarize(self, audio: np.ndarray, speech: SpeechMap | None = None) -> Diarization:
+        """Exclusive turns (seconds from the window start) and one embedding per local label.
+
+        With ``speech`` (the window's VAD) a window where it heard no speech is not
+        diarized, and the offline pipeline segments only the chunks near speech
+        (:meth:`processor.capped_embeddings.CappedEmbeddingDiarization.get_segmentations`).
+        """
         import torch
 
         audio = np.asarray(audio)
@@ -259,12 +276,17 @@ class PyannoteDiarizer:
             raise ValueError(f"diarize() takes float32 samples, got {audio.dtype}")
         if len(audio) < SAMPLE_RATE // 2:
             return Diarization(())  # under half a second: nothing a speaker model can tell
-        waveform = torch.from_numpy(np.ascontiguousarray(audio))[None]
+        file: dict[str, Any] = {"sample_rate": SAMPLE_RATE}
+        if speech is not None:
+            file["speech"] = speech.spans(SPEECH_MIN_SILENCE_MS, SPEECH_PAD_MS, 0, len(audio))
+            if not file["speech"]:
+                return Diarization(())
+        file["waveform"] = torch.from_numpy(np.ascontiguousarray(audio))[None]
         started = time.perf_counter()
         with self._lock, torch.inference_mode(), warnings.catch_warnings():
             # pyannote warns when a window has fewer speakers than min_speakers etc.
             warnings.simplefilter("ignore")
-            output = self.pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE})
+            output = self.pipeline(file)
         result = to_diarization(output)
         log.debug(
             "window diarized",
@@ -302,40 +324,63 @@ def to_diarization(output: Any) -> Diarization:
     return Diarization(tuple(turns), embeddings, tuple(turns_of(full)))
 
 
-def build_diarizer(settings: Settings, params: OfflineParams | None = None) -> Diarizer:
-    """The diarizer ``settings.diarization`` asks for (offline / pyannote / none)."""
+def diarizer_loader(settings: Settings, params: OfflineParams | None = None) -> Callable[[], Diarizer]:
+    """What loading the diarizer ``settings.diarization`` asks for takes, checked now, loaded when called.
+
+    The quick checks (the settings, the installed weights) raise here; importing
+    pyannote (torch, lightning: ~6.6 s of a ~7.5 s load on 2 cores) and loading
+    the models happen in the returned function, which :mod:`processor.build`
+    runs in the background while the ASR model loads and decodes.
+    """
     choice = settings.diarization
     if choice == DiarizationWeights.NONE:
-        return SingleSpeakerDiarizer()
-    import torch
-
-    if pick_device(settings.diarization_device).type == "cpu":
-        torch.set_num_threads(max(1, settings.cpu_threads))
-    started = time.perf_counter()
+        return SingleSpeakerDiarizer
     if choice == DiarizationWeights.OFFLINE:
         from artefacts import DIARIZATION_OFFLINE, locate
 
         if params is None:
             try:
-                params = OfflineParams(
-                    segmentation_step=settings.diarization_step,
-                    embedding=settings.diarization_embedding,
-                )
+                params = OfflineParams(segmentation_step=settings.diarization_step)
             except ValueError as exc:
-                raise SettingsError(f"FLOWBOT_DIARIZATION_STEP / FLOWBOT_DIARIZATION_EMBEDDING: {exc}") from exc
-        pipeline = build_offline_pipeline(
-            locate(DIARIZATION_OFFLINE, settings),
-            params,
-            device=settings.diarization_device,
-            threads=settings.cpu_threads,
-        )
-        name = "offline"
-    elif choice == DiarizationWeights.PYANNOTE:
-        pipeline = load_published_pipeline(settings.diarization_pipeline, settings.hf_token)
-        name = settings.diarization_pipeline
-    else:
-        raise DiarizationUnavailable(f"unknown diarization choice {choice!r}")
-    diarizer = PyannoteDiarizer(pipeline, device=settings.diarization_device, name=name)
+                raise SettingsError(f"FLOWBOT_DIARIZATION_STEP: {exc}") from exc
+        weights = locate(DIARIZATION_OFFLINE, settings)
+        offline = params
+
+        def pipeline() -> Any:
+            return build_offline_pipeline(
+                weights, offline, device=settings.diarization_device, threads=diarization_threads(settings)
+            )
+
+        return functools.partial(_load, settings, "offline", pipeline)
+    if choice == DiarizationWeights.PYANNOTE:
+        spec = settings.diarization_pipeline
+        folder = resolve_published(spec, settings.hf_token)  # not in the local cache: raises now
+
+        def published() -> Any:
+            return load_published_pipeline(str(folder), settings.hf_token)
+
+        return functools.partial(_load, settings, spec, published)
+    raise DiarizationUnavailable(f"unknown diarization choice {choice!r}")
+
+
+def diarization_threads(settings: Settings) -> int:
+    """Intra-op CPU threads for the diarizer (segmentation in torch, CAM++ in onnxruntime): half of ``cpu_threads``.
+
+    The diarizer runs beside the ASR (on the engine's diarization pool while the
+    next window is heard, next to interim captions live), so the two share the
+    cores. On the flite meeting's windows (4 x 30 s, twice, alternating; shared
+    2-core box) 1 thread took 7.4 CPU s where 2 took 9.2.
+    """
+    return max(1, settings.cpu_threads // 2)
+
+
+def _load(settings: Settings, name: str, pipeline: Callable[[], Any]) -> Diarizer:
+    import torch
+
+    if pick_device(settings.diarization_device).type == "cpu":
+        torch.set_num_threads(diarization_threads(settings))
+    started = time.perf_counter()
+    diarizer = PyannoteDiarizer(pipeline(), device=settings.diarization_device, name=name)
     log.info(
         "diarization pipeline loaded",
         extra={
@@ -345,6 +390,11 @@ def build_diarizer(settings: Settings, params: OfflineParams | None = None) -> D
         },
     )
     return diarizer
+
+
+def build_diarizer(settings: Settings, params: OfflineParams | None = None) -> Diarizer:
+    """The diarizer ``settings.diarization`` asks for (offline / pyannote / none), loaded now."""
+    return diarizer_loader(settings, params)()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from processor.diarization import Diarization, Diarizer, SpeakerTurn, unit_vecto
 
 if TYPE_CHECKING:
     from processor.capped_embeddings import SpeakerEmbedder
+    from processor.vad import SpeechMap
 
 log = logging.getLogger("processor.speakers")
 
@@ -150,9 +151,9 @@ class TurnCheckingDiarizer:
         self.embed = embed
         self.check = check or TurnCheck()
 
-    def diarize(self, audio: np.ndarray) -> Diarization:
+    def diarize(self, audio: np.ndarray, speech: SpeechMap | None = None) -> Diarization:
         """The inner diarizer's turns, each turn with the window speaker its voice matches."""
-        return regroup_turns(self.inner.diarize(audio), audio, self.embed, self.check)
+        return regroup_turns(self.inner.diarize(audio, speech), audio, self.embed, self.check)
 
 
 def campplus_turn_embedder(embedder: SpeakerEmbedder) -> TurnEmbedder:

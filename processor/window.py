@@ -67,6 +67,8 @@ class Recognized:
     #: Samples of the window committed (see :attr:`WindowResult.samples`).
     samples: int
     dropped: Counter[str] = field(default_factory=Counter)
+    #: The window's VAD (:attr:`WindowJob.speech`), which the diarize stage reuses.
+    speech: SpeechMap | None = None
 
 
 @dataclass
@@ -173,14 +175,18 @@ def hear(job: WindowJob, transcriber: Transcriber, policy: WindowPolicy, raw: As
         words = [(w.start, w.end) for seg in asr for w in seg.words]
         samples, kept = commit_point(audio, words, len(job.pcm), policy)
         asr = keep_words(asr, kept) if samples < len(job.pcm) else asr
-    return Recognized(audio, asr, samples, raw.dropped)
+    return Recognized(audio, asr, samples, raw.dropped, job.speech)
 
 
 def diarize(recognized: Recognized, diarizer: Diarizer, executor: Executor) -> Future[Diarization] | None:
-    """The diarization stage on ``executor``; None when the window has no words (nothing to attribute)."""
+    """The diarization stage on ``executor``; None when the window has no words (nothing to attribute).
+
+    The diarizer gets the window's VAD too (the pass the cut and the ASR read), so it needs no
+    voice activity pass of its own to know where nobody speaks.
+    """
     if not recognized.asr:
         return None
-    return executor.submit(diarizer.diarize, recognized.audio)
+    return executor.submit(diarizer.diarize, recognized.audio, recognized.speech)
 
 
 def label(

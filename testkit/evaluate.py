@@ -123,8 +123,11 @@ def whole_file_asr(rec: Recording, transcriber: Transcriber) -> list[AsrSegment]
 
 def whole_file_diarization(rec: Recording, diarizer: Diarizer) -> Diarization:
     """pyannote over the whole recording in one call, as pyannote gives it (no turn check)."""
+    from processor.build import BackgroundDiarizer
     from processor.turn_check import TurnCheckingDiarizer
 
+    if isinstance(diarizer, BackgroundDiarizer):
+        diarizer = diarizer.loaded()
     plain = diarizer.inner if isinstance(diarizer, TurnCheckingDiarizer) else diarizer
     return plain.diarize(rec.audio())
 

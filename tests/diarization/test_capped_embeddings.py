@@ -148,3 +148,31 @@ def test_default_diarizer_embeds_each_second_of_speech_about_once(monkeypatch: p
     audio_frames = len(audio) // 160
     assert seen, "CAM++ never ran"
     assert sum(seen) <= 1.25 * audio_frames, f"{sum(seen)} CAM++ frames for {audio_frames} frames of audio"
+
+
+@pytest.mark.slow
+def test_segmentation_skips_the_chunks_the_windows_vad_found_silent() -> None:
+    """Issue 22: the window's one VAD pass tells the diarizer where nobody speaks; the chunks there are
+    not segmented (nor embedded), and the turns are those of the full pass."""
+    from processor.vad import SpeechMap
+
+    torch.set_num_threads(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diarizer = build_diarizer(Settings.from_env({}, diarization="offline", diarization_device="cpu"))
+    assert isinstance(diarizer, PyannoteDiarizer)
+    pipeline = diarizer.pipeline
+    assert isinstance(pipeline, CappedEmbeddingDiarization)
+    audio, _ = pyannote_sample()
+    sr = 16_000
+    window = np.concatenate([audio[: 8 * sr], np.zeros(14 * sr, np.float32), audio[20 * sr : 28 * sr]])
+    every = diarizer.diarize(window)
+    before = dict(pipeline.chunks)
+    gated = diarizer.diarize(window, SpeechMap.of(window))
+    assert pipeline.chunks["total"] - before["total"] == 5  # 30 s: chunks at 0, 5, ..., 20 s
+    assert pipeline.chunks["skipped"] - before["skipped"] == 1  # 10-20 s holds no speech
+    assert gated.turns == every.turns and gated.speech_turns == every.speech_turns
+    assert set(gated.embeddings) == set(every.embeddings)
+    # No speech at all: nothing to diarize.
+    silent = np.zeros(10 * sr, np.float32)
+    assert diarizer.diarize(silent, SpeechMap.of(silent)).turns == ()

@@ -20,6 +20,7 @@ from contracts.settings import Settings
 from processor.diarization import Diarization, IdentityMapper, SpeakerTurn
 from processor.speakers import SessionSpeakerRegistry, assign_window, window_speakers
 from processor.turn_check import TurnCheck, TurnCheckingDiarizer, regroup_turns
+from processor.vad import SpeechMap
 
 DIM = 192
 
@@ -173,11 +174,15 @@ def test_turns_stay_without_a_turn_check_or_a_clear_session_voice() -> None:
 
 def test_the_checking_diarizer_wraps_any_diarizer() -> None:
     class Fixed:
-        def diarize(self, audio: np.ndarray) -> Diarization:
+        def diarize(self, audio: np.ndarray, speech: SpeechMap | None = None) -> Diarization:
+            seen.append(speech)
             return _window([("A", 0.0, 3.0), ("A", 4.0, 6.0), ("B", 7.0, 10.0)], {"A": A, "B": B})
 
+    seen: list[SpeechMap | None] = []
     audio = _audio([(0.0, 3.0, 1), (4.0, 6.0, 2), (7.0, 10.0, 2)])
-    out = TurnCheckingDiarizer(Fixed(), FakeEmbedder()).diarize(audio)
+    speech = SpeechMap(np.ones(len(audio) // 512, np.float32), len(audio))
+    out = TurnCheckingDiarizer(Fixed(), FakeEmbedder()).diarize(audio, speech)
+    assert seen[0] is speech  # the window's VAD reaches the diarizer it wraps
     assert [t.speaker for t in out.turns] == ["A", "B", "B"]
 
 
@@ -185,14 +190,16 @@ def test_the_checking_diarizer_wraps_any_diarizer() -> None:
 def test_the_processor_checks_turns_with_the_diarizers_own_campplus() -> None:
     """``FLOWBOT_SPEAKER_TURN_CHECK`` (on by default) wraps the offline diarizer; off leaves it bare.
     The embedder is the pipeline's CAM++: 192-dim unit vectors, nothing for under half a second."""
-    from processor.build import build_diarizer
+    from processor.build import BackgroundDiarizer, build_diarizer
     from processor.pyannote_diarizer import PyannoteDiarizer
     from tests.diarization.real_sample import pyannote_sample
 
-    on = build_diarizer(Settings.from_env({}, diarization="offline"))
+    background = build_diarizer(Settings.from_env({}, diarization="offline"))
+    assert isinstance(background, BackgroundDiarizer)
+    on = background.loaded()
     assert isinstance(on, TurnCheckingDiarizer) and isinstance(on.inner, PyannoteDiarizer)
     off = build_diarizer(Settings.from_env({"FLOWBOT_SPEAKER_TURN_CHECK": "off"}, diarization="offline"))
-    assert isinstance(off, PyannoteDiarizer)
+    assert isinstance(off, BackgroundDiarizer) and isinstance(off.loaded(), PyannoteDiarizer)
     audio, _ = pyannote_sample()
     assert on.embed(np.zeros(SAMPLE_RATE // 4, np.float32)) is None
     voice = on.embed(audio[16 * SAMPLE_RATE : 18 * SAMPLE_RATE])
