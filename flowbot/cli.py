@@ -130,7 +130,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     consumer = stream_consumer(settings, processors.factory())
     log.info("processor running", extra={"stream": settings.stream})
     try:
-        return run_until_signalled(consumer)
+        # A diarizer that fails to load in the background ends the command with its error.
+        return run_until_signalled(consumer, check=processors.check)
     finally:
         processors.stop()
 

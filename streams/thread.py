@@ -60,24 +60,36 @@ class ConsumerThread:
         return self.code
 
 
-def run_until_signalled(consumer: StreamConsumer, *, poll_s: float = 0.2) -> int:
+def run_until_signalled(
+    consumer: StreamConsumer, *, poll_s: float = 0.2, check: Callable[[], None] | None = None
+) -> int:
     """Run ``consumer`` until it ends, or until SIGTERM/SIGINT ask it to stop gracefully.
 
     Call from the main thread (signal handlers live there). The consumer runs in
     a :class:`ConsumerThread`; a signal only stops it, so its processors still
-    checkpoint. Returns the consumer's exit code; a crash is re-raised.
+    checkpoint. ``check`` is called every ``poll_s``: what it raises (a model that
+    failed to load in the background) stops the consumer the same graceful way and
+    is re-raised. Returns the consumer's exit code; a crash is re-raised.
     """
     thread = ConsumerThread(consumer)
     stop = threading.Event()
     previous = _stop_on_signals(stop)
+    failure: Exception | None = None
     try:
         thread.start()
         while thread.is_alive() and not stop.wait(poll_s):
-            pass
+            try:
+                if check is not None:
+                    check()
+            except Exception as exc:  # re-raised once the consumer has stopped
+                failure = exc
+                break
         code = thread.stop(timeout=None)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if failure is not None:
+        raise failure
     thread.check()
     return 0 if code is None else code
 

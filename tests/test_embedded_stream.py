@@ -8,7 +8,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from contracts.frames import FrameRecord
 from streams.base import Checkpointer, StreamRecord
@@ -126,3 +129,50 @@ def test_sigterm_stops_the_consumer_gracefully(tmp_path: Path) -> None:
     assert len(rec.records) == 3 and rec.events[-1] == "shutdown_requested"
     assert stream.get_checkpoint("app", "shard-0") == 3
     assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
+
+
+def test_a_failed_check_stops_the_consumer_gracefully_and_raises(tmp_path: Path) -> None:
+    """What ``flowbot process`` does when the diarizer fails to load in the background: the
+    consumer stops as on SIGTERM (its processor checkpoints what it took) and the error ends
+    the command, instead of every later window being recorded as failed."""
+    stream = EmbeddedStream(tmp_path / "s.db")
+    stream.put(_frames("a", 3))
+    rec = _Recorder()  # would stop the consumer itself only after six records
+    consumer = EmbeddedConsumer(stream, "app", lambda: rec, idle_sleep=0.01)
+
+    class LoadFailed(RuntimeError):
+        pass
+
+    def check() -> None:
+        if len(rec.records) >= 3:
+            raise LoadFailed("diarization weights unreadable")
+
+    with pytest.raises(LoadFailed, match="weights unreadable"):
+        run_until_signalled(consumer, poll_s=0.01, check=check)
+    assert rec.events[-1] == "shutdown_requested"
+    assert stream.get_checkpoint("app", "shard-0") == 3
+
+
+def test_flowbot_process_polls_the_background_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``flowbot process`` hands its processors' load check to the loop that runs the consumer."""
+    import flowbot.cli as cli
+    import flowbot.pipeline as pipeline
+    import streams.factory as factory
+    import streams.thread as thread
+
+    seen: dict[str, Callable[[], None] | None] = {}
+
+    def fake_run(consumer: object, *, check: Callable[[], None] | None = None) -> int:
+        seen["check"] = check
+        return 0
+
+    monkeypatch.setattr(thread, "run_until_signalled", fake_run)
+    monkeypatch.setattr(factory, "stream_consumer", lambda settings, processors: object())
+    checks: list[str] = []
+    monkeypatch.setattr(pipeline.LocalProcessors, "check", lambda self: checks.append("checked"))
+    monkeypatch.setenv("FLOWBOT_DATA_DIR", str(tmp_path))
+    assert cli.main(["process"]) == 0
+    polled = seen["check"]
+    assert polled is not None
+    polled()
+    assert checks == ["checked"]
