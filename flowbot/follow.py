@@ -80,9 +80,15 @@ _EVENTS: dict[str, Callable[[TranscriptRenderer, Any], None]] = {
 class _Feed:
     """One session's event feed on the local server, and the last event shown from it."""
 
-    url: str
+    base_url: str
+    session_id: str
     token: str | None
     last_id: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The session's feed on the server."""
+        return f"{self.base_url}/sessions/{self.session_id}/events"
 
     def request(self) -> urllib.request.Request:
         """The next GET: resuming after the last event shown, if any."""
@@ -108,10 +114,10 @@ class _Feed:
 
     def show_namings(self, view: TranscriptRenderer) -> None:
         """``get_session``'s ``named_by_voice`` through the server's API: the owner's only."""
-        base_url, _, rest = self.url.partition("/sessions/")
-        session_id = rest.split("/", 1)[0]
+        session_id = self.session_id
         body = json.dumps({"action": "get_session", "session_id": session_id}).encode()
-        request = urllib.request.Request(f"{base_url}/api", body, {"content-type": "application/json"}, method="POST")
+        headers = {"content-type": "application/json"}
+        request = urllib.request.Request(f"{self.base_url}/api", body, headers, method="POST")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
@@ -141,7 +147,7 @@ def follow_local(
     refused token, or a feed that stayed down for ``reconnects`` attempts.
     """
     view = renderer or TranscriptRenderer(out)
-    feed = _Feed(f"{base_url.rstrip('/')}/sessions/{session_id}/events", token)
+    feed = _Feed(base_url.rstrip("/"), session_id, token)
     failures = 0
     while True:
         try:
