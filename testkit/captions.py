@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +25,7 @@ from testkit.stats import percentile
 
 if TYPE_CHECKING:
     from flowbot.serve import LiveService
+    from stores.base import TranscriptStore
 
 
 @dataclass
@@ -58,20 +59,29 @@ def first_seen(run: SessionRun, finals: Sequence[TranscriptSegment]) -> None:
                 run.latencies.append(min(times) - (run.t0 + w.end))
 
 
-def open_sessions(svc: LiveService, n: int) -> list[SessionRun]:
-    """``n`` new sessions of ``svc``, each with its feed being read."""
+def open_sessions(svc: LiveService, n: int, timeout: float = 120.0) -> list[SessionRun]:
+    """``n`` new sessions of ``svc``, each with its feed being read and connected.
+
+    A feed counts as connected once its first event (the session's state, which the
+    server sends every new viewer first) has arrived, so the audio never starts before
+    its viewer is there; a loaded machine decides how long that takes, not a fixed pause.
+    """
     runs = []
     for _ in range(n):
         sid = str(start_session(svc.url, meeting_id="bench")["session_id"])
         feed = FeedReader(f"{svc.url}/sessions/{sid}/events")
         feed.start()
         runs.append(SessionRun(sid, feed))
-    time.sleep(0.5)  # the feeds are connected before the audio starts
+    _wait_until(lambda: all(r.feed.events or not r.feed.is_alive() for r in runs), timeout)
     return runs
 
 
 def replay(svc: LiveService, wav: Path, runs: Sequence[SessionRun], stagger: float, drain_timeout: float) -> None:
-    """Replay ``wav`` at 1x into every session at once (starts ``stagger`` s apart); wait for them to finish."""
+    """Replay ``wav`` at 1x into every session at once (starts ``stagger`` s apart).
+
+    Returns once every session is finished and its feed has shown all its finals
+    (:func:`delivered`), or after ``drain_timeout`` s.
+    """
     from producer.file_ingest import ingest_file
 
     def push(k: int, run: SessionRun) -> None:
@@ -86,13 +96,31 @@ def replay(svc: LiveService, wav: Path, runs: Sequence[SessionRun], stagger: flo
     for t in threads:
         t.join()
     store = svc.ctx.transcripts
-    deadline = time.monotonic() + drain_timeout
-    while time.monotonic() < deadline:
-        progress = [store.load_progress(r.session_id) for r in runs]
-        if all(p is not None and p.stream_done for p in progress):
-            break
+    _wait_until(lambda: all(delivered(store, r) for r in runs), drain_timeout)
+
+
+def delivered(store: TranscriptStore, run: SessionRun) -> bool:
+    """True once ``run``'s audio is all committed and its feed has shown every committed window as final.
+
+    A finished session is not enough: the live feed polls the store, backing off to a
+    read a second while a session is unchanged (flowbot/web/feed.py), so a window's
+    final reaches a viewer up to about a second after its commit, more on a loaded
+    machine. Measuring before it arrived reported a session with no final. A feed whose
+    connection ended will show nothing more: waiting on it ends too.
+    """
+    progress = store.load_progress(run.session_id)
+    if progress is None or not progress.stream_done:
+        return False
+    shown = {int(d["window_index"]) for _, d in run.feed.timed() if d["is_final"]}
+    committed = {w.window_index for w in store.windows(run.session_id)}
+    return committed <= shown or not run.feed.is_alive()
+
+
+def _wait_until(cond: Callable[[], bool], timeout: float) -> None:
+    """Poll ``cond`` until it holds or ``timeout`` s passed (then the figures say what is missing)."""
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(0.5)  # the feed polls every 0.2 s
 
 
 @dataclass

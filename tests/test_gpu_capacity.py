@@ -14,13 +14,23 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
+import numpy as np
 import pytest
 
-from testkit.captions import SessionResult, SessionRun, session_result, verdict, worst
+from contracts.frames import SAMPLE_RATE, FrameKind, FrameRecord
+from contracts.segments import WindowRecord
+from stores.base import SessionProgress
+from stores.sqlite import SqliteTranscriptStore
+from testkit.captions import SessionResult, SessionRun, delivered, replay, session_result, verdict, worst
 from testkit.gpu import GpuSampler
+from testkit.speech import write_wav
 from testkit.sse import FeedReader
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +63,65 @@ def test_finals_behind_counts_each_window_from_its_first_arrival() -> None:
     assert got.finals_behind == 5.5 and got.last_final_after_end == 0.5
     none = session_result(SessionRun("t", run.feed), windows, [])
     assert none.final_windows == 0 and none.finals_behind == math.inf and math.isnan(none.p50)
+
+
+class HandFedFeed(FeedReader):
+    """A viewer's feed that stays connected and shows what the test hands it."""
+
+    def __init__(self) -> None:
+        super().__init__("http://127.0.0.1:9/unused")
+        self.hang_up = threading.Event()
+
+    def run(self) -> None:
+        self.hang_up.wait(120)
+
+    def show_final(self, window_index: int) -> None:
+        self.events.append((time.monotonic(), "window", {"window_index": window_index, "is_final": True}))
+
+
+class CommitAtEnd:
+    """The stream of a worker that commits the session's one window at its end record, while
+    the viewer's feed shows that final ``feed_lag`` s later (a feed polling a loaded machine)."""
+
+    def __init__(self, store: SqliteTranscriptStore, feed: HandFedFeed, feed_lag: float) -> None:
+        self.store, self.feed, self.feed_lag = store, feed, feed_lag
+
+    def put(self, records: Sequence[FrameRecord]) -> None:
+        for r in records:
+            if r.kind == FrameKind.END:
+                end = r.sample_offset
+                self.store.commit_window(
+                    WindowRecord(r.session_id, 0, 0, end), [], SessionProgress(r.session_id, 1, end, end)
+                )
+                threading.Timer(self.feed_lag, self.feed.show_final, args=(0,)).start()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def test_replay_waits_until_the_feed_showed_every_final(tmp_path: Path) -> None:
+    """The flake "a session got no final": the session was done in the store, but the live feed
+    (backing off to a read a second while a window's final pass runs) had not shown the final yet
+    when the figures were taken. Taken 0.5 s after the commit, a final 2 s late was never seen."""
+    store = SqliteTranscriptStore(tmp_path / "t.db")
+    feed = HandFedFeed()
+    feed.start()
+    run = SessionRun("sess-1", feed)
+    svc = SimpleNamespace(stream=CommitAtEnd(store, feed, feed_lag=2.0), ctx=SimpleNamespace(transcripts=store))
+    wav = write_wav(tmp_path / "a.wav", np.zeros(SAMPLE_RATE // 2, np.int16))
+    try:
+        replay(cast(Any, svc), wav, [run], stagger=0.0, drain_timeout=60)
+        progress = store.load_progress("sess-1")
+        assert progress is not None and progress.stream_done
+        assert [d["window_index"] for _, d in feed.timed() if d["is_final"]] == [0], "measured before the final arrived"
+    finally:
+        feed.hang_up.set()
+    # A feed whose connection ended shows nothing more: the wait for it ends (the figures then say "no final").
+    store.commit_window(WindowRecord("sess-2", 0, 0, 8000), [], SessionProgress("sess-2", 1, 8000, 8000))
+    gone = SessionRun("sess-2", FeedReader("http://127.0.0.1:9/unused"))  # nothing listens on port 9
+    gone.feed.start()
+    gone.feed.join(30)
+    assert gone.feed.error is not None and delivered(store, gone)
 
 
 def test_gpu_sampler_reads_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ import pytest
 from contracts.settings import Settings
 from flowbot.serve import LiveService
 from flowbot.wer import wer
+from testkit.net import wait_for
 from testkit.speech import Turn
 
 
@@ -136,6 +137,16 @@ def test_unknown_pages_and_sessions(service: LiveService) -> None:
         assert json.loads(resp.read()) == {"ok": True}
 
 
+def published(service: LiveService, sid: str) -> None:
+    """Wait until the server let go of the session's publisher: then all it sent is on the stream.
+
+    ffmpeg exiting says only that it sent everything; the server decodes and writes the
+    last second of audio after that (the hub flushes it when it releases the publisher).
+    A fixed 0.5 s pause read the stream 1 s short when the decoder was held up near the end.
+    """
+    wait_for(lambda: (s := service.hub.stats(sid)).publishes >= 1 and not s.connected, 60, "the publisher's release")
+
+
 def test_restart_keeps_open_sessions_and_their_timeline(tmp_path: Path, meeting: tuple[Path, list[Turn]]) -> None:
     settings = Settings.from_env({}, data_dir=tmp_path / "data", diarization="none", port=0, rtmp_port=0)
     first = LiveService(settings).start()
@@ -143,14 +154,14 @@ def test_restart_keeps_open_sessions_and_their_timeline(tmp_path: Path, meeting:
         status, started = post(first.url, {"action": "start_session", "meeting_id": "m", "user_id": "u"})
         assert status == 200
         assert publish(meeting[0], started["rtmp_url"], 3).wait(timeout=60) == 0
-        time.sleep(0.5)
+        published(first, started["session_id"])
     finally:
         first.stop()
     second = LiveService(settings).start()
     try:
         url = started["rtmp_url"].replace(f":{first.rtmp.port}/", f":{second.rtmp.port}/")
         assert publish(meeting[0], url, 2).wait(timeout=60) == 0
-        time.sleep(0.5)
+        published(second, started["session_id"])
         from contracts.frames import FrameRecord
 
         frames = [FrameRecord.decode(r.data) for r in second.stream.read("shard-0", 0, 10_000)]

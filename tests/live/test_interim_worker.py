@@ -15,8 +15,13 @@ from tests.live.conftest import ScriptedTranscriber, asr_words, pcm
 
 
 def idle(worker: InterimWorker, sid: str, passes: int) -> None:
-    wait_for(lambda: worker.stats(sid)["passes"] >= passes)
-    time.sleep(0.05)  # let the write after the pass land
+    """Wait until ``passes`` passes ran and the last one's write landed in the store.
+
+    ``passes`` counts a pass before its rows are written; a fixed pause for the write
+    read the store too early on a loaded machine (``wait_idle`` ends with the pass).
+    """
+    wait_for(lambda: worker.stats(sid)["passes"] >= passes, 60, f"{passes} interim passes")
+    assert worker.wait_idle(60), "the interim pass never finished"
 
 
 def test_agreed_prefix_is_local_agreement_2() -> None:
@@ -147,16 +152,23 @@ def test_interim_passes_skip_while_a_final_runs(store: SqliteTranscriptStore) ->
 def test_two_sessions_share_the_worker_fairly(store: SqliteTranscriptStore) -> None:
     fake = ScriptedTranscriber([[asr_words("a b c")]])
     worker = InterimWorker(fake, store, interval=0.05, max_duty=1.0, min_new_seconds=0.0)
-    deadline = time.monotonic() + 1.0
+
+    def passes() -> tuple[int, int]:
+        return worker.stats("a")["passes"], worker.stats("b")["passes"]
+
+    # Both sessions keep offering until one has had 10 passes: the share is under test, not
+    # how many passes a second of wall time brings (1 s of offers gave 2 each when a write
+    # took 0.3 s, as on a loaded machine).
+    deadline = time.monotonic() + 120
     n = 0
-    while time.monotonic() < deadline:
+    while max(passes()) < 10 and time.monotonic() < deadline:
         n += 1
         worker.offer("a", 0, 0, pcm(1 + n * 0.01))
         worker.offer("b", 0, 0, pcm(1 + n * 0.01))
         time.sleep(0.01)
-    time.sleep(0.1)
-    a, b = worker.stats("a")["passes"], worker.stats("b")["passes"]
-    assert a >= 5 and b >= 5 and abs(a - b) <= 2, (a, b)
+    assert worker.wait_idle(60)
+    a, b = passes()
+    assert max(a, b) >= 10 and abs(a - b) <= 2, (a, b)
     assert {"a", "b"} <= set(worker.stats())
     worker.stop()
 
