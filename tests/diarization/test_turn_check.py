@@ -242,3 +242,49 @@ def test_the_processor_checks_turns_with_the_diarizers_own_campplus() -> None:
     voice = on.embed(audio[16 * SAMPLE_RATE : 18 * SAMPLE_RATE])
     assert voice is not None and voice.shape == (DIM,)
     assert abs(float(np.linalg.norm(voice)) - 1.0) < 1e-6
+
+
+def test_a_turn_unlike_every_speaker_of_its_window_gets_a_speaker_of_its_own() -> None:
+    """Issue 21 on concat: segmentation-3.0 kept the 1.4 s digits clip inside two other voices'
+    speakers and the session never heard that voice (5 of 6 speakers). With
+    ``new_voice_own`` set (FLOWBOT_SPEAKER_NEW_VOICES), a turn far from its own speaker's voice
+    and from every other speaker of its window becomes a window speaker of its own, its turn
+    embedding as its voice; one near another speaker of the window (0.5 < new_voice_others)
+    does not. Off by default: nothing changes."""
+    check = TurnCheck(new_voice_own=0.7)
+    VOICES[5] = _at_distance(B, 0.5, seed=8)
+    VOICES[5] = VOICES[5] - (VOICES[5] @ A) * A  # as far from A as from C (cosine 0)
+    VOICES[5] /= np.linalg.norm(VOICES[5])
+    try:
+        dia = _window([("A", 0.0, 3.0), ("A", 4.0, 6.0), ("A", 6.5, 8.0), ("B", 9.0, 11.0)], {"A": A, "B": B})
+        audio = _audio([(0.0, 3.0, 1), (4.0, 6.0, 4), (6.5, 8.0, 5), (9.0, 11.0, 2)])
+        out = regroup_turns(dia, audio, FakeEmbedder(), check)
+        assert [t.speaker for t in out.turns] == ["A", "A+4.00", "A", "B"]
+        assert np.allclose(out.embeddings["A+4.00"], VOICES[4])
+        assert [t.speaker for t in out.speech_turns if t.start == 4.0] == ["A+4.00"]
+        assert regroup_turns(dia, audio, FakeEmbedder()).turns == dia.turns  # off by default
+    finally:
+        del VOICES[5]
+
+
+def test_a_new_voice_joins_a_session_speaker_within_the_looser_match_or_founds_one() -> None:
+    """One turn's embedding is noisier than a window speaker's: a new-voice window speaker joins
+    the closest session speaker within ``new_voice_match`` (0.55; 0.5 here, over the 0.45 match
+    threshold), leaving its centroid as it was, and founds a speaker only farther than that."""
+    check = TurnCheck(new_voice_own=0.7)
+    reg = SessionSpeakerRegistry(threshold=0.45, turn_check=check)
+    reg.assign(_window([("L0", 0.0, 10.0), ("L1", 10.0, 20.0)], {"L0": A, "L1": B}))
+    before = reg.state()
+    near_b = _at_distance(B, 0.5, seed=9)
+    dia = _window(
+        [("X", 0.0, 5.0), ("X+5.50", 5.5, 7.0), ("X+8.00", 8.0, 9.5)],
+        {"X": A, "X+5.50": near_b, "X+8.00": np.eye(DIM)[2]},
+    )
+    mapping = reg.assign(dia)
+    assert mapping == {"X": "S1", "X+5.50": "S2", "X+8.00": "S3"}
+    s2_before = next(s for s in before["speakers"] if s["label"] == "S2")
+    s2_after = next(s for s in reg.state()["speakers"] if s["label"] == "S2")
+    assert s2_after == s2_before
+    plain = SessionSpeakerRegistry(threshold=0.45, turn_check=TurnCheck())
+    plain.assign(_window([("L0", 0.0, 10.0), ("L1", 10.0, 20.0)], {"L0": A, "L1": B}))
+    assert plain.assign(dia)["X+5.50"] == "S3"  # without it, 0.5 from S2 founds a speaker
