@@ -194,7 +194,8 @@ class Settings:
     )
     speaker_turn_check: Switch = _opt(
         Switch.ON,
-        "Embed each diarized turn of 0.75 s or more on its own and give it to the speaker of its window, or "
+        "Cut each diarized turn at its pauses, embed each piece of 0.75 s or more on its own and give it to the "
+        "speaker of its window, or "
         "the session speaker of an earlier window, whose voice it is (the window diarizer keeps two voices of "
         "one 10 s chunk as one speaker); 'off': keep the diarizer's turns.",
     )
