@@ -24,10 +24,12 @@ pyannote pipeline):
   attributed to pyannote run over the whole file in one call.
 
     .venv/bin/python -m bench.quality [--recordings sample,concat,squeezed,returning,flite] [--cache DIR] [--no-naming]
-                                      [--turn-check on|off]
+                                      [--turn-check on|off] [--new-voices on|off]
 
 ``--turn-check off`` runs the pipeline without checking each diarized turn's voice
 (``FLOWBOT_SPEAKER_TURN_CHECK``, docs/diarization.md), as before issue 21's turn check.
+``--new-voices on`` gives a turn that sounds like no speaker of its window a speaker of
+its own (``FLOWBOT_SPEAKER_NEW_VOICES``, off by default).
 
 It then prints naming precision and recall (names that follow a voice, bench/voices.py).
 
@@ -110,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         default=Switch.ON.value,
         help="check each diarized turn's voice (FLOWBOT_SPEAKER_TURN_CHECK)",
     )
+    parser.add_argument(
+        "--new-voices",
+        choices=[Switch.ON.value, Switch.OFF.value],
+        default=Switch.OFF.value,
+        help="a turn unlike every speaker of its window gets a speaker of its own (FLOWBOT_SPEAKER_NEW_VOICES)",
+    )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
 
@@ -126,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             diarization="offline",
             interim_seconds=0.0,
             speaker_turn_check=Switch(args.turn_check),
+            speaker_new_voices=Switch(args.new_voices),
         )
         parts = build_engine_parts(settings)
         rows = []

@@ -194,9 +194,17 @@ class Settings:
     )
     speaker_turn_check: Switch = _opt(
         Switch.ON,
-        "Embed each diarized turn of 0.75 s or more on its own and give it to the speaker of its window, or "
+        "Cut each diarized turn at its pauses, embed each piece of 0.75 s or more on its own and give it to the "
+        "speaker of its window, or "
         "the session speaker of an earlier window, whose voice it is (the window diarizer keeps two voices of "
         "one 10 s chunk as one speaker); 'off': keep the diarizer's turns.",
+    )
+    speaker_new_voices: Switch = _opt(
+        Switch.OFF,
+        "With the turn check: a turn that sounds like no speaker of its window (0.7 cosine from its own, "
+        "0.6 from the others) becomes a speaker of its own, which joins a session speaker within 0.55 or "
+        "founds one. Off by default: it found the dev set's missing voices but gave one recording an extra "
+        "label (docs/diarization.md).",
     )
     speaker_reconcile_threshold: float = _opt(
         0.4,

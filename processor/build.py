@@ -83,9 +83,9 @@ def build_diarizer(settings: Settings) -> Diarizer:
     load = diarizer_loader(settings)
     if settings.speaker_turn_check == Switch.OFF:
         return BackgroundDiarizer(load)
-    from processor.turn_check import with_turn_check
+    from processor.turn_check import turn_check_of, with_turn_check
 
-    return BackgroundDiarizer(lambda: with_turn_check(load()))
+    return BackgroundDiarizer(lambda: with_turn_check(load(), turn_check_of(settings)))
 
 
 class BackgroundDiarizer:

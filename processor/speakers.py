@@ -18,14 +18,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from contracts.frames import SAMPLE_RATE
 from contracts.segments import WindowSpeaker
-from contracts.settings import Settings, Switch
+from contracts.settings import Settings
 from processor.diarization import (
     Diarization,
     Diarizer,
@@ -35,7 +35,7 @@ from processor.diarization import (
     turns_overlap_seconds,
     unit_vector,
 )
-from processor.turn_check import TurnCheck, log_move, with_moves
+from processor.turn_check import NEW_VOICE, TurnCheck, log_move, turn_check_of, with_moves
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,41 @@ class SessionSpeakerRegistry:
         return max(self._speakers.values(), key=lambda s: (s.seconds, s.label)).label
 
     def assign(self, diarization: Diarization) -> dict[str, str]:
-        """Map window-local labels to session labels and update the centroids."""
+        """Map window-local labels to session labels and update the centroids.
+
+        A window speaker the turn check made of a turn that sounds like no speaker
+        of its window (:func:`processor.turn_check.new_voices`) first joins the
+        closest session speaker with enough speech within ``turn_check.new_voice_match``
+        (one turn's embedding is noisier than a window speaker's), leaving its
+        centroid as it is; otherwise it is mapped like any other window speaker.
+        """
+        joined = self._new_voices_heard_before(diarization)
+        if not joined:
+            return self._assign(diarization)
+        rest = replace(
+            diarization,
+            turns=tuple(t for t in diarization.turns if t.speaker not in joined),
+            embeddings={k: v for k, v in diarization.embeddings.items() if k not in joined},
+        )
+        return {**self._assign(rest), **joined}
+
+    def _new_voices_heard_before(self, diarization: Diarization) -> dict[str, str]:
+        """The session speaker each new-voice window speaker is (within ``turn_check.new_voice_match``)."""
+        check = self.turn_check
+        floor = self.min_new_speaker_seconds
+        known = [s for s in self._speakers.values() if s.centroid is not None and s.seconds >= floor]
+        if check is None or check.new_voice_own <= 0 or not known:
+            return {}
+        out = {}
+        for lab, vec in diarization.embeddings.items():
+            if NEW_VOICE not in lab or (u := unit_vector(vec)) is None:
+                continue
+            dist, label = min((float(1.0 - u @ s.centroid), s.label) for s in known)
+            if dist < check.new_voice_match:
+                out[lab] = label
+        return out
+
+    def _assign(self, diarization: Diarization) -> dict[str, str]:
         from scipy.optimize import linear_sum_assignment
 
         local = sorted({t.speaker for t in diarization.turns} | set(diarization.embeddings))
@@ -340,8 +374,7 @@ def build_mapper(settings: Settings, state: dict[str, Any] | None) -> SpeakerMap
     if state and "version" not in state:
         # A session started with diarization off and resumed with it on.
         state = None
-    check = None if settings.speaker_turn_check == Switch.OFF else TurnCheck()
-    return SessionSpeakerRegistry(state, settings.speaker_match_threshold, turn_check=check)
+    return SessionSpeakerRegistry(state, settings.speaker_match_threshold, turn_check=turn_check_of(settings))
 
 
 def window_speakers(diarization: Diarization, mapping: dict[str, str]) -> tuple[WindowSpeaker, ...]:
