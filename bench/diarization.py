@@ -88,6 +88,7 @@ def full_mask_diarizer(settings: Settings) -> Diarizer:
     params = per_chunk_full_mask()
     components = offline_components(locate(DIARIZATION_OFFLINE, settings), params)
     components["embedding"].min_speech_ratio = params.min_active_ratio
+    components["embedding"].warm_up()  # this reference runs the PyTorch network on CPU
     pipeline = instantiate(SpeakerDiarization(embedding_batch_size=1, **components), params)
     return PyannoteDiarizer(pipeline, device="cpu", name="full-mask")
 

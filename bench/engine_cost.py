@@ -16,8 +16,11 @@ overlapping work saves. Targets: diarization off <= 1.05x bare; defaults
 <= 1.5x bare on a 2 min meeting, <= 1.3x on a 10 min one.
 
 Recordings: ``concat`` (the real-speech set's 73 s six-speaker meeting),
-``sample``/``squeezed`` (the rest of that set), ``fliteN`` (the flite planning
-meeting, about 100 s, repeated N times: ``flite6`` is about 10 min).
+``sample``/``squeezed``/``returning`` (the rest of that set), ``fliteN`` (the flite
+planning meeting, about 100 s, repeated N times: ``flite6`` is about 10 min), ``realN``
+(the real recordings ``returning``, ``concat`` and ``squeezed`` one after another, 1 s
+apart, round after round until N minutes: the same six voices come back every ~3.5 min;
+``real10`` is the 10 min real meeting).
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from testkit.corpus import Recording
 
 HERE = Path(__file__).resolve().parents[1]
 
@@ -102,12 +111,37 @@ def recordings(names: list[str]) -> dict[str, tuple[Path, str | None]]:
     real = [n for n in names if not n.startswith("flite")]
     if real:
         built = build(cache_dir(None))
-        out.update({n: (built[n].path, built[n].text) for n in real})
+        out.update({n: (built[n].path, built[n].text) for n in real if not n.startswith("real")})
+        for name in (n for n in real if n.startswith("real")):
+            out[name] = long_meeting(built, float(name.removeprefix("real")) * 60)
     for name in (n for n in names if n.startswith("flite")):
         repeat = int(name.removeprefix("flite") or 1)
         path, turns = meeting_wav(Path(tempfile.mkdtemp(prefix="flowbot-cost-")), repeat=repeat)
         out[name] = (path, " ".join(t.text for t in sorted(turns, key=lambda t: t.start)))
     return out
+
+
+#: The real recordings a ``realN`` meeting goes round, in this order.
+LONG_MEETING_PARTS = ("returning", "concat", "squeezed")
+
+
+def long_meeting(built: dict[str, Recording], seconds: float) -> tuple[Path, str]:
+    """A real meeting of about ``seconds``: :data:`LONG_MEETING_PARTS` in turn, 1 s apart (wav path, reference)."""
+    from testkit.corpus import SR, read_wav, write_wav
+
+    gap = np.zeros(SR, np.int16)
+    parts: list[np.ndarray] = []
+    texts: list[str] = []
+    total = 0
+    while total < seconds * SR:
+        for name in LONG_MEETING_PARTS:
+            parts += [read_wav(built[name].path), gap]
+            texts.append(built[name].text)
+            total += len(parts[-2]) + len(gap)
+            if total >= seconds * SR:
+                break
+    folder = Path(tempfile.mkdtemp(prefix="flowbot-cost-"))
+    return write_wav(folder / f"real-{round(seconds)}s.wav", np.concatenate(parts)), " ".join(texts)
 
 
 def main(argv: list[str] | None = None) -> int:

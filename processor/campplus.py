@@ -241,12 +241,17 @@ class CamPlusPlusEmbedding(Model):
 
     @classmethod
     def from_state_dict_file(cls, path: Path) -> CamPlusPlusEmbedding:
-        """Load 3D-Speaker's published state dict (``campplus_*.pt``)."""
+        """Load 3D-Speaker's published state dict (``campplus_*.pt``).
+
+        Not warmed up (:meth:`warm_up`): the default pipeline never runs this
+        network's ``forward`` on CPU (its capped embedding step runs CAM++ on
+        onnxruntime, or this network on CUDA), and the warm-up pass cost every
+        ``flowbot transcribe`` ~0.4 CPU s of its diarizer load.
+        """
         model = cls()
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         model.campplus.load_state_dict(state, strict=True)
         model.eval()
-        model.warm_up()
         return model
 
     @property
@@ -291,6 +296,6 @@ class CamPlusPlusEmbedding(Model):
         return feats[torch.arange(target, device=feats.device) % n]
 
     def warm_up(self) -> None:
-        """Build the CPU kernels for the fixed input shape once, at load time."""
+        """Build the CPU kernels for the fixed input shape once (before timing :meth:`forward` on CPU)."""
         with torch.inference_mode():
             self.campplus(torch.zeros(1, self.FIXED_FRAMES, 80))

@@ -150,6 +150,17 @@ def test_default_diarizer_embeds_each_second_of_speech_about_once(monkeypatch: p
     assert sum(seen) <= 1.25 * audio_frames, f"{sum(seen)} CAM++ frames for {audio_frames} frames of audio"
 
 
+def test_loading_the_cpu_diarizer_runs_no_campplus_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22 cost: the load warmed up the PyTorch CAM++ (one 10 s forward pass, ~0.25 CPU s of
+    every ``flowbot transcribe``'s load) that the CPU pipeline never runs (onnxruntime embeds)."""
+    seen = _count_campplus_frames(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        diarizer = build_diarizer(Settings.from_env({}, diarization="offline", diarization_device="cpu"))
+    assert isinstance(diarizer, PyannoteDiarizer)
+    assert seen == [], f"CAM++ ran on {seen} frames while loading"
+
+
 @pytest.mark.slow
 def test_segmentation_skips_the_chunks_the_windows_vad_found_silent() -> None:
     """Issue 22: the window's one VAD pass tells the diarizer where nobody speaks; the chunks there are
