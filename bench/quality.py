@@ -29,7 +29,7 @@ pyannote pipeline):
 ``--turn-check off`` runs the pipeline without checking each diarized turn's voice
 (``FLOWBOT_SPEAKER_TURN_CHECK``, docs/diarization.md), as before issue 21's turn check.
 ``--new-voices on`` gives a turn that sounds like no speaker of its window a speaker of
-its own (``FLOWBOT_SPEAKER_NEW_VOICES``, off by default).
+its own (``FLOWBOT_SPEAKER_NEW_VOICES``, on by default; ``off`` keeps it with its window speaker).
 
 It then prints naming precision and recall (names that follow a voice, bench/voices.py).
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--new-voices",
         choices=[Switch.ON.value, Switch.OFF.value],
-        default=Switch.OFF.value,
+        default=Switch.ON.value,
         help="a turn unlike every speaker of its window gets a speaker of its own (FLOWBOT_SPEAKER_NEW_VOICES)",
     )
     args = parser.parse_args(argv)

