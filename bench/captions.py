@@ -87,8 +87,9 @@ def replay(
     with live_service(settings) as svc:
         # The diarizer loads in the background (processor/build.py): measure a running service.
         check_loaded(svc.processors.parts(), wait=True)
-        if not align and isinstance(svc.processors.parts().interim, InterimWorker):
-            svc.processors.parts().interim.align_to_records = False
+        worker = svc.processors.parts().interim
+        if not align and isinstance(worker, InterimWorker):
+            worker.align_to_records = False
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         runs = open_sessions(svc, n_sessions)
         replay_into(svc, wav, runs, stagger=0.0, drain_timeout=300, ingest=ingest)
