@@ -63,7 +63,7 @@ from testkit.speech import meeting_wav, write_wav
 from testkit.stats import percentile
 
 RECORDINGS = ("flite", "concat", "returning", "squeezed", "sample")
-MODES = ("interim", "interim-unaligned", "finals-only")
+MODES = ("interim", "finals-only")
 
 log = logging.getLogger("bench.captions")
 
@@ -75,21 +75,14 @@ def replay(
     data_dir: Path,
     diarization: str = "none",
     ingest: Ingest = "stream",
-    align: bool = True,
 ) -> tuple[list[SessionRun], float, dict[str, Any], list[WordStages]]:
-    """Replay ``wav`` into ``n_sessions`` live sessions at once; runs, CPU seconds, interim counters, stages.
-
-    ``align=False`` turns off holding a due pass for the next record (the schedule before it).
-    """
+    """Replay ``wav`` into ``n_sessions`` live sessions at once; runs, CPU seconds, interim counters, stages."""
     settings = Settings.from_env(
         {}, data_dir=data_dir, diarization=diarization, port=0, rtmp_port=0, interim_seconds=interval
     )
     with live_service(settings) as svc:
         # The diarizer loads in the background (processor/build.py): measure a running service.
         check_loaded(svc.processors.parts(), wait=True)
-        worker = svc.processors.parts().interim
-        if not align and isinstance(worker, InterimWorker):
-            worker.align_to_records = False
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         runs = open_sessions(svc, n_sessions)
         replay_into(svc, wav, runs, stagger=0.0, drain_timeout=300, ingest=ingest)
@@ -178,8 +171,7 @@ def main() -> int:
     ap.add_argument(
         "--modes",
         default="interim,finals-only",
-        help="latency runs, in this order: interim, interim-unaligned (passes not held for the next "
-        "record, as before), finals-only",
+        help="latency runs, in this order: interim, finals-only or both",
     )
     ap.add_argument("--repeat", type=int, default=1, help="run the modes this many times, alternating")
     args = ap.parse_args()
@@ -203,7 +195,7 @@ def main() -> int:
             for mode, figures in latency_runs(wav, reference, modes, args, tmp / f"r{k}", audio_min).items():
                 every[mode].append(figures)
                 print(
-                    f"  run {k + 1} {mode:17s} p50 {figures['p50']:5.2f} s  p95 {figures['p95']:5.2f} s  "
+                    f"  run {k + 1} {mode:12s} p50 {figures['p50']:5.2f} s  p95 {figures['p95']:5.2f} s  "
                     f"(load average {figures['load']:.2f} at its start)"
                 )
         print(f"load average {os.getloadavg()[0]:.2f} after the latency runs")
@@ -211,7 +203,7 @@ def main() -> int:
             print(f"median over {args.repeat} runs:")
             for mode, figs in every.items():
                 p50s, p95s = [f["p50"] for f in figs], [f["p95"] for f in figs]
-                print(f"  {mode:17s} p50 {statistics.median(p50s):5.2f} s  p95 {statistics.median(p95s):5.2f} s")
+                print(f"  {mode:12s} p50 {statistics.median(p50s):5.2f} s  p95 {statistics.median(p95s):5.2f} s")
         print_latency({mode: figs[-1] for mode, figs in every.items()}, args.interval, audio_min)
         capacity(cap_wav, args, tmp)
     return 0
@@ -225,8 +217,7 @@ def latency_runs(
     for mode in modes:
         interval = 0.0 if mode == "finals-only" else args.interval
         load = os.getloadavg()[0]
-        align = mode != "interim-unaligned"
-        runs, cpu, stats, stages = replay(wav, 1, interval, tmp / f"lat-{mode}", args.diarization, args.ingest, align)
+        runs, cpu, stats, stages = replay(wav, 1, interval, tmp / f"lat-{mode}", args.diarization, args.ingest)
         r = runs[0]
         results[mode] = {
             "load": load,
@@ -247,7 +238,7 @@ def print_latency(results: dict[str, dict[str, Any]], interval: float, audio_min
     print("caption latency (word end -> first shown in the live feed):")
     for mode, m in results.items():
         print(
-            f"  {mode:17s} p50 {m['p50']:6.2f} s  p95 {m['p95']:6.2f} s  ({m['words']} words; "
+            f"  {mode:12s} p50 {m['p50']:6.2f} s  p95 {m['p95']:6.2f} s  ({m['words']} words; "
             f"last final {m['final_lag']:.1f} s after the audio)"
         )
     on, off = results.get("interim"), results.get("finals-only")

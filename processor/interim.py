@@ -61,7 +61,7 @@ from contracts.segments import TranscriptSegment
 from processor.asr import AsrSegment, Transcriber
 from processor.attribution import AttributedSegment, transcript_segments
 from processor.gate import FinalGate
-from processor.interim_timing import PASS_TIMINGS_KEPT, PassTiming, hold_for_next_offer
+from processor.interim_timing import PASS_TIMINGS_KEPT, PassTiming
 from processor.segtime import split_words
 from processor.windowing import to_float
 from stores.base import TranscriptStore
@@ -151,9 +151,6 @@ class _Slot:
     pending: _Snapshot | None = None
     running: bool = False
     last_pass_at: float = float("-inf")
-    #: When the last snapshot was offered, and the time between the last two offers.
-    last_offer_at: float = float("-inf")
-    offer_gap: float = 0.0
     closed_through: int = -1
     window_index: int = -1
     passed_samples: int = 0
@@ -180,8 +177,6 @@ class InterimWorker:
     time passes may take; after a pass of *d* seconds the worker rests
     ``d * (1 / max_duty - 1)`` seconds. ``min_new_seconds``: a window is not
     re-run unless it grew by at least this much since its last pass.
-    ``align_to_records``: a due pass whose snapshot is stale waits (at most half an
-    interval) for the session's next record (:func:`hold_for_next_offer`).
     """
 
     def __init__(
@@ -196,7 +191,6 @@ class InterimWorker:
         max_duty: float = 0.5,
         min_new_seconds: float = 0.5,
         batch_size: int = 1,
-        align_to_records: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if interval <= 0:
@@ -212,7 +206,6 @@ class InterimWorker:
         self.max_duty = max_duty
         self.min_new_samples = int(min_new_seconds * SAMPLE_RATE)
         self.batch_size = max(1, batch_size)
-        self.align_to_records = align_to_records
         self.clock = clock
         self._cond = threading.Condition()
         self._slots: dict[str, _Slot] = {}
@@ -237,11 +230,7 @@ class InterimWorker:
             slot.counters.offered += 1
             if slot.pending is not None:
                 slot.counters.superseded += 1
-            now = self.clock()
-            if slot.last_offer_at > float("-inf"):
-                slot.offer_gap = now - slot.last_offer_at
-            slot.last_offer_at = now
-            slot.pending = _Snapshot(window_index, start_sample, pcm, now)
+            slot.pending = _Snapshot(window_index, start_sample, pcm, self.clock())
             if self._thread is None and not self._stopping:
                 self._start_locked()
             self._cond.notify()
@@ -346,10 +335,6 @@ class InterimWorker:
             if slot.pending is None or slot.running:
                 continue
             at = slot.last_pass_at + self.interval
-            if at <= now and self.align_to_records:
-                # Never past the next interval: a slow or paused stream still gets its passes.
-                hold = hold_for_next_offer(now, slot.pending.offered_at, slot.offer_gap, self.interval / 2)
-                at = now + hold if hold > 0 else at
             if at <= now:
                 due.append(slot)
             else:

@@ -8,7 +8,6 @@ import time
 from contracts.segments import TranscriptSegment, WindowRecord
 from processor.gate import FinalGate, GatedTranscriber
 from processor.interim import InterimWorker, agreed_prefix, interim_segments
-from processor.interim_timing import hold_for_next_offer
 from stores.base import SessionProgress
 from stores.sqlite import SqliteTranscriptStore
 from testkit.net import wait_for
@@ -178,52 +177,21 @@ def test_speaker_of_interim_text_is_the_last_final_speaker(store: SqliteTranscri
     worker.stop()
 
 
-def test_hold_for_next_offer_only_for_a_stale_snapshot_with_a_record_close_by() -> None:
-    # Records every 1 s; the snapshot was offered at t=10.
-    assert hold_for_next_offer(10.1, 10.0, 1.0, 1.0) == 0.0  # fresh: run now
-    assert abs(hold_for_next_offer(10.6, 10.0, 1.0, 1.0) - 0.4) < 1e-9  # the next record is 0.4 s off
-    assert hold_for_next_offer(11.2, 10.0, 1.0, 1.0) == 0.0  # the next record is overdue: run now
-    assert hold_for_next_offer(10.2, 10.0, 3.0, 1.0) == 0.0  # 2.8 s off is further than max_hold
-    assert hold_for_next_offer(10.6, 10.0, 0.0, 1.0) == 0.0  # one offer so far: nothing to go by
-
-
-def test_a_due_pass_waits_for_the_next_record_instead_of_a_stale_snapshot(store: SqliteTranscriptStore) -> None:
-    """Records every 1 s, passes every 2 s: the pass that falls due 0.6 s after a record waits
-    0.4 s for the next one, so that record's words are captioned now, not a whole interval later
-    (the old worker ran at once on the stale snapshot). The clock is driven by hand and the
-    schedule is read from ``_pick``, with no worker thread running."""
-    now = [0.0]
+def test_pass_timings_say_which_snapshot_each_pass_decoded_and_when(store: SqliteTranscriptStore) -> None:
+    """``timings`` (bench/captions.py's stage breakdown) has one entry per pass, of its own session only."""
     fake = ScriptedTranscriber([[asr_words("one two")]])
-    worker = InterimWorker(fake, store, interval=2.0, max_duty=1.0, min_new_seconds=0.0, clock=lambda: now[0])
-    worker.stop()  # offers do not start a thread after stop: the test picks the passes itself
-
-    def offer(t: float, seconds: float) -> None:
-        now[0] = t
-        worker.offer("s", 0, 0, pcm(seconds))
-
-    offer(0.0, 1)
-    jobs, _ = worker._pick(0.0)
-    assert [j.snap.pcm.size for j in jobs] == [pcm(1).size]  # the first pass runs at once
-    jobs[0].slot.running = False
-    offer(0.5, 1.5)
-    offer(1.5, 2.5)  # records every second from here on
-    offer(2.5, 3.5)
-    jobs, wait = worker._pick(3.1)  # due since t=2.0; the snapshot is 0.6 s old
-    assert jobs == [] and abs(wait - 0.4) < 1e-9, "wait for the record due at t=3.5"
-    offer(3.5, 4.5)
-    jobs, _ = worker._pick(3.5)
-    assert [j.snap.pcm.size for j in jobs] == [pcm(4.5).size], "the pass takes the new record's words"
-    assert worker.stats("s")["superseded"] == 3
-
-
-def test_a_pass_does_not_wait_for_a_record_that_is_late(store: SqliteTranscriptStore) -> None:
-    now = [0.0]
-    worker = InterimWorker(
-        ScriptedTranscriber(), store, interval=2.0, max_duty=1.0, min_new_seconds=0.0, clock=lambda: now[0]
-    )
+    worker = InterimWorker(fake, store, interval=0.01, max_duty=1.0, min_new_seconds=0.1)
+    for i, secs in enumerate((1.0, 2.0)):
+        worker.offer("s", 3, 16_000, pcm(secs))
+        idle(worker, "s", i + 1)
+    worker.offer("other", 0, 0, pcm(1.0))
+    idle(worker, "other", 1)
     worker.stop()
-    for t, seconds in ((0.0, 1), (1.0, 2), (2.0, 3)):
-        now[0] = t
-        worker.offer("s", 0, 0, pcm(seconds))
-    jobs, _ = worker._pick(3.2)  # the record due at t=3.0 has not come: run on what there is
-    assert [j.snap.pcm.size for j in jobs] == [pcm(3).size]
+    timings = worker.timings("s")
+    assert [(t.window_index, t.start_sample, t.samples) for t in timings] == [
+        (3, 16_000, pcm(1).size),
+        (3, 16_000, pcm(2).size),
+    ]
+    assert all(t.offered_at <= t.started <= t.finished for t in timings)
+    assert timings[0].finished <= timings[1].started
+    assert [t.session_id for t in worker.timings("other")] == ["other"]
