@@ -45,12 +45,13 @@ class SessionRun:
 
     session_id: str
     feed: FeedReader
-    rtmp_url: str = ""
     t0: float = 0.0
     audio_end: float = 0.0
     latencies: list[float] = field(default_factory=list)
     final_lag: float = float("inf")
     text: str = ""
+    #: Where ``replay(..., ingest="rtmp")`` publishes (``start_session``'s ``rtmp_url``).
+    rtmp_url: str = ""
 
 
 def _sightings(run: SessionRun) -> dict[str, list[tuple[float, float, bool]]]:
@@ -155,7 +156,7 @@ def open_sessions(svc: LiveService, n: int) -> list[SessionRun]:
         sid = str(started["session_id"])
         feed = FeedReader(f"{svc.url}/sessions/{sid}/events")
         feed.start()
-        runs.append(SessionRun(sid, feed, str(started.get("rtmp_url", ""))))
+        runs.append(SessionRun(sid, feed, rtmp_url=str(started.get("rtmp_url", ""))))
     time.sleep(0.5)  # the feeds are connected before the audio starts
     return runs
 
