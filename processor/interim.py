@@ -49,6 +49,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -60,6 +61,7 @@ from contracts.segments import TranscriptSegment
 from processor.asr import AsrSegment, Transcriber
 from processor.attribution import AttributedSegment, transcript_segments
 from processor.gate import FinalGate
+from processor.interim_timing import PASS_TIMINGS_KEPT, PassTiming
 from processor.segtime import split_words
 from processor.windowing import to_float
 from stores.base import TranscriptStore
@@ -208,6 +210,7 @@ class InterimWorker:
         self._cond = threading.Condition()
         self._slots: dict[str, _Slot] = {}
         self._rest_until = float("-inf")
+        self._timings: deque[PassTiming] = deque(maxlen=PASS_TIMINGS_KEPT)
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -298,6 +301,11 @@ class InterimWorker:
                 return asdict(slot.counters) if slot else asdict(InterimCounters())
             return {sid: asdict(s.counters) for sid, s in self._slots.items()}
 
+    def timings(self, session_id: str) -> list[PassTiming]:
+        """The session's recent passes (the last :data:`PASS_TIMINGS_KEPT` of all sessions), oldest first."""
+        with self._cond:
+            return [t for t in self._timings if t.session_id == session_id]
+
     # -- worker -----------------------------------------------------------------------
     def _run(self) -> None:
         while True:
@@ -366,9 +374,17 @@ class InterimWorker:
                 for j in jobs:
                     j.slot.counters.errors += 1
             return
-        took = self.clock() - t0
+        done = self.clock()
+        took = done - t0
         with self._cond:
-            self._rest_until = self.clock() + took * (1.0 / self.max_duty - 1.0)
+            self._rest_until = done + took * (1.0 / self.max_duty - 1.0)
+            for j in jobs:
+                slot, snap = j.slot, j.snap
+                self._timings.append(
+                    PassTiming(
+                        slot.session_id, snap.window_index, snap.start_sample, snap.pcm.size, snap.offered_at, t0, done
+                    )
+                )
         for job, asr in zip(jobs, results, strict=True):
             self._publish(job, asr, took / len(jobs))
 

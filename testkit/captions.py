@@ -5,26 +5,38 @@ generated or real recording is replayed at 1x wall clock into new sessions of a
 :class:`flowbot.serve.LiveService`, each session's feed is read as a viewer
 would, and every final word is timed from its end in the audio to the first
 feed event that showed it.
+
+Two ways in (``Ingest``): ``stream`` writes frame records straight into the
+service's embedded stream (``flowbot ingest --realtime``'s code path);
+``rtmp`` publishes the file with ffmpeg (``-re``, AAC in FLV, as Zoom or OBS
+push) to the session's ``rtmp_url``, through the service's RTMP relay, hub and
+decoder, and ends the session through the API when ffmpeg is done, as a
+presenter would. Over RTMP the audio clock starts when ffmpeg is started, so
+the figures include ffmpeg's start and the RTMP handshake.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+from contracts.frames import DEFAULT_FRAME_SAMPLES, SAMPLE_RATE
 from contracts.segments import TranscriptSegment
 from flowbot.wer import normalize
-from testkit.service import start_session
+from testkit.service import end_session, start_session
 from testkit.sse import FeedReader
 from testkit.stats import percentile
 
 if TYPE_CHECKING:
     from flowbot.serve import LiveService
+    from processor.interim_timing import PassTiming
     from stores.base import TranscriptStore
 
 
@@ -39,24 +51,102 @@ class SessionRun:
     latencies: list[float] = field(default_factory=list)
     final_lag: float = float("inf")
     text: str = ""
+    #: Where ``replay(..., ingest="rtmp")`` publishes (``start_session``'s ``rtmp_url``).
+    rtmp_url: str = ""
 
 
-def first_seen(run: SessionRun, finals: Sequence[TranscriptSegment]) -> None:
-    """Per final word: when it (same text, end within 1 s) first appeared in the feed."""
-    seen: dict[str, list[tuple[float, float]]] = {}
+def _sightings(run: SessionRun) -> dict[str, list[tuple[float, float, bool]]]:
+    """Word token -> (its end in the audio, feed arrival, final?) for every word the feed showed."""
+    seen: dict[str, list[tuple[float, float, bool]]] = {}
     for at, data in run.feed.timed():
         for seg in data["segments"]:
             for w in seg["words"]:
                 for token in normalize(w["text"]):
-                    seen.setdefault(token, []).append((float(w["end"]), at))
+                    seen.setdefault(token, []).append((float(w["end"]), at, bool(data["is_final"])))
+    return seen
+
+
+def _first_sighting(
+    seen: dict[str, list[tuple[float, float, bool]]], text: str, end: float
+) -> tuple[float, bool] | None:
+    """(arrival, final?) of the first feed event showing a word (same first token, end within 1 s)."""
+    tokens = normalize(text)
+    if not tokens:
+        return None
+    hits = [(at, final) for e, at, final in seen.get(tokens[0], []) if abs(e - end) <= 1.0]
+    return min(hits) if hits else None
+
+
+def first_seen(run: SessionRun, finals: Sequence[TranscriptSegment]) -> None:
+    """Per final word: when it (same text, end within 1 s) first appeared in the feed."""
+    seen = _sightings(run)
     for seg in finals:
         for w in seg.words:
-            tokens = normalize(w.text)
-            if not tokens:
+            hit = _first_sighting(seen, w.text, w.end)
+            if hit is not None:
+                run.latencies.append(hit[0] - (run.t0 + w.end))
+
+
+@dataclass(frozen=True)
+class WordStages:
+    """Where one final word's caption latency went (seconds; NaN where no interim pass had its audio).
+
+    ``wait``: spoken -> the first interim pass whose audio reaches the word's end starts;
+    of it, ``framing``: the word's end -> the end of its frame record (records of
+    ``frame_samples`` on the session timeline), ``pipe``: the publisher, the stream and
+    the engine, taken as that pass's snapshot's (offer - when its last sample was spoken),
+    and ``behind``: the rest (the pass before it, the cadence, duty rests, skips for finals);
+    ``decode``: that pass's model time; ``after``: that pass's end -> first shown (the
+    store, the feed's poll, and passes that got the word wrong or left it out).
+    """
+
+    latency: float
+    wait: float
+    framing: float
+    pipe: float
+    behind: float
+    decode: float
+    after: float
+    by_final: bool
+
+
+def word_stages(
+    run: SessionRun,
+    finals: Sequence[TranscriptSegment],
+    passes: Sequence[PassTiming],
+    frame_samples: int = DEFAULT_FRAME_SAMPLES,
+) -> list[WordStages]:
+    """The stage breakdown of every final word the feed showed, from the interim worker's pass timings."""
+    seen = _sightings(run)
+    out = []
+    for seg in finals:
+        mine = sorted((p for p in passes if p.window_index == seg.window_index), key=lambda p: p.started)
+        for w in seg.words:
+            hit = _first_sighting(seen, w.text, w.end)
+            if hit is None:
                 continue
-            times = [at for end, at in seen.get(tokens[0], []) if abs(end - w.end) <= 1.0]
-            if times:
-                run.latencies.append(min(times) - (run.t0 + w.end))
+            spoken = run.t0 + w.end
+            first = next((p for p in mine if (p.start_sample + p.samples) / SAMPLE_RATE >= w.end), None)
+            if first is None:
+                nan = math.nan
+                out.append(WordStages(hit[0] - spoken, nan, nan, nan, nan, nan, nan, hit[1]))
+                continue
+            framing = math.ceil(w.end * SAMPLE_RATE / frame_samples) * frame_samples / SAMPLE_RATE - w.end
+            pipe = first.offered_at - (run.t0 + (first.start_sample + first.samples) / SAMPLE_RATE)
+            wait = first.started - spoken
+            out.append(
+                WordStages(
+                    hit[0] - spoken,
+                    wait,
+                    framing,
+                    pipe,
+                    wait - framing - pipe,
+                    first.finished - first.started,
+                    hit[0] - first.finished,
+                    hit[1],
+                )
+            )
+    return out
 
 
 def open_sessions(svc: LiveService, n: int, timeout: float = 120.0) -> list[SessionRun]:
@@ -68,15 +158,36 @@ def open_sessions(svc: LiveService, n: int, timeout: float = 120.0) -> list[Sess
     """
     runs = []
     for _ in range(n):
-        sid = str(start_session(svc.url, meeting_id="bench")["session_id"])
+        started = start_session(svc.url, meeting_id="bench")
+        sid = str(started["session_id"])
         feed = FeedReader(f"{svc.url}/sessions/{sid}/events")
         feed.start()
-        runs.append(SessionRun(sid, feed))
+        runs.append(SessionRun(sid, feed, rtmp_url=str(started.get("rtmp_url", ""))))
     _wait_until(lambda: all(r.feed.events or not r.feed.is_alive() for r in runs), timeout)
     return runs
 
 
-def replay(svc: LiveService, wav: Path, runs: Sequence[SessionRun], stagger: float, drain_timeout: float) -> None:
+#: How a replay reaches the service: frame records into its stream, or ffmpeg over RTMP.
+Ingest = Literal["stream", "rtmp"]
+
+
+def ffmpeg_publish(wav: Path, url: str) -> subprocess.Popen[bytes]:
+    """ffmpeg publishing ``wav`` at 1x (``-re``) to ``url`` as AAC 44.1 kHz in FLV, as a meeting client does."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise RuntimeError("ffmpeg is not installed; run scripts/setup")
+    args = [exe, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(wav)]
+    return subprocess.Popen([*args, "-c:a", "aac", "-ar", "44100", "-f", "flv", url], stderr=subprocess.PIPE)
+
+
+def replay(
+    svc: LiveService,
+    wav: Path,
+    runs: Sequence[SessionRun],
+    stagger: float,
+    drain_timeout: float,
+    ingest: Ingest = "stream",
+) -> None:
     """Replay ``wav`` at 1x into every session at once (starts ``stagger`` s apart).
 
     Returns once every session is finished and its feed has shown all its finals
@@ -87,8 +198,16 @@ def replay(svc: LiveService, wav: Path, runs: Sequence[SessionRun], stagger: flo
     def push(k: int, run: SessionRun) -> None:
         time.sleep(k * stagger)
         run.t0 = time.monotonic()
-        ingest_file(str(wav), svc.stream, run.session_id, realtime=True)
+        if ingest == "stream":
+            ingest_file(str(wav), svc.stream, run.session_id, realtime=True)
+            run.audio_end = time.monotonic()
+            return
+        proc = ffmpeg_publish(wav, run.rtmp_url)
+        _, err = proc.communicate(timeout=drain_timeout)
         run.audio_end = time.monotonic()
+        if proc.returncode != 0:
+            raise RuntimeError(f"ffmpeg publish failed ({proc.returncode}): {err.decode(errors='replace')}")
+        end_session(svc.url, run.session_id)  # the presenter ends the meeting: end of stream
 
     threads = [threading.Thread(target=push, args=(k, r)) for k, r in enumerate(runs)]
     for t in threads:
@@ -121,6 +240,23 @@ def _wait_until(cond: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not cond() and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+def ingest_lags(run: SessionRun, passes: Sequence[PassTiming]) -> list[float]:
+    """Per pass: its snapshot's offer - when the snapshot's last sample was spoken (publisher to engine)."""
+    return [p.offered_at - (run.t0 + (p.start_sample + p.samples) / SAMPLE_RATE) for p in passes]
+
+
+def first_final_lag(run: SessionRun) -> float:
+    """Seconds from the end of the audio to the first arrival of the last window's final text.
+
+    Windows sent again later (relabelled at the end of the meeting) count from their first arrival.
+    """
+    first: dict[int, float] = {}
+    for at, d in run.feed.timed():
+        if d["is_final"]:
+            first.setdefault(int(d["window_index"]), at)
+    return (max(first.values()) - run.audio_end) if first else float("inf")
 
 
 @dataclass

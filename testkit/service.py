@@ -39,3 +39,11 @@ def start_session(base: str, meeting_id: str = "m", user_id: str = "u", topic: s
     req = urllib.request.Request(f"{base}/api", body.encode(), {"content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         return dict(json.loads(resp.read()))
+
+
+def end_session(base: str, session_id: str) -> dict[str, Any]:
+    """``end_session`` through the coordinator API at ``base`` (ingest ends, the workflow starts); the reply."""
+    body = json.dumps({"action": "end_session", "session_id": session_id})
+    req = urllib.request.Request(f"{base}/api", body.encode(), {"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return dict(json.loads(resp.read()))

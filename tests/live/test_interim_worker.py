@@ -187,3 +187,23 @@ def test_speaker_of_interim_text_is_the_last_final_speaker(store: SqliteTranscri
     assert interim and {s.speaker for s in interim} == {"S2"}
     assert interim[0].start >= 1.0, "interim text of window 1 lies after window 0"
     worker.stop()
+
+
+def test_pass_timings_say_which_snapshot_each_pass_decoded_and_when(store: SqliteTranscriptStore) -> None:
+    """``timings`` (bench/captions.py's stage breakdown) has one entry per pass, of its own session only."""
+    fake = ScriptedTranscriber([[asr_words("one two")]])
+    worker = InterimWorker(fake, store, interval=0.01, max_duty=1.0, min_new_seconds=0.1)
+    for i, secs in enumerate((1.0, 2.0)):
+        worker.offer("s", 3, 16_000, pcm(secs))
+        idle(worker, "s", i + 1)
+    worker.offer("other", 0, 0, pcm(1.0))
+    idle(worker, "other", 1)
+    worker.stop()
+    timings = worker.timings("s")
+    assert [(t.window_index, t.start_sample, t.samples) for t in timings] == [
+        (3, 16_000, pcm(1).size),
+        (3, 16_000, pcm(2).size),
+    ]
+    assert all(t.offered_at <= t.started <= t.finished for t in timings)
+    assert timings[0].finished <= timings[1].started
+    assert [t.session_id for t in worker.timings("other")] == ["other"]
