@@ -12,8 +12,11 @@ reading the file are included everywhere, as the CLI pays them. Runs alternate
 machine is shared and noisy. Each run reports wall seconds and the child
 process's CPU seconds (user + system, ``getrusage(RUSAGE_CHILDREN)``): CPU
 seconds move little when other work shares the cores, wall seconds show what
-overlapping work saves. Targets: diarization off <= 1.05x bare; defaults
-<= 1.5x bare on a 2 min meeting, <= 1.3x on a 10 min one.
+overlapping work saves. Each run also counts faster-whisper's encoder passes
+(``WhisperModel.encode`` calls, the last figure in each cell): a window whose last
+segment Whisper left unfinished takes a second one (docs/diarization.md). Targets:
+diarization off <= 1.05x bare; defaults <= 1.5x bare on a 2 min meeting, <= 1.3x on a
+10 min one.
 
 Recordings: ``concat`` (the real-speech set's 73 s six-speaker meeting),
 ``sample``/``squeezed``/``returning`` (the rest of that set), ``fliteN`` (the flite
