@@ -12,8 +12,11 @@ reading the file are included everywhere, as the CLI pays them. Runs alternate
 machine is shared and noisy. Each run reports wall seconds and the child
 process's CPU seconds (user + system, ``getrusage(RUSAGE_CHILDREN)``): CPU
 seconds move little when other work shares the cores, wall seconds show what
-overlapping work saves. Targets: diarization off <= 1.05x bare; defaults
-<= 1.5x bare on a 2 min meeting, <= 1.3x on a 10 min one.
+overlapping work saves. Each run also counts faster-whisper's encoder passes
+(``WhisperModel.encode`` calls, the last figure in each cell): a window whose last
+segment Whisper left unfinished takes a second one (docs/diarization.md). Targets:
+diarization off <= 1.05x bare; defaults <= 1.5x bare on a 2 min meeting, <= 1.3x on a
+10 min one.
 
 Recordings: ``concat`` (the real-speech set's 73 s six-speaker meeting),
 ``sample``/``squeezed``/``returning`` (the rest of that set), ``fliteN`` (the flite
@@ -49,6 +52,12 @@ from pathlib import Path
 warnings.simplefilter("ignore")
 path, system, model = sys.argv[1], sys.argv[2], sys.argv[3]
 t0 = time.perf_counter()
+from faster_whisper import WhisperModel as _Whisper
+_encode, _encodes = _Whisper.encode, [0]
+def _counted(self, features, *a, **kw):
+    _encodes[0] += 1
+    return _encode(self, features, *a, **kw)
+_Whisper.encode = _counted
 if system == "bare":
     from faster_whisper import WhisperModel
     from processor.asr import AsrOptions
@@ -70,7 +79,7 @@ else:
         result = transcribe_file(path, settings)
         assert result.state == "completed", result.reason
         text = " ".join(s.text for s in result.segments)
-print(json.dumps({"wall": time.perf_counter() - t0, "text": text}))
+print(json.dumps({"wall": time.perf_counter() - t0, "text": text, "encodes": _encodes[0]}))
 """
 
 
@@ -80,8 +89,10 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(tree: Path, path: Path, system: str, model: str) -> tuple[float, float, str]:
-    """One timed run in a fresh process with ``tree`` first on the path: (wall seconds, CPU seconds, text).
+def run(tree: Path, path: Path, system: str, model: str) -> tuple[float, float, str, int]:
+    """One timed run in a fresh process with ``tree`` first on the path: (wall seconds, CPU seconds, text, encodes).
+
+    ``encodes``: faster-whisper's encoder passes (``WhisperModel.encode`` calls).
 
     Wall is timed inside the child (from its first line, so interpreter start-up is out);
     CPU is the whole child's, start-up included.
@@ -98,7 +109,7 @@ def run(tree: Path, path: Path, system: str, model: str) -> tuple[float, float, 
     )
     cpu = children_cpu() - cpu0
     data = json.loads(out.stdout.strip().splitlines()[-1])
-    return float(data["wall"]), cpu, str(data["text"])
+    return float(data["wall"]), cpu, str(data["text"]), int(data["encodes"])
 
 
 def recordings(names: list[str]) -> dict[str, tuple[Path, str | None]]:
@@ -161,23 +172,25 @@ def main(argv: list[str] | None = None) -> int:
     best: dict[tuple[str, str], float] = {}
     best_cpu: dict[tuple[str, str], float] = {}
     texts: dict[tuple[str, str], str] = {}
+    encodes: dict[tuple[str, str], int] = {}
     load = [os.getloadavg()[0]]
     for _ in range(args.repeat):
         for name, (path, _ref) in cases.items():
             runs = [("bare", "bare", HERE)] + [(f"{t} {s}", s, tree) for s in systems for t, tree in trees.items()]
             for label, system, tree in runs:
-                wall, cpu, text = run(tree, path, system, args.model)
+                wall, cpu, text, encodes[(name, label)] = run(tree, path, system, args.model)
                 best[(name, label)] = min(wall, best.get((name, label), float("inf")))
                 best_cpu[(name, label)] = min(cpu, best_cpu.get((name, label), float("inf")))
                 texts[(name, label)] = text
                 load.append(os.getloadavg()[0])
-                print(f"{name} {label}: {wall:.2f} s wall, {cpu:.2f} CPU s", file=sys.stderr, flush=True)
+                enc = encodes[(name, label)]
+                print(f"{name} {label}: {wall:.2f} s wall, {cpu:.2f} CPU s, {enc} encodes", file=sys.stderr, flush=True)
     labels = [f"{t} {s}" for s in systems for t in trees]
     print(
         f"model {args.model}, {os.cpu_count()} cores (shared), best of {args.repeat}, model load included; "
         f"load average {min(load):.1f}-{max(load):.1f} during the run\n"
     )
-    print("wall s / CPU s (x bare wall / x bare CPU, WER %)\n")
+    print("wall s / CPU s (x bare wall / x bare CPU, WER %, encoder passes)\n")
     print("| recording | bare | " + " | ".join(labels) + " |")
     print("|---|---|" + "---|" * len(labels))
     for name, (_path, ref) in cases.items():
@@ -186,8 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         for lb in labels:
             wall, cpu = best[(name, lb)], best_cpu[(name, lb)]
             w = f", {100 * wer(ref, texts[(name, lb)]):.1f}" if ref else ""
-            cells.append(f"{wall:.2f} / {cpu:.1f} ({wall / bare:.2f}x / {cpu / bare_cpu:.2f}x{w})")
-        print(f"| {name} | {bare:.2f} / {bare_cpu:.1f} | " + " | ".join(cells) + " |")
+            cells.append(
+                f"{wall:.2f} / {cpu:.1f} ({wall / bare:.2f}x / {cpu / bare_cpu:.2f}x{w}, {encodes[(name, lb)]})"
+            )
+        enc = encodes[(name, "bare")]
+        print(f"| {name} | {bare:.2f} / {bare_cpu:.1f} ({enc}) | " + " | ".join(cells) + " |")
     return 0
 
 
