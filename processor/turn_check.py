@@ -21,7 +21,7 @@ import numpy as np
 from contracts.frames import SAMPLE_RATE
 from contracts.settings import Settings, Switch
 from processor.diarization import Diarization, Diarizer, SpeakerTurn, unit_vector
-from processor.windowing import PAUSE_DB_BELOW_SPEECH
+from processor.windowing import PAUSE_DB_BELOW_SPEECH, frame_db
 
 if TYPE_CHECKING:
     from processor.capped_embeddings import SpeakerEmbedder
@@ -193,13 +193,10 @@ def pauses_in(audio: np.ndarray, start: float, end: float, min_pause: float) -> 
     A pause is a run of at least ``min_pause`` seconds of 10 ms frames that are
     :data:`processor.windowing.PAUSE_DB_BELOW_SPEECH` under the stretch's 90th-percentile frame.
     """
-    frame = SAMPLE_RATE // 100
     stretch = audio[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)]
-    n = len(stretch) // frame
-    if n < 2:
+    db = frame_db(stretch.astype(np.float64), SAMPLE_RATE // 100)
+    if len(db) < 2:
         return []
-    power = (stretch[: n * frame].astype(np.float64).reshape(n, frame) ** 2).mean(axis=1)
-    db = 10 * np.log10(power + 1e-10)
     quiet = np.concatenate([[False], db < np.percentile(db, 90) - PAUSE_DB_BELOW_SPEECH, [False]])
     edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
     runs = zip(edges[::2], edges[1::2], strict=True)  # [first, last + 1) frame of each quiet run

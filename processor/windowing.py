@@ -197,13 +197,23 @@ def choose_cut(audio: np.ndarray, policy: WindowPolicy, speech: SpeechMap | None
 PAUSE_DB_BELOW_SPEECH = 20.0
 
 
+def frame_db(audio: np.ndarray, frame: int) -> np.ndarray:
+    """Power (dB) of each whole ``frame``-sample frame of ``audio``, in ``audio``'s precision.
+
+    The loudness scale of every pause rule: the window cutter's (:func:`quiet_test`) and
+    the turn check's (``processor.turn_check.pauses_in``).
+    """
+    n = len(audio) // frame
+    return 10 * np.log10((audio[: n * frame].reshape(n, frame) ** 2).mean(axis=1) + 1e-10)
+
+
 def quiet_test(audio: np.ndarray) -> Callable[[int], bool]:
     """A predicate: is the audio within 60 ms of a sample index quiet enough to cut at?"""
     frame = SAMPLE_RATE // 50
     n = len(audio) // frame
     if n == 0:
         return lambda at: True
-    db = 10 * np.log10((audio[: n * frame].reshape(n, frame) ** 2).mean(axis=1) + 1e-10)
+    db = frame_db(audio, frame)
     ceiling = float(np.percentile(db, 95)) - PAUSE_DB_BELOW_SPEECH
     reach = 3 * frame
 
