@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -32,8 +31,32 @@ def test_file_ingest_writes_every_sample_then_ends(stream: EmbeddedStream, speec
     assert progress[-1] == total and progress == sorted(progress)
 
 
-def test_realtime_ingest_is_paced_at_wall_clock(stream: EmbeddedStream, tmp_path: Path) -> None:
+class _VirtualClock:
+    """``time.monotonic``/``time.sleep`` for the pacer: sleeping advances the clock, nothing waits."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+
+
+def test_realtime_ingest_releases_each_chunk_when_it_would_have_been_heard(
+    stream: EmbeddedStream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paced at exactly 1x: never ahead of the clock, never behind it.
+
+    A virtual clock (the pacer's only time source) makes this exact and independent of the
+    machine's load, which an upper bound on wall time is not.
+    """
     import subprocess
+
+    from producer import file_ingest
 
     from .conftest import require
 
@@ -53,20 +76,33 @@ def test_realtime_ingest_is_paced_at_wall_clock(stream: EmbeddedStream, tmp_path
         ],
         check=True,
     )
+    clock = _VirtualClock()
+    monkeypatch.setattr(file_ingest, "time", clock)
+    started = clock.now
     seen: list[tuple[float, int]] = []
-    started = time.monotonic()
-    total = ingest_file(
-        clip,
-        stream,
-        "rt",
-        realtime=True,
-        on_progress=lambda n: seen.append((time.monotonic() - started, n)),
-    )
-    elapsed = time.monotonic() - started
+
+    def work(pushed: int) -> None:
+        # Writing a chunk takes time too: the pacer must absorb it, not add to it.
+        seen.append((clock.now - started, pushed))
+        clock.now += 0.005
+
+    total = ingest_file(clip, stream, "rt", realtime=True, on_progress=work)
     assert total == 2 * SAMPLE_RATE
-    assert 1.8 < elapsed < 3.0
-    # Never ahead of the clock: sample n is released no earlier than n / rate seconds.
-    assert all(t >= n / SAMPLE_RATE - 0.05 for t, n in seen)
+    assert len(seen) > 1, "a 2 s file decodes in several chunks, each paced"
+    # Each chunk is released exactly when its last sample would have been heard live.
+    assert all(abs(t - n / SAMPLE_RATE) < 1e-6 for t, n in seen)
+    assert clock.slept + 0.005 * (len(seen) - 1) == pytest.approx(2.0)
+
+
+def test_ingest_without_realtime_never_sleeps(
+    stream: EmbeddedStream, speech_wav: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from producer import file_ingest
+
+    clock = _VirtualClock()
+    monkeypatch.setattr(file_ingest, "time", clock)
+    assert ingest_file(speech_wav, stream, "fast") > 0
+    assert clock.slept == 0.0
 
 
 def test_unreadable_file_is_refused_and_writes_nothing(stream: EmbeddedStream, tmp_path: Path) -> None:
