@@ -359,7 +359,9 @@ class ShardProcessor:
         pcm = sess.pcm()[plan.at : plan.at + plan.samples]
         last = final and plan.at + plan.samples == sess.buffered
         start = sess.start_sample + plan.at
-        return WindowJob.planned(sess.session_id, sess.next_index + i, start, pcm, plan, final=last)
+        return WindowJob(
+            sess.session_id, sess.next_index + i, start, pcm, plan.context, plan.carries, plan.speech, final=last
+        )
 
     def _hear_batch(self, sess: SessionBuffer, jobs: list[WindowJob]) -> list[AsrResult | None]:
         """One ASR call for several planned windows (None each when it failed: heard one at a time)."""

@@ -30,7 +30,7 @@ from processor.diarization import Diarization, Diarizer, SpeakerMapper
 from processor.segtime import keep_words, words_after
 from processor.speakers import assign_window, window_speakers
 from processor.vad import Spans, SpeechMap
-from processor.windowing import ASR_INPUT_SECONDS, PlannedWindow, WindowPolicy, commit_point, to_float
+from processor.windowing import ASR_INPUT_SECONDS, WindowPolicy, commit_point, to_float
 from stores.base import PermanentStoreError, SessionProgress, TranscriptStore
 
 log = logging.getLogger(__name__)
@@ -91,31 +91,11 @@ class WindowJob:
     first_seq: int | None = None
     #: The session's last window (its end-of-stream record was read).
     final: bool = False
-    #: Audio follows the window (it was cut off a longer buffer): its ASR may stop
-    #: after one encoder pass and leave the undecoded rest to the next window.
-    open_end: bool = False
     started: float = field(default_factory=time.monotonic)
     recognized: Recognized | None = None
     diarization: Future[Diarization] | None = None
     #: Why the window failed (ASR or diarization raised), None while it has not.
     error: str | None = None
-
-    @classmethod
-    def planned(
-        cls, session_id: str, index: int, start: int, pcm: np.ndarray, plan: PlannedWindow, *, final: bool
-    ) -> WindowJob:
-        """The job of a planned window (``pcm``: its audio as cut, ``start``: its session sample)."""
-        return cls(
-            session_id,
-            index,
-            start,
-            pcm,
-            plan.context,
-            plan.carries,
-            plan.speech,
-            final=final,
-            open_end=plan.reason is not None,
-        )
 
     @property
     def samples(self) -> int:
@@ -182,42 +162,19 @@ def hear_all(transcriber: Transcriber, policy: WindowPolicy, jobs: list[WindowJo
     return raws
 
 
-def recognize(job: WindowJob, transcriber: Transcriber, policy: WindowPolicy) -> AsrResult:
-    """The window's ASR call (an empty result for no speech); an ``open_end`` window's is one encoder pass.
-
-    Whatever that pass left undecoded (``result.undecoded``) is carried into the
-    next window, as bare faster-whisper carries it into its next 30 s input;
-    before, the window encoded it again on its own (14 of 25 windows of a 10 min
-    real meeting took that second pass). A pass that decoded less than
-    ``min_seconds`` of the window is not enough to commit: the window is decoded whole.
-    """
-    heard = job.heard(policy.min_silence_ms)
-    if heard is None:
-        return AsrResult()
-    raw = transcriber.transcribe(heard[0], speech=heard[1], one_pass=job.open_end)
-    if raw.undecoded is not None and raw.undecoded - len(job.context) / SAMPLE_RATE < policy.min_seconds:
-        raw = transcriber.transcribe(heard[0], speech=heard[1])
-    return raw
-
-
 def hear(job: WindowJob, transcriber: Transcriber, policy: WindowPolicy, raw: AsrResult | None = None) -> Recognized:
-    """The ASR stage: the window's words (context words dropped) and how much of it they commit.
-
-    A window commits less than its length when its ASR stopped early (see
-    :func:`recognize`) or, with ``carry``, up to its :func:`commit_point`.
-    """
+    """The ASR stage: the window's words (context words dropped) and, with ``carry``, its commit point."""
     audio = to_float(job.pcm)
-    raw = recognize(job, transcriber, policy) if raw is None else raw
+    if raw is None:
+        heard = job.heard(policy.min_silence_ms)
+        raw = transcriber.transcribe(heard[0], speech=heard[1]) if heard is not None else AsrResult()
     lead = len(job.context) / SAMPLE_RATE
     asr = words_after(raw, lead) if lead else list(raw)
     samples = len(job.pcm)
-    if raw.undecoded is not None:
-        samples = min(samples, round((raw.undecoded - lead) * SAMPLE_RATE))
     if job.carry:
         words = [(w.start, w.end) for seg in asr for w in seg.words]
-        at, kept = commit_point(audio, words, len(job.pcm), policy)
-        asr = keep_words(asr, kept) if at < len(job.pcm) else asr
-        samples = min(samples, at)
+        samples, kept = commit_point(audio, words, len(job.pcm), policy)
+        asr = keep_words(asr, kept) if samples < len(job.pcm) else asr
     return Recognized(audio, asr, samples, raw.dropped, job.speech)
 
 
