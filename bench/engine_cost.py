@@ -14,7 +14,10 @@ process's CPU seconds (user + system, ``getrusage(RUSAGE_CHILDREN)``): CPU
 seconds move little when other work shares the cores, wall seconds show what
 overlapping work saves. Each run also counts faster-whisper's encoder passes
 (``WhisperModel.encode`` calls, the last figure in each cell): a window whose last
-segment Whisper left unfinished takes a second one (docs/diarization.md). Targets:
+segment Whisper left unfinished takes a second one (docs/diarization.md). Every
+child imports from bytecode cached by an untimed warm-up run, as an installed flowbot
+does (``--no-bytecode``: compiled from source in every run, as a box that sets
+``PYTHONDONTWRITEBYTECODE`` over a ``--no-compile`` venv does; see ``child_env``). Targets:
 diarization off <= 1.05x bare; defaults <= 1.5x bare on a 2 min meeting, <= 1.3x on a
 10 min one.
 
