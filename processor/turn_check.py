@@ -99,7 +99,9 @@ def regroup_turns(
 ) -> Diarization:
     """``diarization`` with each turn given to the window speaker its own voice matches.
 
-    Every exclusive turn of at least ``check.min_seconds`` is embedded on its own
+    Turns are first cut at their pauses (:func:`split_at_pauses`) and, where their voice
+    changes with no pause, at the change (:func:`split_at_changes`). Every exclusive turn
+    (piece) of at least ``check.min_seconds`` is embedded on its own
     (``embed`` over the middle ``check.max_seconds`` of its stretch of ``audio``, the
     window's samples) and kept in ``turn_voices`` (the registry compares it with the
     session's voices: :meth:`SessionSpeakerRegistry.assign_turns`). A turn whose
@@ -159,7 +161,7 @@ def split_at_changes(
 ) -> Diarization:
     """``diarization`` with each suspect exclusive turn cut where its voice changes with no pause.
 
-    A turn of at least ``2 * check.min_seconds`` whose voice (its middle, as the check
+    A turn of at least ``2 * check.change_piece`` whose voice (its middle, as the check
     embeds it) sits ``check.change_suspect`` or more from its speaker's embedding is cut
     at :func:`change_point`, and each side again, while a change is found. The pieces keep
     their turn's speaker (the turn check then decides each). Off when
@@ -191,7 +193,7 @@ def change_point(
     """Where the voice of ``turn`` changes most (seconds), if its sides sit ``check.change_distance`` apart.
 
     ``turn`` is embedded over ``check.min_seconds`` every ``check.change_hop``; each cut on
-    that grid leaving ``check.min_seconds`` on both sides is scored by the cosine distance
+    that grid leaving ``check.change_piece`` on both sides is scored by the cosine distance
     between the mean voice of the embeddings wholly on its left and on its right.
     """
     size, hop = check.min_seconds, check.change_hop
