@@ -80,6 +80,18 @@ class TurnCheck:
     new_voice_own: float = 0.0
     new_voice_others: float = 0.6
     new_voice_match: float = 0.55
+    #: A piece of ``2 * change_piece`` or more whose voice sits at least ``change_suspect`` from its
+    #: speaker's is scanned for a change of voice with no pause (:func:`split_at_changes`) and cut
+    #: where the voices of its two sides sit ``change_distance`` apart or more. 0 = off. Measured on
+    #: the dev set (replayed, both ISAs): returning cpWER - WER 7.1 (6.1 AVX-512) -> 3.1 (2.0)
+    #: points, DER 13.8 -> 11.9 %, nothing else moved; with 0.75 s pieces concat lost a voice.
+    change_distance: float = 0.5
+    change_suspect: float = 0.3
+    #: The scan's embeddings: ``min_seconds`` long, one every ``change_hop`` seconds (0.25 s gave the
+    #: same figures on the dev set, embedding 277 instead of 270 s of audio; none 252 s).
+    change_hop: float = 0.5
+    #: A cut at a change leaves at least this much (seconds) on each side.
+    change_piece: float = 1.0
 
 
 def regroup_turns(
@@ -87,7 +99,9 @@ def regroup_turns(
 ) -> Diarization:
     """``diarization`` with each turn given to the window speaker its own voice matches.
 
-    Every exclusive turn of at least ``check.min_seconds`` is embedded on its own
+    Turns are first cut at their pauses (:func:`split_at_pauses`) and, where their voice
+    changes with no pause, at the change (:func:`split_at_changes`). Every exclusive turn
+    (piece) of at least ``check.min_seconds`` is embedded on its own
     (``embed`` over the middle ``check.max_seconds`` of its stretch of ``audio``, the
     window's samples) and kept in ``turn_voices`` (the registry compares it with the
     session's voices: :meth:`SessionSpeakerRegistry.assign_turns`). A turn whose
@@ -97,7 +111,8 @@ def regroup_turns(
     embeddings stay as the diarizer computed them.
     """
     check = check or TurnCheck()
-    diarization = split_at_pauses(diarization, audio, check)
+    voice_of = _span_embedder(audio, embed)
+    diarization = split_at_changes(split_at_pauses(diarization, audio, check), voice_of, check)
     voices = {lab: u for lab, vec in diarization.embeddings.items() if (u := unit_vector(vec)) is not None}
     heard: dict[float, np.ndarray] = {}
     moves: dict[int, str] = {}
@@ -105,8 +120,7 @@ def regroup_turns(
         own = voices.get(turn.speaker)
         if own is None or turn.end - turn.start < check.min_seconds:
             continue
-        middle, half = (turn.start + turn.end) / 2, min(turn.end - turn.start, check.max_seconds) / 2
-        vec = unit_vector(embed(audio[round((middle - half) * SAMPLE_RATE) : round((middle + half) * SAMPLE_RATE)]))
+        vec = voice_of(*_middle(turn.start, turn.end, check.max_seconds))
         if vec is None:
             continue
         heard[turn.start] = vec
@@ -121,6 +135,82 @@ def regroup_turns(
     if not heard:
         return diarization
     return new_voices(with_moves(replace(diarization, turn_voices=heard), moves), check)
+
+
+def _middle(start: float, end: float, most: float) -> tuple[float, float]:
+    """The middle ``most`` seconds of [start, end) (all of it when shorter)."""
+    middle, half = (start + end) / 2, min(end - start, most) / 2
+    return middle - half, middle + half
+
+
+def _span_embedder(audio: np.ndarray, embed: TurnEmbedder) -> Callable[[float, float], np.ndarray | None]:
+    """``embed`` of ``audio[start:end]`` (seconds), each span embedded once."""
+    done: dict[tuple[int, int], np.ndarray | None] = {}
+
+    def voice_of(start: float, end: float) -> np.ndarray | None:
+        key = (round(start * SAMPLE_RATE), round(end * SAMPLE_RATE))
+        if key not in done:
+            done[key] = unit_vector(embed(audio[key[0] : key[1]]))
+        return done[key]
+
+    return voice_of
+
+
+def split_at_changes(
+    diarization: Diarization, voice_of: Callable[[float, float], np.ndarray | None], check: TurnCheck
+) -> Diarization:
+    """``diarization`` with each suspect exclusive turn cut where its voice changes with no pause.
+
+    A turn of at least ``2 * check.change_piece`` whose voice (its middle, as the check
+    embeds it) sits ``check.change_suspect`` or more from its speaker's embedding is cut
+    at :func:`change_point`, and each side again, while a change is found. The pieces keep
+    their turn's speaker (the turn check then decides each). Off when
+    ``check.change_distance`` is 0.
+    """
+    if check.change_distance <= 0:
+        return diarization
+    voices = {lab: u for lab, vec in diarization.embeddings.items() if (u := unit_vector(vec)) is not None}
+    todo, turns = list(diarization.turns), []
+    while todo:
+        turn = todo.pop(0)
+        cut, own = None, voices.get(turn.speaker)
+        if own is not None and turn.end - turn.start >= 2 * check.change_piece:
+            vec = voice_of(*_middle(turn.start, turn.end, check.max_seconds))
+            if vec is not None and 1.0 - vec @ own >= check.change_suspect:
+                cut = change_point(turn, voice_of, check)
+        if cut is None:
+            turns.append(turn)
+            continue
+        todo[:0] = [SpeakerTurn(turn.start, cut, turn.speaker), SpeakerTurn(cut, turn.end, turn.speaker)]
+    if len(turns) == len(diarization.turns):
+        return diarization
+    return replace(diarization, turns=tuple(turns))
+
+
+def change_point(
+    turn: SpeakerTurn, voice_of: Callable[[float, float], np.ndarray | None], check: TurnCheck
+) -> float | None:
+    """Where the voice of ``turn`` changes most (seconds), if its sides sit ``check.change_distance`` apart.
+
+    ``turn`` is embedded over ``check.min_seconds`` every ``check.change_hop``; each cut on
+    that grid leaving ``check.change_piece`` on both sides is scored by the cosine distance
+    between the mean voice of the embeddings wholly on its left and on its right.
+    """
+    size, hop = check.min_seconds, check.change_hop
+    starts = np.arange(turn.start, turn.end - size + 1e-9, hop)
+    heard = [(a, v) for a in starts if (v := voice_of(float(a), float(a) + size)) is not None]
+    best, best_distance = None, check.change_distance
+    for k in range(1, len(starts)):
+        cut = float(starts[k])
+        if cut - turn.start < check.change_piece - 1e-9 or turn.end - cut < check.change_piece - 1e-9:
+            continue
+        left = unit_vector(sum((v for a, v in heard if a + size <= cut + 1e-9), np.zeros(1)))
+        right = unit_vector(sum((v for a, v in heard if a >= cut - 1e-9), np.zeros(1)))
+        if left is None or right is None:
+            continue
+        if (distance := float(1.0 - left @ right)) >= best_distance:
+            best, best_distance = cut, distance
+    return best
 
 
 #: Marks a window speaker made of turns that sound like no speaker of their window (:func:`new_voices`).
