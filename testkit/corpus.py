@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tarfile
+import threading
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -158,7 +160,9 @@ def read_wav(path: Path) -> np.ndarray:
 def write_wav(path: Path, pcm: np.ndarray) -> Path:
     """Write int16 mono 16 kHz."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
+    # A name of this writer's own: two runs building the same cache at once (a bench beside a
+    # test) each rename a whole file into place instead of one renaming the other's half-file.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.part")
     with wave.open(str(tmp), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,3 +45,33 @@ def test_wait_for_returns_once_true_and_names_what_it_waited_for() -> None:
     with pytest.raises(AssertionError, match="waiting for the moon"):
         wait_for(lambda: False, timeout=0.05, what="the moon")
     assert 0 < free_port() < 65536
+
+
+def test_two_writers_of_one_cached_recording_each_put_a_whole_file_in_place(tmp_path: Path) -> None:
+    """A bench and a test building the same cache at once: the old shared ``.part`` name let one
+    writer rename the other's half-written file away (FileNotFoundError)."""
+    import threading
+
+    from testkit.corpus import read_wav, write_wav
+
+    pcm = (np.arange(16_000 * 4) % 2000 - 1000).astype(np.int16)
+    target = tmp_path / "concat.wav"
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def writer() -> None:
+        start.wait()
+        try:
+            for _ in range(20):
+                write_wav(target, pcm)
+        except BaseException as exc:  # any exception is the failure under test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:1]
+    assert np.array_equal(read_wav(target), pcm)
+    assert [p.name for p in tmp_path.iterdir()] == ["concat.wav"]
