@@ -41,8 +41,8 @@ class FinalAsr:
         self.policy = policy
         self.diarization = diarization
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="final-asr") if threaded else None
-        #: Final ASR still running on the thread, by (session, window).
-        self._running: dict[tuple[str, int], Future[None]] = {}
+        #: Final ASR on the thread, by job identity (the job is kept, so its id is not reused).
+        self._running: dict[int, tuple[WindowJob, Future[None]]] = {}
 
     def start(self, job: WindowJob, raw: AsrResult | None) -> None:
         """Hear ``job`` (``raw``: its ASR, already decoded in a batch); on the thread when its length is known."""
@@ -55,21 +55,21 @@ class FinalAsr:
         final = self.transcriber.gate.final() if isinstance(self.transcriber, GatedTranscriber) else nullcontext()
         final.__enter__()
         try:
-            self._running[(job.session_id, job.index)] = self._thread.submit(self._after_cut, job, final)
+            self._running[id(job)] = (job, self._thread.submit(self._after_cut, job, final))
         except BaseException:
             final.__exit__(None, None, None)
             raise
 
     def ready(self, job: WindowJob) -> bool:
         """Are the job's ASR and diarization done (may the commit point take it without waiting)?"""
-        running = self._running.get((job.session_id, job.index))
-        return (running is None or running.done()) and job.ready()
+        running = self._running.get(id(job))
+        return (running is None or running[1].done()) and job.ready()
 
     def wait(self, job: WindowJob) -> None:
         """Wait for the job's ASR if it runs on the thread (it has set the job's words or error then)."""
-        running = self._running.pop((job.session_id, job.index), None)
+        running = self._running.pop(id(job), None)
         if running is not None:
-            running.result()
+            running[1].result()
 
     def forget(self) -> None:
         """Drop every job's handle (lease lost: what still runs is discarded with its session)."""
