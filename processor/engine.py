@@ -40,6 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -81,7 +82,7 @@ class InterimSink(Protocol):
         """A newer snapshot of the open window; must not block."""
 
     def window_closed(self, session_id: str, window_index: int) -> None:
-        """The window was cut (its final text is on the way); stop interim work on it."""
+        """The window was cut and its final ASR is done (final text on the way); stop interim work on it."""
 
     def stats(self, session_id: str | None = None) -> dict[str, Any]:
         """Counters (passes run, dropped, skipped) for one session or all."""
@@ -157,6 +158,10 @@ def transcribe_window(
         carry,
         context,
     )
+
+
+def _nothing() -> None:
+    """No interim captions: nothing to tell when a window is heard."""
 
 
 class ShardProcessor:
@@ -380,11 +385,11 @@ class ShardProcessor:
         # Only the last window of a plan may carry, so each starts where it was planned.
         assert job.start == sess.start_sample, "plan out of step with the buffer"
         job.first_seq = sess.pending_seq
-        self._final.start(job, raw)  # live, on the final-ASR thread when the window's length is known
+        interim = self.parts.interim
+        closed = partial(interim.window_closed, sess.session_id, job.index) if interim is not None else _nothing
+        self._final.start(job, raw, closed)  # live, on the final-ASR thread when the window's length is known
         sess.drop(job.samples)
         sess.queue.append(job)
-        if self.parts.interim is not None:
-            self.parts.interim.window_closed(sess.session_id, job.index)
 
     # -- the commit point -----------------------------------------------------------
     def _drain_all(self, *, wait: bool, tolerate: bool = False) -> None:

@@ -18,6 +18,7 @@ executor in that order; the engine's commit point waits for both
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 
@@ -44,10 +45,17 @@ class FinalAsr:
         #: Final ASR on the thread, by job identity (the job is kept, so its id is not reused).
         self._running: dict[int, tuple[WindowJob, Future[None]]] = {}
 
-    def start(self, job: WindowJob, raw: AsrResult | None) -> None:
-        """Hear ``job`` (``raw``: its ASR, already decoded in a batch); on the thread when its length is known."""
+    def start(self, job: WindowJob, raw: AsrResult | None, heard: Callable[[], None]) -> None:
+        """Hear ``job`` (``raw``: its ASR, already decoded in a batch); on the thread when its length is known.
+
+        ``heard`` runs once its ASR is done: the interim worker's ``window_closed``. Not at
+        the cut: an interim pass of the window already running then is still written
+        (the final ASR waits for the model until it ends; the final rows replace it).
+        Closing the window at the cut discarded it as stale: in two runs 5 passes and
+        4-9 more words first shown by a final.
+        """
         if self._thread is None or raw is not None or job.carry:
-            self._recognize(job, raw)
+            self._recognize(job, raw, heard)
             return
         # Final ASR first: the gate is busy from the cut, before the engine offers the next
         # window, so no interim pass can start between the cut and this ASR (it would make
@@ -55,7 +63,7 @@ class FinalAsr:
         final = self.transcriber.gate.final() if isinstance(self.transcriber, GatedTranscriber) else nullcontext()
         final.__enter__()
         try:
-            self._running[id(job)] = (job, self._thread.submit(self._after_cut, job, final))
+            self._running[id(job)] = (job, self._thread.submit(self._after_cut, job, final, heard))
         except BaseException:
             final.__exit__(None, None, None)
             raise
@@ -75,17 +83,20 @@ class FinalAsr:
         """Drop every job's handle (lease lost: what still runs is discarded with its session)."""
         self._running.clear()
 
-    def _after_cut(self, job: WindowJob, final: AbstractContextManager[None]) -> None:
+    def _after_cut(self, job: WindowJob, final: AbstractContextManager[None], heard: Callable[[], None]) -> None:
         """The thread's task: :meth:`_recognize`, then leave the gate entered at the cut."""
         try:
-            self._recognize(job, None)
+            self._recognize(job, None, heard)
         finally:
             final.__exit__(None, None, None)
 
-    def _recognize(self, job: WindowJob, raw: AsrResult | None) -> None:
-        """ASR of a cut window, and its diarization handed to the executor; a failure marks the job."""
+    def _recognize(self, job: WindowJob, raw: AsrResult | None, heard: Callable[[], None]) -> None:
+        """ASR of a cut window, ``heard``, and its diarization handed to the executor; a failure marks the job."""
         try:
-            job.recognized = hear(job, self.transcriber, self.policy, raw)
+            try:
+                job.recognized = hear(job, self.transcriber, self.policy, raw)
+            finally:
+                heard()
             job.diarization = diarize(job.recognized, self.diarizer, self.diarization)
         except Exception as exc:  # a window that cannot be transcribed is reported, not retried forever
             log.exception("window failed", extra={"session": job.session_id, "window": job.index})
