@@ -38,6 +38,9 @@ import math
 import os
 import resource
 import statistics
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -83,6 +86,7 @@ def replay(
     with live_service(settings) as svc:
         # The diarizer loads in the background (processor/build.py): measure a running service.
         check_loaded(svc.processors.parts(), wait=True)
+        finals_ran = record_finals(svc.processors.parts().interim)
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         runs = open_sessions(svc, n_sessions)
         replay_into(svc, wav, runs, stagger=0.0, drain_timeout=300, ingest=ingest)
@@ -101,6 +105,7 @@ def replay(
                 stages += word_stages(run, finals, timings(run.session_id))
                 lags += ingest_lags(run, timings(run.session_id))
                 queued += [t.started - t.offered_at for t in timings(run.session_id)]
+                print_slow_words(run, finals, timings(run.session_id), finals_ran)
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
         stats = interim.stats() if isinstance(interim, InterimWorker) else {}
@@ -111,6 +116,61 @@ def replay(
                 f"{sum(q > 0.3 for q in queued)} of {len(queued)} passes on a snapshot over 0.3 s old)"
             )
         return runs, cpu, stats, stages
+
+
+def record_finals(interim: object) -> list[tuple[float, float]]:
+    """(start, end) of every final ASR call from now on, read off the interim worker's gate (empty without one)."""
+    ran: list[tuple[float, float]] = []
+    gate = getattr(interim, "gate", None)
+    if gate is None:
+        return ran
+    inner = gate.final
+
+    @contextmanager
+    def final() -> Iterator[None]:
+        t0 = time.monotonic()
+        with inner():
+            yield
+        ran.append((t0, time.monotonic()))
+
+    gate.final = final
+    return ran
+
+
+def print_slow_words(
+    run: SessionRun, finals: Sequence[Any], passes: Sequence[Any], finals_ran: list[tuple[float, float]]
+) -> None:
+    """Trace every word over 5 s: its stages, the pass that first held it, and final ASR calls near it."""
+    slow = [ws for ws in word_stages(run, finals, passes) if ws.latency > 5.0]
+    t0 = run.t0
+    print(
+        "  final ASR calls (start-end, s on the audio clock): "
+        + ", ".join(f"{a - t0:.1f}-{b - t0:.1f}" for a, b in finals_ran)
+    )
+    print(
+        "  passes (window: offered / started-finished, snapshot end on the session timeline): "
+        + ", ".join(
+            f"w{p.window_index}: {p.offered_at - t0:.1f}/{p.started - t0:.1f}-{p.finished - t0:.1f} "
+            f"[{(p.start_sample + p.samples) / 16000:.1f}]"
+            for p in passes
+        )
+    )
+    print(f"  words over 5 s: {len(slow)}")
+    for ws in slow:
+        mine = [
+            p for p in passes if p.window_index == ws.window_index and (p.start_sample + p.samples) / 16000 >= ws.end
+        ]
+        first = mine[0] if mine else None
+        where = (
+            f"first pass offered {first.offered_at - t0:.1f} ran {first.started - t0:.1f}-{first.finished - t0:.1f} "
+            f"(snapshot to {(first.start_sample + first.samples) / 16000:.1f}), {len(mine)} passes held it"
+            if first
+            else "no pass held it"
+        )
+        print(
+            f"    w{ws.window_index} {ws.text!r:14s} end {ws.end:5.1f} lat {ws.latency:5.2f} pipe {ws.pipe:5.2f} "
+            f"behind {ws.behind:5.2f} dec {ws.decode:4.2f} after {ws.after:5.2f} final={ws.by_final}; {where}"
+        )
 
 
 def recording(name: str, tmp: Path, seconds: float) -> tuple[Path, str, float]:

@@ -40,6 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,13 +49,12 @@ from contracts.frames import SAMPLE_RATE, FrameKind, FrameRecord, MalformedRecor
 from contracts.segments import WindowRecord, WindowStatus
 from processor.asr import AsrResult, Transcriber
 from processor.diarization import Diarizer, SpeakerMapper
+from processor.final_asr import FinalAsr
 from processor.session import SessionBuffer
 from processor.window import (
     InlineExecutor,
     WindowJob,
     WindowResult,
-    diarize,
-    hear,
     hear_all,
     label,
     run_window,
@@ -82,7 +82,7 @@ class InterimSink(Protocol):
         """A newer snapshot of the open window; must not block."""
 
     def window_closed(self, session_id: str, window_index: int) -> None:
-        """The window was cut (its final text is on the way); stop interim work on it."""
+        """The window was cut and its final ASR is done (final text on the way); stop interim work on it."""
 
     def stats(self, session_id: str | None = None) -> dict[str, Any]:
         """Counters (passes run, dropped, skipped) for one session or all."""
@@ -160,6 +160,10 @@ def transcribe_window(
     )
 
 
+def _nothing() -> None:
+    """No interim captions: nothing to tell when a window is heard."""
+
+
 class ShardProcessor:
     """:class:`streams.base.RecordProcessor` for one shard."""
 
@@ -171,6 +175,8 @@ class ShardProcessor:
         self._last_checkpoint = 0
         self.counters: Counter[str] = Counter()
         self._diarization: Executor = parts.diarization_pool or InlineExecutor()
+        threaded = parts.diarization_pool is not None  # live: the record thread must not wait for final ASR
+        self._final = FinalAsr(parts.transcriber, parts.diarizer, parts.policy, self._diarization, threaded)
 
     # -- KCL lifecycle ----------------------------------------------------------
     def initialize(self, shard_id: str, starting_sequence_number: str | None) -> None:
@@ -213,6 +219,7 @@ class ShardProcessor:
         )
         self.sessions.clear()
         self._seen.clear()
+        self._final.forget()
 
     def shard_ended(self, checkpointer: Checkpointer) -> None:
         """Resharding: commit every open window now; the child shard resumes from progress."""
@@ -374,20 +381,15 @@ class ShardProcessor:
         return raws
 
     def _hear(self, sess: SessionBuffer, job: WindowJob, raw: AsrResult | None) -> None:
-        """The hear stage of a cut job, then off to diarization and into the queue."""
+        """The hear stage of a cut job (:class:`processor.final_asr.FinalAsr`), then into the queue."""
         # Only the last window of a plan may carry, so each starts where it was planned.
         assert job.start == sess.start_sample, "plan out of step with the buffer"
         job.first_seq = sess.pending_seq
-        try:
-            job.recognized = hear(job, self.parts.transcriber, self.parts.policy, raw)
-            job.diarization = diarize(job.recognized, self.parts.diarizer, self._diarization)
-        except Exception as exc:  # a window that cannot be transcribed is reported, not retried forever
-            log.exception("window failed", extra={"session": sess.session_id, "window": job.index})
-            job.error = f"{type(exc).__name__}: {exc}"
+        interim = self.parts.interim
+        closed = partial(interim.window_closed, sess.session_id, job.index) if interim is not None else _nothing
+        self._final.start(job, raw, closed)  # live, on the final-ASR thread when the window's length is known
         sess.drop(job.samples)
         sess.queue.append(job)
-        if self.parts.interim is not None:
-            self.parts.interim.window_closed(sess.session_id, job.index)
 
     # -- the commit point -----------------------------------------------------------
     def _drain_all(self, *, wait: bool, tolerate: bool = False) -> None:
@@ -407,12 +409,13 @@ class ShardProcessor:
         the finished ones at the front, and the oldest ones beyond
         :data:`MAX_QUEUED`.
         """
-        while sess.queue and (wait or len(sess.queue) > MAX_QUEUED or sess.queue[0].ready()):
+        while sess.queue and (wait or len(sess.queue) > MAX_QUEUED or self._final.ready(sess.queue[0])):
             self._commit(sess, sess.queue[0])
             sess.queue.popleft()
 
     def _commit(self, sess: SessionBuffer, job: WindowJob) -> None:
         """Label a window's words, archive its audio and commit it with the session's progress."""
+        self._final.wait(job)
         result, error = self._label(sess, job)
         samples = job.samples
         uri = self.parts.archive.put(sess.session_id, job.index, job.pcm[:samples]) or None

@@ -15,7 +15,8 @@ Rules, and where they are enforced:
   ``interval`` seconds, oldest-served session first.
 - **Final ASR first.** The engine's transcriber is wrapped in a
   :class:`processor.gate.FinalGate`; while a final ASR pass runs (or waits for the model), a
-  due interim pass is skipped (counted ``skipped_for_final``), not queued.
+  due interim pass waits (counted ``skipped_for_final``; its slot still keeps only the
+  newest snapshot) and runs as soon as the final ASR ends.
   Final *diarization* does not hold interim passes: live, it runs on its own
   thread (:attr:`processor.engine.EngineParts.diarization_pool`) while the engine goes
   on offering the next window, so the first words of a window are captioned
@@ -67,6 +68,9 @@ from processor.windowing import to_float
 from stores.base import TranscriptStore
 
 log = logging.getLogger(__name__)
+
+#: How often a due pass held for a final ASR looks again (the gate does not notify).
+FINAL_POLL_SECONDS = 0.05
 
 
 # ------------------------------------------------------------------ stability
@@ -149,6 +153,8 @@ class _Snapshot:
 class _Slot:
     session_id: str
     pending: _Snapshot | None = None
+    #: The pending snapshot was due while a final ran (counted in ``skipped_for_final`` once).
+    pending_held: bool = False
     running: bool = False
     last_pass_at: float = float("-inf")
     closed_through: int = -1
@@ -231,6 +237,7 @@ class InterimWorker:
             if slot.pending is not None:
                 slot.counters.superseded += 1
             slot.pending = _Snapshot(window_index, start_sample, pcm, self.clock())
+            slot.pending_held = False
             if self._thread is None and not self._stopping:
                 self._start_locked()
             self._cond.notify()
@@ -342,12 +349,14 @@ class InterimWorker:
         if not due:
             return [], wait
         if self.yield_to_finals and self.gate.busy:
-            # Dropped, and not postponed either: the first offer after the final ASR
-            # runs at once instead of an interval later.
+            # Held (newer offers still supersede it) and looked at again every
+            # FINAL_POLL_SECONDS: the final ASR runs off the record thread, so the
+            # held snapshot is fresh when it ends and its pass runs at once. Before,
+            # it was dropped and the next pass waited for the next record (up to 1 s).
             for slot in due:
-                slot.pending = None
-                slot.counters.skipped_for_final += 1
-            return [], min(wait, self.interval)
+                slot.counters.skipped_for_final += not slot.pending_held
+                slot.pending_held = True
+            return [], FINAL_POLL_SECONDS
         due.sort(key=lambda s: s.last_pass_at)
         jobs = []
         for slot in due:

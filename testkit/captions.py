@@ -108,6 +108,10 @@ class WordStages:
     decode: float
     after: float
     by_final: bool
+    #: The word (text, its end on the session timeline in seconds, its window), for traces.
+    text: str = ""
+    end: float = math.nan
+    window_index: int = -1
 
 
 def word_stages(
@@ -129,7 +133,9 @@ def word_stages(
             first = next((p for p in mine if (p.start_sample + p.samples) / SAMPLE_RATE >= w.end), None)
             if first is None:
                 nan = math.nan
-                out.append(WordStages(hit[0] - spoken, nan, nan, nan, nan, nan, nan, hit[1]))
+                out.append(
+                    WordStages(hit[0] - spoken, nan, nan, nan, nan, nan, nan, hit[1], w.text, w.end, seg.window_index)
+                )
                 continue
             framing = math.ceil(w.end * SAMPLE_RATE / frame_samples) * frame_samples / SAMPLE_RATE - w.end
             pipe = first.offered_at - (run.t0 + (first.start_sample + first.samples) / SAMPLE_RATE)
@@ -144,6 +150,9 @@ def word_stages(
                     first.finished - first.started,
                     hit[0] - first.finished,
                     hit[1],
+                    w.text,
+                    w.end,
+                    seg.window_index,
                 )
             )
     return out
