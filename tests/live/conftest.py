@@ -6,6 +6,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,9 +15,14 @@ import pytest
 
 from contracts.segments import Word
 from processor.asr import AsrResult, AsrSegment, Transcriber
+from producer.decode import read_pcm
+from producer.framer import SessionFramer
 from stores.sqlite import SqliteTranscriptStore
+from streams.base import StreamRecord
+from streams.embedded import EmbeddedStream
 from testkit.service import live_service as testkit_live_service
 from testkit.service import live_settings
+from testkit.speech import Turn
 
 if TYPE_CHECKING:
     from flowbot.serve import LiveService
@@ -101,3 +107,32 @@ def quiet_service(tmp_path: Path) -> Iterator[LiveService]:
     settings = live_settings(tmp_path / "data", interim_seconds=0.0)
     with testkit_live_service(settings) as svc:
         yield svc
+
+
+class Checkpoints:
+    """The sequence numbers the engine checkpoints at, in order."""
+
+    def __init__(self) -> None:
+        self.values: list[int] = []
+
+    def checkpoint(self, sequence_number: str | None = None) -> None:
+        if sequence_number is not None:
+            self.values.append(int(sequence_number))
+
+
+@pytest.fixture
+def records(tmp_path: Path, meeting: tuple[Path, list[Turn]]) -> list[StreamRecord]:
+    """25 s of speech with pauses, in 1 s records, and the end of stream."""
+    stream = EmbeddedStream(tmp_path / "s.db")
+    framer = SessionFramer(stream, "s")
+    framer.push(read_pcm(str(meeting[0]))[: 25 * 16000])
+    framer.end()
+    return stream.read("shard-0", 0, 100_000)
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    """The engine's one-thread diarization pool."""
+    executor = ThreadPoolExecutor(max_workers=1)
+    yield executor
+    executor.shutdown(wait=False, cancel_futures=True)

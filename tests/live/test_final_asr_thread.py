@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from contracts.frames import FrameRecord
 from contracts.segments import SpeakerTurn
@@ -27,15 +25,11 @@ from processor.engine import EngineParts, ShardProcessor
 from processor.gate import FinalGate, GatedTranscriber
 from processor.interim import InterimWorker
 from processor.windowing import WindowPolicy
-from producer.decode import read_pcm
-from producer.framer import SessionFramer
 from stores.archive import NoArchive
 from stores.sqlite import SqliteTranscriptStore
 from streams.base import StreamRecord
-from streams.embedded import EmbeddedStream
 from testkit.net import wait_for
-from testkit.speech import Turn
-from tests.live.conftest import ScriptedTranscriber, asr_words
+from tests.live.conftest import Checkpoints, ScriptedTranscriber, asr_words
 
 #: Records fed after the one whose final ASR is held.
 FED_WHILE_HELD = 3
@@ -44,32 +38,6 @@ FED_WHILE_HELD = 3
 class OneSpeaker:
     def diarize(self, audio: np.ndarray, speech: object = None) -> Diarization:
         return Diarization((SpeakerTurn(0.0, len(audio) / 16000, "S1"),))
-
-
-class Checkpoints:
-    def __init__(self) -> None:
-        self.values: list[int] = []
-
-    def checkpoint(self, sequence_number: str | None = None) -> None:
-        if sequence_number is not None:
-            self.values.append(int(sequence_number))
-
-
-@pytest.fixture
-def records(tmp_path: Path, meeting: tuple[Path, list[Turn]]) -> list[StreamRecord]:
-    """25 s of speech with pauses, in 1 s records, and the end of stream."""
-    stream = EmbeddedStream(tmp_path / "s.db")
-    framer = SessionFramer(stream, "s")
-    framer.push(read_pcm(str(meeting[0]))[: 25 * 16000])
-    framer.end()
-    return stream.read("shard-0", 0, 100_000)
-
-
-@pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    executor = ThreadPoolExecutor(max_workers=1)
-    yield executor
-    executor.shutdown(wait=False, cancel_futures=True)
 
 
 def record_end(rec: StreamRecord) -> int:
