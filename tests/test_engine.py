@@ -22,18 +22,8 @@ from stores.base import SessionProgress
 from stores.sqlite import SqliteTranscriptStore
 from streams.base import StreamRecord
 from streams.embedded import EmbeddedStream
+from testkit.checkpoints import ListCheckpointer
 from testkit.speech import MEETING, Turn
-
-
-class ListCheckpointer:
-    """Records checkpoints, as KCL's checkpointer would store them."""
-
-    def __init__(self) -> None:
-        self.values: list[int] = []
-
-    def checkpoint(self, sequence_number: str | None = None) -> None:
-        if sequence_number is not None:
-            self.values.append(int(sequence_number))
 
 
 def _parts(tmp: Path, transcriber: object, policy: WindowPolicy) -> EngineParts:

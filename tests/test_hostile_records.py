@@ -31,6 +31,7 @@ from stores.sqlite import SqliteTranscriptStore
 from streams.base import Checkpointer, StreamRecord
 from streams.embedded import EmbeddedConsumer, EmbeddedStream
 from streams.poison import PoisonGuard, RetryPolicy
+from testkit.checkpoints import ListCheckpointer
 from testkit.speech import Turn
 
 POLICY = WindowPolicy(max_seconds=10, min_seconds=5)
@@ -40,15 +41,6 @@ def raw_record(session: str, seq: int, offset: int, kind: FrameKind = FrameKind.
     """A v1 record with any header values (``FrameRecord.encode`` refuses impossible ones)."""
     sid = session.encode()
     return struct.pack(">4sBBHQQH", b"FBFR", 1, int(kind), 16000, seq, offset, len(sid)) + sid + payload
-
-
-class ListCheckpointer:
-    def __init__(self) -> None:
-        self.values: list[int] = []
-
-    def checkpoint(self, sequence_number: str | None = None) -> None:
-        if sequence_number is not None:
-            self.values.append(int(sequence_number))
 
 
 class MemoTranscriber:

@@ -25,8 +25,9 @@ from producer.decode import read_pcm
 from producer.framer import SessionFramer
 from streams.base import StreamRecord
 from streams.embedded import EmbeddedStream
+from testkit.checkpoints import ListCheckpointer
 from testkit.speech import Turn
-from tests.test_hostile_records import ListCheckpointer, MemoTranscriber, parts_for, segments_of
+from tests.test_hostile_records import MemoTranscriber, parts_for, segments_of
 
 REAL = "real"
 

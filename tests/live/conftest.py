@@ -109,17 +109,6 @@ def quiet_service(tmp_path: Path) -> Iterator[LiveService]:
         yield svc
 
 
-class Checkpoints:
-    """The sequence numbers the engine checkpoints at, in order."""
-
-    def __init__(self) -> None:
-        self.values: list[int] = []
-
-    def checkpoint(self, sequence_number: str | None = None) -> None:
-        if sequence_number is not None:
-            self.values.append(int(sequence_number))
-
-
 @pytest.fixture
 def records(tmp_path: Path, meeting: tuple[Path, list[Turn]]) -> list[StreamRecord]:
     """25 s of speech with pauses, in 1 s records, and the end of stream."""

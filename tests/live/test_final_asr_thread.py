@@ -28,8 +28,9 @@ from processor.windowing import WindowPolicy
 from stores.archive import NoArchive
 from stores.sqlite import SqliteTranscriptStore
 from streams.base import StreamRecord
+from testkit.checkpoints import ListCheckpointer
 from testkit.net import wait_for
-from tests.live.conftest import Checkpoints, ScriptedTranscriber, asr_words
+from tests.live.conftest import ScriptedTranscriber, asr_words
 
 #: Records fed after the one whose final ASR is held.
 FED_WHILE_HELD = 3
@@ -72,7 +73,7 @@ def test_records_flow_and_feed_interim_captions_while_a_final_asr_runs(
     )
     proc = ShardProcessor(parts)
     proc.initialize("shard-0", None)
-    checkpoints = Checkpoints()
+    checkpoints = ListCheckpointer()
     fed: list[StreamRecord] = []
     paused = threading.Event()
     go_on = threading.Event()

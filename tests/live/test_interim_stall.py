@@ -24,8 +24,9 @@ from processor.windowing import WindowPolicy
 from stores.archive import NoArchive
 from stores.sqlite import SqliteTranscriptStore
 from streams.base import StreamRecord
+from testkit.checkpoints import ListCheckpointer
 from testkit.net import wait_for
-from tests.live.conftest import Checkpoints, ScriptedTranscriber, asr_words
+from tests.live.conftest import ScriptedTranscriber, asr_words
 
 
 class HeldDiarizer:
@@ -70,7 +71,7 @@ def test_next_window_gets_interim_captions_while_the_previous_one_is_diarized(
     )
     proc = ShardProcessor(parts)
     proc.initialize("shard-0", None)
-    checkpoints = Checkpoints()
+    checkpoints = ListCheckpointer()
     fed = threading.Event()
     first = records[0].seq
 
