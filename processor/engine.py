@@ -363,12 +363,7 @@ class ShardProcessor:
         """The cut stage: a planned window as a job (the ``i``-th of this plan)."""
         if plan.reason is not None:
             self.counters[f"cut_{plan.reason}"] += 1
-        pcm = sess.pcm()[plan.at : plan.at + plan.samples]
-        last = final and plan.at + plan.samples == sess.buffered
-        start = sess.start_sample + plan.at
-        return WindowJob(
-            sess.session_id, sess.next_index + i, start, pcm, plan.context, plan.carries, plan.speech, final=last
-        )
+        return WindowJob.cut(sess.session_id, sess.next_index + i, sess.start_sample, sess.pcm(), plan, final=final)
 
     def _hear_batch(self, sess: SessionBuffer, jobs: list[WindowJob]) -> list[AsrResult | None]:
         """One ASR call for several planned windows (None each when it failed: heard one at a time)."""
@@ -387,6 +382,7 @@ class ShardProcessor:
         job.first_seq = sess.pending_seq
         interim = self.parts.interim
         closed = partial(interim.window_closed, sess.session_id, job.index) if interim is not None else _nothing
+        job.follow(sess.queue[-1] if sess.queue else None)  # it hears what that window left undecoded
         self._final.start(job, raw, closed)  # live, on the final-ASR thread when the window's length is known
         sess.drop(job.samples)
         sess.queue.append(job)
