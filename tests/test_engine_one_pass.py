@@ -13,18 +13,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
 from contracts.frames import SAMPLE_RATE
-from contracts.segments import SpeakerTurn
+from contracts.segments import SpeakerTurn, Word
 from flowbot.wer import normalize, wer
-from processor.asr import WhisperTranscriber
+from processor import window
+from processor.asr import AsrResult, AsrSegment, WhisperTranscriber
 from processor.diarization import Diarization
+from processor.engine import EngineParts, ShardProcessor
 from processor.vad import SpeechMap
 from processor.windowing import WindowPolicy
+from producer.decode import read_pcm
+from streams.base import StreamRecord
 from streams.embedded import EmbeddedStream
+from testkit.checkpoints import ListCheckpointer
 from testkit.corpus import build, read_wav
 from testkit.evaluate import cache_dir
 from tests.test_engine import _frames, _parts, _run
@@ -85,3 +91,80 @@ def test_a_window_left_unfinished_is_one_encoder_pass_and_keeps_its_words_and_bo
     assert {"of", "clubs"} <= set(rest) or len(rest) >= 4, rest
     reference = " ".join(u.text for u in sorted(rec.utterances, key=lambda u: u.start))
     assert wer(reference, " ".join(s.text for s in rows)) <= 0.20  # before 12.2 %, now 15-16 % (both kernels)
+
+
+class Unfinished:
+    """A transcriber that, asked for one pass, leaves its input's last speech span undecoded (as Whisper does).
+
+    One word per speech span it hears (``speech``); ``whole`` ignores ``one_pass``, as before.
+    """
+
+    def __init__(self, *, whole: bool = False) -> None:
+        self.whole = whole
+        self.calls: list[bool] = []
+
+    def transcribe(self, audio: np.ndarray, **kw: object) -> AsrResult:
+        spans = cast("list[tuple[int, int]]", kw.get("speech") or [(0, len(audio))])
+        one = bool(kw.get("one_pass")) and not self.whole
+        self.calls.append(one)
+        done = spans[:-1] if one and len(spans) > 1 else spans
+        segs = [
+            AsrSegment(
+                a / SAMPLE_RATE, b / SAMPLE_RATE, "w", (Word(a / SAMPLE_RATE, b / SAMPLE_RATE, " w"),), -0.1, 0, 1
+            )
+            for a, b in done
+        ]
+        return AsrResult(segs, undecoded=spans[-1][0] / SAMPLE_RATE if len(done) < len(spans) else None)
+
+
+def _rows(parts: EngineParts) -> list[tuple[int, float, float, str]]:
+    return [(s.window_index, s.start, s.end, s.text) for s in parts.store.segments("m")]
+
+
+@pytest.fixture(scope="module")
+def meeting_records(tmp_path_factory: pytest.TempPathFactory, meeting: tuple[Path, list[object]]) -> list[StreamRecord]:
+    """The generated meeting's first 60 s and its end, as stream records (1 s each)."""
+    stream = EmbeddedStream(tmp_path_factory.mktemp("stream") / "s.db")
+    return _frames(stream, "m", read_pcm(str(meeting[0]))[: 60 * SAMPLE_RATE])
+
+
+def test_a_window_that_stops_short_gets_its_rest_from_the_next_window_and_replays_the_same(
+    tmp_path: Path, meeting_records: list[StreamRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = WindowPolicy(10, 5)
+    alone: list[int] = []
+    rest_alone = window._rest_alone
+
+    def counted(*args: Any) -> list[AsrSegment]:
+        alone.append(1)
+        return rest_alone(*args)
+
+    monkeypatch.setattr(window, "_rest_alone", counted)
+    unfinished = Unfinished()
+    reference = _run(_parts(tmp_path / "ref", unfinished, policy), meeting_records)
+    windows = reference.parts.store.windows("m")
+    assert len(windows) >= 5 and unfinished.calls.count(True) >= 3
+    assert len(unfinished.calls) <= len(windows) and not alone  # no window decodes its rest in a call of its own
+    # The same rows as windows that decode everything themselves (two passes each).
+    whole = _run(_parts(tmp_path / "whole", Unfinished(whole=True), policy), meeting_records)
+    assert _rows(reference.parts) == _rows(whole.parts)
+    assert [(w.start_sample, w.end_sample) for w in windows] == [
+        (w.start_sample, w.end_sample) for w in whole.parts.store.windows("m")
+    ]
+    for stop in range(8, len(meeting_records), 9):
+        for how in ("lease", "shutdown"):
+            parts = _parts(tmp_path / f"{how}{stop}", Unfinished(), policy)
+            first = ShardProcessor(parts)
+            first.initialize("shard-0", None)
+            ckpt = ListCheckpointer()
+            first.process_records(meeting_records[:stop], ckpt)
+            if how == "lease":
+                first.lease_lost()  # the window waiting for the next one's ASR is not committed
+            else:
+                first.shutdown_requested(ckpt)  # it decodes its rest alone and commits
+            start = ckpt.values[-1] if ckpt.values else 0
+            second = ShardProcessor(parts)
+            second.initialize("shard-0", str(start))
+            second.process_records([r for r in meeting_records if r.seq > start], ListCheckpointer())
+            assert _rows(parts) == _rows(reference.parts), (how, stop)
+    assert alone, "no shutdown caught a window waiting for the next window's ASR"
