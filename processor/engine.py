@@ -26,6 +26,9 @@ Safety rules (why they hold is noted where they are enforced):
   a function of the window's audio and its transcript, so a replay commits the
   same span); the rest stays buffered and opens the next window. Windows stay
   contiguous: the next window starts exactly where the committed one ended.
+- A window whose ASR stopped short of its end (:class:`processor.window.Tail`)
+  stays queued until the next window's ASR has decoded its rest, so the
+  checkpoint stays behind it; its rows are its own words, as a replay hears them.
 - Speaker labels are assigned at the commit point, in window order, so a
   replay assigns the same labels whatever executor diarized the windows.
   Interim captions on or off change nothing about when windows commit.
