@@ -106,14 +106,11 @@ class TimedTranscriber(Transcriber):
         beam_size: int | None = None,
         initial_prompt: str | None = None,
         speech: Spans | None = None,
-        one_pass: bool = False,
     ) -> AsrResult:
         """The inner transcriber's result, timed."""
         cpu, wall = time.process_time(), time.perf_counter()
         try:
-            return self.inner.transcribe(
-                audio, beam_size=beam_size, initial_prompt=initial_prompt, speech=speech, one_pass=one_pass
-            )
+            return self.inner.transcribe(audio, beam_size=beam_size, initial_prompt=initial_prompt, speech=speech)
         finally:
             self.meter.add(cpu, wall)
 

@@ -47,7 +47,6 @@ class SleepTranscriber(Transcriber):
         beam_size: int | None = None,
         initial_prompt: str | None = None,
         speech: Spans | None = None,
-        one_pass: bool = False,
     ) -> AsrResult:
         """Sleep, then nothing heard."""
         time.sleep(self.seconds)

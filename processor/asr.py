@@ -10,8 +10,7 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -103,18 +102,11 @@ _WORD = re.compile(r"[\w']+")
 
 
 class AsrResult(list[AsrSegment]):
-    """The segments the hallucination guard kept; ``dropped`` counts the others by reason.
+    """The segments the hallucination guard kept; ``dropped`` counts the others by reason."""
 
-    ``undecoded``: seconds (relative to the audio passed in) from which the audio was
-    not decoded, because a ``one_pass`` decode stopped there; None: all of it was.
-    """
-
-    def __init__(
-        self, kept: Iterable[AsrSegment] = (), dropped: Counter[str] | None = None, undecoded: float | None = None
-    ) -> None:
+    def __init__(self, kept: Iterable[AsrSegment] = (), dropped: Counter[str] | None = None) -> None:
         super().__init__(kept)
         self.dropped: Counter[str] = dropped if dropped is not None else Counter()
-        self.undecoded = undecoded
 
 
 class Transcriber(Protocol):
@@ -133,15 +125,11 @@ class Transcriber(Protocol):
         beam_size: int | None = None,
         initial_prompt: str | None = None,
         speech: Spans | None = None,
-        one_pass: bool = False,
     ) -> AsrResult:
         """Transcribe ``audio``; ``result.dropped`` counts what the hallucination guard dropped.
 
         ``speech``: where VAD already found speech in ``audio`` (sample spans); only
         that is decoded, and no VAD runs again. None: the transcriber finds it.
-        ``one_pass`` (with ``speech``): stop after the first encoder pass rather than
-        decode an unfinished last segment again; ``result.undecoded`` says from where.
-        A transcriber may decode everything regardless (``undecoded`` None).
         """
         ...
 
@@ -288,9 +276,6 @@ class WhisperTranscriber(Transcriber):
         # CTranslate2 models are safe to call from several threads only up to
         # num_workers at once; beyond that calls queue inside CTranslate2.
         self._lock = threading.Semaphore(max(1, num_workers))
-        #: The model's encoder passes (counted; see :meth:`transcribe`'s ``one_pass``).
-        self.encodes = EncodeBudget(self.model.encode)
-        self.model.encode = self.encodes  # counts passes, per thread
         log.info(
             "whisper model loaded",
             extra={"model": model, "device": self.device, "compute_type": compute_type},
@@ -303,7 +288,6 @@ class WhisperTranscriber(Transcriber):
         beam_size: int | None = None,
         initial_prompt: str | None = None,
         speech: Spans | None = None,
-        one_pass: bool = False,
     ) -> AsrResult:
         """Transcribe float32 16 kHz mono audio; times are relative to ``audio``.
 
@@ -311,115 +295,43 @@ class WhisperTranscriber(Transcriber):
         ones the hallucination guard dropped, by reason. With ``speech`` (VAD
         already run) only those spans are decoded, as faster-whisper's own
         ``vad_filter`` would: concatenated, then times mapped back.
-
-        With ``one_pass`` and ``speech``, decoding stops where faster-whisper would
-        start a second encoder pass: when Whisper leaves the last segment of its
-        30 s input unfinished it seeks to the last word's end and encodes the rest
-        again (14 of 25 windows of a 10 min real meeting did). That point is
-        ``result.undecoded``; the caller hears the rest with what follows it.
         """
         opts = self.options
         beam = beam_size or opts.beam_size
         heard = _Heard.of(audio, speech)
         if heard.chunks == []:
             return AsrResult()  # VAD found no speech: nothing to decode
-        passes = 1 if one_pass and heard.chunks else None
         with self._lock:
-            segments, undecoded = self._decode(heard, beam, initial_prompt, None, passes)
+            segments = self._decode(heard, beam, initial_prompt, None)
             if any(loops(s, opts) for s in segments):
                 for temperature in opts.loop_temperatures:
-                    again, stop = self._decode(heard, beam, initial_prompt, temperature, passes)
+                    again = self._decode(heard, beam, initial_prompt, temperature)
                     log.info(
                         "asr loop: decoded again",
                         extra={"temperature": temperature, "loops": sum(loops(s, opts) for s in again)},
                     )
                     if not any(loops(s, opts) for s in again):
-                        segments, undecoded = again, stop
+                        segments = again
                         break
-        result = guard(segments, opts)
-        result.undecoded = undecoded
-        return result
+        return guard(segments, opts)
 
-    def _decode(
-        self, heard: _Heard, beam_size: int, prompt: str | None, temperature: float | None, passes: int | None
-    ) -> tuple[list[AsrSegment], float | None]:
-        """One faster-whisper decode (``temperature`` None: its default ladder, falling back on low confidence).
-
-        With ``passes``, at most that many encoder passes; returns the segments and
-        where the audio stopped being decoded (None: all of it was).
-        """
+    def _decode(self, heard: _Heard, beam_size: int, prompt: str | None, temperature: float | None) -> list[AsrSegment]:
+        """One faster-whisper pass (``temperature`` None: its default ladder, falling back on low confidence)."""
         from faster_whisper.transcribe import restore_speech_timestamps
 
         opts = self.options
         extra = {} if temperature is None else {"temperature": temperature}
-        with self.encodes.limit(passes):
-            segments, _info = self.model.transcribe(
-                heard.audio,
-                vad_filter=opts.vad_filter and heard.chunks is None,
-                vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
-                condition_on_previous_text=opts.condition_on_previous_text,
-                **opts.decode_kwargs(beam_size, prompt),
-                **extra,
-            )
-            raw, stopped = until_pass_limit(segments)
-        # faster-whisper seeks its next pass to the last word's end (the segment's without words).
-        undecoded = heard.original_time(max((seg_end(s) for s in raw), default=0.0)) if stopped else None
-        restored = restore_speech_timestamps(raw, heard.chunks, SAMPLE_RATE) if heard.chunks else raw
-        return [c for c in map(whisper_segment, restored) if c is not None], undecoded
-
-
-class PassLimitReached(Exception):
-    """A decode asked for one encoder pass more than :meth:`EncodeBudget.limit` allows."""
-
-
-class EncodeBudget:
-    """faster-whisper's ``encode``, wrapped to stop a decode at an encoder pass limit (per thread).
-
-    faster-whisper decodes lazily: the next pass's ``encode`` runs when the segment
-    after the last of the previous pass is asked for, so raising here stops the
-    decode before that pass costs anything.
-    """
-
-    def __init__(self, encode: Callable[[np.ndarray], object]) -> None:
-        self._encode = encode
-        self._left = threading.local()
-        #: Encoder passes run, all threads together (benches count them).
-        self.calls = 0
-
-    def __call__(self, features: np.ndarray) -> object:
-        """Encode, unless this thread's limit is spent (then :class:`PassLimitReached`)."""
-        left: int | None = getattr(self._left, "n", None)
-        if left is not None:
-            if left <= 0:
-                raise PassLimitReached
-            self._left.n = left - 1
-        self.calls += 1
-        return self._encode(features)
-
-    @contextmanager
-    def limit(self, passes: int | None) -> Iterator[None]:
-        """At most ``passes`` encodes on this thread inside the block (None: no limit)."""
-        self._left.n = passes
-        try:
-            yield
-        finally:
-            self._left.n = None
-
-
-def until_pass_limit(segments: Iterable[WhisperSegment]) -> tuple[list[WhisperSegment], bool]:
-    """The segments decoded before the pass limit, and whether the limit stopped the decode."""
-    out: list[WhisperSegment] = []
-    try:
-        for seg in segments:
-            out.append(seg)
-    except PassLimitReached:
-        return out, True
-    return out, False
-
-
-def seg_end(seg: WhisperSegment) -> float:
-    """Where faster-whisper's next pass would start after ``seg``: its last word's end (else its end)."""
-    return float(seg.words[-1].end) if seg.words else float(seg.end)
+        segments, _info = self.model.transcribe(
+            heard.audio,
+            vad_filter=opts.vad_filter and heard.chunks is None,
+            vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 200},
+            condition_on_previous_text=opts.condition_on_previous_text,
+            **opts.decode_kwargs(beam_size, prompt),
+            **extra,
+        )
+        if heard.chunks:
+            segments = restore_speech_timestamps(segments, heard.chunks, SAMPLE_RATE)
+        return [c for c in map(whisper_segment, segments) if c is not None]
 
 
 @dataclass(frozen=True)
@@ -436,11 +348,3 @@ class _Heard:
         chunks = [{"start": a, "end": b} for a, b in speech if b > a]
         heard = np.concatenate([audio[a:b] for a, b in speech if b > a]) if chunks else audio[:0]
         return cls(heard, chunks)
-
-    def original_time(self, seconds: float) -> float:
-        """A time in what was decoded as a time in the audio passed in (a chunk's end stays in it)."""
-        if not self.chunks:
-            return seconds
-        from faster_whisper.vad import SpeechTimestampsMap
-
-        return SpeechTimestampsMap(self.chunks, SAMPLE_RATE).get_original_time(seconds, is_end=True)

@@ -115,12 +115,8 @@ class BatchingTranscriber(Transcriber):
         beam_size: int | None = None,
         initial_prompt: str | None = None,
         speech: Spans | None = None,
-        one_pass: bool = False,
     ) -> AsrResult:
-        """Same contract as :meth:`processor.asr.WhisperTranscriber.transcribe`.
-
-        ``one_pass`` is ignored: the batched pipeline decodes each 30 s clip in one pass anyway.
-        """
+        """Same contract as :meth:`processor.asr.WhisperTranscriber.transcribe`."""
         spans = None if speech is None else [speech]
         return self.transcribe_batch([audio], beam_size=beam_size, initial_prompt=initial_prompt, speech=spans)[0]
 

@@ -26,9 +26,6 @@ Safety rules (why they hold is noted where they are enforced):
   a function of the window's audio and its transcript, so a replay commits the
   same span); the rest stays buffered and opens the next window. Windows stay
   contiguous: the next window starts exactly where the committed one ended.
-- A window whose ASR stopped short of its end (:class:`processor.window.Tail`)
-  stays queued until the next window's ASR has decoded its rest, so the
-  checkpoint stays behind it; its rows are its own words, as a replay hears them.
 - Speaker labels are assigned at the commit point, in window order, so a
   replay assigns the same labels whatever executor diarized the windows.
   Interim captions on or off change nothing about when windows commit.
@@ -366,7 +363,12 @@ class ShardProcessor:
         """The cut stage: a planned window as a job (the ``i``-th of this plan)."""
         if plan.reason is not None:
             self.counters[f"cut_{plan.reason}"] += 1
-        return WindowJob.cut(sess.session_id, sess.next_index + i, sess.start_sample, sess.pcm(), plan, final=final)
+        pcm = sess.pcm()[plan.at : plan.at + plan.samples]
+        last = final and plan.at + plan.samples == sess.buffered
+        start = sess.start_sample + plan.at
+        return WindowJob(
+            sess.session_id, sess.next_index + i, start, pcm, plan.context, plan.carries, plan.speech, final=last
+        )
 
     def _hear_batch(self, sess: SessionBuffer, jobs: list[WindowJob]) -> list[AsrResult | None]:
         """One ASR call for several planned windows (None each when it failed: heard one at a time)."""
@@ -385,7 +387,6 @@ class ShardProcessor:
         job.first_seq = sess.pending_seq
         interim = self.parts.interim
         closed = partial(interim.window_closed, sess.session_id, job.index) if interim is not None else _nothing
-        job.follow(sess.queue[-1] if sess.queue else None)  # it hears what that window left undecoded
         self._final.start(job, raw, closed)  # live, on the final-ASR thread when the window's length is known
         sess.drop(job.samples)
         sess.queue.append(job)

@@ -54,13 +54,10 @@ class GatedTranscriber(Transcriber):
         beam_size: int | None = None,
         initial_prompt: str | None = None,
         speech: Spans | None = None,
-        one_pass: bool = False,
     ) -> AsrResult:
         """Delegate under the gate (the gate is entered before waiting for the model)."""
         with self.gate.final():
-            return self.inner.transcribe(
-                audio, beam_size=beam_size, initial_prompt=initial_prompt, speech=speech, one_pass=one_pass
-            )
+            return self.inner.transcribe(audio, beam_size=beam_size, initial_prompt=initial_prompt, speech=speech)
 
     def transcribe_batch(
         self,

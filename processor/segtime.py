@@ -82,24 +82,6 @@ def words_after(segments: Sequence[AsrSegment], seconds: float) -> list[AsrSegme
     return out
 
 
-def words_before(segments: Sequence[AsrSegment], seconds: float) -> list[AsrSegment]:
-    """What was heard before ``seconds``, times unchanged: exactly what :func:`words_after` leaves out.
-
-    A window's undecoded rest heard at the start of the next window's ASR input
-    goes back to its own window by this rule (:func:`processor.window.hear`).
-    """
-    out: list[AsrSegment] = []
-    for seg in segments:
-        if not seg.words:
-            if middle(seg.start, seg.end) < seconds:
-                out.append(seg)
-            continue
-        words = [w for w in seg.words if not in_window(w.start, w.end, seconds)]
-        if words:
-            out.append(trimmed(seg, words))
-    return out
-
-
 def keep_words(segments: Sequence[AsrSegment], count: int) -> list[AsrSegment]:
     """The first ``count`` words of a transcript, segments trimmed to them.
 

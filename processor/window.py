@@ -10,14 +10,6 @@ pool: :attr:`processor.engine.EngineParts.diarization_pool`), and runs
 The window's VAD (:class:`processor.vad.SpeechMap`) is run once, at the cut,
 over its left context and the buffer; the cut, the "any speech?" test and the
 speech ASR decodes all read it.
-
-A window with audio after it (:attr:`WindowJob.open_end`) is one encoder pass:
-where Whisper leaves its last segment unfinished, its ASR stops (:class:`Tail`)
-and the undecoded rest is decoded at the start of the next window's ASR input,
-as bare faster-whisper carries it into its next 30 s. The rest's words go back
-to their own window, which commits them with its other words at the commit
-point; no window boundary moves, so the cut, the diarizer and the speaker
-registry see what they saw before.
 """
 
 from __future__ import annotations
@@ -25,10 +17,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
-from functools import partial
 
 import numpy as np
 
@@ -37,10 +27,10 @@ from contracts.segments import SpeakerTurn, TranscriptSegment, WindowRecord, Win
 from processor.asr import AsrResult, AsrSegment, Transcriber
 from processor.attribution import attribute, transcript_segments
 from processor.diarization import Diarization, Diarizer, SpeakerMapper
-from processor.segtime import keep_words, shifted, words_after, words_before
+from processor.segtime import keep_words, words_after
 from processor.speakers import assign_window, window_speakers
 from processor.vad import Spans, SpeechMap
-from processor.windowing import ASR_INPUT_SECONDS, PlannedWindow, WindowPolicy, commit_point, to_float
+from processor.windowing import ASR_INPUT_SECONDS, WindowPolicy, commit_point, to_float
 from stores.base import PermanentStoreError, SessionProgress, TranscriptStore
 
 log = logging.getLogger(__name__)
@@ -79,44 +69,6 @@ class Recognized:
     dropped: Counter[str] = field(default_factory=Counter)
     #: The window's VAD (:attr:`WindowJob.speech`), which the diarize stage reuses.
     speech: SpeechMap | None = None
-    #: The window's undecoded rest when its ASR stopped short of its end (its words come at :func:`label`).
-    tail: Tail | None = None
-
-
-class Tail:
-    """Where a window's ASR stopped short of its end, and the rest's words, decoded by the next window.
-
-    faster-whisper decodes a 30 s input; when Whisper leaves the last segment
-    unfinished it seeks to the last word's end and encodes the rest again in a
-    second pass (14 of 25 windows of a 10 min real meeting did, 43 encoder passes
-    against bare decoding's 21). A window with audio after it stops there instead;
-    the next window's ASR hears the rest first, in the same call as its own audio.
-    """
-
-    def __init__(self) -> None:
-        #: Window sample from which its ASR did not decode (None: it decoded all); set once heard.
-        self.at: Future[int | None] = Future()
-        #: The rest's words (window times) from the next window's ASR; None: decode them alone.
-        self.words: Future[list[AsrSegment] | None] = Future()
-        #: A window was cut after this one and will decode the rest (the commit point waits for it).
-        self.followed = False
-        self._alone: Callable[[], list[AsrSegment]] | None = None
-
-    def pending(self) -> bool:
-        """Has the window stopped short of its end and still waits for the next window's ASR?"""
-        return self.at.done() and self.at.result() is not None and not self.words.done()
-
-    def settle(self) -> list[AsrSegment]:
-        """The rest's words: from the next window's ASR (waiting for it), or decoded alone when none was cut.
-
-        Alone: the stream stopped before another window was cut (a graceful shutdown),
-        or the next window's ASR failed or came from a batched call.
-        """
-        words = self.words.result() if self.followed or self.words.done() else None
-        alone, self._alone = self._alone, None
-        if words is None:
-            words = alone() if alone is not None else []
-        return words
 
 
 @dataclass
@@ -139,38 +91,11 @@ class WindowJob:
     first_seq: int | None = None
     #: The session's last window (its end-of-stream record was read).
     final: bool = False
-    #: Audio follows the window and the next window starts where it ends: its ASR
-    #: stops after one encoder pass and the next window decodes the rest (:class:`Tail`).
-    open_end: bool = False
-    #: The session's window queued just before this one, until this one's ASR has run.
-    previous: WindowJob | None = field(default=None, repr=False)
-    tail: Tail = field(default_factory=Tail, repr=False)
     started: float = field(default_factory=time.monotonic)
     recognized: Recognized | None = None
     diarization: Future[Diarization] | None = None
     #: Why the window failed (ASR or diarization raised), None while it has not.
     error: str | None = None
-
-    @classmethod
-    def cut(
-        cls, session_id: str, index: int, start: int, buffer: np.ndarray, plan: PlannedWindow, *, final: bool
-    ) -> WindowJob:
-        """The job of a window planned off ``buffer`` (the session's, from session sample ``start``).
-
-        ``final``: the stream has ended (the buffer's last window is the session's last).
-        """
-        end = plan.at + plan.samples
-        pcm = buffer[plan.at : end]
-        more = end < len(buffer) and not plan.carries  # a carrying window's rest is cut again anyway
-        job = cls(session_id, index, start + plan.at, pcm, plan.context, plan.carries, plan.speech)
-        job.final, job.open_end = final and end == len(buffer), more
-        return job
-
-    def follow(self, previous: WindowJob | None) -> None:
-        """Hear this window after ``previous`` (the session's queued window before it): it decodes its rest."""
-        if previous is not None:
-            previous.tail.followed = True
-            self.previous = previous
 
     @property
     def samples(self) -> int:
@@ -183,8 +108,8 @@ class WindowJob:
         return len(self.pcm) - self.samples
 
     def ready(self) -> bool:
-        """May the commit point take it without waiting (its diarization, and the rest of its ASR)?"""
-        return (self.diarization is None or self.diarization.done()) and not self.tail.pending()
+        """May the commit point take it without waiting?"""
+        return self.diarization is None or self.diarization.done()
 
     def heard(self, min_silence_ms: int) -> tuple[np.ndarray, Spans] | None:
         """What ASR hears (context then window, float32) and where its speech is.
@@ -238,112 +163,19 @@ def hear_all(transcriber: Transcriber, policy: WindowPolicy, jobs: list[WindowJo
 
 
 def hear(job: WindowJob, transcriber: Transcriber, policy: WindowPolicy, raw: AsrResult | None = None) -> Recognized:
-    """The ASR stage: the window's words (context words dropped) and, with ``carry``, its commit point.
-
-    ``raw``: the window's ASR, already decoded (in a batch). Without it, the window's
-    ASR call first hears what the previous window left undecoded (:class:`Tail`) and
-    hands its words back; an ``open_end`` window's call is one encoder pass.
-    """
-    prior = _prior(job, batched=raw is not None)
-    stop: int | None = None
-    try:
-        if raw is None:
-            raw, lead, stop = _recognize(job, transcriber, policy, prior)
-        else:
-            lead = len(job.context) / SAMPLE_RATE
-        audio = to_float(job.pcm)
-        asr = words_after(raw, lead) if lead else list(raw)
-        samples = len(job.pcm)
-        if job.carry:
-            words = [(w.start, w.end) for seg in asr for w in seg.words]
-            samples, kept = commit_point(audio, words, len(job.pcm), policy)
-            asr = keep_words(asr, kept) if samples < len(job.pcm) else asr
-        if stop is not None:
-            job.tail._alone = partial(_rest_alone, job, transcriber, stop)
-        tail = job.tail if stop is not None else None
-        return Recognized(audio, asr, samples, raw.dropped, job.speech, tail)
-    finally:
-        job.tail.at.set_result(stop)
-        if prior is not None and not prior[0].tail.words.done():
-            prior[0].tail.words.set_result(None)  # this ASR failed: the previous window decodes its rest alone
-
-
-def _prior(job: WindowJob, *, batched: bool) -> tuple[WindowJob, int] | None:
-    """The previous window and where its ASR stopped, when this window hears its rest (waits for that ASR).
-
-    A window decoded in a batch (``batched``) hears no rest: the previous window decodes its own.
-    """
-    prev, job.previous = job.previous, None
-    at = prev.tail.at.result() if prev is not None else None
-    if prev is None or at is None:
-        return None
-    if batched or prev.start + len(prev.pcm) != job.start:  # (not the audio just before it: cannot happen)
-        prev.tail.words.set_result(None)
-        return None
-    return prev, at
-
-
-def _recognize(
-    job: WindowJob, transcriber: Transcriber, policy: WindowPolicy, prior: tuple[WindowJob, int] | None
-) -> tuple[AsrResult, float, int | None]:
-    """The window's ASR call: its result, the seconds heard before the window, where the decode stopped.
-
-    With ``prior`` the call hears the previous window's rest first (after the same
-    left context a window gets) and hands that part's words back to it. An
-    ``open_end`` window stops after one encoder pass (the stop: window samples).
-    """
-    heard = _heard(job, policy.min_silence_ms, prior)
-    if prior is not None and heard is not None and sum(b - a for a, b in heard[1]) > ASR_INPUT_SECONDS * SAMPLE_RATE:
-        # Rest and window do not fit one Whisper input: the window is heard as before
-        # and the previous window decodes its rest alone (its second pass). Hearing both
-        # in two passes lost a sentence on the flite meeting x3 (the first pass's last
-        # segment was stretched over it): WER 3.7 -> 5.5 %.
-        prior[0].tail.words.set_result(None)
-        prior, heard = None, _heard(job, policy.min_silence_ms, None)
-    if heard is None:
-        return AsrResult(), 0.0, None
-    audio, spans, lead, rest = heard
-    raw = transcriber.transcribe(audio, speech=spans, one_pass=job.open_end)
-    if raw.undecoded is not None and raw.undecoded <= lead + rest:
-        # The pass stopped before the window's own audio (a long rest): decode it all.
-        raw = transcriber.transcribe(audio, speech=spans)
-    stop = None if raw.undecoded is None else round((raw.undecoded - lead - rest) * SAMPLE_RATE)
-    if prior is not None:
-        prev, at = prior
-        back = words_before(words_after(raw, lead), rest)
-        prev.tail.words.set_result([shifted(seg, at / SAMPLE_RATE) for seg in back])
-        raw, lead = AsrResult(words_after(raw, lead + rest), raw.dropped), 0.0
-    return raw, lead, stop if stop is not None and 0 <= stop < len(job.pcm) else None
-
-
-def _heard(
-    job: WindowJob, min_silence_ms: int, prior: tuple[WindowJob, int] | None
-) -> tuple[np.ndarray, Spans, float, float] | None:
-    """What the window's ASR call hears, where its speech is, and the seconds of context and rest before the window."""
-    if prior is None:
-        heard = job.heard(min_silence_ms)
-        return None if heard is None else (*heard, len(job.context) / SAMPLE_RATE, 0.0)
-    prev, at = prior
-    lead = min(at, len(job.context))
-    rest = len(prev.pcm) - at
-    found = prev.speech.spans(ASR_MIN_SILENCE_MS, ASR_SPEECH_PAD_MS, at, len(prev.pcm))
-    spans = [(a + lead, b + lead) for a, b in found]
-    if job.speech.has_speech(0, len(job.pcm), min_silence_ms):
-        own = job.speech.spans(ASR_MIN_SILENCE_MS, ASR_SPEECH_PAD_MS, 0, len(job.pcm))
-        spans = [*spans, *((a + lead + rest, b + lead + rest) for a, b in own)]
-    if not spans:
-        return None
-    audio = np.concatenate([to_float(prev.pcm[at - lead :]), to_float(job.pcm)])
-    return audio, merged([(0, lead), *spans]) if lead else spans, lead / SAMPLE_RATE, rest / SAMPLE_RATE
-
-
-def _rest_alone(job: WindowJob, transcriber: Transcriber, at: int) -> list[AsrSegment]:
-    """A window's undecoded rest decoded on its own (window times), as its second encoder pass would have."""
-    spans = job.speech.spans(ASR_MIN_SILENCE_MS, ASR_SPEECH_PAD_MS, at, len(job.pcm))
-    if not spans:
-        return []
-    raw = transcriber.transcribe(to_float(job.pcm[at:]), speech=spans)
-    return [shifted(seg, at / SAMPLE_RATE) for seg in raw]
+    """The ASR stage: the window's words (context words dropped) and, with ``carry``, its commit point."""
+    audio = to_float(job.pcm)
+    if raw is None:
+        heard = job.heard(policy.min_silence_ms)
+        raw = transcriber.transcribe(heard[0], speech=heard[1]) if heard is not None else AsrResult()
+    lead = len(job.context) / SAMPLE_RATE
+    asr = words_after(raw, lead) if lead else list(raw)
+    samples = len(job.pcm)
+    if job.carry:
+        words = [(w.start, w.end) for seg in asr for w in seg.words]
+        samples, kept = commit_point(audio, words, len(job.pcm), policy)
+        asr = keep_words(asr, kept) if samples < len(job.pcm) else asr
+    return Recognized(audio, asr, samples, raw.dropped, job.speech)
 
 
 def diarize(recognized: Recognized, diarizer: Diarizer, executor: Executor) -> Future[Diarization] | None:
@@ -352,7 +184,7 @@ def diarize(recognized: Recognized, diarizer: Diarizer, executor: Executor) -> F
     The diarizer gets the window's VAD too (the pass the cut and the ASR read), so it needs no
     voice activity pass of its own to know where nobody speaks.
     """
-    if not recognized.asr and recognized.tail is None:
+    if not recognized.asr:
         return None
     return executor.submit(diarizer.diarize, recognized.audio, recognized.speech)
 
@@ -368,17 +200,14 @@ def label(
     """The label stage: speaker-attributed session-timeline segments from the words and the diarization.
 
     ``diarization`` is None exactly when the window has no words (nothing to attribute).
-    The words of a window whose ASR stopped short of its end are completed here, in
-    window order (:meth:`Tail.settle`), and labelled with the window's own turns.
     """
-    asr = recognized.asr + recognized.tail.settle() if recognized.tail is not None else recognized.asr
-    if not asr or diarization is None:
+    if not recognized.asr or diarization is None:
         return WindowResult([], recognized.samples, dropped=recognized.dropped)
     if recognized.samples < len(recognized.audio):
         diarization = diarization.until(recognized.samples / SAMPLE_RATE)
     diarization, mapping = assign_window(mapper, diarization)
     session_diarization = diarization.relabel(mapping)
-    labelled = attribute(asr, session_diarization)
+    labelled = attribute(recognized.asr, session_diarization)
     segments = transcript_segments(
         labelled, session_id=session_id, window_index=window_index, start_sample=start_sample
     )

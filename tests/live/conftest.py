@@ -55,7 +55,6 @@ class ScriptedTranscriber(Transcriber):
         beam_size: int | None = None,
         initial_prompt: str | None = None,
         speech: object = None,
-        one_pass: bool = False,
     ) -> AsrResult:
         self.calls.append((audio.size, beam_size))
         self.entered.set()
