@@ -1,12 +1,10 @@
 """Session speaker registry: window-local diarization labels -> stable session labels.
 
-Every ~30 s window is diarized on its own, so its labels (``SPEAKER_00`` ...)
-mean nothing across windows. The registry keeps one centroid embedding per
-session speaker (``S1``, ``S2`` ...) and maps each window speaker to the
-nearest centroid under a cosine-distance threshold, or to a new speaker. The
-centroids keep moving as the meeting goes on (speech-weighted mean, with the
-weight capped so a voice that drifts is followed), so S1 at minute 1 is S1 at
-minute 40.
+Every ~30 s window is diarized on its own, so its labels (``SPEAKER_00`` ...) mean nothing
+across windows. The registry keeps one centroid embedding per session speaker (``S1``, ``S2``
+...) and maps each window speaker to the nearest centroid under a cosine-distance threshold,
+or to a new speaker when its speech is evidence enough (else a pending voice). The centroids
+follow a voice through the meeting (speech-weighted mean, weight capped): S1 stays S1.
 
 The state is plain JSON (:meth:`SessionSpeakerRegistry.state`); the engine
 stores it with each committed window (``SessionProgress.speaker_state``) and
@@ -155,9 +153,6 @@ class SessionSpeakerRegistry:
         self._speakers[label] = _Speaker(label, centroid, seconds)
         return label
 
-    def _update(self, label: str, emb: np.ndarray | None, seconds: float) -> None:
-        self._teach(self._speakers[label], emb, seconds)
-
     def _teach(self, spk: _Speaker, emb: np.ndarray | None, seconds: float) -> None:
         """Move ``spk``'s centroid towards ``emb`` (speech-weighted, capped) and add its speech."""
         if emb is not None:
@@ -193,36 +188,34 @@ class SessionSpeakerRegistry:
     def _match(
         self, valid: list[str], embs: dict[str, np.ndarray | None], left: dict[str, np.ndarray]
     ) -> tuple[dict[str, str], dict[str, _Speaker], dict[str, tuple[float, str]]]:
-        """One-to-one match (Hungarian) of the window speakers with a usable embedding to the
-        session speakers and the pending voices, under ``threshold``: the session label of each
-        matched to a speaker, the pending voice each matched to one, and each one's nearest speaker."""
-        from scipy.optimize import linear_sum_assignment
-
+        """One-to-one match of the window speakers with a usable embedding to the session speakers,
+        then of those left over to the pending voices: the session label of each matched, the
+        pending voice of each matched to one, and each one's nearest session speaker."""
         known = [s for s in self._speakers.values() if s.centroid is not None]
-        columns = known + [p for p in self._pending if p.centroid is not None]
         mapping: dict[str, str] = {}
-        hits: dict[str, _Speaker] = {}
         nearest: dict[str, tuple[float, str]] = {}
-        if not valid or not columns:
-            return mapping, hits, nearest
+        if valid and known:
+            dist = self._distances(valid, embs, left, known)
+            mapping = {valid[r]: known[c].label for r, c in _one_to_one(dist, self.threshold)}
+            nearest = {lab: (float(dist[r].min()), known[int(np.argmin(dist[r]))].label) for r, lab in enumerate(valid)}
+        rest = [lab for lab in valid if lab not in mapping]
+        pending = [p for p in self._pending if p.centroid is not None]
+        if not rest or not pending:
+            return mapping, {}, nearest
+        dist = self._distances(rest, embs, left, pending)
+        return mapping, {rest[r]: pending[c] for r, c in _one_to_one(dist, self.threshold)}, nearest
+
+    @staticmethod
+    def _distances(
+        valid: list[str], embs: dict[str, np.ndarray | None], left: dict[str, np.ndarray], voices: list[_Speaker]
+    ) -> np.ndarray:
         emb_m = np.stack([embs[lab] for lab in valid])  # type: ignore[misc]
-        cen_m = np.stack([s.centroid for s in columns])  # type: ignore[misc]
+        cen_m = np.stack([s.centroid for s in voices])  # type: ignore[misc]
         dist = 1.0 - emb_m @ cen_m.T
         for r, lab in enumerate(valid):
             if lab in left:  # it lost a turn to a new voice: its remaining turns may be closer
                 dist[r] = np.minimum(dist[r], 1.0 - left[lab] @ cen_m.T)
-        # One session speaker per window speaker: the window's own clustering
-        # already decided these voices differ.
-        rows, cols = linear_sum_assignment(dist)
-        for r, c in zip(rows, cols, strict=True):
-            if dist[r, c] < self.threshold and c < len(known):
-                mapping[valid[r]] = known[c].label
-            elif dist[r, c] < self.threshold:
-                hits[valid[r]] = columns[c]
-        for r, lab in enumerate(valid if known else []):
-            c = int(np.argmin(dist[r, : len(known)]))
-            nearest[lab] = (float(dist[r, c]), known[c].label)
-        return mapping, hits, nearest
+        return dist
 
     def _found(
         self,
@@ -349,7 +342,7 @@ class SessionSpeakerRegistry:
                 mapping[lab] = self._join(lab, diarization, mapping, closest)
 
         for lab in local:
-            self._update(mapping[lab], embs[lab] if lab in teaches else None, seconds.get(lab, 0.0))
+            self._teach(self._speakers[mapping[lab]], embs[lab] if lab in teaches else None, seconds.get(lab, 0.0))
 
         final = max(diarization.turns, key=lambda t: (t.end, t.start), default=None)
         if final is not None:
@@ -403,6 +396,15 @@ class SessionSpeakerRegistry:
                 mapping[moves[i]] = best
                 log_move("turn moved to a session voice", turn, best, mine, others[best])
         return with_moves(diarization, moves), mapping
+
+
+def _one_to_one(dist: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """(row, column) pairs of the one-to-one assignment of least total distance, under ``threshold``:
+    one session speaker per window speaker, the window's own clustering already decided they differ."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(dist)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if dist[r, c] < threshold]
 
 
 def voices_left(diarization: Diarization) -> dict[str, np.ndarray]:

@@ -48,15 +48,28 @@ def test_with_enough_speech_the_windows_clustering_wins() -> None:
 
 
 def test_a_pending_voice_heard_again_founds_its_speaker() -> None:
-    """A real voice that first spoke briefly next to a close one gets its label when it comes back,
-    and keeps it."""
+    """A real voice that first spoke briefly next to a close one gets its label when it is heard
+    again with enough speech beside that voice, and keeps it."""
     reg, a, b = _registry()
     _split_window(reg, a, b, 1.9)
     c = _at_distance(b, 0.35, 7)  # the pending voice
-    again = reg.assign(_window([("X", 0.0, 10.0, a), ("Y", 10.0, 14.0, _at_distance(c, 0.1, 8))]))
-    assert again == {"X": "S1", "Y": "S3"}
+    again = reg.assign(_window([("X", 0.0, 10.0, b), ("Y", 10.0, 14.0, _at_distance(c, 0.05, 8))]))
+    assert again == {"X": "S2", "Y": "S3"}
     assert reg.state()["pending"] == []
-    assert reg.assign(_window([("Z", 0.0, 5.0, _at_distance(c, 0.12, 9))])) == {"Z": "S3"}
+    assert reg.assign(_window([("Z", 0.0, 5.0, b), ("W", 5.0, 7.0, _at_distance(c, 0.05, 9))])) == {
+        "Z": "S2",
+        "W": "S3",
+    }
+
+
+def test_a_pending_voice_heard_alone_within_the_threshold_is_its_session_speaker() -> None:
+    """Pending voices are matched only by window speakers no session speaker took: a voice that
+    comes back alone is its established speaker's, never a new label for a split-off half."""
+    reg, a, b = _registry()
+    _split_window(reg, a, b, 1.9)
+    c = _at_distance(b, 0.35, 7)
+    assert reg.assign(_window([("Y", 0.0, 6.0, _at_distance(c, 0.02, 8))])) == {"Y": "S2"}
+    assert reg.labels == ["S1", "S2"]
 
 
 def test_pending_voices_survive_a_restart_and_old_states_load() -> None:
