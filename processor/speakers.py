@@ -1,12 +1,10 @@
 """Session speaker registry: window-local diarization labels -> stable session labels.
 
-Every ~30 s window is diarized on its own, so its labels (``SPEAKER_00`` ...)
-mean nothing across windows. The registry keeps one centroid embedding per
-session speaker (``S1``, ``S2`` ...) and maps each window speaker to the
-nearest centroid under a cosine-distance threshold, or to a new speaker. The
-centroids keep moving as the meeting goes on (speech-weighted mean, with the
-weight capped so a voice that drifts is followed), so S1 at minute 1 is S1 at
-minute 40.
+Every ~30 s window is diarized on its own, so its labels (``SPEAKER_00`` ...) mean nothing
+across windows. The registry keeps one centroid embedding per session speaker (``S1``, ``S2``
+...) and maps each window speaker to the nearest centroid under a cosine-distance threshold,
+or to a new speaker when its speech is evidence enough (else a pending voice). The centroids
+follow a voice through the meeting (speech-weighted mean, weight capped): S1 stays S1.
 
 The state is plain JSON (:meth:`SessionSpeakerRegistry.state`); the engine
 stores it with each committed window (``SessionProgress.speaker_state``) and
@@ -16,7 +14,6 @@ rebuilds the registry from it after a restart.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -53,6 +50,16 @@ class _Speaker:
     seconds: float
 
 
+def _speaker_of(item: dict[str, Any]) -> _Speaker:
+    centroid = unit_vector(item["centroid"]) if item.get("centroid") is not None else None
+    return _Speaker(str(item["label"]), centroid, float(item["seconds"]))
+
+
+def _item_of(s: _Speaker) -> dict[str, Any]:
+    centroid = None if s.centroid is None else [round(float(x), 6) for x in s.centroid]
+    return {"label": s.label, "centroid": centroid, "seconds": round(s.seconds, 3)}
+
+
 class SessionSpeakerRegistry:
     """:class:`processor.diarization.SpeakerMapper` keyed on embedding centroids.
 
@@ -69,16 +76,12 @@ class SessionSpeakerRegistry:
     ``max_weight_seconds`` caps how much past speech outweighs a new window.
     ``turn_check``: with it, :meth:`assign_turns` also gives a turn whose own voice
     (``Diarization.turn_voices``) is clearly an earlier session speaker's to that speaker.
-    ``split_distance``: a window speaker left over by the one-to-one match whose
-    voice is closer than this to a session speaker another speaker of the same
-    window took (or founded) is taken for that voice split in two by the window's
-    diarization and joins it instead of founding a new speaker. Off (0) by default,
-    measured: on the real concat recording a telephone voice split in one window
-    sat 0.35 from its other half (the issue's phantom), but on the 4-voice flite
-    conversation two different voices of one window sat 0.369 and 0.372 apart, and
-    0.4 raised its stitched DER from 20.2 to 25.7 %. No margin between the two, so
-    the end-of-meeting reconciliation (control/speakers.py), which compares whole
-    clusters across windows, removes the phantom instead.
+    ``pending_seconds``: a window speaker left over by the one-to-one match with less speech
+    than this, within ``threshold`` of another speaker of its window, is too little evidence
+    for a new voice (its window's clustering split one voice: concat's telephone voice, 1.9 s
+    0.35 from its other half, founded a phantom): it is shown as that speaker and kept as a
+    pending voice, which a later window speaker matching it founds once their speech adds
+    up to ``pending_seconds`` or when no speaker of its window is that close.
     """
 
     def __init__(
@@ -88,7 +91,7 @@ class SessionSpeakerRegistry:
         *,
         min_new_speaker_seconds: float = 1.0,
         max_weight_seconds: float = 120.0,
-        split_distance: float = 0.0,
+        pending_seconds: float = 3.0,
         session: str | None = None,
         turn_check: TurnCheck | None = None,
     ) -> None:
@@ -97,7 +100,7 @@ class SessionSpeakerRegistry:
         self.threshold = threshold
         self.min_new_speaker_seconds = min_new_speaker_seconds
         self.max_weight_seconds = max_weight_seconds
-        self.split_distance = split_distance
+        self.pending_seconds = pending_seconds
         self.session = session
         self.turn_check = turn_check
         self._speakers: dict[str, _Speaker] = {}
@@ -105,6 +108,9 @@ class SessionSpeakerRegistry:
         #: Session speaker heard last in the previous window: the neighbouring turn of
         #: a fragment that opens a window.
         self._last: str | None = None
+        #: Voices heard with too little speech to found a speaker, each shown as the voice of
+        #: its window it sat closest to (``_Speaker.label`` is that session label).
+        self._pending: list[_Speaker] = []
         if state:
             self._load(state)
 
@@ -115,8 +121,10 @@ class SessionSpeakerRegistry:
             raise SpeakerStateError(f"unsupported speaker state version {version!r}")
         try:
             for item in state["speakers"]:
-                centroid = unit_vector(item["centroid"]) if item.get("centroid") is not None else None
-                self._speakers[str(item["label"])] = _Speaker(str(item["label"]), centroid, float(item["seconds"]))
+                spk = _speaker_of(item)
+                self._speakers[spk.label] = spk
+            # Absent in states written before pending voices were kept.
+            self._pending = [_speaker_of(item) for item in state.get("pending", [])]
             self._next = int(state["next"])
             last = state.get("last")  # absent in states written before it was kept
             self._last = str(last) if last in self._speakers else None
@@ -129,14 +137,8 @@ class SessionSpeakerRegistry:
             "version": STATE_VERSION,
             "next": self._next,
             "last": self._last,
-            "speakers": [
-                {
-                    "label": s.label,
-                    "centroid": None if s.centroid is None else [round(float(x), 6) for x in s.centroid],
-                    "seconds": round(s.seconds, 3),
-                }
-                for s in self._speakers.values()
-            ],
+            "speakers": [_item_of(s) for s in self._speakers.values()],
+            "pending": [_item_of(s) for s in self._pending],
         }
 
     @property
@@ -151,8 +153,8 @@ class SessionSpeakerRegistry:
         self._speakers[label] = _Speaker(label, centroid, seconds)
         return label
 
-    def _update(self, label: str, emb: np.ndarray | None, seconds: float) -> None:
-        spk = self._speakers[label]
+    def _teach(self, spk: _Speaker, emb: np.ndarray | None, seconds: float) -> None:
+        """Move ``spk``'s centroid towards ``emb`` (speech-weighted, capped) and add its speech."""
         if emb is not None:
             if spk.centroid is None:
                 spk.centroid = emb
@@ -183,12 +185,71 @@ class SessionSpeakerRegistry:
             return min(weak, key=lambda s: (float(1.0 - emb @ s.centroid), s.label)).label
         return weak[0].label
 
-    def _split_of(self, emb: np.ndarray | None, held: dict[str, np.ndarray]) -> str | None:
-        """The session speaker of this window whose voice ``emb`` is a split-off part of, if any."""
-        if emb is None or not held:
+    def _match(
+        self, valid: list[str], embs: dict[str, np.ndarray | None], left: dict[str, np.ndarray]
+    ) -> tuple[dict[str, str], dict[str, _Speaker], dict[str, tuple[float, str]]]:
+        """One-to-one match of the window speakers with a usable embedding to the session speakers,
+        then of those left over to the pending voices: the session label of each matched, the
+        pending voice of each matched to one, and each one's nearest session speaker."""
+        known = [s for s in self._speakers.values() if s.centroid is not None]
+        mapping: dict[str, str] = {}
+        nearest: dict[str, tuple[float, str]] = {}
+        if valid and known:
+            dist = self._distances(valid, embs, left, known)
+            mapping = {valid[r]: known[c].label for r, c in _one_to_one(dist, self.threshold)}
+            nearest = {lab: (float(dist[r].min()), known[int(np.argmin(dist[r]))].label) for r, lab in enumerate(valid)}
+        rest = [lab for lab in valid if lab not in mapping]
+        pending = [p for p in self._pending if p.centroid is not None]
+        if not rest or not pending:
+            return mapping, {}, nearest
+        dist = self._distances(rest, embs, left, pending)
+        return mapping, {rest[r]: pending[c] for r, c in _one_to_one(dist, self.threshold)}, nearest
+
+    @staticmethod
+    def _distances(
+        valid: list[str], embs: dict[str, np.ndarray | None], left: dict[str, np.ndarray], voices: list[_Speaker]
+    ) -> np.ndarray:
+        emb_m = np.stack([embs[lab] for lab in valid])  # type: ignore[misc]
+        cen_m = np.stack([s.centroid for s in voices])  # type: ignore[misc]
+        dist = 1.0 - emb_m @ cen_m.T
+        for r, lab in enumerate(valid):
+            if lab in left:  # it lost a turn to a new voice: its remaining turns may be closer
+                dist[r] = np.minimum(dist[r], 1.0 - left[lab] @ cen_m.T)
+        return dist
+
+    def _found(
+        self,
+        emb: np.ndarray | None,
+        seconds: float,
+        held: list[tuple[str, np.ndarray]],
+        pending: _Speaker | None,
+        mapping: dict[str, str],
+    ) -> tuple[str, bool]:
+        """Session label of a leftover with enough speech to found a speaker, and whether its
+        embedding teaches that speaker: a voice of its window it is shown as while its speech
+        (with the pending voice it matched) is under ``pending_seconds``, else a new speaker."""
+        total = seconds + (pending.seconds if pending is not None else 0.0)
+        shown = self._shown_as(emb, total, held)
+        if shown is not None:
+            if pending is None:
+                self._pending.append(_Speaker(shown, emb, seconds))
+            else:
+                pending.label = shown
+                self._teach(pending, emb, seconds)
+            log.debug("voice kept pending", extra={"session": self.session, "shown_as": shown, "seconds": total})
+            return shown, False
+        if pending is not None:
+            self._pending = [p for p in self._pending if p is not pending]
+            return self._new(pending.centroid, pending.seconds), True
+        return self._provisional(emb, set(mapping.values())) or self._new(None, 0.0), True
+
+    def _shown_as(self, emb: np.ndarray | None, seconds: float, held: list[tuple[str, np.ndarray]]) -> str | None:
+        """The voice of this window a leftover with ``seconds`` of speech is too little evidence
+        to tell apart from: the closest it holds, within ``threshold``, under ``pending_seconds``."""
+        if emb is None or not held or seconds >= self.pending_seconds:
             return None
-        label, dist = min(((k, float(1.0 - emb @ v)) for k, v in held.items()), key=lambda kv: (kv[1], kv[0]))
-        return label if dist < self.split_distance else None
+        dist, label = min((float(1.0 - emb @ v), k) for k, v in held)
+        return label if dist < self.threshold else None
 
     def _join(self, lab: str, diarization: Diarization, mapping: dict[str, str], closest: str | None) -> str:
         """Session speaker for a window speaker too short to found one.
@@ -252,66 +313,36 @@ class SessionSpeakerRegistry:
         return out
 
     def _assign(self, diarization: Diarization, left: dict[str, np.ndarray]) -> dict[str, str]:
-        from scipy.optimize import linear_sum_assignment
-
         local = sorted({t.speaker for t in diarization.turns} | set(diarization.embeddings))
         if not local:
             return {}
         end = max((t.end for t in diarization.turns), default=0.0)
         seconds = turns_overlap_seconds(diarization.turns, 0.0, end)
         embs = {lab: unit_vector(diarization.embeddings.get(lab)) for lab in local}
-        valid = [lab for lab in local if embs[lab] is not None]
-        known = [s for s in self._speakers.values() if s.centroid is not None]
-
-        mapping: dict[str, str] = {}
-        nearest: dict[str, tuple[float, str]] = {}
-
-        if valid and known:
-            emb_m = np.stack([embs[lab] for lab in valid])  # type: ignore[misc]
-            cen_m = np.stack([s.centroid for s in known])  # type: ignore[misc]
-            dist = 1.0 - emb_m @ cen_m.T
-            for r, lab in enumerate(valid):
-                if lab in left:  # it lost a turn to a new voice: its remaining turns may be closer
-                    dist[r] = np.minimum(dist[r], 1.0 - left[lab] @ cen_m.T)
-            # One session speaker per window speaker: the window's own clustering
-            # already decided these voices differ.
-            rows, cols = linear_sum_assignment(dist)
-            for r, c in zip(rows, cols, strict=True):
-                if dist[r, c] < self.threshold:
-                    mapping[valid[r]] = known[c].label
-            for r, lab in enumerate(valid):
-                c = int(np.argmin(dist[r]))
-                nearest[lab] = (float(dist[r, c]), known[c].label)
+        mapping, hits, nearest = self._match([lab for lab in local if embs[lab] is not None], embs, left)
         # Matched and founding embeddings move centroids; leftovers never do.
         teaches = set(mapping)
 
-        # Voices this window already holds: matched centroids and the embeddings of
-        # speakers it founds; a leftover this close to one of them is that voice split.
-        held: dict[str, np.ndarray] = {}
-        for label in mapping.values():
-            centroid = self._speakers[label].centroid
-            if centroid is not None:
-                held[label] = centroid
+        # The voices of this window's speakers already mapped (matched, or founding): a
+        # short leftover this close to one of them is shown as it.
+        held = [(mapping[lab], emb) for lab in mapping if (emb := embs[lab]) is not None]
 
         # Longest speakers first, so a short leftover can join an established one.
         for lab in sorted(local, key=lambda x: (-seconds.get(x, 0.0), x)):
             if lab in mapping:
                 continue
-            split = self._split_of(embs[lab], held)
-            if split is not None:
-                mapping[lab] = split
-            elif seconds.get(lab, 0.0) >= self.min_new_speaker_seconds or not self._speakers:
-                taken = set(mapping.values())
-                mapping[lab] = self._provisional(embs[lab], taken) or self._new(None, 0.0)
-                teaches.add(lab)
-                if embs[lab] is not None:
-                    held.setdefault(mapping[lab], embs[lab])  # type: ignore[arg-type]
+            if seconds.get(lab, 0.0) >= self.min_new_speaker_seconds or not self._speakers:
+                mapping[lab], teach = self._found(embs[lab], seconds.get(lab, 0.0), held, hits.get(lab), mapping)
+                if teach:
+                    teaches.add(lab)
+                    if embs[lab] is not None:
+                        held.append((mapping[lab], embs[lab]))  # type: ignore[arg-type]
             else:
                 closest = self._closest(embs[lab], set(mapping.values()))
                 mapping[lab] = self._join(lab, diarization, mapping, closest)
 
         for lab in local:
-            self._update(mapping[lab], embs[lab] if lab in teaches else None, seconds.get(lab, 0.0))
+            self._teach(self._speakers[mapping[lab]], embs[lab] if lab in teaches else None, seconds.get(lab, 0.0))
 
         final = max(diarization.turns, key=lambda t: (t.end, t.start), default=None)
         if final is not None:
@@ -365,6 +396,15 @@ class SessionSpeakerRegistry:
                 mapping[moves[i]] = best
                 log_move("turn moved to a session voice", turn, best, mine, others[best])
         return with_moves(diarization, moves), mapping
+
+
+def _one_to_one(dist: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """(row, column) pairs of the one-to-one assignment of least total distance, under ``threshold``:
+    one session speaker per window speaker, the window's own clustering already decided they differ."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(dist)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if dist[r, c] < threshold]
 
 
 def voices_left(diarization: Diarization) -> dict[str, np.ndarray]:
@@ -433,14 +473,6 @@ def window_speakers(diarization: Diarization, mapping: dict[str, str]) -> tuple[
         emb = None if mean is None else tuple(round(float(x), 6) for x in mean)
         out.append(WindowSpeaker(label, round(total, 3), emb))
     return tuple(out)
-
-
-def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine distance of two embeddings (NaN when either is unusable)."""
-    ua, ub = unit_vector(a), unit_vector(b)
-    if ua is None or ub is None:
-        return math.nan
-    return float(1.0 - ua @ ub)
 
 
 def diarize_in_windows(

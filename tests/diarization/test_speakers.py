@@ -59,26 +59,26 @@ def _at_distance(v: np.ndarray, distance: float, seed: int) -> np.ndarray:
 
 
 def test_a_voice_the_window_split_in_two_stays_one_speaker() -> None:
-    """Issue 21: the diarizer split one telephone voice into two window speakers (0.44 and 0.486
-    from its centroid, 0.35 apart measured on concat); the second founded a phantom S5."""
+    """Issue 21: the diarizer split one telephone voice into two window speakers (0.35 apart,
+    the second 1.9 s, measured on concat); the second founded a phantom. Too little speech to
+    tell it from its window mate: it is shown as that speaker (tests/test_speakers_evidence.py)."""
     (a,) = _voices(1)
-    reg = SessionSpeakerRegistry(threshold=0.5, split_distance=0.4)
+    reg = SessionSpeakerRegistry(threshold=0.5)
     reg.assign(_window([("A", 0, 20, a)]))
     x, y = _at_distance(a, 0.15, seed=1), _at_distance(a, 0.2, seed=2)
     assert 1.0 - float(x @ y) < 0.4
-    mapping = reg.assign(_window([("X", 0, 10, x), ("Y", 10, 20, y)]))
+    mapping = reg.assign(_window([("X", 0, 10, x), ("Y", 10, 11.9, y)]))
     assert mapping == {"X": "S1", "Y": "S1"}
     assert reg.labels == ["S1"]
 
 
 def test_two_voices_of_one_window_near_one_centroid_stay_apart() -> None:
-    """Farther than the split distance the window's own clustering wins: two voices; and
-    by default (no split rule: no measured margin, see SessionSpeakerRegistry) always."""
+    """With enough speech the window's own clustering wins, however close (two flite voices of
+    one window sat 0.369 apart with 8 s each)."""
     (a,) = _voices(1, seed=3)
-    reg = SessionSpeakerRegistry(threshold=0.5, split_distance=0.4)
+    reg = SessionSpeakerRegistry(threshold=0.5)
     reg.assign(_window([("A", 0, 20, a)]))
-    # Both under the match threshold of S1; the second 0.45 from it (two voices of one window
-    # sat >= 0.49 apart on the real recordings).
+    # Both under the match threshold of S1; the second 0.45 from it.
     mapping = reg.assign(_window([("X", 0, 10, _at_distance(a, 0.05, 4)), ("Y", 10, 20, _at_distance(a, 0.45, 5))]))
     assert mapping["X"] == "S1" and mapping["Y"] == "S2"
     default = SessionSpeakerRegistry(threshold=0.5)

@@ -26,8 +26,9 @@ REAL = ("sample", "concat", "squeezed", "returning")
 def test_reconciliation_never_costs_attribution(
     name: str, recordings: dict[str, Recording], live_and_final_runs: dict[str, tuple[Run, Run]]
 ) -> None:
-    """Final cpWER and DER are no worse than live (measured: equal on sample, squeezed and
-    returning; concat cpWER 30.6 -> 27.0 %, DER 19.2 -> 16.3 %, see the next test)."""
+    """Final cpWER and DER are no worse than live (measured: equal on every recording since
+    concat's live phantom is gone, both ISAs; before, concat cpWER 29.1 -> 21.9 %, DER 17.0 ->
+    14.1 % under AVX2, see test_a_voice_the_window_split_founds_no_phantom_live)."""
     rec = recordings[name]
     live, final = (score(rec, run) for run in live_and_final_runs[name])
     print(f"\n{name}: cpWER {live['cpwer']:.1%} -> {final['cpwer']:.1%}, DER {live['der']:.1%} -> {final['der']:.1%}")
@@ -49,18 +50,20 @@ def test_final_cast_is_consistent_and_near_the_true_count(
     true = len(rec.speaker_texts())
     print(f"\n{name}: speakers live {len(live.speakers)}, final {len(final.speakers)}, true {true}")
     assert len(final.speakers) <= true
+    assert len(live.speakers) <= true, "a phantom label live"
     assert len(final.speakers) >= true - 1
     assert len(final.speakers) <= len(live.speakers)
 
 
-def test_reconciliation_removes_the_phantom_of_a_split_voice(
+def test_a_voice_the_window_split_founds_no_phantom_live(
     recordings: dict[str, Recording], live_and_final_runs: dict[str, tuple[Run, Run]]
 ) -> None:
     """The issue's defect on real speech: on concat the window diarizer splits Diane's
-    telephone voice in two (0.35 apart) and the second half founds a phantom speaker live.
-    Reconciliation merges it back. Measured: live 7 labels, cpWER - WER 16.8 points (15.3
-    under AVX-512), DER 17.0 %; final 6 labels, 9.7 (9.7) points, 14.1 % (new voices off: live
-    6, 18.4 (15.8), 19.2 %; final 5, 14.8 (12.2), 16.3 %)."""
+    telephone voice in two (0.35 apart, the second half 1.9 s) and that half founded a
+    phantom speaker live, which only the reconciliation merged back. Too little speech to be
+    a new voice, it is now shown as its other half (``SessionSpeakerRegistry.pending_seconds``).
+    Measured (AVX2 / AVX-512): live 7 -> 6 labels, cpWER - WER 16.8 / 15.3 -> 9.7 / 9.7 points,
+    DER 17.0 -> 14.1 %, equal to the final figures, which did not move."""
     rec = recordings["concat"]
     live_run, final_run = live_and_final_runs["concat"]
     live, final = score(rec, live_run), score(rec, final_run)
@@ -68,9 +71,9 @@ def test_reconciliation_removes_the_phantom_of_a_split_voice(
         f"\nconcat: speakers {len(live_run.speakers)} -> {len(final_run.speakers)}, "
         f"cpWER {live['cpwer']:.1%} -> {final['cpwer']:.1%}, DER {live['der']:.1%} -> {final['der']:.1%}"
     )
-    assert len(final_run.speakers) == len(live_run.speakers) - 1
-    assert final["cpwer"] <= live["cpwer"] - 0.015
-    assert final["der"] <= live["der"] - 0.015
+    assert len(live_run.speakers) == len(rec.speaker_texts())
+    assert live["cpwer"] <= final["cpwer"] + 0.005
+    assert live["der"] <= final["der"] + 0.005
 
 
 def test_sample_keeps_exactly_its_two_speakers(live_and_final_runs: dict[str, tuple[Run, Run]]) -> None:
