@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from contracts.frames import SAMPLE_RATE
 from contracts.segments import TranscriptSegment, Word
 from processor.asr import AsrSegment
-from processor.diarization import Diarization, LocalActivity, SpeakerTurn, turns_overlap_seconds
+from processor.diarization import Diarization, SpeakerTurn, turns_overlap_seconds
 from processor.segtime import words_text
 
 #: How far (s) a diarization boundary may be off before a lone word is trusted to it.
@@ -122,7 +122,7 @@ def _speaker_of(diarization: Diarization, word: Word) -> str | None:
     if diarization.activity is None or any(t.start <= middle < t.end for t in diarization.turns):
         return diarization.speaker_at(middle)
     sides = {t.speaker for t in _neighbours(diarization, middle)}
-    heard = {lab: n for lab, n in active_under(diarization.activity, word.start, word.end).items() if lab in sides}
+    heard = {lab: n for lab, n in diarization.activity.heard(word.start, word.end).items() if lab in sides}
     nearest = diarization.speaker_at(middle)
     if not heard:
         return nearest
@@ -138,18 +138,6 @@ def _neighbours(diarization: Diarization, t: float) -> list[SpeakerTurn]:
         *([max(before, key=lambda x: x.end)] if before else []),
         *([min(after, key=lambda x: x.start)] if after else []),
     ]
-
-
-def active_under(activity: LocalActivity, start: float, end: float) -> dict[str, int]:
-    """Active frames (all chunks together) of each window speaker's local speakers within [start, end)."""
-    out: dict[str, int] = {}
-    middles = activity.middles()
-    inside = (middles >= start) & (middles < end)
-    for c, labels in enumerate(activity.labels):
-        for k, label in enumerate(labels):
-            if label is not None and (n := int(activity.active[c, inside[c], k].sum())):
-                out[label] = out.get(label, 0) + n
-    return out
 
 
 def _dominant(diarization: Diarization, start: float, end: float) -> str | None:

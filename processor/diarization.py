@@ -51,6 +51,17 @@ class LocalActivity:
         """(chunks, frames): the middle of each frame, seconds from the window start."""
         return self.starts[:, None] + self.frame_offset + self.frame_step * np.arange(self.active.shape[1])[None, :]
 
+    def heard(self, start: float, end: float) -> dict[str, int]:
+        """Active frames (all chunks together) of each window speaker's local speakers within [start, end)."""
+        out: dict[str, int] = {}
+        middles = self.middles()
+        inside = (middles >= start) & (middles < end)
+        for c, labels in enumerate(self.labels):
+            for k, label in enumerate(labels):
+                if label is not None and (n := int(self.active[c, inside[c], k].sum())):
+                    out[label] = out.get(label, 0) + n
+        return out
+
     def relabel(self, mapping: dict[str, str]) -> LocalActivity:
         """The same activity with window labels mapped."""
         labels = tuple(tuple(None if k is None else mapping.get(k, k) for k in chunk) for chunk in self.labels)
