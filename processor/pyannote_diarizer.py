@@ -289,10 +289,10 @@ class PyannoteDiarizer:
             warnings.simplefilter("ignore")
             output = self.pipeline(file, hook=functools.partial(_keep_segmentation, seen))
         result = to_diarization(output)
-        if "segmentation" in seen:
-            frames = self.pipeline._segmentation.model.receptive_field
-            activity = local_activity(seen["segmentation"], frames, result.speech_turns)
-            result = replace(result, activity=activity)
+        # The segmentation model's frames (pyannote's ``SpeakerDiarization`` keeps its inference as ``_segmentation``).
+        frames = getattr(getattr(getattr(self.pipeline, "_segmentation", None), "model", None), "receptive_field", None)
+        if "segmentation" in seen and frames is not None:
+            result = replace(result, activity=local_activity(seen["segmentation"], frames, result.speech_turns))
         log.debug(
             "window diarized",
             extra={
