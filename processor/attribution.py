@@ -1,6 +1,11 @@
 """Words to speakers, and window-relative ASR output onto the session timeline.
 
-Each word goes to the speaker active at its middle.
+Each word goes to the speaker active at its middle. A word whose middle falls in a gap
+between turns goes to the turn on the side that segmentation-3.0's own frame activity
+(``Diarization.activity``) heard more of under the word, else to the nearer turn: on the
+real dev set (replayed, both ISAs) squeezed's cpWER - WER fell 1.0 point and nothing moved
+elsewhere; all speakers heard under the word, or ties broken by label, made other recordings
+worse (docs/diarization.md, round 28).
 
 Uses the *exclusive* diarization (at most one speaker at any time), so every
 word has exactly one owner. A Whisper segment that spans a turn change is split
@@ -23,7 +28,7 @@ from dataclasses import dataclass, replace
 from contracts.frames import SAMPLE_RATE
 from contracts.segments import TranscriptSegment, Word
 from processor.asr import AsrSegment
-from processor.diarization import Diarization, turns_overlap_seconds
+from processor.diarization import Diarization, SpeakerTurn, turns_overlap_seconds
 from processor.segtime import words_text
 
 #: How far (s) a diarization boundary may be off before a lone word is trusted to it.
@@ -56,7 +61,7 @@ def attribute(segments: Sequence[AsrSegment], diarization: Diarization) -> list[
             speaker = _dominant(diarization, seg.start, seg.end)
             out.append(AttributedSegment(seg.start, seg.end, speaker, seg.text, (), seg.avg_logprob))
             continue
-        speakers = [diarization.speaker_at((w.start + w.end) / 2) for w in seg.words]
+        speakers = [_speaker_of(diarization, w) for w in seg.words]
         speakers = _smooth_lone_words(seg.words, speakers, diarization)
         run: list[Word] = []
         run_speaker: str | None = None
@@ -107,6 +112,31 @@ def transcript_segments(
             avg_logprob=round(piece.avg_logprob, 4),
         )
         for i, (piece, flag) in enumerate(zip(pieces, flags, strict=True))
+    ]
+
+
+def _speaker_of(diarization: Diarization, word: Word) -> str | None:
+    """The speaker of the turn at the word's middle; in a gap, of the turns on its two sides the one
+    segmentation-3.0 heard more of under the word (the nearer one unless the other was heard more)."""
+    middle = (word.start + word.end) / 2
+    if diarization.activity is None or any(t.start <= middle < t.end for t in diarization.turns):
+        return diarization.speaker_at(middle)
+    sides = {t.speaker for t in _neighbours(diarization, middle)}
+    heard = {lab: n for lab, n in diarization.activity.heard(word.start, word.end).items() if lab in sides}
+    nearest = diarization.speaker_at(middle)
+    if not heard:
+        return nearest
+    best = max(sorted(heard), key=heard.__getitem__)
+    return best if heard[best] > heard.get(nearest or "", 0) else nearest
+
+
+def _neighbours(diarization: Diarization, t: float) -> list[SpeakerTurn]:
+    """The last turn ending before ``t`` and the first starting after it (those that exist)."""
+    before = [x for x in diarization.turns if x.end <= t]
+    after = [x for x in diarization.turns if x.start > t]
+    return [
+        *([max(before, key=lambda x: x.end)] if before else []),
+        *([min(after, key=lambda x: x.start)] if after else []),
     ]
 
 

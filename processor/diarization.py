@@ -23,11 +23,49 @@ __all__ = [
     "Diarization",
     "Diarizer",
     "IdentityMapper",
+    "LocalActivity",
     "SingleSpeakerDiarizer",
     "SpeakerMapper",
     "SpeakerTurn",
     "turns_overlap_seconds",
 ]
+
+
+@dataclass(frozen=True, eq=False)
+class LocalActivity:
+    """segmentation-3.0's own frame scores: which local speaker of each 10 s chunk is active when.
+
+    ``active[c, f, k]``: local speaker ``k`` of chunk ``c`` is active in frame ``f``, whose
+    middle is ``starts[c] + frame_offset + f * frame_step`` seconds from the window start.
+    ``labels[c][k]`` is the window speaker that local speaker was clustered into (None when it
+    is silent or fed no turn). Kept with the window's raw diarization by the pyannote engine.
+    """
+
+    starts: np.ndarray
+    frame_offset: float
+    frame_step: float
+    active: np.ndarray
+    labels: tuple[tuple[str | None, ...], ...]
+
+    def middles(self) -> np.ndarray:
+        """(chunks, frames): the middle of each frame, seconds from the window start."""
+        return self.starts[:, None] + self.frame_offset + self.frame_step * np.arange(self.active.shape[1])[None, :]
+
+    def heard(self, start: float, end: float) -> dict[str, int]:
+        """Active frames (all chunks together) of each window speaker's local speakers within [start, end)."""
+        out: dict[str, int] = {}
+        middles = self.middles()
+        inside = (middles >= start) & (middles < end)
+        for c, labels in enumerate(self.labels):
+            for k, label in enumerate(labels):
+                if label is not None and (n := int(self.active[c, inside[c], k].sum())):
+                    out[label] = out.get(label, 0) + n
+        return out
+
+    def relabel(self, mapping: dict[str, str]) -> LocalActivity:
+        """The same activity with window labels mapped."""
+        labels = tuple(tuple(None if k is None else mapping.get(k, k) for k in chunk) for chunk in self.labels)
+        return LocalActivity(self.starts, self.frame_offset, self.frame_step, self.active, labels)
 
 
 @dataclass(frozen=True)
@@ -43,12 +81,15 @@ class Diarization:
     the diarizer has no such output (then nobody claims to know who spoke when).
     ``turn_voices``: the voice of each exclusive turn embedded on its own, keyed by
     the turn's start (``processor.turn_check.regroup_turns``; empty otherwise).
+    ``activity``: the segmentation model's per-chunk local speaker activity the turns were
+    built from (None when the diarizer has none).
     """
 
     turns: tuple[SpeakerTurn, ...]
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     speech_turns: tuple[SpeakerTurn, ...] = ()
     turn_voices: dict[float, np.ndarray] = field(default_factory=dict)
+    activity: LocalActivity | None = None
 
     def speaker_at(self, t: float) -> str | None:
         """Speaker active at time ``t`` (nearest turn if ``t`` falls in a gap)."""
@@ -68,6 +109,7 @@ class Diarization:
             {mapping.get(k, k): v for k, v in self.embeddings.items()},
             tuple(SpeakerTurn(t.start, t.end, mapping.get(t.speaker, t.speaker)) for t in self.speech_turns),
             self.turn_voices,
+            None if self.activity is None else self.activity.relabel(mapping),
         )
 
     def until(self, seconds: float) -> Diarization:
@@ -84,7 +126,8 @@ class Diarization:
         speech = clip(self.speech_turns)
         heard = {t.speaker for t in turns} | {t.speaker for t in speech}
         voices = {k: v for k, v in self.turn_voices.items() if k < seconds}
-        return Diarization(turns, {k: v for k, v in self.embeddings.items() if k in heard}, speech, voices)
+        embeddings = {k: v for k, v in self.embeddings.items() if k in heard}
+        return Diarization(turns, embeddings, speech, voices, self.activity)
 
 
 class Diarizer(Protocol):

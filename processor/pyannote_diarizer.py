@@ -25,8 +25,8 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,7 @@ import numpy as np
 
 from contracts.frames import SAMPLE_RATE
 from contracts.settings import Device, DiarizationWeights, Settings, SettingsError
-from processor.diarization import Diarization, Diarizer, SingleSpeakerDiarizer, SpeakerTurn
+from processor.diarization import Diarization, Diarizer, LocalActivity, SingleSpeakerDiarizer, SpeakerTurn
 from processor.vad import SpeechMap
 
 if TYPE_CHECKING:
@@ -283,11 +283,16 @@ class PyannoteDiarizer:
                 return Diarization(())
         file["waveform"] = torch.from_numpy(np.ascontiguousarray(audio))[None]
         started = time.perf_counter()
+        seen: dict[str, Any] = {}
         with self._lock, torch.inference_mode(), warnings.catch_warnings():
             # pyannote warns when a window has fewer speakers than min_speakers etc.
             warnings.simplefilter("ignore")
-            output = self.pipeline(file)
+            output = self.pipeline(file, hook=functools.partial(_keep_segmentation, seen))
         result = to_diarization(output)
+        # The segmentation model's frames (pyannote's ``SpeakerDiarization`` keeps its inference as ``_segmentation``).
+        frames = getattr(getattr(getattr(self.pipeline, "_segmentation", None), "model", None), "receptive_field", None)
+        if "segmentation" in seen and frames is not None:
+            result = replace(result, activity=local_activity(seen["segmentation"], frames, result.speech_turns))
         log.debug(
             "window diarized",
             extra={
@@ -322,6 +327,38 @@ def to_diarization(output: Any) -> Diarization:
         for label, row in zip(full.labels(), np.asarray(matrix), strict=False):
             embeddings[str(label)] = np.asarray(row, dtype=np.float32)
     return Diarization(tuple(turns), embeddings, tuple(turns_of(full)))
+
+
+def _keep_segmentation(seen: dict[str, Any], step: str, artefact: Any, **progress: Any) -> None:
+    """A pipeline hook keeping the segmentation step's output (its progress calls count ``completed``)."""
+    if step == "segmentation" and "completed" not in progress and getattr(artefact, "data", None) is not None:
+        seen["segmentation"] = artefact
+
+
+def local_activity(segmentations: Any, frames: Any, speech_turns: Sequence[SpeakerTurn]) -> LocalActivity:
+    """The pipeline's per-chunk local speaker activity (a ``SlidingWindowFeature`` (chunks, frames,
+    local speakers) and the model's frame ``SlidingWindow``) as :class:`LocalActivity`.
+
+    Each local speaker is labelled with the window speaker whose (overlapping-speech) turns
+    cover most of its active frames: the cluster pyannote put it in.
+    """
+    chunks = segmentations.sliding_window
+    active = np.nan_to_num(np.asarray(segmentations.data, dtype=np.float32), nan=0.0) > 0.5
+    starts = np.array([chunks.start + c * chunks.step for c in range(active.shape[0])], dtype=np.float64)
+    offset, step = float(frames.start + frames.duration / 2), float(frames.step)
+    middles = LocalActivity(starts, offset, step, active, ()).middles()
+    names = sorted({t.speaker for t in speech_turns})
+    under = np.zeros((len(names), *middles.shape), dtype=bool)  # label, chunk, frame
+    for t in speech_turns:
+        under[names.index(t.speaker)] |= (middles >= t.start) & (middles < t.end)
+    labels = []
+    for c in range(active.shape[0]):
+        row: list[str | None] = []
+        for k in range(active.shape[2]):
+            votes = under[:, c, active[c, :, k]].sum(axis=1) if names else np.zeros(0)
+            row.append(names[int(np.argmax(votes))] if len(votes) and votes.max() > 0 else None)
+        labels.append(tuple(row))
+    return LocalActivity(starts, offset, step, active, tuple(labels))
 
 
 def diarizer_loader(settings: Settings, params: OfflineParams | None = None) -> Callable[[], Diarizer]:
