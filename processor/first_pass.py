@@ -22,8 +22,8 @@ import time
 #: How long the final-ASR thread waits for the next window's offer (it follows the
 #: cut on the record thread within microseconds; none comes at a stream's end).
 OFFER_WAIT_SECONDS = 0.5
-#: Most a final ASR waits for a first pass (a pass is 0.7-1.3 s quiet, 3-5 s at load
-#: 10-15): a safety bound, the model is shared, so it would wait for the pass anyway.
+#: Most a final ASR waits for a first pass (a pass is 0.7-1.3 s quiet, 2-6 s at load
+#: 8-16): a safety bound, the model is shared, so it would wait for the pass anyway.
 PASS_WAIT_SECONDS = 10.0
 
 
