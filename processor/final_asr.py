@@ -84,8 +84,15 @@ class FinalAsr:
         self._running.clear()
 
     def _after_cut(self, job: WindowJob, final: AbstractContextManager[None], heard: Callable[[], None]) -> None:
-        """The thread's task: :meth:`_recognize`, then leave the gate entered at the cut."""
+        """The thread's task: the next window's first interim pass, :meth:`_recognize`, then leave the gate.
+
+        The first pass of the next window goes first (:mod:`processor.first_pass`): its
+        words have been in no pass yet, while the cut window's were captioned up to its
+        last pass.
+        """
         try:
+            if isinstance(self.transcriber, GatedTranscriber) and not job.final:
+                self.transcriber.gate.first_passes.wait(job.session_id, job.index + 1)
             self._recognize(job, None, heard)
         finally:
             final.__exit__(None, None, None)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from processor.asr import AsrResult, Transcriber
+from processor.first_pass import FirstPasses
 from processor.vad import Spans
 
 
@@ -22,6 +23,8 @@ class FinalGate:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._active = 0
+        #: A cut window's final ASR waits for the next window's first interim pass.
+        self.first_passes = FirstPasses()
 
     @contextmanager
     def final(self) -> Iterator[None]:

@@ -1,5 +1,5 @@
 """Interim captions: re-transcribe each open window every few seconds, cheaply,
-without ever holding up final text.
+without ever holding up final text (docs/live-captions.md).
 
 The engine (:mod:`processor.engine`) offers a snapshot of a session's open
 window after every record and says when the window closed. This module turns
@@ -7,41 +7,23 @@ those snapshots into interim rows (``is_final=False``) through
 ``store.put_interim``; the final rows of the window replace them in place
 (same window, same segment keys) when the engine commits it.
 
-Rules, and where they are enforced:
-
-- **Drop, don't queue.** Each session has one slot holding only its latest
-  snapshot; ``offer`` replaces an unprocessed snapshot (counted ``superseded``)
-  and never blocks. The worker thread runs at most one pass per session per
-  ``interval`` seconds, oldest-served session first.
-- **Final ASR first.** The engine's transcriber is wrapped in a
-  :class:`processor.gate.FinalGate`; while a final ASR pass runs (or waits for the model), a
-  due interim pass waits (counted ``skipped_for_final``; its slot still keeps only the
-  newest snapshot) and runs as soon as the final ASR ends.
-  Final *diarization* does not hold interim passes: live, it runs on its own
-  thread (:attr:`processor.engine.EngineParts.diarization_pool`) while the engine goes
-  on offering the next window, so the first words of a window are captioned
-  while the previous window is still being diarized. A duty cap
-  (``max_duty``) also keeps interim passes to a fraction of the worker's wall
-  time when they get slow (the worker is behind: snapshots that pile up are
-  superseded, i.e. dropped).
+- **Drop, don't queue.** One slot per session holds only its latest snapshot;
+  ``offer`` replaces an unprocessed one (``superseded``) and never blocks. At most
+  one pass per session per ``interval``, oldest-served session first; a duty cap
+  (``max_duty``) rests the worker after slow passes.
+- **Final ASR first.** While a final ASR runs (:class:`processor.gate.FinalGate`), a
+  due pass waits (``skipped_for_final``) and runs on the newest snapshot when it ends.
+  One exception: a new window's first pass runs before the cut window's final ASR,
+  which waits for it (:mod:`processor.first_pass`). Final diarization never holds passes.
 - **Never over a final.** A pass whose window closed meanwhile is discarded
-  (``stale``); if the close races the write, ``put_interim`` returns False
-  (``rejected_final``) because the store refuses interim rows for a final
-  window.
-- **No word twice.** Only the open window's audio is transcribed, and the open
-  window starts exactly where the last committed window ended, so interim text
-  of window N never repeats final text of window N-1.
+  (``stale``); the store refuses interim rows for a final window (``rejected_final``).
+- **No word twice.** Only the open window's audio is transcribed, and it starts
+  exactly where the last committed window ended.
 
-Stability (LocalAgreement-2): a pass's words are compared with the previous
-pass of the same window; the longest common word prefix (case and punctuation
-ignored) is *stable*. Each ASR segment is split at that point into a stable
-segment (``stable=True``) and an unstable tail (``stable=False``), so viewers
-can render the part that stopped changing differently. Stable interim text is
-a strong hint, not a promise: only final text is guaranteed.
-
-Speakers on interim text are best effort: the speaker of the session's last
-final segment (read from the store once per closed window). Finals carry the
-real diarization.
+Stability (LocalAgreement-2): the longest common word prefix (case and punctuation
+ignored) of a pass and the previous pass of its window is *stable*; each ASR segment
+is split there into a ``stable=True`` segment and a ``stable=False`` tail. Interim
+speakers are the session's last final speaker (best effort).
 """
 
 from __future__ import annotations
@@ -157,6 +139,9 @@ class _Slot:
     pending_held: bool = False
     running: bool = False
     last_pass_at: float = float("-inf")
+    #: The newest window offered; its first pass is still to run and a final ASR waits for it.
+    offered_window: int = -1
+    first_pending: bool = False
     closed_through: int = -1
     window_index: int = -1
     passed_samples: int = 0
@@ -171,6 +156,8 @@ class _Slot:
 class _Job:
     slot: _Slot
     snap: _Snapshot
+    #: The window's first pass, which the cut window's final ASR waits for.
+    first: bool = False
 
 
 class InterimWorker:
@@ -183,6 +170,8 @@ class InterimWorker:
     time passes may take; after a pass of *d* seconds the worker rests
     ``d * (1 / max_duty - 1)`` seconds. ``min_new_seconds``: a window is not
     re-run unless it grew by at least this much since its last pass.
+    ``first_pass_seconds``: a new window offered with at least this much audio gets
+    its first pass before the cut window's final ASR (:mod:`processor.first_pass`).
     """
 
     def __init__(
@@ -196,6 +185,7 @@ class InterimWorker:
         yield_to_finals: bool = True,
         max_duty: float = 0.5,
         min_new_seconds: float = 0.5,
+        first_pass_seconds: float = 1.0,
         batch_size: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -211,6 +201,7 @@ class InterimWorker:
         self.yield_to_finals = yield_to_finals
         self.max_duty = max_duty
         self.min_new_samples = int(min_new_seconds * SAMPLE_RATE)
+        self.first_pass_samples = int(first_pass_seconds * SAMPLE_RATE)
         self.batch_size = max(1, batch_size)
         self.clock = clock
         self._cond = threading.Condition()
@@ -238,9 +229,19 @@ class InterimWorker:
                 slot.counters.superseded += 1
             slot.pending = _Snapshot(window_index, start_sample, pcm, self.clock())
             slot.pending_held = False
+            if window_index > slot.offered_window:
+                self._opened(slot, window_index, pcm.size)
             if self._thread is None and not self._stopping:
                 self._start_locked()
             self._cond.notify()
+
+    def _opened(self, slot: _Slot, window_index: int, samples: int) -> None:
+        """A new window's first offer: its first pass is due at once, before the cut window's final ASR."""
+        cut = slot.offered_window >= 0  # else the session's first window here: no final waits for it
+        slot.offered_window = window_index
+        slot.last_pass_at = float("-inf")
+        slot.first_pending = cut and self.yield_to_finals and samples >= self.first_pass_samples
+        self.gate.first_passes.opened(slot.session_id, window_index, slot.first_pending)
 
     def window_closed(self, session_id: str, window_index: int) -> None:
         """Forget the closed window's pending snapshot and agreement state."""
@@ -280,6 +281,7 @@ class InterimWorker:
             self._stopping = True
             thread, self._thread = self._thread, None
             self._cond.notify_all()
+        self.gate.first_passes.release()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
@@ -331,11 +333,34 @@ class InterimWorker:
                     for job in jobs:
                         job.slot.running = False
                     self._cond.notify_all()
+                for job in jobs:
+                    if job.first:
+                        self.gate.first_passes.done(job.slot.session_id, job.snap.window_index)
 
     def _pick(self, now: float) -> tuple[list[_Job], float]:
         """Due snapshots to run now (oldest-served first), or how long to wait."""
-        if now < self._rest_until:
+        due, wait = self._due(now)
+        first = [
+            s for s in due if s.first_pending and s.pending is not None and s.pending.window_index == s.offered_window
+        ]
+        if first:
+            # A final ASR waits for these passes (processor/first_pass.py): no rest, no gate.
+            due = first
+        elif now < self._rest_until:
             return [], self._rest_until - now
+        elif due and self.yield_to_finals and self.gate.busy:
+            # Held (newer offers still supersede it) and looked at again every FINAL_POLL_SECONDS,
+            # so it runs on a fresh snapshot when the final ends (before round 27 it was dropped).
+            for slot in due:
+                slot.counters.skipped_for_final += not slot.pending_held
+                slot.pending_held = True
+            return [], FINAL_POLL_SECONDS
+        if not due:
+            return [], wait
+        return self._take(due, now), min(wait, self.interval)
+
+    def _due(self, now: float) -> tuple[list[_Slot], float]:
+        """Slots with a snapshot whose interval has passed, and how long until the next one is due."""
         due: list[_Slot] = []
         wait = 1.0
         for slot in self._slots.values():
@@ -346,17 +371,10 @@ class InterimWorker:
                 due.append(slot)
             else:
                 wait = min(wait, at - now)
-        if not due:
-            return [], wait
-        if self.yield_to_finals and self.gate.busy:
-            # Held (newer offers still supersede it) and looked at again every
-            # FINAL_POLL_SECONDS: the final ASR runs off the record thread, so the
-            # held snapshot is fresh when it ends and its pass runs at once. Before,
-            # it was dropped and the next pass waited for the next record (up to 1 s).
-            for slot in due:
-                slot.counters.skipped_for_final += not slot.pending_held
-                slot.pending_held = True
-            return [], FINAL_POLL_SECONDS
+        return due, wait
+
+    def _take(self, due: list[_Slot], now: float) -> list[_Job]:
+        """Take the due snapshots (oldest-served first) for passes, at most ``batch_size``."""
         due.sort(key=lambda s: s.last_pass_at)
         jobs = []
         for slot in due:
@@ -365,12 +383,14 @@ class InterimWorker:
             slot.pending = None
             if snap.window_index == slot.window_index and snap.pcm.size - slot.passed_samples < self.min_new_samples:
                 continue  # nothing new worth a pass; the next offer brings more audio
+            first = slot.first_pending and snap.window_index == slot.offered_window
+            slot.first_pending = False
             slot.running = True
             slot.last_pass_at = now
-            jobs.append(_Job(slot, snap))
+            jobs.append(_Job(slot, snap, first))
             if len(jobs) >= self.batch_size:
                 break
-        return jobs, min(wait, self.interval)
+        return jobs
 
     def _run_passes(self, jobs: list[_Job]) -> None:
         audios = [to_float(j.snap.pcm) for j in jobs]

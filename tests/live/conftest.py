@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,12 +41,14 @@ class ScriptedTranscriber(Transcriber):
     the real model runs in test_interim_engine.py.
     """
 
-    def __init__(self, passes: list[list[AsrSegment]] | None = None) -> None:
+    def __init__(self, passes: list[list[AsrSegment]] | None = None, on_call: Callable[[], None] | None = None) -> None:
         self.passes = list(passes or [])
         self.calls: list[tuple[int, int | None]] = []  # (audio samples, beam)
         self.hold = threading.Event()
         self.hold.set()
         self.entered = threading.Event()
+        #: Runs at the start of every call (what else had happened by then).
+        self.on_call = on_call
 
     def transcribe(
         self,
@@ -57,6 +59,8 @@ class ScriptedTranscriber(Transcriber):
         speech: object = None,
     ) -> AsrResult:
         self.calls.append((audio.size, beam_size))
+        if self.on_call is not None:
+            self.on_call()
         self.entered.set()
         assert self.hold.wait(30), "test never released the held pass"
         if self.passes:

@@ -1,12 +1,13 @@
-"""Records keep flowing while a cut window's final ASR runs, and the next window's
-first interim pass decodes them (issue 22).
+"""Records keep flowing while a cut window's final ASR runs; the next window's first
+interim pass runs before that final ASR, and its next pass decodes the records read
+meanwhile (issue 22).
 
-Before: the record thread ran a cut window's final ASR (beam 5, 1-4.6 s measured on
-real speech over RTMP) before it read the next record, and the interim worker dropped
-the snapshot it was offered meanwhile. The first interim pass of the next window then
-decoded a snapshot that ended at the cut, and the words spoken during the final ASR
-waited for the pass after it (bench.captions trace: pipe 5.2 s for the words of a
-window's first seconds).
+Before round 27 the record thread ran a cut window's final ASR (beam 5, 1-4.6 s
+measured on real speech over RTMP) before it read the next record (bench.captions
+trace: pipe 5.2 s for the words of a window's first seconds). In round 27 the records
+flowed, but the final ASR still ran before the next window's first pass, so the words
+spoken between the window's pause and its cut waited for it ("behind" p95 5.9-6.3 s on
+a quiet box). Now that one pass goes first (processor/first_pass.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from processor.diarization import Diarization, IdentityMapper
 from processor.engine import EngineParts, ShardProcessor
 from processor.gate import FinalGate, GatedTranscriber
 from processor.interim import InterimWorker
+from processor.interim_timing import PassTiming
 from processor.windowing import WindowPolicy
 from stores.archive import NoArchive
 from stores.sqlite import SqliteTranscriptStore
@@ -46,7 +48,11 @@ def record_end(rec: StreamRecord) -> int:
     return frame.end_offset
 
 
-def test_records_flow_and_feed_interim_captions_while_a_final_asr_runs(
+def window_passes(interim: InterimWorker, window: int) -> list[PassTiming]:
+    return [t for t in interim.timings("s") if t.window_index == window]
+
+
+def test_records_flow_and_the_next_window_is_captioned_first_while_a_final_asr_runs(
     tmp_path: Path, records: list[StreamRecord], pool: ThreadPoolExecutor
 ) -> None:
     store = SqliteTranscriptStore(tmp_path / "t.db")
@@ -71,10 +77,13 @@ def test_records_flow_and_feed_interim_captions_while_a_final_asr_runs(
         interim=interim,
         diarization_pool=pool,
     )
+    window1_at_final: list[list[PassTiming]] = []  # window 1's passes when each final ASR began
+    finals.on_call = lambda: window1_at_final.append(window_passes(interim, 1))
     proc = ShardProcessor(parts)
     proc.initialize("shard-0", None)
     checkpoints = ListCheckpointer()
     fed: list[StreamRecord] = []
+    cut_end: list[int] = []  # the end of the record whose window 0 was cut
     paused = threading.Event()
     go_on = threading.Event()
 
@@ -83,6 +92,7 @@ def test_records_flow_and_feed_interim_captions_while_a_final_asr_runs(
         for i, rec in enumerate(records[:-1]):  # all audio, not the end yet
             if cut_at is None and finals.entered.is_set():
                 cut_at = i
+                cut_end.append(record_end(fed[-1]))
             if cut_at is not None and i == cut_at + FED_WHILE_HELD:
                 paused.set()
                 go_on.wait(30)
@@ -99,14 +109,19 @@ def test_records_flow_and_feed_interim_captions_while_a_final_asr_runs(
         assert paused.wait(10), "no record was read while the final ASR ran"
         assert not store.segments("s"), "window 0 committed before its ASR finished"
         assert all(v < records[0].seq for v in checkpoints.values), "checkpoint passed uncommitted audio"
-        assert not [t for t in interim.timings("s") if t.window_index == 1], "an interim pass ran during a final"
+        # Window 1's first pass ran before window 0's final ASR began, on the audio up to the cut ...
+        first = window1_at_final[0]
+        assert len(first) == 1, "the final ASR began before the next window's first interim pass"
+        assert first[0].start_sample + first[0].samples == cut_end[0]
+        # ... and no other pass of window 1 runs while the final ASR does.
+        assert window_passes(interim, 1) == first, "an interim pass ran during a final"
         newest = record_end(fed[-1])
         finals.hold.set()
         # No record arrives now: the snapshot offered while the final ran is not dropped,
-        # the first pass of window 1 runs on it as soon as the final ends.
-        wait_for(lambda: any(t.window_index == 1 for t in interim.timings("s")), 10, "window 1's first pass")
-        first = next(t for t in interim.timings("s") if t.window_index == 1)
-        assert first.start_sample + first.samples == newest, "the first pass missed the records read meanwhile"
+        # the next pass of window 1 runs on it as soon as the final ends.
+        wait_for(lambda: len(window_passes(interim, 1)) > 1, 10, "window 1's second pass")
+        second = window_passes(interim, 1)[1]
+        assert second.start_sample + second.samples == newest, "the pass missed the records read meanwhile"
     finally:
         finals.hold.set()
         go_on.set()

@@ -149,6 +149,27 @@ def test_interim_passes_skip_while_a_final_runs(store: SqliteTranscriptStore) ->
     worker.stop()
 
 
+def test_a_new_windows_first_pass_runs_before_the_cut_windows_final(store: SqliteTranscriptStore) -> None:
+    """At a cut the final ASR waits for the new window's first pass; later passes wait for the final."""
+    fake = ScriptedTranscriber([[asr_words("a b")]])
+    gate = FinalGate()
+    worker = InterimWorker(fake, store, interval=0.05, gate=gate, max_duty=1.0, min_new_seconds=0.0)
+    worker.offer("s", 0, 0, pcm(5))
+    idle(worker, "s", 1)
+    with gate.final():  # window 0 is cut: its final ASR holds the gate from the cut on
+        worker.offer("s", 1, 5 * 16000, pcm(2))
+        assert gate.first_passes.wait("s", 1), "the first pass of window 1 never ran"
+        assert worker.stats("s")["passes"] == 2, "window 1's first pass ran while the gate was busy"
+        worker.offer("s", 1, 5 * 16000, pcm(3))
+        # A window offered with under a second of audio has no first pass to wait for.
+        worker.offer("s", 2, 8 * 16000, pcm(0.5))
+        assert gate.first_passes.wait("s", 2, offer_wait=0.0, pass_wait=0.0)
+        wait_for(lambda: worker.stats("s")["skipped_for_final"] >= 1, 10, "a due pass held for the final")
+        assert worker.stats("s")["passes"] == 2, "only the first pass of a window goes before a final"
+    idle(worker, "s", 3)
+    worker.stop()
+
+
 def test_two_sessions_share_the_worker_fairly(store: SqliteTranscriptStore) -> None:
     fake = ScriptedTranscriber([[asr_words("a b c")]])
     worker = InterimWorker(fake, store, interval=0.05, max_duty=1.0, min_new_seconds=0.0)
