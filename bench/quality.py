@@ -132,17 +132,24 @@ def boundary_noise(
 ) -> list[tuple[str, ...]]:
     """Rows (live, final) of each figure unshifted and its min-max with ``shifts`` s of silence in front."""
     figures: list[tuple[dict[str, float | int | None], dict[str, float | int | None]]] = []
+    joins = [_joins(base[1], 0.0)]
     for seconds in shifts:
         moved = shifted(rec, seconds, folder)
         live, final = run_live_and_final(moved, settings, parts)
         figures.append((speaker_figures(moved, live), speaker_figures(moved, final)))
+        joins.append(_joins(final, seconds))
         print(f"{rec.name} +{seconds:g} s: done", file=sys.stderr, flush=True)
     rows = []
     for index, labels in enumerate(("live", "final")):
         fig = speaker_figures(rec, base[index])
         cells = [_spread(_num(fig[key]), [_num(f[index][key]) for f in figures], fmt) for key, _, fmt in NOISE_FIGURES]
-        rows.append((f"{rec.name} ({rec.duration:.0f} s)", labels, *cells))
+        rows.append((f"{rec.name} ({rec.duration:.0f} s)", labels, *cells, " / ".join(joins)))
     return rows
+
+
+def _joins(run: Run, seconds: float) -> str:
+    """Where the windows of ``run`` join, on the unshifted recording's clock."""
+    return ", ".join(f"{join - seconds:.1f}" for join in run.joins) or "none"
 
 
 def _num(value: float | int | None) -> float | None:
@@ -259,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"Window-boundary noise: unshifted [min - max with {', '.join(f'{x:g}' for x in shifts)} s in front]")
         print()
-        print(_table(("recording", "labels", *(title for _, title, _ in NOISE_FIGURES)), noise))
+        joins = "window joins s, unshifted / each shift"
+        print(_table(("recording", "labels", *(title for _, title, _ in NOISE_FIGURES), joins), noise))
     if naming is not None:
         print()
         print(naming)
