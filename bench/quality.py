@@ -34,7 +34,9 @@ its own (``FLOWBOT_SPEAKER_NEW_VOICES``, on by default; ``off`` keeps it with it
 ``--shift 0.3,0.5,0.7`` also runs the pipeline on each recording with that many seconds of
 silence in front (references moved along, testkit/corpus.py ``shifted``), so that the ~30 s
 window cuts fall elsewhere in the same speech, and prints each pipeline figure unshifted next
-to its min-max over the shifts: how much of a figure is window-boundary noise.
+to its min-max over the shifts: how much of a figure is window-boundary noise. Shifts on
+the 0.16 s grid keep Silero's 512-sample frames and Whisper's 160-sample hops aligned with
+the unshifted run (docs/quality.md, "Window-boundary noise").
 
 It then prints naming precision and recall (names that follow a voice, bench/voices.py).
 
