@@ -24,12 +24,19 @@ pyannote pipeline):
   attributed to pyannote run over the whole file in one call.
 
     .venv/bin/python -m bench.quality [--recordings sample,concat,squeezed,returning,flite] [--cache DIR] [--no-naming]
-                                      [--turn-check on|off] [--new-voices on|off]
+                                      [--turn-check on|off] [--new-voices on|off] [--shift 0.3,0.5,0.7]
 
 ``--turn-check off`` runs the pipeline without checking each diarized turn's voice
 (``FLOWBOT_SPEAKER_TURN_CHECK``, docs/diarization.md), as before issue 21's turn check.
 ``--new-voices on`` gives a turn that sounds like no speaker of its window a speaker of
 its own (``FLOWBOT_SPEAKER_NEW_VOICES``, on by default; ``off`` keeps it with its window speaker).
+
+``--shift 0.3,0.5,0.7`` also runs the pipeline on each recording with that many seconds of
+silence in front (references moved along, testkit/corpus.py ``shifted``), so that the ~30 s
+window cuts fall elsewhere in the same speech, and prints each pipeline figure unshifted next
+to its min-max over the shifts: how much of a figure is window-boundary noise. Shifts on
+the 0.16 s grid keep Silero's 512-sample frames and Whisper's 160-sample hops aligned with
+the unshifted run (docs/quality.md, "Window-boundary noise").
 
 It then prints naming precision and recall (names that follow a voice, bench/voices.py).
 
@@ -43,10 +50,12 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contracts.settings import Settings, Switch
-from testkit.corpus import Recording, Utterance, build
+from testkit.corpus import Recording, Utterance, build, shifted
 from testkit.evaluate import (
     Run,
     cache_dir,
@@ -56,6 +65,9 @@ from testkit.evaluate import (
     whole_file_diarization,
     whole_file_run,
 )
+
+if TYPE_CHECKING:
+    from processor.build import EngineParts
 
 
 def flite_meeting(folder: Path) -> Recording:
@@ -100,6 +112,57 @@ def _row(name: str, system: str, fig: dict[str, float | int | None]) -> tuple[st
     )
 
 
+#: The figures of the boundary-noise table: key of ``speaker_figures``, column title, format.
+NOISE_FIGURES = (
+    ("wer", "WER %", lambda v: f"{100 * v:.1f}"),
+    ("attribution", "cpWER - WER", lambda v: f"{100 * v:+.1f}"),
+    ("der", "DER %", lambda v: f"{100 * v:.1f}"),
+    ("found", "speakers found", lambda v: f"{v:.0f}"),
+)
+
+
+def _spread(base: float | None, shifted_values: list[float | None], fmt: Callable[[float], str]) -> str:
+    """``base [min-max]`` of one figure over the shifts; a dash where a run has no value."""
+    values = [v for v in shifted_values if v is not None]
+    if base is None or not values:
+        return "-"
+    return f"{fmt(base)} [{fmt(min(values))} - {fmt(max(values))}]"
+
+
+def boundary_noise(
+    rec: Recording, settings: Settings, parts: EngineParts, shifts: list[float], base: tuple[Run, Run], folder: Path
+) -> list[tuple[str, ...]]:
+    """Rows (live, final) of each figure unshifted and its min-max with ``shifts`` s of silence in front."""
+    figures: list[tuple[dict[str, float | int | None], dict[str, float | int | None]]] = []
+    joins = [_joins(base[1], 0.0)]
+    for seconds in shifts:
+        moved = shifted(rec, seconds, folder)
+        live, final = run_live_and_final(moved, settings, parts)
+        figures.append((speaker_figures(moved, live), speaker_figures(moved, final)))
+        joins.append(_joins(final, seconds))
+        print(f"{rec.name} +{seconds:g} s: done", file=sys.stderr, flush=True)
+    rows = []
+    for index, labels in enumerate(("live", "final")):
+        fig = speaker_figures(rec, base[index])
+        cells = [_spread(_num(fig[key]), [_num(f[index][key]) for f in figures], fmt) for key, _, fmt in NOISE_FIGURES]
+        rows.append((f"{rec.name} ({rec.duration:.0f} s)", labels, *cells, " / ".join(joins)))
+    return rows
+
+
+def _joins(run: Run, seconds: float) -> str:
+    """Where the windows of ``run`` join, on the unshifted recording's clock."""
+    return ", ".join(f"{join - seconds:.1f}" for join in run.joins) or "none"
+
+
+def _num(value: float | int | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison and print two markdown tables: speakers, then windows and time."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,7 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         default=Switch.ON.value,
         help="a turn unlike every speaker of its window gets a speaker of its own (FLOWBOT_SPEAKER_NEW_VOICES)",
     )
+    parser.add_argument(
+        "--shift",
+        default="",
+        help="seconds of silence put in front of each recording, comma-separated (window-boundary noise)",
+    )
     args = parser.parse_args(argv)
+    shifts = [float(x) for x in args.shift.split(",") if x.strip()]
     warnings.simplefilter("ignore")
 
     from processor.build import build_engine_parts
@@ -139,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         parts = build_engine_parts(settings)
         rows = []
         runs = []
+        noise: list[tuple[str, ...]] = []
         for name in names:
             rec = recordings[name]
             t0 = time.perf_counter()
@@ -167,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             print(f"{name}: done", file=sys.stderr, flush=True)
+            if shifts:
+                noise += boundary_noise(rec, settings, parts, shifts, (live, final), Path(tmp) / "shifted")
         naming = None
         if not args.no_naming:
             from bench.voices import naming_run, naming_table
@@ -192,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * len(timing))
     for run in runs:
         print("| " + " | ".join(run) + " |")
+    if noise:
+        print()
+        print(f"Window-boundary noise: unshifted [min - max with {', '.join(f'{x:g}' for x in shifts)} s in front]")
+        print()
+        joins = "window joins s, unshifted / each shift"
+        print(_table(("recording", "labels", *(title for _, title, _ in NOISE_FIGURES), joins), noise))
     if naming is not None:
         print()
         print(naming)

@@ -102,6 +102,19 @@ class Recording:
             return w.getnframes() / w.getframerate()
 
 
+def shifted(rec: Recording, seconds: float, folder: Path) -> Recording:
+    """``rec`` with ``seconds`` of digital silence in front and every reference moved by as much.
+
+    The speech is the same; the window cuts (every ~30 s of stream) fall elsewhere in it, so
+    running a recording at several shifts shows how much of a figure is window-boundary noise.
+    """
+    pad = np.zeros(round(seconds * SR), dtype=np.int16)
+    path = write_wav(folder / f"{rec.name}+{seconds:g}s.wav", np.concatenate([pad, read_wav(rec.path)]))
+    utts = tuple(Utterance(u.speaker, u.start + seconds, u.end + seconds, u.text) for u in rec.utterances)
+    turns = None if rec.turns is None else tuple((s + seconds, e + seconds, k) for s, e, k in rec.turns)
+    return Recording(rec.name, path, utts, turns, {**rec.notes, "shift_s": seconds})
+
+
 # --------------------------------------------------------------------------- sources
 
 

@@ -75,3 +75,18 @@ def test_two_writers_of_one_cached_recording_each_put_a_whole_file_in_place(tmp_
     assert not errors, errors[:1]
     assert np.array_equal(read_wav(target), pcm)
     assert [p.name for p in tmp_path.iterdir()] == ["concat.wav"]
+
+
+def test_a_shifted_recording_is_the_same_speech_later_with_its_references_moved(tmp_path: Path) -> None:
+    """bench.quality --shift: silence in front moves the window cuts, the references move with the audio."""
+    from testkit.corpus import SR, Recording, Utterance, read_wav, shifted, write_wav
+
+    pcm = (np.arange(SR * 2) % 2000 - 1000).astype(np.int16)
+    rec = Recording("r", write_wav(tmp_path / "r.wav", pcm), (Utterance("a", 0.5, 1.5, "hi"),), ((0.4, 1.6, "a"),))
+    moved = shifted(rec, 0.3, tmp_path / "moved")
+    audio = read_wav(moved.path)
+    assert len(audio) == len(pcm) + round(0.3 * SR)
+    assert not audio[: round(0.3 * SR)].any() and np.array_equal(audio[round(0.3 * SR) :], pcm)
+    assert moved.utterances == (Utterance("a", 0.8, 1.8, "hi"),)
+    assert moved.reference_turns() == [(pytest.approx(0.7), pytest.approx(1.9), "a")]
+    assert moved.text == rec.text and rec.path.exists()
