@@ -28,11 +28,8 @@ from dataclasses import dataclass, replace
 from contracts.frames import SAMPLE_RATE
 from contracts.segments import TranscriptSegment, Word
 from processor.asr import AsrSegment
-from processor.diarization import Diarization, SpeakerTurn, turns_overlap_seconds
+from processor.diarization import BOUNDARY_TOLERANCE, Diarization, SpeakerTurn, turns_overlap_seconds
 from processor.segtime import words_text
-
-#: How far (s) a diarization boundary may be off before a lone word is trusted to it.
-BOUNDARY_TOLERANCE = 0.3
 
 
 @dataclass(frozen=True, slots=True)

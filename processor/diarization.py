@@ -31,6 +31,11 @@ __all__ = [
 ]
 
 
+#: How far (s) a diarization turn boundary may be off: the precision of segmentation-3.0's turns,
+#: within which a lone word or a short turn is trusted to the turn next to it.
+BOUNDARY_TOLERANCE = 0.3
+
+
 @dataclass(frozen=True, eq=False)
 class LocalActivity:
     """segmentation-3.0's own frame scores: which local speaker of each 10 s chunk is active when.

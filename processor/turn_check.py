@@ -20,7 +20,7 @@ import numpy as np
 
 from contracts.frames import SAMPLE_RATE
 from contracts.settings import Settings, Switch
-from processor.diarization import Diarization, Diarizer, SpeakerTurn, unit_vector
+from processor.diarization import BOUNDARY_TOLERANCE, Diarization, Diarizer, SpeakerTurn, unit_vector
 from processor.windowing import PAUSE_DB_BELOW_SPEECH, frame_db
 
 if TYPE_CHECKING:
@@ -260,7 +260,7 @@ def settle_short_turns(diarization: Diarization, check: TurnCheck) -> Diarizatio
     next to it when segmentation-3.0's frames under it hold that speaker's activity too.
 
     Such a turn is too short to embed, so the turn check never hears it; it goes to the
-    speaker of an adjacent turn (one ending or starting within :data:`ADJACENT_SECONDS`)
+    speaker of an adjacent turn (one ending or starting within :data:`BOUNDARY_TOLERANCE`)
     whose local speakers were active under it at least ``check.short_share`` as many frames
     as its own speaker's (:meth:`processor.diarization.LocalActivity.heard`). Only the
     exclusive turns (and so the words) move: the overlapping-speech turns stay as
@@ -283,14 +283,10 @@ def settle_short_turns(diarization: Diarization, check: TurnCheck) -> Diarizatio
     return replace(diarization, turns=tuple(replace(t, speaker=moves.get(i, t.speaker)) for i, t in enumerate(turns)))
 
 
-#: How close (seconds) a turn must end or start to another to be its neighbour (diarization boundaries' precision).
-ADJACENT_SECONDS = 0.3
-
-
 def _adjacent(turns: tuple[SpeakerTurn, ...], i: int) -> list[SpeakerTurn]:
-    """The turns just before and after ``turns[i]`` that lie within :data:`ADJACENT_SECONDS` of it."""
+    """The turns just before and after ``turns[i]`` that lie within :data:`BOUNDARY_TOLERANCE` of it."""
     near = [turns[j] for j in (i - 1, i + 1) if 0 <= j < len(turns)]
-    return [t for t in near if min(abs(t.end - turns[i].start), abs(turns[i].end - t.start)) <= ADJACENT_SECONDS]
+    return [t for t in near if min(abs(t.end - turns[i].start), abs(turns[i].end - t.start)) <= BOUNDARY_TOLERANCE]
 
 
 def split_at_pauses(diarization: Diarization, audio: np.ndarray, check: TurnCheck) -> Diarization:
