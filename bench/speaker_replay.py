@@ -7,8 +7,10 @@ later runs with the same file take those from it, so only the turn check, the
 registry, the store and the end-of-meeting reconciliation run again, and the figures
 are exactly ``bench.quality``'s (same code path, same inputs)::
 
-    CT2_FORCE_CPU_ISA=AVX2 .venv/bin/python -m bench.speaker_replay --capture /tmp/avx2.pkl [--why]
+    CT2_FORCE_CPU_ISA=AVX2 .venv/bin/python -m bench.speaker_replay --capture /tmp/avx2.pkl [--why] [--shift 0.3,0.5]
 
+``--shift`` replays each recording again with that many seconds of silence in front, as
+``bench.quality --shift`` runs it (the window cuts fall elsewhere in the same speech).
 ``--why`` lists, per recording, the final transcript's misattributed words by cause
 (:func:`word_causes`). Whole-file pyannote figures are printed as ``bench.quality`` does.
 """
@@ -33,7 +35,7 @@ from bench.quality import _row, flite_meeting, speaker_figures
 from contracts.frames import SAMPLE_RATE
 from contracts.segments import Word
 from contracts.settings import Settings
-from testkit.corpus import Recording, build
+from testkit.corpus import Recording, build, shifted
 from testkit.evaluate import Run, cache_dir, run_live_and_final, whole_file_asr, whole_file_diarization, whole_file_run
 
 
@@ -163,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recordings", default="sample,concat,squeezed,returning,flite")
     parser.add_argument("--why", action="store_true", help="misattributed final words by cause")
     parser.add_argument("--check", action="append", default=[], help="a TurnCheck knob, e.g. change_distance=0.5")
+    parser.add_argument(
+        "--shift", default="", help="also replay with these seconds of silence in front, e.g. 0.3,0.5,0.7"
+    )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     memo: dict[str, Any] = pickle.loads(args.capture.read_bytes()) if args.capture.exists() else {}
@@ -174,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env({}, data_dir=Path(tmp), diarization="offline", interim_seconds=0.0)
         knobs = {k: float(v) for k, v in (c.split("=", 1) for c in args.check)}
         parts = recorded_parts(settings, memo, knobs)
+        shifts = [float(x) for x in args.shift.split(",") if x.strip()]
         for name in [n.strip() for n in args.recordings.split(",") if n.strip()]:
             rec = recordings[name]
             live, final = run_live_and_final(rec, settings, parts)
@@ -183,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(_row(label, system, speaker_figures(rec, run)))
             if args.why:
                 print(f"{name}: {dict(word_causes(rec, final))}", file=sys.stderr)
+            # The same speech with the window cuts elsewhere (bench.quality --shift).
+            for seconds in shifts:
+                moved = shifted(rec, seconds, Path(tmp) / "shifted")
+                live, final = run_live_and_final(moved, settings, parts)
+                for system, run in (("live", live), ("final", final)):
+                    rows.append(_row(f"{name} +{seconds:g} s", system, speaker_figures(moved, run)))
+                if args.why:
+                    print(f"{name} +{seconds:g} s: {dict(word_causes(moved, final))}", file=sys.stderr)
     embed = getattr(parts.diarizer, "embed", None)
     if isinstance(embed, CountedEmbedder):
         print(
