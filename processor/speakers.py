@@ -82,7 +82,9 @@ class SessionSpeakerRegistry:
     for a new voice (its window's clustering split one voice: concat's telephone voice, 1.9 s
     0.35 from its other half, founded a phantom): it is shown as that speaker and kept as a
     pending voice, which a later window speaker matching it founds once their speech adds
-    up to ``pending_seconds`` or when no speaker of its window is that close.
+    up to ``pending_seconds`` or when no speaker of its window is that close. Leftovers under
+    ``pending_seconds`` cut from one turn found one speaker (:func:`one_turn_pieces`); a session
+    speaker heard for under ``pending_seconds`` (a noisy centroid) matches within ``young_threshold``.
     """
 
     def __init__(
