@@ -33,6 +33,7 @@ from processor.diarization import (
     unit_vector,
 )
 from processor.turn_check import NEW_VOICE, TurnCheck, log_move, turn_check_of, with_moves
+from processor.voice_evidence import one_to_one, one_turn_pieces, voices_left
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ class SessionSpeakerRegistry:
     for a new voice (its window's clustering split one voice: concat's telephone voice, 1.9 s
     0.35 from its other half, founded a phantom): it is shown as that speaker and kept as a
     pending voice, which a later window speaker matching it founds once their speech adds
-    up to ``pending_seconds`` or when no speaker of its window is that close.
+    up to ``pending_seconds`` or when no speaker of its window is that close. Leftovers under
+    ``pending_seconds`` cut from one turn found one speaker (:func:`one_turn_pieces`); a session
+    speaker heard for under ``pending_seconds`` (a noisy centroid) matches within ``young_threshold``.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class SessionSpeakerRegistry:
         min_new_speaker_seconds: float = 1.0,
         max_weight_seconds: float = 120.0,
         pending_seconds: float = 3.0,
+        young_threshold: float = 0.55,
         session: str | None = None,
         turn_check: TurnCheck | None = None,
     ) -> None:
@@ -101,6 +105,7 @@ class SessionSpeakerRegistry:
         self.min_new_speaker_seconds = min_new_speaker_seconds
         self.max_weight_seconds = max_weight_seconds
         self.pending_seconds = pending_seconds
+        self.young_threshold = max(threshold, young_threshold)
         self.session = session
         self.turn_check = turn_check
         self._speakers: dict[str, _Speaker] = {}
@@ -196,14 +201,15 @@ class SessionSpeakerRegistry:
         nearest: dict[str, tuple[float, str]] = {}
         if valid and known:
             dist = self._distances(valid, embs, left, known)
-            mapping = {valid[r]: known[c].label for r, c in _one_to_one(dist, self.threshold)}
+            limit = [self.threshold if s.seconds >= self.pending_seconds else self.young_threshold for s in known]
+            mapping = {valid[r]: known[c].label for r, c in one_to_one(dist, np.array(limit))}
             nearest = {lab: (float(dist[r].min()), known[int(np.argmin(dist[r]))].label) for r, lab in enumerate(valid)}
         rest = [lab for lab in valid if lab not in mapping]
         pending = [p for p in self._pending if p.centroid is not None]
         if not rest or not pending:
             return mapping, {}, nearest
         dist = self._distances(rest, embs, left, pending)
-        return mapping, {rest[r]: pending[c] for r, c in _one_to_one(dist, self.threshold)}, nearest
+        return mapping, {rest[r]: pending[c] for r, c in one_to_one(dist, self.threshold)}, nearest
 
     @staticmethod
     def _distances(
@@ -312,6 +318,28 @@ class SessionSpeakerRegistry:
                 out[lab] = label
         return out
 
+    def _pieces(
+        self, diarization: Diarization, rest: list[str], embs: dict[str, np.ndarray | None], seconds: dict[str, float]
+    ) -> dict[str, str]:
+        """The leftovers ``rest`` that would each found a speaker with under ``pending_seconds`` and
+        were cut from one turn (:func:`one_turn_pieces`), each mapped to the one that stands for
+        them; that one takes their speech and the speech-weighted mean of their voices (``embs``
+        and ``seconds`` are updated), so one turn founds at most one speaker."""
+        short = [
+            lab
+            for lab in rest
+            if embs[lab] is not None and self.min_new_speaker_seconds <= seconds.get(lab, 0.0) < self.pending_seconds
+        ]
+        pieces = one_turn_pieces(diarization, short, seconds)
+        for lead in set(pieces.values()):
+            group = [lead, *(lab for lab, to in pieces.items() if to == lead)]
+            vecs = [(v, seconds[x]) for x in group if (v := embs[x]) is not None]
+            embs[lead] = unit_vector(sum(v * w for v, w in vecs))
+            seconds[lead] = sum(seconds[x] for x in group)
+        for lab in pieces:
+            seconds[lab] = 0.0  # its speech is its group's now
+        return pieces
+
     def _assign(self, diarization: Diarization, left: dict[str, np.ndarray]) -> dict[str, str]:
         local = sorted({t.speaker for t in diarization.turns} | set(diarization.embeddings))
         if not local:
@@ -320,6 +348,8 @@ class SessionSpeakerRegistry:
         seconds = turns_overlap_seconds(diarization.turns, 0.0, end)
         embs = {lab: unit_vector(diarization.embeddings.get(lab)) for lab in local}
         mapping, hits, nearest = self._match([lab for lab in local if embs[lab] is not None], embs, left)
+        rest = [lab for lab in local if lab not in mapping and lab not in hits]
+        pieces = self._pieces(diarization, rest, embs, seconds)
         # Matched and founding embeddings move centroids; leftovers never do.
         teaches = set(mapping)
 
@@ -329,7 +359,7 @@ class SessionSpeakerRegistry:
 
         # Longest speakers first, so a short leftover can join an established one.
         for lab in sorted(local, key=lambda x: (-seconds.get(x, 0.0), x)):
-            if lab in mapping:
+            if lab in mapping or lab in pieces:
                 continue
             if seconds.get(lab, 0.0) >= self.min_new_speaker_seconds or not self._speakers:
                 mapping[lab], teach = self._found(embs[lab], seconds.get(lab, 0.0), held, hits.get(lab), mapping)
@@ -340,6 +370,7 @@ class SessionSpeakerRegistry:
             else:
                 closest = self._closest(embs[lab], set(mapping.values()))
                 mapping[lab] = self._join(lab, diarization, mapping, closest)
+        mapping.update({lab: mapping[lead] for lab, lead in pieces.items()})
 
         for lab in local:
             self._teach(self._speakers[mapping[lab]], embs[lab] if lab in teaches else None, seconds.get(lab, 0.0))
@@ -396,37 +427,6 @@ class SessionSpeakerRegistry:
                 mapping[moves[i]] = best
                 log_move("turn moved to a session voice", turn, best, mine, others[best])
         return with_moves(diarization, moves), mapping
-
-
-def _one_to_one(dist: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """(row, column) pairs of the one-to-one assignment of least total distance, under ``threshold``:
-    one session speaker per window speaker, the window's own clustering already decided they differ."""
-    from scipy.optimize import linear_sum_assignment
-
-    rows, cols = linear_sum_assignment(dist)
-    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if dist[r, c] < threshold]
-
-
-def voices_left(diarization: Diarization) -> dict[str, np.ndarray]:
-    """The voice of what is left of each window speaker that lost a turn to a new voice.
-
-    The unit-norm mean of its remaining turns' voices (``turn_voices``, weighted by their
-    length), for each window speaker ``lab`` with a ``lab+<start>`` speaker
-    (:func:`processor.turn_check.new_voices`): its diarizer embedding still holds the voice
-    that left it.
-    """
-    out = {}
-    for lab in {t.speaker for t in diarization.turns}:
-        if not any(k.startswith(f"{lab}{NEW_VOICE}") for k in diarization.embeddings):
-            continue
-        vecs = [
-            (v, t.end - t.start)
-            for t in diarization.turns
-            if t.speaker == lab and (v := diarization.turn_voices.get(t.start)) is not None
-        ]
-        if vecs and (mean := unit_vector(sum(v * w for v, w in vecs))) is not None:
-            out[lab] = mean
-    return out
 
 
 def assign_window(mapper: SpeakerMapper, diarization: Diarization) -> tuple[Diarization, dict[str, str]]:
