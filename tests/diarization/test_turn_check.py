@@ -274,6 +274,25 @@ def test_a_turn_unlike_every_speaker_of_its_window_gets_a_speaker_of_its_own() -
         del VOICES[5]
 
 
+def test_a_new_voice_must_hold_speech() -> None:
+    """Issue 21, round 29: returning shifted by 0.5 s founded a 7th speaker from a 1.01 s piece at
+    a window's end that was Silero speech over 25 % of its frames (the kept new-voice pieces
+    held 62-100 %): it sounded like nobody because it was mostly noise. With the window's VAD, a
+    turn far from every voice becomes a speaker of its own only when speech fills at least
+    ``new_voice_speech`` (0.5) of it; without a VAD it still does."""
+    check = TurnCheck(new_voice_own=0.7)
+    dia = _window([("A", 0.0, 3.0), ("A", 4.0, 6.0), ("B", 9.0, 11.0)], {"A": A, "B": B})
+    audio = _audio([(0.0, 3.0, 1), (4.0, 6.0, 4), (9.0, 11.0, 2)])
+    probs = np.full(-(-len(audio) // 512), 0.9, np.float32)
+    frame = 512 / SAMPLE_RATE
+    probs[int(4.0 / frame) : int(5.5 / frame)] = 0.1  # 4-6 s: speech over its last quarter only
+    noisy = SpeechMap(probs, len(audio))
+    assert [t.speaker for t in regroup_turns(dia, audio, FakeEmbedder(), check, noisy).turns] == ["A", "A", "B"]
+    probs[int(4.0 / frame) : int(4.8 / frame)] = 0.9  # now speech over 60 % of it
+    assert [t.speaker for t in regroup_turns(dia, audio, FakeEmbedder(), check, noisy).turns] == ["A", "A+4.00", "B"]
+    assert [t.speaker for t in regroup_turns(dia, audio, FakeEmbedder(), check).turns] == ["A", "A+4.00", "B"]
+
+
 def test_a_new_voice_joins_a_session_speaker_within_the_looser_match_or_founds_one() -> None:
     """One turn's embedding is noisier than a window speaker's: a new-voice window speaker joins
     the closest session speaker within ``new_voice_match`` (0.55; 0.5 here, over the 0.45 match
