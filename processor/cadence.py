@@ -10,9 +10,17 @@ arrived, on a snapshot 0.7 s old, while the next record came 0.3 s later
 later, so it starts as its record arrives. It never waits for a record the old
 rule would not have waited for: a busy worker (a pass and its rest longer than
 the interval) still takes the newest snapshot at once.
+
+No pass starts on a snapshot of a window due to be cut within
+:data:`CUT_MARGIN_SECONDS`: such a pass is still running at the cut, the cut
+window's final ASR and the next window's first pass wait for it, and it holds
+little or nothing of the cut window (cut at its last pause, usually before the
+last pass's snapshot ended) that the final will not show a moment later.
 """
 
 from __future__ import annotations
+
+from contracts.frames import SAMPLE_RATE
 
 #: A snapshot offered this much less than ``interval`` after the last pass's snapshot
 #: still makes the next pass due (half a 1 s record: the records' arrival jitter).
@@ -31,3 +39,22 @@ def next_pass_due(last_offered: float, pending_offered: float, interval: float) 
     if pending_offered >= last_offered + interval - slack:
         return pending_offered
     return last_offered + interval + slack
+
+
+#: No pass starts this close before its window's audio reaches the window limit (the cut).
+CUT_MARGIN_SECONDS = 1.0
+#: ... unless the cut is this late (records stopped coming): then the snapshot there is is run.
+CUT_LATE_SECONDS = 2.0
+
+
+def pass_wait(
+    last_offered: float, samples: int, offered_at: float, now: float, interval: float, limit_samples: int
+) -> float:
+    """Seconds until a pass of the pending snapshot (``samples`` of its window, offered at ``offered_at``) may start.
+
+    Zero or less: now. ``limit_samples``: the window limit, where the engine cuts.
+    """
+    reach = offered_at + (limit_samples - samples) / SAMPLE_RATE  # the window's audio reaches the limit
+    if reach - CUT_MARGIN_SECONDS <= now < reach + CUT_LATE_SECONDS:
+        return reach + CUT_LATE_SECONDS - now  # the cut's offer (a new window) comes first and wakes the worker
+    return next_pass_due(last_offered, offered_at, interval) - now

@@ -7,10 +7,9 @@ those snapshots into interim rows (``is_final=False``) through
 ``store.put_interim``; the final rows of the window replace them in place
 (same window, same segment keys) when the engine commits it.
 
-- **Drop, don't queue.** One slot per session holds only its latest snapshot;
-  ``offer`` replaces an unprocessed one (``superseded``) and never blocks. At most
-  one pass per session per ``interval``, oldest-served session first; a duty cap
-  (``max_duty``) rests the worker after slow passes.
+- **Drop, don't queue.** One slot per session holds its latest snapshot; ``offer`` never
+  blocks. A pass per session per ``interval`` (:mod:`processor.cadence`), oldest-served
+  first; a duty cap (``max_duty``) rests the worker after slow passes.
 - **Final ASR first.** While a final ASR runs (:class:`processor.gate.FinalGate`), a
   due pass waits (``skipped_for_final``) and runs on the newest snapshot when it ends.
   One exception: a new window's first pass runs before the cut window's final ASR,
@@ -20,10 +19,9 @@ those snapshots into interim rows (``is_final=False``) through
 - **No word twice.** Only the open window's audio is transcribed, and it starts
   exactly where the last committed window ended.
 
-Stability (LocalAgreement-2): the longest common word prefix (case and punctuation
-ignored) of a pass and the previous pass of its window is *stable*; each ASR segment
-is split there into a ``stable=True`` segment and a ``stable=False`` tail. Interim
-speakers are the session's last final speaker (best effort).
+Stability (LocalAgreement-2): the longest common word prefix of a pass and the previous
+pass of its window is *stable*; each ASR segment is split there into a ``stable=True``
+segment and a ``stable=False`` tail. Interim speakers: the last final speaker.
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ from contracts.frames import SAMPLE_RATE
 from contracts.segments import TranscriptSegment
 from processor.asr import AsrSegment, Transcriber
 from processor.attribution import AttributedSegment, transcript_segments
-from processor.cadence import next_pass_due
+from processor.cadence import pass_wait
 from processor.gate import FinalGate
 from processor.interim_timing import PASS_TIMINGS_KEPT, PassTiming
 from processor.segtime import split_words
@@ -173,6 +171,7 @@ class InterimWorker:
     re-run unless it grew by at least this much since its last pass.
     ``first_pass_seconds``: a new window offered with at least this much audio gets
     its first pass before the cut window's final ASR (:mod:`processor.first_pass`).
+    ``window_seconds``: the engine's window limit; no pass starts just before a cut.
     """
 
     def __init__(
@@ -187,6 +186,7 @@ class InterimWorker:
         max_duty: float = 0.5,
         min_new_seconds: float = 0.5,
         first_pass_seconds: float = 1.0,
+        window_seconds: float = 30.0,
         batch_size: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -203,6 +203,7 @@ class InterimWorker:
         self.max_duty = max_duty
         self.min_new_samples = int(min_new_seconds * SAMPLE_RATE)
         self.first_pass_samples = int(first_pass_seconds * SAMPLE_RATE)
+        self.limit_samples = int(window_seconds * SAMPLE_RATE)
         self.batch_size = max(1, batch_size)
         self.clock = clock
         self._cond = threading.Condition()
@@ -367,11 +368,12 @@ class InterimWorker:
         for slot in self._slots.values():
             if slot.pending is None or slot.running:
                 continue
-            at = next_pass_due(slot.last_pass_at, slot.pending.offered_at, self.interval)
-            if at <= now:
+            snap = slot.pending
+            left = pass_wait(slot.last_pass_at, snap.pcm.size, snap.offered_at, now, self.interval, self.limit_samples)
+            if left <= 0:
                 due.append(slot)
             else:
-                wait = min(wait, at - now)
+                wait = min(wait, left)
         return due, wait
 
     def _take(self, due: list[_Slot]) -> list[_Job]:

@@ -246,3 +246,23 @@ def test_passes_start_as_their_record_arrives_whatever_the_first_pass_took(store
     assert len(ages) >= 5, ages
     later = sorted(ages[2:])
     assert later[len(later) // 2] < 0.15, f"passes ran on stale snapshots: ages {ages}"
+
+
+def test_no_pass_starts_on_a_window_about_to_be_cut(store: SqliteTranscriptStore) -> None:
+    """A snapshot within a second of the window limit gets no pass (it would still run at the cut and hold up
+    the final ASR and the next window's first pass); the next window's does at once (fails on 243d9e4)."""
+    fake = ScriptedTranscriber([[asr_words("a b")]])
+    worker = InterimWorker(fake, store, interval=0.05, max_duty=1.0, min_new_seconds=0.0, window_seconds=5.0)
+    worker.offer("s", 0, 0, pcm(3.5))
+    idle(worker, "s", 1)
+    worker.offer("s", 0, 0, pcm(4.5))  # the cut comes with the next record
+    time.sleep(0.5)
+    assert worker.stats("s")["passes"] == 1, "a pass started half a second before its window's cut"
+    worker.window_closed("s", 0)
+    worker.offer("s", 1, 4 * 16000, pcm(1.5))
+    idle(worker, "s", 2)
+    assert [t.window_index for t in worker.timings("s")] == [0, 1]
+    # Records stopped before the cut: the snapshot there is runs once the cut is 2 s late.
+    worker.offer("s", 1, 4 * 16000, pcm(4.8))
+    idle(worker, "s", 3)
+    worker.stop()
