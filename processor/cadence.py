@@ -11,16 +11,18 @@ later, so it starts as its record arrives. It never waits for a record the old
 rule would not have waited for: a busy worker (a pass and its rest longer than
 the interval) still takes the newest snapshot at once.
 
-No pass starts on a snapshot of a window due to be cut within
-:data:`CUT_MARGIN_SECONDS`: such a pass is still running at the cut, the cut
-window's final ASR and the next window's first pass wait for it, and it holds
-little or nothing of the cut window (cut at its last pause, usually before the
-last pass's snapshot ended) that the final will not show a moment later.
+No pass starts that would still run when its window is cut (its length taken
+as the last pass's, at most :data:`CUT_MARGIN_SECONDS`): the cut window's final
+ASR and the next window's first pass would wait for it, and it holds little or
+nothing of the cut window (cut at its last pause, usually before the last
+pass's snapshot ended) that the final will not show a moment later.
 """
 
 from __future__ import annotations
 
-from contracts.frames import SAMPLE_RATE
+from dataclasses import dataclass
+
+from contracts.frames import DEFAULT_FRAME_SAMPLES, SAMPLE_RATE
 
 #: A snapshot offered this much less than ``interval`` after the last pass's snapshot
 #: still makes the next pass due (half a 1 s record: the records' arrival jitter).
@@ -41,20 +43,34 @@ def next_pass_due(last_offered: float, pending_offered: float, interval: float) 
     return last_offered + interval + slack
 
 
-#: No pass starts this close before its window's audio reaches the window limit (the cut).
+#: The most a pass's length is taken to be when judging whether it would run into its window's cut.
 CUT_MARGIN_SECONDS = 1.0
 #: ... unless the cut is this late (records stopped coming): then the snapshot there is is run.
 CUT_LATE_SECONDS = 2.0
 
 
-def pass_wait(
-    last_offered: float, samples: int, offered_at: float, now: float, interval: float, limit_samples: int
-) -> float:
-    """Seconds until a pass of the pending snapshot (``samples`` of its window, offered at ``offered_at``) may start.
+@dataclass(frozen=True)
+class Cadence:
+    """A session's pass schedule: ``interval`` seconds apart, none running into a window's cut.
 
-    Zero or less: now. ``limit_samples``: the window limit, where the engine cuts.
+    ``limit_samples``: the engine's window limit (it cuts at the first record that takes
+    the window over it); ``record_samples``: the frame record length.
     """
-    reach = offered_at + (limit_samples - samples) / SAMPLE_RATE  # the window's audio reaches the limit
-    if reach - CUT_MARGIN_SECONDS <= now < reach + CUT_LATE_SECONDS:
-        return reach + CUT_LATE_SECONDS - now  # the cut's offer (a new window) comes first and wakes the worker
-    return next_pass_due(last_offered, offered_at, interval) - now
+
+    interval: float
+    limit_samples: int
+    record_samples: int = DEFAULT_FRAME_SAMPLES
+
+    def wait(self, last_offered: float, samples: int, offered_at: float, now: float, took: float) -> float:
+        """Seconds until a pass of the pending snapshot may start (zero or less: now).
+
+        ``samples``/``offered_at``: the snapshot; ``took``: the last pass's length, taken as
+        this one's (at most :data:`CUT_MARGIN_SECONDS`). No pass starts that would still run
+        when the record that cuts its window arrives.
+        """
+        if samples <= self.limit_samples:
+            records = (self.limit_samples - samples) // self.record_samples + 1
+            cut_at = offered_at + records * self.record_samples / SAMPLE_RATE
+            if cut_at - min(took, CUT_MARGIN_SECONDS) <= now < cut_at + CUT_LATE_SECONDS:
+                return cut_at + CUT_LATE_SECONDS - now  # the cut's offer (a new window) wakes the worker first
+        return next_pass_due(last_offered, offered_at, self.interval) - now

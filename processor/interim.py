@@ -41,7 +41,7 @@ from contracts.frames import SAMPLE_RATE
 from contracts.segments import TranscriptSegment
 from processor.asr import AsrSegment, Transcriber
 from processor.attribution import AttributedSegment, transcript_segments
-from processor.cadence import pass_wait
+from processor.cadence import Cadence
 from processor.gate import FinalGate
 from processor.interim_timing import PASS_TIMINGS_KEPT, PassTiming
 from processor.segtime import split_words
@@ -203,7 +203,7 @@ class InterimWorker:
         self.max_duty = max_duty
         self.min_new_samples = int(min_new_seconds * SAMPLE_RATE)
         self.first_pass_samples = int(first_pass_seconds * SAMPLE_RATE)
-        self.limit_samples = int(window_seconds * SAMPLE_RATE)
+        self.cadence = Cadence(interval, int(window_seconds * SAMPLE_RATE))
         self.batch_size = max(1, batch_size)
         self.clock = clock
         self._cond = threading.Condition()
@@ -368,8 +368,8 @@ class InterimWorker:
         for slot in self._slots.values():
             if slot.pending is None or slot.running:
                 continue
-            snap = slot.pending
-            left = pass_wait(slot.last_pass_at, snap.pcm.size, snap.offered_at, now, self.interval, self.limit_samples)
+            snap, took = slot.pending, (self._timings[-1].took if self._timings else 0.0)
+            left = self.cadence.wait(slot.last_pass_at, snap.pcm.size, snap.offered_at, now, took)
             if left <= 0:
                 due.append(slot)
             else:

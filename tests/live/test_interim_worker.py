@@ -248,16 +248,17 @@ def test_passes_start_as_their_record_arrives_whatever_the_first_pass_took(store
     assert later[len(later) // 2] < 0.15, f"passes ran on stale snapshots: ages {ages}"
 
 
-def test_no_pass_starts_on_a_window_about_to_be_cut(store: SqliteTranscriptStore) -> None:
-    """A snapshot within a second of the window limit gets no pass (it would still run at the cut and hold up
-    the final ASR and the next window's first pass); the next window's does at once (fails on 243d9e4)."""
-    fake = ScriptedTranscriber([[asr_words("a b")]])
+def test_no_pass_starts_that_would_run_into_its_windows_cut(store: SqliteTranscriptStore) -> None:
+    """With passes of over a second, a snapshot a record short of the window limit gets no pass (it would
+    still run at the cut and hold up the final ASR and the next window's first pass); the next window's
+    does at once. Short passes still run there (fails on 243d9e4: the pass ran into the cut)."""
+    fake = ScriptedTranscriber([[asr_words("a b")]], on_call=lambda: time.sleep(1.2))
     worker = InterimWorker(fake, store, interval=0.05, max_duty=1.0, min_new_seconds=0.0, window_seconds=5.0)
     worker.offer("s", 0, 0, pcm(3.5))
     idle(worker, "s", 1)
-    worker.offer("s", 0, 0, pcm(4.5))  # the cut comes with the next record
+    worker.offer("s", 0, 0, pcm(4.5))  # the next record takes the window over 5 s: the cut
     time.sleep(0.5)
-    assert worker.stats("s")["passes"] == 1, "a pass started half a second before its window's cut"
+    assert worker.stats("s")["passes"] == 1, "a 1.2 s pass started a second before its window's cut"
     worker.window_closed("s", 0)
     worker.offer("s", 1, 4 * 16000, pcm(1.5))
     idle(worker, "s", 2)
@@ -266,3 +267,10 @@ def test_no_pass_starts_on_a_window_about_to_be_cut(store: SqliteTranscriptStore
     worker.offer("s", 1, 4 * 16000, pcm(4.8))
     idle(worker, "s", 3)
     worker.stop()
+    quick = InterimWorker(ScriptedTranscriber([[asr_words("a b")]]), store, interval=0.05, window_seconds=5.0)
+    for i, secs in enumerate((3.5, 4.5)):
+        quick.offer("q", 0, 0, pcm(secs))
+        idle(quick, "q", i + 1)
+    quick.stop()
+    last = quick.timings("q")[-1]
+    assert last.started - last.offered_at < 0.5, "a short pass, ending before the cut, was held back"
