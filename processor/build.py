@@ -205,14 +205,7 @@ def build_interim(settings: Settings, whisper: WhisperTranscriber, store: Transc
         return InterimParts(GatedTranscriber(batched, gate), worker)
     # Final ASR pre-empts interim passes through the gate; the duty cap only keeps a
     # slow model from hogging both cores between finals.
-    worker = InterimWorker(
-        whisper,
-        store,
-        interval=settings.interim_seconds,
-        gate=gate,
-        max_duty=0.75,
-        window_seconds=settings.window_seconds,
-    )
+    worker = InterimWorker(whisper, store, interval=settings.interim_seconds, gate=gate, max_duty=0.75)
     return InterimParts(GatedTranscriber(whisper, gate), worker)
 
 

@@ -7,9 +7,10 @@ those snapshots into interim rows (``is_final=False``) through
 ``store.put_interim``; the final rows of the window replace them in place
 (same window, same segment keys) when the engine commits it.
 
-- **Drop, don't queue.** One slot per session holds its latest snapshot; ``offer`` never
-  blocks. A pass per session per ``interval`` (:mod:`processor.cadence`), oldest-served
-  first; a duty cap (``max_duty``) rests the worker after slow passes.
+- **Drop, don't queue.** One slot per session holds only its latest snapshot;
+  ``offer`` replaces an unprocessed one (``superseded``) and never blocks. At most
+  one pass per session per ``interval``, oldest-served session first; a duty cap
+  (``max_duty``) rests the worker after slow passes.
 - **Final ASR first.** While a final ASR runs (:class:`processor.gate.FinalGate`), a
   due pass waits (``skipped_for_final``) and runs on the newest snapshot when it ends.
   One exception: a new window's first pass runs before the cut window's final ASR,
@@ -19,9 +20,10 @@ those snapshots into interim rows (``is_final=False``) through
 - **No word twice.** Only the open window's audio is transcribed, and it starts
   exactly where the last committed window ended.
 
-Stability (LocalAgreement-2): the longest common word prefix of a pass and the previous
-pass of its window is *stable*; each ASR segment is split there into a ``stable=True``
-segment and a ``stable=False`` tail. Interim speakers: the last final speaker.
+Stability (LocalAgreement-2): the longest common word prefix (case and punctuation
+ignored) of a pass and the previous pass of its window is *stable*; each ASR segment
+is split there into a ``stable=True`` segment and a ``stable=False`` tail. Interim
+speakers are the session's last final speaker (best effort).
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from contracts.frames import SAMPLE_RATE
 from contracts.segments import TranscriptSegment
 from processor.asr import AsrSegment, Transcriber
 from processor.attribution import AttributedSegment, transcript_segments
-from processor.cadence import Cadence
 from processor.gate import FinalGate
 from processor.interim_timing import PASS_TIMINGS_KEPT, PassTiming
 from processor.segtime import split_words
@@ -137,7 +138,7 @@ class _Slot:
     #: The pending snapshot was due while a final ran (counted in ``skipped_for_final`` once).
     pending_held: bool = False
     running: bool = False
-    last_pass_at: float = float("-inf")  # the offer time of the last pass's snapshot
+    last_pass_at: float = float("-inf")
     #: The newest window offered; its first pass is still to run and a final ASR waits for it.
     offered_window: int = -1
     first_pending: bool = False
@@ -171,7 +172,6 @@ class InterimWorker:
     re-run unless it grew by at least this much since its last pass.
     ``first_pass_seconds``: a new window offered with at least this much audio gets
     its first pass before the cut window's final ASR (:mod:`processor.first_pass`).
-    ``window_seconds``: the engine's window limit; no pass starts just before a cut.
     """
 
     def __init__(
@@ -186,7 +186,6 @@ class InterimWorker:
         max_duty: float = 0.5,
         min_new_seconds: float = 0.5,
         first_pass_seconds: float = 1.0,
-        window_seconds: float = 30.0,
         batch_size: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -203,7 +202,6 @@ class InterimWorker:
         self.max_duty = max_duty
         self.min_new_samples = int(min_new_seconds * SAMPLE_RATE)
         self.first_pass_samples = int(first_pass_seconds * SAMPLE_RATE)
-        self.cadence = Cadence(interval, int(window_seconds * SAMPLE_RATE))
         self.batch_size = max(1, batch_size)
         self.clock = clock
         self._cond = threading.Condition()
@@ -359,7 +357,7 @@ class InterimWorker:
             return [], FINAL_POLL_SECONDS
         if not due:
             return [], wait
-        return self._take(due), min(wait, self.interval)
+        return self._take(due, now), min(wait, self.interval)
 
     def _due(self, now: float) -> tuple[list[_Slot], float]:
         """Slots with a snapshot whose interval has passed, and how long until the next one is due."""
@@ -368,15 +366,14 @@ class InterimWorker:
         for slot in self._slots.values():
             if slot.pending is None or slot.running:
                 continue
-            snap, took = slot.pending, (self._timings[-1].took if self._timings else 0.0)
-            left = self.cadence.wait(slot.last_pass_at, snap.pcm.size, snap.offered_at, now, took)
-            if left <= 0:
+            at = slot.last_pass_at + self.interval
+            if at <= now:
                 due.append(slot)
             else:
-                wait = min(wait, left)
+                wait = min(wait, at - now)
         return due, wait
 
-    def _take(self, due: list[_Slot]) -> list[_Job]:
+    def _take(self, due: list[_Slot], now: float) -> list[_Job]:
         """Take the due snapshots (oldest-served first) for passes, at most ``batch_size``."""
         due.sort(key=lambda s: s.last_pass_at)
         jobs = []
@@ -389,7 +386,7 @@ class InterimWorker:
             first = slot.first_pending and snap.window_index == slot.offered_window
             slot.first_pending = False
             slot.running = True
-            slot.last_pass_at = snap.offered_at  # the cadence counts from offers (processor/cadence.py)
+            slot.last_pass_at = now
             jobs.append(_Job(slot, snap, first))
             if len(jobs) >= self.batch_size:
                 break

@@ -27,11 +27,6 @@ class PassTiming:
     started: float
     finished: float
 
-    @property
-    def took(self) -> float:
-        """The model call's seconds."""
-        return self.finished - self.started
-
 
 #: Pass timings kept (about two hours of one session at a pass every 2 s).
 PASS_TIMINGS_KEPT = 4096
