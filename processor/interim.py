@@ -43,6 +43,7 @@ from contracts.frames import SAMPLE_RATE
 from contracts.segments import TranscriptSegment
 from processor.asr import AsrSegment, Transcriber
 from processor.attribution import AttributedSegment, transcript_segments
+from processor.cadence import next_pass_due
 from processor.gate import FinalGate
 from processor.interim_timing import PASS_TIMINGS_KEPT, PassTiming
 from processor.segtime import split_words
@@ -138,7 +139,7 @@ class _Slot:
     #: The pending snapshot was due while a final ran (counted in ``skipped_for_final`` once).
     pending_held: bool = False
     running: bool = False
-    last_pass_at: float = float("-inf")
+    last_pass_at: float = float("-inf")  # the offer time of the last pass's snapshot
     #: The newest window offered; its first pass is still to run and a final ASR waits for it.
     offered_window: int = -1
     first_pending: bool = False
@@ -357,7 +358,7 @@ class InterimWorker:
             return [], FINAL_POLL_SECONDS
         if not due:
             return [], wait
-        return self._take(due, now), min(wait, self.interval)
+        return self._take(due), min(wait, self.interval)
 
     def _due(self, now: float) -> tuple[list[_Slot], float]:
         """Slots with a snapshot whose interval has passed, and how long until the next one is due."""
@@ -366,14 +367,14 @@ class InterimWorker:
         for slot in self._slots.values():
             if slot.pending is None or slot.running:
                 continue
-            at = slot.last_pass_at + self.interval
+            at = next_pass_due(slot.last_pass_at, slot.pending.offered_at, self.interval)
             if at <= now:
                 due.append(slot)
             else:
                 wait = min(wait, at - now)
         return due, wait
 
-    def _take(self, due: list[_Slot], now: float) -> list[_Job]:
+    def _take(self, due: list[_Slot]) -> list[_Job]:
         """Take the due snapshots (oldest-served first) for passes, at most ``batch_size``."""
         due.sort(key=lambda s: s.last_pass_at)
         jobs = []
@@ -386,7 +387,7 @@ class InterimWorker:
             first = slot.first_pending and snap.window_index == slot.offered_window
             slot.first_pending = False
             slot.running = True
-            slot.last_pass_at = now
+            slot.last_pass_at = snap.offered_at  # the cadence counts from offers (processor/cadence.py)
             jobs.append(_Job(slot, snap, first))
             if len(jobs) >= self.batch_size:
                 break

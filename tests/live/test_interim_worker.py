@@ -228,3 +228,21 @@ def test_pass_timings_say_which_snapshot_each_pass_decoded_and_when(store: Sqlit
     assert all(t.offered_at <= t.started <= t.finished for t in timings)
     assert timings[0].finished <= timings[1].started
     assert [t.session_id for t in worker.timings("other")] == ["other"]
+
+
+def test_passes_start_as_their_record_arrives_whatever_the_first_pass_took(store: SqliteTranscriptStore) -> None:
+    """The cadence counts from the last pass's snapshot, so a slow first pass does not leave every later pass
+    on a stale snapshot (fails on 243d9e4: counted from the pass's start, each pass took a snapshot 0.4 s old)."""
+    slow = [0.7]  # the session's first (cold) pass; then a duty rest as long
+    fake = ScriptedTranscriber([[asr_words("a b")]], on_call=lambda: time.sleep(slow.pop() if slow else 0.02))
+    worker = InterimWorker(fake, store, interval=1.0, max_duty=0.5, min_new_seconds=0.0)
+    t0 = time.monotonic()
+    for k in range(13):  # a record every half interval, as 1 s records with passes every 2 s
+        time.sleep(max(0.0, t0 + 0.5 * k - time.monotonic()))
+        worker.offer("s", 0, 0, pcm(0.5 * (k + 1)))
+    assert worker.wait_idle(30)
+    worker.stop()
+    ages = [t.started - t.offered_at for t in worker.timings("s")]
+    assert len(ages) >= 5, ages
+    later = sorted(ages[2:])
+    assert later[len(later) // 2] < 0.15, f"passes ran on stale snapshots: ages {ages}"
