@@ -139,7 +139,7 @@ class _Slot:
     #: The pending snapshot was due while a final ran (counted in ``skipped_for_final`` once).
     pending_held: bool = False
     running: bool = False
-    last_pass_at: float = float("-inf")  # the offer time of the last pass's snapshot
+    last_offered: float = float("-inf")  # when the last pass's snapshot was offered
     #: The newest window offered; its first pass is still to run and a final ASR waits for it.
     offered_window: int = -1
     first_pending: bool = False
@@ -240,7 +240,7 @@ class InterimWorker:
         """A new window's first offer: its first pass is due at once, before the cut window's final ASR."""
         cut = slot.offered_window >= 0  # else the session's first window here: no final waits for it
         slot.offered_window = window_index
-        slot.last_pass_at = float("-inf")
+        slot.last_offered = float("-inf")
         slot.first_pending = cut and self.yield_to_finals and samples >= self.first_pass_samples
         self.gate.first_passes.opened(slot.session_id, window_index, slot.first_pending)
 
@@ -259,7 +259,7 @@ class InterimWorker:
             slot.passed_samples = 0
             slot.speaker_stale = True
             # The next window's first pass may run as soon as it has audio.
-            slot.last_pass_at = float("-inf")
+            slot.last_offered = float("-inf")
             counters = asdict(slot.counters)
         log.info("interim window closed", extra={"session": session_id, "window": window_index, **counters})
 
@@ -367,7 +367,7 @@ class InterimWorker:
         for slot in self._slots.values():
             if slot.pending is None or slot.running:
                 continue
-            at = next_pass_due(slot.last_pass_at, slot.pending.offered_at, self.interval)
+            at = next_pass_due(slot.last_offered, slot.pending.offered_at, self.interval)
             if at <= now:
                 due.append(slot)
             else:
@@ -376,7 +376,7 @@ class InterimWorker:
 
     def _take(self, due: list[_Slot]) -> list[_Job]:
         """Take the due snapshots (oldest-served first) for passes, at most ``batch_size``."""
-        due.sort(key=lambda s: s.last_pass_at)
+        due.sort(key=lambda s: s.last_offered)
         jobs = []
         for slot in due:
             snap = slot.pending
@@ -387,7 +387,7 @@ class InterimWorker:
             first = slot.first_pending and snap.window_index == slot.offered_window
             slot.first_pending = False
             slot.running = True
-            slot.last_pass_at = snap.offered_at  # the cadence counts from offers (processor/cadence.py)
+            slot.last_offered = snap.offered_at  # the cadence counts from offers (processor/cadence.py)
             jobs.append(_Job(slot, snap, first))
             if len(jobs) >= self.batch_size:
                 break
