@@ -21,7 +21,6 @@ import numpy as np
 from contracts.frames import SAMPLE_RATE
 from contracts.settings import Settings, Switch
 from processor.diarization import BOUNDARY_TOLERANCE, Diarization, Diarizer, SpeakerTurn, unit_vector
-from processor.vad import FRAME, THRESHOLD
 from processor.windowing import PAUSE_DB_BELOW_SPEECH, frame_db
 
 if TYPE_CHECKING:
@@ -235,12 +234,6 @@ def change_point(
 NEW_VOICE = "+"
 
 
-def speech_share(speech: SpeechMap, start: float, end: float) -> float:
-    """The share of Silero's frames within [start, end) (seconds into the window) that are speech."""
-    probs = speech.probs[int(start * SAMPLE_RATE) // FRAME : -(-int(end * SAMPLE_RATE) // FRAME)]
-    return float((probs >= THRESHOLD).mean()) if len(probs) else 0.0
-
-
 def new_voices(diarization: Diarization, check: TurnCheck, speech: SpeechMap | None = None) -> Diarization:
     """``diarization`` with each turn unlike every speaker of its window given a window speaker of its own.
 
@@ -261,7 +254,8 @@ def new_voices(diarization: Diarization, check: TurnCheck, speech: SpeechMap | N
         vec, own = diarization.turn_voices.get(turn.start), voices.get(turn.speaker)
         if vec is None or own is None or float(1.0 - vec @ own) < check.new_voice_own:
             continue
-        if speech is not None and speech_share(speech, turn.start, turn.end) < check.new_voice_speech:
+        span = (int(turn.start * SAMPLE_RATE), int(turn.end * SAMPLE_RATE))
+        if speech is not None and speech.share(*span) < check.new_voice_speech:
             continue
         if all(float(1.0 - vec @ v) >= check.new_voice_others for lab, v in voices.items() if lab != turn.speaker):
             moves[i] = f"{turn.speaker}{NEW_VOICE}{turn.start:.2f}"

@@ -55,6 +55,12 @@ class SpeechMap:
         raw = _speeches(self.probs[first : -(-hi // FRAME)], base, min_silence_ms * 16, hi - lo)
         return _padded(raw, pad_ms * 16, hi - lo)
 
+    def share(self, lo: int = 0, hi: int | None = None) -> float:
+        """The share of the frames over ``audio[lo:hi]`` that are speech (at :data:`THRESHOLD`)."""
+        hi = self.samples if hi is None else min(hi, self.samples)
+        probs = self.probs[lo // FRAME : -(-hi // FRAME)] if hi > lo else self.probs[:0]
+        return float((probs >= THRESHOLD).mean()) if len(probs) else 0.0
+
     def has_speech(self, lo: int = 0, hi: int | None = None, min_silence_ms: int = 300) -> bool:
         """Is there any speech in ``audio[lo:hi]``?"""
         return bool(self.spans(min_silence_ms, 100, lo, hi))
